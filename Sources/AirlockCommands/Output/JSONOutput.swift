@@ -1,0 +1,9 @@
+import Foundation
+
+/// Writes a value as pretty JSON (sorted keys, so output is stable) on stdout.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    let data = try encoder.encode(value)
+    Terminal.standardOutput.write(String(decoding: data, as: UTF8.self) + "\n")
+}

@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// stdout or stderr, with ANSI styling only when it is a terminal and `NO_COLOR` is unset.
+struct Terminal: Sendable {
+    let fd: Int32
+    let colored: Bool
+
+    static let standardOutput = Terminal(fd: 1)
+    static let standardError = Terminal(fd: 2)
+
+    init(fd: Int32) {
+        self.fd = fd
+        self.colored = isatty(fd) == 1 && getenv("NO_COLOR") == nil && getenv("TERM").map { String(cString: $0) } != "dumb"
+    }
+
+    enum Style: String {
+        case red = "31", green = "32", yellow = "33", bold = "1", dim = "2"
+    }
+
+    func style(_ text: String, _ style: Style) -> String {
+        colored ? "\u{1B}[\(style.rawValue)m\(text)\u{1B}[0m" : text
+    }
+
+    func write(_ text: String) {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            bytes = bytes.dropFirst(n)
+        }
+    }
+
+    /// Colours "error:" and "hint:" in compiler-style diagnostics.
+    func styleDiagnostics(_ text: String) -> String {
+        guard colored else { return text }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            if let range = line.firstRange(of: "error:") {
+                return String(line[..<range.lowerBound]) + style("error:", .red) + String(line[range.upperBound...])
+            }
+            if let range = line.firstRange(of: "hint:") {
+                return String(line[..<range.lowerBound]) + style("hint:", .yellow) + String(line[range.upperBound...])
+            }
+            return String(line)
+        }.joined(separator: "\n")
+    }
+}

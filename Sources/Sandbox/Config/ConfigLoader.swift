@@ -1,0 +1,102 @@
+/// Loads the configuration layers of a project and merges them:
+/// user (`~/.config/airlock/config.toml`) → presets → project (`airlock.toml`) →
+/// local (`airlock.local.toml`). Tables merge, arrays concatenate, scalars override; an entry
+/// with `enabled = false` is switched off whatever lower layer defined it.
+public struct ConfigLoader: Sendable {
+    /// One layer that took part, in merge order.
+    public struct Layer: Sendable, Equatable {
+        public enum Kind: String, Sendable { case user, preset, project, local }
+        public var kind: Kind
+        /// The path shown in messages and origins.
+        public var displayPath: String
+        public var tree: ConfigNode
+    }
+
+    public struct Result: Sendable {
+        public var config: AirlockConfig
+        /// The merged tree, each value carrying where it was written.
+        public var merged: ConfigNode
+        public var layers: [Layer]
+    }
+
+    public static let projectFileName = "airlock.toml"
+    public static let localFileName = "airlock.local.toml"
+
+    public var projectRoot: String
+    public var userConfigPath: String?
+    public var environment: [String: String]
+    public var fileSystem: any FileReading
+
+    public init(projectRoot: String, userConfigPath: String?, environment: [String: String], fileSystem: any FileReading = LocalFiles()) {
+        self.projectRoot = projectRoot
+        self.userConfigPath = userConfigPath
+        self.environment = environment
+        self.fileSystem = fileSystem
+    }
+
+    /// The user's file: `$XDG_CONFIG_HOME/airlock/config.toml`, else `~/.config/airlock/config.toml`.
+    public static func userConfigPath(environment: [String: String]) -> String? {
+        if let xdg = environment["XDG_CONFIG_HOME"], xdg.hasPrefix("/") { return xdg + "/airlock/config.toml" }
+        if let home = environment["HOME"], !home.isEmpty { return home + "/.config/airlock/config.toml" }
+        return nil
+    }
+
+    public func load() throws(ConfigError) -> Result {
+        var diagnostics: [ConfigDiagnostic] = []
+        var fileLayers: [Layer] = []
+
+        func read(_ path: String, display: String, kind: Layer.Kind) {
+            do {
+                guard let text = try fileSystem.readText(path) else { return }
+                let tree = try ConfigParser.parse(text, file: display)
+                var validator = SchemaValidator()
+                validator.check(tree, against: AirlockSchema.root, path: [])
+                diagnostics += validator.diagnostics
+                fileLayers.append(Layer(kind: kind, displayPath: display, tree: tree))
+            } catch let error as ConfigError {
+                diagnostics += error.diagnostics
+            } catch {
+                diagnostics.append(ConfigDiagnostic(at: nil, "cannot read \(display): \(error)", hint: "check the file's permissions"))
+            }
+        }
+
+        if let userConfigPath {
+            read(userConfigPath, display: displayPath(userConfigPath), kind: .user)
+        }
+        read(projectRoot + "/" + Self.projectFileName, display: Self.projectFileName, kind: .project)
+        read(projectRoot + "/" + Self.localFileName, display: Self.localFileName, kind: .local)
+        if !diagnostics.isEmpty { throw ConfigError(diagnostics) }
+
+        // Presets named by any file, first mention first, each parsed from the binary.
+        var presetNames: [String] = []
+        for layer in fileLayers {
+            for name in (layer.tree["presets"]?.elements ?? []).compactMap(\.string) where !presetNames.contains(name) {
+                presetNames.append(name)
+            }
+        }
+        var presetLayers: [Layer] = []
+        for name in presetNames {
+            guard let text = Presets.text(of: name) else { continue }  // Unknown names failed validation above.
+            do {
+                presetLayers.append(Layer(kind: .preset, displayPath: "preset:\(name)", tree: try ConfigParser.parse(text, file: "preset:\(name)")))
+            } catch {
+                diagnostics += error.diagnostics
+            }
+        }
+        if !diagnostics.isEmpty { throw ConfigError(diagnostics) }
+
+        let ordered = fileLayers.filter { $0.kind == .user } + presetLayers + fileLayers.filter { $0.kind != .user }
+        var merged = ConfigNode.emptyTable(origin: .builtIn)
+        for layer in ordered { merged = merged.merged(with: layer.tree) }
+
+        let config = try AirlockConfig(merged: merged, environment: environment, home: environment["HOME"] ?? "/")
+        return Result(config: config, merged: merged, layers: ordered)
+    }
+
+    /// `~/…` for paths in the home directory, relative for paths in the project, else as is.
+    private func displayPath(_ path: String) -> String {
+        if path.hasPrefix(projectRoot + "/") { return String(path.dropFirst(projectRoot.count + 1)) }
+        if let home = environment["HOME"], home.count > 1, path.hasPrefix(home + "/") { return "~" + path.dropFirst(home.count) }
+        return path
+    }
+}

@@ -1,0 +1,94 @@
+import CShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Short-lived helper programs (version probes), run with a deadline and bounded output.
+public enum ChildProcess {
+    public struct Output: Sendable {
+        public var status: Int32
+        /// stdout and stderr interleaved, at most `limit` bytes.
+        public var text: String
+    }
+
+    public enum Failure: Error, Sendable, CustomStringConvertible {
+        case spawn(path: String, errno: Int32)
+        case timedOut(path: String, seconds: Double)
+
+        public var description: String {
+            switch self {
+            case .spawn(let path, let code): "cannot run \(path): \(String(cString: strerror(code)))"
+            case .timedOut(let path, let seconds): "\(path) did not finish within \(seconds) s"
+            }
+        }
+    }
+
+    /// Runs `path` (absolute) with `arguments`, stdin from /dev/null, and returns its exit status
+    /// and output. Kills it with SIGKILL at the deadline.
+    public static func capture(
+        _ path: String, _ arguments: [String], environment: [String: String] = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"],
+        timeout seconds: Double = 5, limit: Int = 64 << 10
+    ) throws(Failure) -> Output {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw .spawn(path: path, errno: errno) }
+        // The child only gets these through dup2; mark them so no other child inherits them.
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let pid = withCStrings([path] + arguments) { argv in
+            withCStrings(environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
+                airlock_spawn(path, argv, envp, devNull, fds[1], fds[1], Int32(AIRLOCK_SPAWN_PDEATHSIG))
+            }
+        }
+        close(fds[1])
+        if devNull >= 0 { close(devNull) }
+        guard pid > 0 else {
+            close(fds[0])
+            throw .spawn(path: path, errno: -pid)
+        }
+        defer { close(fds[0]) }
+
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        let deadline = monotonicSeconds() + seconds
+        var timedOut = false
+        while true {
+            let remaining = deadline - monotonicSeconds()
+            if remaining <= 0 {
+                timedOut = true
+                break
+            }
+            var poller = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(min(remaining * 1000, 1000)) + 1)
+            if ready < 0 && errno != EINTR { break }
+            if ready <= 0 { continue }
+            let n = buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            if bytes.count < limit { bytes += buffer[0..<min(n, limit - bytes.count)] }
+        }
+        if timedOut { kill(pid, SIGKILL) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        if timedOut { throw .timedOut(path: path, seconds: seconds) }
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Output(status: code, text: String(decoding: bytes, as: UTF8.self))
+    }
+}
+
+/// Seconds on the monotonic clock.
+func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+/// Calls `body` with a NULL-terminated C array of the strings, valid only inside `body`.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { for pointer in pointers { free(pointer) } }
+    return pointers.withUnsafeBufferPointer { buffer in
+        // `buffer` is non-empty (it holds at least the terminating nil).
+        body(buffer.baseAddress!)
+    }
+}

@@ -1,0 +1,160 @@
+import NetworkPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What airlock needs to know about the host to pick a backend and to advise the user.
+/// Gathered once by `HostFacts.probe`; tests build it by hand.
+public struct HostFacts: Sendable, Equatable {
+    public enum Access: String, Sendable, Equatable {
+        case missing
+        /// Present but not readable and writable by this user.
+        case denied
+        case ok
+    }
+
+    /// An external program: where it is and what it says its version is.
+    public struct Tool: Sendable, Equatable {
+        public var path: String
+        public var version: String?
+
+        public init(path: String, version: String?) {
+            self.path = path
+            self.version = version
+        }
+    }
+
+    public var kvm: Access
+    /// KVM implementations present in `/sys/module`: `kvm_intel`, `kvm_amd`, `kvm_pvm`.
+    public var kvmModules: Set<String>
+    public var cloudHypervisor: Tool?
+    public var virtiofsd: Tool?
+    /// QEMU's old C virtiofsd (7.x, `-o source=`), found but not usable: airlock drives the Rust
+    /// virtiofsd (`--shared-dir`, `--readonly`).
+    public var legacyVirtiofsd: String?
+    public var qemu: Tool?
+    public var vhostVsock: Access
+    public var assets: GuestAssets.Lookup
+    /// `(name, version)` of the C libraries linked in.
+    public var libraries: [Library]
+    public var cacheDirectory: String
+    /// Free bytes where the cache lives (or would be created), `nil` when unknown.
+    public var cacheFreeBytes: UInt64?
+
+    public struct Library: Sendable, Equatable {
+        public var name: String
+        public var version: String
+
+        public init(name: String, version: String) {
+            self.name = name
+            self.version = version
+        }
+    }
+
+    public init(
+        kvm: Access, kvmModules: Set<String>, cloudHypervisor: Tool?, virtiofsd: Tool?, legacyVirtiofsd: String? = nil, qemu: Tool?,
+        vhostVsock: Access, assets: GuestAssets.Lookup, libraries: [Library], cacheDirectory: String, cacheFreeBytes: UInt64?
+    ) {
+        self.kvm = kvm
+        self.kvmModules = kvmModules
+        self.cloudHypervisor = cloudHypervisor
+        self.virtiofsd = virtiofsd
+        self.legacyVirtiofsd = legacyVirtiofsd
+        self.qemu = qemu
+        self.vhostVsock = vhostVsock
+        self.assets = assets
+        self.libraries = libraries
+        self.cacheDirectory = cacheDirectory
+        self.cacheFreeBytes = cacheFreeBytes
+    }
+
+    /// KVM is there, this user may open it, and it is a real hypervisor (Intel VT-x or AMD-V),
+    /// not PVM (`kvm_pvm`), under which a standard guest kernel hangs at boot.
+    public var kvmRunsStandardGuests: Bool {
+        kvm == .ok && !kvmModules.isDisjoint(with: ["kvm_intel", "kvm_amd"])
+    }
+
+    public var kvmIsPVMOnly: Bool {
+        kvmModules.contains("kvm_pvm") && kvmModules.isDisjoint(with: ["kvm_intel", "kvm_amd"])
+    }
+}
+
+extension HostFacts {
+    /// Where `virtiofsd` hides on distributions that don't put it on PATH.
+    static let virtiofsdDirectories = ["/usr/libexec", "/usr/lib/qemu", "/usr/local/libexec"]
+
+    /// Reads the facts from this machine. `libraries` come from the caller, which links them.
+    public static func probe(environment: [String: String], configuredAssets: GuestAssets.Configured, libraries: [Library]) -> HostFacts {
+        let path = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        let searchPath = path.split(separator: ":").map(String.init) + ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+        func tool(_ name: String, at found: String?) -> Tool? {
+            guard let found else { return nil }
+            let output = try? ChildProcess.capture(found, ["--version"], timeout: 5)
+            let line = output?.text.split(separator: "\n").first.map { String($0).trimmingWhitespace() }
+            return Tool(path: found, version: line)
+        }
+        func tool(_ name: String) -> Tool? { tool(name, at: findExecutable(name, in: searchPath)) }
+        // The Rust virtiofsd prints "virtiofsd 1.x"; QEMU's retired C one "virtiofsd version 7.x".
+        var virtiofsd: Tool?
+        var legacyVirtiofsd: String?
+        for directory in searchPath + virtiofsdDirectories {
+            guard let candidate = tool("virtiofsd", at: findExecutable("virtiofsd", in: [directory])) else { continue }
+            if candidate.version?.hasPrefix("virtiofsd version") == true {
+                legacyVirtiofsd = legacyVirtiofsd ?? candidate.path
+            } else {
+                virtiofsd = candidate
+                break
+            }
+        }
+        let cache = cacheDirectory(environment: environment)
+        return HostFacts(
+            kvm: access("/dev/kvm"),
+            kvmModules: Set(["kvm_intel", "kvm_amd", "kvm_pvm"].filter { isDirectory("/sys/module/" + $0) }),
+            cloudHypervisor: tool("cloud-hypervisor"),
+            virtiofsd: virtiofsd,
+            legacyVirtiofsd: legacyVirtiofsd,
+            qemu: tool("qemu-system-x86_64"),
+            vhostVsock: access("/dev/vhost-vsock"),
+            assets: GuestAssets.locate(configured: configuredAssets, environment: environment),
+            libraries: libraries,
+            cacheDirectory: cache,
+            cacheFreeBytes: freeBytes(at: cache)
+        )
+    }
+
+    /// `$XDG_CACHE_HOME/airlock`, else `~/.cache/airlock`.
+    public static func cacheDirectory(environment: [String: String]) -> String {
+        if let xdg = environment["XDG_CACHE_HOME"], xdg.hasPrefix("/") { return xdg + "/airlock" }
+        return (environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp") + "/.cache/airlock"
+    }
+
+    static func access(_ path: String) -> Access {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return .missing }
+        return Glibc.access(path, R_OK | W_OK) == 0 ? .ok : .denied
+    }
+
+    static func findExecutable(_ name: String, in directories: [String]) -> String? {
+        if name.hasPrefix("/") { return Glibc.access(name, X_OK) == 0 ? name : nil }
+        for directory in directories where !directory.isEmpty {
+            let candidate = directory + "/" + name
+            var info = stat()
+            if stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, Glibc.access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    /// Free space for an unprivileged user on the file system that holds `path` (or would
+    /// hold it: the nearest existing ancestor).
+    static func freeBytes(at path: String) -> UInt64? {
+        var candidate = path
+        while true {
+            var info = statvfs()
+            if statvfs(candidate, &info) == 0 { return UInt64(info.f_bavail) * UInt64(info.f_frsize) }
+            guard candidate != "/", let slash = candidate.lastIndex(of: "/") else { return nil }
+            candidate = slash == candidate.startIndex ? "/" : String(candidate[..<slash])
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@testable import Sandbox
+
+@Suite("Doctor and backend selection")
+struct DoctorTests {
+    static let assets = GuestAssets.Lookup(
+        kernel: .init(path: "/k", source: .environment), initramfs: .init(path: "/i", source: .environment))
+
+    /// A host like the build machine: PVM KVM, QEMU only.
+    static func pvmHost() -> HostFacts {
+        HostFacts(
+            kvm: .ok, kvmModules: ["kvm_pvm"], cloudHypervisor: nil, virtiofsd: nil, legacyVirtiofsd: "/usr/lib/qemu/virtiofsd",
+            qemu: .init(path: "/usr/bin/qemu-system-x86_64", version: "QEMU emulator version 7.2.22"),
+            vhostVsock: .missing, assets: assets, libraries: [.init(name: "libgit2", version: "1.5.1")],
+            cacheDirectory: "/home/u/.cache/airlock", cacheFreeBytes: 50 << 30)
+    }
+
+    /// A workstation with hardware KVM and everything installed.
+    static func kvmHost() -> HostFacts {
+        var host = pvmHost()
+        host.kvmModules = ["kvm_intel"]
+        host.cloudHypervisor = .init(path: "/usr/bin/cloud-hypervisor", version: "cloud-hypervisor v48.0")
+        host.virtiofsd = .init(path: "/usr/libexec/virtiofsd", version: "virtiofsd 1.13.2")
+        host.vhostVsock = .ok
+        return host
+    }
+
+    private func check(_ report: Doctor.Report, _ id: String) -> Doctor.Check? {
+        report.checks.first { $0.id == id }
+    }
+
+    @Test("PVM host: says plainly that KVM can't run a standard guest, picks QEMU with TCG")
+    func pvm() {
+        let report = Doctor.examine(Self.pvmHost(), requested: .auto)
+        #expect(check(report, "kvm-usable")?.status == .warn)
+        #expect(check(report, "kvm-usable")?.summary.contains("PVM (kvm_pvm)") == true)
+        #expect(check(report, "kvm-usable")?.summary.contains("hangs") == true)
+        #expect(check(report, "cloud-hypervisor")?.status == .warn)
+        #expect(check(report, "cloud-hypervisor")?.fix?.contains("apt-get install cloud-hypervisor") == true)
+        #expect(check(report, "virtiofsd")?.fix?.contains("apt-get install virtiofsd") == true)
+        #expect(check(report, "virtiofsd")?.summary.contains("retired C virtiofsd") == true)
+        #expect(check(report, "qemu")?.status == .pass)
+        #expect(report.selection == BackendSelection(backend: .qemu, accelerator: .tcg, reason: report.selection.reason, missing: []))
+        #expect(report.selection.reason.contains("TCG"))
+        #expect(report.canRunSandbox)
+    }
+
+    @Test("hardware KVM with cloud-hypervisor and virtiofsd: auto picks Cloud Hypervisor")
+    func kvm() {
+        let report = Doctor.examine(Self.kvmHost(), requested: .auto)
+        #expect(report.selection.backend == .cloudHypervisor)
+        #expect(report.selection.accelerator == .kvm)
+        #expect(report.checks.allSatisfy { $0.status == .pass })
+        // QEMU asked for explicitly gets KVM.
+        #expect(BackendSelection.choose(.qemu, on: Self.kvmHost()).accelerator == .kvm)
+    }
+
+    @Test("cloud-hypervisor requested where it can't run: no backend, each missing piece named with its fix")
+    func chRequestedOnPVM() {
+        let report = Doctor.examine(Self.pvmHost(), requested: .cloudHypervisor)
+        #expect(report.selection.backend == nil)
+        #expect(report.selection.missing.count == 3)
+        #expect(report.selection.missing.contains { $0.hasPrefix("cloud-hypervisor is not installed") })
+        #expect(report.selection.missing.contains { $0.hasPrefix("virtiofsd is not installed") })
+        #expect(report.selection.missing.contains { $0.contains("kvm_pvm") })
+        #expect(check(report, "backend")?.status == .fail)
+        #expect(!report.canRunSandbox)
+    }
+
+    @Test("/dev/kvm not accessible: the kvm group hint")
+    func kvmDenied() {
+        var host = Self.kvmHost()
+        host.kvm = .denied
+        let report = Doctor.examine(host, requested: .auto)
+        #expect(check(report, "kvm-device")?.fix?.contains("usermod -aG kvm") == true)
+        #expect(report.selection.backend == .qemu)
+        #expect(report.selection.accelerator == .tcg)
+    }
+
+    @Test("nothing installed: fails, exit non-zero")
+    func nothing() {
+        var host = Self.pvmHost()
+        host.qemu = nil
+        let report = Doctor.examine(host, requested: .auto)
+        #expect(check(report, "qemu")?.status == .fail)
+        #expect(check(report, "qemu")?.fix == "sudo apt-get install qemu-system-x86")
+        #expect(report.selection.backend == nil)
+        #expect(!report.canRunSandbox)
+    }
+
+    @Test("missing guest assets fail with the way to build them")
+    func missingAssets() {
+        var host = Self.pvmHost()
+        host.assets = .init(kernel: nil, initramfs: .init(path: "/i", source: .cache), broken: ["/nope (from AIRLOCK_KERNEL)"])
+        let report = Doctor.examine(host, requested: .auto)
+        #expect(check(report, "guest-assets")?.status == .fail)
+        #expect(check(report, "guest-assets")?.summary.contains("kernel not found") == true)
+        #expect(check(report, "guest-assets")?.summary.contains("/nope (from AIRLOCK_KERNEL)") == true)
+        #expect(check(report, "guest-assets")?.fix?.contains("make kernel") == true)
+        #expect(!report.canRunSandbox)
+    }
+
+    @Test("low disk space warns, very low fails", arguments: [
+        (UInt64(100) << 20, Doctor.Status.fail), (UInt64(1) << 30, .warn), (UInt64(5) << 30, .pass),
+    ])
+    func space(free: UInt64, status: Doctor.Status) {
+        var host = Self.pvmHost()
+        host.cacheFreeBytes = free
+        #expect(check(Doctor.examine(host, requested: .auto), "cache-space")?.status == status)
+    }
+
+    @Test("asset lookup: environment first, then config, then cache; broken paths reported")
+    func assetLookup() throws {
+        let directory = "/tmp/airlock-assets-\(getpid())"
+        mkdir(directory, 0o700)
+        defer { unlink(directory + "/k"); unlink(directory + "/airlock/assets/vmlinuz"); rmdir(directory + "/airlock/assets"); rmdir(directory + "/airlock"); rmdir(directory) }
+        let fd = open(directory + "/k", O_CREAT | O_WRONLY, 0o600)
+        close(fd)
+        let fromEnvironment = GuestAssets.locate(configured: .init(kernel: "/nonexistent"), environment: ["AIRLOCK_KERNEL": directory + "/k", "XDG_CACHE_HOME": directory])
+        #expect(fromEnvironment.kernel == .init(path: directory + "/k", source: .environment))
+        #expect(fromEnvironment.initramfs == nil)
+        let fromConfig = GuestAssets.locate(configured: .init(kernel: directory + "/k"), environment: ["AIRLOCK_KERNEL": "/nonexistent", "XDG_CACHE_HOME": directory])
+        #expect(fromConfig.kernel?.source == .config)
+        #expect(fromConfig.broken == ["/nonexistent (from AIRLOCK_KERNEL)"])
+        mkdir(directory + "/airlock", 0o700)
+        mkdir(directory + "/airlock/assets", 0o700)
+        close(open(directory + "/airlock/assets/vmlinuz", O_CREAT | O_WRONLY, 0o600))
+        let fromCache = GuestAssets.locate(configured: .init(), environment: ["XDG_CACHE_HOME": directory])
+        #expect(fromCache.kernel == .init(path: directory + "/airlock/assets/vmlinuz", source: .cache))
+    }
+
+    @Test("the real machine: facts agree with /sys/module and PATH")
+    func realMachine() {
+        let facts = HostFacts.probe(environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root"], configuredAssets: .init(), libraries: [])
+        var info = stat()
+        #expect(facts.kvmModules.contains("kvm_pvm") == (stat("/sys/module/kvm_pvm", &info) == 0))
+        #expect((facts.kvm == .missing) == (stat("/dev/kvm", &info) != 0))
+        #expect((facts.qemu != nil) == (access("/usr/bin/qemu-system-x86_64", X_OK) == 0))
+        if let qemu = facts.qemu { #expect(qemu.version?.hasPrefix("QEMU emulator version") == true) }
+        #expect(facts.cacheFreeBytes != nil)
+        let report = Doctor.examine(facts, requested: .auto)
+        #expect(report.checks.map(\.id) == ["kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "vhost-vsock", "guest-assets", "libraries", "cache-space", "backend"])
+    }
+
+    @Test("child processes: output, exit status, missing binary, deadline")
+    func childProcess() throws {
+        let output = try ChildProcess.capture("/bin/sh", ["-c", "echo out; echo err >&2; exit 3"])
+        #expect(output.status == 3)
+        #expect(output.text.contains("out") && output.text.contains("err"))
+        #expect(throws: ChildProcess.Failure.self) { try ChildProcess.capture("/nonexistent/binary", []) }
+        let start = monotonicSeconds()
+        #expect(throws: ChildProcess.Failure.self) { try ChildProcess.capture("/bin/sleep", ["30"], timeout: 0.3) }
+        #expect(monotonicSeconds() - start < 10)
+    }
+}
+
+@Suite("Project discovery")
+struct ProjectTests {
+    @Test("finds the git root above, and adds the exclude lines once")
+    func discoverAndExclude() throws {
+        let root = "/tmp/airlock-project-\(getpid())"
+        for directory in [root, root + "/.git", root + "/.git/info", root + "/sub", root + "/sub/deeper"] { mkdir(directory, 0o755) }
+        defer {
+            unlink(root + "/.git/info/exclude")
+            for directory in [root + "/sub/deeper", root + "/sub", root + "/.git/info", root + "/.git", root] { rmdir(directory) }
+        }
+        let project = Project.discover(from: root + "/sub/deeper")
+        #expect(project.root == root)
+        #expect(project.gitCommonDir == root + "/.git")
+        try project.ensureExcluded()
+        try project.ensureExcluded()
+        let text = try LocalFiles().readText(root + "/.git/info/exclude") ?? ""
+        #expect(text.components(separatedBy: "\n").filter { $0 == "/airlock.local.toml" }.count == 1)
+        #expect(text.contains("/.airlock/"))
+        #expect(Project.discover(from: "/").root == "/")
+    }
+}
