@@ -10,9 +10,15 @@ OUT := out
 
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := git pkg-config libgit2-dev libseccomp-dev libarchive-dev \
-	qemu-system-x86 qemu-utils e2fsprogs cpio zstd tmux hyperfine python3
+	qemu-system-x86 qemu-utils e2fsprogs nftables cpio zstd xz-utils kmod binutils gcc libc6-dev \
+	tmux hyperfine python3 file
 
-.PHONY: deps build release test integration bench demo fmt clean
+# The guest: the static PID 1, the Debian kernel and the initramfs, in $(ASSETS).
+ASSETS := $(OUT)/assets
+GUEST_BUILD := .build-guest
+GUEST_SOURCES := $(shell find Sources/airlock-guest Sources/GuestLink Sources/CShim Sources/CGuestInit -type f) Package.swift
+
+.PHONY: deps build guest kernel release test integration bench demo fmt clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -27,18 +33,45 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# The single binary, in $(OUT)/airlock.
-release: deps
-	$(SWIFT) build -c release --static-swift-stdlib
+# The guest agent, fully static (its own build folder: other flags than the host's).
+guest: deps $(ASSETS)/airlock-guest
+$(ASSETS)/airlock-guest: $(GUEST_SOURCES)
+	$(SWIFT) build -c release --product airlock-guest --scratch-path $(GUEST_BUILD) -Xswiftc -static-executable 2>&1 \
+	  | grep -v "statically linked applications requires at runtime" >&2; test $${PIPESTATUS[0]} -eq 0
+	@mkdir -p $(ASSETS)
+	strip -o $@ "$$($(SWIFT) build -c release --product airlock-guest --scratch-path $(GUEST_BUILD) --show-bin-path)/airlock-guest"
+	@file $@ | grep -q 'statically linked' || { echo "make guest: $@ is not static" >&2; exit 1; }
+
+# The guest kernel (Debian's, pinned in Kernel/kernel.env) and the initramfs around the agent.
+# QEMU boots the uncompressed ELF vmlinux (PVH) seconds faster than the bzImage under TCG.
+kernel: guest $(ASSETS)/vmlinux $(ASSETS)/initramfs
+$(ASSETS)/vmlinux: Kernel/kernel.env Kernel/modules.list Kernel/build-kernel.sh
+	Kernel/build-kernel.sh $(ASSETS)/kernel
+	cp $(ASSETS)/kernel/vmlinux $@
+	sha256sum $@ | cut -c1-64 > $@.sha256
+$(ASSETS)/initramfs: $(ASSETS)/airlock-guest $(ASSETS)/vmlinux Kernel/build-initramfs.sh
+	Kernel/build-initramfs.sh $(ASSETS)/airlock-guest $(ASSETS)/kernel $@
+	sha256sum $@ | cut -c1-64 > $@.sha256
+	@touch Sources/CAssets/assets.S
+
+# The single binary, in $(OUT)/airlock, with the kernel and initramfs inside.
+release: deps kernel
+	$(SWIFT) build -c release --static-swift-stdlib -Xcc -DAIRLOCK_EMBED_ASSETS -Xcc -I$(abspath $(ASSETS))
 	@mkdir -p $(OUT)
 	cp "$$($(SWIFT) build -c release --show-bin-path)/airlock" $(OUT)/airlock
 	@ls -l $(OUT)/airlock | awk '{ printf "make release: %s (%.1f MB)\n", $$9, $$5 / 1e6 }' >&2
 
-test: deps
+# Unit tests, then the VM tests on their own (they boot the assets built by `make kernel`;
+# alone, so that no other suite competes with QEMU for the two cores).
+VM_ENV := AIRLOCK_KERNEL=$(abspath $(ASSETS)/vmlinux) AIRLOCK_INITRAMFS=$(abspath $(ASSETS)/initramfs)
+test: deps kernel
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --skip VMTests
+	$(VM_ENV) $(SWIFT) test --skip-build --filter VMTests
 
-integration: test
+integration: deps kernel
+	$(SWIFT) build --build-tests
+	$(VM_ENV) $(SWIFT) test --skip-build --filter VMTests
 
 bench: release
 	scripts/bench/run $(OUT)/airlock
@@ -50,4 +83,4 @@ fmt:
 	$(SWIFT) format --in-place --recursive Package.swift Sources Tests
 
 clean:
-	rm -rf .build $(OUT)
+	rm -rf .build $(GUEST_BUILD) $(OUT)

@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // The executable: bootstraps logging, hands off to AirlockCommands.
@@ -29,29 +32,67 @@ let package = Package(
         .target(
             name: "AirlockCommands",
             dependencies: [
-                "Sandbox", "GitReview",
+                "Sandbox", "GitReview", "QEMU", "GuestLink", "CShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
         // Core: configuration, host probing, backend selection.
         .target(
             name: "Sandbox",
             dependencies: [
-                "NetworkPolicy", "CShim", "Clibarchive", "Clibseccomp",
+                "NetworkPolicy", "GuestLink", "GitReview", "CShim", "CAssets", "Clibarchive", "Clibseccomp",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // The host↔guest protocol: HTTP/2 streams (swift-nio-http2) carrying setup and exec sessions.
+        .target(
+            name: "GuestLink",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // PID 1 of the guest VM; built fully static by `make guest` and packed into the initramfs.
+        .executableTarget(
+            name: "airlock-guest",
+            dependencies: [
+                "GuestLink", "CShim", "CGuestInit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // The QEMU backend (microvm, QMP, virtio-serial link, 9p shares).
+        .target(
+            name: "QEMU",
+            dependencies: ["Sandbox", "GuestLink", "CShim"],
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
         // Pure rule matching for the network policy; no I/O.
-        .target(name: "NetworkPolicy", swiftSettings: strict),
+        .target(name: "NetworkPolicy", exclude: ["README.md"], swiftSettings: strict),
         // libgit2 wrapper.
-        .target(name: "GitReview", dependencies: ["Clibgit2"], swiftSettings: strict),
+        .target(name: "GitReview", dependencies: ["Clibgit2"], exclude: ["README.md"], swiftSettings: strict),
 
         // Syscalls Swift can't reach: fork/exec with PDEATHSIG and setsid.
         .target(name: "CShim"),
+        // Runs before the Swift runtime in the guest's PID 1 (mounts /proc).
+        .target(name: "CGuestInit"),
+        // The guest kernel and initramfs, linked in by `make release` (.incbin).
+        .target(name: "CAssets"),
 
         // C libraries from the system, found through pkg-config.
         .systemLibrary(name: "Clibgit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
@@ -64,8 +105,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "GuestLinkTests",
+            dependencies: ["GuestLink", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "QEMUTests",
+            dependencies: ["QEMU", "Sandbox"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "AirlockCommandsTests",
-            dependencies: ["AirlockCommands", "Sandbox", "GitReview"],
+            dependencies: ["AirlockCommands", "Sandbox", "GitReview", "CShim"],
             swiftSettings: strict
         ),
     ]

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 /// The `airlock` command tree.
-public struct Airlock: ParsableCommand {
+public struct Airlock: AsyncParsableCommand {
     public static let version = "0.1.0"
 
     public static let configuration = CommandConfiguration(
@@ -15,8 +15,15 @@ public struct Airlock: ParsableCommand {
             Start with `airlock doctor` to see what this host can run.
             """,
         version: version,
-        subcommands: [DoctorCommand.self, ConfigCommand.self]
+        subcommands: [StartCommand.self, ExecCommand.self, PsCommand.self, StopCommand.self, RmCommand.self, DoctorCommand.self, ConfigCommand.self]
     )
 
     public init() {}
+}
+
+extension Airlock {
+    /// Parses the command line and runs the chosen command (async: sessions stream over NIO).
+    public static func runFromCommandLine() async {
+        await (Airlock.self as any AsyncParsableCommand.Type).main(nil)
+    }
 }

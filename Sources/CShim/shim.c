@@ -9,20 +9,75 @@
 #include <unistd.h>
 #include <sys/wait.h>
 #include <pthread.h>
+#include <string.h>
+#include <grp.h>
+#include <sys/ioctl.h>
+#include <stdlib.h>
+#include <sys/reboot.h>
+#include <time.h>
+#include <x86intrin.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-static void child_fail(int report_fd) {
-    int error = errno;
-    ssize_t ignored = write(report_fd, &error, sizeof error);
+static const char *const steps[] = {"fork", "setsid", "prctl", "dup2", "ioctl(TIOCSCTTY)", "chroot", "chdir", "setgroups/setgid/setuid", "exec"};
+enum { STEP_FORK, STEP_SETSID, STEP_PRCTL, STEP_DUP2, STEP_CTTY, STEP_CHROOT, STEP_CHDIR, STEP_IDS, STEP_EXEC };
+
+static void child_fail_step(int report_fd, int step) {
+    int report[2] = {errno, step};
+    ssize_t ignored = write(report_fd, report, sizeof report);
     (void)ignored;
     _exit(127);
 }
+#define child_fail(fd) child_fail_step(fd, step)
 
 pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
                     int stdin_fd, int stdout_fd, int stderr_fd, int flags) {
+    return airlock_spawn_ex(path, argv, envp, stdin_fd, stdout_fd, stderr_fd, flags, NULL, NULL);
+}
+
+/// execve, searching `path` in the PATH of `envp` when it has no slash. Stack buffers only.
+static void exec_searching(const char *path, char *const argv[], char *const envp[]) {
+    if (strchr(path, '/') != NULL) {
+        execve(path, argv, envp);
+        return;
+    }
+    const char *search = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+    for (char *const *entry = envp; entry && *entry; entry++) {
+        if (strncmp(*entry, "PATH=", 5) == 0) {
+            search = *entry + 5;
+            break;
+        }
+    }
+    size_t name_length = strlen(path);
+    int saved = ENOENT;
+    const char *start = search;
+    for (;;) {
+        const char *end = strchr(start, ':');
+        size_t dir_length = end ? (size_t)(end - start) : strlen(start);
+        char candidate[4096];
+        if (dir_length + 1 + name_length + 1 <= sizeof candidate) {
+            if (dir_length == 0) {
+                memcpy(candidate, path, name_length + 1);
+            } else {
+                memcpy(candidate, start, dir_length);
+                candidate[dir_length] = '/';
+                memcpy(candidate + dir_length + 1, path, name_length + 1);
+            }
+            execve(candidate, argv, envp);
+            if (errno != ENOENT && errno != ENOTDIR) saved = errno;
+        }
+        if (!end) break;
+        start = end + 1;
+    }
+    errno = saved;
+}
+
+pid_t airlock_spawn_ex(const char *path, char *const argv[], char *const envp[],
+                       int stdin_fd, int stdout_fd, int stderr_fd, int flags,
+                       const struct airlock_spawn_options *options, const char **failed_step) {
+    int step = STEP_FORK;
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -errno;
     pid_t parent = getpid();
@@ -39,12 +94,16 @@ pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
         sigset_t none;
         sigemptyset(&none);
         pthread_sigmask(SIG_SETMASK, &none, NULL);
-        if ((flags & AIRLOCK_SPAWN_SETSID) && setsid() < 0) child_fail(report[1]);
+        int want_session = (flags & AIRLOCK_SPAWN_SETSID) || (options && options->controlling_terminal);
+        step = STEP_SETSID;
+        if (want_session && setsid() < 0) child_fail(report[1]);
+        step = STEP_PRCTL;
         if (flags & AIRLOCK_SPAWN_PDEATHSIG) {
             if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(report[1]);
             // The parent may have died before prctl took effect.
             if (getppid() != parent) _exit(137);
         }
+        step = STEP_DUP2;
         int fds[3] = {stdin_fd, stdout_fd, stderr_fd};
         for (int i = 0; i < 3; i++) {
             if (fds[i] >= 0 && fds[i] != i && dup2(fds[i], i) < 0) child_fail(report[1]);
@@ -62,7 +121,24 @@ pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
                 }
             }
         }
-        execve(path, argv, envp);
+        if (options) {
+            step = STEP_CTTY;
+            if (options->controlling_terminal && ioctl(0, TIOCSCTTY, 0) != 0) child_fail(report[1]);
+            step = STEP_CHROOT;
+            if (options->root && (chroot(options->root) != 0 || chdir("/") != 0)) child_fail(report[1]);
+            step = STEP_CHDIR;
+            if (options->cwd && chdir(options->cwd) != 0) child_fail(report[1]);
+            step = STEP_IDS;
+            if (options->set_ids) {
+                if (setgroups(0, NULL) != 0) child_fail(report[1]);
+                if (setgid(options->gid) != 0) child_fail(report[1]);
+                if (setuid(options->uid) != 0) child_fail(report[1]);
+            }
+            step = STEP_PRCTL;
+            if (options->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(report[1]);
+        }
+        step = STEP_EXEC;
+        exec_searching(path, argv, envp);
         child_fail(report[1]);
     }
     int fork_errno = errno;
@@ -72,16 +148,81 @@ pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
         close(report[0]);
         return -fork_errno;
     }
-    int child_errno = 0;
+    int child_report[2] = {0, 0};
     ssize_t n;
     do {
-        n = read(report[0], &child_errno, sizeof child_errno);
+        n = read(report[0], child_report, sizeof child_report);
     } while (n < 0 && errno == EINTR);
     close(report[0]);
-    if (n == (ssize_t)sizeof child_errno) {
+    if (n == (ssize_t)sizeof child_report) {
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-        return -child_errno;
+        if (failed_step && child_report[1] >= 0 && child_report[1] <= STEP_EXEC) *failed_step = steps[child_report[1]];
+        return -child_report[0];
     }
     return pid;
+}
+
+int airlock_finit_module(int fd) {
+    return syscall(SYS_finit_module, fd, "", 0) == 0 ? 0 : -errno;
+}
+
+int airlock_set_window_size(int fd, unsigned short rows, unsigned short columns) {
+    struct winsize size = {.ws_row = rows, .ws_col = columns};
+    return ioctl(fd, TIOCSWINSZ, &size) == 0 ? 0 : -errno;
+}
+
+int airlock_get_window_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize size = {0};
+    if (ioctl(fd, TIOCGWINSZ, &size) != 0) {
+        *rows = 0;
+        *columns = 0;
+        return -errno;
+    }
+    *rows = size.ws_row;
+    *columns = size.ws_col;
+    return 0;
+}
+
+int airlock_open_pty(unsigned short rows, unsigned short columns, int *master, int *slave) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -errno;
+    char name[128];
+    if (grantpt(m) != 0 || unlockpt(m) != 0 || ptsname_r(m, name, sizeof name) != 0) {
+        int error = errno;
+        close(m);
+        return -error;
+    }
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) {
+        int error = errno;
+        close(m);
+        return -error;
+    }
+    struct winsize size = {.ws_row = rows, .ws_col = columns};
+    ioctl(m, TIOCSWINSZ, &size);
+    *master = m;
+    *slave = s;
+    return 0;
+}
+
+int airlock_pipe(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+int airlock_power_off(void) {
+    sync();
+    return reboot(RB_POWER_OFF) == 0 ? 0 : -errno;
+}
+
+unsigned long airlock_tsc_khz(unsigned int milliseconds) {
+    struct timespec start, now, pause = {.tv_sec = 0, .tv_nsec = (long)milliseconds * 1000000L};
+    clock_gettime(CLOCK_MONOTONIC_RAW, &start);
+    unsigned long long tsc_start = __rdtsc();
+    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {}
+    unsigned long long tsc_end = __rdtsc();
+    clock_gettime(CLOCK_MONOTONIC_RAW, &now);
+    double seconds = (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9;
+    if (seconds <= 0) return 0;
+    return (unsigned long)((double)(tsc_end - tsc_start) / seconds / 1000.0 + 0.5);
 }

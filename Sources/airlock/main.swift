@@ -16,4 +16,4 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 
-Airlock.main()
+await Airlock.runFromCommandLine()

@@ -4,58 +4,11 @@ import Testing
 /// Runs the built `airlock` binary as a user would, in temporary projects.
 @Suite("airlock CLI")
 struct CLITests {
-    /// The executable SwiftPM built beside the test bundle.
-    static var binary: String {
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var directory = executable.deletingLastPathComponent()
-        while directory.path != "/" {
-            let candidate = directory.appendingPathComponent("airlock").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            directory = directory.deletingLastPathComponent()
-        }
-        return "airlock"
-    }
-
-    struct Run {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
-    static func run(_ arguments: [String], in directory: URL, environment extra: [String: String] = [:]) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        environment["XDG_CONFIG_HOME"] = directory.appendingPathComponent(".xdg").path
-        environment["NO_COLOR"] = "1"
-        for (key, value) in extra { environment[key] = value }
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
-
-    static func project(files: [String: String]) throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory.appendingPathComponent(".git/info"), withIntermediateDirectories: true)
-        for (name, text) in files {
-            try text.write(to: directory.appendingPathComponent(name), atomically: true, encoding: .utf8)
-        }
-        return directory
-    }
-
     @Test("config validate: `imgae` at line 7 → airlock.toml:7:1, suggestion, exit 2")
     func validateMisspelt() throws {
-        let directory = try Self.project(files: ["airlock.toml": "# line 1\n\n\n\n[vm]\ncpus = 2\nimgae = \"x\"\n"])
+        let directory = try CLI.project(files: ["airlock.toml": "# line 1\n\n\n\n[vm]\ncpus = 2\nimgae = \"x\"\n"])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try Self.run(["config", "validate"], in: directory)
+        let result = try CLI.run(["config", "validate"], in: directory)
         #expect(result.status == 2)
         #expect(result.stdout.isEmpty)
         #expect(result.stderr.contains("airlock.toml:7:1: error: unknown key `imgae` in [vm]"))
@@ -64,9 +17,9 @@ struct CLITests {
 
     @Test("config validate on a good file exits 0 and adds airlock.local.toml to .git/info/exclude")
     func validateGood() throws {
-        let directory = try Self.project(files: ["airlock.toml": "presets = [\"claude-code\"]\n[vm]\ncpus = 2\n"])
+        let directory = try CLI.project(files: ["airlock.toml": "presets = [\"claude-code\"]\n[vm]\ncpus = 2\n"])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try Self.run(["config", "validate"], in: directory)
+        let result = try CLI.run(["config", "validate"], in: directory)
         #expect(result.status == 0)
         #expect(result.stdout.contains("airlock.toml"))
         let exclude = try String(contentsOf: directory.appendingPathComponent(".git/info/exclude"), encoding: .utf8)
@@ -75,12 +28,12 @@ struct CLITests {
 
     @Test("config show --json: effective values and their origins")
     func showJSON() throws {
-        let directory = try Self.project(files: [
+        let directory = try CLI.project(files: [
             "airlock.toml": "[vm]\ncpus = 4\n",
             "airlock.local.toml": "[vm]\nmemory = \"8G\"\n",
         ])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try Self.run(["config", "show", "--json"], in: directory)
+        let result = try CLI.run(["config", "show", "--json"], in: directory)
         #expect(result.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         let vm = (object?["config"] as? [String: Any])?["vm"] as? [String: Any]
@@ -95,9 +48,9 @@ struct CLITests {
 
     @Test("config show prints TOML with origins as comments")
     func showText() throws {
-        let directory = try Self.project(files: ["airlock.toml": "[vm]\ncpus = 4\n"])
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = 4\n"])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try Self.run(["config", "show"], in: directory)
+        let result = try CLI.run(["config", "show"], in: directory)
         #expect(result.status == 0)
         #expect(result.stdout.contains("[vm]\n"))
         #expect(result.stdout.contains("cpus = 4"))
@@ -106,9 +59,9 @@ struct CLITests {
 
     @Test("doctor --json: valid JSON, one object per check with id and status")
     func doctorJSON() throws {
-        let directory = try Self.project(files: [:])
+        let directory = try CLI.project(files: [:])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try Self.run(["doctor", "--json"], in: directory, environment: ["AIRLOCK_KERNEL": "", "AIRLOCK_INITRAMFS": "", "XDG_CACHE_HOME": directory.path])
+        let result = try CLI.run(["doctor", "--json"], in: directory, environment: ["AIRLOCK_KERNEL": "", "AIRLOCK_INITRAMFS": "", "XDG_CACHE_HOME": directory.path])
         let checks = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]
         let ids = checks?.compactMap { $0["id"] as? String } ?? []
         #expect(ids.contains("kvm-usable") && ids.contains("qemu") && ids.contains("backend"))
@@ -121,23 +74,23 @@ struct CLITests {
 
     @Test("doctor with a broken config still runs and reports it")
     func doctorBrokenConfig() throws {
-        let directory = try Self.project(files: ["airlock.toml": "[vm]\ncpu = 1\n"])
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpu = 1\n"])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try Self.run(["doctor"], in: directory)
+        let result = try CLI.run(["doctor"], in: directory)
         #expect(result.stdout.contains("fail  config"))
         #expect(result.stdout.contains("airlock.toml:2:1"))
     }
 
     @Test("--version, --help and bad arguments")
     func basics() throws {
-        let directory = try Self.project(files: [:])
+        let directory = try CLI.project(files: [:])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let version = try Self.run(["--version"], in: directory)
+        let version = try CLI.run(["--version"], in: directory)
         #expect(version.status == 0)
         #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
-        let help = try Self.run(["doctor", "--help"], in: directory)
+        let help = try CLI.run(["doctor", "--help"], in: directory)
         #expect(help.stdout.contains("--log-level") && help.stdout.contains("--json"))
-        let bad = try Self.run(["doctor", "--nope"], in: directory)
+        let bad = try CLI.run(["doctor", "--nope"], in: directory)
         #expect(bad.status == 64)
         #expect(bad.stderr.contains("--nope"))
     }

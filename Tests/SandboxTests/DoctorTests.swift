@@ -96,7 +96,7 @@ struct DoctorTests {
     @Test("missing guest assets fail with the way to build them")
     func missingAssets() {
         var host = Self.pvmHost()
-        host.assets = .init(kernel: nil, initramfs: .init(path: "/i", source: .cache), broken: ["/nope (from AIRLOCK_KERNEL)"])
+        host.assets = .init(kernel: nil, initramfs: .init(path: "/i", source: .config), broken: ["/nope (from AIRLOCK_KERNEL)"])
         let report = Doctor.examine(host, requested: .auto)
         #expect(check(report, "guest-assets")?.status == .fail)
         #expect(check(report, "guest-assets")?.summary.contains("kernel not found") == true)
@@ -114,24 +114,22 @@ struct DoctorTests {
         #expect(check(Doctor.examine(host, requested: .auto), "cache-space")?.status == status)
     }
 
-    @Test("asset lookup: environment first, then config, then cache; broken paths reported")
+    @Test("asset lookup: environment first, then config, then embedded; broken paths reported")
     func assetLookup() throws {
-        let directory = "/tmp/airlock-assets-\(getpid())"
-        mkdir(directory, 0o700)
-        defer { unlink(directory + "/k"); unlink(directory + "/airlock/assets/vmlinuz"); rmdir(directory + "/airlock/assets"); rmdir(directory + "/airlock"); rmdir(directory) }
-        let fd = open(directory + "/k", O_CREAT | O_WRONLY, 0o600)
-        close(fd)
-        let fromEnvironment = GuestAssets.locate(configured: .init(kernel: "/nonexistent"), environment: ["AIRLOCK_KERNEL": directory + "/k", "XDG_CACHE_HOME": directory])
-        #expect(fromEnvironment.kernel == .init(path: directory + "/k", source: .environment))
+        let file = "/tmp/airlock-asset-\(getpid())"
+        close(open(file, O_CREAT | O_WRONLY, 0o600))
+        defer { unlink(file) }
+        let fromEnvironment = GuestAssets.locate(configured: .init(kernel: "/nonexistent"), environment: ["AIRLOCK_KERNEL": file], embedded: false)
+        #expect(fromEnvironment.kernel == .init(path: file, source: .environment))
         #expect(fromEnvironment.initramfs == nil)
-        let fromConfig = GuestAssets.locate(configured: .init(kernel: directory + "/k"), environment: ["AIRLOCK_KERNEL": "/nonexistent", "XDG_CACHE_HOME": directory])
+        let fromConfig = GuestAssets.locate(configured: .init(kernel: file), environment: ["AIRLOCK_KERNEL": "/nonexistent"], embedded: false)
         #expect(fromConfig.kernel?.source == .config)
         #expect(fromConfig.broken == ["/nonexistent (from AIRLOCK_KERNEL)"])
-        mkdir(directory + "/airlock", 0o700)
-        mkdir(directory + "/airlock/assets", 0o700)
-        close(open(directory + "/airlock/assets/vmlinuz", O_CREAT | O_WRONLY, 0o600))
-        let fromCache = GuestAssets.locate(configured: .init(), environment: ["XDG_CACHE_HOME": directory])
-        #expect(fromCache.kernel == .init(path: directory + "/airlock/assets/vmlinuz", source: .cache))
+        let embedded = GuestAssets.locate(configured: .init(), environment: [:], embedded: true)
+        #expect(embedded.kernel?.source == .embedded)
+        #expect(embedded.initramfs?.source == .embedded)
+        let overridden = GuestAssets.locate(configured: .init(), environment: ["AIRLOCK_INITRAMFS": file], embedded: true)
+        #expect(overridden.initramfs?.source == .environment)
     }
 
     @Test("the real machine: facts agree with /sys/module and PATH")

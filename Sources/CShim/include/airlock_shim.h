@@ -21,4 +21,51 @@ enum {
 pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
                     int stdin_fd, int stdout_fd, int stderr_fd, int flags);
 
+/// What else the child does before exec (used by the guest agent).
+struct airlock_spawn_options {
+    /// chroot into this directory first (NULL: no chroot).
+    const char *root;
+    /// chdir here after the chroot (NULL: stay).
+    const char *cwd;
+    /// Make stdin (fd 0, a terminal) the controlling terminal; implies a new session.
+    int controlling_terminal;
+    /// Set PR_SET_NO_NEW_PRIVS.
+    int no_new_privs;
+    /// Switch to uid/gid (and drop supplementary groups) when set_ids is non-zero.
+    int set_ids;
+    unsigned int uid;
+    unsigned int gid;
+};
+
+/// airlock_spawn with options. When `path` has no slash, it is searched in the PATH given in
+/// `envp` (inside the new root), not in the caller's environment.
+/// When it fails, `*failed_step` (if not NULL) names the step: "setsid", "chroot", "chdir",
+/// "exec", … (a static string).
+pid_t airlock_spawn_ex(const char *path, char *const argv[], char *const envp[],
+                       int stdin_fd, int stdout_fd, int stderr_fd, int flags,
+                       const struct airlock_spawn_options *options, const char **failed_step);
+
+/// finit_module(2): load a kernel module from an open file. Returns 0 or -errno.
+int airlock_finit_module(int fd);
+
+/// TIOCSWINSZ on a terminal. Returns 0 or -errno.
+int airlock_set_window_size(int fd, unsigned short rows, unsigned short columns);
+
+/// TIOCGWINSZ; rows and columns are 0 when unknown. Returns 0 or -errno.
+int airlock_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
+
+/// A new pseudo-terminal pair of the given size, both ends close-on-exec; the slave is not
+/// made anyone's controlling terminal. Returns 0 or -errno.
+int airlock_open_pty(unsigned short rows, unsigned short columns, int *master, int *slave);
+
+/// pipe2(O_CLOEXEC). Returns 0 or -errno.
+int airlock_pipe(int fds[2]);
+
+/// The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW over ~`milliseconds`.
+/// A TCG guest needs it (tsc_early_khz=) or its boot hangs calibrating against absent timers.
+unsigned long airlock_tsc_khz(unsigned int milliseconds);
+
+/// sync, then reboot(RB_POWER_OFF). Returns -errno when not allowed (not PID 1 / no privilege).
+int airlock_power_off(void);
+
 #endif

@@ -94,7 +94,7 @@ public enum Doctor {
             var summary = "guest " + absent.joined(separator: " and ") + " not found"
             if !host.assets.broken.isEmpty { summary += "; not readable: " + host.assets.broken.joined(separator: ", ") }
             add("guest-assets", .fail, summary,
-                fix: "build them with `make kernel` (writes out/vmlinuz and out/initramfs.cpio) and set AIRLOCK_KERNEL and AIRLOCK_INITRAMFS to those paths, or use the single binary from `make release`, which carries them")
+                fix: "use the single binary from `make release`, which carries them, or build them with `make kernel` and set AIRLOCK_KERNEL=out/assets/vmlinux AIRLOCK_INITRAMFS=out/assets/initramfs")
         }
 
         if host.libraries.isEmpty {

@@ -4,13 +4,13 @@ import Glibc
 
 /// The guest kernel and initramfs: where this run will take them from.
 ///
-/// Order: `AIRLOCK_KERNEL`/`AIRLOCK_INITRAMFS`, then `[vm] kernel`/`initramfs`, then the
-/// cache (`$XDG_CACHE_HOME/airlock/assets/`), where the single binary unpacks its embedded copies.
+/// Order: `AIRLOCK_KERNEL`/`AIRLOCK_INITRAMFS`, then `[vm] kernel`/`initramfs`, then the copies
+/// embedded in the binary (`make release`), unpacked to the cache by `EmbeddedAssets`.
 public enum GuestAssets {
     public enum Source: String, Sendable, Equatable {
         case environment
         case config
-        case cache
+        case embedded
     }
 
     public struct Located: Sendable, Equatable {
@@ -47,19 +47,18 @@ public enum GuestAssets {
         }
     }
 
-    public static func locate(configured: Configured, environment: [String: String]) -> Lookup {
+    public static func locate(configured: Configured, environment: [String: String], embedded: Bool = EmbeddedAssets.isEmbedded) -> Lookup {
         var broken: [String] = []
-        let cache = HostFacts.cacheDirectory(environment: environment) + "/assets"
-        func find(variable: String, configured: String?, cacheName: String) -> Located? {
-            let candidates: [(String?, Source)] = [(environment[variable], .environment), (configured, .config), (cache + "/" + cacheName, .cache)]
+        func find(variable: String, configured: String?) -> Located? {
+            let candidates: [(String?, Source)] = [(environment[variable], .environment), (configured, .config)]
             for case (let path?, let source) in candidates where !path.isEmpty {
                 if isReadableFile(path) { return Located(path: path, source: source) }
-                if source != .cache { broken.append("\(path) (from \(source == .environment ? variable : "[vm] config"))") }
+                broken.append("\(path) (from \(source == .environment ? variable : "[vm] config"))")
             }
-            return nil
+            return embedded ? Located(path: "inside the airlock binary", source: .embedded) : nil
         }
-        let kernel = find(variable: "AIRLOCK_KERNEL", configured: configured.kernel, cacheName: "vmlinuz")
-        let initramfs = find(variable: "AIRLOCK_INITRAMFS", configured: configured.initramfs, cacheName: "initramfs.cpio")
+        let kernel = find(variable: "AIRLOCK_KERNEL", configured: configured.kernel)
+        let initramfs = find(variable: "AIRLOCK_INITRAMFS", configured: configured.initramfs)
         return Lookup(kernel: kernel, initramfs: initramfs, broken: broken)
     }
 

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct PsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ps",
+        abstract: "List this project's sandboxes: name, state, backend, accelerator, uptime."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Print a JSON array, one object per sandbox.")
+    var json = false
+
+    struct Row: Encodable {
+        var name: String
+        var state: String
+        var backend: String?
+        var accelerator: String?
+        var uptimeSeconds: Int64?
+        var pid: Int32?
+        var project: String
+    }
+
+    func run() throws {
+        let project = Project.discover(from: currentDirectory())
+        let root = project.root + "/.airlock"
+        var rows: [Row] = []
+        for name in listDirectory(root) {
+            guard let paths = try? SandboxPaths(project: project, name: name) else { continue }
+            let running = SandboxLock.isHeld(paths.lockFile)
+            let state = running ? (try? LocalFiles().readText(paths.stateFile)).flatMap { $0.flatMap(SandboxState.init(text:)) } : nil
+            rows.append(Row(
+                name: name, state: running ? "running" : "stopped", backend: state?.backend, accelerator: state?.accelerator,
+                uptimeSeconds: state.map { Int64(time(nil)) - $0.startedAt }, pid: state?.pid, project: project.root))
+        }
+        if json {
+            try printJSON(rows)
+            return
+        }
+        let out = Terminal.standardOutput
+        guard !rows.isEmpty else {
+            out.write("no sandboxes in \(project.root); `airlock start` creates one\n")
+            return
+        }
+        let table = [["NAME", "STATE", "BACKEND", "ACCEL", "UPTIME", "PROJECT"]] + rows.map {
+            [$0.name, $0.state, $0.backend ?? "-", $0.accelerator ?? "-", $0.uptimeSeconds.map(formatDuration) ?? "-", $0.project]
+        }
+        let widths = (0..<6).map { column in table.map { $0[column].count }.max() ?? 0 }
+        for row in table {
+            out.write(zip(row, widths).map { $0.padding(to: $1) }.joined(separator: "  ").trimmingTrailingSpaces() + "\n")
+        }
+    }
+}
+
+func formatDuration(_ seconds: Int64) -> String {
+    if seconds < 60 { return "\(seconds)s" }
+    if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60)s" }
+    return "\(seconds / 3600)h\((seconds % 3600) / 60)m"
+}
+
+func listDirectory(_ path: String) -> [String] {
+    guard let directory = opendir(path) else { return [] }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if !name.hasPrefix("."), entry.pointee.d_type == UInt8(DT_DIR) { names.append(name) }
+    }
+    return names.sorted()
+}
+
+extension String {
+    func trimmingTrailingSpaces() -> String {
+        var text = self
+        while text.hasSuffix(" ") { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,128 @@
+import ArgumentParser
+import CShim
+import GuestLink
+import Logging
+import QEMU
+import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct StartCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "start",
+        abstract: "Boot the project's sandbox (or join it if running) and run a command in it.",
+        discussion: """
+            Runs COMMAND (default: your login shell) in a microVM that sees a clone of this \
+            repository at the project's own path. With a terminal, the session is interactive \
+            (raw mode, window size, ^C reaches the command); without one, stdin and stdout are \
+            pipes. airlock exits with the command's exit status.
+
+            Examples:
+              airlock start -- claude
+              airlock start --name tests -- make test
+              printf 'a\\nb\\n' | airlock start -- wc -l
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var sandbox: SandboxNameOption
+
+    @Option(name: .shortAndLong, parsing: .unconditionalSingleValue, help: ArgumentHelp("Set a variable in the session.", valueName: "NAME=VALUE"))
+    var env: [String] = []
+
+    @Flag(name: .shortAndLong, help: "Show the VM's console and what airlock decides.")
+    var verbose = false
+
+    @Argument(parsing: .captureForPassthrough, help: "The command to run (after --).")
+    var command: [String] = []
+
+    func validate() throws {
+        for entry in env where !entry.contains("=") || entry.hasPrefix("=") {
+            throw ValidationError("-e \(entry): write NAME=VALUE")
+        }
+    }
+
+    func run() async throws {
+        let context = try ProjectContext.load()
+        let arguments = command.first == "--" ? Array(command.dropFirst()) : command
+        let code = await SessionLauncher(context: context, sandbox: sandbox, verbose: verbose, quiet: global.quiet).start(
+            command: arguments, environment: Dictionary(env.map(splitAssignment), uniquingKeysWith: { $1 }))
+        throw ExitCode(code)
+    }
+}
+
+func splitAssignment(_ entry: String) -> (String, String) {
+    let equals = entry.firstIndex(of: "=") ?? entry.endIndex
+    return (String(entry[..<equals]), equals == entry.endIndex ? "" : String(entry[entry.index(after: equals)...]))
+}
+
+/// What `start` and `exec` share: building the runner and the session spec, choosing the
+/// backend, reporting errors.
+struct SessionLauncher {
+    var context: ProjectContext
+    var sandbox: SandboxNameOption
+    var verbose: Bool
+    var quiet: Bool
+
+    func runner() throws -> SandboxRunner {
+        let stderr = Terminal.standardError
+        let showProgress = !quiet && (verbose || isatty(2) == 1)
+        var logger = Logger(label: "airlock")
+        logger.logLevel = verbose ? .info : logger.logLevel
+        var progress: (@Sendable (String) -> Void)?
+        if showProgress {
+            progress = { message in stderr.write(stderr.style("airlock: \(message)", .dim) + "\n") }
+        }
+        return SandboxRunner(
+            paths: try sandbox.paths(in: context.project), config: context.loaded.config, environment: context.environment,
+            logger: logger, progress: progress)
+    }
+
+    func spec(_ runner: SandboxRunner, command: [String], environment: [String: String]) -> ExecSpec {
+        var size: WindowSize?
+        if isatty(0) == 1 && isatty(1) == 1 {
+            var rows: UInt16 = 0, columns: UInt16 = 0
+            _ = airlock_get_window_size(0, &rows, &columns)
+            size = WindowSize(rows: rows == 0 ? 24 : rows, columns: columns == 0 ? 80 : columns)
+        }
+        return runner.execSpec(command: command, extraEnvironment: environment, terminal: size, workingDirectory: currentDirectory())
+    }
+
+    /// Boots or joins the sandbox and runs the command; returns the exit status to exit with.
+    func start(command: [String], environment: [String: String]) async -> Int32 {
+        do {
+            let runner = try runner()
+            let config = context.loaded.config
+            let facts = HostFacts.probe(
+                environment: context.environment,
+                configuredAssets: .init(kernel: config.vm.kernel, initramfs: config.vm.initramfs),
+                libraries: [])
+            let selection = BackendSelection.choose(config.vm.backend, on: facts)
+            guard let backend = selection.backend else {
+                throw SandboxError("no backend can run the sandbox: \(selection.reason)", hint: selection.missing.joined(separator: "\n  hint: "))
+            }
+            if verbose { Terminal.standardError.write("airlock: backend \(backend.rawValue): \(selection.reason)\n") }
+            if selection.accelerator == .tcg && !quiet {
+                Terminal.standardError.write(Terminal.standardError.style("airlock: warning: no usable KVM; the VM runs under TCG software emulation (slow)", .yellow) + "\n")
+            }
+            guard backend == .qemu, let qemu = facts.qemu?.path else {
+                throw SandboxError("the Cloud Hypervisor backend is not available in this build", hint: "set `backend = \"qemu\"` under [vm]")
+            }
+            let assets = try EmbeddedAssets.locate(facts.assets, environment: context.environment)
+            let ended = try await runner.run(
+                spec(runner, command: command, environment: environment), selection: selection, assets: assets,
+                machine: { try await QEMUMachine.start($0, qemu: qemu) })
+            if verbose { showConsole(runner.paths) }
+            return ended.code
+        } catch {
+            return reportAndExit(error).rawValue
+        }
+    }
+
+    func showConsole(_ paths: SandboxPaths) {
+        Terminal.standardError.write("airlock: console (\(paths.consoleLog)):\n")
+        for line in tailLines(of: paths.consoleLog, count: 200) { Terminal.standardError.write("  | \(line)\n") }
+    }
+}

@@ -1,0 +1,100 @@
+import Clibgit2
+
+/// An open libgit2 repository; freed when released.
+public final class Repository {
+    let pointer: OpaquePointer
+
+    private init(pointer: OpaquePointer) {
+        self.pointer = pointer
+    }
+
+    deinit { git_repository_free(pointer) }
+
+    public static func open(_ path: String) throws(GitError) -> Repository {
+        _ = LibGit2Runtime.initialised
+        var pointer: OpaquePointer?
+        try GitError.check(git_repository_open_ext(&pointer, path, UInt32(GIT_REPOSITORY_OPEN_NO_SEARCH.rawValue), nil), "open the repository at \(path)")
+        guard let pointer else { throw GitError(operation: "open \(path)", code: -1, message: "no repository") }
+        return Repository(pointer: pointer)
+    }
+
+    /// The branch HEAD points at (`main`), or nil when HEAD is detached or unborn.
+    public var currentBranch: String? {
+        var reference: OpaquePointer?
+        guard git_repository_head(&reference, pointer) == 0, let reference else { return nil }
+        defer { git_reference_free(reference) }
+        guard git_reference_is_branch(reference) != 0, let name = git_reference_shorthand(reference) else { return nil }
+        return String(cString: name)
+    }
+
+    /// Clones `source` (a local repository) into `destination` with every branch and the
+    /// history, checking out `branch` (or the source's current branch). Objects are copied,
+    /// never hard-linked, so nothing in the clone shares an inode with the user's repository.
+    public static func cloneLocal(from source: String, to destination: String, branch: String?) throws(GitError) -> Repository {
+        _ = LibGit2Runtime.initialised
+        var options = git_clone_options()
+        try GitError.check(git_clone_options_init(&options, UInt32(GIT_CLONE_OPTIONS_VERSION)), "clone options")
+        options.local = GIT_CLONE_LOCAL_NO_LINKS
+        options.checkout_opts.checkout_strategy = UInt32(GIT_CHECKOUT_SAFE.rawValue)
+        var pointer: OpaquePointer?
+        let code: Int32
+        if let branch {
+            code = branch.withCString { name in
+                options.checkout_branch = name
+                return git_clone(&pointer, source, destination, &options)
+            }
+        } else {
+            code = git_clone(&pointer, source, destination, &options)
+        }
+        try GitError.check(code, "clone \(source) into \(destination)")
+        guard let pointer else { throw GitError(operation: "clone", code: -1, message: "no repository") }
+        let repository = Repository(pointer: pointer)
+        try repository.createLocalBranches()
+        return repository
+    }
+
+    /// A local branch for each `origin/*` branch the clone has no branch for, so the agent
+    /// sees the project's branches as its own.
+    private func createLocalBranches() throws(GitError) {
+        var iterator: OpaquePointer?
+        try GitError.check(git_branch_iterator_new(&iterator, pointer, GIT_BRANCH_REMOTE), "list branches")
+        defer { git_branch_iterator_free(iterator) }
+        var reference: OpaquePointer?
+        var type = GIT_BRANCH_REMOTE
+        while git_branch_next(&reference, &type, iterator) == 0, let remote = reference {
+            defer { git_reference_free(remote) }
+            guard let shorthand = git_reference_shorthand(remote).map({ String(cString: $0) }), shorthand.hasPrefix("origin/") else { continue }
+            let name = String(shorthand.dropFirst("origin/".count))
+            guard name != "HEAD" else { continue }
+            var existing: OpaquePointer?
+            if git_branch_lookup(&existing, pointer, name, GIT_BRANCH_LOCAL) == 0 {
+                git_reference_free(existing)
+                continue
+            }
+            var commit: OpaquePointer?
+            guard let target = git_reference_target(remote), git_commit_lookup(&commit, pointer, target) == 0 else { continue }
+            defer { git_commit_free(commit) }
+            var created: OpaquePointer?
+            try GitError.check(git_branch_create(&created, pointer, name, commit, 0), "create branch \(name)")
+            git_reference_free(created)
+        }
+    }
+
+    /// Sets a value in the repository's own config file.
+    public func setConfig(_ key: String, _ value: String) throws(GitError) {
+        var config: OpaquePointer?
+        try GitError.check(git_repository_config(&config, pointer), "open the config")
+        defer { git_config_free(config) }
+        try GitError.check(git_config_set_string(config, key, value), "set \(key)")
+    }
+
+    /// A value from the repository's effective config (its own, the user's, the system's).
+    public func configValue(_ key: String) -> String? {
+        var config: OpaquePointer?
+        guard git_repository_config_snapshot(&config, pointer) == 0 else { return nil }
+        defer { git_config_free(config) }
+        var value: UnsafePointer<CChar>?
+        guard git_config_get_string(&value, config, key) == 0, let value else { return nil }
+        return String(cString: value)
+    }
+}

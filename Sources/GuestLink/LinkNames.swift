@@ -1,0 +1,23 @@
+/// Names both sides agree on.
+public enum LinkNames {
+    /// The virtio-serial port carrying the host→guest control connection (host is the HTTP/2 client).
+    public static let controlPort = "airlock.control"
+    /// The virtio-serial port carrying the guest→host connection (guest is the HTTP/2 client).
+    public static let egressPort = "airlock.egress"
+    /// vsock ports for the same two connections when vsock is the transport.
+    public static let controlVsockPort: UInt32 = 1024
+    public static let egressVsockPort: UInt32 = 1025
+
+    /// Request paths on the control connection.
+    public enum Path {
+        /// Body: `SetupSpec`. The guest assembles its root and answers when ready for sessions.
+        public static let setup = "/v1/setup"
+        /// Body: `ExecSpec` as the first session frame; then a session (see `SessionFrame`).
+        public static let exec = "/v1/exec"
+        /// The guest syncs its disks and powers off.
+        public static let powerOff = "/v1/poweroff"
+    }
+
+    /// 9p/virtiofs mount tag of the workspace share.
+    public static let workspaceTag = "workspace"
+}

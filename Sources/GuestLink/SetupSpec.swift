@@ -1,0 +1,155 @@
+import NIOCore
+
+/// How the guest assembles its root file system; sent once per boot before any session.
+public struct SetupSpec: Sendable, Equatable {
+    public struct Share: Sendable, Equatable {
+        public enum Kind: UInt8, Sendable {
+            /// A read-only host directory with a persistent writable layer on the state disk
+            /// (overlayfs): `/usr` on the host root, so `/usr/local` changes persist per sandbox.
+            case overlay = 0
+            /// Mounted as it is (the workspace, read-only extras).
+            case direct = 1
+        }
+
+        /// The 9p/virtiofs mount tag.
+        public var tag: String
+        /// Where it appears in the guest's root.
+        public var path: String
+        public var readOnly: Bool
+        public var kind: Kind
+
+        public init(tag: String, path: String, readOnly: Bool, kind: Kind) {
+            self.tag = tag
+            self.path = path
+            self.readOnly = readOnly
+            self.kind = kind
+        }
+    }
+
+    public struct File: Sendable, Equatable {
+        public var path: String
+        /// Bytes, not text: `/etc/ld.so.cache` is binary.
+        public var contents: [UInt8]
+        public var mode: UInt32
+
+        public init(path: String, contents: [UInt8], mode: UInt32 = 0o644) {
+            self.path = path
+            self.contents = contents
+            self.mode = mode
+        }
+    }
+
+    /// Host wall-clock time (the guest has no RTC it can trust).
+    public var clockSeconds: Int64
+    public var clockNanoseconds: Int32
+    public var hostname: String
+    /// Block device of the sandbox's state disk (ext4, formatted on first boot).
+    public var stateDisk: String
+    public var shares: [Share]
+    /// Symbolic links in the root, as `(path, target)`: `/bin → usr/bin` on merged-/usr hosts.
+    public var links: [(path: String, target: String)]
+    /// Files written fresh each boot (the synthesized `/etc` entries).
+    public var files: [File]
+    /// Directories created in the root.
+    public var directories: [String]
+    /// The user's home directory, created and owned by `user`:`group`.
+    public var home: String
+    public var user: UInt32
+    public var group: UInt32
+
+    public init(
+        clockSeconds: Int64, clockNanoseconds: Int32, hostname: String, stateDisk: String, shares: [Share],
+        links: [(path: String, target: String)], files: [File], directories: [String], home: String, user: UInt32, group: UInt32
+    ) {
+        self.clockSeconds = clockSeconds
+        self.clockNanoseconds = clockNanoseconds
+        self.hostname = hostname
+        self.stateDisk = stateDisk
+        self.shares = shares
+        self.links = links
+        self.files = files
+        self.directories = directories
+        self.home = home
+        self.user = user
+        self.group = group
+    }
+
+    public static func == (a: SetupSpec, b: SetupSpec) -> Bool {
+        a.encoded() == b.encoded()
+    }
+
+    public func encoded() -> ByteBuffer {
+        var writer = WireWriter()
+        writer.write(clockSeconds)
+        writer.write(clockNanoseconds)
+        writer.write(hostname)
+        writer.write(stateDisk)
+        writer.write(UInt32(shares.count))
+        for share in shares {
+            writer.write(share.tag)
+            writer.write(share.path)
+            writer.write(share.readOnly)
+            writer.write(share.kind.rawValue)
+        }
+        writer.write(UInt32(links.count))
+        for link in links {
+            writer.write(link.path)
+            writer.write(link.target)
+        }
+        writer.write(UInt32(files.count))
+        for file in files {
+            writer.write(file.path)
+            writer.write(file.contents)
+            writer.write(file.mode)
+        }
+        writer.write(directories)
+        writer.write(home)
+        writer.write(user)
+        writer.write(group)
+        return writer.buffer
+    }
+
+    public init(decoding buffer: ByteBuffer) throws(WireError) {
+        var reader = WireReader(buffer)
+        clockSeconds = try reader.read()
+        clockNanoseconds = try reader.read()
+        hostname = try reader.readString()
+        stateDisk = try reader.readString()
+        let shareCount = Int(try reader.read(UInt32.self))
+        guard shareCount <= 64 else { throw WireError("too many shares") }
+        shares = []
+        for _ in 0..<shareCount {
+            let tag = try reader.readString()
+            let path = try reader.readString()
+            let readOnly = try reader.readBool()
+            guard let kind = Share.Kind(rawValue: try reader.read()) else { throw WireError("unknown share kind") }
+            shares.append(Share(tag: tag, path: try Self.absolute(path), readOnly: readOnly, kind: kind))
+        }
+        let linkCount = Int(try reader.read(UInt32.self))
+        guard linkCount <= 64 else { throw WireError("too many links") }
+        links = []
+        for _ in 0..<linkCount {
+            links.append((try Self.absolute(try reader.readString()), try reader.readString()))
+        }
+        let fileCount = Int(try reader.read(UInt32.self))
+        guard fileCount <= 256 else { throw WireError("too many files") }
+        files = []
+        for _ in 0..<fileCount {
+            files.append(File(path: try Self.absolute(try reader.readString()), contents: try reader.readBytes(), mode: try reader.read()))
+        }
+        directories = try reader.readStrings().map { (path) throws(WireError) in try Self.absolute(path) }
+        home = try Self.absolute(try reader.readString())
+        user = try reader.read()
+        group = try reader.read()
+        try reader.expectEnd()
+    }
+
+    /// Paths must be absolute, without `..`, NUL or empty components.
+    private static func absolute(_ path: String) throws(WireError) -> String {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard path.hasPrefix("/"), !path.utf8.contains(0), !parts.contains(".."), !parts.contains("."), path == "/" || !parts.contains("") else {
+            throw WireError("invalid path \"\(path)\"")
+        }
+        return path
+    }
+}

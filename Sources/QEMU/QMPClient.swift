@@ -1,0 +1,123 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A minimal QMP client (QEMU's JSON control protocol) over the Unix socket QEMU listens on:
+/// greeting, `qmp_capabilities`, then one command at a time. Blocking with deadlines; callers
+/// run it off the cooperative pool.
+final class QMPClient {
+    enum Failure: Error, CustomStringConvertible {
+        case connect(String, Int32)
+        case timeout(String)
+        case closed
+        case error(String)
+
+        var description: String {
+            switch self {
+            case .connect(let path, let code): "cannot connect to QMP at \(path): \(String(cString: strerror(code)))"
+            case .timeout(let what): "QMP: no answer to \(what) in time"
+            case .closed: "QMP: QEMU closed the connection"
+            case .error(let message): "QMP: \(message)"
+            }
+        }
+    }
+
+    private let fd: Int32
+    private var pending: [UInt8] = []
+
+    /// Connects, reads the greeting and enters command mode.
+    init(path: String, timeout: Double = 5) throws {
+        fd = try connectUnixSocket(path)
+        do {
+            _ = try readMessage(deadline: now() + timeout, what: "the greeting")
+            _ = try execute("qmp_capabilities", timeout: timeout)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Runs a command; returns its `return` value, throws its `error`.
+    @discardableResult
+    func execute(_ command: String, arguments: [String: Any] = [:], timeout: Double = 5) throws -> Any? {
+        var message: [String: Any] = ["execute": command]
+        if !arguments.isEmpty { message["arguments"] = arguments }
+        var bytes = [UInt8](try JSONSerialization.data(withJSONObject: message))
+        bytes.append(UInt8(ascii: "\n"))
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure.closed
+            }
+            offset += n
+        }
+        let deadline = now() + timeout
+        while true {
+            let reply = try readMessage(deadline: deadline, what: command)
+            if reply["event"] != nil { continue }
+            if let error = reply["error"] as? [String: Any] { throw Failure.error("\(command): \(error["desc"] ?? error)") }
+            return reply["return"]
+        }
+    }
+
+    private func readMessage(deadline: Double, what: String) throws -> [String: Any] {
+        while true {
+            if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = Array(pending[..<newline])
+                pending.removeSubrange(...newline)
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { continue }
+                return object
+            }
+            let remaining = deadline - now()
+            guard remaining > 0 else { throw Failure.timeout(what) }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(remaining * 1000) + 1)
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 { continue }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw Failure.closed }
+            pending += chunk[0..<n]
+            guard pending.count < 1 << 20 else { throw Failure.error("message too large") }
+        }
+    }
+}
+
+func now() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+/// A connected, blocking, close-on-exec Unix stream socket.
+func connectUnixSocket(_ path: String) throws -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw QMPClient.Failure.connect(path, errno) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        close(fd)
+        throw QMPClient.Failure.connect(path, ENAMETOOLONG)
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard result == 0 else {
+        let code = errno
+        close(fd)
+        throw QMPClient.Failure.connect(path, code)
+    }
+    return fd
+}

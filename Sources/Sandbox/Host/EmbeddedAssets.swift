@@ -1,0 +1,105 @@
+import CAssets
+import Crypto
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The kernel and initramfs this run boots: named ones (`AIRLOCK_KERNEL`/`AIRLOCK_INITRAMFS`,
+/// `[vm]`) first, else the copies inside the binary, written once to a content-addressed 0600
+/// file in the cache (VMMs take paths) and checked against their SHA-256, else the cache.
+public enum EmbeddedAssets {
+    public static var isEmbedded: Bool {
+        var size = 0
+        _ = airlock_kernel_data(&size)
+        return size > 0
+    }
+
+    public static func locate(_ lookup: GuestAssets.Lookup, environment: [String: String]) throws -> (kernel: String, initramfs: String) {
+        let cache = HostFacts.cacheDirectory(environment: environment) + "/assets"
+        func pick(_ found: GuestAssets.Located?, embedded: () throws -> String?, name: String) throws -> String {
+            if let found, found.source != .embedded { return found.path }
+            if found?.source == .embedded, let extracted = try embedded() { return extracted }
+            throw SandboxError(
+                "no guest \(name) found",
+                hint: "use the single binary from `make release`, or build the assets with `make kernel` and set AIRLOCK_KERNEL and AIRLOCK_INITRAMFS")
+        }
+        let kernel = try pick(lookup.kernel, embedded: { try extract(airlock_kernel_data, airlock_kernel_sha256, name: "vmlinux", into: cache) }, name: "kernel")
+        let initramfs = try pick(lookup.initramfs, embedded: { try extract(airlock_initramfs_data, airlock_initramfs_sha256, name: "initramfs", into: cache) }, name: "initramfs")
+        return (kernel, initramfs)
+    }
+
+    /// Writes an embedded asset to `<cache>/<sha256>-<name>` unless a file with that content is
+    /// already there; returns its path, or nil when nothing is embedded.
+    static func extract(
+        _ data: (UnsafeMutablePointer<Int>) -> UnsafePointer<UInt8>?, _ digest: () -> UnsafePointer<CChar>?, name: String, into cache: String
+    ) throws -> String? {
+        var size = 0
+        guard let bytes = data(&size), size > 0, let digestPointer = digest() else { return nil }
+        let expected = String(cString: digestPointer)
+        let content = UnsafeRawBufferPointer(start: bytes, count: size)
+        guard hexDigest(content) == expected else {
+            throw SandboxError("the \(name) inside this binary does not match its SHA-256", hint: "the binary is damaged: rebuild it with `make release`")
+        }
+        try makeDirectories(cache)
+        let path = "\(cache)/\(expected)-\(name)"
+        if let existing = readAll(path), existing.count == size, existing.withUnsafeBytes({ hexDigest($0) }) == expected {
+            return path
+        }
+        let temporary = "\(path).\(getpid()).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SandboxError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        var offset = 0
+        while offset < size {
+            let n = write(fd, bytes + offset, size - offset)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                close(fd)
+                unlink(temporary)
+                throw SandboxError("cannot write \(temporary): \(String(cString: strerror(errno)))", hint: "free some disk space in \(cache)")
+            }
+            offset += n
+        }
+        fsync(fd)
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw SandboxError("cannot rename \(temporary): \(String(cString: strerror(errno)))")
+        }
+        return path
+    }
+
+    static func hexDigest(_ bytes: UnsafeRawBufferPointer) -> String {
+        SHA256.hash(data: bytes).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+
+    static func makeDirectories(_ path: String) throws {
+        var current = ""
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, 0o700) != 0 && errno != EEXIST {
+                throw SandboxError("cannot create \(current): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    static func readAll(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_uid == getuid() else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + offset, $0.count - offset, off_t(offset)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return nil }
+            offset += n
+        }
+        return bytes
+    }
+}

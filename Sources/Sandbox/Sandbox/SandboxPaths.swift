@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a named sandbox keeps its things. Persistent state lives in the project's `.airlock/`
+/// (git-excluded); sockets live in a short runtime directory because Unix socket paths are
+/// limited to 107 bytes.
+public struct SandboxPaths: Sendable, Equatable {
+    public var project: Project
+    public var name: String
+
+    public static let defaultName = "default"
+
+    public init(project: Project, name: String) throws(SandboxError) {
+        try Self.validate(name: name)
+        self.project = project
+        self.name = name
+    }
+
+    /// Names become directory and host names: letters, digits, `.`, `_`, `-`; 1 to 63 characters.
+    public static func validate(name: String) throws(SandboxError) {
+        let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
+        guard !name.isEmpty, name.count <= 63, allowed, !name.hasPrefix("."), !name.hasPrefix("-") else {
+            throw SandboxError("invalid sandbox name \"\(name)\"", hint: "use 1 to 63 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`")
+        }
+    }
+
+    public var stateRoot: String { project.root + "/.airlock" }
+    public var stateDirectory: String { stateRoot + "/" + name }
+    /// The sandbox's clone of the project, shared read-write at the project's path in the VM.
+    public var workspace: String { stateDirectory + "/workspace" }
+    public var disk: String { stateDirectory + "/disk.img" }
+    public var consoleLog: String { stateDirectory + "/console.log" }
+    public var stateFile: String { stateDirectory + "/state" }
+    /// Held (flock) by the process that runs the VM, for as long as it runs.
+    public var lockFile: String { stateDirectory + "/lock" }
+
+    public func runtimeDirectory(environment: [String: String]) -> String {
+        let base: String
+        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/"), runtime.utf8.count < 40 {
+            base = runtime + "/airlock"
+        } else {
+            base = "/tmp/airlock-\(getuid())"
+        }
+        return base + "/" + fnv1a(stateDirectory)
+    }
+
+    public func attachSocket(environment: [String: String]) -> String {
+        runtimeDirectory(environment: environment) + "/attach.sock"
+    }
+}
+
+/// 64-bit FNV-1a as 16 hex digits: a short stable name for a long path.
+func fnv1a(_ text: String) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 {
+        hash ^= UInt64(byte)
+        hash &*= 0x0000_0100_0000_01b3
+    }
+    let hex = String(hash, radix: 16)
+    return String(repeating: "0", count: 16 - hex.count) + hex
+}
+
+/// Something about a sandbox went wrong in a way the user can act on.
+public struct SandboxError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var hint: String?
+
+    public init(_ message: String, hint: String? = nil) {
+        self.message = message
+        self.hint = hint
+    }
+
+    public var description: String { hint.map { "\(message)\n  hint: \($0)" } ?? message }
+}

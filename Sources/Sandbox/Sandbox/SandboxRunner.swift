@@ -1,0 +1,224 @@
+import GitReview
+import GuestLink
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Boots a sandbox and runs sessions in it. The process that boots the VM owns it (the VMM dies
+/// with it), holds the sandbox's lock and serves the attach socket for other sessions; when its
+/// own session ends it powers the VM off. A second `start` while it runs attaches instead.
+public struct SandboxRunner: Sendable {
+    public var paths: SandboxPaths
+    public var config: AirlockConfig
+    public var environment: [String: String]
+    public var logger: Logger
+    /// Status lines for the user (stderr); nil for quiet.
+    public var progress: (@Sendable (String) -> Void)?
+
+    public typealias MachineFactory = @Sendable (MachineSpec) async throws -> any VirtualMachine
+
+    public init(paths: SandboxPaths, config: AirlockConfig, environment: [String: String], logger: Logger, progress: (@Sendable (String) -> Void)?) {
+        self.paths = paths
+        self.config = config
+        self.environment = environment
+        self.logger = logger
+        self.progress = progress
+    }
+
+    /// How long the guest may take from VMM start to answering setup (TCG is slow; a first
+    /// boot formats the disk).
+    public static let bootTimeout: Duration = .seconds(180)
+
+    /// The session's spec for `command` (the login shell when empty), started in the
+    /// directory matching the caller's, inside the workspace.
+    public func execSpec(command: [String], extraEnvironment: [String: String], terminal: WindowSize?, workingDirectory: String) -> ExecSpec {
+        let root = HostRoot(hostname: hostname)
+        var environment = root.baseEnvironment(terminal: terminal == nil ? nil : (self.environment["TERM"] ?? "xterm-256color"))
+        for (key, value) in config.env { environment[key] = value }
+        for (key, value) in extraEnvironment { environment[key] = value }
+        let arguments = command.isEmpty ? [root.user.shell, "-l"] : command
+        var directory = paths.project.root
+        if workingDirectory == paths.project.root || workingDirectory.hasPrefix(paths.project.root + "/") {
+            let relative = workingDirectory.dropFirst(paths.project.root.count)
+            if relative.isEmpty || isDirectory(paths.workspace + relative) { directory = workingDirectory }
+        }
+        return ExecSpec(
+            arguments: arguments, environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+            workingDirectory: directory, terminal: terminal, user: root.user.uid, group: root.user.gid)
+    }
+
+    var hostname: String { "airlock-" + paths.name }
+
+    /// Runs `spec` in the sandbox, booting it first unless it is already running (then the
+    /// session attaches to it). Returns the session's exit status.
+    public func run(_ spec: ExecSpec, selection: BackendSelection, assets: (kernel: String, initramfs: String), machine: MachineFactory) async throws -> HostSession.Ended {
+        try makeDirectory(paths.stateRoot, mode: 0o755)
+        try makeDirectory(paths.stateDirectory, mode: 0o700)
+        guard let lock = try SandboxLock.acquire(paths.lockFile) else {
+            progress?("sandbox \(paths.name) is running: attaching a new session")
+            return try await attach(spec)
+        }
+        return try await boot(spec, lock: lock, selection: selection, assets: assets, machine: machine)
+    }
+
+    /// Runs `spec` in the already running sandbox.
+    public func attach(_ spec: ExecSpec) async throws -> HostSession.Ended {
+        let client = try await connectAttach()
+        defer { Task { await client.close() } }
+        return try await HostSession(spec: spec).run(on: client)
+    }
+
+    public func connectAttach() async throws -> LinkClient {
+        let socket = paths.attachSocket(environment: environment)
+        do {
+            return try await LinkClient.connect(unixSocket: socket)
+        } catch {
+            throw SandboxError("sandbox \(paths.name) is not running (\(socket): \(error))", hint: "start it with `airlock start --name \(paths.name)`")
+        }
+    }
+
+    private func boot(
+        _ spec: ExecSpec, lock: SandboxLock, selection: BackendSelection, assets: (kernel: String, initramfs: String), machine factory: MachineFactory
+    ) async throws -> HostSession.Ended {
+        let started = monotonicSeconds()
+        try prepareWorkspace()
+        try prepareDisk()
+        let runtime = paths.runtimeDirectory(environment: environment)
+        try makeDirectory(runtime.split(separator: "/").dropLast().reduce("") { $0 + "/" + $1 }, mode: 0o700)
+        try makeDirectory(runtime, mode: 0o700)
+        // A fresh console log per boot.
+        close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
+
+        let layout = HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
+        let machineSpec = MachineSpec(
+            kernel: assets.kernel, initramfs: assets.initramfs, cpus: config.vm.cpus,
+            memoryMiB: max(256, config.vm.memory.bytes >> 20), shares: layout.shares, disk: paths.disk,
+            runtimeDirectory: runtime, consoleLog: paths.consoleLog, accelerator: selection.accelerator ?? .tcg)
+        progress?("booting sandbox \(paths.name) (\(selection.backend?.rawValue ?? "?"), \(machineSpec.accelerator.rawValue))")
+        let vm = try await factory(machineSpec)
+        let state = SandboxState(
+            pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
+            startedAt: Int64(time(nil)), project: paths.project.root)
+        try writeFile(paths.stateFile, state.text)
+
+        let link: LinkClient
+        let attachServer: AttachServer
+        do {
+            link = try await withBootDeadline(vm) { try await vm.connectControl() }
+            do {
+                _ = try await withBootDeadline(vm) { try await link.call(LinkNames.Path.setup, body: layout.setup.encoded()) }
+                attachServer = try await AttachServer.start(path: paths.attachSocket(environment: environment), relayingTo: link)
+            } catch {
+                await shutdown(vm, link: link, attach: nil)
+                throw error
+            }
+        } catch let error as MachineError {
+            await shutdown(vm, link: nil, attach: nil)
+            throw error
+        } catch {
+            await shutdown(vm, link: nil, attach: nil)
+            throw MachineError("the sandbox did not start: \(error)", consoleTail: tailLines(of: paths.consoleLog))
+        }
+        logger.info("sandbox ready", metadata: ["milliseconds": "\(Int((monotonicSeconds() - started) * 1000))"])
+
+        // The lock is held (and the attach socket served) until the session has ended.
+        defer { withExtendedLifetime(lock) {} }
+        do {
+            let ended = try await HostSession(spec: spec).run(on: link)
+            await shutdown(vm, link: link, attach: attachServer)
+            return ended
+        } catch {
+            await shutdown(vm, link: link, attach: attachServer)
+            throw error
+        }
+    }
+
+    /// Runs `body`, but fails as soon as the VMM exits or the boot deadline passes.
+    private func withBootDeadline<T: Sendable>(_ vm: any VirtualMachine, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let console = paths.consoleLog
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                // nil: cancelled because the body finished first.
+                guard let status = await vm.waitForExit() else { return nil }
+                throw MachineError("the VM stopped during boot (\(vm.backend.rawValue) exit status \(status >> 8))", consoleTail: tailLines(of: console))
+            }
+            group.addTask {
+                do { try await Task.sleep(for: Self.bootTimeout) } catch { return nil }
+                throw MachineError("the guest did not answer within \(Self.bootTimeout)", consoleTail: tailLines(of: console))
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let value = result { return value }
+            }
+            throw CancellationError()
+        }
+    }
+
+    private func shutdown(_ vm: any VirtualMachine, link: LinkClient?, attach: AttachServer?) async {
+        await attach?.close()
+        unlink(paths.attachSocket(environment: environment))
+        if let link {
+            // The guest syncs its disk and powers off; QEMU then exits by itself.
+            _ = try? await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { _ = try await link.call(LinkNames.Path.powerOff, body: .init()) }
+                group.addTask { try await Task.sleep(for: .seconds(5)) }
+                try await group.next()
+                group.cancelAll()
+            }
+            await link.close()
+        }
+        await vm.stop(grace: link == nil ? .seconds(1) : .seconds(10))
+        unlink(paths.stateFile)
+    }
+
+    /// The clone the VM works on: made at first start (every branch and the history, the
+    /// current branch checked out); later starts reuse it.
+    func prepareWorkspace() throws {
+        guard !isDirectory(paths.workspace + "/.git") else { return }
+        guard paths.project.gitCommonDir != nil else {
+            throw SandboxError("\(paths.project.root) is not a git repository", hint: "airlock gives the agent a clone of your repository: run `git init` and commit first")
+        }
+        progress?("cloning \(paths.project.root) for sandbox \(paths.name)")
+        do {
+            let project = try Repository.open(paths.project.root)
+            let clone = try Repository.cloneLocal(from: paths.project.root, to: paths.workspace, branch: project.currentBranch)
+            try clone.setConfig("user.name", project.configValue("user.name") ?? "airlock agent")
+            try clone.setConfig("user.email", project.configValue("user.email") ?? "agent@airlock.invalid")
+        } catch {
+            throw SandboxError("cannot clone the project: \(error)", hint: "a repository needs at least one commit to be cloned")
+        }
+    }
+
+    /// The sparse state disk, created at `[disk] size` or grown to it (never shrunk).
+    func prepareDisk() throws {
+        let fd = open(paths.disk, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SandboxError("cannot create \(paths.disk): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        fstat(fd, &info)
+        if UInt64(info.st_size) < config.disk.size.bytes, ftruncate(fd, off_t(config.disk.size.bytes)) != 0 {
+            throw SandboxError("cannot size \(paths.disk) to \(config.disk.size): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+func makeDirectory(_ path: String, mode: mode_t) throws {
+    if mkdir(path, mode) != 0 && errno != EEXIST {
+        throw SandboxError("cannot create \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
+func writeFile(_ path: String, _ text: String) throws {
+    let temporary = path + ".tmp"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw SandboxError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    let bytes = Array(text.utf8)
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+    guard written == bytes.count, rename(temporary, path) == 0 else {
+        throw SandboxError("cannot write \(path): \(String(cString: strerror(errno)))")
+    }
+}

@@ -1,0 +1,76 @@
+import CGuestInit
+import CShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What PID 1 does before anything else: the pseudo file systems, a console for logs, the
+/// kernel modules in dependency order.
+enum EarlyInit {
+    static func run() throws {
+        try System.mount("devtmpfs", "/dev", "devtmpfs", flags: UInt(MS_NOSUID), options: "mode=0755")
+        // stdin/stdout/stderr on the console: the initramfs has no /dev/console of its own.
+        let console = open("/dev/console", O_RDWR)
+        if console >= 0 {
+            for fd in Int32(0)...2 where fd != console { dup2(console, fd) }
+            if console > 2 { close(console) }
+        }
+        if airlock_guest_proc_mounted() == 0 {
+            try System.mount("proc", "/proc", "proc", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
+        }
+        try System.mount("sysfs", "/sys", "sysfs", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
+        try System.mount("devpts", "/dev/pts", "devpts", flags: UInt(MS_NOSUID | MS_NOEXEC), options: "gid=5,mode=0620,ptmxmode=0666")
+        try System.mount("tmpfs", "/run", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=0755")
+        try System.mount("cgroup2", "/sys/fs/cgroup", "cgroup2", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
+        loadModules()
+    }
+
+    /// Loads `/lib/modules/*.ko` in the order of `/lib/modules/load-order` (dependencies first,
+    /// as Kernel/build-kernel.sh wrote it). A module that is already there is fine.
+    static func loadModules() {
+        guard let order = System.readFile("/lib/modules/load-order") else {
+            System.log("no /lib/modules/load-order; loading no modules")
+            return
+        }
+        for name in order.split(separator: "\n").map(String.init) where !name.isEmpty && !name.hasPrefix("#") {
+            let path = "/lib/modules/" + name
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                System.log("module \(name): cannot open: \(String(cString: strerror(errno)))")
+                continue
+            }
+            let result = airlock_finit_module(fd)
+            close(fd)
+            if result != 0 && result != -EEXIST {
+                System.log("module \(name): \(String(cString: strerror(-result)))")
+            }
+        }
+    }
+
+    /// The device node of the virtio-serial port named `name`, waiting for it to appear.
+    static func virtioPort(named name: String, timeout: Double = 10) -> String? {
+        let deadline = now() + timeout
+        repeat {
+            for entry in System.directoryEntries("/sys/class/virtio-ports") {
+                let portName = System.readFile("/sys/class/virtio-ports/\(entry)/name")?.split(separator: "\n").first.map(String.init)
+                if portName == name, System.exists("/dev/" + entry) { return "/dev/" + entry }
+            }
+            var pause = timespec(tv_sec: 0, tv_nsec: 5_000_000)
+            nanosleep(&pause, nil)
+        } while now() < deadline
+        return nil
+    }
+
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    static func powerOff() -> Never {
+        _ = airlock_power_off()
+        // Not PID 1 (a test run) or not allowed: just end.
+        exit(0)
+    }
+}

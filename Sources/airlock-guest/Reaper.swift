@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a process ended.
+struct ExitStatus: Sendable, Equatable {
+    var code: Int32
+    var signal: Int32
+
+    init(waitStatus status: Int32) {
+        if status & 0x7f == 0 {
+            code = (status >> 8) & 0xff
+            signal = 0
+        } else {
+            code = 128 + (status & 0x7f)
+            signal = status & 0x7f
+        }
+    }
+}
+
+/// PID 1 reaps every process in the VM, orphans included. One thread blocks in
+/// `waitpid(-1)`; sessions ask for the status of the processes they spawned. Spawning happens
+/// under the same lock, so a process that ends at once is never reaped before it is known.
+final class Reaper: @unchecked Sendable {
+    // @unchecked: every stored property is read and written only with `mutex` held.
+    static let shared = Reaper()
+
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private var spawned: Set<pid_t> = []
+    private var finished: [pid_t: ExitStatus] = [:]
+    private var waiters: [pid_t: CheckedContinuation<ExitStatus, Never>] = [:]
+    private var started = false
+
+    private init() {
+        mutex = .allocate(capacity: 1)
+        condition = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    /// Runs `spawn` (which returns a pid or -errno) so that the reaper knows the child.
+    func spawn(_ spawn: () -> pid_t) -> pid_t {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        startIfNeeded()
+        let pid = spawn()
+        if pid > 0 {
+            spawned.insert(pid)
+            pthread_cond_signal(condition)
+        }
+        return pid
+    }
+
+    func wait(for pid: pid_t) async -> ExitStatus {
+        await withCheckedContinuation { continuation in
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            if let status = finished.removeValue(forKey: pid) {
+                continuation.resume(returning: status)
+            } else {
+                waiters[pid] = continuation
+            }
+        }
+    }
+
+    private func startIfNeeded() {
+        guard !started else { return }
+        started = true
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { argument in
+            // `argument` is the retained Reaper passed just above; it lives for the process.
+            let reaper = Unmanaged<Reaper>.fromOpaque(argument!).takeRetainedValue()
+            reaper.loop()
+        }, box)
+        pthread_detach(thread)
+    }
+
+    private func loop() -> Never {
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, 0)
+            if pid < 0 {
+                if errno == ECHILD {
+                    pthread_mutex_lock(mutex)
+                    while spawned.isEmpty { pthread_cond_wait(condition, mutex) }
+                    pthread_mutex_unlock(mutex)
+                }
+                continue
+            }
+            pthread_mutex_lock(mutex)
+            if spawned.remove(pid) != nil {
+                let exit = ExitStatus(waitStatus: status)
+                if let waiter = waiters.removeValue(forKey: pid) {
+                    waiter.resume(returning: exit)
+                } else {
+                    finished[pid] = exit
+                }
+            }
+            pthread_mutex_unlock(mutex)
+        }
+    }
+}

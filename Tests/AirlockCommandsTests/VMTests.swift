@@ -1,0 +1,243 @@
+import Foundation
+import Testing
+
+extension Tag {
+    /// Boots real VMs (QEMU; TCG where KVM is unusable). `swift test --skip VM` leaves them out.
+    @Tag static var vm: Self
+}
+
+/// What the VM tests need: QEMU and the guest kernel and initramfs (`make kernel`; `make test`
+/// points AIRLOCK_KERNEL and AIRLOCK_INITRAMFS at them).
+enum VMEnvironment {
+    static var kernel: String? { ProcessInfo.processInfo.environment["AIRLOCK_KERNEL"].flatMap { $0.isEmpty ? nil : $0 } }
+    static var initramfs: String? { ProcessInfo.processInfo.environment["AIRLOCK_INITRAMFS"].flatMap { $0.isEmpty ? nil : $0 } }
+
+    static var available: Bool {
+        guard let kernel, let initramfs else { return false }
+        let files = FileManager.default
+        return files.fileExists(atPath: kernel) && files.fileExists(atPath: initramfs) && files.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
+    }
+
+    static let skipReason: Comment = "VM tests need qemu-system-x86_64 and AIRLOCK_KERNEL/AIRLOCK_INITRAMFS (run `make test`, which builds them)"
+
+    /// A git repository with one commit, in a fresh temporary directory.
+    static func repository() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-vm-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try git(["init", "-q", "-b", "main"], in: directory)
+        try "hello\n".write(to: directory.appendingPathComponent("README"), atomically: true, encoding: .utf8)
+        try git(["add", "README"], in: directory)
+        try git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "initial"], in: directory)
+        return directory
+    }
+
+    /// The test's own use of git on its own repository (airlock itself never runs git).
+    static func git(_ arguments: [String], in directory: URL) throws {
+        let result = try Spawned.run(["/usr/bin/git"] + arguments, directory: directory.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+        guard result.status == 0 else { throw CocoaError(.executableLoad) }
+    }
+
+    static func cleanUp(_ directory: URL) {
+        _ = try? CLI.run(["rm", "--force", "--name", "default"], in: directory)
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+@Suite(
+    "Sandboxes in real VMs", .tags(.vm), .serialized, .timeLimit(.minutes(3)),
+    .enabled(if: VMEnvironment.available, VMEnvironment.skipReason))
+struct VMTests {
+    @Test("start -- sh -c 'echo hello; exit 7': prints hello, exits 7")
+    func exitStatus() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let result = try CLI.run(["start", "--", "sh", "-c", "echo hello; echo oops >&2; exit 7"], in: project)
+        #expect(result.status == 7, "stderr: \(result.stderr)")
+        #expect(result.stdout == "hello\n")
+        #expect(result.stderr.contains("oops"))
+    }
+
+    @Test("stdin through a pipe, with its end of file: printf 'a\\nb\\n' | airlock start -- wc -l → 2")
+    func stdinPipe() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let result = try CLI.run(["start", "--", "wc", "-l"], in: project, stdin: Data("a\nb\n".utf8))
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
+    }
+
+    @Test("100 MB through stdout arrive intact")
+    func largeOutput() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        // `seq` prints the same bytes on both sides; the host computes its own expectation.
+        let count = 14_000_000
+        let result = try CLI.run(["start", "--", "seq", "1", "\(count)"], in: project)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let reference = Data(try Spawned.run(["/usr/bin/seq", "1", "\(count)"], directory: "/", environment: [:], stdin: nil).stdout)
+        #expect(reference.count > 100_000_000)
+        #expect(result.stdoutData.count == reference.count)
+        #expect(result.stdoutData == reference)
+    }
+
+    @Test("a file the command writes lands in the sandbox's clone, not in the project")
+    func writesGoToTheClone() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let result = try CLI.run(["start", "--", "sh", "-c", "pwd; echo agent > made-in-vm.txt; cat README"], in: project)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout == project.path + "\nhello\n")
+        #expect(!FileManager.default.fileExists(atPath: project.appendingPathComponent("made-in-vm.txt").path))
+        let clone = project.appendingPathComponent(".airlock/default/workspace/made-in-vm.txt")
+        #expect((try? String(contentsOf: clone, encoding: .utf8)) == "agent\n")
+    }
+
+    @Test("/usr/local changes persist in the same sandbox and are absent from another")
+    func persistence() throws {
+        let project = try VMEnvironment.repository()
+        defer {
+            _ = try? CLI.run(["rm", "--force", "--name", "other"], in: project)
+            VMEnvironment.cleanUp(project)
+        }
+        let install = try CLI.run(["start", "--", "sh", "-c", "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool"], in: project)
+        #expect(install.status == 0, "stderr: \(install.stderr)")
+        let again = try CLI.run(["start", "--", "tool"], in: project)
+        #expect(again.status == 0, "stderr: \(again.stderr)")
+        #expect(again.stdout == "installed\n")
+        let other = try CLI.run(["start", "--name", "other", "--", "sh", "-c", "test ! -e /usr/local/bin/tool"], in: project)
+        #expect(other.status == 0, "stderr: \(other.stderr)")
+        // And the host's own /usr/local is untouched.
+        #expect(!FileManager.default.fileExists(atPath: "/usr/local/bin/tool") || (try? String(contentsOfFile: "/usr/local/bin/tool", encoding: .utf8)) != "#!/bin/sh\necho installed\n")
+    }
+
+    @Test("a corrupt initramfs: a clear error with the console's last lines")
+    func corruptInitramfs() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let corrupt = project.appendingPathComponent("corrupt-initramfs")
+        try Data(repeating: 0x5A, count: 4096).write(to: corrupt)
+        let result = try CLI.run(["start", "--", "true"], in: project, environment: ["AIRLOCK_INITRAMFS": corrupt.path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("error:"))
+        #expect(result.stderr.contains("last lines of the console"))
+        #expect(result.stderr.contains("  | "))
+    }
+
+    @Test("while a sandbox runs: ps shows it, exec and a second start join it, another sandbox runs alongside, stop ends it")
+    func concurrentSessions() async throws {
+        let project = try VMEnvironment.repository()
+        defer {
+            _ = try? CLI.run(["rm", "--force", "--name", "second"], in: project)
+            VMEnvironment.cleanUp(project)
+        }
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project)
+        defer { main.terminate() }
+        try await CLI.waitUntilRunning(project, name: "default", process: main)
+
+        let ps = try CLI.run(["ps", "--json"], in: project)
+        let rows = try JSONSerialization.jsonObject(with: ps.stdoutData) as? [[String: Any]]
+        let row = rows?.first { $0["name"] as? String == "default" }
+        #expect(row?["state"] as? String == "running")
+        #expect(row?["backend"] as? String == "qemu")
+
+        let exec = try CLI.run(["exec", "--", "cat", "/etc/hostname"], in: project)
+        #expect(exec.status == 0, "stderr: \(exec.stderr)")
+        #expect(exec.stdout == "airlock-default\n")
+        let joined = try CLI.run(["start", "--", "sh", "-c", "hostname; exit 4"], in: project)
+        #expect(joined.status == 4, "stderr: \(joined.stderr)")
+        #expect(joined.stdout == "airlock-default\n")
+
+        let other = try CLI.run(["start", "--name", "second", "--", "cat", "/etc/hostname"], in: project)
+        #expect(other.status == 0, "stderr: \(other.stderr)")
+        #expect(other.stdout == "airlock-second\n")
+        #expect(main.isRunning)
+
+        let stop = try CLI.run(["stop"], in: project)
+        #expect(stop.status == 0, "stderr: \(stop.stderr)")
+        main.waitUntilExit()
+        let after = try CLI.run(["exec", "--", "true"], in: project)
+        #expect(after.status == 1)
+        #expect(after.stderr.contains("is not running"))
+    }
+
+    @Test("kill -9 of airlock: no QEMU remains")
+    func killNine() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project)
+        let vmm = try await CLI.waitUntilRunning(project, name: "default", process: main)
+        #expect(kill(vmm, 0) == 0)
+        kill(main.processIdentifier, SIGKILL)
+        main.waitUntilExit()
+        var gone = false
+        for _ in 0..<100 {
+            if kill(vmm, 0) != 0 || CLI.isZombie(vmm) {
+                gone = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(gone, "QEMU (pid \(vmm)) still runs after its airlock was killed")
+        // The next start works on the same sandbox.
+        let again = try CLI.run(["start", "--", "true"], in: project)
+        #expect(again.status == 0, "stderr: \(again.stderr)")
+    }
+
+    @Test("an interactive shell through tmux: output, window size, ^C, exit status", .enabled(if: Tmux.available, "needs tmux"))
+    func interactive() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let session = "airlock-test-\(getpid())"
+        let status = project.appendingPathComponent("exit-status")
+        let environment = ["AIRLOCK_KERNEL", "AIRLOCK_INITRAMFS"].compactMap { name in
+            ProcessInfo.processInfo.environment[name].map { "\(name)='\($0)'" }
+        }.joined(separator: " ")
+        let command = "cd '\(project.path)' && env \(environment) '\(CLI.binary)' start -- bash --norc -i; echo $? > '\(status.path)'; sleep 30"
+        try Tmux.run(["new-session", "-d", "-s", session, "-x", "100", "-y", "30", command])
+        defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
+
+        try await Tmux.waitFor(session, toShow: "bash")
+        try Tmux.run(["send-keys", "-t", session, "echo marker-$((6*7))", "Enter"])
+        try await Tmux.waitFor(session, toShow: "marker-42")
+
+        try Tmux.run(["resize-window", "-t", session, "-x", "120", "-y", "40"])
+        try Tmux.run(["send-keys", "-t", session, "stty size", "Enter"])
+        try await Tmux.waitFor(session, toShow: "40 120")
+
+        try Tmux.run(["send-keys", "-t", session, "sleep 100", "Enter"])
+        try await Task.sleep(for: .milliseconds(500))
+        try Tmux.run(["send-keys", "-t", session, "C-c"])
+        try Tmux.run(["send-keys", "-t", session, "echo still-$((1+1))", "Enter"])
+        try await Tmux.waitFor(session, toShow: "still-2", timeout: 20)
+
+        try Tmux.run(["send-keys", "-t", session, "exit 3", "Enter"])
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, (try? String(contentsOf: status, encoding: .utf8)) == nil {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect((try? String(contentsOf: status, encoding: .utf8)) == "3\n")
+    }
+}
+
+enum Tmux {
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") }
+
+    @discardableResult
+    static func run(_ arguments: [String]) throws -> String {
+        let result = try Spawned.run(["/usr/bin/tmux"] + arguments, directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil, timeout: 30)
+        return String(decoding: result.stdout, as: UTF8.self)
+    }
+
+    /// Polls the pane until `text` appears on it.
+    static func waitFor(_ session: String, toShow text: String, timeout: Double = 120) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var screen = ""
+        while Date() < deadline {
+            screen = try run(["capture-pane", "-p", "-t", session])
+            if screen.contains(text) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("\"\(text)\" never appeared; the pane shows:\n\(screen)")
+        throw CocoaError(.executableLoad)
+    }
+}
