@@ -103,13 +103,13 @@ public final class QEMUMachine: VirtualMachine {
         let machine = QEMUMachine(waiter: waiter, qmpSocket: qmp, controlSocket: control)
 
         // Ready when QMP answers; if QEMU dies first, say why.
-        let deadline = now() + timeout
+        let deadline = monotonicSeconds() + timeout
         while true {
             if machine.waiter.hasExited {
                 throw MachineError("QEMU exited during start-up", consoleTail: tailLines(of: spec.consoleLog))
             }
             if (try? QMPClient(path: qmp, timeout: 2)) != nil { return machine }
-            if now() > deadline {
+            if monotonicSeconds() > deadline {
                 await machine.stop(grace: .seconds(1))
                 throw MachineError("QEMU did not open its QMP socket within \(Int(timeout)) s", consoleTail: tailLines(of: spec.consoleLog))
             }
@@ -130,7 +130,7 @@ public final class QEMUMachine: VirtualMachine {
         if await exited(within: grace) { return }
         // Then `quit` (QEMU ends at once), then signals.
         if let client = try? QMPClient(path: qmpSocket, timeout: 1) {
-            _ = try? client.execute("quit", timeout: 1)
+            try? client.execute("quit", timeout: 1)
         }
         for signal in [SIGTERM, SIGKILL] {
             if await exited(within: grace) { return }
@@ -152,14 +152,5 @@ public final class QEMUMachine: VirtualMachine {
             group.cancelAll()
             return first
         }
-    }
-}
-
-func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-    let pointers = strings.map { strdup($0) } + [nil]
-    defer { for pointer in pointers { free(pointer) } }
-    return pointers.withUnsafeBufferPointer { buffer in
-        // Never empty: it holds at least the terminating nil.
-        body(buffer.baseAddress!)
     }
 }

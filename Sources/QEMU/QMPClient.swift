@@ -1,4 +1,6 @@
-import Foundation
+// FoundationEssentials, not Foundation: the JSON coders without ICU (tens of MB in a static binary).
+import FoundationEssentials
+import Sandbox
 
 #if canImport(Glibc)
 import Glibc
@@ -31,8 +33,8 @@ final class QMPClient {
     init(path: String, timeout: Double = 5) throws {
         fd = try connectUnixSocket(path)
         do {
-            _ = try readMessage(deadline: now() + timeout, what: "the greeting")
-            _ = try execute("qmp_capabilities", timeout: timeout)
+            _ = try readMessage(deadline: monotonicSeconds() + timeout, what: "the greeting")
+            try execute("qmp_capabilities", timeout: timeout)
         } catch {
             close(fd)
             throw error
@@ -41,12 +43,23 @@ final class QMPClient {
 
     deinit { close(fd) }
 
-    /// Runs a command; returns its `return` value, throws its `error`.
-    @discardableResult
-    func execute(_ command: String, arguments: [String: Any] = [:], timeout: Double = 5) throws -> Any? {
-        var message: [String: Any] = ["execute": command]
-        if !arguments.isEmpty { message["arguments"] = arguments }
-        var bytes = [UInt8](try JSONSerialization.data(withJSONObject: message))
+    /// The parts of a QMP message airlock looks at.
+    struct Message: Decodable {
+        struct Failure: Decodable {
+            var desc: String?
+        }
+
+        var event: String?
+        var error: Failure?
+    }
+
+    struct Command: Encodable {
+        var execute: String
+    }
+
+    /// Runs a command (one without arguments: all airlock needs); throws its `error`.
+    func execute(_ command: String, timeout: Double = 5) throws {
+        var bytes = [UInt8](try JSONEncoder().encode(Command(execute: command)))
         bytes.append(UInt8(ascii: "\n"))
         var offset = 0
         while offset < bytes.count {
@@ -57,24 +70,24 @@ final class QMPClient {
             }
             offset += n
         }
-        let deadline = now() + timeout
+        let deadline = monotonicSeconds() + timeout
         while true {
             let reply = try readMessage(deadline: deadline, what: command)
-            if reply["event"] != nil { continue }
-            if let error = reply["error"] as? [String: Any] { throw Failure.error("\(command): \(error["desc"] ?? error)") }
-            return reply["return"]
+            if reply.event != nil { continue }
+            if let error = reply.error { throw Failure.error("\(command): \(error.desc ?? "failed")") }
+            return
         }
     }
 
-    private func readMessage(deadline: Double, what: String) throws -> [String: Any] {
+    private func readMessage(deadline: Double, what: String) throws -> Message {
         while true {
             if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = Array(pending[..<newline])
                 pending.removeSubrange(...newline)
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { continue }
-                return object
+                guard let message = try? JSONDecoder().decode(Message.self, from: Data(line)) else { continue }
+                return message
             }
-            let remaining = deadline - now()
+            let remaining = deadline - monotonicSeconds()
             guard remaining > 0 else { throw Failure.timeout(what) }
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, Int32(remaining * 1000) + 1)
@@ -88,12 +101,6 @@ final class QMPClient {
             guard pending.count < 1 << 20 else { throw Failure.error("message too large") }
         }
     }
-}
-
-func now() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
 }
 
 /// A connected, blocking, close-on-exec Unix stream socket.

@@ -71,7 +71,8 @@ public struct Project: Sendable, Equatable {
     }
 }
 
-func isDirectory(_ path: String) -> Bool {
+/// Whether `path` is a directory (following a final symbolic link).
+public func isDirectory(_ path: String) -> Bool {
     var info = stat()
     return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
 }

@@ -1,4 +1,5 @@
-import Foundation
+// FoundationEssentials, not Foundation: the JSON coders without ICU (tens of MB in a static binary).
+import FoundationEssentials
 
 /// Writes a value as pretty JSON (sorted keys, so output is stable) on stdout.
 func printJSON(_ value: some Encodable) throws {

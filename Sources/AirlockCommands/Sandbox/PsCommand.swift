@@ -30,7 +30,7 @@ struct PsCommand: ParsableCommand {
         let project = Project.discover(from: currentDirectory())
         let root = project.root + "/.airlock"
         var rows: [Row] = []
-        for name in listDirectory(root) {
+        for name in directoryEntries(root) where !name.hasPrefix(".") && isDirectory(root + "/" + name) {
             guard let paths = try? SandboxPaths(project: project, name: name) else { continue }
             let running = SandboxLock.isHeld(paths.lockFile)
             let state = running ? (try? LocalFiles().readText(paths.stateFile)).flatMap { $0.flatMap(SandboxState.init(text:)) } : nil
@@ -61,19 +61,6 @@ func formatDuration(_ seconds: Int64) -> String {
     if seconds < 60 { return "\(seconds)s" }
     if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60)s" }
     return "\(seconds / 3600)h\((seconds % 3600) / 60)m"
-}
-
-func listDirectory(_ path: String) -> [String] {
-    guard let directory = opendir(path) else { return [] }
-    defer { closedir(directory) }
-    var names: [String] = []
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if !name.hasPrefix("."), entry.pointee.d_type == UInt8(DT_DIR) { names.append(name) }
-    }
-    return names.sorted()
 }
 
 extension String {

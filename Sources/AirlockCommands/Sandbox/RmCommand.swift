@@ -47,22 +47,9 @@ func removeTree(_ path: String) throws {
     var info = stat()
     guard lstat(path, &info) == 0 else { return }
     if (info.st_mode & S_IFMT) == S_IFDIR {
-        for name in listEntries(path) { try removeTree(path + "/" + name) }
+        for name in directoryEntries(path) { try removeTree(path + "/" + name) }
         guard rmdir(path) == 0 else { throw SandboxError("cannot remove \(path): \(String(cString: strerror(errno)))") }
     } else {
         guard unlink(path) == 0 else { throw SandboxError("cannot remove \(path): \(String(cString: strerror(errno)))") }
     }
-}
-
-func listEntries(_ path: String) -> [String] {
-    guard let directory = opendir(path) else { return [] }
-    defer { closedir(directory) }
-    var names: [String] = []
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
 }

@@ -151,7 +151,8 @@ func readBytes(_ path: String) -> [UInt8]? {
     }
 }
 
-func directoryEntries(_ path: String) -> [String] {
+/// The names in a directory, sorted, without `.` and `..`.
+public func directoryEntries(_ path: String) -> [String] {
     guard let directory = opendir(path) else { return [] }
     defer { closedir(directory) }
     var names: [String] = []
