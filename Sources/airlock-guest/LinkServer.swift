@@ -13,10 +13,11 @@ typealias StreamChannel = NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.Fr
 struct LinkServer {
     let group: MultiThreadedEventLoopGroup
 
-    /// Serves the byte stream on `fd` (a virtio-serial port) until the host goes away.
-    func serve(descriptor fd: Int32) async throws {
-        let multiplexer = try await NIOPipeBootstrap(group: group)
-            .takingOwnershipOfDescriptor(inputOutput: fd) { channel in
+    /// Serves the connected stream socket `fd` (bridged to the virtio-serial port) until the
+    /// host goes away.
+    func serve(socket fd: Int32) async throws {
+        let multiplexer = try await ClientBootstrap(group: group)
+            .withConnectedSocket(fd) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                         mode: .server,

@@ -27,9 +27,10 @@ guard fd >= 0 else {
     System.log("cannot open \(port): \(String(cString: strerror(errno)))")
     EarlyInit.powerOff()
 }
+guard let socket = PortBridge.start(port: fd) else { EarlyInit.powerOff() }
 System.log("ready on \(port)")
 do {
-    try await LinkServer(group: .singleton).serve(descriptor: fd)
+    try await LinkServer(group: .singleton).serve(socket: socket)
     System.log("the host closed the control connection")
 } catch {
     System.log("control connection failed: \(error)")
