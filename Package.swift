@@ -69,6 +69,7 @@ let package = Package(
             dependencies: [
                 "GuestLink", "CShim", "CGuestInit",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             ],

@@ -7,7 +7,7 @@
 #   /dev /proc /sys /tmp /run /mnt  empty mount points
 #   /lib/modules/*.ko             from KERNEL_OUTDIR/modules (build-kernel.sh)
 #   /lib/modules/load-order       ditto; load in this order with finit_module(2)
-#   /sbin/nft /sbin/mke2fs /sbin/e2fsck  host binaries (see AIRLOCK_INITRAMFS_TOOLS)
+#   /sbin/nft /sbin/mke2fs /sbin/e2fsck /sbin/resize2fs  host binaries (see AIRLOCK_INITRAMFS_TOOLS)
 #   /lib/x86_64-linux-gnu/*.so.*  their shared-library closure (ldd), plus
 #   /lib64/ld-linux-x86-64.so.2   the dynamic loader at its canonical path
 #   /etc/mke2fs.conf              host mke2fs defaults (if present)
@@ -17,7 +17,7 @@
 #   AIRLOCK_INITRAMFS_COMPRESSION  none (default; boots fastest under TCG, see README.md) | gzip | zstd
 #   AIRLOCK_INITRAMFS_TOOLS        space-separated absolute paths of host
 #                                  binaries to copy to /sbin/<basename>
-#                                  (default: "/usr/sbin/nft /usr/sbin/mke2fs /usr/sbin/e2fsck")
+#                                  (default: "/usr/sbin/nft /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs")
 #   SOURCE_DATE_EPOCH              mtime of every entry (default 0)
 #
 # Same inputs (same files, same host tool binaries) => byte-identical output.
@@ -31,7 +31,7 @@ INIT=$1
 KOUT=$2
 OUT=$3
 COMP=${AIRLOCK_INITRAMFS_COMPRESSION:-none}
-TOOLS=${AIRLOCK_INITRAMFS_TOOLS:-/usr/sbin/nft /usr/sbin/mke2fs /usr/sbin/e2fsck}
+TOOLS=${AIRLOCK_INITRAMFS_TOOLS:-/usr/sbin/nft /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs}
 EPOCH=${SOURCE_DATE_EPOCH:-0}
 
 [ -f "$INIT" ] || die "INIT_BINARY '$INIT' not found"

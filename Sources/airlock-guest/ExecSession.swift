@@ -1,5 +1,6 @@
 import CShim
 import GuestLink
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP2
 import NIOPosix
@@ -17,9 +18,10 @@ struct ExecSession {
     var inbound: InboundFrames
     let outbound: OutboundFrames
 
-    /// After the process exits, output still in flight gets this long to arrive; a background
-    /// process that keeps the terminal or pipes open does not hold the session.
-    static let drainTime: Duration = .seconds(1)
+    /// After the process exits, its output is passed on for as long as it keeps coming; once
+    /// nothing has come for this long, the session ends (a background process that keeps the
+    /// terminal or pipes open does not hold it).
+    static let idleAfterExit: Double = 1
 
     mutating func run() async throws {
         var parser = SessionFrameParser()
@@ -46,6 +48,7 @@ struct ExecSession {
         }
 
         let outbound = self.outbound
+        let lastOutput = NIOLockedValueBox(EarlyInit.now())
         let outputs = Task {
             await withTaskGroup(of: Void.self) { group in
                 for (channel, isError) in process.outputs {
@@ -53,6 +56,7 @@ struct ExecSession {
                         do {
                             try await channel.executeThenClose { input, _ in
                                 for try await chunk in input {
+                                    lastOutput.withLockedValue { $0 = EarlyInit.now() }
                                     var frame = ByteBuffer()
                                     (isError ? SessionFrame.stderr(chunk) : .stdout(chunk)).write(to: &frame)
                                     try await outbound.write(.data(.init(data: .byteBuffer(frame))))
@@ -96,10 +100,14 @@ struct ExecSession {
                 return true
             }
             group.addTask {
-                // Time is up: close the outputs, which ends the pumps and so the other racer.
-                guard (try? await Task.sleep(for: Self.drainTime)) != nil else { return false }
-                process.closeOutputs()
-                outputs.cancel()
+                // Output has stopped: close the pipes or terminal, which ends the pumps (each
+                // after the write it is in) and so the other racer.
+                while (try? await Task.sleep(for: .milliseconds(200))) != nil {
+                    if EarlyInit.now() - lastOutput.withLockedValue({ $0 }) > Self.idleAfterExit {
+                        process.closeOutputs()
+                        return false
+                    }
+                }
                 return false
             }
             let first = await group.next() ?? false
@@ -107,8 +115,16 @@ struct ExecSession {
             return first
         }
         _ = drained
-        input.cancel()
         try await send(.exited(code: status.code, signal: status.signal), end: true)
+        // Wait for the host to close its half (it does on reading the exit status): closing the
+        // stream before that would reset it, and a reset can discard what is still in flight.
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await input.value }
+            group.addTask { try? await Task.sleep(for: .seconds(5)) }
+            await group.next()
+            input.cancel()
+            group.cancelAll()
+        }
     }
 
     private func send(_ frame: SessionFrame, end: Bool) async throws {

@@ -143,6 +143,11 @@ struct VMTests {
         let exec = try CLI.run(["exec", "--", "cat", "/etc/hostname"], in: project)
         #expect(exec.status == 0, "stderr: \(exec.stderr)")
         #expect(exec.stdout == "airlock-default\n")
+        // A large output through the attach socket arrives whole, followed by its status.
+        let relayed = try CLI.run(["exec", "--", "sh", "-c", "seq 1 3000000; exit 5"], in: project)
+        #expect(relayed.status == 5, "stderr: \(relayed.stderr)")
+        let reference = try Spawned.run(["/usr/bin/seq", "1", "3000000"], directory: "/", environment: [:], stdin: nil).stdout
+        #expect(relayed.stdoutData == Data(reference))
         let joined = try CLI.run(["start", "--", "sh", "-c", "hostname; exit 4"], in: project)
         #expect(joined.status == 4, "stderr: \(joined.stderr)")
         #expect(joined.stdout == "airlock-default\n")

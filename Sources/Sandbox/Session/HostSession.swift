@@ -126,7 +126,12 @@ public struct HostSession: Sendable {
                             switch frame {
                             case .stdout(let bytes): try await Self.write(1, bytes)
                             case .stderr(let bytes): try await Self.write(2, bytes)
-                            case .exited(let code, let signal): return Ended(code: code, signal: signal)
+                            case .exited(let code, let signal):
+                                // Close our half cleanly (END_STREAM, not a reset), so that
+                                // nothing still in flight towards us is thrown away.
+                                stdin.cancel()
+                                try? await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
+                                return Ended(code: code, signal: signal)
                             case .failed(let message): throw Failure.couldNotStart(message)
                             default: throw Failure.protocolError("unexpected frame from the guest")
                             }
@@ -167,3 +172,4 @@ public struct HostSession: Sendable {
         }
     }
 }
+
