@@ -46,7 +46,8 @@ $(ASSETS)/airlock-guest: $(GUEST_SOURCES)
 # QEMU boots the uncompressed ELF vmlinux (PVH) seconds faster than the bzImage under TCG.
 kernel: guest $(ASSETS)/vmlinux $(ASSETS)/initramfs
 $(ASSETS)/vmlinux: Kernel/kernel.env Kernel/modules.list Kernel/build-kernel.sh
-	Kernel/build-kernel.sh $(ASSETS)/kernel
+	@# apt-get download needs package lists; a machine that has every package may have none.
+	Kernel/build-kernel.sh $(ASSETS)/kernel || { $(SUDO) apt-get update -q && Kernel/build-kernel.sh $(ASSETS)/kernel; }
 	cp $(ASSETS)/kernel/vmlinux $@
 	sha256sum $@ | cut -c1-64 > $@.sha256
 $(ASSETS)/initramfs: $(ASSETS)/airlock-guest $(ASSETS)/vmlinux Kernel/build-initramfs.sh
