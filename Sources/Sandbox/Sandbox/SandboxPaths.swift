@@ -35,14 +35,16 @@ public struct SandboxPaths: Sendable, Equatable {
     /// Held (flock) by the process that runs the VM, for as long as it runs.
     public var lockFile: String { stateDirectory + "/lock" }
 
-    public func runtimeDirectory(environment: [String: String]) -> String {
-        let base: String
+    /// Where every sandbox of this user keeps its sockets (0700).
+    public func runtimeBase(environment: [String: String]) -> String {
         if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/"), runtime.utf8.count < 40 {
-            base = runtime + "/airlock"
-        } else {
-            base = "/tmp/airlock-\(getuid())"
+            return runtime + "/airlock"
         }
-        return base + "/" + fnv1a(stateDirectory)
+        return "/tmp/airlock-\(getuid())"
+    }
+
+    public func runtimeDirectory(environment: [String: String]) -> String {
+        runtimeBase(environment: environment) + "/" + fnv1a(stateDirectory)
     }
 
     public func attachSocket(environment: [String: String]) -> String {

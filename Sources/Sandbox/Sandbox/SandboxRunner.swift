@@ -86,7 +86,7 @@ public struct SandboxRunner: Sendable {
         try prepareWorkspace()
         try prepareDisk()
         let runtime = paths.runtimeDirectory(environment: environment)
-        try makeDirectory(runtime.split(separator: "/").dropLast().reduce("") { $0 + "/" + $1 }, mode: 0o700)
+        try makeDirectory(paths.runtimeBase(environment: environment), mode: 0o700)
         try makeDirectory(runtime, mode: 0o700)
         // A fresh console log per boot.
         close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
@@ -105,20 +105,16 @@ public struct SandboxRunner: Sendable {
 
         let link: LinkClient
         let attachServer: AttachServer
+        var connected: LinkClient?
         do {
-            link = try await withBootDeadline(vm) { try await vm.connectControl() }
-            do {
-                _ = try await withBootDeadline(vm) { try await link.call(LinkNames.Path.setup, body: layout.setup.encoded()) }
-                attachServer = try await AttachServer.start(path: paths.attachSocket(environment: environment), relayingTo: link)
-            } catch {
-                await shutdown(vm, link: link, attach: nil)
-                throw error
-            }
-        } catch let error as MachineError {
-            await shutdown(vm, link: nil, attach: nil)
-            throw error
+            let client = try await withBootDeadline(vm) { try await vm.connectControl() }
+            connected = client
+            _ = try await withBootDeadline(vm) { try await client.call(LinkNames.Path.setup, body: layout.setup.encoded()) }
+            attachServer = try await AttachServer.start(path: paths.attachSocket(environment: environment), relayingTo: client)
+            link = client
         } catch {
-            await shutdown(vm, link: nil, attach: nil)
+            await shutdown(vm, link: connected, attach: nil)
+            if let machineError = error as? MachineError { throw machineError }
             throw MachineError("the sandbox did not start: \(error)", consoleTail: tailLines(of: paths.consoleLog))
         }
         logger.info("sandbox ready", metadata: ["milliseconds": "\(Int((monotonicSeconds() - started) * 1000))"])
