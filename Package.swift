@@ -86,7 +86,7 @@ let package = Package(
         // Pure rule matching for the network policy; no I/O.
         .target(name: "NetworkPolicy", exclude: ["README.md"], swiftSettings: strict),
         // libgit2 wrapper.
-        .target(name: "GitReview", dependencies: ["Clibgit2"], exclude: ["README.md"], swiftSettings: strict),
+        .target(name: "GitReview", dependencies: ["Clibgit2", "CShim"], exclude: ["README.md"], swiftSettings: strict),
 
         // Syscalls Swift can't reach: fork/exec with PDEATHSIG and setsid.
         .target(name: "CShim"),

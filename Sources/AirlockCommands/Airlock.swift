@@ -15,7 +15,11 @@ public struct Airlock: AsyncParsableCommand {
             Start with `airlock doctor` to see what this host can run.
             """,
         version: version,
-        subcommands: [StartCommand.self, ExecCommand.self, PsCommand.self, StopCommand.self, RmCommand.self, DoctorCommand.self, ConfigCommand.self]
+        subcommands: [
+            StartCommand.self, ExecCommand.self, PsCommand.self, StopCommand.self, RmCommand.self,
+            FetchCommand.self, DiffCommand.self, LogCommand.self, ReviewCommand.self, MergeCommand.self,
+            DoctorCommand.self, ConfigCommand.self,
+        ]
     )
 
     public init() {}

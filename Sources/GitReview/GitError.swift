@@ -16,10 +16,36 @@ public struct GitError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// A review flow (fetch, diff, review, merge) cannot go on: what happened and how to fix it.
+public struct GitReviewError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var hint: String?
+
+    public init(_ message: String, hint: String? = nil) {
+        self.message = message
+        self.hint = hint
+    }
+
+    init(_ error: GitError, hint: String? = nil) {
+        self.init(error.description, hint: hint)
+    }
+
+    public var description: String { hint.map { "\(message)\n  hint: \($0)" } ?? message }
+}
+
 /// libgit2 must be initialised once per process before use.
 enum LibGit2Runtime {
     static let initialised: Bool = {
         git_libgit2_init()
         return true
     }()
+}
+
+extension String {
+    /// Without leading and trailing spaces, tabs and line ends.
+    var trimmed: String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
+        return String(self[first...last])
+    }
 }

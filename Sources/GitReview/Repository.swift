@@ -98,3 +98,48 @@ public final class Repository {
         return String(cString: value)
     }
 }
+
+extension Repository {
+    /// The working tree's changes against HEAD (staged, unstaged and untracked files), as a
+    /// patch with binary content; empty when the tree is clean.
+    public func uncommittedPatch() throws(GitError) -> [UInt8] {
+        guard let head = headCommit else { return [] }
+        let tree = try treeOfCommit(head)
+        defer { git_tree_free(tree) }
+        var options = git_diff_options()
+        try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
+        options.flags = UInt32(GIT_DIFF_INCLUDE_UNTRACKED.rawValue | GIT_DIFF_RECURSE_UNTRACKED_DIRS.rawValue
+            | GIT_DIFF_SHOW_UNTRACKED_CONTENT.rawValue | GIT_DIFF_SHOW_BINARY.rawValue)
+        var diff: OpaquePointer?
+        try GitError.check(git_diff_tree_to_workdir_with_index(&diff, pointer, tree, &options), "diff your working tree")
+        defer { git_diff_free(diff) }
+        guard git_diff_num_deltas(diff) > 0 else { return [] }
+        var buffer = git_buf()
+        defer { git_buf_dispose(&buffer) }
+        try GitError.check(git_diff_to_buf(&buffer, diff, GIT_DIFF_FORMAT_PATCH), "format your changes")
+        guard let bytes = buffer.ptr else { return [] }
+        return Array(UnsafeRawBufferPointer(start: bytes, count: buffer.size))
+    }
+
+    /// Applies `patch` (from `uncommittedPatch`) to this repository's working tree and index
+    /// and commits it on HEAD. Returns the commit, nil for an empty patch.
+    public func commitPatch(_ patch: [UInt8], message: String, author: Signature) throws(GitError) -> ObjectID? {
+        guard !patch.isEmpty, let head = headCommit else { return nil }
+        var diff: OpaquePointer?
+        try GitError.check(patch.withUnsafeBytes { git_diff_from_buffer(&diff, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }, "read the patch")
+        defer { git_diff_free(diff) }
+        try GitError.check(git_apply(pointer, diff, GIT_APPLY_LOCATION_BOTH, nil), "apply your uncommitted changes")
+        var index: OpaquePointer?
+        try GitError.check(git_repository_index(&index, pointer), "open the index")
+        defer { git_index_free(index) }
+        var tree = git_oid()
+        try GitError.check(git_index_write_tree(&tree, index), "write the tree")
+        let commit = try createCommit(tree: ObjectID(tree), parents: [head], message: message, author: author)
+        if let branch = currentBranch {
+            try setReference("refs/heads/" + branch, to: commit, message: "airlock: uncommitted changes carried over")
+        } else {
+            try GitError.check(withUnsafePointer(to: commit.raw) { git_repository_set_head_detached(pointer, $0) }, "move HEAD")
+        }
+        return commit
+    }
+}

@@ -16,7 +16,7 @@ struct Terminal: Sendable {
     }
 
     enum Style: String {
-        case red = "31", green = "32", yellow = "33", bold = "1", dim = "2"
+        case red = "31", green = "32", yellow = "33", cyan = "36", bold = "1", dim = "2"
     }
 
     func style(_ text: String, _ style: Style) -> String {

@@ -42,14 +42,3 @@ func isDirectoryPath(_ path: String) -> Bool {
     return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
 }
 
-/// `rm -rf` that never follows a symbolic link (the clone is written by the guest).
-func removeTree(_ path: String) throws {
-    var info = stat()
-    guard lstat(path, &info) == 0 else { return }
-    if (info.st_mode & S_IFMT) == S_IFDIR {
-        for name in directoryEntries(path) { try removeTree(path + "/" + name) }
-        guard rmdir(path) == 0 else { throw SandboxError("cannot remove \(path): \(String(cString: strerror(errno)))") }
-    } else {
-        guard unlink(path) == 0 else { throw SandboxError("cannot remove \(path): \(String(cString: strerror(errno)))") }
-    }
-}

@@ -35,6 +35,12 @@ struct StartCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Show the VM's console and what airlock decides.")
     var verbose = false
 
+    @Flag(help: "Make a new clone of the project (the old clone's work is fetched home first).")
+    var fresh = false
+
+    @Flag(name: .customLong("with-changes"), help: "Carry your uncommitted changes into a new clone, as a commit on top.")
+    var withChanges = false
+
     @Argument(parsing: .captureForPassthrough, help: "The command to run (after --).")
     var command: [String] = []
 
@@ -47,7 +53,9 @@ struct StartCommand: AsyncParsableCommand {
     func run() async throws {
         let context = try ProjectContext.load()
         let arguments = command.first == "--" ? Array(command.dropFirst()) : command
-        let code = await SessionLauncher(context: context, sandbox: sandbox, verbose: verbose, quiet: global.quiet).start(
+        var launcher = SessionLauncher(context: context, sandbox: sandbox, verbose: verbose, quiet: global.quiet)
+        launcher.workspace = .init(fresh: fresh, withChanges: withChanges)
+        let code = await launcher.start(
             command: arguments, environment: Dictionary(env.map(splitAssignment), uniquingKeysWith: { $1 }))
         throw ExitCode(code)
     }
@@ -65,6 +73,7 @@ struct SessionLauncher {
     var sandbox: SandboxNameOption
     var verbose: Bool
     var quiet: Bool
+    var workspace = SandboxRunner.WorkspaceOptions()
 
     func runner() throws -> SandboxRunner {
         let stderr = Terminal.standardError
@@ -75,9 +84,12 @@ struct SessionLauncher {
         if showProgress {
             progress = { message in stderr.write(stderr.style("airlock: \(message)", .dim) + "\n") }
         }
-        return SandboxRunner(
+        var runner = SandboxRunner(
             paths: try sandbox.paths(in: context.project), config: context.loaded.config, environment: context.environment,
             logger: logger, progress: progress)
+        runner.workspace = workspace
+        runner.warn = { message in stderr.write(stderr.style("airlock: warning: ", .yellow) + message + "\n") }
+        return runner
     }
 
     func spec(_ runner: SandboxRunner, command: [String], environment: [String: String]) -> ExecSpec {

@@ -2,6 +2,7 @@
 #define AIRLOCK_SHIM_H
 
 #include <sys/types.h>
+#include "airlock_files.h"
 
 /// Flags for airlock_spawn.
 enum {

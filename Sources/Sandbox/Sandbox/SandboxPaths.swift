@@ -20,8 +20,10 @@ public struct SandboxPaths: Sendable, Equatable {
     /// Names become directory and host names: letters, digits, `.`, `_`, `-`; 1 to 63 characters.
     public static func validate(name: String) throws(SandboxError) {
         let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
-        guard !name.isEmpty, name.count <= 63, allowed, !name.hasPrefix("."), !name.hasPrefix("-") else {
-            throw SandboxError("invalid sandbox name \"\(name)\"", hint: "use 1 to 63 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`")
+        // The name is also a git reference component (refs/remotes/airlock/<name>/…).
+        let referenceSafe = !name.contains("..") && !name.hasSuffix(".") && !name.hasSuffix(".lock")
+        guard !name.isEmpty, name.count <= 63, allowed, referenceSafe, !name.hasPrefix("."), !name.hasPrefix("-") else {
+            throw SandboxError("invalid sandbox name \"\(name)\"", hint: "use 1 to 63 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`, without `..` and not ending in `.` or `.lock`")
         }
     }
 
@@ -34,6 +36,12 @@ public struct SandboxPaths: Sendable, Equatable {
     public var stateFile: String { stateDirectory + "/state" }
     /// Held (flock) by the process that runs the VM, for as long as it runs.
     public var lockFile: String { stateDirectory + "/lock" }
+    /// The host's private copy of the clone's git data, which `fetch` reads (never the clone).
+    public var mirror: String { stateDirectory + "/mirror.git" }
+    /// The commit the clone was made from (hex), where the agent's work starts.
+    public var baseFile: String { stateDirectory + "/base" }
+    /// JSON Lines: sessions, fetches, merges, reviews, security events.
+    public var auditLog: AuditLog { AuditLog(path: stateDirectory + "/audit.jsonl") }
 
     /// Where every sandbox of this user keeps its sockets (0700).
     public func runtimeBase(environment: [String: String]) -> String {

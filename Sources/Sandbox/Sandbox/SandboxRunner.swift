@@ -16,6 +16,22 @@ public struct SandboxRunner: Sendable {
     public var logger: Logger
     /// Status lines for the user (stderr); nil for quiet.
     public var progress: (@Sendable (String) -> Void)?
+    /// Warnings that are printed even when quiet (security events).
+    public var warn: @Sendable (String) -> Void = { _ in }
+    public var workspace = WorkspaceOptions()
+
+    /// How the clone is made at this start.
+    public struct WorkspaceOptions: Sendable, Equatable {
+        /// Make a new clone (the old one's work is fetched first, or the start refuses).
+        public var fresh = false
+        /// Carry the project's uncommitted changes into a new clone as a commit.
+        public var withChanges = false
+
+        public init(fresh: Bool = false, withChanges: Bool = false) {
+            self.fresh = fresh
+            self.withChanges = withChanges
+        }
+    }
 
     public typealias MachineFactory = @Sendable (MachineSpec) async throws -> any VirtualMachine
 
@@ -57,6 +73,9 @@ public struct SandboxRunner: Sendable {
         try makeDirectory(paths.stateRoot, mode: 0o755)
         try makeDirectory(paths.stateDirectory, mode: 0o700)
         guard let lock = try SandboxLock.acquire(paths.lockFile) else {
+            if workspace.fresh {
+                throw SandboxError("sandbox \(paths.name) is running; --fresh needs it stopped", hint: "`airlock stop --name \(paths.name)` first")
+            }
             progress?("sandbox \(paths.name) is running: attaching a new session")
             return try await attach(spec)
         }
@@ -85,6 +104,11 @@ public struct SandboxRunner: Sendable {
         let started = monotonicSeconds()
         try prepareWorkspace()
         try prepareDisk()
+        let audit = paths.auditLog
+        try? audit.append(AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]))
+        // The project must look the same after the session: nothing in the VM can reach it.
+        let fingerprint = ProjectFingerprint.take(project: paths.project.root)
+        defer { checkFingerprint(fingerprint) }
         let runtime = paths.runtimeDirectory(environment: environment)
         try makeDirectory(paths.runtimeBase(environment: environment), mode: 0o700)
         try makeDirectory(runtime, mode: 0o700)
@@ -124,6 +148,7 @@ public struct SandboxRunner: Sendable {
         do {
             let ended = try await HostSession(spec: spec).run(on: link)
             await shutdown(vm, link: link, attach: attachServer)
+            try? audit.append(AuditEvent(sandbox: paths.name, event: "session.end", details: ["exit": .number(Int64(ended.code))]))
             return ended
         } catch {
             await shutdown(vm, link: link, attach: attachServer)
@@ -170,10 +195,36 @@ public struct SandboxRunner: Sendable {
         unlink(paths.stateFile)
     }
 
+    /// Reports a change of the project during the session as a security event.
+    private func checkFingerprint(_ before: ProjectFingerprint) {
+        let changes = ProjectFingerprint.take(project: paths.project.root).differences(since: before)
+        guard !changes.isEmpty else { return }
+        try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "security.project-changed", details: ["changes": .list(changes)]))
+        let listed = changes.prefix(10).joined(separator: "\n  ") + (changes.count > 10 ? "\n  … and \(changes.count - 10) more" : "")
+        warn("the project changed while sandbox \(paths.name) ran:\n  \(listed)\nairlock never writes there during a session. If you did not make these changes, treat this as a security event (recorded in \(paths.auditLog.path)).")
+    }
+
     /// The clone the VM works on: made at first start (every branch and the history, the
-    /// current branch checked out); later starts reuse it.
+    /// current branch checked out); later starts reuse it. `--fresh` fetches the old clone's
+    /// work home and makes a new one; `--with-changes` carries the project's uncommitted
+    /// changes into a new clone as a commit.
     func prepareWorkspace() throws {
-        guard !isDirectory(paths.workspace + "/.git") else { return }
+        if workspace.fresh && isDirectory(paths.workspace + "/.git") {
+            progress?("fetching the old clone's work before re-cloning")
+            do {
+                let report = try SandboxFetch.run(
+                    project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name, base: recordedBase)
+                try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "fetch", details: ["reason": .text("--fresh"), "refs": .list(report.branches.map(\.ref))]))
+            } catch {
+                throw SandboxError("--fresh refused: the old clone's work could not be fetched first: \(error)", hint: "`airlock fetch --name \(paths.name)` shows why; `airlock rm --name \(paths.name)` discards the sandbox with its work")
+            }
+            try removeTree(paths.workspace)
+            try removeTree(paths.mirror)
+        }
+        if isDirectory(paths.workspace + "/.git") {
+            if workspace.withChanges { warn("--with-changes ignored: sandbox \(paths.name) already has its clone (add --fresh to make a new one)") }
+            return
+        }
         guard paths.project.gitCommonDir != nil else {
             throw SandboxError("\(paths.project.root) is not a git repository", hint: "airlock gives the agent a clone of your repository: run `git init` and commit first")
         }
@@ -183,9 +234,26 @@ public struct SandboxRunner: Sendable {
             let clone = try Repository.cloneLocal(from: paths.project.root, to: paths.workspace, branch: project.currentBranch)
             try clone.setConfig("user.name", project.configValue("user.name") ?? "airlock agent")
             try clone.setConfig("user.email", project.configValue("user.email") ?? "agent@airlock.invalid")
+            if workspace.withChanges {
+                let patch = try project.uncommittedPatch()
+                let author = project.defaultSignature() ?? Repository.Signature(name: "airlock", email: "airlock@localhost")
+                if try clone.commitPatch(patch, message: "Uncommitted changes from \(paths.project.root)\n\nCarried over by `airlock start --with-changes`.\n", author: author) != nil {
+                    progress?("your uncommitted changes are a commit on top in the sandbox's clone")
+                }
+            }
+            // Where the agent's work starts (after the carried-over changes, which are yours).
+            if let base = clone.headCommit { try writeFile(paths.baseFile, base.hex + "\n") }
         } catch {
+            removeTreeQuietly(paths.workspace)
             throw SandboxError("cannot clone the project: \(error)", hint: "a repository needs at least one commit to be cloned")
         }
+    }
+
+    /// The commit the clone was made from, when recorded.
+    public var recordedBase: ObjectID? { Self.recordedBase(paths) }
+
+    public static func recordedBase(_ paths: SandboxPaths) -> ObjectID? {
+        (try? LocalFiles().readText(paths.baseFile)).flatMap { $0.flatMap { ObjectID(hex: $0.trimmingWhitespace()) } }
     }
 
     /// The sparse state disk, created at `[disk] size` or grown to it (never shrunk).
@@ -217,4 +285,21 @@ func writeFile(_ path: String, _ text: String) throws {
     guard written == bytes.count, rename(temporary, path) == 0 else {
         throw SandboxError("cannot write \(path): \(String(cString: strerror(errno)))")
     }
+}
+
+/// Removes a directory tree (symlinks are removed, never followed). Only for trees no running
+/// guest can change while this runs.
+public func removeTree(_ path: String) throws {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return }
+    if (info.st_mode & S_IFMT) == S_IFDIR {
+        for name in directoryEntries(path) { try removeTree(path + "/" + name) }
+        guard rmdir(path) == 0 else { throw SandboxError("cannot remove \(path): \(String(cString: strerror(errno)))") }
+    } else {
+        guard unlink(path) == 0 else { throw SandboxError("cannot remove \(path): \(String(cString: strerror(errno)))") }
+    }
+}
+
+private func removeTreeQuietly(_ path: String) {
+    try? removeTree(path)
 }

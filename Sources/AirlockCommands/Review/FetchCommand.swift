@@ -1,0 +1,69 @@
+import ArgumentParser
+import GitReview
+import Sandbox
+
+struct FetchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fetch",
+        abstract: "Bring the sandbox's branches and uncommitted work into this repository.",
+        discussion: """
+            Imports every branch of the sandbox's clone as refs/remotes/airlock/<sandbox>/<branch>; \
+            uncommitted work in the clone becomes a commit on …/uncommitted (the clone is left as \
+            it was). Nothing else in your repository changes. Works whether the sandbox runs or not.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var sandbox: SandboxNameOption
+
+    @Flag(help: "Print the result as JSON.")
+    var json = false
+
+    func run() throws {
+        do {
+            let work = try SandboxWork(sandbox: sandbox)
+            let report = try work.fetch()
+            if json {
+                try printJSON(report)
+                return
+            }
+            print(report, terminal: .standardOutput)
+        } catch {
+            throw reportAndExit(error)
+        }
+    }
+
+    private func print(_ report: FetchReport, terminal: Terminal) {
+        let prefix = SandboxFetch.referencePrefix(sandbox: report.sandbox)
+        guard report.hasNews else {
+            terminal.write("sandbox \(report.sandbox): nothing new (\(prefix)*)\n")
+            return
+        }
+        terminal.write("sandbox \(report.sandbox) → \(prefix)\n")
+        for branch in report.branches where branch.change != .unchanged {
+            let name = branch.name + (branch.name == report.currentBranch ? " (current)" : "")
+            var what: String
+            switch branch.change {
+            case .deleted: what = "deleted in the clone"
+            case .rewritten: what = "rewritten, \(branch.newCommits) new commit\(branch.newCommits == 1 ? "" : "s")"
+            default: what = "\(branch.newCommits) new commit\(branch.newCommits == 1 ? "" : "s")"
+            }
+            if branch.name == SandboxFetch.uncommittedName { what = "\(report.uncommittedPaths.count) uncommitted file\(report.uncommittedPaths.count == 1 ? "" : "s")" }
+            if branch.after != nil && branch.newCommits == 0 && branch.filesChanged == 0 && branch.name != SandboxFetch.uncommittedName {
+                what = "no changes since the start"
+            } else if branch.after != nil {
+                what += ", \(branch.filesChanged) file\(branch.filesChanged == 1 ? "" : "s") changed since the start"
+            }
+            let label = terminal.style(branch.change.rawValue.padding(9), branch.change == .deleted ? .red : .green)
+            terminal.write("  \(label) \(name.padding(24)) \(what)\n")
+        }
+        terminal.write("next: `airlock diff`, `airlock review` or `airlock merge`\n")
+    }
+}
+
+extension String {
+    /// Padded with spaces to `width` characters (never truncated).
+    func padding(_ width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+}

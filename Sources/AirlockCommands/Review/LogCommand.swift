@@ -1,0 +1,75 @@
+import ArgumentParser
+import GitReview
+import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct LogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log",
+        abstract: "List the agent's commits since the sandbox started, with their stats."
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var sandbox: SandboxNameOption
+
+    @Option(help: "A branch of the sandbox's clone instead of its current work.")
+    var branch: String?
+
+    @Flag(help: "Print a JSON array, one object per commit.")
+    var json = false
+
+    struct Entry: Encodable {
+        var commit: CommitInfo
+        var files: [String]
+        var additions: Int
+        var deletions: Int
+    }
+
+    func run() throws {
+        do {
+            let work = try SandboxWork(sandbox: sandbox)
+            let report = try work.fetch()
+            let repository = try work.repository()
+            let target = try repository.resolveCommit(try work.target(report, branch: branch))
+            let base = try work.base(in: repository, target: target)
+            let differ = Differ(repository: repository)
+            var entries: [Entry] = []
+            for id in try repository.commits(from: target, excluding: base) {
+                let info = try repository.commitInfo(id)
+                let changes = try info.parents.first.map { parent throws(GitError) in try differ.changes(from: parent, to: id) } ?? []
+                entries.append(Entry(
+                    commit: info, files: changes.map(\.path),
+                    additions: changes.reduce(0) { $0 + $1.additions }, deletions: changes.reduce(0) { $0 + $1.deletions }))
+            }
+            if json {
+                try printJSON(entries)
+                return
+            }
+            let out = Terminal.standardOutput
+            var text = ""
+            for entry in entries {
+                let date = formatTime(entry.commit.time)
+                text += out.style(entry.commit.id.short, .yellow) + " " + entry.commit.summary + "\n"
+                text += "    \(entry.commit.authorName) <\(entry.commit.authorEmail)>, \(date)\n"
+                text += "    \(entry.files.count) file\(entry.files.count == 1 ? "" : "s") changed, "
+                    + out.style("+\(entry.additions)", .green) + " " + out.style("-\(entry.deletions)", .red) + "\n"
+            }
+            if entries.isEmpty { text = "sandbox \(work.paths.name): no commits since it started\n" }
+            Pager.show(text, environment: work.context.environment)
+        } catch {
+            throw reportAndExit(error)
+        }
+    }
+}
+
+/// `2026-11-23 14:05` in local time.
+func formatTime(_ seconds: Int64) -> String {
+    var time = time_t(seconds)
+    var parts = tm()
+    localtime_r(&time, &parts)
+    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(two(parts.tm_hour)):\(two(parts.tm_min))"
+}

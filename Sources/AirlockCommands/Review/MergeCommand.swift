@@ -1,0 +1,70 @@
+import ArgumentParser
+import GitReview
+import Sandbox
+
+struct MergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Merge the agent's branch into your current branch.",
+        discussion: """
+            Fetches first, then merges refs/remotes/airlock/<sandbox>/<branch> (default: the \
+            clone's current branch) into the branch you have checked out. Refuses a dirty \
+            working tree or a detached HEAD. On conflicts the repository is left as `git merge` \
+            leaves it: fix the files, then `git commit` (or `git merge --abort`).
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var sandbox: SandboxNameOption
+
+    @Option(help: "The sandbox's branch to merge (`uncommitted` for its uncommitted work too).")
+    var branch: String?
+
+    @Flag(help: "Stage the result without committing, as `git merge --squash`.")
+    var squash = false
+
+    @Flag(name: .customLong("ff-only"), help: "Refuse unless your branch can fast-forward.")
+    var fastForwardOnly = false
+
+    func validate() throws {
+        if squash && fastForwardOnly { throw ValidationError("--squash and --ff-only exclude each other") }
+    }
+
+    func run() throws {
+        do {
+            let work = try SandboxWork(sandbox: sandbox)
+            let report = try work.fetch()
+            let name = branch ?? report.currentBranch ?? SandboxFetch.detachedName
+            let ref = try work.target(report, branch: name)
+            let repository = try work.repository()
+            let merger = Merger(repository: repository)
+            let current = try merger.currentBranchReference().dropFirst("refs/heads/".count)
+            let shortRef = String(ref.dropFirst("refs/remotes/".count))
+            let outcome = try merger.merge(ref, squash: squash, fastForwardOnly: fastForwardOnly, message: "Merge \(shortRef) into \(current)\n\nAirlock-Sandbox: \(work.paths.name)\n")
+            let out = Terminal.standardOutput
+            switch outcome {
+            case .upToDate:
+                out.write("\(current) already contains \(shortRef)\n")
+            case .fastForwarded(let id):
+                out.write("fast-forwarded \(current) to \(shortRef) (\(id.short))\n")
+                work.audit("merge", ["ref": .text(ref), "into": .text(String(current)), "result": .text("fast-forward \(id.hex)")])
+            case .merged(let id):
+                out.write("merged \(shortRef) into \(current) (\(id.short))\n")
+                work.audit("merge", ["ref": .text(ref), "into": .text(String(current)), "result": .text("merge \(id.hex)")])
+            case .squashed(let paths):
+                out.write("staged \(shortRef) as one change (\(paths.count) file\(paths.count == 1 ? "" : "s")); review with `git diff --cached`, then `git commit`\n")
+                work.audit("merge", ["ref": .text(ref), "into": .text(String(current)), "result": .text("squash staged")])
+            case .conflicts(let paths):
+                work.audit("merge", ["ref": .text(ref), "into": .text(String(current)), "result": .text("conflicts"), "paths": .list(paths)])
+                Terminal.standardError.write(Terminal.standardError.styleDiagnostics(
+                    "error: merging \(shortRef) into \(current) conflicts in:\n" + paths.map { "  \($0)\n" }.joined()
+                        + "  hint: fix them and `git commit`, or `git merge --abort` to go back") + "\n")
+                throw ExitCode(1)
+            }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw reportAndExit(error)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import GitReview
+import Sandbox
+
+/// What the review commands share: the sandbox's paths, a fetch of its clone (so every command
+/// sees the agent's latest work), the user's repository, and the audit log.
+struct SandboxWork {
+    let context: ProjectContext
+    let paths: SandboxPaths
+
+    init(sandbox: SandboxNameOption) throws {
+        context = try ProjectContext.load()
+        paths = try sandbox.paths(in: context.project)
+        guard context.project.gitCommonDir != nil else {
+            throw SandboxError("\(context.project.root) is not a git repository")
+        }
+        guard isDirectory(paths.stateDirectory) else {
+            throw SandboxError("this project has no sandbox \(paths.name)", hint: "`airlock ps` lists the sandboxes; `airlock start --name \(paths.name)` makes one")
+        }
+    }
+
+    /// Fetches the clone's branches and uncommitted work; refusals are printed as warnings.
+    func fetch(quietRefusals: Bool = false) throws -> FetchReport {
+        let report = try SandboxFetch.run(
+            project: context.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name,
+            base: SandboxRunner.recordedBase(paths))
+        if !quietRefusals {
+            for refusal in report.refused { Terminal.standardError.write(Terminal.standardError.style("warning:", .yellow) + " refused in the clone: \(refusal)\n") }
+        }
+        if report.hasNews || !report.refused.isEmpty {
+            var details: [String: AuditEvent.Value] = [
+                "refs": .list(report.branches.filter { $0.change != .unchanged }.map { "\($0.change.rawValue) \($0.ref) \($0.after?.hex ?? "-")" }),
+            ]
+            if !report.refused.isEmpty { details["refused"] = .list(report.refused) }
+            try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "fetch", details: details))
+        }
+        return report
+    }
+
+    func repository() throws -> Repository {
+        try Repository.open(context.project.root)
+    }
+
+    /// The fetched ref for `branch` (a clone branch name, `uncommitted` or `detached`), or the
+    /// agent's work (uncommitted capture, else its current branch) when nil.
+    func target(_ report: FetchReport, branch: String?) throws -> String {
+        if let branch {
+            let ref = SandboxFetch.referencePrefix(sandbox: paths.name) + branch
+            guard report.branches.contains(where: { $0.ref == ref && $0.after != nil }) else {
+                let known = report.branches.filter { $0.after != nil }.map(\.name).joined(separator: ", ")
+                throw SandboxError("sandbox \(paths.name) has no branch \(branch)", hint: known.isEmpty ? "the clone has no branches" : "its branches: \(known)")
+            }
+            return ref
+        }
+        guard let ref = report.workRef else {
+            throw SandboxError("sandbox \(paths.name) has no work to show: its clone has no commits")
+        }
+        return ref
+    }
+
+    /// Where the agent started: the recorded base, else where the target and HEAD meet.
+    func base(in repository: Repository, target: ObjectID) throws -> ObjectID {
+        if let base = SandboxRunner.recordedBase(paths) { return base }
+        if let head = repository.headCommit, let base = repository.mergeBase(head, target) { return base }
+        throw SandboxError("cannot tell where sandbox \(paths.name) started", hint: "name a base commit: `airlock diff main`")
+    }
+
+    func audit(_ event: String, _ details: [String: AuditEvent.Value]) {
+        try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: event, details: details))
+    }
+}

@@ -1,0 +1,369 @@
+import Clibgit2
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A private copy of the git data in a sandbox's clone, which libgit2 then reads instead of
+/// the clone itself. The clone is hostile, so the copy takes only what a fetch needs, through
+/// `GuestTree` (no symlink is ever followed), with every file size bounded:
+/// - `HEAD`, branch refs (`refs/heads/…` and their `packed-refs` lines) with valid names only,
+/// - loose objects and pack files, and the index (for uncommitted work).
+/// Never copied: the clone's `config`, hooks, `info/` (attributes, excludes), `objects/info`
+/// (alternates would point libgit2 at other repositories), `commondir`, logs. The mirror gets
+/// a config of our own. Pack files are immutable under their content-hash names and copied once.
+struct CloneMirror {
+    struct Limits: Sendable {
+        /// A single loose object file (compressed) or index file.
+        var fileBytes: Int = 512 << 20
+        /// A single pack file.
+        var packBytes: Int = 4 << 30
+        /// Everything copied in one sync.
+        var totalBytes: Int64 = 16 << 30
+        /// The size an object may declare (checked on loose objects through their header).
+        var objectBytes: Int = 512 << 20
+
+        static let standard = Limits()
+    }
+
+    /// The mirror's path (a bare repository the host owns).
+    let path: String
+    /// What was refused or ignored, each as one sentence.
+    private(set) var refusals: [String] = []
+    private let limits: Limits
+    private var copiedBytes: Int64 = 0
+
+    /// Brings the mirror at `mirror` up to date with the clone at `clone`.
+    static func sync(clone: String, into mirror: String, limits: Limits = .standard) throws(GitReviewError) -> CloneMirror {
+        var result = CloneMirror(path: mirror, limits: limits)
+        try result.sync(clone: clone)
+        return result
+    }
+
+    private init(path: String, limits: Limits) {
+        self.path = path
+        self.limits = limits
+    }
+
+    private mutating func sync(clone: String) throws(GitReviewError) {
+        let workspace: GuestTree
+        let git: GuestTree
+        do {
+            workspace = try GuestTree.open(clone)
+        } catch {
+            throw GitReviewError("cannot read the sandbox's clone: \(error)")
+        }
+        switch workspace.kind(".git") {
+        case .directory?: break
+        case .file?: throw GitReviewError("\(clone)/.git is a file (a link to a git directory elsewhere); airlock reads only a real .git directory in the clone")
+        case .symlink?: throw GitReviewError("\(clone)/.git is a symlink; airlock never follows symlinks in a sandbox's clone")
+        default: throw GitReviewError("\(clone) has no .git directory", hint: "the clone may have been deleted; `airlock start --fresh` makes a new one")
+        }
+        do {
+            git = try workspace.directory(".git")
+        } catch {
+            throw GitReviewError("cannot read \(clone)/.git: \(error)")
+        }
+
+        try makeDirectories()
+        try writeOwn("config", "[core]\n\trepositoryformatversion = 0\n\tbare = true\n\tfilemode = true\n")
+        if git.kind("commondir") != nil { refuse("\(git.path)/commondir ignored (it would point git at another directory)") }
+        copyHead(from: git)
+        copyRefs(from: git)
+        copyPackedRefs(from: git)
+        try copyObjects(from: git)
+        copyOptional("index", from: git)
+        copyOptional("shallow", from: git)
+    }
+
+    private mutating func refuse(_ sentence: String) {
+        refusals.append(sentence)
+    }
+
+    private func makeDirectories() throws(GitReviewError) {
+        for directory in ["", "/objects", "/objects/pack", "/refs", "/refs/heads", "/refs/tags", "/refs/airlock"] {
+            if mkdir(path + directory, 0o700) != 0 && errno != EEXIST {
+                throw GitReviewError("cannot create \(path + directory): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    private func writeOwn(_ name: String, _ text: String) throws(GitReviewError) {
+        guard writeWhole(path + "/" + name, Array(text.utf8)) else {
+            throw GitReviewError("cannot write \(path)/\(name): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// HEAD: `ref: refs/heads/<valid name>` or a commit id; anything else leaves the mirror
+    /// with an unborn HEAD.
+    private mutating func copyHead(from git: GuestTree) {
+        var head = "ref: refs/heads/airlock-no-head\n"
+        do {
+            let text = String(decoding: try git.read("HEAD", limit: 4096), as: UTF8.self).trimmed
+            if text.hasPrefix("ref: "), Self.isValidBranchRef(String(text.dropFirst(5))) {
+                head = text + "\n"
+            } else if Self.isObjectID(text) {
+                head = text + "\n"
+            } else {
+                refuse("\(git.path)/HEAD ignored: it is neither a branch reference nor a commit id")
+            }
+        } catch {
+            refuse("\(git.path)/HEAD ignored: \(error)")
+        }
+        _ = writeWhole(path + "/HEAD", Array(head.utf8))
+    }
+
+    /// `refs/heads/**`: the mirror's copy is rebuilt on every sync, so deleted branches vanish.
+    private mutating func copyRefs(from git: GuestTree) {
+        removeOwnTree(path + "/refs/heads")
+        mkdir(path + "/refs/heads", 0o700)
+        guard git.kind("refs/heads") == .directory else {
+            if git.kind("refs") == .symlink || git.kind("refs/heads") == .symlink { refuse("\(git.path)/refs ignored: it is a symlink") }
+            return
+        }
+        copyRefDirectory(git, relative: "refs/heads", depth: 0)
+    }
+
+    private mutating func copyRefDirectory(_ git: GuestTree, relative: String, depth: Int) {
+        guard depth < 32, let directory = try? git.directory(relative) else {
+            refuse("\(git.path)/\(relative) ignored: too deep or unreadable")
+            return
+        }
+        for (name, kind) in directory.entries() {
+            let ref = relative + "/" + name
+            switch kind {
+            case .directory:
+                mkdir(path + "/" + ref, 0o700)
+                copyRefDirectory(git, relative: ref, depth: depth + 1)
+            case .file:
+                guard Self.isValidBranchRef(ref) else {
+                    refuse("\(git.path)/\(ref) ignored: not a valid branch name")
+                    continue
+                }
+                guard let bytes = try? git.read(ref, limit: 4096) else {
+                    refuse("\(git.path)/\(ref) ignored: unreadable")
+                    continue
+                }
+                let text = String(decoding: bytes, as: UTF8.self).trimmed
+                guard Self.isObjectID(text) else {
+                    refuse("\(git.path)/\(ref) ignored: it does not hold a commit id")
+                    continue
+                }
+                _ = writeWhole(path + "/" + ref, Array((text + "\n").utf8))
+            case .symlink:
+                refuse("\(git.path)/\(ref) ignored: it is a symlink")
+            case .other:
+                refuse("\(git.path)/\(ref) ignored: not a regular file")
+            }
+        }
+    }
+
+    /// `packed-refs`, keeping only well-formed branch lines (and their peel lines).
+    private mutating func copyPackedRefs(from git: GuestTree) {
+        unlink(path + "/packed-refs")
+        switch git.kind("packed-refs") {
+        case nil: return
+        case .symlink?: refuse("\(git.path)/packed-refs ignored: it is a symlink"); return
+        default: break
+        }
+        guard let bytes = try? git.read("packed-refs", limit: limits.fileBytes) else {
+            refuse("\(git.path)/packed-refs ignored: unreadable or larger than \(formatBytes(Int64(limits.fileBytes)))")
+            return
+        }
+        var kept = "# pack-refs with: peeled fully-peeled sorted \n"
+        var dropped = 0
+        var keepingPeel = false
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            if line.hasPrefix("#") { continue }
+            if line.hasPrefix("^") {
+                if keepingPeel, Self.isObjectID(String(line.dropFirst())) { kept += line + "\n" }
+                continue
+            }
+            let parts = line.split(separator: " ", maxSplits: 1)
+            keepingPeel = false
+            guard parts.count == 2, Self.isObjectID(String(parts[0])) else {
+                dropped += 1
+                continue
+            }
+            let name = String(parts[1])
+            guard name.hasPrefix("refs/heads/") else { continue }
+            guard Self.isValidBranchRef(name) else {
+                dropped += 1
+                continue
+            }
+            kept += line + "\n"
+            keepingPeel = true
+        }
+        if dropped > 0 { refuse("\(git.path)/packed-refs: \(dropped) malformed or invalid line(s) ignored") }
+        _ = writeWhole(path + "/packed-refs", Array(kept.utf8))
+    }
+
+    /// Loose objects (new ones copied, vanished ones removed) and packs (copied once).
+    private mutating func copyObjects(from git: GuestTree) throws(GitReviewError) {
+        guard git.kind("objects") == .directory, let objects = try? git.directory("objects") else {
+            throw GitReviewError("\(git.path)/objects is missing, a symlink or unreadable; nothing can be fetched")
+        }
+        var seenLoose = Set<String>()
+        for (name, kind) in objects.entries() {
+            if name == "info" {
+                if objects.kind("info/alternates") != nil || objects.kind("info/http-alternates") != nil {
+                    refuse("\(objects.path)/info/alternates ignored: airlock does not read objects from other repositories")
+                }
+                continue
+            }
+            if name == "pack" {
+                guard kind == .directory else {
+                    refuse("\(objects.path)/pack ignored: not a directory (a symlink?)")
+                    continue
+                }
+                try copyPacks(from: objects)
+                continue
+            }
+            guard name.count == 2, name.allSatisfy(\.isHexDigit) else { continue }
+            guard kind == .directory, let directory = try? objects.directory(name) else {
+                refuse("\(objects.path)/\(name) ignored: not a directory (a symlink?)")
+                continue
+            }
+            let target = path + "/objects/" + name
+            mkdir(target, 0o700)
+            for (file, fileKind) in directory.entries() where file.count == 38 && file.allSatisfy(\.isHexDigit) {
+                seenLoose.insert(name + "/" + file)
+                guard case .file(let size, _) = fileKind else {
+                    refuse("\(directory.path)/\(file) ignored: not a regular file (a symlink?)")
+                    continue
+                }
+                if access(target + "/" + file, F_OK) == 0 { continue }
+                guard size <= limits.fileBytes else {
+                    refuse("\(directory.path)/\(file) ignored: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(limits.fileBytes))) for one object")
+                    continue
+                }
+                try account(size)
+                do {
+                    try directory.copy(file, to: target + "/" + file, limit: limits.fileBytes)
+                } catch {
+                    refuse("\(error); ignored")
+                }
+            }
+        }
+        removeVanishedLooseObjects(keeping: seenLoose)
+    }
+
+    private mutating func copyPacks(from objects: GuestTree) throws(GitReviewError) {
+        guard let pack = try? objects.directory("pack") else {
+            refuse("\(objects.path)/pack ignored: unreadable or a symlink")
+            return
+        }
+        let entries = pack.entries()
+        let names = Set(entries.map(\.name))
+        var kept = Set<String>()
+        for (name, kind) in entries where name.hasPrefix("pack-") && name.hasSuffix(".pack") {
+            let base = String(name.dropLast(".pack".count))
+            guard names.contains(base + ".idx") else { continue }
+            guard case .file(let size, _) = kind, case .file(let indexSize, _)? = pack.kind(base + ".idx") else {
+                refuse("\(pack.path)/\(base).pack or .idx ignored: not a regular file (a symlink?)")
+                continue
+            }
+            guard size <= limits.packBytes, indexSize <= limits.packBytes else {
+                refuse("\(pack.path)/\(name) ignored: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(limits.packBytes))) for one pack")
+                continue
+            }
+            kept.insert(base)
+            let target = path + "/objects/pack/" + base
+            if fileSize(target + ".pack") == size && fileSize(target + ".idx") == indexSize { continue }
+            try account(size + indexSize)
+            do {
+                // The index last: libgit2 only looks at packs that have one.
+                try pack.copy(base + ".pack", to: target + ".pack", limit: limits.packBytes)
+                try pack.copy(base + ".idx", to: target + ".idx", limit: limits.packBytes)
+            } catch {
+                unlink(target + ".idx")
+                unlink(target + ".pack")
+                kept.remove(base)
+                refuse("\(error); that pack was ignored")
+            }
+        }
+        // Packs gone from the clone (repacked) go from the mirror too.
+        if let mine = try? GuestTree.open(path + "/objects/pack") {
+            for (name, _) in mine.entries() {
+                let base = name.split(separator: ".").first.map(String.init) ?? name
+                if !kept.contains(base) { unlink(path + "/objects/pack/" + name) }
+            }
+        }
+    }
+
+    private func removeVanishedLooseObjects(keeping seen: Set<String>) {
+        guard let objects = try? GuestTree.open(path + "/objects") else { return }
+        for (name, kind) in objects.entries() where kind == .directory && name.count == 2 {
+            guard let directory = try? objects.directory(name) else { continue }
+            for (file, _) in directory.entries() where !seen.contains(name + "/" + file) {
+                unlink(path + "/objects/" + name + "/" + file)
+            }
+        }
+    }
+
+    private mutating func copyOptional(_ name: String, from git: GuestTree) {
+        unlink(path + "/" + name)
+        switch git.kind(name) {
+        case nil: return
+        case .symlink?: refuse("\(git.path)/\(name) ignored: it is a symlink")
+        case .file?:
+            do {
+                try git.copy(name, to: path + "/" + name, limit: limits.fileBytes)
+            } catch {
+                refuse("\(error); ignored")
+            }
+        default: refuse("\(git.path)/\(name) ignored: not a regular file")
+        }
+    }
+
+    private mutating func account(_ bytes: Int64) throws(GitReviewError) {
+        copiedBytes += bytes
+        guard copiedBytes <= limits.totalBytes else {
+            throw GitReviewError("the clone's git data exceeds \(formatBytes(limits.totalBytes)); fetch refused")
+        }
+    }
+
+    static func isObjectID(_ text: String) -> Bool {
+        text.utf8.count == 40 && text.allSatisfy(\.isHexDigit)
+    }
+
+    /// A name git accepts for a branch (`refs/heads/…`): no `..`, no control characters, no
+    /// `.lock` component, and so on (libgit2's own check).
+    static func isValidBranchRef(_ name: String) -> Bool {
+        guard name.hasPrefix("refs/heads/"), name.utf8.count < 1024 else { return false }
+        var valid: Int32 = 0
+        return git_reference_name_is_valid(&valid, name) == 0 && valid == 1
+    }
+}
+
+func fileSize(_ path: String) -> Int64? {
+    var info = stat()
+    guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+    return Int64(info.st_size)
+}
+
+/// Writes `bytes` to `path` through a temporary name (0600); false on failure.
+func writeWhole(_ path: String, _ bytes: [UInt8]) -> Bool {
+    let temporary = path + ".airlock-tmp"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { return false }
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+    guard written == bytes.count, rename(temporary, path) == 0 else {
+        unlink(temporary)
+        return false
+    }
+    return true
+}
+
+/// Removes a directory tree this process owns (never follows symlinks).
+func removeOwnTree(_ path: String) {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return }
+    if info.st_mode & S_IFMT == S_IFDIR, let tree = try? GuestTree.open(path) {
+        for (name, _) in tree.entries() { removeOwnTree(path + "/" + name) }
+        rmdir(path)
+    } else {
+        unlink(path)
+    }
+}

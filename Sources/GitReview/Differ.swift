@@ -1,0 +1,148 @@
+import Clibgit2
+
+/// One file's change between two commits, with its hunks when it is text.
+public struct FileChange: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case added = "A", modified = "M", deleted = "D", typeChanged = "T"
+    }
+
+    public struct Hunk: Sendable, Equatable {
+        /// `@@ -1,3 +1,4 @@ context`
+        public var header: String
+        public var oldStart: Int
+        public var oldLines: Int
+        public var newStart: Int
+        public var newLines: Int
+        /// Each line with its origin first (` `, `+`, `-`, or `\` for "No newline at end of file").
+        public var lines: [String]
+    }
+
+    public var path: String
+    public var status: Status
+    public var binary: Bool
+    public var oldID: ObjectID?
+    public var newID: ObjectID?
+    public var oldMode: UInt32
+    public var newMode: UInt32
+    public var hunks: [Hunk]
+    public var additions: Int
+    public var deletions: Int
+}
+
+/// Diffs between commits (tree to tree, no rename detection), rendered like git does.
+public struct Differ {
+    let repository: Repository
+
+    public init(repository: Repository) {
+        self.repository = repository
+    }
+
+    /// Paths that differ between the two commits.
+    public func changedPaths(from old: ObjectID, to new: ObjectID) throws(GitError) -> [String] {
+        try withDiff(old, new) { diff in
+            (0..<git_diff_num_deltas(diff)).compactMap { index in
+                git_diff_get_delta(diff, index).flatMap { delta in
+                    (delta.pointee.new_file.path ?? delta.pointee.old_file.path).map { String(cString: $0) }
+                }
+            }
+        }
+    }
+
+    /// The unified diff (`git diff old new`), binary files as "Binary files differ".
+    public func patch(from old: ObjectID, to new: ObjectID) throws(GitError) -> String {
+        try withDiff(old, new) { diff throws(GitError) in
+            var buffer = git_buf()
+            defer { git_buf_dispose(&buffer) }
+            try GitError.check(git_diff_to_buf(&buffer, diff, GIT_DIFF_FORMAT_PATCH), "format the diff")
+            return buffer.ptr.map { String(cString: $0) } ?? ""
+        }
+    }
+
+    /// `git diff --stat` output for `width` columns.
+    public func stat(from old: ObjectID, to new: ObjectID, width: Int = 80) throws(GitError) -> String {
+        try withDiff(old, new) { diff throws(GitError) in
+            var stats: OpaquePointer?
+            try GitError.check(git_diff_get_stats(&stats, diff), "count the changes")
+            defer { git_diff_stats_free(stats) }
+            var buffer = git_buf()
+            defer { git_buf_dispose(&buffer) }
+            let format = git_diff_stats_format_t(GIT_DIFF_STATS_FULL.rawValue | GIT_DIFF_STATS_INCLUDE_SUMMARY.rawValue)
+            try GitError.check(git_diff_stats_to_buf(&buffer, stats, format, max(40, width)), "format the stat")
+            return buffer.ptr.map { String(cString: $0) } ?? ""
+        }
+    }
+
+    /// Every changed file with its hunks (the model `review` works on).
+    public func changes(from old: ObjectID, to new: ObjectID) throws(GitError) -> [FileChange] {
+        try withDiff(old, new) { diff throws(GitError) in
+            var files: [FileChange] = []
+            for index in 0..<git_diff_num_deltas(diff) {
+                var patch: OpaquePointer?
+                try GitError.check(git_patch_from_diff(&patch, diff, index), "read a change")
+                defer { git_patch_free(patch) }
+                guard let delta = git_patch_get_delta(patch)?.pointee else { continue }
+                let status: FileChange.Status
+                switch delta.status {
+                case GIT_DELTA_ADDED: status = .added
+                case GIT_DELTA_DELETED: status = .deleted
+                case GIT_DELTA_TYPECHANGE: status = .typeChanged
+                default: status = .modified
+                }
+                var hunks: [FileChange.Hunk] = []
+                let binary = delta.flags & UInt32(GIT_DIFF_FLAG_BINARY.rawValue) != 0
+                if !binary {
+                    for hunkIndex in 0..<git_patch_num_hunks(patch) {
+                        var hunkPointer: UnsafePointer<git_diff_hunk>?
+                        var lineCount = 0
+                        try GitError.check(git_patch_get_hunk(&hunkPointer, &lineCount, patch, hunkIndex), "read a hunk")
+                        guard let hunk = hunkPointer?.pointee else { continue }
+                        var lines: [String] = []
+                        for lineIndex in 0..<lineCount {
+                            var linePointer: UnsafePointer<git_diff_line>?
+                            try GitError.check(git_patch_get_line_in_hunk(&linePointer, patch, hunkIndex, lineIndex), "read a line")
+                            guard let line = linePointer?.pointee else { continue }
+                            let text = line.content.map { content in
+                                String(decoding: UnsafeRawBufferPointer(start: content, count: line.content_len), as: UTF8.self)
+                            } ?? ""
+                            switch UInt8(bitPattern: line.origin) {
+                            case UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: " "):
+                                lines.append(String(UnicodeScalar(UInt8(bitPattern: line.origin))) + text)
+                            default:
+                                lines.append("\\ No newline at end of file\n")
+                            }
+                        }
+                        let header = withUnsafeBytes(of: hunk.header) { raw in
+                            String(decoding: raw.prefix(min(Int(hunk.header_len), raw.count)), as: UTF8.self)
+                        }
+                        hunks.append(.init(
+                            header: header, oldStart: Int(hunk.old_start), oldLines: Int(hunk.old_lines),
+                            newStart: Int(hunk.new_start), newLines: Int(hunk.new_lines), lines: lines))
+                    }
+                }
+                var context = 0, additions = 0, deletions = 0
+                git_patch_line_stats(&context, &additions, &deletions, patch)
+                let path = (delta.new_file.path ?? delta.old_file.path).map { String(cString: $0) } ?? ""
+                files.append(FileChange(
+                    path: path, status: status, binary: binary,
+                    oldID: status == .added ? nil : ObjectID(delta.old_file.id),
+                    newID: status == .deleted ? nil : ObjectID(delta.new_file.id),
+                    oldMode: UInt32(delta.old_file.mode), newMode: UInt32(delta.new_file.mode),
+                    hunks: hunks, additions: additions, deletions: deletions))
+            }
+            return files
+        }
+    }
+
+    private func withDiff<R>(_ old: ObjectID, _ new: ObjectID, _ body: (OpaquePointer?) throws(GitError) -> R) throws(GitError) -> R {
+        let oldTree = try repository.treeOfCommit(old)
+        defer { git_tree_free(oldTree) }
+        let newTree = try repository.treeOfCommit(new)
+        defer { git_tree_free(newTree) }
+        var options = git_diff_options()
+        try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
+        var diff: OpaquePointer?
+        try GitError.check(git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options), "diff \(old.short)..\(new.short)")
+        defer { git_diff_free(diff) }
+        return try body(diff)
+    }
+}

@@ -1,0 +1,242 @@
+import Clibgit2
+
+/// What `airlock fetch` brought home.
+public struct FetchReport: Sendable, Codable, Equatable {
+    public struct Branch: Sendable, Codable, Equatable {
+        public enum Change: String, Sendable, Codable {
+            case new, updated, rewritten, unchanged, deleted
+        }
+
+        /// The clone's branch name (`main`, `feature/x`), or `uncommitted` / `detached`.
+        public var name: String
+        /// Where it is in the project: `refs/remotes/airlock/<sandbox>/<name>`.
+        public var ref: String
+        public var change: Change
+        public var before: ObjectID?
+        public var after: ObjectID?
+        /// Commits `after` has that `before` had not (all since the base when new).
+        public var newCommits: Int
+        /// Files that differ between the sandbox's base and `after`.
+        public var filesChanged: Int
+    }
+
+    public var sandbox: String
+    /// The clone's current branch; nil when its HEAD is detached.
+    public var currentBranch: String?
+    /// The commit the sandbox started from, when known.
+    public var base: ObjectID?
+    public var branches: [Branch]
+    /// Paths of the uncommitted work captured on `<prefix>uncommitted`, if any.
+    public var uncommittedPaths: [String]
+    /// Things in the clone that were refused or ignored, one sentence each.
+    public var refused: [String]
+
+    /// What the agent's work is: the uncommitted capture when there is one, else the
+    /// current branch, else the detached HEAD.
+    public var workRef: String? {
+        if let uncommitted = branches.first(where: { $0.name == SandboxFetch.uncommittedName && $0.after != nil }) { return uncommitted.ref }
+        if let currentBranch, let branch = branches.first(where: { $0.name == currentBranch && $0.after != nil }) { return branch.ref }
+        return branches.first(where: { $0.name == SandboxFetch.detachedName && $0.after != nil })?.ref
+    }
+
+    public var hasNews: Bool { branches.contains { $0.change != .unchanged } }
+}
+
+/// Brings a sandbox's clone home: its branches become `refs/remotes/airlock/<sandbox>/<branch>`
+/// in the project, its uncommitted work a commit on `…/uncommitted`. The clone itself is not
+/// changed, and only read through `CloneMirror`. In the project, only objects and references
+/// under that prefix are written.
+public enum SandboxFetch {
+    public static let uncommittedName = "uncommitted"
+    public static let detachedName = "detached"
+    /// A file of the uncommitted work larger than this is left out (and named as refused).
+    public static let maxWorkingFileBytes = 100 << 20
+
+    public static func referencePrefix(sandbox: String) -> String { "refs/remotes/airlock/\(sandbox)/" }
+
+    /// - Parameters:
+    ///   - project: the user's repository (its working tree root).
+    ///   - clone: the sandbox's clone (its working tree root).
+    ///   - mirror: the host's private mirror directory for this sandbox.
+    ///   - base: the commit the sandbox started from, when recorded.
+    public static func run(project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
+        _ = LibGit2Runtime.initialised
+        let mirrored = try CloneMirror.sync(clone: clone, into: mirror)
+        var refused = mirrored.refusals
+        let source: Repository
+        let user: Repository
+        do {
+            source = try Repository.open(mirror)
+            user = try Repository.open(project)
+        } catch {
+            throw GitReviewError(error)
+        }
+        let prefix = referencePrefix(sandbox: sandbox)
+        let currentBranch = source.currentBranch
+        var refspecs = ["+refs/heads/*:\(prefix)*"]
+        var expected = Set(source.references(under: "refs/heads/").keys.map { prefix + $0.dropFirst("refs/heads/".count) })
+        var uncommittedPaths: [String] = []
+
+        if let head = source.headCommit {
+            do {
+                try? source.deleteReference("refs/airlock/uncommitted")
+                if let captured = try captureUncommitted(in: source, clone: clone, head: head, sandbox: sandbox, refused: &refused) {
+                    try source.setReference("refs/airlock/uncommitted", to: captured.commit, message: "airlock: uncommitted work")
+                    refspecs.append("+refs/airlock/uncommitted:\(prefix)\(uncommittedName)")
+                    expected.insert(prefix + uncommittedName)
+                    uncommittedPaths = captured.paths
+                }
+                if currentBranch == nil {
+                    try source.setReference("refs/airlock/detached", to: head, message: "airlock: detached HEAD")
+                    refspecs.append("+refs/airlock/detached:\(prefix)\(detachedName)")
+                    expected.insert(prefix + detachedName)
+                }
+            } catch {
+                throw GitReviewError("cannot capture the sandbox's uncommitted work: \(error)")
+            }
+        }
+        if expected.contains(prefix + uncommittedName) && source.references(under: "refs/heads/\(uncommittedName)").count > 0 {
+            refused.append("the clone's branch `\(uncommittedName)` is not fetched: that name holds the captured uncommitted work")
+        }
+
+        let before = user.references(under: prefix)
+        do {
+            try user.fetch(from: mirror, refspecs: refspecs)
+        } catch {
+            let detail = refused.isEmpty ? "" : " (refused in the clone: " + refused.joined(separator: "; ") + ")"
+            throw GitReviewError("cannot fetch from the sandbox's clone: \(error)\(detail)")
+        }
+        // Branches deleted in the clone (and a capture that is gone) are removed here too.
+        for name in user.references(under: prefix).keys where !expected.contains(name) {
+            try? user.deleteReference(name)
+        }
+        let after = user.references(under: prefix)
+
+        var branches: [FetchReport.Branch] = []
+        for name in Set(before.keys).union(after.keys).sorted() {
+            let old = before[name], new = after[name]
+            let change: FetchReport.Branch.Change
+            var newCommits = 0
+            switch (old, new) {
+            case (nil, let new?):
+                change = .new
+                newCommits = (try? user.commits(from: new, excluding: base).count) ?? 0
+            case (let old?, nil):
+                change = .deleted
+                _ = old
+            case (let old?, let new?) where old == new:
+                change = .unchanged
+            case (let old?, let new?):
+                let counts = user.aheadBehind(new, old)
+                change = counts.behind > 0 ? .rewritten : .updated
+                newCommits = counts.ahead
+            default:
+                continue
+            }
+            var files = 0
+            if let new, let from = base ?? user.headCommit { files = (try? Differ(repository: user).changedPaths(from: from, to: new).count) ?? 0 }
+            branches.append(.init(
+                name: String(name.dropFirst(prefix.count)), ref: name, change: change, before: old, after: new,
+                newCommits: newCommits, filesChanged: files))
+        }
+        return FetchReport(
+            sandbox: sandbox, currentBranch: currentBranch, base: base, branches: branches,
+            uncommittedPaths: uncommittedPaths, refused: refused)
+    }
+
+    /// The clone's working tree and index against its HEAD, as one commit on top of HEAD (in
+    /// the mirror); nil when there is nothing uncommitted. File contents are read through
+    /// `GuestTree`: symlinks are stored as symlinks, never followed; large files are refused.
+    static func captureUncommitted(
+        in source: Repository, clone: String, head: ObjectID, sandbox: String, refused: inout [String]
+    ) throws -> (commit: ObjectID, paths: [String])? {
+        try GitError.check(git_repository_set_workdir(source.pointer, clone, 0), "use \(clone) as the working tree")
+        var options = git_status_options()
+        try GitError.check(git_status_options_init(&options, UInt32(GIT_STATUS_OPTIONS_VERSION)), "status options")
+        options.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR
+        options.flags = UInt32(GIT_STATUS_OPT_INCLUDE_UNTRACKED.rawValue | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS.rawValue
+            | GIT_STATUS_OPT_EXCLUDE_SUBMODULES.rawValue | GIT_STATUS_OPT_DISABLE_PATHSPEC_MATCH.rawValue)
+        var list: OpaquePointer?
+        try GitError.check(git_status_list_new(&list, source.pointer, &options), "read the clone's status")
+        defer { git_status_list_free(list) }
+        var paths = Set<String>()
+        for index in 0..<git_status_list_entrycount(list) {
+            guard let entry = git_status_byindex(list, index)?.pointee else { continue }
+            for delta in [entry.head_to_index, entry.index_to_workdir] {
+                guard let delta = delta?.pointee else { continue }
+                if let path = delta.old_file.path { paths.insert(String(cString: path)) }
+                if let path = delta.new_file.path { paths.insert(String(cString: path)) }
+            }
+        }
+        guard !paths.isEmpty else { return nil }
+
+        let tree = try GuestTree.open(clone)
+        let headTree = try source.treeOfCommit(head)
+        defer { git_tree_free(headTree) }
+        var index: OpaquePointer?
+        try GitError.check(git_index_new(&index), "make an index")
+        defer { git_index_free(index) }
+        try GitError.check(git_index_read_tree(index, headTree), "read HEAD's tree")
+        var captured: [String] = []
+        for path in paths.sorted() {
+            if path.hasSuffix("/") {
+                refused.append("\(clone)/\(path) left out: a nested repository")
+                continue
+            }
+            switch tree.kind(path) {
+            case nil:
+                if git_index_get_bypath(index, path, 0) != nil {
+                    git_index_remove(index, path, 0)
+                    captured.append(path)
+                }
+            case .file(let size, let executable)?:
+                guard size <= maxWorkingFileBytes else {
+                    refused.append("\(clone)/\(path) left out: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(maxWorkingFileBytes))) for one file")
+                    continue
+                }
+                do {
+                    let bytes = try tree.read(path, limit: maxWorkingFileBytes)
+                    try add(bytes, path: path, mode: executable ? 0o100755 : 0o100644, to: index, in: source)
+                    captured.append(path)
+                } catch {
+                    refused.append("\(error); left out")
+                }
+            case .symlink?:
+                do {
+                    let target = try tree.readLink(path)
+                    try add(Array(target.utf8), path: path, mode: 0o120000, to: index, in: source)
+                    captured.append(path)
+                } catch {
+                    refused.append("\(error); left out")
+                }
+            case .directory?, .other?:
+                // A path that is now a directory holds files reported on their own.
+                if git_index_get_bypath(index, path, 0) != nil { git_index_remove(index, path, 0) }
+            }
+        }
+        var treeID = git_oid()
+        try GitError.check(git_index_write_tree_to(&treeID, index, source.pointer), "write the uncommitted tree")
+        guard ObjectID(treeID) != ObjectID(git_tree_id(headTree).pointee) else { return nil }
+        // Dated like HEAD, so the same uncommitted work gives the same commit on every fetch.
+        let headTime = (try? source.commitInfo(head).time) ?? 0
+        let signature = Repository.Signature(name: "airlock", email: "airlock@\(sandbox).sandbox.invalid", time: headTime)
+        let commit = try source.createCommit(
+            tree: ObjectID(treeID), parents: [head],
+            message: "Uncommitted work in sandbox \(sandbox)\n\nCaptured by `airlock fetch` from the sandbox's working tree; the clone itself was left as it was.\n",
+            author: signature)
+        return (commit, captured)
+    }
+
+    private static func add(_ bytes: [UInt8], path: String, mode: UInt32, to index: OpaquePointer?, in repository: Repository) throws {
+        var blob = git_oid()
+        try GitError.check(bytes.withUnsafeBytes { git_blob_create_from_buffer(&blob, repository.pointer, $0.baseAddress, $0.count) }, "store \(path)")
+        var entry = git_index_entry()
+        entry.mode = mode
+        entry.id = blob
+        entry.file_size = UInt32(truncatingIfNeeded: bytes.count)
+        try path.withCString { cPath in
+            entry.path = cPath
+            try GitError.check(git_index_add(index, &entry), "add \(path)")
+        }
+    }
+}
