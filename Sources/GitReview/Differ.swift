@@ -15,6 +15,15 @@ public struct FileChange: Sendable, Equatable {
         public var newLines: Int
         /// Each line with its origin first (` `, `+`, `-`, or `\` for "No newline at end of file").
         public var lines: [String]
+
+        public init(header: String, oldStart: Int, oldLines: Int, newStart: Int, newLines: Int, lines: [String]) {
+            self.header = header
+            self.oldStart = oldStart
+            self.oldLines = oldLines
+            self.newStart = newStart
+            self.newLines = newLines
+            self.lines = lines
+        }
     }
 
     public var path: String

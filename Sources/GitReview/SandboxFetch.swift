@@ -62,7 +62,17 @@ public enum SandboxFetch {
     public static func run(project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
         _ = LibGit2Runtime.initialised
         let mirrored = try CloneMirror.sync(clone: clone, into: mirror)
-        var refused = mirrored.refusals
+        do {
+            return try fetch(project: project, mirror: mirror, clone: clone, sandbox: sandbox, base: base, refused: mirrored.refusals)
+        } catch {
+            // What was refused usually explains the failure (a pack left out, say).
+            guard !mirrored.refusals.isEmpty else { throw error }
+            throw GitReviewError(error.message + "\nrefused in the clone:\n" + mirrored.refusals.map { "  " + $0 }.joined(separator: "\n"), hint: error.hint)
+        }
+    }
+
+    private static func fetch(project: String, mirror: String, clone: String, sandbox: String, base: ObjectID?, refused refusals: [String]) throws(GitReviewError) -> FetchReport {
+        var refused = refusals
         let source: Repository
         let user: Repository
         do {
@@ -103,8 +113,7 @@ public enum SandboxFetch {
         do {
             try user.fetch(from: mirror, refspecs: refspecs)
         } catch {
-            let detail = refused.isEmpty ? "" : " (refused in the clone: " + refused.joined(separator: "; ") + ")"
-            throw GitReviewError("cannot fetch from the sandbox's clone: \(error)\(detail)")
+            throw GitReviewError("cannot fetch from the sandbox's clone: \(error)")
         }
         // Branches deleted in the clone (and a capture that is gone) are removed here too.
         for name in user.references(under: prefix).keys where !expected.contains(name) {

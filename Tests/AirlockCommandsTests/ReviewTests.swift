@@ -1,0 +1,361 @@
+import Foundation
+import GitReview
+import Testing
+
+/// A project with a sandbox clone made by the test itself (no VM): the test plays the agent by
+/// running git in the clone, and then checks what airlock's fetch/diff/review/merge do.
+struct ReviewFixture {
+    let project: URL
+    var clone: URL { project.appendingPathComponent(".airlock/default/workspace") }
+
+    /// A project with `files` committed on main, and a clone of it as sandbox `default`.
+    init(files: [String: String] = ReviewFixture.standardFiles) throws {
+        project = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-review-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: project, withIntermediateDirectories: true)
+        try sh("git init -q -b main .", in: project)
+        for (path, text) in files { try write(text, to: path) }
+        try sh("git add -A && git commit -q -m initial", in: project)
+        try FileManager.default.createDirectory(at: project.appendingPathComponent(".airlock/default"), withIntermediateDirectories: true)
+        try sh("git clone -q --no-hardlinks . .airlock/default/workspace && git rev-parse HEAD > .airlock/default/base", in: project)
+        try sh("printf '/.airlock/\\n' >> .git/info/exclude", in: project)
+    }
+
+    static let standardFiles: [String: String] = [
+        "a.txt": (1...20).map { "line \($0)\n" }.joined(),
+        "b.txt": (1...20).map { "b \($0)\n" }.joined(),
+        "c.txt": "c\n",
+        "d.txt": "to be deleted\n",
+    ]
+
+    func write(_ text: String, to path: String, inClone: Bool = false) throws {
+        let url = (inClone ? clone : project).appendingPathComponent(path)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try text.write(to: url, atomically: true, encoding: .utf8)
+    }
+
+    /// Runs a shell script (the test's own git use; airlock never runs git) and returns stdout.
+    @discardableResult
+    func sh(_ script: String, in directory: URL) throws -> String {
+        var environment = ProcessInfo.processInfo.environment
+        for (key, value) in ["GIT_AUTHOR_NAME": "Agent", "GIT_AUTHOR_EMAIL": "agent@example.com", "GIT_COMMITTER_NAME": "Agent",
+                             "GIT_COMMITTER_EMAIL": "agent@example.com", "GIT_CONFIG_NOSYSTEM": "1", "HOME": project.path] {
+            environment[key] = value
+        }
+        let result = try Spawned.run(["/bin/sh", "-c", script], directory: directory.path, environment: environment, stdin: nil)
+        let output = String(decoding: result.stdout, as: UTF8.self)
+        guard result.status == 0 else {
+            throw Spawned.Failure(description: "`\(script)` failed (\(result.status)): \(String(decoding: result.stderr, as: UTF8.self))")
+        }
+        return output
+    }
+
+    func agent(_ script: String) throws { try sh(script, in: clone) }
+
+    /// The state of the user's repository that only merge/review may change: refs outside
+    /// refs/remotes/airlock, HEAD, the index and every file of the working tree.
+    func userState() throws -> String {
+        try sh("""
+            git for-each-ref --format='%(refname) %(objectname)' | grep -v '^refs/remotes/airlock/' || true
+            git symbolic-ref HEAD; git rev-parse HEAD; sha1sum .git/index
+            find . -path ./.git -prune -o -path ./.airlock -prune -o -type f -print0 | sort -z | xargs -0 sha1sum
+            """, in: project)
+    }
+
+    func airlock(_ arguments: [String], environment: [String: String] = [:]) throws -> CLI.Run {
+        var extra = environment
+        extra["HOME"] = project.path
+        extra["GIT_CONFIG_NOSYSTEM"] = "1"
+        return try CLI.run(arguments, in: project, environment: extra)
+    }
+
+    func cleanUp() {
+        try? FileManager.default.removeItem(at: project)
+    }
+}
+
+@Suite("fetch, diff, log, merge and review of a sandbox's clone")
+struct ReviewFlowTests {
+    @Test("fetch imports branches and uncommitted work; diff --stat lists exactly the changed files; merge brings the commits")
+    func fullFlow() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
+        try fixture.agent("""
+            git switch -q -c feature
+            sed -i 's/^line 5$/line five/' a.txt && echo added > e.txt && git rm -q d.txt && git add -A && git commit -q -m 'first'
+            sed -i 's/^b 3$/b three/' b.txt && git commit -q -a -m 'second'
+            echo uncommitted >> c.txt
+            """)
+        let before = try fixture.userState()
+
+        let fetch = try fixture.airlock(["fetch"])
+        #expect(fetch.status == 0, "\(fetch.stderr)")
+        #expect(fetch.stdout.contains("feature (current)"))
+        #expect(fetch.stdout.contains("2 new commits"))
+        #expect(fetch.stdout.contains("uncommitted"))
+        let refs = try fixture.sh("git for-each-ref --format='%(refname)' refs/remotes/airlock/", in: fixture.project)
+        #expect(refs.split(separator: "\n").sorted() == [
+            "refs/remotes/airlock/default/feature", "refs/remotes/airlock/default/main", "refs/remotes/airlock/default/uncommitted",
+        ])
+        // The clone was left as it was: its edit is still uncommitted there.
+        #expect(try fixture.sh("git status --porcelain", in: fixture.clone) == " M c.txt\n")
+
+        let stat = try fixture.airlock(["diff", "--name-only"])
+        #expect(stat.status == 0, "\(stat.stderr)")
+        #expect(stat.stdout == "a.txt\nb.txt\nc.txt\nd.txt\ne.txt\n")
+        let committedOnly = try fixture.airlock(["diff", "--stat", "--branch", "feature"])
+        #expect(committedOnly.stdout.contains("4 files changed"), "\(committedOnly.stdout)")
+        let patch = try fixture.airlock(["diff"])
+        #expect(patch.stdout.contains("+line five") && patch.stdout.contains("-line 5"))
+
+        let log = try fixture.airlock(["log", "--branch", "feature", "--json"])
+        let entries = try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]]
+        #expect(entries?.count == 2)
+
+        // Until the merge, the user's repository is byte-identical (only refs/remotes/airlock changed).
+        #expect(try fixture.userState() == before)
+
+        let merge = try fixture.airlock(["merge"])
+        #expect(merge.status == 0, "\(merge.stderr)")
+        #expect(merge.stdout.contains("fast-forwarded main"))
+        #expect(try fixture.sh("git log --format=%s", in: fixture.project) == "second\nfirst\ninitial\n")
+        #expect(!FileManager.default.fileExists(atPath: fixture.project.appendingPathComponent("d.txt").path))
+
+        let again = try fixture.airlock(["fetch"])
+        #expect(again.stdout.contains("nothing new"), "\(again.stdout)")
+        let audit = try String(contentsOf: fixture.project.appendingPathComponent(".airlock/default/audit.jsonl"), encoding: .utf8)
+        #expect(audit.contains("\"event\":\"fetch\"") && audit.contains("\"event\":\"merge\""))
+    }
+
+    @Test("merge refuses a dirty working tree and a detached HEAD; a conflict leaves git's merge state")
+    func mergeRefusalsAndConflicts() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
+        try fixture.agent("sed -i 's/^line 1$/agent line 1/' a.txt && git commit -q -a -m agent")
+
+        try fixture.write("local edit\n", to: "b.txt")
+        let dirty = try fixture.airlock(["merge"])
+        #expect(dirty.status == 1)
+        #expect(dirty.stderr.contains("uncommitted changes (b.txt)"))
+        try fixture.sh("git checkout -q b.txt && git switch -q --detach", in: fixture.project)
+        let detached = try fixture.airlock(["merge"])
+        #expect(detached.status == 1)
+        #expect(detached.stderr.contains("HEAD is detached"))
+
+        try fixture.sh("git switch -q main && sed -i 's/^line 1$/user line 1/' a.txt && git commit -q -a -m user", in: fixture.project)
+        let conflict = try fixture.airlock(["merge"])
+        #expect(conflict.status == 1)
+        #expect(conflict.stderr.contains("conflicts in:") && conflict.stderr.contains("a.txt"))
+        #expect(FileManager.default.fileExists(atPath: fixture.project.appendingPathComponent(".git/MERGE_HEAD").path))
+        let text = try String(contentsOf: fixture.project.appendingPathComponent("a.txt"), encoding: .utf8)
+        #expect(text.contains("<<<<<<<") && text.contains(">>>>>>>"))
+        #expect(try fixture.sh("git status --porcelain", in: fixture.project).contains("UU a.txt"))
+    }
+
+    @Test("merge without a fast-forward makes a merge commit; --ff-only refuses it")
+    func mergeCommit() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
+        try fixture.agent("echo agent >> c.txt && git commit -q -a -m agent")
+        try fixture.sh("echo user >> b.txt && git commit -q -a -m user", in: fixture.project)
+        let ffOnly = try fixture.airlock(["merge", "--ff-only"])
+        #expect(ffOnly.status == 1 && ffOnly.stderr.contains("not a fast-forward"))
+        let merge = try fixture.airlock(["merge"])
+        #expect(merge.status == 0, "\(merge.stderr)")
+        #expect(try fixture.sh("git log -1 --format='%P' | wc -w", in: fixture.project).trimmingCharacters(in: .whitespacesAndNewlines) == "2")
+        #expect(try fixture.sh("git status --porcelain --untracked-files=no", in: fixture.project) == "")
+    }
+
+    @Test("review --accept takes exactly the named files, as one commit with the agent in a trailer")
+    func reviewAcceptPaths() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
+        try fixture.agent("echo more >> a.txt && echo more >> b.txt && git commit -q -a -m 'agent work'")
+        let result = try fixture.airlock(["review", "--accept", "b.txt"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try fixture.sh("git show --name-only --format= HEAD", in: fixture.project) == "b.txt\n")
+        let message = try fixture.sh("git log -1 --format=%B", in: fixture.project)
+        #expect(message.contains("Co-authored-by: Agent <agent@example.com>"))
+        #expect(message.hasPrefix("agent work\n"))
+        let unknown = try fixture.airlock(["review", "--accept", "nope.txt"])
+        #expect(unknown.status == 1 && unknown.stderr.contains("not changed by the agent: nope.txt"))
+        let noTerminal = try fixture.airlock(["review"])
+        #expect(noTerminal.status == 1 && noTerminal.stderr.contains("needs a terminal"))
+    }
+
+    @Test("review driven through tmux: one hunk accepted, the other rejected, a whole file rejected", .enabled(if: Tmux.available, "needs tmux"))
+    func reviewInteractive() async throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
+        // a.txt gets two hunks far apart; b.txt one change.
+        try fixture.agent("sed -i -e 's/^line 2$/line TWO/' -e 's/^line 19$/line NINETEEN/' a.txt && sed -i 's/^b 1$/b ONE/' b.txt && git commit -q -a -m 'agent edits'")
+        let session = "airlock-review-\(getpid())"
+        let done = fixture.project.appendingPathComponent(".airlock/review-status")
+        let command = "cd '\(fixture.project.path)' && HOME='\(fixture.project.path)' GIT_CONFIG_NOSYSTEM=1 PAGER=cat '\(CLI.binary)' review -m 'picked'; echo $? > '\(done.path)'; sleep 30"
+        try Tmux.run(["new-session", "-d", "-s", session, "-x", "120", "-y", "40", command])
+        defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
+
+        try await Tmux.waitFor(session, toShow: "(1/2) M a.txt", timeout: 30)
+        try Tmux.run(["send-keys", "-t", session, "h", "Enter"])
+        try await Tmux.waitFor(session, toShow: "a.txt hunk 1/2", timeout: 10)
+        try Tmux.run(["send-keys", "-t", session, "y", "Enter"])
+        try await Tmux.waitFor(session, toShow: "a.txt hunk 2/2", timeout: 10)
+        // Reject, undo, reject again: undo goes back to the same hunk.
+        try Tmux.run(["send-keys", "-t", session, "n", "Enter"])
+        try await Tmux.waitFor(session, toShow: "(2/2) M b.txt", timeout: 10)
+        try Tmux.run(["send-keys", "-t", session, "u", "Enter"])
+        try await Tmux.waitFor(session, toShow: "accept this file? [y,n,h,d,u,q,?] u", timeout: 10)
+        try Tmux.run(["send-keys", "-t", session, "n", "Enter"])
+        try Tmux.run(["send-keys", "-t", session, "n", "Enter"])
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, (try? String(contentsOf: done, encoding: .utf8)) == nil {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let screen = try Tmux.run(["capture-pane", "-p", "-t", session])
+        #expect((try? String(contentsOf: done, encoding: .utf8)) == "0\n", "pane:\n\(screen)")
+        let shown = try fixture.sh("git show --format=%s HEAD", in: fixture.project)
+        #expect(shown.contains("picked"))
+        #expect(shown.contains("+line TWO"))
+        #expect(!shown.contains("NINETEEN"))
+        #expect(!shown.contains("b.txt"))
+        let a = try String(contentsOf: fixture.project.appendingPathComponent("a.txt"), encoding: .utf8)
+        #expect(a.contains("line TWO\n") && a.contains("line 19\n"))
+    }
+}
+
+@Suite("A hostile clone: fetch refuses or ignores each trick, touches nothing outside, and says what it refused")
+struct HostileCloneTests {
+    /// Something outside the clone that a trick points at; it must stay as it was.
+    static func outsideRepository(_ fixture: ReviewFixture) throws -> URL {
+        let outside = fixture.project.appendingPathComponent(".airlock/outside")
+        try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
+        try fixture.sh("git init -q . && echo secret > secret.txt && git add . && git commit -q -m secret", in: outside)
+        return outside
+    }
+
+    struct Trick: CustomTestStringConvertible, Sendable {
+        var name: String
+        /// Shell run in the clone; `$OUTSIDE` is a repository outside it.
+        var script: String
+        /// Fetch fails as a whole (else it succeeds with a refusal).
+        var fails: Bool
+        /// Words the message must contain.
+        var says: String
+        var testDescription: String { name }
+    }
+
+    static let tricks: [Trick] = [
+        Trick(name: ".git/objects is a symlink to another repository's objects",
+              script: "git commit -q --allow-empty -m x && rm -rf .git/objects && ln -s \"$OUTSIDE/.git/objects\" .git/objects",
+              fails: true, says: "objects is missing, a symlink or unreadable"),
+        Trick(name: "a pack replaced by a symlink to a file outside",
+              script: "git commit -q --allow-empty -m x && git gc -q && p=$(ls .git/objects/pack/*.pack) && rm \"$p\" && ln -s \"$OUTSIDE/secret.txt\" \"$p\"",
+              fails: true, says: "a symlink?"),
+        Trick(name: "packed-refs is a symlink",
+              script: "git switch -q -c side && git commit -q --allow-empty -m s && git pack-refs --all && mv .git/packed-refs .git/real && ln -s \"$PWD/.git/real\" .git/packed-refs",
+              fails: false, says: "packed-refs ignored: it is a symlink"),
+        Trick(name: "objects/info/alternates points at another repository",
+              script: "echo \"$OUTSIDE/.git/objects\" > .git/objects/info/alternates && git commit -q --allow-empty -m x",
+              fails: false, says: "alternates ignored"),
+        Trick(name: "config with core.fsmonitor and core.hooksPath, and hooks",
+              script: "git config core.fsmonitor \"touch $OUTSIDE/fsmonitor-ran\" && git config core.hooksPath \"$OUTSIDE\" && printf '#!/bin/sh\\ntouch $OUTSIDE/hook-ran\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && git -c core.fsmonitor=false commit -q --allow-empty -m x",
+              fails: false, says: ""),
+        Trick(name: "a 5 GB sparse loose object",
+              script: "git commit -q --allow-empty -m x && mkdir -p .git/objects/ab && truncate -s 5G .git/objects/ab/cdef0123456789abcdef0123456789abcdef01",
+              fails: false, says: "more than the limit"),
+        Trick(name: "a 5 GB sparse file in the working tree",
+              script: "truncate -s 5G huge.bin",
+              fails: false, says: "huge.bin left out"),
+        Trick(name: "a ref name with ..",
+              script: "git commit -q --allow-empty -m x && cp .git/refs/heads/main '.git/refs/heads/evil..name'",
+              fails: false, says: "not a valid branch name"),
+        Trick(name: "a ref that is a symlink to a file outside",
+              script: "ln -s \"$OUTSIDE/.git/refs/heads/master\" .git/refs/heads/stolen",
+              fails: false, says: "refs/heads/stolen ignored: it is a symlink"),
+        Trick(name: ".git is a file pointing at another repository",
+              script: "rm -rf .git && echo \"gitdir: $OUTSIDE/.git\" > .git",
+              fails: true, says: "is a file"),
+        Trick(name: ".git is a symlink",
+              script: "mv .git ../git-moved && ln -s \"$OUTSIDE/.git\" .git",
+              fails: true, says: "is a symlink"),
+    ]
+
+    @Test("fetch against a hostile clone", arguments: tricks)
+    func trick(_ trick: Trick) throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        let outside = try Self.outsideRepository(fixture)
+        let outsideBefore = try fixture.sh("find . -type f -print0 | sort -z | xargs -0 sha1sum; git for-each-ref", in: outside)
+        let userBefore = try fixture.userState()
+        try fixture.agent("OUTSIDE='\(outside.path)'; " + trick.script)
+
+        let result = try fixture.airlock(["fetch"])
+        if trick.fails {
+            #expect(result.status == 1, "stdout: \(result.stdout)")
+        } else {
+            #expect(result.status == 0, "stderr: \(result.stderr)")
+        }
+        #expect(trick.says.isEmpty || result.stderr.contains(trick.says), "stderr: \(result.stderr)")
+        // Nothing outside was touched, nothing ran, and the user's repository only gained airlock refs.
+        #expect(try fixture.sh("find . -type f -print0 | sort -z | xargs -0 sha1sum; git for-each-ref", in: outside) == outsideBefore)
+        #expect(!FileManager.default.fileExists(atPath: outside.appendingPathComponent("fsmonitor-ran").path))
+        #expect(!FileManager.default.fileExists(atPath: outside.appendingPathComponent("hook-ran").path))
+        #expect(try fixture.userState() == userBefore)
+        let refs = try fixture.sh("git for-each-ref --format='%(refname)'", in: fixture.project)
+        #expect(!refs.contains("secret") && !refs.contains("evil") && !refs.contains("stolen"))
+        // The secret never became an object of the user's repository.
+        let secretBlob = try fixture.sh("echo secret | git hash-object --stdin", in: fixture.project).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try fixture.sh("git cat-file -e \(secretBlob) 2>/dev/null && echo present || echo absent", in: fixture.project) == "absent\n")
+    }
+
+    @Test("an uncommitted symlink to a host file is captured as a symlink, never as the file's content")
+    func symlinkInWorkingTree() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        let outside = try Self.outsideRepository(fixture)
+        try fixture.agent("ln -s '\(outside.path)/secret.txt' leak")
+        let result = try fixture.airlock(["fetch"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let mode = try fixture.sh("git ls-tree refs/remotes/airlock/default/uncommitted leak", in: fixture.project)
+        #expect(mode.hasPrefix("120000 blob"))
+        let content = try fixture.sh("git cat-file -p refs/remotes/airlock/default/uncommitted:leak", in: fixture.project)
+        #expect(content == outside.path + "/secret.txt")
+    }
+}
+
+@Suite("Hunk selection")
+struct HunkApplierTests {
+    static func hunk(_ oldStart: Int, _ oldLines: Int, _ newStart: Int, _ newLines: Int) -> FileChange.Hunk {
+        FileChange.Hunk(header: "", oldStart: oldStart, oldLines: oldLines, newStart: newStart, newLines: newLines, lines: [])
+    }
+
+    static let old = Array("1\n2\n3\n4\n5\n6\n7\n8\n9\n".utf8)
+    // Line 2 changed, line 8 removed, a line added after 9.
+    static let new = Array("1\nTWO\n3\n4\n5\n6\n7\n9\nten\n".utf8)
+    static let hunks = [hunk(1, 3, 1, 3), hunk(7, 3, 7, 3)]
+
+    @Test("every combination of two hunks", arguments: [
+        ([true, true], "1\nTWO\n3\n4\n5\n6\n7\n9\nten\n"),
+        ([false, false], "1\n2\n3\n4\n5\n6\n7\n8\n9\n"),
+        ([true, false], "1\nTWO\n3\n4\n5\n6\n7\n8\n9\n"),
+        ([false, true], "1\n2\n3\n4\n5\n6\n7\n9\nten\n"),
+    ])
+    func combinations(_ accepted: [Bool], _ expected: String) {
+        let result = HunkApplier.apply(old: Self.old, new: Self.new, hunks: Self.hunks, accepted: accepted)
+        #expect(String(decoding: result, as: UTF8.self) == expected)
+    }
+
+    @Test("insertion at the very start (a zero-line old range) and a last line without newline")
+    func edges() {
+        let old = Array("a\nb".utf8)
+        let new = Array("new\na\nb\nc".utf8)
+        // @@ -0,0 +1 @@ and @@ -2 +3,2 @@
+        let hunks = [Self.hunk(0, 0, 1, 1), Self.hunk(2, 1, 3, 2)]
+        #expect(String(decoding: HunkApplier.apply(old: old, new: new, hunks: hunks, accepted: [true, false]), as: UTF8.self) == "new\na\nb")
+        #expect(String(decoding: HunkApplier.apply(old: old, new: new, hunks: hunks, accepted: [false, true]), as: UTF8.self) == "a\nb\nc")
+    }
+}
