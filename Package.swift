@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // Test-only: reads the Cloud Hypervisor OpenAPI spec for the contract tests.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // The executable: bootstraps logging, hands off to AirlockCommands.
@@ -32,7 +34,7 @@ let package = Package(
         .target(
             name: "AirlockCommands",
             dependencies: [
-                "Sandbox", "GitReview", "QEMU", "GuestLink", "CShim",
+                "Sandbox", "GitReview", "QEMU", "CloudHypervisor", "GuestLink", "CShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -83,6 +85,19 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strict
         ),
+        // The Cloud Hypervisor backend (REST API over a Unix socket, virtiofsd, hybrid vsock).
+        .target(
+            name: "CloudHypervisor",
+            dependencies: [
+                "Sandbox", "GuestLink", "CShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
         // Pure rule matching for the network policy; no I/O.
         .target(name: "NetworkPolicy", exclude: ["README.md"], swiftSettings: strict),
         // libgit2 wrapper.
@@ -113,6 +128,18 @@ let package = Package(
         .testTarget(
             name: "QEMUTests",
             dependencies: ["QEMU", "Sandbox"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CloudHypervisorTests",
+            dependencies: [
+                "CloudHypervisor", "Sandbox", "GuestLink", "CShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(

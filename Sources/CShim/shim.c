@@ -16,6 +16,8 @@
 #include <sys/reboot.h>
 #include <time.h>
 #include <x86intrin.h>
+#include <sys/socket.h>
+#include <linux/vm_sockets.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -208,6 +210,16 @@ int airlock_open_pty(unsigned short rows, unsigned short columns, int *master, i
 
 int airlock_pipe(int fds[2]) {
     return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+long long airlock_vsock_local_cid(void) {
+    int fd = open("/dev/vsock", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    unsigned int cid = VMADDR_CID_ANY;
+    int result = ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, &cid);
+    int error = errno;
+    close(fd);
+    return result == 0 ? (long long)cid : -error;
 }
 
 int airlock_power_off(void) {

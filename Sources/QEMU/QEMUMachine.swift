@@ -14,13 +14,21 @@ public final class QEMUMachine: VirtualMachine {
     public let processID: pid_t
     private let waiter: ProcessWaiter
     private let qmpSocket: String
-    private let controlSocket: String
+    private let control: Control
 
-    private init(waiter: ProcessWaiter, qmpSocket: String, controlSocket: String) {
+    /// How the host reaches the guest's control port.
+    enum Control: Sendable {
+        /// The virtio-serial port bound to this Unix socket.
+        case serial(socket: String)
+        /// `AF_VSOCK` to the guest with this context id (vhost-vsock on the host).
+        case vsock(cid: UInt32)
+    }
+
+    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control) {
         processID = waiter.pid
         self.waiter = waiter
         self.qmpSocket = qmpSocket
-        self.controlSocket = controlSocket
+        self.control = control
     }
 
     /// Measured once per process: the host TSC rate a TCG guest must be told.
@@ -36,7 +44,10 @@ public final class QEMUMachine: VirtualMachine {
 
     /// The QEMU command line for `spec` (without the binary), split out for tests.
     /// microvm needs ACPI on: Debian's virtio_mmio finds devices only through ACPI.
-    public static func arguments(for spec: MachineSpec, tscKilohertz: UInt = hostTSCKilohertz) -> [String] {
+    /// With `vsockCID` the control link is vhost-vsock (`vhost-vsock-device`: microvm has
+    /// virtio-mmio, not PCI) with that guest context id, and there is no control serial port,
+    /// so the guest picks vsock.
+    public static func arguments(for spec: MachineSpec, tscKilohertz: UInt = hostTSCKilohertz, vsockCID: UInt32? = nil) -> [String] {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
         var arguments = [
@@ -52,9 +63,17 @@ public final class QEMUMachine: VirtualMachine {
             "-chardev", "file,id=console,path=\(escape(spec.consoleLog))",
             "-serial", "chardev:console",
             "-qmp", "unix:\(escape(qmp)),server=on,wait=off",
-            "-chardev", "socket,id=control,path=\(escape(control)),server=on,wait=off",
             "-device", "virtio-serial-device,max_ports=4",
-            "-device", "virtserialport,chardev=control,name=\(LinkNames.controlPort)",
+        ]
+        if let vsockCID {
+            arguments += ["-device", "vhost-vsock-device,guest-cid=\(vsockCID)"]
+        } else {
+            arguments += [
+                "-chardev", "socket,id=control,path=\(escape(control)),server=on,wait=off",
+                "-device", "virtserialport,chardev=control,name=\(LinkNames.controlPort)",
+            ]
+        }
+        arguments += [
             "-drive", "id=state,file=\(escape(spec.disk)),format=raw,if=none,discard=unmap",
             "-device", "virtio-blk-device,drive=state",
             "-object", "rng-random,id=rng,filename=/dev/urandom",
@@ -74,8 +93,41 @@ public final class QEMUMachine: VirtualMachine {
         value.replacingOccurrences(of: ",", with: ",,")
     }
 
-    /// Starts QEMU and waits until its QMP socket answers.
-    public static func start(_ spec: MachineSpec, qemu: String, timeout: Double = 20) async throws -> QEMUMachine {
+    /// The guest context id to try on `attempt` (0, 1, …): derived from the sandbox's runtime
+    /// directory (unique per running sandbox) so the first try rarely collides, in 3 ..< 2³¹
+    /// (0–2 are reserved; the top values are special).
+    public static func vsockCID(runtimeDirectory: String, attempt: Int) -> UInt32 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in runtimeDirectory.utf8 {
+            hash = (hash ^ UInt32(byte)) &* 16_777_619
+        }
+        let span: UInt32 = (1 << 31) - 3
+        return 3 + (hash &+ UInt32(truncatingIfNeeded: attempt) &* 2_654_435_761) % span
+    }
+
+    /// What QEMU prints when another VM on the host already has the context id.
+    static func cidInUse(_ log: String) -> Bool {
+        log.contains("unable to set guest cid") || (log.contains("vhost-vsock") && log.contains("Address already in use"))
+    }
+
+    /// Starts QEMU and waits until its QMP socket answers. With `vhostVsock` (the host has
+    /// `/dev/vhost-vsock`), the link is AF_VSOCK; a context id another VM holds means another try
+    /// with the next one.
+    public static func start(_ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, timeout: Double = 20) async throws -> QEMUMachine {
+        let attempts = vhostVsock ? 8 : 1
+        for attempt in 0..<attempts {
+            let cid = vhostVsock ? vsockCID(runtimeDirectory: spec.runtimeDirectory, attempt: attempt) : nil
+            let logStart = fileSize(spec.consoleLog)
+            do {
+                return try await start(spec, qemu: qemu, vsockCID: cid, timeout: timeout)
+            } catch where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(text(of: spec.consoleLog, from: logStart)) {
+                continue  // the next attempt reports its own failure
+            }
+        }
+        throw MachineError("no free vsock context id found for QEMU", consoleTail: tailLines(of: spec.consoleLog))
+    }
+
+    private static func start(_ spec: MachineSpec, qemu: String, vsockCID: UInt32?, timeout: Double) async throws -> QEMUMachine {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
         unlink(qmp)
@@ -87,7 +139,7 @@ public final class QEMUMachine: VirtualMachine {
             if log >= 0 { close(log) }
             if devNull >= 0 { close(devNull) }
         }
-        let argv = [qemu] + arguments(for: spec)
+        let argv = [qemu] + arguments(for: spec, vsockCID: vsockCID)
         let waiter: ProcessWaiter
         do {
             waiter = try ProcessWaiter {
@@ -100,7 +152,7 @@ public final class QEMUMachine: VirtualMachine {
         } catch {
             throw MachineError("cannot start \(qemu): \(String(cString: strerror(error.errno)))")
         }
-        let machine = QEMUMachine(waiter: waiter, qmpSocket: qmp, controlSocket: control)
+        let machine = QEMUMachine(waiter: waiter, qmpSocket: qmp, control: vsockCID.map { .vsock(cid: $0) } ?? .serial(socket: control))
 
         // Ready when QMP answers; if QEMU dies first, say why.
         let deadline = monotonicSeconds() + timeout
@@ -118,7 +170,39 @@ public final class QEMUMachine: VirtualMachine {
     }
 
     public func connectControl() async throws -> LinkClient {
-        try await LinkClient.connect(unixSocket: controlSocket)
+        switch control {
+        case .serial(let socket):
+            return try await LinkClient.connect(unixSocket: socket)
+        case .vsock(let cid):
+            // Refused or reset until the guest agent listens; the orchestrator's boot deadline
+            // bounds this loop too.
+            let deadline = monotonicSeconds() + 120
+            while true {
+                do {
+                    return try await LinkClient.connect(vsockCID: cid, port: LinkNames.controlVsockPort)
+                } catch {
+                    if monotonicSeconds() > deadline {
+                        throw MachineError("the guest did not accept vsock port \(LinkNames.controlVsockPort) (CID \(cid)): \(error)")
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+        }
+    }
+
+    private static func fileSize(_ path: String) -> Int {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : 0
+    }
+
+    /// The file's bytes from `offset` on (at most 64 KiB), as text.
+    static func text(of path: String, from offset: Int) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 64 << 10)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        return n > 0 ? String(decoding: bytes[0..<n], as: UTF8.self) : ""
     }
 
     public func waitForExit() async -> Int32? {

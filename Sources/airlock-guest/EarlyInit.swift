@@ -1,5 +1,6 @@
 import CGuestInit
 import CShim
+import GuestLink
 
 #if canImport(Glibc)
 import Glibc
@@ -46,6 +47,30 @@ enum EarlyInit {
                 System.log("module \(name): \(String(cString: strerror(-result)))")
             }
         }
+    }
+
+    enum ControlTransport: Equatable {
+        /// The device node of the virtio-serial port.
+        case serialPort(String)
+        /// A virtio-vsock device, and the guest's context id on it.
+        case vsock(cid: UInt32)
+    }
+
+    /// The control link's transport, the first that exists: the virtio-serial port named
+    /// `LinkNames.controlPort`, else a vsock device (this guest has a CID). Waits up to `timeout`
+    /// for either to appear.
+    static func controlTransport(timeout: Double = 10) -> ControlTransport? {
+        let deadline = now() + timeout
+        repeat {
+            if let port = virtioPort(named: LinkNames.controlPort, timeout: 0) { return .serialPort(port) }
+            // VMADDR_CID_ANY (no transport bound), -errno (no /dev/vsock) and the reserved
+            // CIDs 0–2 all mean: no vsock device.
+            let cid = airlock_vsock_local_cid()
+            if cid >= 3 && cid < 0xFFFF_FFFF { return .vsock(cid: UInt32(cid)) }
+            var pause = timespec(tv_sec: 0, tv_nsec: 5_000_000)
+            nanosleep(&pause, nil)
+        } while now() < deadline
+        return nil
     }
 
     /// The device node of the virtio-serial port named `name`, waiting for it to appear.

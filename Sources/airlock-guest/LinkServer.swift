@@ -13,22 +13,55 @@ typealias StreamChannel = NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.Fr
 struct LinkServer {
     let group: MultiThreadedEventLoopGroup
 
+    typealias Multiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<StreamChannel>
+
     /// Serves the connected stream socket `fd` (bridged to the virtio-serial port) until the
     /// host goes away.
     func serve(socket fd: Int32) async throws {
-        let multiplexer = try await ClientBootstrap(group: group)
-            .withConnectedSocket(fd) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
-                        mode: .server,
-                        configuration: .init(connection: .init(), stream: .init())
-                    ) { stream in
-                        stream.eventLoop.makeCompletedFuture {
-                            try StreamChannel(wrappingChannelSynchronously: stream)
-                        }
-                    }
+        let multiplexer = try await ClientBootstrap(group: group).withConnectedSocket(fd, channelInitializer: Self.configure)
+        try await serve(multiplexer)
+    }
+
+    /// Listens on vsock `port` (any CID) and serves one host connection at a time: when a
+    /// connection ends, the next one replaces it (the host reconnects after losing its
+    /// connection). Returns only when listening fails.
+    func serve(vsockPort port: UInt32) async throws {
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4)
+            .bind(
+                to: VsockAddress(cid: .any, port: .init(rawValue: port)),
+                serverBackPressureStrategy: .init(lowWatermark: 1, highWatermark: 2),
+                childChannelInitializer: Self.configure)
+        try await server.executeThenClose { connections in
+            for try await multiplexer in connections {
+                System.log("the host connected over vsock")
+                do {
+                    try await serve(multiplexer)
+                    System.log("the host closed its vsock connection; waiting for the next")
+                } catch {
+                    System.log("vsock connection failed: \(error); waiting for the next")
                 }
             }
+        }
+    }
+
+    /// The HTTP/2 server pipeline, the same on every transport.
+    @Sendable
+    private static func configure(_ channel: any Channel) -> EventLoopFuture<Multiplexer> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
+                mode: .server,
+                configuration: .init(connection: .init(), stream: .init())
+            ) { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    try StreamChannel(wrappingChannelSynchronously: stream)
+                }
+            }
+        }
+    }
+
+    /// Serves the streams of one connection until it ends.
+    private func serve(_ multiplexer: Multiplexer) async throws {
         try await withThrowingDiscardingTaskGroup { tasks in
             for try await stream in multiplexer.inbound {
                 tasks.addTask { await handle(stream) }

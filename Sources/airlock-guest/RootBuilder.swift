@@ -7,7 +7,7 @@ import Glibc
 /// Assembles the root the agent's processes run in (chrooted), from a `SetupSpec`:
 ///
 ///     /newroot             overlay: lower = a fresh skeleton (tmpfs), upper = state disk
-///     /newroot/usr, …      overlay: lower = host directory over 9p (read-only), upper = state disk
+///     /newroot/usr, …      overlay: lower = host directory over 9p or virtio-fs (read-only), upper = state disk
 ///     /newroot/<project>   the workspace share, read-write
 ///
 /// The state disk keeps every upper layer, so what the agent installs persists across runs of
@@ -17,6 +17,12 @@ enum RootBuilder {
     static let state = "/mnt/state"
     static let skeleton = "/mnt/skeleton"
     static let shares = "/mnt/shares"
+
+    /// Whether the shares come as virtio-fs devices (Cloud Hypervisor) rather than virtio-9p
+    /// (QEMU): a device is bound to the virtiofs driver.
+    static func hasVirtiofsDevices() -> Bool {
+        System.directoryEntries("/sys/bus/virtio/drivers/virtiofs").contains { $0.hasPrefix("virtio") }
+    }
 
     static func build(_ spec: SetupSpec) async throws {
         var time = timespec(tv_sec: Int(spec.clockSeconds), tv_nsec: Int(spec.clockNanoseconds))
@@ -46,13 +52,19 @@ enum RootBuilder {
         // Scratch file systems first: a share may live below them (a project in /tmp).
         try System.mount("tmpfs", root + "/tmp", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=1777")
         try System.mount("tmpfs", root + "/run", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=0755")
+        let virtiofs = hasVirtiofsDevices()
         for share in spec.shares {
             let mountPoint = shares + "/" + share.tag
-            // Read-only host directories can be cached freely; the writable workspace keeps
-            // mmap working (git maps its packs) without caching what the host may read.
-            let cache = share.readOnly ? "loose" : "mmap"
-            try System.mount(share.tag, mountPoint, "9p", flags: share.readOnly ? UInt(MS_RDONLY) : 0,
-                             options: "trans=virtio,version=9p2000.L,msize=512000,cache=\(cache)")
+            if virtiofs {
+                // Cloud Hypervisor: every share is a virtio-fs device (caching is virtiofsd's).
+                try System.mount(share.tag, mountPoint, "virtiofs", flags: share.readOnly ? UInt(MS_RDONLY) : 0)
+            } else {
+                // Read-only host directories can be cached freely; the writable workspace keeps
+                // mmap working (git maps its packs) without caching what the host may read.
+                let cache = share.readOnly ? "loose" : "mmap"
+                try System.mount(share.tag, mountPoint, "9p", flags: share.readOnly ? UInt(MS_RDONLY) : 0,
+                                 options: "trans=virtio,version=9p2000.L,msize=512000,cache=\(cache)")
+            }
             switch share.kind {
             case .overlay:
                 let layer = state + "/layers/" + share.tag

@@ -18,21 +18,32 @@ if getpid() == 1 {
     }
 }
 
-guard let port = EarlyInit.virtioPort(named: LinkNames.controlPort) else {
-    System.log("no virtio-serial port named \(LinkNames.controlPort); is the host side wired?")
-    EarlyInit.powerOff()
-}
-let fd = open(port, O_RDWR | O_CLOEXEC | O_NOCTTY)
-guard fd >= 0 else {
-    System.log("cannot open \(port): \(String(cString: strerror(errno)))")
-    EarlyInit.powerOff()
-}
-guard let socket = PortBridge.start(port: fd) else { EarlyInit.powerOff() }
-System.log("ready on \(port)")
-do {
-    try await LinkServer(group: .singleton).serve(socket: socket)
-    System.log("the host closed the control connection")
-} catch {
-    System.log("control connection failed: \(error)")
+// The control link: the first transport that exists. A virtio-serial port named
+// airlock.control (QEMU without vhost-vsock), else vsock (Cloud Hypervisor's hybrid vsock, or
+// QEMU with vhost-vsock), on which the host connects to port LinkNames.controlVsockPort.
+switch EarlyInit.controlTransport() {
+case .serialPort(let port)?:
+    let fd = open(port, O_RDWR | O_CLOEXEC | O_NOCTTY)
+    guard fd >= 0 else {
+        System.log("cannot open \(port): \(String(cString: strerror(errno)))")
+        EarlyInit.powerOff()
+    }
+    guard let socket = PortBridge.start(port: fd) else { EarlyInit.powerOff() }
+    System.log("ready on \(port)")
+    do {
+        try await LinkServer(group: .singleton).serve(socket: socket)
+        System.log("the host closed the control connection")
+    } catch {
+        System.log("control connection failed: \(error)")
+    }
+case .vsock(let cid)?:
+    System.log("ready on vsock port \(LinkNames.controlVsockPort) (CID \(cid))")
+    do {
+        try await LinkServer(group: .singleton).serve(vsockPort: LinkNames.controlVsockPort)
+    } catch {
+        System.log("cannot listen on vsock port \(LinkNames.controlVsockPort): \(error)")
+    }
+case nil:
+    System.log("no control transport: neither a virtio-serial port named \(LinkNames.controlPort) nor a vsock device; is the host side wired?")
 }
 EarlyInit.powerOff()

@@ -43,4 +43,33 @@ struct QEMUArgumentsTests {
         #expect(values(arguments, "-append").first?.contains("tsc_early_khz") == false)
         #expect(values(arguments, "-cpu") == ["host"])
     }
+
+    @Test("vhost-vsock: a vhost-vsock-device (virtio-mmio) with the guest CID, and no control serial port")
+    func vhostVsock() {
+        let arguments = QEMUMachine.arguments(for: Self.spec(accelerator: .kvm), tscKilohertz: 2_445_404, vsockCID: 123_456)
+        let devices = values(arguments, "-device")
+        #expect(devices.contains("vhost-vsock-device,guest-cid=123456"))
+        #expect(!devices.contains { $0.contains("vhost-vsock-pci") })
+        #expect(!devices.contains { $0.hasPrefix("virtserialport") && $0.contains("airlock.control") })
+        #expect(!values(arguments, "-chardev").contains { $0.contains("control.sock") })
+        // Without a CID: the serial port, and no vsock device.
+        let serial = values(QEMUMachine.arguments(for: Self.spec(accelerator: .kvm), tscKilohertz: 2_445_404), "-device")
+        #expect(!serial.contains { $0.hasPrefix("vhost-vsock") })
+    }
+
+    @Test("guest CIDs: at least 3, below 2^31, stable for a sandbox, different per sandbox and per retry")
+    func vsockCIDs() {
+        let directories = (0..<200).map { "/run/user/1000/airlock/\(String($0, radix: 16))" }
+        var seen = Set<UInt32>()
+        for directory in directories {
+            let first = QEMUMachine.vsockCID(runtimeDirectory: directory, attempt: 0)
+            #expect(first >= 3 && first < 1 << 31)
+            #expect(QEMUMachine.vsockCID(runtimeDirectory: directory, attempt: 0) == first)
+            let retries = (1..<8).map { QEMUMachine.vsockCID(runtimeDirectory: directory, attempt: $0) }
+            #expect(Set(retries + [first]).count == 8, "retries must try other CIDs")
+            #expect(retries.allSatisfy { $0 >= 3 && $0 < 1 << 31 })
+            seen.insert(first)
+        }
+        #expect(seen.count >= 199, "sandboxes should rarely share a first CID")
+    }
 }

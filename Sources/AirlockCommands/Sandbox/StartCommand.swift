@@ -1,5 +1,6 @@
 import ArgumentParser
 import CShim
+import CloudHypervisor
 import GuestLink
 import Logging
 import QEMU
@@ -119,13 +120,22 @@ struct SessionLauncher {
             if selection.accelerator == .tcg && !quiet {
                 Terminal.standardError.write(Terminal.standardError.style("airlock: warning: no usable KVM; the VM runs under TCG software emulation (slow)", .yellow) + "\n")
             }
-            guard backend == .qemu, let qemu = facts.qemu?.path else {
-                throw SandboxError("the Cloud Hypervisor backend is not available in this build", hint: "set `backend = \"qemu\"` under [vm]")
+            let machine: SandboxRunner.MachineFactory
+            switch backend {
+            case .cloudHypervisor:
+                // BackendSelection chose it, so both were found; checked again, not assumed.
+                guard let cloudHypervisor = facts.cloudHypervisor?.path, let virtiofsd = facts.virtiofsd?.path else {
+                    throw SandboxError("cloud-hypervisor or virtiofsd disappeared", hint: "run `airlock doctor`")
+                }
+                machine = { try await CloudHypervisorMachine.start($0, cloudHypervisor: cloudHypervisor, virtiofsd: virtiofsd) }
+            case .qemu:
+                guard let qemu = facts.qemu?.path else { throw SandboxError("qemu-system-x86_64 disappeared", hint: "run `airlock doctor`") }
+                let vhostVsock = facts.vhostVsock == .ok
+                machine = { try await QEMUMachine.start($0, qemu: qemu, vhostVsock: vhostVsock) }
             }
             let assets = try EmbeddedAssets.locate(facts.assets, environment: context.environment)
             let ended = try await runner.run(
-                spec(runner, command: command, environment: environment), selection: selection, assets: assets,
-                machine: { try await QEMUMachine.start($0, qemu: qemu) })
+                spec(runner, command: command, environment: environment), selection: selection, assets: assets, machine: machine)
             if verbose { showConsole(runner.paths) }
             return ended.code
         } catch {

@@ -66,6 +66,13 @@ int airlock_pipe(int fds[2]);
 /// A TCG guest needs it (tsc_early_khz=) or its boot hangs calibrating against absent timers.
 unsigned long airlock_tsc_khz(unsigned int milliseconds);
 
+/// This machine's own vsock context id (IOCTL_VM_SOCKETS_GET_LOCAL_CID on /dev/vsock): in a
+/// guest with a virtio-vsock device, the guest's CID. Returns the CID, 0xFFFFFFFF
+/// (VMADDR_CID_ANY) when no transport is bound (the vsock module is loaded but there is no
+/// device), or -errno (cast) when /dev/vsock cannot be opened; callers compare against the
+/// CIDs they accept, so any failure reads as "no vsock".
+long long airlock_vsock_local_cid(void);
+
 /// sync, then reboot(RB_POWER_OFF). Returns -errno when not allowed (not PID 1 / no privilege).
 int airlock_power_off(void);
 

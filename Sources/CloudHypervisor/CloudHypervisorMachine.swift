@@ -1,0 +1,294 @@
+import CShim
+import GuestLink
+import Logging
+import NIOCore
+import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A VM run by one `cloud-hypervisor` process, driven only through its REST API: shares served
+/// by one `virtiofsd` each, the state disk on virtio-blk, the serial console written to the
+/// console log, and the link over hybrid vsock.
+///
+/// Start: virtiofsd per share (ready = its socket file exists) → `cloud-hypervisor
+/// --api-socket` (ready = `vmm.ping` answers) → guest→host listeners bound → `vm.create` →
+/// `vm.boot`. Stop: `vm.shutdown` → `vm.delete` → `vmm.shutdown` → SIGTERM → SIGKILL, then the
+/// virtiofsd processes; everything reaped.
+public final class CloudHypervisorMachine: VirtualMachine {
+    public let backend = BackendSelection.Backend.cloudHypervisor
+    public let processID: pid_t
+    private let vmm: ProcessWaiter
+    private let virtiofsd: [ProcessWaiter]
+    private let listeners: [HybridVsockListener]
+    private let client: CloudHypervisorClient
+    private let vsockSocket: String
+    private let connectTimeout: Double
+    private let logger: Logger
+
+    private init(
+        vmm: ProcessWaiter, virtiofsd: [ProcessWaiter], listeners: [HybridVsockListener], client: CloudHypervisorClient,
+        vsockSocket: String, connectTimeout: Double, logger: Logger
+    ) {
+        processID = vmm.pid
+        self.vmm = vmm
+        self.virtiofsd = virtiofsd
+        self.listeners = listeners
+        self.client = client
+        self.vsockSocket = vsockSocket
+        self.connectTimeout = connectTimeout
+        self.logger = logger
+    }
+
+    /// The guest's vsock context id. Every VM has its own vsock socket, so they can all be 3.
+    public static let guestCID: Int64 = 3
+
+    /// Where a VM's sockets go, all inside `MachineSpec.runtimeDirectory`.
+    public struct Sockets: Sendable, Equatable {
+        public var api: String
+        public var vsock: String
+        public var shares: [String]
+
+        public init(runtimeDirectory: String, shareCount: Int) {
+            api = runtimeDirectory + "/ch.sock"
+            vsock = runtimeDirectory + "/vsock.sock"
+            shares = (0..<shareCount).map { runtimeDirectory + "/fs\($0).sock" }
+        }
+    }
+
+    /// Where the VMM's and virtiofsd's own messages go: beside the console log (which CH
+    /// itself writes, from the start of the file, so nothing else may append to it).
+    public static func processLog(for spec: MachineSpec) -> String {
+        let directory = spec.consoleLog.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return (directory.isEmpty ? "." : directory) + "/vmm.log"
+    }
+
+    /// The kernel command line: the serial console on ttyS0 (CH's 8250), as under QEMU.
+    public static func kernelCommandLine(for spec: MachineSpec) -> String {
+        "console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests"
+    }
+
+    /// `cloud-hypervisor`'s own arguments: only the API socket; everything else goes through
+    /// `vm.create`.
+    public static func arguments(sockets: Sockets) -> [String] {
+        ["--api-socket", sockets.api]
+    }
+
+    /// A virtiofsd serving one share. Fixed flags only: nothing here comes from the user but
+    /// the directory itself, passed as `--shared-dir=` so no path can read as an option.
+    /// The default sandbox (`namespace`: pivot_root into the share, own pid/net namespaces)
+    /// stays on; `--announce-submounts` gives each file system under the share its own device
+    /// number (the host root shares cross mount points).
+    public static func virtiofsdArguments(socket: String, share: MachineSpec.Share) -> [String] {
+        var arguments = [
+            "--socket-path=\(socket)",
+            "--shared-dir=\(share.hostPath)",
+            "--cache=auto",
+            "--announce-submounts",
+            "--log-level=warn",
+        ]
+        if share.readOnly { arguments.append("--readonly") }
+        return arguments
+    }
+
+    /// The `vm.create` body for `spec`.
+    public static func vmConfig(for spec: MachineSpec, sockets: Sockets) -> VmConfig {
+        VmConfig(
+            cpus: CpusConfig(bootVcpus: spec.cpus, maxVcpus: spec.cpus),
+            memory: MemoryConfig(size: Int64(spec.memoryMiB) << 20, shared: true),
+            payload: PayloadConfig(kernel: spec.kernel, initramfs: spec.initramfs, cmdline: kernelCommandLine(for: spec)),
+            disks: [DiskConfig(path: spec.disk, readonly: false, id: "state", imageType: .raw)],
+            rng: RngConfig(src: "/dev/urandom"),
+            fs: spec.shares.isEmpty ? nil : zip(spec.shares, sockets.shares).map { share, socket in
+                FsConfig(tag: share.tag, socket: socket, numQueues: 1, queueSize: 1024)
+            },
+            serial: SerialConfig(mode: .file, file: spec.consoleLog),
+            console: ConsoleConfig(mode: .off),
+            vsock: VsockConfig(cid: guestCID, socket: sockets.vsock)
+        )
+    }
+
+    /// Starts the VM. `guestListeners` maps vsock ports the guest connects to on the host
+    /// (e.g. `LinkNames.egressVsockPort`) to the set-up of each accepted connection; they are
+    /// listening before the VM boots.
+    public static func start(
+        _ spec: MachineSpec, cloudHypervisor: String, virtiofsd: String,
+        guestListeners: [UInt32: @Sendable (any Channel) -> EventLoopFuture<Void>] = [:],
+        timeout: Double = 20, connectTimeout: Double = 120, logger: Logger = Logger(label: "airlock.cloud-hypervisor")
+    ) async throws -> CloudHypervisorMachine {
+        let sockets = Sockets(runtimeDirectory: spec.runtimeDirectory, shareCount: spec.shares.count)
+        for path in [sockets.api, sockets.vsock] + sockets.shares { unlink(path) }
+        let log = processLog(for: spec)
+        close(open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
+        let client = CloudHypervisorClient(socketPath: sockets.api, timeout: .seconds(10))
+        let started = StartedParts()
+
+        do {
+            // virtiofsd first: CH connects to their sockets at vm.boot.
+            for (share, socket) in zip(spec.shares, sockets.shares) {
+                let waiter = try spawn(virtiofsd, virtiofsdArguments(socket: socket, share: share), log: log)
+                started.virtiofsd.append(waiter)
+                try await waitForSocketFile(socket, of: waiter, timeout: 5) {
+                    MachineError("virtiofsd for \(share.hostPath) \($0)", consoleTail: tailLines(of: log))
+                }
+            }
+
+            let vmm = try spawn(cloudHypervisor, arguments(sockets: sockets), log: log)
+            started.vmm = vmm
+            try await waitForPing(client, of: vmm, timeout: timeout, log: log)
+
+            for (port, initializer) in guestListeners.sorted(by: { $0.key < $1.key }) {
+                started.listeners.append(try await HybridVsockListener.bind(vsockSocket: sockets.vsock, port: port, initializer: initializer))
+            }
+
+            do {
+                try await client.createVM(vmConfig(for: spec, sockets: sockets))
+                try await client.bootVM()
+            } catch {
+                throw MachineError("Cloud Hypervisor did not boot the VM: \(error)", consoleTail: tailLines(of: log) + tailLines(of: spec.consoleLog))
+            }
+            logger.info("cloud-hypervisor booted the VM", metadata: ["pid": "\(vmm.pid)", "shares": "\(spec.shares.count)"])
+            return CloudHypervisorMachine(
+                vmm: vmm, virtiofsd: started.virtiofsd, listeners: started.listeners, client: client,
+                vsockSocket: sockets.vsock, connectTimeout: connectTimeout, logger: logger)
+        } catch {
+            await teardown(vmm: started.vmm, client: client, virtiofsd: started.virtiofsd, listeners: started.listeners, grace: .seconds(1))
+            throw error
+        }
+    }
+
+    /// What `start` has started so far, for the teardown when a later step fails. Only the
+    /// starting task touches it.
+    private final class StartedParts {
+        var vmm: ProcessWaiter?
+        var virtiofsd: [ProcessWaiter] = []
+        var listeners: [HybridVsockListener] = []
+    }
+
+    public func connectControl() async throws -> LinkClient {
+        let fd = try await HybridVsock.connect(socket: vsockSocket, port: LinkNames.controlVsockPort, timeout: connectTimeout)
+        return try await LinkClient.connect(connectedSocket: fd)
+    }
+
+    public func waitForExit() async -> Int32? {
+        await vmm.wait()
+    }
+
+    public func stop(grace: Duration) async {
+        await Self.teardown(vmm: vmm, client: client, virtiofsd: virtiofsd, listeners: listeners, grace: grace)
+    }
+
+    /// Ends everything `start` started, the VMM first (virtiofsd ends by itself when its VMM
+    /// goes; it gets signals only if it does not).
+    private static func teardown(
+        vmm: ProcessWaiter?, client: CloudHypervisorClient, virtiofsd: [ProcessWaiter], listeners: [HybridVsockListener], grace: Duration
+    ) async {
+        if let vmm {
+            // After the guest powered off, the VMM ends by itself.
+            if await !exited(vmm, within: grace) {
+                var polite = client
+                polite.timeout = .seconds(1)
+                try? await polite.shutdownVM()
+                try? await polite.deleteVM()
+                try? await polite.shutdownVMM()
+                await terminate(vmm, grace: grace)
+            }
+        }
+        for helper in virtiofsd {
+            if await !exited(helper, within: .milliseconds(500)) { await terminate(helper, grace: .seconds(1)) }
+        }
+        for listener in listeners { await listener.close() }
+    }
+
+    /// SIGTERM, then SIGKILL, `grace` apart, to the process and its group; then reaped.
+    private static func terminate(_ process: ProcessWaiter, grace: Duration) async {
+        for signal in [SIGTERM, SIGKILL] {
+            if await exited(process, within: signal == SIGTERM ? .zero : grace) { return }
+            kill(-process.pid, signal)
+            kill(process.pid, signal)
+        }
+        _ = await process.wait()
+    }
+
+    /// Both racers end on cancellation, so the group returns as soon as the first is done.
+    private static func exited(_ process: ProcessWaiter, within duration: Duration) async -> Bool {
+        if process.hasExited { return true }
+        if duration == .zero { return false }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await process.wait() != nil }
+            group.addTask {
+                try? await Task.sleep(for: duration)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// Starts `path` in its own session with PDEATHSIG (it dies with airlock), a minimal
+    /// environment, stdin from /dev/null and its output appended to `log`.
+    static func spawn(_ path: String, _ arguments: [String], log: String) throws -> ProcessWaiter {
+        let logFD = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer {
+            if logFD >= 0 { close(logFD) }
+            if devNull >= 0 { close(devNull) }
+        }
+        let argv = [path] + arguments
+        do {
+            // ProcessWaiter runs the closure on its own thread and returns only after it ran,
+            // so the descriptors closed by the `defer` above are still open while it runs.
+            return try ProcessWaiter {
+                withCStrings(argv) { args in
+                    withCStrings(["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]) { env in
+                        airlock_spawn(path, args, env, devNull, logFD, logFD, Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG))
+                    }
+                }
+            }
+        } catch {
+            throw MachineError("cannot start \(path): \(String(cString: strerror(error.errno)))")
+        }
+    }
+
+    /// virtiofsd is ready once its socket file exists. Never probed by connecting: virtiofsd
+    /// takes its first connection as the VMM's and serves no other.
+    static func waitForSocketFile(
+        _ path: String, of process: ProcessWaiter, timeout: Double, failure: (String) -> MachineError
+    ) async throws {
+        let deadline = monotonicSeconds() + timeout
+        while true {
+            var info = stat()
+            if lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK { return }
+            if process.hasExited { throw failure("exited before creating its socket \(path)") }
+            if monotonicSeconds() > deadline { throw failure("did not create its socket \(path) within \(Int(timeout)) s") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Cloud Hypervisor is ready once `vmm.ping` answers.
+    static func waitForPing(_ client: CloudHypervisorClient, of process: ProcessWaiter, timeout: Double, log: String) async throws {
+        var probe = client
+        probe.timeout = .seconds(1)
+        let deadline = monotonicSeconds() + timeout
+        var last: CloudHypervisorError?
+        while true {
+            if process.hasExited {
+                throw MachineError("cloud-hypervisor exited during start-up", consoleTail: tailLines(of: log))
+            }
+            do {
+                _ = try await probe.ping()
+                return
+            } catch {
+                last = error
+            }
+            if monotonicSeconds() > deadline {
+                throw MachineError(
+                    "cloud-hypervisor did not answer on its API socket within \(Int(timeout)) s" + (last.map { " (\($0))" } ?? ""),
+                    consoleTail: tailLines(of: log))
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}
