@@ -359,3 +359,29 @@ struct HunkApplierTests {
         #expect(String(decoding: HunkApplier.apply(old: old, new: new, hunks: hunks, accepted: [false, true]), as: UTF8.self) == "a\nb\nc")
     }
 }
+
+@Suite("The project's fingerprint around a session")
+struct FingerprintTests {
+    @Test("a changed, added or removed file, a moved ref and a changed index are all reported")
+    func detectsChanges() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        let before = ProjectFingerprint.take(project: fixture.project.path)
+        #expect(ProjectFingerprint.take(project: fixture.project.path).differences(since: before).isEmpty)
+        // Changes under .airlock (the sandbox's own state) and refs/remotes/airlock don't count.
+        try fixture.write("state", to: ".airlock/default/other")
+        try fixture.sh("git update-ref refs/remotes/airlock/default/x HEAD", in: fixture.project)
+        #expect(ProjectFingerprint.take(project: fixture.project.path).differences(since: before).isEmpty)
+
+        try fixture.write("changed\n", to: "c.txt")
+        try fixture.write("new\n", to: "sub/new.txt")
+        try FileManager.default.removeItem(at: fixture.project.appendingPathComponent("d.txt"))
+        try fixture.sh("git update-ref refs/heads/planted HEAD && git add c.txt", in: fixture.project)
+        let differences = ProjectFingerprint.take(project: fixture.project.path).differences(since: before)
+        #expect(differences.contains("changed: file c.txt"))
+        #expect(differences.contains("added: file sub/new.txt"))
+        #expect(differences.contains("removed: file d.txt"))
+        #expect(differences.contains("added: ref refs/heads/planted"))
+        #expect(differences.contains("changed: index"))
+    }
+}

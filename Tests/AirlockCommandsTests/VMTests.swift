@@ -188,6 +188,61 @@ struct VMTests {
         #expect(again.status == 0, "stderr: \(again.stderr)")
     }
 
+    @Test("a real session's work comes home: fetch, diff --stat, merge; --fresh and --with-changes")
+    func workComesHome() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let files = FileManager.default
+        for name in ["one.txt", "two.txt", "gone.txt", "kept.txt"] {
+            try "\(name)\n".write(to: project.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        try VMEnvironment.git(["add", "-A"], in: project)
+        try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "files"], in: project)
+        func userState() throws -> String {
+            let result = try Spawned.run(["/bin/sh", "-c", """
+                git for-each-ref --format='%(refname) %(objectname)' | grep -v '^refs/remotes/airlock/'; git rev-parse HEAD; sha1sum .git/index
+                find . -path ./.git -prune -o -path ./.airlock -prune -o -type f -print0 | sort -z | xargs -0 sha1sum
+                """], directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+            return String(decoding: result.stdout, as: UTF8.self)
+        }
+        let before = try userState()
+
+        // The agent: a new branch, two commits (two edits, one file added, one deleted), one uncommitted edit.
+        let session = try CLI.run(["start", "--", "sh", "-c", """
+            set -e
+            git switch -q -c agent-work
+            echo edited >> one.txt; echo edited >> two.txt; git commit -q -a -m 'edit two files'
+            echo new > three.txt; git rm -q gone.txt; git add three.txt; git commit -q -m 'add one, delete one'
+            echo uncommitted >> kept.txt
+            """], in: project)
+        #expect(session.status == 0, "stderr: \(session.stderr)")
+        #expect(!session.stderr.contains("project changed"), "\(session.stderr)")
+        #expect(try userState() == before, "the session changed the user's repository")
+
+        let fetch = try CLI.run(["fetch"], in: project)
+        #expect(fetch.status == 0, "stderr: \(fetch.stderr)")
+        #expect(fetch.stdout.contains("agent-work (current)") && fetch.stdout.contains("2 new commits"), "\(fetch.stdout)")
+        #expect(fetch.stdout.contains("uncommitted"))
+        let committed = try CLI.run(["diff", "--name-only", "--branch", "agent-work"], in: project)
+        #expect(committed.stdout == "gone.txt\none.txt\nthree.txt\ntwo.txt\n")
+        let all = try CLI.run(["diff", "--stat"], in: project)
+        #expect(all.stdout.contains("5 files changed"), "\(all.stdout)")
+        #expect(try userState() == before, "fetch or diff changed the user's repository")
+
+        let merge = try CLI.run(["merge"], in: project)
+        #expect(merge.status == 0, "stderr: \(merge.stderr)")
+        #expect(files.fileExists(atPath: project.appendingPathComponent("three.txt").path))
+        #expect(!files.fileExists(atPath: project.appendingPathComponent("gone.txt").path))
+
+        // --with-changes carries the user's uncommitted edit into a fresh clone; --fresh first
+        // fetches the old clone (its uncommitted work is kept on airlock/default/uncommitted).
+        try "mine\n".write(to: project.appendingPathComponent("kept.txt"), atomically: true, encoding: .utf8)
+        let fresh = try CLI.run(["start", "--fresh", "--with-changes", "--", "sh", "-c", "cat kept.txt; git log --format=%s -1; ls"], in: project)
+        #expect(fresh.status == 0, "stderr: \(fresh.stderr)")
+        #expect(fresh.stdout.hasPrefix("mine\nUncommitted changes from"), "\(fresh.stdout)")
+        #expect(fresh.stdout.contains("three.txt"), "the fresh clone starts from the merged branch")
+    }
+
     @Test("an interactive shell through tmux: output, window size, ^C, exit status", .enabled(if: Tmux.available, "needs tmux"))
     func interactive() async throws {
         let project = try VMEnvironment.repository()
