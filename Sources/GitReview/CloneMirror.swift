@@ -30,6 +30,8 @@ struct CloneMirror {
     let path: String
     /// What was refused or ignored, each as one sentence.
     private(set) var refusals: [String] = []
+    /// When the clone's index was last written (nil without an index).
+    private(set) var indexTime: timespec?
     private let limits: Limits
     private var copiedBytes: Int64 = 0
 
@@ -73,6 +75,7 @@ struct CloneMirror {
         copyPackedRefs(from: git)
         try copyObjects(from: git)
         copyOptional("index", from: git)
+        if fileSize(path + "/index") != nil { indexTime = git.status("index")?.st_mtim }
         copyOptional("shallow", from: git)
     }
 

@@ -43,13 +43,18 @@ final class GuestTree {
 
     /// What `relative` is, without following a symlink anywhere on the way; nil when absent.
     func kind(_ relative: String) -> Kind? {
+        status(relative).map(Self.kind(of:))
+    }
+
+    /// lstat of `relative`, without following a symlink anywhere on the way; nil when absent.
+    func status(_ relative: String) -> stat? {
         let (parent, name) = split(relative)
         let directoryFD = parent.isEmpty ? dup(fd) : airlock_open_beneath(fd, parent, Int32(AIRLOCK_O_PATH) | O_DIRECTORY)
         guard directoryFD >= 0 else { return nil }
         defer { close(directoryFD) }
         var info = stat()
         guard fstatat(directoryFD, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
-        return Self.kind(of: info)
+        return info
     }
 
     static func kind(of info: stat) -> Kind {
@@ -63,6 +68,11 @@ final class GuestTree {
 
     /// The names in this directory with their kinds (symlinks reported, never followed).
     func entries() -> [(name: String, kind: Kind)] {
+        entriesWithStatus().map { ($0.name, Self.kind(of: $0.status)) }
+    }
+
+    /// The names in this directory with their lstat data, sorted by name.
+    func entriesWithStatus() -> [(name: String, status: stat)] {
         let listFD = dup(fd)
         guard listFD >= 0, let stream = fdopendir(listFD) else {
             if listFD >= 0 { close(listFD) }
@@ -70,7 +80,7 @@ final class GuestTree {
         }
         defer { closedir(stream) }
         rewinddir(stream)
-        var result: [(String, Kind)] = []
+        var result: [(String, stat)] = []
         while let entry = readdir(stream) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
@@ -78,7 +88,7 @@ final class GuestTree {
             if name == "." || name == ".." { continue }
             var info = stat()
             guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-            result.append((name, Self.kind(of: info)))
+            result.append((name, info))
         }
         return result.sorted { $0.0 < $1.0 }
     }

@@ -1,5 +1,9 @@
 import Clibgit2
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An open libgit2 repository; freed when released.
 public final class Repository {
     let pointer: OpaquePointer
@@ -141,5 +145,66 @@ extension Repository {
             try GitError.check(withUnsafePointer(to: commit.raw) { git_repository_set_head_detached(pointer, $0) }, "move HEAD")
         }
         return commit
+    }
+}
+
+extension Repository {
+    /// A submodule as the superproject records it.
+    public struct Submodule: Sendable, Equatable {
+        public var name: String
+        public var path: String
+        /// The commit the superproject's index records for it.
+        public var commit: ObjectID?
+    }
+
+    public var submodules: [Submodule] {
+        final class Collected {
+            var list: [Submodule] = []
+        }
+        let collected = Collected()
+        let payload = Unmanaged.passUnretained(collected).toOpaque()
+        _ = git_submodule_foreach(pointer, { submodule, _, payload in
+            guard let submodule, let payload else { return 0 }
+            let collected = Unmanaged<Collected>.fromOpaque(payload).takeUnretainedValue()
+            collected.list.append(Submodule(
+                name: git_submodule_name(submodule).map { String(cString: $0) } ?? "",
+                path: git_submodule_path(submodule).map { String(cString: $0) } ?? "",
+                commit: git_submodule_index_id(submodule).map { ObjectID($0.pointee) }))
+            return 0
+        }, payload)
+        return withExtendedLifetime(collected) { collected.list }
+    }
+
+    /// Clones the project's checked-out submodules into this (freshly cloned) repository at
+    /// their recorded commits, from the project's own copies (no network, no hard links), and
+    /// registers them in this repository's config. Returns the paths it could not initialise.
+    public func initialiseSubmodules(fromProject project: String) throws(GitError) -> [String] {
+        var missing: [String] = []
+        guard let workdir = git_repository_workdir(pointer).map({ String(cString: $0) }) else { return [] }
+        for submodule in submodules {
+            let source = project + "/" + submodule.path
+            var info = stat()
+            guard let commit = submodule.commit, lstat(source + "/.git", &info) == 0 else {
+                missing.append(submodule.path)
+                continue
+            }
+            let destination = workdir + submodule.path
+            let clone = try Repository.cloneLocal(from: source, to: destination, branch: nil)
+            var raw = commit.raw
+            guard git_repository_set_head_detached(clone.pointer, &raw) == 0 else {
+                missing.append(submodule.path)
+                continue
+            }
+            var options = git_checkout_options()
+            try GitError.check(git_checkout_options_init(&options, UInt32(GIT_CHECKOUT_OPTIONS_VERSION)), "checkout options")
+            options.checkout_strategy = UInt32(GIT_CHECKOUT_FORCE.rawValue)
+            try GitError.check(git_checkout_head(clone.pointer, &options), "check out submodule \(submodule.path)")
+            var handle: OpaquePointer?
+            if git_submodule_lookup(&handle, pointer, submodule.name) == 0 {
+                git_submodule_init(handle, 0)
+                git_submodule_free(handle)
+            }
+        }
+        return missing
     }
 }

@@ -63,7 +63,7 @@ public enum SandboxFetch {
         _ = LibGit2Runtime.initialised
         let mirrored = try CloneMirror.sync(clone: clone, into: mirror)
         do {
-            return try fetch(project: project, mirror: mirror, clone: clone, sandbox: sandbox, base: base, refused: mirrored.refusals)
+            return try fetch(project: project, mirror: mirrored, clone: clone, sandbox: sandbox, base: base)
         } catch {
             // What was refused usually explains the failure (a pack left out, say).
             guard !mirrored.refusals.isEmpty else { throw error }
@@ -71,12 +71,12 @@ public enum SandboxFetch {
         }
     }
 
-    private static func fetch(project: String, mirror: String, clone: String, sandbox: String, base: ObjectID?, refused refusals: [String]) throws(GitReviewError) -> FetchReport {
-        var refused = refusals
+    private static func fetch(project: String, mirror: CloneMirror, clone: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
+        var refused = mirror.refusals
         let source: Repository
         let user: Repository
         do {
-            source = try Repository.open(mirror)
+            source = try Repository.open(mirror.path)
             user = try Repository.open(project)
         } catch {
             throw GitReviewError(error)
@@ -90,7 +90,7 @@ public enum SandboxFetch {
         if let head = source.headCommit {
             do {
                 try? source.deleteReference("refs/airlock/uncommitted")
-                if let captured = try captureUncommitted(in: source, clone: clone, head: head, sandbox: sandbox, refused: &refused) {
+                if let captured = try captureUncommitted(in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, refused: &refused) {
                     try source.setReference("refs/airlock/uncommitted", to: captured.commit, message: "airlock: uncommitted work")
                     refspecs.append("+refs/airlock/uncommitted:\(prefix)\(uncommittedName)")
                     expected.insert(prefix + uncommittedName)
@@ -111,7 +111,7 @@ public enum SandboxFetch {
 
         let before = user.references(under: prefix)
         do {
-            try user.fetch(from: mirror, refspecs: refspecs)
+            try user.fetch(from: mirror.path, refspecs: refspecs)
         } catch {
             throw GitReviewError("cannot fetch from the sandbox's clone: \(error)")
         }
@@ -153,99 +153,32 @@ public enum SandboxFetch {
             uncommittedPaths: uncommittedPaths, refused: refused)
     }
 
-    /// The clone's working tree and index against its HEAD, as one commit on top of HEAD (in
-    /// the mirror); nil when there is nothing uncommitted. File contents are read through
-    /// `GuestTree`: symlinks are stored as symlinks, never followed; large files are refused.
+    /// The clone's index and working tree against its HEAD, as one commit on top of HEAD (in
+    /// the mirror); nil when there is nothing uncommitted. See `WorkingTreeScan`.
     static func captureUncommitted(
-        in source: Repository, clone: String, head: ObjectID, sandbox: String, refused: inout [String]
+        in source: Repository, mirror: CloneMirror, clone: String, head: ObjectID, sandbox: String, refused: inout [String]
     ) throws -> (commit: ObjectID, paths: [String])? {
-        try GitError.check(git_repository_set_workdir(source.pointer, clone, 0), "use \(clone) as the working tree")
-        var options = git_status_options()
-        try GitError.check(git_status_options_init(&options, UInt32(GIT_STATUS_OPTIONS_VERSION)), "status options")
-        options.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR
-        options.flags = UInt32(GIT_STATUS_OPT_INCLUDE_UNTRACKED.rawValue | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS.rawValue
-            | GIT_STATUS_OPT_EXCLUDE_SUBMODULES.rawValue | GIT_STATUS_OPT_DISABLE_PATHSPEC_MATCH.rawValue)
-        var list: OpaquePointer?
-        try GitError.check(git_status_list_new(&list, source.pointer, &options), "read the clone's status")
-        defer { git_status_list_free(list) }
-        var paths = Set<String>()
-        for index in 0..<git_status_list_entrycount(list) {
-            guard let entry = git_status_byindex(list, index)?.pointee else { continue }
-            for delta in [entry.head_to_index, entry.index_to_workdir] {
-                guard let delta = delta?.pointee else { continue }
-                if let path = delta.old_file.path { paths.insert(String(cString: path)) }
-                if let path = delta.new_file.path { paths.insert(String(cString: path)) }
-            }
-        }
-        guard !paths.isEmpty else { return nil }
-
-        let tree = try GuestTree.open(clone)
-        let headTree = try source.treeOfCommit(head)
-        defer { git_tree_free(headTree) }
         var index: OpaquePointer?
-        try GitError.check(git_index_new(&index), "make an index")
         defer { git_index_free(index) }
-        try GitError.check(git_index_read_tree(index, headTree), "read HEAD's tree")
-        var captured: [String] = []
-        for path in paths.sorted() {
-            if path.hasSuffix("/") {
-                refused.append("\(clone)/\(path) left out: a nested repository")
-                continue
-            }
-            switch tree.kind(path) {
-            case nil:
-                if git_index_get_bypath(index, path, 0) != nil {
-                    git_index_remove(index, path, 0)
-                    captured.append(path)
-                }
-            case .file(let size, let executable)?:
-                guard size <= maxWorkingFileBytes else {
-                    refused.append("\(clone)/\(path) left out: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(maxWorkingFileBytes))) for one file")
-                    continue
-                }
-                do {
-                    let bytes = try tree.read(path, limit: maxWorkingFileBytes)
-                    try add(bytes, path: path, mode: executable ? 0o100755 : 0o100644, to: index, in: source)
-                    captured.append(path)
-                } catch {
-                    refused.append("\(error); left out")
-                }
-            case .symlink?:
-                do {
-                    let target = try tree.readLink(path)
-                    try add(Array(target.utf8), path: path, mode: 0o120000, to: index, in: source)
-                    captured.append(path)
-                } catch {
-                    refused.append("\(error); left out")
-                }
-            case .directory?, .other?:
-                // A path that is now a directory holds files reported on their own.
-                if git_index_get_bypath(index, path, 0) != nil { git_index_remove(index, path, 0) }
-            }
+        if mirror.indexTime == nil || git_index_open(&index, mirror.path + "/index") != 0 {
+            if mirror.indexTime != nil { refused.append("the clone's index could not be read; its staged changes are taken from the working tree") }
+            git_index_free(index)
+            try GitError.check(git_index_new(&index), "make an index")
+            let headTree = try source.treeOfCommit(head)
+            defer { git_tree_free(headTree) }
+            try GitError.check(git_index_read_tree(index, headTree), "read HEAD's tree")
         }
-        var treeID = git_oid()
-        try GitError.check(git_index_write_tree_to(&treeID, index, source.pointer), "write the uncommitted tree")
-        guard ObjectID(treeID) != ObjectID(git_tree_id(headTree).pointee) else { return nil }
+        var scan = WorkingTreeScan(repository: source, clone: clone, indexTime: mirror.indexTime)
+        let tree = try scan.tree(index: index)
+        refused += scan.refused
+        guard tree != (try source.treeID(ofCommit: head)) else { return nil }
         // Dated like HEAD, so the same uncommitted work gives the same commit on every fetch.
         let headTime = (try? source.commitInfo(head).time) ?? 0
         let signature = Repository.Signature(name: "airlock", email: "airlock@\(sandbox).sandbox.invalid", time: headTime)
         let commit = try source.createCommit(
-            tree: ObjectID(treeID), parents: [head],
+            tree: tree, parents: [head],
             message: "Uncommitted work in sandbox \(sandbox)\n\nCaptured by `airlock fetch` from the sandbox's working tree; the clone itself was left as it was.\n",
             author: signature)
-        return (commit, captured)
-    }
-
-    private static func add(_ bytes: [UInt8], path: String, mode: UInt32, to index: OpaquePointer?, in repository: Repository) throws {
-        var blob = git_oid()
-        try GitError.check(bytes.withUnsafeBytes { git_blob_create_from_buffer(&blob, repository.pointer, $0.baseAddress, $0.count) }, "store \(path)")
-        var entry = git_index_entry()
-        entry.mode = mode
-        entry.id = blob
-        entry.file_size = UInt32(truncatingIfNeeded: bytes.count)
-        try path.withCString { cPath in
-            entry.path = cPath
-            try GitError.check(git_index_add(index, &entry), "add \(path)")
-        }
+        return (commit, try Differ(repository: source).changedPaths(from: head, to: commit))
     }
 }

@@ -385,3 +385,32 @@ struct FingerprintTests {
         #expect(differences.contains("changed: index"))
     }
 }
+
+@Suite("The workspace clone")
+struct WorkspaceCloneTests {
+    @Test("submodules checked out in the project are initialised in the clone at their recorded commits, from the project's copy")
+    func submodules() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        let library = fixture.project.appendingPathComponent(".airlock/library")
+        try FileManager.default.createDirectory(at: library, withIntermediateDirectories: true)
+        try fixture.sh("git init -q -b main . && echo v1 > lib.txt && git add . && git commit -q -m v1 && echo v2 > lib.txt && git commit -q -a -m v2", in: library)
+        try fixture.sh("""
+            git -c protocol.file.allow=always submodule add -q '\(library.path)' vendor/lib
+            (cd vendor/lib && git checkout -q HEAD~1)
+            git add vendor/lib && git commit -q -m 'add lib at v1'
+            """, in: fixture.project)
+        // The library moves on and then disappears: the clone must come from the project's copy.
+        try FileManager.default.removeItem(at: library)
+
+        let destination = fixture.project.appendingPathComponent(".airlock/second").path
+        let clone = try Repository.cloneLocal(from: fixture.project.path, to: destination, branch: "main")
+        let missing = try clone.initialiseSubmodules(fromProject: fixture.project.path)
+        #expect(missing.isEmpty)
+        #expect(try String(contentsOfFile: destination + "/vendor/lib/lib.txt", encoding: .utf8) == "v1\n")
+        let recorded = try fixture.sh("git rev-parse HEAD:vendor/lib", in: fixture.project)
+        let checkedOut = try fixture.sh("git rev-parse HEAD", in: URL(fileURLWithPath: destination + "/vendor/lib"))
+        #expect(recorded == checkedOut)
+        #expect(try fixture.sh("git config --get submodule.vendor/lib.url", in: URL(fileURLWithPath: destination)).contains("library"))
+    }
+}

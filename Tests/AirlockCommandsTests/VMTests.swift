@@ -80,11 +80,18 @@ struct VMTests {
         #expect(result.stdoutData == reference)
     }
 
-    @Test("a file the command writes lands in the sandbox's clone, not in the project")
+    @Test("a file the command writes lands in the sandbox's clone, not in the project; the project itself is not visible")
     func writesGoToTheClone() throws {
         let project = try VMEnvironment.repository()
         defer { VMEnvironment.cleanUp(project) }
-        let result = try CLI.run(["start", "--", "sh", "-c", "pwd; echo agent > made-in-vm.txt; cat README"], in: project)
+        // An untracked file of the project (like a .env): the VM sees the clone, never the project.
+        try "TOKEN=secret\n".write(to: project.appendingPathComponent("untracked.env"), atomically: true, encoding: .utf8)
+        let result = try CLI.run(["start", "--", "sh", "-c", """
+            pwd; echo agent > made-in-vm.txt; cat README
+            test -e untracked.env && echo project-visible
+            grep -rqs TOKEN=secret / --include='*.env' 2>/dev/null && echo secret-found
+            exit 0
+            """], in: project)
         #expect(result.status == 0, "stderr: \(result.stderr)")
         #expect(result.stdout == project.path + "\nhello\n")
         #expect(!FileManager.default.fileExists(atPath: project.appendingPathComponent("made-in-vm.txt").path))

@@ -12,8 +12,8 @@ struct DiffCommand: ParsableCommand {
         commandName: "diff",
         abstract: "Show the agent's changes: its work (uncommitted included) against where it started.",
         discussion: """
-            Fetches first, so the diff is current. Colored on a terminal and shown through \
-            $PAGER (default `less -FRX`), like git.
+            Fetches first when the sandbox ran since the last fetch, so the diff is current. \
+            Colored on a terminal and shown through $PAGER (default `less -FRX`), like git.
             """
     )
 
@@ -35,7 +35,7 @@ struct DiffCommand: ParsableCommand {
     func run() throws {
         do {
             let work = try SandboxWork(sandbox: sandbox)
-            let report = try work.fetch()
+            let report = try work.current()
             let repository = try work.repository()
             let targetRef = try work.target(report, branch: branch)
             let target = try repository.resolveCommit(targetRef)

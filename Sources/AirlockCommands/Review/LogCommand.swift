@@ -31,7 +31,7 @@ struct LogCommand: ParsableCommand {
     func run() throws {
         do {
             let work = try SandboxWork(sandbox: sandbox)
-            let report = try work.fetch()
+            let report = try work.current()
             let repository = try work.repository()
             let target = try repository.resolveCommit(try work.target(report, branch: branch))
             let base = try work.base(in: repository, target: target)

@@ -33,7 +33,7 @@ struct MergeCommand: ParsableCommand {
     func run() throws {
         do {
             let work = try SandboxWork(sandbox: sandbox)
-            let report = try work.fetch()
+            let report = try work.current()
             let name = branch ?? report.currentBranch ?? SandboxFetch.detachedName
             let ref = try work.target(report, branch: name)
             let repository = try work.repository()

@@ -53,7 +53,7 @@ struct ReviewCommand: ParsableCommand {
 
     private func review() throws {
         let work = try SandboxWork(sandbox: sandbox)
-        let report = try work.fetch()
+        let report = try work.current()
         let repository = try work.repository()
         let targetRef = try work.target(report, branch: branch)
         let target = try repository.resolveCommit(targetRef)

@@ -1,6 +1,11 @@
 import ArgumentParser
+import FoundationEssentials
 import GitReview
 import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the review commands share: the sandbox's paths, a fetch of its clone (so every command
 /// sees the agent's latest work), the user's repository, and the audit log.
@@ -19,6 +24,28 @@ struct SandboxWork {
         }
     }
 
+    /// The last fetch's report when nothing can have changed the clone since (the sandbox is
+    /// stopped, no session ended and no git operation ran in the clone after that fetch, and the
+    /// fetched refs are as they were); otherwise a new fetch.
+    func current() throws -> FetchReport {
+        if let report = reusableReport() { return report }
+        return try fetch()
+    }
+
+    private var lastFetchFile: String { paths.stateDirectory + "/last-fetch.json" }
+
+    private func reusableReport() -> FetchReport? {
+        guard !SandboxLock.isHeld(paths.lockFile), let fetched = modificationTime(lastFetchFile) else { return nil }
+        for path in [paths.sessionMarker, paths.workspace + "/.git/index", paths.workspace + "/.git/HEAD", paths.workspace + "/.git/logs/HEAD"] {
+            if let changed = modificationTime(path), changed >= fetched { return nil }
+        }
+        guard let text = try? LocalFiles().readText(lastFetchFile), let report = try? JSONDecoder().decode(FetchReport.self, from: Data(text.utf8)),
+              let repository = try? repository() else { return nil }
+        let refs = repository.references(under: SandboxFetch.referencePrefix(sandbox: paths.name))
+        for branch in report.branches where refs[branch.ref] != branch.after { return nil }
+        return report
+    }
+
     /// Fetches the clone's branches and uncommitted work; refusals are printed as warnings.
     func fetch(quietRefusals: Bool = false) throws -> FetchReport {
         let report = try SandboxFetch.run(
@@ -34,6 +61,7 @@ struct SandboxWork {
             if !report.refused.isEmpty { details["refused"] = .list(report.refused) }
             try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "fetch", details: details))
         }
+        if let data = try? JSONEncoder().encode(report) { try? writeFileAtomically(lastFetchFile, String(decoding: data, as: UTF8.self)) }
         return report
     }
 
@@ -68,4 +96,11 @@ struct SandboxWork {
     func audit(_ event: String, _ details: [String: AuditEvent.Value]) {
         try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: event, details: details))
     }
+}
+
+/// mtime in nanoseconds (lstat), nil when absent.
+func modificationTime(_ path: String) -> Int64? {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return nil }
+    return Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
 }

@@ -40,6 +40,8 @@ public struct SandboxPaths: Sendable, Equatable {
     public var mirror: String { stateDirectory + "/mirror.git" }
     /// The commit the clone was made from (hex), where the agent's work starts.
     public var baseFile: String { stateDirectory + "/base" }
+    /// Touched when a session of this sandbox starts and ends (fetched work older than it is stale).
+    public var sessionMarker: String { stateDirectory + "/last-session" }
     /// JSON Lines: sessions, fetches, merges, reviews, security events.
     public var auditLog: AuditLog { AuditLog(path: stateDirectory + "/audit.jsonl") }
 

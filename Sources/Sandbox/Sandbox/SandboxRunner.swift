@@ -106,6 +106,7 @@ public struct SandboxRunner: Sendable {
         try prepareDisk()
         let audit = paths.auditLog
         try? audit.append(AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]))
+        try? writeFileAtomically(paths.sessionMarker, "\(time(nil))\n")
         // The project must look the same after the session: nothing in the VM can reach it.
         let fingerprint = ProjectFingerprint.take(project: paths.project.root)
         defer { checkFingerprint(fingerprint) }
@@ -125,7 +126,7 @@ public struct SandboxRunner: Sendable {
         let state = SandboxState(
             pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
             startedAt: Int64(time(nil)), project: paths.project.root)
-        try writeFile(paths.stateFile, state.text)
+        try writeFileAtomically(paths.stateFile, state.text)
 
         let link: LinkClient
         let attachServer: AttachServer
@@ -179,6 +180,7 @@ public struct SandboxRunner: Sendable {
     }
 
     private func shutdown(_ vm: any VirtualMachine, link: LinkClient?, attach: AttachServer?) async {
+        defer { try? writeFileAtomically(paths.sessionMarker, "\(time(nil))\n") }
         await attach?.close()
         unlink(paths.attachSocket(environment: environment))
         if let link {
@@ -234,6 +236,10 @@ public struct SandboxRunner: Sendable {
             let clone = try Repository.cloneLocal(from: paths.project.root, to: paths.workspace, branch: project.currentBranch)
             try clone.setConfig("user.name", project.configValue("user.name") ?? "airlock agent")
             try clone.setConfig("user.email", project.configValue("user.email") ?? "agent@airlock.invalid")
+            let missing = try clone.initialiseSubmodules(fromProject: paths.project.root)
+            if !missing.isEmpty {
+                warn("submodules left uninitialised in the clone (not checked out in your project): " + missing.joined(separator: ", "))
+            }
             if workspace.withChanges {
                 let patch = try project.uncommittedPatch()
                 let author = project.defaultSignature() ?? Repository.Signature(name: "airlock", email: "airlock@localhost")
@@ -242,7 +248,7 @@ public struct SandboxRunner: Sendable {
                 }
             }
             // Where the agent's work starts (after the carried-over changes, which are yours).
-            if let base = clone.headCommit { try writeFile(paths.baseFile, base.hex + "\n") }
+            if let base = clone.headCommit { try writeFileAtomically(paths.baseFile, base.hex + "\n") }
         } catch {
             removeTreeQuietly(paths.workspace)
             throw SandboxError("cannot clone the project: \(error)", hint: "a repository needs at least one commit to be cloned")
@@ -275,7 +281,8 @@ func makeDirectory(_ path: String, mode: mode_t) throws {
     }
 }
 
-func writeFile(_ path: String, _ text: String) throws {
+/// Writes `text` to `path` (0600) through a temporary name, so readers never see half of it.
+public func writeFileAtomically(_ path: String, _ text: String) throws {
     let temporary = path + ".tmp"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw SandboxError("cannot write \(path): \(String(cString: strerror(errno)))") }
