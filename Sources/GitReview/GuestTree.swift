@@ -71,8 +71,8 @@ final class GuestTree {
         entriesWithStatus().map { ($0.name, Self.kind(of: $0.status)) }
     }
 
-    /// The names in this directory with their lstat data, sorted by name.
-    func entriesWithStatus() -> [(name: String, status: stat)] {
+    /// The names in this directory with their lstat data, sorted by name unless told not to.
+    func entriesWithStatus(sorted: Bool = true) -> [(name: String, status: stat)] {
         let listFD = dup(fd)
         guard listFD >= 0, let stream = fdopendir(listFD) else {
             if listFD >= 0 { close(listFD) }
@@ -90,7 +90,7 @@ final class GuestTree {
             guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
             result.append((name, info))
         }
-        return result.sorted { $0.0 < $1.0 }
+        return sorted ? result.sorted { $0.0 < $1.0 } : result
     }
 
     /// The bytes of the regular file `relative`, refused when larger than `limit`.

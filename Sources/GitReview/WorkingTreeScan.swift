@@ -27,7 +27,8 @@ struct WorkingTreeScan {
 
     private var entries: [String: Entry] = [:]
     private var directoriesInIndex: Set<String> = []
-    private var seen: Set<String> = []
+    /// Entries of candidates that were in the index (to compare their contents).
+    private var indexEntries: [String: Entry] = [:]
     private var candidates: [String] = []
 
     init(repository: Repository, clone: String, indexTime: timespec?) {
@@ -42,7 +43,9 @@ struct WorkingTreeScan {
         try GitError.check(git_repository_set_workdir(repository.pointer, clone, 0), "use \(clone) as the working tree")
         // Conflicted paths (stages 1–3) become whatever the working tree holds.
         var conflicted = Set<String>()
-        for position in 0..<git_index_entrycount(index) {
+        let count = git_index_entrycount(index)
+        entries.reserveCapacity(count)
+        for position in 0..<count {
             guard let entry = git_index_get_byindex(index, position)?.pointee, let cPath = entry.path else { continue }
             let path = String(cString: cPath)
             if git_index_entry_stage(git_index_get_byindex(index, position)) != 0 {
@@ -65,7 +68,8 @@ struct WorkingTreeScan {
         let root = try GuestTree.open(clone)
         walk(root, prefix: "", depth: 0)
 
-        for (path, entry) in entries where !seen.contains(path) && entry.mode != 0o160000 {
+        // What is left was not seen in the working tree: deleted (submodules aside).
+        for (path, entry) in entries where entry.mode != 0o160000 {
             git_index_remove(index, path, 0)
             changedPaths.append(path)
         }
@@ -81,13 +85,13 @@ struct WorkingTreeScan {
             refused.append("\(directory.path) left out: nested too deep")
             return
         }
-        for (name, info) in directory.entriesWithStatus() {
+        for (name, info) in directory.entriesWithStatus(sorted: false) {
             if prefix.isEmpty && name == ".git" { continue }
             let path = prefix + name
             switch info.st_mode & S_IFMT {
             case S_IFDIR:
                 if entries[path]?.mode == 0o160000 {
-                    seen.insert(path)  // a submodule: not part of this repository's content
+                    entries.removeValue(forKey: path)  // a submodule: not part of this repository's content
                     continue
                 }
                 let tracked = directoriesInIndex.contains(path)
@@ -102,9 +106,11 @@ struct WorkingTreeScan {
                 }
                 walk(child, prefix: path + "/", depth: depth + 1)
             case S_IFREG, S_IFLNK:
-                seen.insert(path)
-                if let entry = entries[path] {
-                    if !matches(entry, info) { candidates.append(path) }
+                if let entry = entries.removeValue(forKey: path) {
+                    if !matches(entry, info) {
+                        candidates.append(path)
+                        indexEntries[path] = entry
+                    }
                 } else if !isIgnored(path) {
                     candidates.append(path)
                 }
@@ -162,7 +168,7 @@ struct WorkingTreeScan {
         }
         var id = git_oid()
         try GitError.check(bytes.withUnsafeBytes { git_odb_hash(&id, $0.baseAddress, $0.count, GIT_OBJECT_BLOB) }, "hash \(path)")
-        if let entry = entries[path], entry.mode == mode, ObjectID(entry.id) == ObjectID(id) { return }
+        if let entry = indexEntries[path], entry.mode == mode, ObjectID(entry.id) == ObjectID(id) { return }
         try GitError.check(bytes.withUnsafeBytes { git_blob_create_from_buffer(&id, repository.pointer, $0.baseAddress, $0.count) }, "store \(path)")
         var entry = git_index_entry()
         entry.mode = mode
