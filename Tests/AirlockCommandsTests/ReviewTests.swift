@@ -186,6 +186,19 @@ struct ReviewFlowTests {
         #expect(noTerminal.status == 1 && noTerminal.stderr.contains("needs a terminal"))
     }
 
+    @Test("review --accept-all --apply changes the working tree only; HEAD stays")
+    func reviewApply() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
+        try fixture.agent("echo more >> a.txt && git rm -q d.txt && git commit -q -a -m 'agent work' && echo new > e.txt")
+        let head = try fixture.sh("git rev-parse HEAD", in: fixture.project)
+        let result = try fixture.airlock(["review", "--accept-all", "--apply"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try fixture.sh("git rev-parse HEAD", in: fixture.project) == head)
+        #expect(try fixture.sh("git status --porcelain", in: fixture.project) == " M a.txt\n D d.txt\n?? e.txt\n")
+    }
+
     @Test("review driven through tmux: one hunk accepted, the other rejected, a whole file rejected", .enabled(if: Tmux.available, "needs tmux"))
     func reviewInteractive() async throws {
         let fixture = try ReviewFixture()
