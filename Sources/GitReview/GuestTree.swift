@@ -93,6 +93,34 @@ final class GuestTree {
         return sorted ? result.sorted { $0.0 < $1.0 } : result
     }
 
+    /// The names in this directory as bytes with their lstat data, unsorted (for scans that
+    /// must not pay for Strings).
+    func rawEntries() -> [(name: [UInt8], status: stat)] {
+        let listFD = dup(fd)
+        guard listFD >= 0, let stream = fdopendir(listFD) else {
+            if listFD >= 0 { close(listFD) }
+            return []
+        }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var result: [([UInt8], stat)] = []
+        while let entry = readdir(stream) {
+            let (name, isDot) = withUnsafeBytes(of: entry.pointee.d_name) { raw -> ([UInt8], Bool) in
+                let bytes = raw.prefix(while: { $0 != 0 })
+                return (Array(bytes), bytes.count <= 2 && bytes.allSatisfy { $0 == 0x2E })
+            }
+            if isDot { continue }
+            var info = stat()
+            let found = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                // d_name is a fixed-size array inside the entry: its base address is never nil.
+                guard let base = raw.baseAddress else { return false }
+                return fstatat(fd, base.assumingMemoryBound(to: CChar.self), &info, AT_SYMLINK_NOFOLLOW) == 0
+            }
+            if found { result.append((name, info)) }
+        }
+        return result
+    }
+
     /// The bytes of the regular file `relative`, refused when larger than `limit`.
     func read(_ relative: String, limit: Int) throws(GuestTreeError) -> [UInt8] {
         let file = try openFile(relative, limit: limit)

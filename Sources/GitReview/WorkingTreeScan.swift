@@ -10,7 +10,9 @@ import Glibc
 /// through `GuestTree`. Symlinks are stored as symlinks; large files, nested repositories and
 /// submodules are left out and named.
 struct WorkingTreeScan {
+    /// An index entry: its path (bytes, as the index sorts them) and the stat data git keeps.
     private struct Entry {
+        var path: [UInt8]
         var mode: UInt32
         var size: UInt32
         var seconds: Int32
@@ -25,11 +27,12 @@ struct WorkingTreeScan {
     private(set) var refused: [String] = []
     private(set) var changedPaths: [String] = []
 
-    private var entries: [String: Entry] = [:]
-    private var directoriesInIndex: Set<String> = []
-    /// Entries of candidates that were in the index (to compare their contents).
-    private var indexEntries: [String: Entry] = [:]
-    private var candidates: [String] = []
+    /// Stage-0 entries in index order (bytewise by path), walked together with the tree.
+    private var entries: [Entry] = []
+    private var cursor = 0
+    private var deleted: [String] = []
+    /// Paths whose working-tree version must be read, with their index entry when tracked.
+    private var candidates: [(path: String, entry: Entry?)] = []
 
     init(repository: Repository, clone: String, indexTime: timespec?) {
         self.repository = repository
@@ -39,86 +42,113 @@ struct WorkingTreeScan {
 
     /// The tree of the clone's index with its working tree's changes applied (written to
     /// `repository`), from `index` (the clone's index, modified here in memory only).
+    ///
+    /// The working tree is walked in git's order (a directory sorts as its name plus `/`), so
+    /// the walk and the sorted index entries are merged like two sorted lists: no lookups.
     mutating func tree(index: OpaquePointer?) throws -> ObjectID {
         try GitError.check(git_repository_set_workdir(repository.pointer, clone, 0), "use \(clone) as the working tree")
         // Conflicted paths (stages 1–3) become whatever the working tree holds.
-        var conflicted = Set<String>()
+        var conflicted: [String] = []
         let count = git_index_entrycount(index)
         entries.reserveCapacity(count)
         for position in 0..<count {
-            guard let entry = git_index_get_byindex(index, position)?.pointee, let cPath = entry.path else { continue }
-            let path = String(cString: cPath)
-            if git_index_entry_stage(git_index_get_byindex(index, position)) != 0 {
-                conflicted.insert(path)
+            guard let pointer = git_index_get_byindex(index, position), let cPath = pointer.pointee.path else { continue }
+            if git_index_entry_stage(pointer) != 0 {
+                conflicted.append(String(cString: cPath))
                 continue
             }
-            entries[path] = Entry(mode: entry.mode, size: entry.file_size, seconds: entry.mtime.seconds, nanoseconds: entry.mtime.nanoseconds, id: entry.id)
-            var directory = path
-            while let slash = directory.lastIndex(of: "/") {
-                directory = String(directory[..<slash])
-                if !directoriesInIndex.insert(directory).inserted { break }
-            }
+            let entry = pointer.pointee
+            let length = strlen(cPath)
+            let path = cPath.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+            entries.append(Entry(path: path, mode: entry.mode, size: entry.file_size, seconds: entry.mtime.seconds, nanoseconds: entry.mtime.nanoseconds, id: entry.id))
         }
-        for path in conflicted {
-            git_index_conflict_remove(index, path)
-            entries.removeValue(forKey: path)
-            candidates.append(path)
-        }
+        for path in Set(conflicted) { git_index_conflict_remove(index, path) }
 
         let root = try GuestTree.open(clone)
-        walk(root, prefix: "", depth: 0)
-
-        // What is left was not seen in the working tree: deleted (submodules aside).
-        for (path, entry) in entries where entry.mode != 0o160000 {
+        walk(root, prefix: [], depth: 0)
+        while cursor < entries.count {
+            missing(entries[cursor])
+            cursor += 1
+        }
+        for path in deleted {
             git_index_remove(index, path, 0)
             changedPaths.append(path)
         }
-        for path in candidates { try capture(path, from: root, into: index) }
+        for path in Set(conflicted) where !candidates.contains(where: { $0.path == path }) { candidates.append((path, nil)) }
+        for candidate in candidates { try capture(candidate.path, entry: candidate.entry, from: root, into: index) }
         var tree = git_oid()
         try GitError.check(git_index_write_tree_to(&tree, index, repository.pointer), "write the uncommitted tree")
         changedPaths.sort()
         return ObjectID(tree)
     }
 
-    private mutating func walk(_ directory: GuestTree, prefix: String, depth: Int) {
+    /// An index entry with nothing in the working tree: deleted (a submodule is left alone).
+    private mutating func missing(_ entry: Entry) {
+        if entry.mode != 0o160000 { deleted.append(String(decoding: entry.path, as: UTF8.self)) }
+    }
+
+    private mutating func walk(_ directory: GuestTree, prefix: [UInt8], depth: Int) {
         guard depth < 256 else {
             refused.append("\(directory.path) left out: nested too deep")
             return
         }
-        for (name, info) in directory.entriesWithStatus(sorted: false) {
-            if prefix.isEmpty && name == ".git" { continue }
-            let path = prefix + name
-            switch info.st_mode & S_IFMT {
+        // Git's order: names compared bytewise, a directory as if it ended in "/".
+        let listed = directory.rawEntries().map { item -> (key: [UInt8], name: [UInt8], status: stat) in
+            (item.status.st_mode & S_IFMT == S_IFDIR ? item.name + [0x2F] : item.name, item.name, item.status)
+        }.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+        for item in listed {
+            if prefix.isEmpty && item.name == Self.dotGit { continue }
+            let path = prefix + item.name
+            switch item.status.st_mode & S_IFMT {
             case S_IFDIR:
-                if entries[path]?.mode == 0o160000 {
-                    entries.removeValue(forKey: path)  // a submodule: not part of this repository's content
-                    continue
-                }
-                let tracked = directoriesInIndex.contains(path)
-                if !tracked && isIgnored(path + "/") { continue }
-                if !tracked, directory.kind(name + "/.git") != nil {
-                    refused.append("\(clone)/\(path) left out: a nested repository")
-                    continue
-                }
-                guard let child = try? directory.directory(name) else {
-                    refused.append("\(clone)/\(path) left out: unreadable")
-                    continue
-                }
-                walk(child, prefix: path + "/", depth: depth + 1)
-            case S_IFREG, S_IFLNK:
-                if let entry = entries.removeValue(forKey: path) {
-                    if !matches(entry, info) {
-                        candidates.append(path)
-                        indexEntries[path] = entry
+                let slashed = path + [0x2F]
+                // Index entries before this directory are gone; a submodule here is skipped.
+                var submodule = false
+                while cursor < entries.count, entries[cursor].path.lexicographicallyPrecedes(slashed) {
+                    if entries[cursor].path == path && entries[cursor].mode == 0o160000 {
+                        submodule = true
+                        cursor += 1
+                        continue
                     }
-                } else if !isIgnored(path) {
-                    candidates.append(path)
+                    // A tracked file where a directory now is: deleted (the files below are new).
+                    missing(entries[cursor])
+                    cursor += 1
+                }
+                if submodule { continue }
+                let tracked = cursor < entries.count && entries[cursor].path.starts(with: slashed)
+                let text = String(decoding: path, as: UTF8.self)
+                if !tracked {
+                    if isIgnored(text + "/") { continue }
+                    if directory.kind(String(decoding: item.name, as: UTF8.self) + "/.git") != nil {
+                        refused.append("\(clone)/\(text) left out: a nested repository")
+                        continue
+                    }
+                }
+                guard let child = try? directory.directory(String(decoding: item.name, as: UTF8.self)) else {
+                    refused.append("\(clone)/\(text) left out: unreadable")
+                    continue
+                }
+                walk(child, prefix: slashed, depth: depth + 1)
+            case S_IFREG, S_IFLNK:
+                while cursor < entries.count, entries[cursor].path.lexicographicallyPrecedes(path) {
+                    missing(entries[cursor])
+                    cursor += 1
+                }
+                if cursor < entries.count, entries[cursor].path == path {
+                    let entry = entries[cursor]
+                    cursor += 1
+                    if !matches(entry, item.status) { candidates.append((String(decoding: path, as: UTF8.self), entry)) }
+                } else {
+                    let text = String(decoding: path, as: UTF8.self)
+                    if !isIgnored(text) { candidates.append((text, nil)) }
                 }
             default:
                 continue  // sockets, fifos, devices: not content git tracks
             }
         }
     }
+
+    private static let dotGit = Array(".git".utf8)
 
     /// Whether the stat data still says "as in the index" (and the entry is not racy).
     private func matches(_ entry: Entry, _ info: stat) -> Bool {
@@ -138,8 +168,8 @@ struct WorkingTreeScan {
         return git_ignore_path_is_ignored(&ignored, repository.pointer, path) == 0 && ignored == 1
     }
 
-    /// Stores the working tree's version of `path` in the index (when it differs).
-    private mutating func capture(_ path: String, from root: GuestTree, into index: OpaquePointer?) throws {
+    /// Stores the working tree's version of `path` in the index (when it differs from `entry`).
+    private mutating func capture(_ path: String, entry indexEntry: Entry?, from root: GuestTree, into index: OpaquePointer?) throws {
         let bytes: [UInt8]
         let mode: UInt32
         switch root.kind(path) {
@@ -168,7 +198,7 @@ struct WorkingTreeScan {
         }
         var id = git_oid()
         try GitError.check(bytes.withUnsafeBytes { git_odb_hash(&id, $0.baseAddress, $0.count, GIT_OBJECT_BLOB) }, "hash \(path)")
-        if let entry = indexEntries[path], entry.mode == mode, ObjectID(entry.id) == ObjectID(id) { return }
+        if let indexEntry, indexEntry.mode == mode, ObjectID(indexEntry.id) == ObjectID(id) { return }
         try GitError.check(bytes.withUnsafeBytes { git_blob_create_from_buffer(&id, repository.pointer, $0.baseAddress, $0.count) }, "store \(path)")
         var entry = git_index_entry()
         entry.mode = mode

@@ -427,3 +427,34 @@ struct WorkspaceCloneTests {
         #expect(try fixture.sh("git config --get submodule.vendor/lib.url", in: URL(fileURLWithPath: destination)).contains("library"))
     }
 }
+
+@Suite("The uncommitted capture matches git's own view of the working tree")
+struct UncommittedCaptureTests {
+    @Test("edits, additions, deletions, a file turned directory and back, ignored files, modes, symlinks, staged changes")
+    func matchesGit() throws {
+        let fixture = try ReviewFixture(files: [
+            "a.txt": "a\n", "a.b": "dot\n", "a/one": "1\n", "t": "file\n", "dir2/x": "x\n", "run.sh": "#!/bin/sh\n",
+            "staged.txt": "s\n", ".gitignore": "build/\n*.log\n", "z/deep/er/file": "deep\n",
+        ])
+        defer { fixture.cleanUp() }
+        try fixture.agent("""
+            echo changed >> a.txt
+            echo new > a/new && echo sibling > a-b && rm a.b
+            rm t && mkdir t && echo inside > t/x
+            rm -r dir2 && echo now-a-file > dir2
+            mkdir -p build && echo ignored > build/out && echo ignored > debug.log
+            chmod +x run.sh && ln -s a.txt link
+            echo staged >> staged.txt && git add staged.txt
+            echo deeper > z/deep/er/new
+            """)
+        let result = try fixture.airlock(["fetch"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let ours = try fixture.sh("git rev-parse refs/remotes/airlock/default/uncommitted^{tree}", in: fixture.project)
+        // git's own answer, from a copy of the clone.
+        let copy = fixture.project.appendingPathComponent(".airlock/copy")
+        try fixture.sh("cp -a '\(fixture.clone.path)' '\(copy.path)'", in: fixture.project)
+        let theirs = try fixture.sh("git add -A && git write-tree", in: copy)
+        let difference = ours == theirs ? "" : try fixture.sh("git diff --stat \(ours.trimmingCharacters(in: .whitespacesAndNewlines)) \(theirs.trimmingCharacters(in: .whitespacesAndNewlines))", in: copy)
+        #expect(ours == theirs, "airlock's capture differs from git add -A:\n\(difference)")
+    }
+}
