@@ -46,6 +46,7 @@ let package = Package(
             name: "Sandbox",
             dependencies: [
                 "NetworkPolicy", "GuestLink", "GitReview", "CShim", "CAssets", "Clibarchive", "Clibseccomp",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -81,7 +82,7 @@ let package = Package(
         // The QEMU backend (microvm, QMP, virtio-serial link, 9p shares).
         .target(
             name: "QEMU",
-            dependencies: ["Sandbox", "GuestLink", "CShim"],
+            dependencies: ["Sandbox", "GuestLink", "CShim", .product(name: "NIOPosix", package: "swift-nio")],
             exclude: ["README.md"],
             swiftSettings: strict
         ),

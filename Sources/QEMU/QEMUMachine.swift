@@ -1,5 +1,6 @@
 import CShim
 import GuestLink
+import NIOPosix
 import Sandbox
 
 #if canImport(Glibc)
@@ -64,6 +65,10 @@ public final class QEMUMachine: VirtualMachine {
             "-serial", "chardev:console",
             "-qmp", "unix:\(escape(qmp)),server=on,wait=off",
             "-device", "virtio-serial-device,max_ports=4",
+            // The guest→host egress connection (TCP flows for the host's proxy): always a port,
+            // with or without vhost-vsock, so each sandbox has its own.
+            "-chardev", "socket,id=egress,path=\(escape(spec.runtimeDirectory + "/egress.sock")),server=on,wait=off",
+            "-device", "virtserialport,chardev=egress,name=\(LinkNames.egressPort)",
         ]
         if let vsockCID {
             arguments += ["-device", "vhost-vsock-device,guest-cid=\(vsockCID)"]
@@ -113,13 +118,13 @@ public final class QEMUMachine: VirtualMachine {
     /// Starts QEMU and waits until its QMP socket answers. With `vhostVsock` (the host has
     /// `/dev/vhost-vsock`), the link is AF_VSOCK; a context id another VM holds means another try
     /// with the next one.
-    public static func start(_ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, timeout: Double = 20) async throws -> QEMUMachine {
+    public static func start(_ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, egress: EgressHandler? = nil, timeout: Double = 20) async throws -> QEMUMachine {
         let attempts = vhostVsock ? 8 : 1
         for attempt in 0..<attempts {
             let cid = vhostVsock ? vsockCID(runtimeDirectory: spec.runtimeDirectory, attempt: attempt) : nil
             let logStart = fileSize(spec.consoleLog)
             do {
-                return try await start(spec, qemu: qemu, vsockCID: cid, timeout: timeout)
+                return try await start(spec, qemu: qemu, vsockCID: cid, egress: egress, timeout: timeout)
             } catch where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(text(of: spec.consoleLog, from: logStart)) {
                 continue  // the next attempt reports its own failure
             }
@@ -127,11 +132,12 @@ public final class QEMUMachine: VirtualMachine {
         throw MachineError("no free vsock context id found for QEMU", consoleTail: tailLines(of: spec.consoleLog))
     }
 
-    private static func start(_ spec: MachineSpec, qemu: String, vsockCID: UInt32?, timeout: Double) async throws -> QEMUMachine {
+    private static func start(_ spec: MachineSpec, qemu: String, vsockCID: UInt32?, egress: EgressHandler?, timeout: Double) async throws -> QEMUMachine {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
         unlink(qmp)
         unlink(control)
+        unlink(spec.runtimeDirectory + "/egress.sock")
         // QEMU's own complaints (a bad path, a missing device) go to the console log too.
         let log = open(spec.consoleLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
@@ -160,7 +166,20 @@ public final class QEMUMachine: VirtualMachine {
             if machine.waiter.hasExited {
                 throw MachineError("QEMU exited during start-up", consoleTail: tailLines(of: spec.consoleLog))
             }
-            if (try? QMPClient(path: qmp, timeout: 2)) != nil { return machine }
+            if (try? QMPClient(path: qmp, timeout: 2)) != nil {
+                if let egress {
+                    // QEMU listens on the egress port's socket from the start; the guest speaks first.
+                    do {
+                        _ = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                            .channelInitializer(egress)
+                            .connect(unixDomainSocketPath: spec.runtimeDirectory + "/egress.sock").get()
+                    } catch {
+                        await machine.stop(grace: .seconds(1))
+                        throw MachineError("cannot connect to QEMU's egress port: \(error)", consoleTail: tailLines(of: spec.consoleLog))
+                    }
+                }
+                return machine
+            }
             if monotonicSeconds() > deadline {
                 await machine.stop(grace: .seconds(1))
                 throw MachineError("QEMU did not open its QMP socket within \(Int(timeout)) s", consoleTail: tailLines(of: spec.consoleLog))

@@ -82,6 +82,8 @@ struct LinkServer {
                     do {
                         let spec = try SetupSpec(decoding: body)
                         try await RootBuilder.build(spec)
+                        try await GuestNetwork.start()
+                        System.log("setup: network ready (no card; TCP through the host)")
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     } catch {
                         System.log("setup failed: \(error)")

@@ -46,7 +46,7 @@ enum CLI {
 
 
     /// Starts airlock without waiting for it (stdin from /dev/null, output discarded).
-    static func launch(_ arguments: [String], in directory: URL) throws -> Process {
+    static func launch(_ arguments: [String], in directory: URL, stderr: URL? = nil) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
@@ -56,7 +56,12 @@ enum CLI {
         process.environment = environment
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        if let stderr {
+            _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: stderr)
+        } else {
+            process.standardError = FileHandle.nullDevice
+        }
         try process.run()
         return process
     }

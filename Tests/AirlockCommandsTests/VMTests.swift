@@ -137,7 +137,8 @@ struct VMTests {
             _ = try? CLI.run(["rm", "--force", "--name", "second"], in: project)
             VMEnvironment.cleanUp(project)
         }
-        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project)
+        let ownerErrors = project.appendingPathComponent(".airlock-owner-stderr")
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project, stderr: ownerErrors)
         defer { main.terminate() }
         try await CLI.waitUntilRunning(project, name: "default", process: main)
 
@@ -167,6 +168,8 @@ struct VMTests {
         let stop = try CLI.run(["stop"], in: project)
         #expect(stop.status == 0, "stderr: \(stop.stderr)")
         main.waitUntilExit()
+        let owner = (try? String(contentsOf: ownerErrors, encoding: .utf8)) ?? ""
+        #expect(owner.contains("sandbox default was stopped (`airlock stop`) before the command ended"), "owner said: \(owner)")
         let after = try CLI.run(["exec", "--", "true"], in: project)
         #expect(after.status == 1)
         #expect(after.stderr.contains("is not running"))
@@ -248,6 +251,45 @@ struct VMTests {
         #expect(fresh.status == 0, "stderr: \(fresh.stderr)")
         #expect(fresh.stdout.hasPrefix("mine\nUncommitted changes from"), "\(fresh.stdout)")
         #expect(fresh.stdout.contains("three.txt"), "the fresh clone starts from the merged branch")
+    }
+
+    @Test("the guest's network: fake DNS, nothing but TCP leaves, no DNS query leaves, loopback is the VM's own")
+    func guestNetwork() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        // A service on the host's loopback that the VM must not reach.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        listen(listener, 8)
+        let port = UInt16(bigEndian: address.sin_port)
+
+        let probe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/network-probe.py")
+        // Through stdin: the VM sees the clone, and an untracked file of the project is not in it.
+        let result = try CLI.run(["start", "--", "/usr/bin/python3", "-", "\(port)"], in: project, stdin: try Data(contentsOf: probe))
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let lines = Dictionary(result.stdout.split(separator: "\n").map { line -> (String, String) in
+            let parts = line.split(separator: " ", maxSplits: 1)
+            return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+        }, uniquingKeysWith: { $1 })
+        let fake = lines["dns-a"] ?? ""
+        #expect(fake.hasPrefix("rcode=0 answers=1 address=198.1"), "\(result.stdout)")
+        #expect(lines["dns-a-again"] == fake, "the same name (any case, trailing dot) keeps its address")
+        #expect(lines["dns-a-tcp"] == fake)
+        #expect(lines["dns-aaaa"] == "rcode=0 answers=0 address=-")
+        for type in ["txt", "mx", "any"] { #expect(lines["dns-" + type] == "rcode=5 answers=0 address=-", "\(type): \(result.stdout)") }
+        #expect(lines["dns-long"]?.hasPrefix("rcode=0 answers=1 address=198.1") == true)
+        #expect(lines["localhost"] == "127.0.0.1")
+        #expect(lines["getaddrinfo"]?.hasPrefix("198.1") == true, "the system resolver in the VM uses the guest's DNS")
+        #expect(lines["udp-external"]?.hasPrefix("blocked") == true, "\(result.stdout)")
+        #expect(lines["ipv6"] == "blocked")
+        #expect(lines["icmp"] == "blocked")
+        #expect(lines["loopback"] == "refused", "127.0.0.1 in the VM must be the VM's own loopback")
     }
 
     @Test("an interactive shell through tmux: output, window size, ^C, exit status", .enabled(if: Tmux.available, "needs tmux"))

@@ -127,11 +127,15 @@ struct SessionLauncher {
                 guard let cloudHypervisor = facts.cloudHypervisor?.path, let virtiofsd = facts.virtiofsd?.path else {
                     throw SandboxError("cloud-hypervisor or virtiofsd disappeared", hint: "run `airlock doctor`")
                 }
-                machine = { try await CloudHypervisorMachine.start($0, cloudHypervisor: cloudHypervisor, virtiofsd: virtiofsd) }
+                machine = { spec, egress in
+                    try await CloudHypervisorMachine.start(
+                        spec, cloudHypervisor: cloudHypervisor, virtiofsd: virtiofsd,
+                        guestListeners: egress.map { [LinkNames.egressVsockPort: $0] } ?? [:])
+                }
             case .qemu:
                 guard let qemu = facts.qemu?.path else { throw SandboxError("qemu-system-x86_64 disappeared", hint: "run `airlock doctor`") }
                 let vhostVsock = facts.vhostVsock == .ok
-                machine = { try await QEMUMachine.start($0, qemu: qemu, vhostVsock: vhostVsock) }
+                machine = { spec, egress in try await QEMUMachine.start(spec, qemu: qemu, vhostVsock: vhostVsock, egress: egress) }
             }
             let assets = try EmbeddedAssets.locate(facts.assets, environment: context.environment)
             let ended = try await runner.run(

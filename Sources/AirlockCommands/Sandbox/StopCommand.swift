@@ -34,6 +34,7 @@ struct StopCommand: AsyncParsableCommand {
 /// while, SIGTERM to it (the VMM dies with it). Returns false when it was not running.
 func stop(_ paths: SandboxPaths, environment: [String: String]) async throws -> Bool {
     guard SandboxLock.isHeld(paths.lockFile) else { return false }
+    try? writeFileAtomically(paths.stopMarker, "\(getpid())\n")
     if let client = try? await LinkClient.connect(unixSocket: paths.attachSocket(environment: environment)) {
         _ = try? await client.call(LinkNames.Path.powerOff, body: .init())
         await client.close()

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 #include "airlock_files.h"
+#include "airlock_net.h"
 
 /// Flags for airlock_spawn.
 enum {

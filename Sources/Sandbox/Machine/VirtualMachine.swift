@@ -1,4 +1,5 @@
 import GuestLink
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -46,6 +47,11 @@ public struct MachineSpec: Sendable, Equatable {
         self.accelerator = accelerator
     }
 }
+
+/// Sets up the host's end of a guest→host egress connection on a connected channel (the
+/// network proxy's HTTP/2 server). Backends call it for every egress connection they get:
+/// QEMU connects once to its `airlock.egress` port; Cloud Hypervisor accepts on `<vsock>_1025`.
+public typealias EgressHandler = @Sendable (any Channel) -> EventLoopFuture<Void>
 
 /// A booted VM, whatever the VMM. Backends implement this; the orchestrator drives it.
 public protocol VirtualMachine: Sendable {

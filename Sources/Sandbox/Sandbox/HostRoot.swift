@@ -103,7 +103,8 @@ public struct HostRoot: Sendable {
             .init(path: "/etc/group", contents: Array(group.utf8)),
             .init(path: "/etc/hostname", contents: Array("\(hostname)\n".utf8)),
             .init(path: "/etc/hosts", contents: Array("127.0.0.1 localhost\n127.0.1.1 \(hostname)\n::1 localhost ip6-localhost\n".utf8)),
-            .init(path: "/etc/resolv.conf", contents: Array("# airlock: the VM has no network card\n".utf8)),
+            // The guest's own resolver: fake addresses, nothing leaves the VM (see airlock-guest).
+            .init(path: "/etc/resolv.conf", contents: Array("# airlock: names are resolved by the host when a connection is allowed\nnameserver 127.0.0.53\n".utf8)),
         ]
         if !files.contains(where: { $0.path == "/etc/nsswitch.conf" }) {
             files.append(.init(path: "/etc/nsswitch.conf", contents: Array("passwd: files\ngroup: files\nhosts: files dns\n".utf8)))

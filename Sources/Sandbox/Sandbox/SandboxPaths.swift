@@ -40,6 +40,9 @@ public struct SandboxPaths: Sendable, Equatable {
     public var mirror: String { stateDirectory + "/mirror.git" }
     /// The commit the clone was made from (hex), where the agent's work starts.
     public var baseFile: String { stateDirectory + "/base" }
+    /// Written by `airlock stop` before it powers the VM off, so sessions that end because of it
+    /// say so instead of "connection lost".
+    public var stopMarker: String { stateDirectory + "/stopping" }
     /// Touched when a session of this sandbox starts and ends (fetched work older than it is stale).
     public var sessionMarker: String { stateDirectory + "/last-session" }
     /// JSON Lines: sessions, fetches, merges, reviews, security events.

@@ -19,6 +19,8 @@ public struct SandboxRunner: Sendable {
     /// Warnings that are printed even when quiet (security events).
     public var warn: @Sendable (String) -> Void = { _ in }
     public var workspace = WorkspaceOptions()
+    /// The host side of the guest's egress connection (nil: the guest's TCP connections hang).
+    public var egressHandler: EgressHandler?
 
     /// How the clone is made at this start.
     public struct WorkspaceOptions: Sendable, Equatable {
@@ -33,7 +35,7 @@ public struct SandboxRunner: Sendable {
         }
     }
 
-    public typealias MachineFactory = @Sendable (MachineSpec) async throws -> any VirtualMachine
+    public typealias MachineFactory = @Sendable (MachineSpec, EgressHandler?) async throws -> any VirtualMachine
 
     public init(paths: SandboxPaths, config: AirlockConfig, environment: [String: String], logger: Logger, progress: (@Sendable (String) -> Void)?) {
         self.paths = paths
@@ -86,7 +88,17 @@ public struct SandboxRunner: Sendable {
     public func attach(_ spec: ExecSpec) async throws -> HostSession.Ended {
         let client = try await connectAttach()
         defer { Task { await client.close() } }
-        return try await HostSession(spec: spec).run(on: client)
+        do {
+            return try await HostSession(spec: spec).run(on: client)
+        } catch {
+            throw explained(error)
+        }
+    }
+
+    /// A session that ended because `airlock stop` powered the sandbox off says so.
+    private func explained(_ error: any Error) -> any Error {
+        guard access(paths.stopMarker, F_OK) == 0 else { return error }
+        return SandboxError("sandbox \(paths.name) was stopped (`airlock stop`) before the command ended")
     }
 
     public func connectAttach() async throws -> LinkClient {
@@ -102,6 +114,8 @@ public struct SandboxRunner: Sendable {
         _ spec: ExecSpec, lock: SandboxLock, selection: BackendSelection, assets: (kernel: String, initramfs: String), machine factory: MachineFactory
     ) async throws -> HostSession.Ended {
         let started = monotonicSeconds()
+        unlink(paths.stopMarker)
+        defer { unlink(paths.stopMarker) }
         try prepareWorkspace()
         try prepareDisk()
         let audit = paths.auditLog
@@ -122,7 +136,7 @@ public struct SandboxRunner: Sendable {
             memoryMiB: max(256, config.vm.memory.bytes >> 20), shares: layout.shares, disk: paths.disk,
             runtimeDirectory: runtime, consoleLog: paths.consoleLog, accelerator: selection.accelerator ?? .tcg)
         progress?("booting sandbox \(paths.name) (\(selection.backend?.rawValue ?? "?"), \(machineSpec.accelerator.rawValue))")
-        let vm = try await factory(machineSpec)
+        let vm = try await factory(machineSpec, egressHandler)
         let state = SandboxState(
             pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
             startedAt: Int64(time(nil)), project: paths.project.root)
@@ -153,7 +167,7 @@ public struct SandboxRunner: Sendable {
             return ended
         } catch {
             await shutdown(vm, link: link, attach: attachServer)
-            throw error
+            throw explained(error)
         }
     }
 
