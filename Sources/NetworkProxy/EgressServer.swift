@@ -70,6 +70,14 @@ public struct EgressConfiguration: Sendable {
 public final class EgressServer: Sendable {
     public typealias Multiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<EgressStream>
 
+    /// One egress connection's pipeline: its streams, and the protocol error that ended it.
+    public struct Connection: Sendable {
+        public let multiplexer: Multiplexer
+        public let channel: any Channel
+        let failure: NIOLockedValueBox<(any Error)?>
+        let keeper: StreamKeeper
+    }
+
     public let configuration: EgressConfiguration
     let group: any EventLoopGroup
     let logger: Logger
@@ -119,9 +127,10 @@ public final class EgressServer: Sendable {
     /// The HTTP/2 server pipeline, for a channel from any bootstrap (install it in the
     /// channel initializer, before the channel is active, so no byte is read without it).
     @Sendable
-    public func configure(_ channel: any Channel) -> EventLoopFuture<Multiplexer> {
+    public func configure(_ channel: any Channel) -> EventLoopFuture<Connection> {
         let limits = configuration.limits
         return channel.eventLoop.makeCompletedFuture {
+            let keeper = StreamKeeper()
             var connection = NIOHTTP2Handler.ConnectionConfiguration()
             connection.initialSettings = [
                 HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.maxConcurrentStreams),
@@ -134,20 +143,31 @@ public final class EgressServer: Sendable {
             stream.targetWindowSize = limits.streamWindow
             stream.outboundBufferSizeHighWatermark = 1 << 20
             stream.outboundBufferSizeLowWatermark = 1 << 19
-            return try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
+            let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                 mode: .server, configuration: .init(connection: connection, stream: stream)
             ) { stream in
                 stream.eventLoop.makeCompletedFuture {
                     try stream.pipeline.syncOperations.addHandler(SniffDeadlineHandler(after: limits.sniffTimeout))
-                    return try EgressStream(wrappingChannelSynchronously: stream)
+                    let wrapped = try EgressStream(wrappingChannelSynchronously: stream)
+                    keeper.hold(wrapped)
+                    return wrapped
                 }
             }
+            // The HTTP/2 handler answers a protocol error with GOAWAY and passes the error on;
+            // closing is ours to do.
+            let failure = NIOLockedValueBox<(any Error)?>(nil)
+            try channel.pipeline.syncOperations.addHandler(CloseOnErrorHandler(failure: failure))
+            return Connection(multiplexer: multiplexer, channel: channel, failure: failure, keeper: keeper)
         }
     }
 
     /// Serves the streams of one connection until it ends. Throws what ended the connection
     /// (a protocol error from the guest); its streams are closed either way.
-    public func serve(_ multiplexer: Multiplexer) async throws {
+    public func serve(_ connection: Connection) async throws {
+        let multiplexer = connection.multiplexer
+        // However serving ends (the guest closed, a protocol error, cancellation), the
+        // connection and every stream on it close.
+        defer { connection.channel.close(promise: nil) }
         let active = NIOLockedValueBox(0)
         let limit = configuration.limits.maxConcurrentStreams
         try await withThrowingDiscardingTaskGroup { tasks in
@@ -163,16 +183,61 @@ public final class EgressServer: Sendable {
                     stream.channel.close(promise: nil)
                     continue
                 }
+                connection.keeper.take(stream)
                 tasks.addTask {
                     defer { active.withLockedValue { $0 -= 1 } }
                     await EgressStreamHandler(server: self, stream: stream).run()
                 }
             }
         }
+        if let failure = connection.failure.withLockedValue({ $0 }) { throw failure }
     }
 
     func record(_ record: ConnectionRecord) {
         sink(record)
+    }
+}
+
+/// Holds every stream the HTTP/2 handler creates until `serve` takes it. A stream nobody
+/// takes (refused over the limit, or opened while the connection winds down, when the stream
+/// sequence no longer delivers) is closed and its async channel finished when the stream
+/// closes: an `NIOAsyncChannel` dropped unfinished stops the process (a precondition in NIO),
+/// and the guest must never be able to cause that.
+final class StreamKeeper: Sendable {
+    private let held = NIOLockedValueBox<[ObjectIdentifier: EgressStream]>([:])
+
+    func hold(_ stream: EgressStream) {
+        let id = ObjectIdentifier(stream.channel)
+        held.withLockedValue { $0[id] = stream }
+        stream.channel.closeFuture.whenComplete { _ in
+            if let orphan = self.held.withLockedValue({ $0.removeValue(forKey: id) }) {
+                Task { try? await orphan.executeThenClose { _, _ in } }
+            }
+        }
+    }
+
+    func take(_ stream: EgressStream) {
+        _ = held.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(stream.channel)) }
+    }
+}
+
+/// Closes the connection on the first connection-level error that reaches the end of its
+/// pipeline (a protocol error from the guest, a socket error) and keeps it for `serve` to
+/// throw. NIOHTTP2 reports stream errors the same way after resetting just that stream; the
+/// common ones (frames for a stream already reset or unknown) leave the connection alone.
+/// An error misjudged as connection-level only ends this guest's own connection.
+final class CloseOnErrorHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Never
+    let failure: NIOLockedValueBox<(any Error)?>
+
+    init(failure: NIOLockedValueBox<(any Error)?>) {
+        self.failure = failure
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOHTTP2Errors.StreamClosed || error is NIOHTTP2Errors.NoSuchStream { return }
+        failure.withLockedValue { $0 = $0 ?? error }
+        context.close(promise: nil)
     }
 }
 
@@ -202,7 +267,9 @@ final class SniffDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            // The async channel hands reads over on read-complete.
             bound.value.fireChannelRead(NIOAny(EgressStreamInput.sniffDeadline))
+            bound.value.fireChannelReadComplete()
         }
     }
 

@@ -44,6 +44,11 @@ public final class PortForwarder: Sendable {
         listeners.map { UInt16(truncatingIfNeeded: $0.server.channel.localAddress?.port ?? 0) }
     }
 
+    /// The address each forward listens on (always 127.0.0.1).
+    public var boundAddresses: [String] {
+        listeners.map { $0.server.channel.localAddress?.ipAddress ?? "" }
+    }
+
     private init(listeners: [(forward: HostForward, server: Listener)], link: any GuestStreamOpener, logger: Logger, sink: @escaping ConnectionRecordSink) {
         self.listeners = listeners
         self.link = link
