@@ -24,6 +24,8 @@ public struct EgressLimits: Sendable {
     /// decision needs them.
     public var sniffTimeout = TimeAmount.milliseconds(300)
     public var connectTimeout = TimeAmount.seconds(10)
+    /// RST_STREAMs the guest may send in 10 s before its connection is ended.
+    public var maxResetsPerWindow = 5000
 
     public init() {}
 }
@@ -143,6 +145,11 @@ public final class EgressServer: Sendable {
             stream.targetWindowSize = limits.streamWindow
             stream.outboundBufferSizeHighWatermark = 1 << 20
             stream.outboundBufferSizeLowWatermark = 1 << 19
+            // Every TCP reset in the guest is a RST_STREAM here: NIO's rapid-reset guard (200
+            // per 30 s) would end a busy but honest guest's connection. Its own connection is
+            // all a flood can end anyway.
+            stream.streamResetFrameRateLimit.maximumCount = limits.maxResetsPerWindow
+            stream.streamResetFrameRateLimit.windowLength = .seconds(10)
             let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                 mode: .server, configuration: .init(connection: connection, stream: stream)
             ) { stream in
