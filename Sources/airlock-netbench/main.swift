@@ -110,18 +110,18 @@ let egress = EgressServer(configuration: .init(rules: rules, resolver: StaticRes
 var fds: [Int32] = [-1, -1]
 guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { fatalError("socketpair") }
 let serving = Task { try await egress.serve(connectedSocket: fds[0]) }
-// The guest's side, with the windows the guest agent uses.
+// The guest's side: 1 MiB frames and 4 MiB stream windows (what the guest agent should advertise).
 let multiplexer = try await ClientBootstrap(group: group).withConnectedSocket(fds[1]) { channel in
     channel.eventLoop.makeCompletedFuture {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
-            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
-            HTTP2Setting(parameter: .maxFrameSize, value: 1 << 16),
+            HTTP2Setting(parameter: .initialWindowSize, value: 4 << 20),
+            HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
         ]
-        connection.targetWindowSize = 8 << 20
+        connection.targetWindowSize = 16 << 20
         var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = 1 << 20
+        stream.targetWindowSize = 4 << 20
         return try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
             mode: .client, configuration: .init(connection: connection, stream: stream)) { $0.eventLoop.makeSucceededVoidFuture() }
     }
