@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "Sandbox",
             dependencies: [
-                "NetworkPolicy", "GuestLink", "GitReview", "CShim", "CAssets", "Clibarchive", "Clibseccomp",
+                "NetworkPolicy", "NetworkProxy", "GuestLink", "GitReview", "CShim", "CAssets", "Clibarchive", "Clibseccomp",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -101,6 +101,34 @@ let package = Package(
         ),
         // Pure rule matching for the network policy; no I/O.
         .target(name: "NetworkPolicy", exclude: ["README.md"], swiftSettings: strict),
+        // The host side of the guest's network: judges, resolves, connects and relays each
+        // egress stream; port forwards; audit records.
+        .target(
+            name: "NetworkProxy",
+            dependencies: [
+                "NetworkPolicy", "GuestLink",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // Not shipped: measures the egress relay against a direct loopback connection (`make bench`).
+        .executableTarget(
+            name: "airlock-netbench",
+            dependencies: [
+                "NetworkProxy", "NetworkPolicy", "GuestLink",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // libgit2 wrapper.
         .target(name: "GitReview", dependencies: ["Clibgit2", "CShim"], exclude: ["README.md"], swiftSettings: strict),
 
@@ -119,6 +147,18 @@ let package = Package(
         .testTarget(
             name: "SandboxTests",
             dependencies: ["Sandbox", "NetworkPolicy"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NetworkProxyTests",
+            dependencies: [
+                "NetworkProxy", "NetworkPolicy", "GuestLink",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

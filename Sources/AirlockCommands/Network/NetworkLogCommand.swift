@@ -1,0 +1,177 @@
+import ArgumentParser
+// FoundationEssentials for the JSON coders only (no ICU).
+import FoundationEssentials
+import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct NetworkLogCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log",
+        abstract: "Show the network decisions of a sandbox: time, verdict, destination, rule, bytes.",
+        discussion: "Reads .airlock/<name>/audit.jsonl. With --follow, waits for new decisions until Ctrl-C."
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var sandbox: SandboxNameOption
+
+    @Flag(name: .shortAndLong, help: "Keep printing decisions as they are made, until interrupted.")
+    var follow = false
+
+    @Flag(help: "Print each decision as one JSON object per line (the audit log's own lines).")
+    var json = false
+
+    func run() async throws {
+        let project = Project.discover(from: currentDirectory())
+        let paths: SandboxPaths
+        do {
+            paths = try sandbox.paths(in: project)
+            guard isDirectory(paths.stateDirectory) else {
+                throw SandboxError("this project has no sandbox \(paths.name)", hint: "`airlock ps` lists the sandboxes")
+            }
+        } catch {
+            throw reportAndExit(error)
+        }
+        var reader = AuditTail(path: paths.auditLog.path)
+        let renderer = NetworkLogRenderer(json: json, terminal: .standardOutput)
+        var printedHeader = false
+        var printedAny = false
+        while true {
+            let events = reader.readNew().filter { $0.event == "network" }
+            if !events.isEmpty {
+                if !json && !printedHeader {
+                    Terminal.standardOutput.write(renderer.header())
+                    printedHeader = true
+                }
+                Terminal.standardOutput.write(events.map(renderer.line).joined())
+                printedAny = true
+            }
+            guard follow else { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        if !printedAny && !json {
+            Terminal.standardError.write("sandbox \(paths.name): no network decisions yet\n")
+        }
+    }
+}
+
+/// Reads an append-only JSON Lines file from where it left off; a torn last line waits for
+/// its end. A file that shrank (a new log) is read again from the start.
+struct AuditTail {
+    let path: String
+    private var offset: Int64 = 0
+    private var partial: [UInt8] = []
+
+    init(path: String) {
+        self.path = path
+    }
+
+    mutating func readNew() -> [AuditEvent] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var status = stat()
+        if fstat(fd, &status) == 0, Int64(status.st_size) < offset {
+            offset = 0
+            partial = []
+        }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += buffer[0..<count]
+            offset += Int64(count)
+        }
+        partial += bytes
+        guard let lastNewline = partial.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
+        let complete = partial[...lastNewline]
+        partial = Array(partial[(lastNewline + 1)...])
+        let decoder = JSONDecoder()
+        return complete.split(separator: UInt8(ascii: "\n")).compactMap { try? decoder.decode(AuditEvent.self, from: Data($0)) }
+    }
+}
+
+/// Table rows or JSON lines for network events.
+struct NetworkLogRenderer {
+    let json: Bool
+    let terminal: Terminal
+
+    static let columns = ["TIME", "VERDICT", "DESTINATION", "IP", "RULE", "UP", "DOWN"]
+    static let widths = [19, 11, 40, 16, 20, 8, 8]
+
+    func header() -> String {
+        row(Self.columns)
+    }
+
+    func line(_ event: AuditEvent) -> String {
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            return ((try? encoder.encode(event)).map { String(decoding: $0, as: UTF8.self) } ?? "{}") + "\n"
+        }
+        func text(_ key: String) -> String? {
+            if case .text(let value)? = event.details[key] { return value }
+            return nil
+        }
+        func number(_ key: String) -> Int64? {
+            if case .number(let value)? = event.details[key] { return value }
+            return nil
+        }
+        let port = number("port").map(String.init) ?? "?"
+        let host = text("name") ?? text("ip") ?? "?"
+        let destination = (host.contains(":") ? "[\(host)]" : host) + ":" + port
+        let verdict = text("verdict") ?? "?"
+        let style: Terminal.Style = switch verdict {
+        case "allow", "passthrough": .green
+        case "forward": .cyan
+        case "refused", "invalid": .yellow
+        default: .red
+        }
+        var cells = [formatClock(event.time), verdict, destination, text("ip") ?? "-", text("rule") ?? "(policy)",
+                     number("bytes_up").map(formatBytes) ?? "-", number("bytes_down").map(formatBytes) ?? "-"]
+        // The verdict is styled after padding, so escape codes don't break the columns.
+        cells[1] = cells[1].padding(to: Self.widths[1])
+        var result = row(cells, styled: { index, cell in index == 1 ? terminal.style(cell, style) : cell })
+        if verdict != "allow" && verdict != "passthrough" && verdict != "forward", let reason = text("reason") {
+            result += "    " + terminal.style(reason, .dim) + "\n"
+        }
+        return result
+    }
+
+    private func row(_ cells: [String], styled: (Int, String) -> String = { $1 }) -> String {
+        var parts: [String] = []
+        for (index, cell) in cells.enumerated() {
+            let width = Self.widths[index]
+            let fitted = cell.count > width ? String(cell.prefix(width - 1)) + "…" : cell.padding(to: width)
+            parts.append(styled(index, fitted))
+        }
+        return parts.joined(separator: " ").trimmingTrailingSpaces() + "\n"
+    }
+}
+
+/// `2026-11-23 14:05:09` in local time.
+func formatClock(_ seconds: Double) -> String {
+    var time = time_t(seconds)
+    var parts = tm()
+    localtime_r(&time, &parts)
+    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
+}
+
+/// `812`, `12.3K`, `4.5M`, `1.2G`.
+func formatBytes(_ bytes: Int64) -> String {
+    if bytes < 1000 { return "\(bytes)" }
+    let units = ["K", "M", "G", "T"]
+    var value = Double(bytes) / 1000
+    var unit = 0
+    while value >= 1000 && unit < units.count - 1 {
+        value /= 1000
+        unit += 1
+    }
+    let tenths = Int((value * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)\(units[unit])"
+}

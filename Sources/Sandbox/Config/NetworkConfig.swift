@@ -1,0 +1,40 @@
+import NetworkPolicy
+import NetworkProxy
+
+extension AirlockConfig.Network {
+    /// The policy and the enabled rules, ready for the host proxy.
+    public var networkRules: NetworkRules {
+        NetworkRules(policy: policy, rules: rules.map { name, rule in
+            NetworkRule(name: name, allow: rule.allow, deny: rule.deny, passthrough: rule.passthrough, allowPrivate: rule.allowPrivate)
+        })
+    }
+
+    /// `guest = ["5000:4000"]` forwards (the guest's port → the host's 127.0.0.1 port). A
+    /// guest port named twice keeps the entry first by name.
+    public var guestForwards: [GuestForward] {
+        var seen = Set<UInt16>()
+        return ports.sorted(by: { $0.key < $1.key }).flatMap { name, ports in
+            ports.guest.map { GuestForward(guestPort: $0.listen, hostPort: $0.connect, entry: name) }
+        }.filter { seen.insert($0.guestPort).inserted }
+    }
+
+    /// `host = [5432, "9000:3000"]` forwards (the host's 127.0.0.1 port → the guest's port).
+    public var hostForwards: [HostForward] {
+        var seen = Set<UInt16>()
+        return ports.sorted(by: { $0.key < $1.key }).flatMap { name, ports in
+            ports.host.map { HostForward(listenPort: $0.listen, guestPort: $0.connect, entry: name) }
+        }.filter { seen.insert($0.listenPort).inserted }
+    }
+}
+
+extension AuditEvent {
+    /// The audit line of one judged connection (event `network`).
+    public init(sandbox: String, connection: ConnectionRecord) {
+        self.init(sandbox: sandbox, event: ConnectionRecord.event, details: connection.details.mapValues { value in
+            switch value {
+            case .text(let text): .text(text)
+            case .number(let number): .number(number)
+            }
+        })
+    }
+}

@@ -1,0 +1,128 @@
+import GuestLink
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import Testing
+@testable import NetworkProxy
+
+/// The guest's side of `/v1/forward`, for the test: an HTTP/2 server on the control connection
+/// that connects each forward to 127.0.0.1:<airlock-port> (here: the test's own loopback).
+enum FakeGuestControl {
+    typealias Stream = NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>
+
+    static func serve(_ fd: Int32) async throws {
+        let multiplexer = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).withConnectedSocket(fd) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .server) { stream in
+                    stream.eventLoop.makeCompletedFuture { try Stream(wrappingChannelSynchronously: stream) }
+                }
+            }
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            for try await stream in multiplexer.inbound {
+                group.addTask { try? await handle(stream) }
+            }
+        }
+    }
+
+    static func handle(_ stream: Stream) async throws {
+        try await stream.executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            guard case .headers(let headers)? = try await frames.next() else { return }
+            let request = try ForwardRequest(headers: headers.headers)
+            let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+            do {
+                upstream = try await EgressStreamHandler.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: Int(request.port)),
+                                                                 group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(2))
+            } catch {
+                try await outbound.write(.headers(.init(headers: [":status": "502", ForwardRequest.reasonHeader: "nothing listens on \(request.port)"], endStream: true)))
+                return
+            }
+            try await outbound.write(.headers(.init(headers: [":status": "200"])))
+            _ = await Relay.run(frames: &frames, frame: { $0 }, guestFinished: false, initial: ByteBuffer(), stream: stream.channel,
+                                outbound: outbound, upstream: upstream,
+                                record: ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .forward, reason: ""), progress: { _ in })
+            await Relay.settle(stream.channel, timeout: .seconds(10))
+        }
+    }
+}
+
+@Suite("Host port forwards", .serialized)
+struct PortForwarderTests {
+    /// Connects to 127.0.0.1:port, sends `text`, half-closes, reads to EOF.
+    func roundTrip(port: UInt16, text: String) async throws -> String {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .connect(host: "127.0.0.1", port: Int(port)) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in
+            if !text.isEmpty { try await outbound.write(ByteBuffer(string: text)) }
+            outbound.finish()
+            var received = ""
+            for try await buffer in inbound { received += String(buffer: buffer) }
+            return received
+        }
+    }
+
+    @Test("a connection to the host's listener reaches the guest's port; nothing listening there closes it")
+    func forward() async throws {
+        try await within {
+            let echo = try await TestServer.echo()
+            let dead = try await TestServer.echo()
+            let deadPort = dead.port
+            await dead.close()
+
+            let (hostEnd, guestEnd) = try socketPair()
+            let guest = Task { try? await FakeGuestControl.serve(guestEnd) }
+            let link = try await LinkClient.connect(connectedSocket: hostEnd)
+            let records = Records()
+            let forwarder = try await PortForwarder.bind([
+                HostForward(listenPort: 0, guestPort: echo.port, entry: "echo"),
+                HostForward(listenPort: 0, guestPort: deadPort, entry: "dead"),
+            ], link: link, logger: testLogger, records: records.sink)
+            let running = Task { await forwarder.run() }
+            let ports = forwarder.boundPorts
+            #expect(ports.count == 2 && ports.allSatisfy { $0 != 0 })
+
+            #expect(try await roundTrip(port: ports[0], text: "through the link") == "through the link")
+            let big = String(repeating: "x", count: 1 << 20)
+            #expect(try await roundTrip(port: ports[0], text: big) == big)
+            #expect(try await roundTrip(port: ports[1], text: "nobody") == "")
+
+            let all = await records.wait(for: 3)
+            #expect(all.filter { $0.rule == "ports.echo" && $0.verdict == .forward && $0.direction == .hostForward }.count == 2)
+            #expect(all.contains { $0.rule == "ports.echo" && $0.bytesUp == 1 << 20 && $0.bytesDown == 1 << 20 })
+            #expect(all.contains { $0.rule == "ports.dead" && $0.verdict == .refused && $0.reason.contains("502") })
+
+            await forwarder.close()
+            running.cancel()
+            _ = await running.value
+            await link.close()
+            _ = await guest.value
+            await echo.close()
+        }
+    }
+
+    @Test("listeners bind 127.0.0.1 only, and a taken port fails the start with the entry's name")
+    func binding() async throws {
+        try await within {
+            let (hostEnd, guestEnd) = try socketPair()
+            let guest = Task { try? await FakeGuestControl.serve(guestEnd) }
+            let link = try await LinkClient.connect(connectedSocket: hostEnd)
+            let taken = try await TestServer.echo()
+            await #expect(throws: PortForwardError.self) {
+                _ = try await PortForwarder.bind([HostForward(listenPort: taken.port, guestPort: 1, entry: "clash")], link: link, logger: testLogger, records: { _ in })
+            }
+            let forwarder = try await PortForwarder.bind([HostForward(listenPort: 0, guestPort: 1, entry: "x")], link: link, logger: testLogger, records: { _ in })
+            #expect(forwarder.boundAddresses.allSatisfy { $0 == "127.0.0.1" })
+            await forwarder.close()
+            await taken.close()
+            await link.close()
+            _ = await guest.value
+        }
+    }
+}

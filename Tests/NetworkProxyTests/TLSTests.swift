@@ -1,0 +1,133 @@
+import Foundation
+import NetworkPolicy
+import NIOCore
+import NIOPosix
+import Testing
+@testable import NetworkProxy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real TLS: `openssl s_server` with a certificate made here, `curl` as the program in the
+/// guest, connecting to an IP literal (as a program that resolved the name itself would) and
+/// sending an SNI of its choice.
+@Suite("TLS to IP literals", .serialized, .enabled(if: which("openssl") != nil && which("curl") != nil, "needs the openssl and curl programs"))
+struct TLSTests {
+    /// A TLS server on 127.0.0.1 with a self-signed certificate for good.test.
+    final class TLSServer {
+        let directory: String
+        let process: Process
+        let port: Int
+
+        init() async throws {
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-tls-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let made = try await runProgram(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                             "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
+                                             "-subj", "/CN=good.test", "-addext", "subjectAltName=DNS:good.test"])
+            guard made?.status == 0 else { throw TestFailure("openssl req failed: \(made?.output ?? "")") }
+            // A free port: bind, note, release.
+            let probe = try await TestServer.echo()
+            port = Int(probe.port)
+            await probe.close()
+            guard let process = try launchProgram(["openssl", "s_server", "-accept", "127.0.0.1:\(port)", "-cert", "cert.pem", "-key", "key.pem",
+                                                   "-www", "-quiet"], directory: directory) else { throw TestFailure("no openssl") }
+            self.process = process
+            // Ready when it accepts.
+            for _ in 0..<250 {
+                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get() {
+                    try? await channel.close()
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            kill(process.processIdentifier, SIGKILL)
+            throw TestFailure("openssl s_server never listened on \(port)")
+        }
+
+        func stop() {
+            // s_server ignores SIGTERM.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    struct TestFailure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// curl to https://<sni>:<port>/ whose TCP connection the guest captures as a connection to
+    /// 127.0.0.1:<port>. Returns curl's exit status and output.
+    func curl(sni: String?, through capturePort: Int, port: Int) async throws -> (status: Int32, output: String) {
+        var arguments = ["curl", "-sS", "-k", "--max-time", "10"]
+        if let sni {
+            arguments += ["--connect-to", "\(sni):\(port):127.0.0.1:\(capturePort)", "https://\(sni):\(port)/"]
+        } else {
+            arguments += ["https://127.0.0.1:\(capturePort)/"]
+        }
+        guard let result = try await runProgram(arguments, timeout: .seconds(15)) else { throw TestFailure("no curl") }
+        return result
+    }
+
+    @Test("an IP literal with an SNI is judged by both: allowed name and IP → through; denied or unknown SNI → blocked")
+    func literalWithSNI() async throws {
+        try await within(90) {
+            let tls = try await TLSServer()
+            defer { tls.stop() }
+            let port = tls.port
+            let records = Records()
+            let server = EgressServer(configuration: .init(rules: try rules([
+                ("site", allow: ["good.test:\(port)", "127.0.0.1:\(port)"], deny: ["evil.test"], allowPrivate: true),
+            ])), logger: testLogger, records: records.sink)
+            let guest = try await FakeGuest(server: server)
+            let capture = try await guest.capture(host: "127.0.0.1", ip: "127.0.0.1", port: UInt16(port))
+
+            let good = try await curl(sni: "good.test", through: capture.port, port: port)
+            #expect(good.status == 0, "\(good.output)")
+            #expect(good.output.contains("s_server"), "\(good.output)")
+
+            let evil = try await curl(sni: "evil.test", through: capture.port, port: port)
+            #expect(evil.status != 0)
+            #expect(!evil.output.contains("s_server"))
+
+            let unknown = try await curl(sni: "unknown.test", through: capture.port, port: port)
+            #expect(unknown.status != 0)
+
+            // No SNI at all (curl sends none to an IP): judged by the IP, which is allowed.
+            let bare = try await curl(sni: nil, through: capture.port, port: port)
+            #expect(bare.status == 0, "\(bare.output)")
+
+            let all = await records.wait(for: 4)
+            #expect(all.contains { $0.name == "good.test" && $0.verdict == .allow && $0.bytesDown > 0 })
+            #expect(all.contains { $0.name == "evil.test" && $0.verdict == .deny && $0.reason.contains("deny \"evil.test\"") })
+            #expect(all.contains { $0.name == "unknown.test" && $0.verdict == .deny && $0.reason.contains("deny-by-default") })
+            capture.task.cancel()
+            await guest.close()
+        }
+    }
+
+    @Test("an allowed SNI does not open a private IP literal that no rule names")
+    func nameDoesNotOpenPrivateLiteral() async throws {
+        try await within(60) {
+            let tls = try await TLSServer()
+            defer { tls.stop() }
+            let port = tls.port
+            let records = Records()
+            let server = EgressServer(configuration: .init(rules: try rules([
+                ("site", allow: ["good.test:\(port)"], deny: [], allowPrivate: true),
+            ])), logger: testLogger, records: records.sink)
+            let guest = try await FakeGuest(server: server)
+            let capture = try await guest.capture(host: "127.0.0.1", ip: "127.0.0.1", port: UInt16(port))
+            let result = try await curl(sni: "good.test", through: capture.port, port: port)
+            #expect(result.status != 0)
+            let record = try #require(await records.wait(for: 1).first)
+            #expect(record.verdict == .refused)
+            #expect(record.reason.contains("127.0.0.1 is a loopback, private, link-local or metadata address"))
+            capture.task.cancel()
+            await guest.close()
+        }
+    }
+}
