@@ -379,7 +379,7 @@ struct LayerWriter {
             let status = archive_read_data_block(archive, &block, &length, &offset)
             if status == ARCHIVE_EOF { break }
             guard status == ARCHIVE_OK || status == ARCHIVE_WARN else {
-                throw OCIError(.archive, "\(name): reading \"\(path)\" failed: \(LayerExtractor.errorText(archive))",
+                throw OCIError(.archive, "\(name): the archive is damaged or truncated at \"\(path)\": \(LayerExtractor.errorText(archive))",
                                hint: "the layer is truncated or corrupt")
             }
             guard offset >= 0, offset + Int64(length) <= size else { throw hostile("\"\(path)\" has data beyond its declared size") }

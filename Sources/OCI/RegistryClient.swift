@@ -52,6 +52,9 @@ public final class RegistryClient: Sendable {
             timeout: .init(connect: .seconds(10), read: .nanoseconds(Int64(options.idleTimeout.components.seconds) * 1_000_000_000)),
             decompression: .disabled)
         configuration.httpVersion = .automatic
+        // Our own loop retries with back-off and a bounded count; the pool's would retry a
+        // refused connection until the request deadline.
+        configuration.connectionPool.retryConnectionEstablishment = false
         http = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
     }
 
@@ -304,7 +307,11 @@ public final class RegistryClient: Sendable {
             } catch {
                 try Task.checkCancellation()
                 failures += 1
-                guard failures < options.attempts else {
+                // TLS failures do not heal by retrying (NIOSSL is not a direct dependency, so
+                // its errors are recognised by their description).
+                let text = String(describing: error)
+                let permanent = text.contains("NIOSSL") || text.contains("handshake") || text.contains("certificate")
+                guard failures < options.attempts, !permanent else {
                     throw OCIError(.transport, "\(what): cannot reach \(Self.host(of: url) ?? url): \(error) (\(failures) attempts)",
                                    hint: options.insecureRegistries.contains(reference.registry) || url.hasPrefix("http://")
                                        ? "is the registry running?" : "is the registry running? A registry without TLS needs `insecure = true` in [registries.\"\(reference.registry)\"]")

@@ -1,5 +1,6 @@
 import CShim
 import Foundation
+import Sandbox
 import Testing
 
 #if canImport(Glibc)
@@ -65,7 +66,7 @@ final class TestRegistry: @unchecked Sendable {
         let arguments = [Self.binary, "serve", directory.appendingPathComponent("config.yml").path]
         let started = withCStrings(arguments) { argv in
             withCStrings(["PATH=/usr/bin:/bin"]) { envp in
-                airlock_spawn(Self.binary, argv, envp, -1, log, log, Int32(AIRLOCK_SPAWN_PDEATHSIG.rawValue))
+                airlock_spawn(Self.binary, argv, envp, -1, log, log, Int32(AIRLOCK_SPAWN_PDEATHSIG))
             }
         }
         guard started > 0 else { throw Spawned.Failure(description: "cannot start docker-registry: \(String(cString: strerror(-started)))") }

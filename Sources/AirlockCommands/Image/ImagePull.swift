@@ -61,7 +61,7 @@ struct ImageContext {
             await client.shutdown()
             return record
         } catch {
-            renderer.finish()
+            renderer.finish(succeeded: false)
             await client.shutdown()
             throw error
         }

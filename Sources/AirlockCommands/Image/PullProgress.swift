@@ -115,12 +115,12 @@ final class PullProgress: Sendable {
         return [output]
     }
 
-    func finish() {
+    func finish(succeeded: Bool = true) {
         guard !quiet else { return }
         let lines: [String] = state.withLock { state in
             if terminal { return state.layers.isEmpty ? [] : redraw(&state, now: monotonicNow()) }
             let elapsed = monotonicNow() - state.started
-            return state.reference.isEmpty ? [] : ["\(state.reference): done in \(formatDecimal(elapsed)) s"]
+            return state.reference.isEmpty || !succeeded ? [] : ["\(state.reference): done in \(formatDecimal(elapsed)) s"]
         }
         write(lines)
     }

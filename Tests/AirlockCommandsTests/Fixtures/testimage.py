@@ -41,6 +41,9 @@ def push_blob(data):
 
 
 def payload(entry):
+    if "src" in entry:
+        with open(entry["src"], "rb") as source:
+            return source.read()
     if "data" in entry:
         return entry["data"].encode()
     size = entry.get("size", 0)
