@@ -239,7 +239,8 @@ public final class RegistryClient: Sendable {
             throw OCIError(.integrity, "\(what): the content's digest is \(digest), the manifest says \(descriptor.digest); the download was discarded",
                            hint: "the registry serves corrupt or tampered content")
         }
-        try await file.sync()
+        // No fsync: a layer blob lives only until it is unpacked (and the unpacked layer is
+        // what the store keeps); a crash before that loses a download, never consistency.
         guard rename(partial, destination) == 0 else {
             throw OCIError(.store, "cannot rename \(partial) to \(destination): \(String(cString: strerror(errno)))")
         }
@@ -500,12 +501,6 @@ struct BlobFile: Sendable {
     func truncate() async throws {
         try await NIOThreadPool.singleton.runIfActive {
             guard ftruncate(fd, 0) == 0 else { throw OCIError(.store, "ftruncate: \(String(cString: strerror(errno)))") }
-        }
-    }
-
-    func sync() async throws {
-        try await NIOThreadPool.singleton.runIfActive {
-            guard fdatasync(fd) == 0 else { throw OCIError(.store, "fdatasync: \(String(cString: strerror(errno)))") }
         }
     }
 

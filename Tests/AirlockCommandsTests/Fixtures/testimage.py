@@ -71,8 +71,10 @@ def sparse_member(entry):
 
 
 def build_layer(layer):
+    """The layer blob and its diff_id (the digest of the uncompressed tar)."""
     if "raw_b64" in layer:
-        return base64.b64decode(layer["raw_b64"])
+        data = base64.b64decode(layer["raw_b64"])
+        return data, "sha256:" + hashlib.sha256(data).hexdigest()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for entry in layer["entries"]:
@@ -119,7 +121,7 @@ def build_layer(layer):
         out = raw
     if "truncate" in layer:
         out = out[: layer["truncate"]]
-    return out
+    return out, "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 MEDIA = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -129,14 +131,14 @@ MEDIA = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
 
 def push_image(description, architecture):
     layers = []
-    blobs = []
+    diff_ids = []
     for layer in description["layers"]:
-        data = build_layer(layer)
+        data, diff_id = build_layer(layer)
         digest = push_blob(data)
-        blobs.append(data)
+        diff_ids.append(diff_id)
         layers.append({"mediaType": MEDIA[layer.get("compression", "gzip")], "digest": digest, "size": len(data)})
     config = {"architecture": architecture, "os": "linux", "config": description.get("config", {}),
-              "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}
+              "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     config_bytes = json.dumps(config).encode()
     config_digest = push_blob(config_bytes)
     for index, delta in description.get("lie_sizes", {}).items():
