@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // The OCI registry client's HTTP/1.1 and HTTP/2 over TLS (brings swift-nio-ssl).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // Test-only: reads the Cloud Hypervisor OpenAPI spec for the contract tests.
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
@@ -34,7 +36,7 @@ let package = Package(
         .target(
             name: "AirlockCommands",
             dependencies: [
-                "Sandbox", "GitReview", "QEMU", "CloudHypervisor", "GuestLink", "CShim",
+                "Sandbox", "GitReview", "QEMU", "CloudHypervisor", "GuestLink", "CShim", "OCI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -94,6 +96,21 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // OCI images: distribution client, content-addressed store, layer extraction.
+        .target(
+            name: "OCI",
+            dependencies: [
+                "Clibarchive", "CShim",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["README.md"],
@@ -185,7 +202,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockCommandsTests",
-            dependencies: ["AirlockCommands", "Sandbox", "GitReview", "CShim"],
+            dependencies: ["AirlockCommands", "Sandbox", "GitReview", "CShim", "OCI"],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
     ]

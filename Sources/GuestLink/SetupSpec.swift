@@ -9,6 +9,9 @@ public struct SetupSpec: Sendable, Equatable {
             case overlay = 0
             /// Mounted as it is (the workspace, read-only extras).
             case direct = 1
+            /// A layer of the OCI image root (`SetupSpec.image`): mounted read-only under
+            /// /mnt/shares, stacked by the root's overlayfs, never placed in the root itself.
+            case layer = 2
         }
 
         /// The 9p/virtiofs mount tag.
@@ -23,6 +26,32 @@ public struct SetupSpec: Sendable, Equatable {
             self.path = path
             self.readOnly = readOnly
             self.kind = kind
+        }
+    }
+
+    /// The root is an OCI image instead of the host's system directories.
+    public struct Image: Sendable, Equatable {
+        public struct Layer: Sendable, Equatable {
+            /// The share (kind `.layer`) holding the extracted layer.
+            public var tag: String
+            /// Paths (relative) this layer deletes from the ones below: the guest makes real
+            /// overlayfs whiteouts for them on a tmpfs stacked just above the layer.
+            public var whiteouts: [String]
+
+            public init(tag: String, whiteouts: [String]) {
+                self.tag = tag
+                self.whiteouts = whiteouts
+            }
+        }
+
+        /// The manifest digest: the persistent upper layer is reset when it changes.
+        public var digest: String
+        /// Bottom layer first.
+        public var layers: [Layer]
+
+        public init(digest: String, layers: [Layer]) {
+            self.digest = digest
+            self.layers = layers
         }
     }
 
@@ -56,10 +85,13 @@ public struct SetupSpec: Sendable, Equatable {
     public var home: String
     public var user: UInt32
     public var group: UInt32
+    /// nil: the host root (`image = "host"`).
+    public var image: Image?
 
     public init(
         clockSeconds: Int64, clockNanoseconds: Int32, hostname: String, stateDisk: String, shares: [Share],
-        links: [(path: String, target: String)], files: [File], directories: [String], home: String, user: UInt32, group: UInt32
+        links: [(path: String, target: String)], files: [File], directories: [String], home: String, user: UInt32, group: UInt32,
+        image: Image? = nil
     ) {
         self.clockSeconds = clockSeconds
         self.clockNanoseconds = clockNanoseconds
@@ -72,6 +104,7 @@ public struct SetupSpec: Sendable, Equatable {
         self.home = home
         self.user = user
         self.group = group
+        self.image = image
     }
 
     public static func == (a: SetupSpec, b: SetupSpec) -> Bool {
@@ -106,6 +139,15 @@ public struct SetupSpec: Sendable, Equatable {
         writer.write(home)
         writer.write(user)
         writer.write(group)
+        writer.write(image != nil)
+        if let image {
+            writer.write(image.digest)
+            writer.write(UInt32(image.layers.count))
+            for layer in image.layers {
+                writer.write(layer.tag)
+                writer.write(layer.whiteouts)
+            }
+        }
         return writer.buffer
     }
 
@@ -116,7 +158,7 @@ public struct SetupSpec: Sendable, Equatable {
         hostname = try reader.readString()
         stateDisk = try reader.readString()
         let shareCount = Int(try reader.read(UInt32.self))
-        guard shareCount <= 64 else { throw WireError("too many shares") }
+        guard shareCount <= 192 else { throw WireError("too many shares") }
         shares = []
         for _ in 0..<shareCount {
             let tag = try reader.readString()
@@ -141,7 +183,30 @@ public struct SetupSpec: Sendable, Equatable {
         home = try Self.absolute(try reader.readString())
         user = try reader.read()
         group = try reader.read()
+        if try reader.readBool() {
+            let digest = try reader.readString()
+            let layerCount = Int(try reader.read(UInt32.self))
+            guard layerCount <= 128 else { throw WireError("too many image layers") }
+            var layers: [Image.Layer] = []
+            for _ in 0..<layerCount {
+                let tag = try reader.readString()
+                let whiteouts = try reader.readStrings().map { (path) throws(WireError) in try Self.relative(path) }
+                layers.append(Image.Layer(tag: tag, whiteouts: whiteouts))
+            }
+            image = Image(digest: digest, layers: layers)
+        } else {
+            image = nil
+        }
         try reader.expectEnd()
+    }
+
+    /// Relative paths (image whiteouts): no leading slash, no `.`/`..`/empty components, no NUL.
+    private static func relative(_ path: String) throws(WireError) -> String {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard !path.isEmpty, !path.utf8.contains(0), !parts.contains(".."), !parts.contains("."), !parts.contains("") else {
+            throw WireError("invalid relative path \"\(path)\"")
+        }
+        return path
     }
 
     /// Paths must be absolute, without `..`, NUL or empty components.

@@ -86,7 +86,7 @@ public final class QEMUMachine: VirtualMachine {
         ]
         for (index, share) in spec.shares.enumerated() {
             arguments += [
-                "-fsdev", "local,id=fs\(index),path=\(escape(share.hostPath)),security_model=none" + (share.readOnly ? ",readonly=on" : ""),
+                "-fsdev", "local,id=fs\(index),path=\(escape(share.hostPath)),security_model=\(share.mappedOwnership ? "mapped-xattr" : "none")" + (share.readOnly ? ",readonly=on" : ""),
                 "-device", "virtio-9p-device,fsdev=fs\(index),mount_tag=\(share.tag)",
             ]
         }

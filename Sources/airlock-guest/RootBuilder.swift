@@ -32,28 +32,32 @@ enum RootBuilder {
         try await prepareStateDisk(spec.stateDisk)
         System.log("setup: state disk mounted")
 
-        // The skeleton: directories, links and the synthesized /etc, fresh each boot.
-        try System.mount("tmpfs", skeleton, "tmpfs", options: "mode=0755")
-        for directory in ["/proc", "/sys", "/dev", "/run", "/tmp", "/etc", "/root", "/home", "/var/tmp", "/mnt"] {
-            try System.makeDirectories(skeleton + directory)
-        }
-        chmod(skeleton + "/tmp", 0o1777)
-        chmod(skeleton + "/var/tmp", 0o1777)
-        for link in spec.links { try System.symlink(link.target, at: skeleton + link.path) }
-        for share in spec.shares { try System.makeDirectories(skeleton + share.path) }
-        for directory in spec.directories { try System.makeDirectories(skeleton + directory) }
-        for file in spec.files { try System.writeFile(skeleton + file.path, file.contents, mode: mode_t(file.mode)) }
-        try System.makeDirectories(skeleton + spec.home)
+        if let image = spec.image {
+            try await buildImageRoot(spec, image: image)
+        } else {
+            // The skeleton: directories, links and the synthesized /etc, fresh each boot.
+            try System.mount("tmpfs", skeleton, "tmpfs", options: "mode=0755")
+            for directory in ["/proc", "/sys", "/dev", "/run", "/tmp", "/etc", "/root", "/home", "/var/tmp", "/mnt"] {
+                try System.makeDirectories(skeleton + directory)
+            }
+            chmod(skeleton + "/tmp", 0o1777)
+            chmod(skeleton + "/var/tmp", 0o1777)
+            for link in spec.links { try System.symlink(link.target, at: skeleton + link.path) }
+            for share in spec.shares { try System.makeDirectories(skeleton + share.path) }
+            for directory in spec.directories { try System.makeDirectories(skeleton + directory) }
+            for file in spec.files { try System.writeFile(skeleton + file.path, file.contents, mode: mode_t(file.mode)) }
+            try System.makeDirectories(skeleton + spec.home)
 
-        try System.makeDirectories(state + "/root/upper")
-        try System.makeDirectories(state + "/root/work")
-        try System.mount("overlay", root, "overlay", options: "lowerdir=\(skeleton),upperdir=\(state)/root/upper,workdir=\(state)/root/work")
+            try System.makeDirectories(state + "/root/upper")
+            try System.makeDirectories(state + "/root/work")
+            try System.mount("overlay", root, "overlay", options: "lowerdir=\(skeleton),upperdir=\(state)/root/upper,workdir=\(state)/root/work")
+        }
 
         // Scratch file systems first: a share may live below them (a project in /tmp).
         try System.mount("tmpfs", root + "/tmp", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=1777")
         try System.mount("tmpfs", root + "/run", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=0755")
         let virtiofs = hasVirtiofsDevices()
-        for share in spec.shares {
+        for share in spec.shares where share.kind != .layer {
             let mountPoint = shares + "/" + share.tag
             if virtiofs {
                 // Cloud Hypervisor: every share is a virtio-fs device (caching is virtiofsd's).
@@ -74,6 +78,8 @@ enum RootBuilder {
             case .direct:
                 try System.makeDirectories(root + share.path)
                 try System.mount(mountPoint, root + share.path, "none", flags: UInt(MS_BIND) | (share.readOnly ? UInt(MS_RDONLY) : 0))
+            case .layer:
+                break
             }
         }
 
@@ -85,6 +91,96 @@ enum RootBuilder {
         var info = stat()
         if stat(root + spec.home, &info) == 0, info.st_uid != spec.user, spec.home != "/" {
             _ = chown(root + spec.home, spec.user, spec.group)
+        }
+    }
+
+    /// The root for an OCI image:
+    ///
+    ///     /newroot   overlay (userxattr): lower = W_n:L_n:…:W_1:L_1:skeleton, upper = state disk
+    ///
+    /// L_i is layer i's share (9p with mapped-xattr ownership, read-only). W_i is a tmpfs
+    /// directory with layer i's whiteouts as real 0/0 character devices: in L_i they are files
+    /// the guest sees as such devices, which hides them from lookups, but 9p reports them to
+    /// readdir as DT_UNKNOWN and Linux 6.1's overlayfs only checks DT_CHR entries, so without W_i
+    /// a deleted name would still be listed. The skeleton (empty, at the bottom) provides the
+    /// mount points an image may lack. The upper layer persists across boots of this sandbox
+    /// and is reset when the image (its manifest digest) changes.
+    static func buildImageRoot(_ spec: SetupSpec, image: SetupSpec.Image) async throws {
+        for share in spec.shares where share.kind == .layer {
+            let mountPoint = shares + "/" + share.tag
+            if hasVirtiofsDevices() {
+                try System.mount(share.tag, mountPoint, "virtiofs", flags: UInt(MS_RDONLY))
+            } else {
+                try System.mount(share.tag, mountPoint, "9p", flags: UInt(MS_RDONLY), options: "trans=virtio,version=9p2000.L,msize=512000,cache=loose")
+            }
+        }
+        try System.mount("tmpfs", skeleton, "tmpfs", options: "mode=0755")
+        for directory in ["/proc", "/sys", "/dev", "/run", "/tmp", "/etc", "/mnt"] {
+            try System.makeDirectories(skeleton + directory)
+        }
+        let whiteoutRoot = "/mnt/whiteouts"
+        try System.mount("tmpfs", whiteoutRoot, "tmpfs", options: "mode=0755")
+        var lower: [String] = [skeleton]
+        for (index, layer) in image.layers.enumerated() {
+            let layerRoot = shares + "/" + layer.tag
+            lower.append(layerRoot)
+            guard !layer.whiteouts.isEmpty else { continue }
+            let directory = "\(whiteoutRoot)/\(index)"
+            try System.makeDirectories(directory)
+            for path in layer.whiteouts {
+                var parent = directory
+                for component in path.split(separator: "/").dropLast() {
+                    let relative = String(parent.dropFirst(directory.count)) + "/" + component
+                    parent += "/" + component
+                    guard mkdir(parent, 0o755) == 0 || errno == EEXIST else { throw SystemError(call: "mkdir", subject: parent, code: errno) }
+                    // The directory sits above the layer's own: give it the layer's owner and mode.
+                    var info = stat()
+                    if stat(layerRoot + relative, &info) == 0 {
+                        chmod(parent, info.st_mode & 0o7777)
+                        _ = chown(parent, info.st_uid, info.st_gid)
+                    }
+                }
+                let node = directory + "/" + path
+                guard mknod(node, S_IFCHR, 0) == 0 || errno == EEXIST else { throw SystemError(call: "mknod", subject: node, code: errno) }
+            }
+            lower.append(directory)
+        }
+        // The persistent upper layer belongs to one image.
+        let base = state + "/image"
+        try System.makeDirectories(base)
+        if System.readFile(base + "/digest") != image.digest + "\n" {
+            if System.exists(base + "/upper") || System.exists(base + "/work") {
+                System.log("setup: the image changed; resetting the root's writable layer")
+                try removeTree(base + "/upper")
+                try removeTree(base + "/work")
+            }
+            try System.writeFile(base + "/digest", Array((image.digest + "\n").utf8))
+        }
+        try System.makeDirectories(base + "/upper")
+        try System.makeDirectories(base + "/work")
+        let lowerdir = lower.reversed().joined(separator: ":")
+        try System.mount("overlay", root, "overlay", options: "lowerdir=\(lowerdir),upperdir=\(base)/upper,workdir=\(base)/work,userxattr")
+        for directory in ["/proc", "/sys", "/dev", "/run", "/tmp", "/etc"] {
+            try System.makeDirectories(root + directory)
+        }
+        // Only what must be this sandbox's (hostname, hosts, resolv.conf); the image's own /etc
+        // (passwd, group, …) stays as the image has it.
+        for file in spec.files {
+            unlink(root + file.path)
+            try System.writeFile(root + file.path, file.contents, mode: mode_t(file.mode))
+        }
+        if spec.home != "/" { try System.makeDirectories(root + spec.home) }
+    }
+
+    /// `rm -rf` on the state disk (nothing there is a mount point).
+    static func removeTree(_ path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            for name in System.directoryEntries(path) { try removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 else { throw SystemError(call: "rmdir", subject: path, code: errno) }
+        } else {
+            guard unlink(path) == 0 else { throw SystemError(call: "unlink", subject: path, code: errno) }
         }
     }
 

@@ -22,7 +22,8 @@ struct ExecCommand: AsyncParsableCommand {
         let launcher = SessionLauncher(context: context, sandbox: sandbox, verbose: false, quiet: global.quiet)
         let arguments = command.first == "--" ? Array(command.dropFirst()) : command
         do {
-            let runner = try launcher.runner()
+            var runner = try launcher.runner()
+            try await launcher.applyImage(&runner, backend: nil, pullIfMissing: false)
             let spec = launcher.spec(runner, command: arguments, environment: Dictionary(env.map(splitAssignment), uniquingKeysWith: { $1 }))
             let ended = try await runner.attach(spec)
             throw ExitCode(ended.code)

@@ -3,6 +3,7 @@ import CShim
 import CloudHypervisor
 import GuestLink
 import Logging
+import OCI
 import QEMU
 import Sandbox
 
@@ -106,7 +107,7 @@ struct SessionLauncher {
     /// Boots or joins the sandbox and runs the command; returns the exit status to exit with.
     func start(command: [String], environment: [String: String]) async -> Int32 {
         do {
-            let runner = try runner()
+            var runner = try runner()
             let config = context.loaded.config
             let facts = HostFacts.probe(
                 environment: context.environment,
@@ -137,6 +138,7 @@ struct SessionLauncher {
                 let vhostVsock = facts.vhostVsock == .ok
                 machine = { spec, egress in try await QEMUMachine.start(spec, qemu: qemu, vhostVsock: vhostVsock, egress: egress) }
             }
+            try await applyImage(&runner, backend: backend, pullIfMissing: true)
             let assets = try EmbeddedAssets.locate(facts.assets, environment: context.environment)
             let ended = try await runner.run(
                 spec(runner, command: command, environment: environment), selection: selection, assets: assets, machine: machine)
@@ -145,6 +147,29 @@ struct SessionLauncher {
         } catch {
             return reportAndExit(error).rawValue
         }
+    }
+
+    /// For `[vm] image = "REF"`: the image's root from the store (pulled first when missing
+    /// and `pullIfMissing`), noted as used by this sandbox so `image prune` keeps it.
+    func applyImage(_ runner: inout SandboxRunner, backend: BackendSelection.Backend?, pullIfMissing: Bool) async throws {
+        let image = context.loaded.config.vm.image
+        guard image != "host" else { return }
+        if backend == .cloudHypervisor {
+            throw SandboxError("[vm] image = \"\(image)\" needs the QEMU backend for now",
+                               hint: "image layers carry their owners in 9p mapped-xattr form, which virtiofsd cannot present; set [vm] backend = \"qemu\"")
+        }
+        let reference = try ImageReference(parsing: image)
+        let images = try ImageContext.load(environment: context.environment, config: context.loaded.config)
+        var record = images.store.record(for: reference)
+        if record == nil {
+            guard pullIfMissing else {
+                throw SandboxError("the image \(reference) is not pulled", hint: "`airlock image pull \(image)`")
+            }
+            record = try await images.pull(reference, quiet: quiet)
+        }
+        guard let record else { return }
+        runner.image = try images.root(record)
+        if pullIfMissing { try images.store.recordSandbox(stateDirectory: runner.paths.stateDirectory, record: record) }
     }
 
     func showConsole(_ paths: SandboxPaths) {

@@ -82,6 +82,8 @@ public struct AirlockConfig: Sendable, Equatable {
     /// Project paths hidden from the guest, by entry name.
     public var masks: [String: [String]] = [:]
     public var daemons: [String: Daemon] = [:]
+    /// `[registries."host:port"]`: registries spoken to over plain HTTP (`insecure = true`).
+    public var insecureRegistries: Set<String> = []
 
     public init() {}
 }
@@ -180,6 +182,9 @@ extension AirlockConfig {
             } else {
                 daemons[name] = Daemon(command: command)
             }
+        }
+        for (name, entry) in enabledEntries(root["registries"]) where entry["insecure"]?.boolean == true {
+            insecureRegistries.insert(name)
         }
         if !problems.isEmpty { throw ConfigError(problems) }
     }

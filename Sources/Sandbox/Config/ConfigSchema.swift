@@ -86,6 +86,8 @@ enum AirlockSchema {
         ("env", .environment),
         ("mask", .named([("paths", .array(.projectPath))])),
         ("daemons", .named([("command", .array(.string))])),
+        // OCI registries by host[:port] as written in image references.
+        ("registries", .named([("insecure", .boolean)])),
     ])
 }
 

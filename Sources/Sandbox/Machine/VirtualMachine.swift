@@ -11,11 +11,15 @@ public struct MachineSpec: Sendable, Equatable {
         public var tag: String
         public var hostPath: String
         public var readOnly: Bool
+        /// The files' owners, modes and types are in `user.virtfs.*` xattrs (an extracted OCI
+        /// layer): QEMU shares it with 9p `security_model=mapped-xattr`.
+        public var mappedOwnership: Bool
 
-        public init(tag: String, hostPath: String, readOnly: Bool) {
+        public init(tag: String, hostPath: String, readOnly: Bool, mappedOwnership: Bool = false) {
             self.tag = tag
             self.hostPath = hostPath
             self.readOnly = readOnly
+            self.mappedOwnership = mappedOwnership
         }
     }
 

@@ -21,6 +21,8 @@ public struct SandboxRunner: Sendable {
     public var workspace = WorkspaceOptions()
     /// The host side of the guest's egress connection (nil: the guest's TCP connections hang).
     public var egressHandler: EgressHandler?
+    /// The OCI image the root is built from; nil for `image = "host"`.
+    public var image: ImageRoot?
 
     /// How the clone is made at this start.
     public struct WorkspaceOptions: Sendable, Equatable {
@@ -53,18 +55,23 @@ public struct SandboxRunner: Sendable {
     /// directory matching the caller's, inside the workspace.
     public func execSpec(command: [String], extraEnvironment: [String: String], terminal: WindowSize?, workingDirectory: String) -> ExecSpec {
         let root = HostRoot(hostname: hostname)
-        var environment = root.baseEnvironment(terminal: terminal == nil ? nil : (self.environment["TERM"] ?? "xterm-256color"))
+        let terminalName = terminal == nil ? nil : (self.environment["TERM"] ?? "xterm-256color")
+        var environment = image?.baseEnvironment(terminal: terminalName, hostname: hostname) ?? root.baseEnvironment(terminal: terminalName)
         for (key, value) in config.env { environment[key] = value }
         for (key, value) in extraEnvironment { environment[key] = value }
-        let arguments = command.isEmpty ? [root.user.shell, "-l"] : command
+        let arguments = image?.arguments(for: command) ?? (command.isEmpty ? [root.user.shell, "-l"] : command)
         var directory = paths.project.root
         if workingDirectory == paths.project.root || workingDirectory.hasPrefix(paths.project.root + "/") {
             let relative = workingDirectory.dropFirst(paths.project.root.count)
             if relative.isEmpty || isDirectory(paths.workspace + relative) { directory = workingDirectory }
         }
+        // The image's own command runs where the image says; the user's runs in the project.
+        if let image, command.isEmpty, !(image.entrypoint + image.command).isEmpty, let imageDirectory = image.workingDirectory, imageDirectory.hasPrefix("/") {
+            directory = imageDirectory
+        }
         return ExecSpec(
             arguments: arguments, environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
-            workingDirectory: directory, terminal: terminal, user: root.user.uid, group: root.user.gid)
+            workingDirectory: directory, terminal: terminal, user: image?.user.uid ?? root.user.uid, group: image?.user.gid ?? root.user.gid)
     }
 
     var hostname: String { "airlock-" + paths.name }
@@ -130,7 +137,8 @@ public struct SandboxRunner: Sendable {
         // A fresh console log per boot.
         close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
 
-        let layout = HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
+        let layout = try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
+            ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
         let machineSpec = MachineSpec(
             kernel: assets.kernel, initramfs: assets.initramfs, cpus: config.vm.cpus,
             memoryMiB: max(256, config.vm.memory.bytes >> 20), shares: layout.shares, disk: paths.disk,

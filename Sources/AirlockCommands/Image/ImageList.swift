@@ -1,0 +1,63 @@
+import ArgumentParser
+import OCI
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ImageList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List pulled images.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Print a JSON array, one object per image.")
+    var json = false
+
+    struct Row: Encodable {
+        var reference: String
+        var digest: String
+        var platform: String
+        var layers: Int
+        var downloadSize: Int64
+        var extractedSize: Int64
+        var pulledAt: Int64
+    }
+
+    func run() throws {
+        let store = ImageStore(root: ImageStore.defaultRoot(environment: ProcessEnvironment.current))
+        let rows = store.records().map {
+            Row(reference: $0.reference, digest: $0.manifestDigest.description, platform: $0.platform, layers: $0.layers.count,
+                downloadSize: $0.downloadSize, extractedSize: $0.extractedSize, pulledAt: $0.pulledAt)
+        }
+        if json {
+            try printJSON(rows)
+            return
+        }
+        let out = Terminal.standardOutput
+        guard !rows.isEmpty else {
+            out.write("no images in \(store.root); `airlock image pull REF` fetches one\n")
+            return
+        }
+        let table = [["REFERENCE", "DIGEST", "LAYERS", "SIZE", "PULLED"]] + rows.map {
+            [$0.reference, String($0.digest.dropFirst(7).prefix(12)), "\($0.layers)", formatBytes($0.extractedSize), formatDuration(Int64(time(nil)) - $0.pulledAt) + " ago"]
+        }
+        let widths = (0..<5).map { column in table.map { $0[column].count }.max() ?? 0 }
+        for row in table {
+            out.write(zip(row, widths).map { $0.padding(to: $1) }.joined(separator: "  ").trimmingTrailingSpaces() + "\n")
+        }
+    }
+}
+
+func formatBytes(_ bytes: Int64) -> String {
+    let value = Double(bytes)
+    if value < 1000 { return "\(bytes) B" }
+    if value < 1e6 { return formatDecimal(value / 1e3) + " kB" }
+    if value < 1e9 { return formatDecimal(value / 1e6) + " MB" }
+    return formatDecimal(value / 1e9) + " GB"
+}
+
+/// One decimal, without Foundation's formatters.
+func formatDecimal(_ value: Double) -> String {
+    let tenths = Int((value * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)"
+}

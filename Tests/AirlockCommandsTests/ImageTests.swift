@@ -1,0 +1,462 @@
+import CShim
+import Foundation
+import OCI
+import Sandbox
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Image references")
+struct ImageReferenceTests {
+    @Test("Docker's defaults and forms", arguments: [
+        ("alpine", "docker.io/library/alpine:latest"),
+        ("debian:bookworm", "docker.io/library/debian:bookworm"),
+        ("user/repo", "docker.io/user/repo:latest"),
+        ("docker.io/library/alpine:3.20", "docker.io/library/alpine:3.20"),
+        ("index.docker.io/library/alpine", "docker.io/library/alpine:latest"),
+        ("ghcr.io/owner/name/sub:v1.2-rc_3", "ghcr.io/owner/name/sub:v1.2-rc_3"),
+        ("localhost:5000/x", "localhost:5000/x:latest"),
+        ("localhost/x:tag", "localhost/x:tag"),
+        ("127.0.0.1:5000/team/ci:1", "127.0.0.1:5000/team/ci:1"),
+        ("alpine@sha256:" + String(repeating: "ab", count: 32), "docker.io/library/alpine@sha256:" + String(repeating: "ab", count: 32)),
+        ("r.io:443/a:b@sha256:" + String(repeating: "0", count: 64), "r.io:443/a:b@sha256:" + String(repeating: "0", count: 64)),
+    ])
+    func parses(_ input: String, _ expected: String) throws {
+        #expect(try ImageReference(parsing: input).description == expected)
+    }
+
+    @Test("Malformed references are refused", arguments: [
+        "", "Alpine", "alpine:", "alpine:-x", "a//b", "-a", "a@sha256:12", "a@md5:" + String(repeating: "0", count: 32), "host:99999/x", "a b",
+    ])
+    func refuses(_ input: String) {
+        #expect(throws: OCIError.self) { try ImageReference(parsing: input) }
+    }
+
+    @Test("The image's User resolves against its /etc/passwd and /etc/group")
+    func users() throws {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\ndev:x:1000:1001:Dev:/home/dev:/bin/sh\nsvc:x:999:999::/var/svc:/usr/sbin/nologin\n"
+        let group = "root:x:0:\nstaff:x:50:\n"
+        #expect(try ImageRoot.resolveUser(nil, passwd: passwd, group: group) == .init(name: "root", uid: 0, gid: 0, home: "/root", shell: "/bin/bash"))
+        #expect(try ImageRoot.resolveUser("dev", passwd: passwd, group: group) == .init(name: "dev", uid: 1000, gid: 1001, home: "/home/dev", shell: "/bin/sh"))
+        #expect(try ImageRoot.resolveUser("1000:staff", passwd: passwd, group: group).gid == 50)
+        #expect(try ImageRoot.resolveUser("4242:7", passwd: passwd, group: group) == .init(name: nil, uid: 4242, gid: 7, home: "/", shell: "/bin/sh"))
+        #expect(try ImageRoot.resolveUser("svc", passwd: passwd, group: group).shell == "/bin/sh")
+        #expect(throws: SandboxError.self) { try ImageRoot.resolveUser("nobody", passwd: passwd, group: group) }
+    }
+
+    @Test("Entrypoint, Cmd, WorkingDir and Env shape the session: the command after -- replaces Cmd")
+    func sessionSpec() throws {
+        let project = try CLI.project(files: [:])
+        defer { try? FileManager.default.removeItem(at: project) }
+        var runner = SandboxRunner(
+            paths: try SandboxPaths(project: Project.discover(from: project.path), name: "default"), config: AirlockConfig(),
+            environment: [:], logger: .init(label: "test"), progress: nil)
+        runner.image = ImageRoot(
+            reference: "r/x", manifestDigest: "sha256:00", layers: [], environment: ["PATH=/opt/bin:/bin", "GREETING=hi"],
+            entrypoint: ["/entry"], command: ["serve", "--port=1"], workingDirectory: "/srv",
+            user: .init(name: "dev", uid: 1000, gid: 1000, home: "/home/dev", shell: "/bin/ash"))
+        let own = runner.execSpec(command: [], extraEnvironment: ["X": "1"], terminal: nil, workingDirectory: project.path)
+        #expect(own.arguments == ["/entry", "serve", "--port=1"])
+        #expect(own.workingDirectory == "/srv")
+        #expect(own.user == 1000 && own.group == 1000)
+        #expect(own.environment.contains("PATH=/opt/bin:/bin") && own.environment.contains("GREETING=hi") && own.environment.contains("HOME=/home/dev"))
+        #expect(own.environment.contains("X=1") && own.environment.contains("USER=dev"))
+        let mine = runner.execSpec(command: ["make", "test"], extraEnvironment: [:], terminal: nil, workingDirectory: project.path)
+        #expect(mine.arguments == ["/entry", "make", "test"])
+        #expect(mine.workingDirectory == Project.discover(from: project.path).root)
+        runner.image?.entrypoint = []
+        runner.image?.command = []
+        #expect(runner.execSpec(command: [], extraEnvironment: [:], terminal: nil, workingDirectory: project.path).arguments == ["/bin/ash", "-l"])
+    }
+}
+
+/// Collects pull events from concurrent downloads.
+final class EventLog: Sendable {
+    private let events = Mutex<[PullEvent]>([])
+    func append(_ event: PullEvent) { events.withLock { $0.append(event) } }
+    var all: [PullEvent] { events.withLock { $0 } }
+}
+
+enum ImageFixtures {
+    static func file(_ path: String, _ data: String, mode: Int = 0o644, uid: Int = 0, gid: Int = 0) -> [String: Any] {
+        ["path": path, "data": data, "mode": mode, "uid": uid, "gid": gid]
+    }
+    static func dir(_ path: String, mode: Int = 0o755, uid: Int = 0, gid: Int = 0) -> [String: Any] {
+        ["path": path, "type": "dir", "mode": mode, "uid": uid, "gid": gid]
+    }
+    static func link(_ path: String, _ target: String) -> [String: Any] { ["path": path, "type": "symlink", "target": target] }
+    static func hardlink(_ path: String, _ target: String) -> [String: Any] { ["path": path, "type": "hardlink", "target": target] }
+
+    static let checks = """
+        #!/bin/sh
+        echo "uid=$(id -u) gid=$(id -g) pwd=$(pwd) greeting=$GREETING home=$HOME"
+        echo "notes=$(stat -c '%u:%g:%a' /home/dev/notes) tool=$(stat -c '%u:%a:%h' /usr/bin/tool)"
+        echo "link=$(readlink /lnk) null=$(stat -c '%F:%t:%T' /devices/null)"
+        echo "old=$(ls -A /old 2>&1 | tr '\\n' ' ')"
+        echo "keep=[$(ls -A /keep/dir | tr '\\n' ' ')] opaque=[$(ls -A /opaque-dir | tr '\\n' ' ')] recreated=[$(ls -A /recreated | tr '\\n' ' ')]"
+        echo "motd=$(cat /etc/motd) long=$(cat /long/*/*/* | head -c 20)"
+        echo "workspace=$(cat "$PROJECT/README")"
+        echo written > /home/dev/new && echo "write=$(cat /home/dev/new)"
+        """
+
+    /// Three layers (gzip, zstd, plain) with everything the format must carry, plus an arm64
+    /// image in the same index that must not be chosen. Runnable: busybox from the host.
+    static func rich(busybox: Bool) -> [String: Any] {
+        var base: [[String: Any]] = [
+            dir("etc"), dir("home"), dir("home/dev", mode: 0o750, uid: 1000, gid: 1000), dir("usr"), dir("usr/bin"), dir("bin"),
+            file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ndev:x:1000:1000:Dev:/home/dev:/bin/sh\n"),
+            file("etc/group", "root:x:0:\ndev:x:1000:\n"),
+            file("home/dev/notes", "private notes\n", mode: 0o640, uid: 1000, gid: 1000),
+            file("usr/bin/tool", "#!/bin/sh\necho tool\n", mode: 0o4755),
+            hardlink("usr/bin/tool-link", "usr/bin/tool"),
+            link("lnk", "usr/bin/tool"),
+            ["path": "devices/null", "type": "char", "major": 1, "minor": 3, "mode": 0o666],
+            ["path": "devices/fifo", "type": "fifo", "mode": 0o600],
+            file("old/file-a", "a"), file("old/sub/file-b", "b"),
+            file("keep/dir/x", "x"), file("keep/dir/y", "y"),
+            file("opaque-dir/lower-file", "lower"), file("recreated/old-file", "old"),
+            ["path": "xattr-file", "data": "x", "xattrs": ["user.test": "hello", "user.virtfs.uid": "forged"]],
+            file("checks.sh", checks, mode: 0o755),
+        ]
+        if busybox {
+            base.append(["path": "bin/busybox", "src": "/usr/bin/busybox", "mode": 0o755])
+            for tool in ["sh", "id", "pwd", "stat", "readlink", "ls", "tr", "cat", "head", "echo"] { base.append(link("bin/" + tool, "busybox")) }
+        }
+        base.removeAll { ($0["path"] as? String) == "bin/ls" } // re-added below through a hardlink
+        if busybox { base.append(hardlink("bin/ls", "bin/busybox")) }
+        let upper: [[String: Any]] = [
+            ["path": ".wh.old", "data": ""],
+            ["path": ".wh.recreated", "data": ""], dir("recreated"), file("recreated/new", "new"),
+            ["path": "keep/dir/.wh.x", "data": ""],
+            dir("opaque-dir"), ["path": "opaque-dir/.wh..wh..opq", "data": ""], file("opaque-dir/upper-file", "upper"),
+            file("etc/motd", "welcome"),
+        ]
+        let longName = "long/" + String(repeating: "d", count: 120) + "/" + String(repeating: "e", count: 120) + "/file"
+        return [
+            "multiplatform": true,
+            "layers": [
+                ["compression": "gzip", "entries": base],
+                ["compression": "zstd", "entries": upper],
+                ["compression": "none", "entries": [file(longName, "a long path survives")]],
+            ],
+            "config": [
+                "Env": ["PATH=/bin:/usr/bin", "GREETING=hello from the image"], "User": "dev", "WorkingDir": "/home/dev",
+                "Cmd": ["/bin/sh", "/checks.sh"],
+            ] as [String: Any],
+        ]
+    }
+}
+
+@Suite("Images from a real registry", .serialized, .enabled(if: TestRegistry.available, TestRegistry.skipReason))
+struct RegistryImageTests {
+    func puller(_ sandbox: ImageSandbox, _ registry: TestRegistry, environment: [String: String] = [:], attempts: Int = 5) -> (ImagePuller, RegistryClient) {
+        var options = RegistryClient.Options(insecureRegistries: [registry.host], environment: environment)
+        options.attempts = attempts
+        options.backoff = .milliseconds(20)
+        let client = RegistryClient(options: options)
+        return (ImagePuller(store: ImageStore(root: sandbox.store), client: client), client)
+    }
+
+    @Test("image pull: a multi-platform index, three layers (gzip, zstd, plain); owners, modes, links, devices, whiteouts, xattrs as the guest will see them")
+    func pullRich() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let pushed = try registry.push("team/rich", tag: "v1", ImageFixtures.rich(busybox: false))
+        let project = try sandbox.project(insecure: registry.host)
+        let environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+        let pull = try CLI.run(["image", "pull", "\(registry.host)/team/rich:v1"], in: project, environment: environment)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(pull.stdout == "\(registry.host)/team/rich:v1@\(pushed.manifest)\n")
+        #expect(pull.stderr.contains("unpacked"), "plain progress lines without a terminal: \(pull.stderr)")
+
+        let store = ImageStore(root: sandbox.store)
+        let record = try #require(store.record(for: try ImageReference(parsing: "\(registry.host)/team/rich:v1")))
+        #expect(record.manifestDigest.description == pushed.manifest, "the amd64 manifest, not the arm64 one")
+        #expect(record.layers.map(\.digest.description) == pushed.layers)
+        #expect(record.settings.user == "dev" && record.settings.workingDir == "/home/dev")
+        let base = store.layerPath(record.layers[0].digest), upper = store.layerPath(record.layers[1].digest)
+
+        // Owners and modes live in the mapped-xattr form QEMU's 9p presents.
+        #expect(MappedXattr.read32(base + "/home/dev/notes", MappedXattr.uid) == 1000)
+        #expect(MappedXattr.read32(base + "/home/dev/notes", MappedXattr.gid) == 1000)
+        #expect(MappedXattr.read32(base + "/home/dev/notes", MappedXattr.mode) == 0o100640)
+        #expect(MappedXattr.read32(base + "/home/dev", MappedXattr.mode) == 0o040750)
+        #expect(MappedXattr.read32(base + "/usr/bin/tool", MappedXattr.mode) == 0o104755)
+        // A symlink is a regular file holding its target: nothing on the host to follow.
+        var info = stat()
+        #expect(lstat(base + "/lnk", &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG)
+        #expect(try String(contentsOfFile: base + "/lnk", encoding: .utf8) == "usr/bin/tool")
+        #expect(MappedXattr.read32(base + "/lnk", MappedXattr.mode) == 0o120777)
+        // A hardlink is a hardlink.
+        var tool = stat(), toolLink = stat()
+        #expect(stat(base + "/usr/bin/tool", &tool) == 0 && stat(base + "/usr/bin/tool-link", &toolLink) == 0 && tool.st_ino == toolLink.st_ino)
+        // A device node is metadata on an empty regular file, never a device.
+        #expect(lstat(base + "/devices/null", &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_size == 0)
+        #expect(MappedXattr.read32(base + "/devices/null", MappedXattr.mode) == 0o020666)
+        #expect(MappedXattr.read64(base + "/devices/null", MappedXattr.rdev) == airlock_oci_makedev(1, 3))
+        #expect(MappedXattr.read32(base + "/devices/fifo", MappedXattr.mode) == 0o010600)
+        // The layer's own user xattr is kept; a forged mapping one is not.
+        var value = [UInt8](repeating: 0, count: 16)
+        #expect(airlock_oci_lgetxattr(base + "/xattr-file", "user.test", &value, 16) == 5)
+        #expect(MappedXattr.read32(base + "/xattr-file", MappedXattr.uid) == 0)
+        // Whiteouts: recorded for the guest, and marked on disk as char 0/0.
+        let upperInfo = try #require(store.layerInfo(record.layers[1].digest))
+        #expect(upperInfo.whiteouts == ["keep/dir/x", "old"])
+        #expect(upperInfo.opaque == ["opaque-dir", "recreated"], "deleted and recreated in one layer: opaque")
+        #expect(MappedXattr.read32(upper + "/old", MappedXattr.mode) == 0o020000)
+        #expect(airlock_oci_lgetxattr(upper + "/opaque-dir", "user.overlay.opaque", &value, 16) == 1)
+        // Long names (PAX) and the platform choice.
+        let long = store.layerPath(record.layers[2].digest) + "/long/" + String(repeating: "d", count: 120) + "/" + String(repeating: "e", count: 120) + "/file"
+        #expect(try String(contentsOfFile: long, encoding: .utf8) == "a long path survives")
+        #expect(!FileManager.default.fileExists(atPath: base + "/arm-only"))
+        // Compressed blobs are dropped once unpacked; manifests and config stay.
+        #expect(!FileManager.default.fileExists(atPath: store.blobPath(record.layers[0].digest)))
+        #expect(FileManager.default.fileExists(atPath: store.blobPath(record.configDigest)))
+
+        let again = try CLI.run(["image", "pull", "\(registry.host)/team/rich:v1"], in: project, environment: environment)
+        #expect(again.status == 0 && again.stderr.contains("already unpacked"), "\(again.stderr)")
+
+        let list = try CLI.run(["image", "ls", "--json"], in: project, environment: environment)
+        let rows = try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]]
+        #expect(rows?.first?["reference"] as? String == "\(registry.host)/team/rich:v1")
+        #expect(rows?.first?["layers"] as? Int == 3)
+
+        let remove = try CLI.run(["image", "rm", "\(registry.host)/team/rich:v1"], in: project, environment: environment)
+        #expect(remove.status == 0, "\(remove.stderr)")
+        #expect(store.records().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: base), "rm frees the layers nothing else references")
+        let missing = try CLI.run(["image", "rm", "\(registry.host)/team/rich:v1"], in: project, environment: environment)
+        #expect(missing.status == 1 && missing.stderr.contains("no such image"))
+    }
+
+    @Test("Without insecure = true a plain-HTTP registry is not used")
+    func insecureOnlyWhenConfigured() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        try registry.push("x/y", ["layers": [["entries": [ImageFixtures.file("a", "a")]]]])
+        let project = try sandbox.project(insecure: "elsewhere:1")
+        let pull = try CLI.run(["image", "pull", "\(registry.host)/x/y"], in: project, environment: ["XDG_CACHE_HOME": sandbox.cache.path])
+        #expect(pull.status == 1)
+        #expect(pull.stderr.contains("insecure = true"), "\(pull.stderr)")
+    }
+
+    /// A layer that must be refused, how, and what the message says.
+    struct Hostile: CustomTestStringConvertible, Sendable {
+        var name: String
+        var layer: @Sendable (String) -> [String: Any]
+        var kind: OCIError.Kind
+        var message: String
+        var testDescription: String { name }
+    }
+
+    static let hostile: [Hostile] = [
+        Hostile(name: "../ path", layer: { _ in ["entries": [ImageFixtures.file("../escape", "x")]] }, kind: .hostileLayer, message: "contains \"..\""),
+        Hostile(name: "nested ../ path", layer: { _ in ["entries": [ImageFixtures.dir("a"), ImageFixtures.file("a/../../escape", "x")]] }, kind: .hostileLayer, message: "contains \"..\""),
+        Hostile(name: "absolute path", layer: { outside in ["entries": [ImageFixtures.file(outside + "/absolute", "x")]] }, kind: .hostileLayer, message: "absolute path"),
+        Hostile(name: "symlink, then a write through it", layer: { outside in
+            ["entries": [ImageFixtures.link("link", outside), ImageFixtures.file("link/planted", "x")]]
+        }, kind: .hostileLayer, message: "through the symbolic link \"link\""),
+        Hostile(name: "symlink to .., then a write through it", layer: { _ in
+            ["entries": [ImageFixtures.link("up", "../../../.."), ImageFixtures.file("up/planted", "x")]]
+        }, kind: .hostileLayer, message: "symbolic link"),
+        Hostile(name: "hardlink to a path outside", layer: { _ in
+            ["entries": [ImageFixtures.hardlink("passwd", "../../../../../../etc/passwd")]]
+        }, kind: .hostileLayer, message: "contains \"..\""),
+        Hostile(name: "hardlink to an absolute path", layer: { _ in ["entries": [ImageFixtures.hardlink("passwd", "/etc/passwd")]] }, kind: .hostileLayer, message: "absolute path"),
+        Hostile(name: "hardlink to a file not extracted yet", layer: { _ in
+            ["entries": [ImageFixtures.hardlink("early", "later"), ImageFixtures.file("later", "x")]]
+        }, kind: .hostileLayer, message: "not a file extracted earlier"),
+        Hostile(name: "10 GB sparse file", layer: { _ in ["entries": [["path": "big", "type": "sparse", "realsize": 10 << 30]]] }, kind: .hostileLayer, message: "sparse file"),
+        Hostile(name: "truncated gzip", layer: { _ in
+            ["entries": [["path": "data", "size": 200_000]], "truncate": 60_000]
+        }, kind: .archive, message: "truncated"),
+        Hostile(name: "forged whiteout of ..", layer: { _ in ["entries": [["path": "a/.wh...", "data": ""]]] }, kind: .hostileLayer, message: "names nothing"),
+    ]
+
+    @Test("Hostile layers are refused with a clear error; nothing is written outside the layer directory", arguments: hostile)
+    func hostileLayer(_ hostile: Hostile) async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let outside = sandbox.root.appendingPathComponent("outside")
+        try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
+        try registry.push("evil/layer", ["layers": [hostile.layer(outside.path)]])
+        let (puller, client) = puller(sandbox, registry)
+        await #expect {
+            _ = try await puller.pull(try ImageReference(parsing: "\(registry.host)/evil/layer"))
+        } throws: { error in
+            guard let error = error as? OCIError else { return false }
+            #expect(error.kind == hostile.kind, "\(error)")
+            #expect(error.message.contains(hostile.message), "\(error)")
+            return true
+        }
+        await client.shutdown()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside.path).isEmpty, "nothing planted outside")
+        #expect(sandbox.filesOutsideStore() == ["outside"], "nothing written beside the store")
+        let store = ImageStore(root: sandbox.store)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/layers/sha256").isEmpty, "no layer under its final name")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/tmp").isEmpty, "the failed extraction is gone")
+        #expect(store.records().isEmpty)
+    }
+
+    @Test("A blob whose bytes do not match its digest is refused and discarded")
+    func wrongDigest() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let pushed = try registry.push("bad/digest", ["layers": [["entries": [["path": "data", "size": 5000]]]]])
+        // Corrupt the registry's copy behind its back (same size, other bytes).
+        let data = registry.blobData(pushed.layers[0])
+        var bytes = try Data(contentsOf: data)
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: data)
+        let (puller, client) = puller(sandbox, registry)
+        await #expect {
+            _ = try await puller.pull(try ImageReference(parsing: "\(registry.host)/bad/digest"))
+        } throws: { error in
+            (error as? OCIError)?.kind == .integrity && "\(error)".contains("digest")
+        }
+        await client.shutdown()
+        let blobs = try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/blobs/sha256")
+        #expect(!blobs.contains(String(pushed.layers[0].dropFirst(7))) && !blobs.contains { $0.hasSuffix(".partial") })
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/layers/sha256").isEmpty)
+    }
+
+    @Test("A manifest that lies about a layer's size is refused", arguments: [-10, 10])
+    func lyingSize(_ delta: Int) async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        try registry.push("bad/size", ["layers": [["entries": [["path": "data", "size": 5000]]]], "lie_sizes": ["0": delta]])
+        let (puller, client) = puller(sandbox, registry)
+        await #expect {
+            _ = try await puller.pull(try ImageReference(parsing: "\(registry.host)/bad/size"))
+        } throws: { error in
+            (error as? OCIError)?.kind == .integrity && "\(error)".contains("manifest announces")
+        }
+        await client.shutdown()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/layers/sha256").isEmpty)
+    }
+
+    @Test("A pull interrupted by the registry dying resumes with Range and verifies; no half layer under a final name")
+    func interruptedPull() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let pushed = try registry.push("big/one", ["layers": [["compression": "none", "entries": [["path": "blob", "size": 48 << 20]]]]])
+        let reference = try ImageReference(parsing: "\(registry.host)/big/one")
+        let hex = String(pushed.layers[0].dropFirst(7))
+        let store = ImageStore(root: sandbox.store)
+
+        let killed = Mutex(false)
+        let (first, firstClient) = puller(sandbox, registry, attempts: 2)
+        await #expect(throws: OCIError.self) {
+            _ = try await first.pull(reference) { event in
+                if case .layerProgress(_, let bytes, _) = event, bytes >= 4 << 20 {
+                    killed.withLock { done in
+                        if !done { registry.stop(); done = true }
+                    }
+                }
+            }
+        }
+        await firstClient.shutdown()
+        #expect(killed.withLock { $0 })
+        var info = stat()
+        let partial = try store.blobPath(pushed.layers[0].digestValue) + ".partial"
+        #expect(stat(partial, &info) == 0)
+        let kept = Int64(info.st_size)
+        #expect(kept > 0 && kept < 48 << 20, "part of the blob is kept: \(kept)")
+        #expect(!FileManager.default.fileExists(atPath: sandbox.store + "/blobs/sha256/" + hex))
+        #expect(!FileManager.default.fileExists(atPath: sandbox.store + "/layers/sha256/" + hex))
+
+        try registry.start()
+        let events = EventLog()
+        let (second, secondClient) = puller(sandbox, registry)
+        let record = try await second.pull(reference) { events.append($0) }
+        await secondClient.shutdown()
+        let resumed = events.all.compactMap { event -> Int64? in
+            if case .layerResumed(_, let from) = event { return from }
+            return nil
+        }
+        #expect(resumed == [kept], "the second pull continued at byte \(kept)")
+        #expect(record.layers.count == 1)
+        #expect(stat(store.layerPath(record.layers[0].digest) + "/blob", &info) == 0 && info.st_size == 48 << 20)
+        #expect(!FileManager.default.fileExists(atPath: sandbox.store + "/blobs/sha256/\(hex).partial"))
+    }
+
+    @Test("A registry with htpasswd: a clear refusal without credentials, a pull with them (docker config.json)")
+    func authentication() async throws {
+        let registry = try TestRegistry(credentials: ("alice", "s3cret-pw"))
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        try registry.push("private/app", ["layers": [["entries": [ImageFixtures.file("secret", "classified")]]]])
+        let project = try sandbox.project(insecure: registry.host)
+        let docker = sandbox.root.appendingPathComponent("docker")
+        try FileManager.default.createDirectory(at: docker, withIntermediateDirectories: true)
+        var environment = ["XDG_CACHE_HOME": sandbox.cache.path, "DOCKER_CONFIG": docker.path]
+
+        let anonymous = try CLI.run(["image", "pull", "\(registry.host)/private/app"], in: project, environment: environment)
+        #expect(anonymous.status == 1)
+        #expect(anonymous.stderr.contains("requires a user name and password") && anonymous.stderr.contains("docker login \(registry.host)"), "\(anonymous.stderr)")
+
+        func writeConfig(_ password: String) throws {
+            let auth = Data("alice:\(password)".utf8).base64EncodedString()
+            try #"{"auths": {"\#(registry.host)": {"auth": "\#(auth)"}}}"#.write(to: docker.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        }
+        try writeConfig("wrong")
+        let refused = try CLI.run(["image", "pull", "\(registry.host)/private/app"], in: project, environment: environment)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("refused") && refused.stderr.contains("stored credentials"), "\(refused.stderr)")
+
+        try writeConfig("s3cret-pw")
+        let pulled = try CLI.run(["image", "pull", "\(registry.host)/private/app"], in: project, environment: environment)
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        environment["DOCKER_CONFIG"] = nil
+        let listed = try CLI.run(["image", "ls"], in: project, environment: environment)
+        #expect(listed.stdout.contains("\(registry.host)/private/app:latest"))
+    }
+
+    @Test("image prune removes interrupted downloads and layers nothing references, keeps a live sandbox's")
+    func prune() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        try registry.push("p/one", ["layers": [["entries": [ImageFixtures.file("one", "1")]]]])
+        try registry.push("p/two", ["layers": [["entries": [ImageFixtures.file("two", "2")]]]])
+        let project = try sandbox.project(insecure: registry.host)
+        let environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+        for name in ["p/one", "p/two"] {
+            #expect(try CLI.run(["image", "pull", "\(registry.host)/\(name)"], in: project, environment: environment).status == 0)
+        }
+        let store = ImageStore(root: sandbox.store)
+        let two = try #require(store.record(for: try ImageReference(parsing: "\(registry.host)/p/two")))
+        let liveSandbox = sandbox.root.appendingPathComponent("sandbox-state")
+        try FileManager.default.createDirectory(at: liveSandbox, withIntermediateDirectories: true)
+        try store.recordSandbox(stateDirectory: liveSandbox.path, record: two)
+        #expect(store.removeRecord(try ImageReference(parsing: "\(registry.host)/p/two")))
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: sandbox.store + "/blobs/sha256/" + String(repeating: "a", count: 64) + ".partial"))
+
+        let prune = try CLI.run(["image", "prune"], in: project, environment: environment)
+        #expect(prune.status == 0, "\(prune.stderr)")
+        #expect(prune.stdout.contains("removed 0 layer(s)"), "one's layers are referenced by its record, two's by a live sandbox: \(prune.stdout)")
+        #expect(store.hasLayer(two.layers[0].digest))
+        #expect(!FileManager.default.fileExists(atPath: sandbox.store + "/blobs/sha256/" + String(repeating: "a", count: 64) + ".partial"))
+
+        try FileManager.default.removeItem(at: liveSandbox)
+        let again = try CLI.run(["image", "prune"], in: project, environment: environment)
+        #expect(again.stdout.contains("removed 1 layer(s)"), "\(again.stdout)")
+        #expect(!store.hasLayer(two.layers[0].digest))
+    }
+}
+
+extension String {
+    /// A `sha256:…` string from the test registry as a Digest.
+    var digestValue: Digest {
+        get throws { try Digest(parsing: self) }
+    }
+}

@@ -1,0 +1,46 @@
+import Foundation
+import OCI
+import Testing
+
+/// One real session booted from an OCI image pulled from a local registry.
+@Suite(
+    "Sandboxes booted from OCI images (VM)", .tags(.vm), .serialized, .timeLimit(.minutes(4)),
+    .enabled(if: VMEnvironment.available, VMEnvironment.skipReason),
+    .enabled(if: TestRegistry.available, TestRegistry.skipReason),
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/busybox"), "needs a static busybox (busybox-static) to put in the image"))
+struct ImageVMTests {
+    @Test("[vm] image = REF: start pulls it, runs its Cmd as its User in its WorkingDir with its Env; files, owners, links, devices and deletions are the image's")
+    func bootFromImage() throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let pushed = try registry.push("team/vm", tag: "v1", ImageFixtures.rich(busybox: true))
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        try FileManager.default.createDirectory(at: project.appendingPathComponent(".xdg/airlock"), withIntermediateDirectories: true)
+        try "[registries.\"\(registry.host)\"]\ninsecure = true\n".write(
+            to: project.appendingPathComponent(".xdg/airlock/config.toml"), atomically: true, encoding: .utf8)
+        try "[vm]\nimage = \"\(registry.host)/team/vm:v1\"\nbackend = \"qemu\"\n".write(
+            to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+
+        // No command: the image's Cmd (/checks.sh), as its User, in its WorkingDir.
+        let result = try CLI.run(["start", "-e", "PROJECT=\(project.path)"], in: project, environment: environment)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        func line(_ key: String) -> String { lines.first { $0.hasPrefix(key + "=") } ?? "(missing \(key)= in \(result.stdout))" }
+        #expect(line("uid") == "uid=1000 gid=1000 pwd=/home/dev greeting=hello from the image home=/home/dev")
+        #expect(line("notes") == "notes=1000:1000:640 tool=0:4755:2")
+        #expect(line("link") == "link=usr/bin/tool null=character special file:1:3")
+        #expect(line("old").contains("No such file or directory"), "\(line("old"))")
+        #expect(line("keep") == "keep=[y ] opaque=[upper-file ] recreated=[new ]")
+        #expect(line("motd") == "motd=welcome long=a long path survives")
+        #expect(line("workspace") == "workspace=hello")
+        #expect(line("write") == "write=written")
+
+        let store = ImageStore(root: sandbox.store)
+        let record = try #require(store.record(for: try ImageReference(parsing: "\(registry.host)/team/vm:v1")))
+        #expect(record.manifestDigest.description == pushed.manifest)
+        #expect(store.sandboxReferences().contains { $0.manifestDigest == record.manifestDigest }, "prune keeps what the sandbox boots")
+    }
+}
