@@ -47,17 +47,3 @@ struct ImageList: ParsableCommand {
         }
     }
 }
-
-func formatBytes(_ bytes: Int64) -> String {
-    let value = Double(bytes)
-    if value < 1000 { return "\(bytes) B" }
-    if value < 1e6 { return formatDecimal(value / 1e3) + " kB" }
-    if value < 1e9 { return formatDecimal(value / 1e6) + " MB" }
-    return formatDecimal(value / 1e9) + " GB"
-}
-
-/// One decimal, without Foundation's formatters.
-func formatDecimal(_ value: Double) -> String {
-    let tenths = Int((value * 10).rounded())
-    return "\(tenths / 10).\(tenths % 10)"
-}

@@ -152,26 +152,3 @@ struct NetworkLogRenderer {
         return parts.joined(separator: " ").trimmingTrailingSpaces() + "\n"
     }
 }
-
-/// `2026-11-23 14:05:09` in local time.
-func formatClock(_ seconds: Double) -> String {
-    var time = time_t(seconds)
-    var parts = tm()
-    localtime_r(&time, &parts)
-    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
-}
-
-/// `812`, `12.3K`, `4.5M`, `1.2G`.
-func formatBytes(_ bytes: Int64) -> String {
-    if bytes < 1000 { return "\(bytes)" }
-    let units = ["K", "M", "G", "T"]
-    var value = Double(bytes) / 1000
-    var unit = 0
-    while value >= 1000 && unit < units.count - 1 {
-        value /= 1000
-        unit += 1
-    }
-    let tenths = Int((value * 10).rounded())
-    return "\(tenths / 10).\(tenths % 10)\(units[unit])"
-}

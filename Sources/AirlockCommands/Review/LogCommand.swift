@@ -64,12 +64,3 @@ struct LogCommand: ParsableCommand {
         }
     }
 }
-
-/// `2026-11-23 14:05` in local time.
-func formatTime(_ seconds: Int64) -> String {
-    var time = time_t(seconds)
-    var parts = tm()
-    localtime_r(&time, &parts)
-    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(two(parts.tm_hour)):\(two(parts.tm_min))"
-}

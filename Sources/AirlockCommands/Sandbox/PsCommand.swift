@@ -57,12 +57,6 @@ struct PsCommand: ParsableCommand {
     }
 }
 
-func formatDuration(_ seconds: Int64) -> String {
-    if seconds < 60 { return "\(seconds)s" }
-    if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60)s" }
-    return "\(seconds / 3600)h\((seconds % 3600) / 60)m"
-}
-
 extension String {
     func trimmingTrailingSpaces() -> String {
         var text = self

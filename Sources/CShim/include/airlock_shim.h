@@ -4,6 +4,7 @@
 #include <sys/types.h>
 #include "airlock_files.h"
 #include "airlock_net.h"
+#include "airlock_oci.h"
 
 /// Flags for airlock_spawn.
 enum {
