@@ -87,6 +87,9 @@ public struct SetupSpec: Sendable, Equatable {
     public var group: UInt32
     /// nil: the host root (`image = "host"`).
     public var image: Image?
+    /// Guest ports that reach host services (`[network.ports.<name>] guest = ["5000:4000"]`):
+    /// the guest listens on its 127.0.0.1 at each and carries connections to the host.
+    public var forwardPorts: [UInt16] = []
 
     public init(
         clockSeconds: Int64, clockNanoseconds: Int32, hostname: String, stateDisk: String, shares: [Share],
@@ -148,6 +151,8 @@ public struct SetupSpec: Sendable, Equatable {
                 writer.write(layer.whiteouts)
             }
         }
+        writer.write(UInt32(forwardPorts.count))
+        for port in forwardPorts { writer.write(port) }
         return writer.buffer
     }
 
@@ -196,6 +201,14 @@ public struct SetupSpec: Sendable, Equatable {
             image = Image(digest: digest, layers: layers)
         } else {
             image = nil
+        }
+        let forwardCount = Int(try reader.read(UInt32.self))
+        guard forwardCount <= 256 else { throw WireError("too many forwarded ports") }
+        forwardPorts = []
+        for _ in 0..<forwardCount {
+            let port: UInt16 = try reader.read()
+            guard port > 0 else { throw WireError("forwarded port 0") }
+            forwardPorts.append(port)
         }
         try reader.expectEnd()
     }

@@ -53,11 +53,20 @@ enum EgressProxy {
                 try await reset(tcp)
                 return
             }
+            await carry(tcp, as: EgressRequest(host: host, ip: ip, port: port), link: link)
+        } catch {
+            System.log("egress connection failed: \(error)")
+        }
+    }
+
+    /// Carries `tcp` to the host as one egress stream asking for `request`.
+    static func carry(_ tcp: TCPChannel, as request: EgressRequest, link: EgressLink) async {
+        do {
             let stream = try await link.openStream()
             try await tcp.executeThenClose { tcpIn, tcpOut in
                 do {
                     try await stream.executeThenClose { streamIn, streamOut in
-                        try await streamOut.write(.headers(.init(headers: EgressRequest(host: host, ip: ip, port: port).headers)))
+                        try await streamOut.write(.headers(.init(headers: request.headers)))
                         try await relay(tcpIn: tcpIn, tcpOut: tcpOut, streamIn: streamIn, streamOut: streamOut)
                     }
                 } catch {
@@ -71,7 +80,7 @@ enum EgressProxy {
         }
     }
 
-    private static func relay(
+    static func relay(
         tcpIn: NIOAsyncChannelInboundStream<ByteBuffer>, tcpOut: NIOAsyncChannelOutboundWriter<ByteBuffer>,
         streamIn: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>, streamOut: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
     ) async throws {
@@ -133,7 +142,7 @@ enum EgressProxy {
     }
 
     /// Closing after this sends RST instead of FIN.
-    private static func setLingerZero(_ channel: any Channel) async throws {
+    static func setLingerZero(_ channel: any Channel) async throws {
         guard let provider = channel as? SocketOptionProvider else { return }
         try await provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
     }

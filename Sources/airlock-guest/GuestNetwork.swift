@@ -34,6 +34,9 @@ enum GuestNetwork {
             chain outbound {
                 type filter hook output priority 0; policy drop;
                 oifname "lo" accept
+                # Redirected connections: the hook still names the original interface, but
+                # the destination is now the proxy on loopback.
+                ip daddr 127.0.0.0/8 accept
             }
             chain inbound {
                 type filter hook input priority 0; policy drop;
@@ -43,11 +46,14 @@ enum GuestNetwork {
 
         """
 
-    /// Configures the interfaces and rules, then starts the resolver and the egress proxy.
-    static func start() async throws {
+    /// Configures the interfaces and rules, then starts the resolver, the egress proxy and the
+    /// listeners of guest→host port forwards.
+    static func start(forwardPorts: [UInt16]) async throws {
         try await configure()
         try DNSServer.start()
-        try await EgressProxy.start(link: EgressLink())
+        let link = EgressLink()
+        try await EgressProxy.start(link: link)
+        for port in forwardPorts { try await GuestForwards.listen(port: port, link: link) }
     }
 
     static func configure() async throws {

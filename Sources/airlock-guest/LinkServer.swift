@@ -82,7 +82,7 @@ struct LinkServer {
                     do {
                         let spec = try SetupSpec(decoding: body)
                         try await RootBuilder.build(spec)
-                        try await GuestNetwork.start()
+                        try await GuestNetwork.start(forwardPorts: spec.forwardPorts)
                         System.log("setup: network ready (no card; TCP through the host)")
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     } catch {
@@ -92,6 +92,8 @@ struct LinkServer {
                 case LinkNames.Path.exec:
                     var session = ExecSession(inbound: frames, outbound: outbound)
                     try await session.run()
+                case ForwardRequest.path:
+                    try await GuestForwards.forward(try ForwardRequest(headers: headers.headers), frames: Handoff(value: frames), outbound: outbound)
                 case LinkNames.Path.powerOff:
                     try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     EarlyInit.powerOff()

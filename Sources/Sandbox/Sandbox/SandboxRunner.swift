@@ -1,6 +1,8 @@
 import GitReview
 import GuestLink
 import Logging
+import NIOCore
+import NetworkProxy
 
 #if canImport(Glibc)
 import Glibc
@@ -19,8 +21,6 @@ public struct SandboxRunner: Sendable {
     /// Warnings that are printed even when quiet (security events).
     public var warn: @Sendable (String) -> Void = { _ in }
     public var workspace = WorkspaceOptions()
-    /// The host side of the guest's egress connection (nil: the guest's TCP connections hang).
-    public var egressHandler: EgressHandler?
     /// The OCI image the root is built from; nil for `image = "host"`.
     public var image: ImageRoot?
 
@@ -137,14 +137,21 @@ public struct SandboxRunner: Sendable {
         // A fresh console log per boot.
         close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
 
-        let layout = try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
+        var layout = try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
             ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
+        layout.setup.forwardPorts = config.network.guestForwards.map(\.guestPort)
         let machineSpec = MachineSpec(
             kernel: assets.kernel, initramfs: assets.initramfs, cpus: config.vm.cpus,
             memoryMiB: max(256, config.vm.memory.bytes >> 20), shares: layout.shares, disk: paths.disk,
             runtimeDirectory: runtime, consoleLog: paths.consoleLog, accelerator: selection.accelerator ?? .tcg)
         progress?("booting sandbox \(paths.name) (\(selection.backend?.rawValue ?? "?"), \(machineSpec.accelerator.rawValue))")
-        let vm = try await factory(machineSpec, egressHandler)
+        let proxy = networkProxy(audit: audit)
+        let vm = try await factory(machineSpec, { channel in
+            proxy.configure(channel).map { connection in
+                // Served until the guest's egress connection ends (with the VM).
+                Task { try? await proxy.serve(connection) }
+            }
+        })
         let state = SandboxState(
             pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
             startedAt: Int64(time(nil)), project: paths.project.root)
@@ -152,14 +159,23 @@ public struct SandboxRunner: Sendable {
 
         let link: LinkClient
         let attachServer: AttachServer
+        var forwarder: PortForwarder?
         var connected: LinkClient?
         do {
             let client = try await withBootDeadline(vm) { try await vm.connectControl() }
             connected = client
-            _ = try await withBootDeadline(vm) { try await client.call(LinkNames.Path.setup, body: layout.setup.encoded()) }
+            let setup = layout.setup.encoded()
+            _ = try await withBootDeadline(vm) { try await client.call(LinkNames.Path.setup, body: setup) }
+            // Host port forwards (127.0.0.1 only) are carried into the guest over the control link.
+            let forwards = try await PortForwarder.bind(config.network.hostForwards, link: client, logger: logger, records: { record in
+                try? audit.append(AuditEvent(sandbox: paths.name, connection: record))
+            })
+            forwarder = forwards
+            Task { await forwards.run() }
             attachServer = try await AttachServer.start(path: paths.attachSocket(environment: environment), relayingTo: client)
             link = client
         } catch {
+            await forwarder?.close()
             await shutdown(vm, link: connected, attach: nil)
             if let machineError = error as? MachineError { throw machineError }
             throw MachineError("the sandbox did not start: \(error)", consoleTail: tailLines(of: paths.consoleLog))
@@ -170,13 +186,30 @@ public struct SandboxRunner: Sendable {
         defer { withExtendedLifetime(lock) {} }
         do {
             let ended = try await HostSession(spec: spec).run(on: link)
+            await forwarder?.close()
             await shutdown(vm, link: link, attach: attachServer)
             try? audit.append(AuditEvent(sandbox: paths.name, event: "session.end", details: ["exit": .number(Int64(ended.code))]))
             return ended
         } catch {
+            await forwarder?.close()
             await shutdown(vm, link: link, attach: attachServer)
             throw explained(error)
         }
+    }
+
+    /// The host side of the sandbox's network: every TCP connection of the guest is judged by
+    /// the `[network]` rules, carried when allowed, and recorded in the audit log. Names resolve
+    /// through the system resolver (the test harness may override it through the environment
+    /// of this process only, never from a config file).
+    private func networkProxy(audit: AuditLog) -> EgressServer {
+        let sandbox = paths.name
+        let configuration = EgressConfiguration(
+            rules: config.network.networkRules,
+            resolver: StaticResolver.fromTestEnvironment(environment) ?? SystemResolver(),
+            guestForwards: config.network.guestForwards)
+        return EgressServer(configuration: configuration, logger: logger, records: { record in
+            try? audit.append(AuditEvent(sandbox: sandbox, connection: record))
+        })
     }
 
     /// Runs `body`, but fails as soon as the VMM exits or the boot deadline passes.
