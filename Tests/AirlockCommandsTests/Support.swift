@@ -182,3 +182,42 @@ enum Spawned {
         return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }
+
+/// HTTP and TLS servers on 127.0.0.1 (Fixtures/test-servers.py) for the network tests.
+struct TestServers {
+    let process: Process
+    let input: Pipe
+    let http: Int
+    let tls: Int
+
+    static func start(in directory: URL) throws -> TestServers {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/test-servers.py")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [script.path]
+        process.currentDirectoryURL = directory
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first line says where they listen (read byte by byte: no buffering past it).
+        var line = [UInt8]()
+        while let byte = try output.fileHandleForReading.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
+        var ports: [String: Int] = [:]
+        for part in String(decoding: line, as: UTF8.self).split(separator: " ") {
+            let pair = part.split(separator: "=")
+            if pair.count == 2 { ports[String(pair[0])] = Int(pair[1]) }
+        }
+        guard let http = ports["http"], let tls = ports["tls"] else {
+            process.terminate()
+            throw Spawned.Failure(description: "the test servers did not start (said: \(String(decoding: line, as: UTF8.self)))")
+        }
+        return TestServers(process: process, input: input, http: http, tls: tls)
+    }
+
+    func stop() {
+        try? input.fileHandleForWriting.close()
+        process.terminate()
+    }
+}

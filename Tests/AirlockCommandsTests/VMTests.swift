@@ -292,6 +292,83 @@ struct VMTests {
         #expect(lines["loopback"] == "refused", "127.0.0.1 in the VM must be the VM's own loopback")
     }
 
+    @Test("the network policy end to end: allowed, private refused, denied with a 403 that explains, IP literals, TLS by SNI, forwards, 200 connections")
+    func egressPolicy() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let servers = try TestServers.start(in: project)
+        defer { servers.stop() }
+        // Names point at 127.0.0.1 through the test-only resolver override (environment only).
+        try """
+            [network.rules.test]
+            allow = ["allowed.test:\(servers.http)", "allowed.test:\(servers.tls)", "both.test", "192.0.2.7"]
+            deny = ["both.test"]
+            allow_private = true
+
+            [network.rules.public]
+            allow = ["public.test"]
+
+            [network.ports.back]
+            guest = ["\(servers.http + 2):\(servers.http)"]
+            """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        try VMEnvironment.git(["add", "airlock.toml"], in: project)
+        try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "rules"], in: project)
+        let probe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/egress-probe.py")
+        let names = ["allowed.test", "public.test", "denied.test", "both.test"].map { "\($0)=127.0.0.1" }.joined(separator: ",")
+        let result = try CLI.run(
+            ["start", "--", "/usr/bin/python3", "-", "\(servers.http)", "\(servers.tls)", "\(servers.http + 2)"], in: project,
+            environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names], stdin: try Data(contentsOf: probe))
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        var lines: [String: String] = [:]
+        for line in result.stdout.split(separator: "\n") {
+            let parts = line.split(separator: "|", maxSplits: 1)
+            if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
+        }
+        #expect(lines["allowed"]?.hasPrefix("200 hello") == true, "\(result.stdout)")
+        #expect(lines["no-private"]?.hasPrefix("failed") == true, "public.test resolves to 127.0.0.1 and its rule has no allow_private: \(result.stdout)")
+        #expect(lines["denied"]?.hasPrefix("403") == true && lines["denied"]?.contains("allow = [\"denied.test:\(servers.http)\"]") == true, "\(result.stdout)")
+        #expect(lines["denied-port"]?.hasPrefix("403") == true)
+        #expect(lines["both"]?.hasPrefix("403") == true, "deny wins over allow")
+        #expect(lines["ip-literal"]?.hasPrefix("failed") == true || lines["ip-literal"]?.hasPrefix("403") == true)
+        #expect(lines["tls-allowed"] == "ok HTTP/1.0 200 ok", "\(result.stdout)")
+        #expect(lines["tls-denied"]?.hasPrefix("failed") == true)
+        #expect(lines["tls-ip-with-allowed-sni"]?.hasPrefix("failed") == true, "an allowed SNI must not carry a connection to an address no rule names with allow_private")
+        #expect(lines["forward"]?.hasPrefix("200 hello") == true, "guest forward: \(result.stdout)")
+        #expect(lines["concurrent"] == "200/200")
+
+        // Every decision is in the audit log.
+        let log = try CLI.run(["network", "log", "--json"], in: project)
+        #expect(log.stdout.contains("\"denied.test\"") && log.stdout.contains("\"allowed.test\""), "\(log.stdout.prefix(2000))")
+    }
+
+    @Test("a host port forward reaches a server in the guest, on 127.0.0.1 only")
+    func hostForward() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let hostPort = 20000 + Int(getpid() % 10000)
+        try """
+            [network.ports.web]
+            host = ["\(hostPort):8000"]
+            """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        try VMEnvironment.git(["add", "airlock.toml"], in: project)
+        try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ports"], in: project)
+        let main = try CLI.launch(["start", "--", "/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1"], in: project)
+        defer { _ = try? CLI.run(["stop"], in: project) }
+        try await CLI.waitUntilRunning(project, name: "default", process: main)
+        var answer = ""
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let result = try Spawned.run(["/usr/bin/curl", "-s", "-m", "5", "http://127.0.0.1:\(hostPort)/"], directory: "/", environment: [:], stdin: nil)
+            answer = String(decoding: result.stdout, as: UTF8.self)
+            if answer.contains("Directory listing") { break }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(answer.contains("Directory listing"), "the forward never answered: \(answer)")
+        let listening = try Spawned.run(["/bin/sh", "-c", "ss -ltnH 'sport = :\(hostPort)'"], directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil)
+        let text = String(decoding: listening.stdout, as: UTF8.self)
+        #expect(text.contains("127.0.0.1:\(hostPort)") && !text.contains("0.0.0.0:\(hostPort)") && !text.contains("*:\(hostPort)"), "\(text)")
+    }
+
     @Test("an interactive shell through tmux: output, window size, ^C, exit status", .enabled(if: Tmux.available, "needs tmux"))
     func interactive() async throws {
         let project = try VMEnvironment.repository()
