@@ -284,6 +284,12 @@ public final class CloudHypervisorMachine: VirtualMachine {
                 last = error
             }
             if monotonicSeconds() > deadline {
+                // A process that died just now may not be reaped yet: give it a moment so the
+                // error says what happened rather than "did not answer".
+                for _ in 0..<50 where !process.hasExited { try await Task.sleep(for: .milliseconds(10)) }
+                if process.hasExited {
+                    throw MachineError("cloud-hypervisor exited during start-up", consoleTail: tailLines(of: log))
+                }
                 throw MachineError(
                     "cloud-hypervisor did not answer on its API socket within \(Int(timeout)) s" + (last.map { " (\($0))" } ?? ""),
                     consoleTail: tailLines(of: log))

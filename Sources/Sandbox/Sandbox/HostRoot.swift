@@ -53,6 +53,17 @@ public struct HostRoot: Sendable {
     }
 
     /// The shares the VMM must offer and the setup the guest performs.
+    /// The guest's name and its network files, whatever its root: /etc/hostname, /etc/hosts,
+    /// and /etc/resolv.conf naming the guest's own resolver (fake addresses; no query leaves
+    /// the VM, names are resolved by the host when a connection is allowed).
+    public static func identityFiles(hostname: String) -> [SetupSpec.File] {
+        [
+            .init(path: "/etc/hostname", contents: Array("\(hostname)\n".utf8)),
+            .init(path: "/etc/hosts", contents: Array("127.0.0.1 localhost\n127.0.1.1 \(hostname)\n::1 localhost ip6-localhost\n".utf8)),
+            .init(path: "/etc/resolv.conf", contents: Array("# airlock: names are resolved by the host when a connection is allowed\nnameserver 127.0.0.53\n".utf8)),
+        ]
+    }
+
     public func layout(projectRoot: String, workspace: String, stateDisk: String = "/dev/vda") -> (shares: [MachineSpec.Share], setup: SetupSpec) {
         var shares: [MachineSpec.Share] = []
         var guestShares: [SetupSpec.Share] = []
@@ -101,11 +112,7 @@ public struct HostRoot: Sendable {
         files += [
             .init(path: "/etc/passwd", contents: Array(passwd.utf8)),
             .init(path: "/etc/group", contents: Array(group.utf8)),
-            .init(path: "/etc/hostname", contents: Array("\(hostname)\n".utf8)),
-            .init(path: "/etc/hosts", contents: Array("127.0.0.1 localhost\n127.0.1.1 \(hostname)\n::1 localhost ip6-localhost\n".utf8)),
-            // The guest's own resolver: fake addresses, nothing leaves the VM (see airlock-guest).
-            .init(path: "/etc/resolv.conf", contents: Array("# airlock: names are resolved by the host when a connection is allowed\nnameserver 127.0.0.53\n".utf8)),
-        ]
+        ] + Self.identityFiles(hostname: hostname)
         if !files.contains(where: { $0.path == "/etc/nsswitch.conf" }) {
             files.append(.init(path: "/etc/nsswitch.conf", contents: Array("passwd: files\ngroup: files\nhosts: files dns\n".utf8)))
         }

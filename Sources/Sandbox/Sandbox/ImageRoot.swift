@@ -83,11 +83,7 @@ public struct ImageRoot: Sendable, Equatable {
         }
         shares.append(.init(tag: LinkNames.workspaceTag, hostPath: workspace, readOnly: false))
         guestShares.append(.init(tag: LinkNames.workspaceTag, path: projectRoot, readOnly: false, kind: .direct))
-        let files: [SetupSpec.File] = [
-            .init(path: "/etc/hostname", contents: Array("\(hostname)\n".utf8)),
-            .init(path: "/etc/hosts", contents: Array("127.0.0.1 localhost\n127.0.1.1 \(hostname)\n::1 localhost ip6-localhost\n".utf8)),
-            .init(path: "/etc/resolv.conf", contents: Array("# airlock: the VM has no network card\n".utf8)),
-        ]
+        let files = HostRoot.identityFiles(hostname: hostname)
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let setup = SetupSpec(
