@@ -8,10 +8,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-int airlock_open_beneath(int dirfd, const char *path, int flags) {
+int airlock_open_beneath(int dirfd, const char *path, int flags, unsigned int mode) {
     struct open_how how;
     memset(&how, 0, sizeof how);
     how.flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW);
+    if (flags & O_CREAT) how.mode = mode;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
     long fd;
     // EAGAIN: the kernel saw a concurrent rename during resolution. Retry a bounded number of

@@ -3,26 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-
-int airlock_oci_open(int dirfd, const char *path, int flags, unsigned int mode) {
-    struct open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW);
-    if (flags & O_CREAT) how.mode = mode;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    long fd;
-    int attempts = 0;
-    do {
-        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-    } while (fd < 0 && (errno == EINTR || (errno == EAGAIN && ++attempts < 64)));
-    return fd < 0 ? -errno : (int)fd;
-}
 
 int airlock_oci_fsetxattr(int fd, const char *name, const void *value, size_t size) {
     int result;

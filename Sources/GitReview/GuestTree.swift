@@ -29,7 +29,7 @@ final class GuestTree {
 
     /// The subdirectory `relative` (any depth), opened beneath this one.
     func directory(_ relative: String) throws(GuestTreeError) -> GuestTree {
-        let fd = airlock_open_beneath(self.fd, relative, O_RDONLY | O_DIRECTORY)
+        let fd = airlock_open_beneath(self.fd, relative, O_RDONLY | O_DIRECTORY, 0)
         guard fd >= 0 else { throw GuestTreeError(path: path + "/" + relative, errno: -fd) }
         return GuestTree(fd: fd, path: path + "/" + relative)
     }
@@ -49,7 +49,7 @@ final class GuestTree {
     /// lstat of `relative`, without following a symlink anywhere on the way; nil when absent.
     func status(_ relative: String) -> stat? {
         let (parent, name) = split(relative)
-        let directoryFD = parent.isEmpty ? dup(fd) : airlock_open_beneath(fd, parent, Int32(AIRLOCK_O_PATH) | O_DIRECTORY)
+        let directoryFD = parent.isEmpty ? dup(fd) : airlock_open_beneath(fd, parent, Int32(AIRLOCK_O_PATH) | O_DIRECTORY, 0)
         guard directoryFD >= 0 else { return nil }
         defer { close(directoryFD) }
         var info = stat()
@@ -164,7 +164,7 @@ final class GuestTree {
     /// The target of the symlink `relative` (its text; never resolved).
     func readLink(_ relative: String) throws(GuestTreeError) -> String {
         let (parent, name) = split(relative)
-        let directoryFD = parent.isEmpty ? dup(fd) : airlock_open_beneath(fd, parent, Int32(AIRLOCK_O_PATH) | O_DIRECTORY)
+        let directoryFD = parent.isEmpty ? dup(fd) : airlock_open_beneath(fd, parent, Int32(AIRLOCK_O_PATH) | O_DIRECTORY, 0)
         guard directoryFD >= 0 else { throw GuestTreeError(path: path + "/" + relative, errno: parent.isEmpty ? errno : -directoryFD) }
         defer { close(directoryFD) }
         var buffer = [CChar](repeating: 0, count: 4097)
@@ -174,7 +174,7 @@ final class GuestTree {
     }
 
     private func openFile(_ relative: String, limit: Int) throws(GuestTreeError) -> (fd: Int32, size: Int) {
-        let file = airlock_open_beneath(fd, relative, O_RDONLY)
+        let file = airlock_open_beneath(fd, relative, O_RDONLY, 0)
         guard file >= 0 else { throw GuestTreeError(path: path + "/" + relative, errno: -file) }
         var info = stat()
         guard fstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {

@@ -205,7 +205,7 @@ public struct ImageStore: Sendable {
             let rootFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard rootFD >= 0 else { continue }
             defer { close(rootFD) }
-            let fd = airlock_oci_open(rootFD, path, O_RDONLY, 0)
+            let fd = airlock_open_beneath(rootFD, path, O_RDONLY, 0)
             guard fd >= 0 else {
                 if layerInfo(layer.digest)?.opaque.contains(where: { path.hasPrefix($0 + "/") }) == true { return nil }
                 continue

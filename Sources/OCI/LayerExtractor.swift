@@ -247,7 +247,7 @@ struct LayerWriter {
                 kinds[path] = .directory
                 info.directories += 1
             }
-            let fd = airlock_oci_open(parent.fd, last, O_RDONLY | O_DIRECTORY, 0)
+            let fd = airlock_open_beneath(parent.fd, last, O_RDONLY | O_DIRECTORY, 0)
             guard fd >= 0 else { throw failure("open", path, -fd) }
             defer { close(fd) }
             try setOwnership(fd, path: path, uid: uid, gid: gid, mode: FileType.directory | permissions, rdev: nil)
@@ -321,7 +321,7 @@ struct LayerWriter {
         }
         // Fast path: it exists.
         if kinds[joined] == .directory {
-            let fd = airlock_oci_open(rootFD, joined, O_RDONLY | O_DIRECTORY, 0)
+            let fd = airlock_open_beneath(rootFD, joined, O_RDONLY | O_DIRECTORY, 0)
             if fd >= 0 { return (fd, joined) }
             throw failure("open", joined, -fd)
         }
@@ -347,7 +347,7 @@ struct LayerWriter {
                 }
                 kinds[walkedPath] = .directory
                 info.directories += 1
-                let fd = airlock_oci_open(current, part, O_RDONLY | O_DIRECTORY, 0)
+                let fd = airlock_open_beneath(current, part, O_RDONLY | O_DIRECTORY, 0)
                 close(current)
                 guard fd >= 0 else { throw failure("open", walkedPath, -fd) }
                 current = fd
@@ -356,7 +356,7 @@ struct LayerWriter {
             default:
                 break
             }
-            let fd = airlock_oci_open(current, part, O_RDONLY | O_DIRECTORY, 0)
+            let fd = airlock_open_beneath(current, part, O_RDONLY | O_DIRECTORY, 0)
             close(current)
             guard fd >= 0 else { throw failure("open", walkedPath, -fd) }
             current = fd
@@ -365,7 +365,7 @@ struct LayerWriter {
     }
 
     func create(_ parent: Int32, _ name: String, path: String) throws(OCIError) -> Int32 {
-        let fd = airlock_oci_open(parent, name, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        let fd = airlock_open_beneath(parent, name, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         guard fd >= 0 else { throw failure("create", path, -fd) }
         return fd
     }

@@ -5,9 +5,10 @@
 /// RESOLVE_NO_XDEV: opens `path` below the directory `dirfd` without following any symlink on
 /// the way (not even in the last component) and without crossing a mount point. Used to read
 /// directories a guest controls (the sandbox's clone) without being led outside them.
-/// `flags` are open(2) flags; O_CLOEXEC and O_NOFOLLOW are added. Returns the fd or -errno
-/// (-ELOOP for a symlink, -EXDEV for an escape).
-int airlock_open_beneath(int dirfd, const char *path, int flags);
+/// Image layers are written through it too. `flags` are open(2) flags; O_CLOEXEC and
+/// O_NOFOLLOW are added; `mode` applies with O_CREAT. Returns the fd or -errno (-ELOOP for a
+/// symlink, -EXDEV for an escape).
+int airlock_open_beneath(int dirfd, const char *path, int flags, unsigned int mode);
 
 /// O_PATH, which Swift's Glibc module does not export (it needs _GNU_SOURCE).
 enum { AIRLOCK_O_PATH = 010000000 };

@@ -3,12 +3,6 @@
 
 #include <stddef.h>
 
-/// openat2(2) confined to `dirfd`: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-/// RESOLVE_NO_MAGICLINKS, plus O_CLOEXEC | O_NOFOLLOW. Unlike `airlock_open_beneath` it takes a
-/// creation mode (for O_CREAT) and allows crossing mount points. Used to write image layers:
-/// nothing a layer names can resolve outside its directory. Returns the fd or -errno.
-int airlock_oci_open(int dirfd, const char *path, int flags, unsigned int mode);
-
 /// fsetxattr(2) / fgetxattr(2) / lgetxattr(2), retrying EINTR; 0 / the size, or -errno.
 int airlock_oci_fsetxattr(int fd, const char *name, const void *value, size_t size);
 long airlock_oci_fgetxattr(int fd, const char *name, void *value, size_t size);
