@@ -81,8 +81,11 @@ struct LinkServer {
                     System.log("setup: \(body.readableBytes) bytes")
                     do {
                         let spec = try SetupSpec(decoding: body)
+                        // The network does not depend on the root: both at once (nft's start-up
+                        // is slow under TCG). No session starts before both are done.
+                        async let network: Void = GuestNetwork.start(forwardPorts: spec.forwardPorts)
                         try await RootBuilder.build(spec)
-                        try await GuestNetwork.start(forwardPorts: spec.forwardPorts)
+                        try await network
                         System.log("setup: network ready (no card; TCP through the host)")
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     } catch {
