@@ -46,20 +46,78 @@ public struct Differ {
         self.repository = repository
     }
 
-    /// Paths that differ between the two commits.
+    /// Paths that differ between the two commits, sorted bytewise: a walk of both trees that
+    /// skips every subtree they share. (libgit2's tree-to-tree diff reads every subtree of both
+    /// sides: about ten times slower on a repository of 50,000 files.)
     public func changedPaths(from old: ObjectID, to new: ObjectID) throws(GitError) -> [String] {
-        try withDiff(old, new) { diff in
-            (0..<git_diff_num_deltas(diff)).compactMap { index in
-                git_diff_get_delta(diff, index).flatMap { delta in
-                    (delta.pointee.new_file.path ?? delta.pointee.old_file.path).map { String(cString: $0) }
-                }
+        let oldTree = try repository.treeOfCommit(old)
+        defer { git_tree_free(oldTree) }
+        let newTree = try repository.treeOfCommit(new)
+        defer { git_tree_free(newTree) }
+        var paths: [String] = []
+        try collectChanges(oldTree, newTree, prefix: "", depth: 0, into: &paths)
+        return paths.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    }
+
+    /// Trees deeper than this are refused (the fetched objects come from a hostile clone).
+    static let maxTreeDepth = 1024
+
+    /// Appends the paths below `prefix` that differ between two trees (either may be nil: all
+    /// of the other's files). Both trees' entries are in git's order, so they merge like two
+    /// sorted lists; equal subtrees are skipped unread.
+    private func collectChanges(_ old: OpaquePointer?, _ new: OpaquePointer?, prefix: String, depth: Int, into paths: inout [String]) throws(GitError) {
+        guard depth < Self.maxTreeDepth else {
+            throw GitError(operation: "compare trees", code: -1, message: "\(prefix) is nested more than \(Self.maxTreeDepth) directories deep")
+        }
+        let oldCount = old.map { git_tree_entrycount($0) } ?? 0
+        let newCount = new.map { git_tree_entrycount($0) } ?? 0
+        var i = 0, j = 0
+        while i < oldCount || j < newCount {
+            let a = i < oldCount ? git_tree_entry_byindex(old, i) : nil
+            let b = j < newCount ? git_tree_entry_byindex(new, j) : nil
+            // git_tree_entry_cmp orders like git: a tree "x" as "x/", so a file and a tree of
+            // the same name are two entries (one removed, one added).
+            let order: Int32 = a == nil ? 1 : b == nil ? -1 : git_tree_entry_cmp(a, b)
+            if order == 0 {
+                i += 1
+                j += 1
+                if git_oid_equal(git_tree_entry_id(a), git_tree_entry_id(b)) != 0 && git_tree_entry_filemode(a) == git_tree_entry_filemode(b) { continue }
+                try visit(a, b, prefix: prefix, depth: depth, into: &paths)
+            } else if order < 0 {
+                i += 1
+                try visit(a, nil, prefix: prefix, depth: depth, into: &paths)
+            } else {
+                j += 1
+                try visit(nil, b, prefix: prefix, depth: depth, into: &paths)
             }
         }
     }
 
+    /// One changed entry (same name on both sides, or present on one side only).
+    private func visit(_ a: OpaquePointer?, _ b: OpaquePointer?, prefix: String, depth: Int, into paths: inout [String]) throws(GitError) {
+        guard let named = a ?? b else { return }
+        let path = prefix + String(cString: git_tree_entry_name(named))
+        guard git_tree_entry_type(named) == GIT_OBJECT_TREE else {
+            paths.append(path)
+            return
+        }
+        let oldTree = try a.map { entry throws(GitError) in try subtree(entry, path) }
+        defer { git_tree_free(oldTree) }
+        let newTree = try b.map { entry throws(GitError) in try subtree(entry, path) }
+        defer { git_tree_free(newTree) }
+        try collectChanges(oldTree, newTree, prefix: path + "/", depth: depth + 1, into: &paths)
+    }
+
+    private func subtree(_ entry: OpaquePointer, _ path: String) throws(GitError) -> OpaquePointer {
+        var tree: OpaquePointer?
+        try GitError.check(git_tree_lookup(&tree, repository.pointer, git_tree_entry_id(entry)), "read the tree of \(path)")
+        guard let tree else { throw GitError(operation: "read the tree of \(path)", code: -1, message: "missing") }
+        return tree
+    }
+
     /// The unified diff (`git diff old new`), binary files as "Binary files differ".
     public func patch(from old: ObjectID, to new: ObjectID) throws(GitError) -> String {
-        try withDiff(old, new) { diff throws(GitError) in
+        try withDiff(old, new, empty: "") { diff throws(GitError) in
             var buffer = git_buf()
             defer { git_buf_dispose(&buffer) }
             try GitError.check(git_diff_to_buf(&buffer, diff, GIT_DIFF_FORMAT_PATCH), "format the diff")
@@ -69,7 +127,7 @@ public struct Differ {
 
     /// `git diff --stat` output for `width` columns.
     public func stat(from old: ObjectID, to new: ObjectID, width: Int = 80) throws(GitError) -> String {
-        try withDiff(old, new) { diff throws(GitError) in
+        try withDiff(old, new, empty: "") { diff throws(GitError) in
             var stats: OpaquePointer?
             try GitError.check(git_diff_get_stats(&stats, diff), "count the changes")
             defer { git_diff_stats_free(stats) }
@@ -83,7 +141,7 @@ public struct Differ {
 
     /// Every changed file with its hunks (the model `review` works on).
     public func changes(from old: ObjectID, to new: ObjectID) throws(GitError) -> [FileChange] {
-        try withDiff(old, new) { diff throws(GitError) in
+        try withDiff(old, new, empty: []) { diff throws(GitError) in
             var files: [FileChange] = []
             for index in 0..<git_diff_num_deltas(diff) {
                 var patch: OpaquePointer?
@@ -142,15 +200,24 @@ public struct Differ {
         }
     }
 
-    private func withDiff<R>(_ old: ObjectID, _ new: ObjectID, _ body: (OpaquePointer?) throws(GitError) -> R) throws(GitError) -> R {
+    /// libgit2's diff of the two commits, limited to the paths `changedPaths` found (exact
+    /// paths: libgit2 then reads only the subtrees on their way); `empty` when nothing changed.
+    private func withDiff<R>(_ old: ObjectID, _ new: ObjectID, empty: R, _ body: (OpaquePointer?) throws(GitError) -> R) throws(GitError) -> R {
+        let paths = try changedPaths(from: old, to: new)
+        guard !paths.isEmpty else { return empty }
         let oldTree = try repository.treeOfCommit(old)
         defer { git_tree_free(oldTree) }
         let newTree = try repository.treeOfCommit(new)
         defer { git_tree_free(newTree) }
         var options = git_diff_options()
         try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
+        options.flags |= GIT_DIFF_DISABLE_PATHSPEC_MATCH.rawValue
         var diff: OpaquePointer?
-        try GitError.check(git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options), "diff \(old.short)..\(new.short)")
+        let code = withStringArray(paths) { pathspec in
+            options.pathspec = pathspec.pointee
+            return git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options)
+        }
+        try GitError.check(code, "diff \(old.short)..\(new.short)")
         defer { git_diff_free(diff) }
         return try body(diff)
     }

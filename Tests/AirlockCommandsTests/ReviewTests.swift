@@ -458,3 +458,42 @@ struct UncommittedCaptureTests {
         #expect(ours == theirs, "airlock's capture differs from git add -A:\n\(difference)")
     }
 }
+
+@Suite("airlock's diff of two commits matches git's")
+struct DiffMatchesGitTests {
+    @Test("names and stat: nested edits, a file turned directory and back, modes, symlinks, deletions, nothing changed")
+    func matchesGit() throws {
+        let fixture = try ReviewFixture(files: [
+            "a.txt": "a\n", "a.b": "dot\n", "a/one": "1\n", "t": "file\n", "dir2/x": "x\n", "dir2/y/z": "z\n", "run.sh": "#!/bin/sh\n",
+            "z/deep/er/file": "deep\n", "z/deep/same": "same\n", "z/other/same": "same\n",
+        ])
+        defer { fixture.cleanUp() }
+        try fixture.agent("""
+            echo changed >> a.txt
+            echo new > a/new && echo sibling > a-b && rm a.b
+            rm t && mkdir t && echo inside > t/x
+            rm -r dir2 && echo now-a-file > dir2
+            chmod +x run.sh && ln -s a.txt link
+            echo deeper > z/deep/er/new && rm z/deep/er/file
+            git add -A && git -c user.name=agent -c user.email=agent@example.com commit -q -m work
+            """)
+        let base = try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingCharacters(in: .whitespacesAndNewlines)
+        let names = try fixture.airlock(["diff", "--name-only"])
+        #expect(names.status == 0, "\(names.stderr)")
+        let gitNames = try fixture.sh("git diff --name-only \(base) refs/remotes/airlock/default/main", in: fixture.project)
+        #expect(names.stdout == gitNames)
+        let stat = try fixture.airlock(["diff", "--stat"])
+        let gitStat = try fixture.sh("git diff --stat=80 --summary \(base) refs/remotes/airlock/default/main", in: fixture.project)
+        // Rows name files (`path | n +-`), then the totals, then create/delete/mode lines.
+        func parts(_ text: String) -> (files: Set<String>, rest: [String]) {
+            let lines = text.split(separator: "\n").map(String.init)
+            return (Set(lines.filter { $0.contains("|") }.map { $0.split(separator: "|")[0].trimmingCharacters(in: .whitespaces) }),
+                    lines.filter { !$0.contains("|") }.map { $0.trimmingCharacters(in: .whitespaces) })
+        }
+        #expect(parts(stat.stdout).files == Set(gitNames.split(separator: "\n").map(String.init)), "\(stat.stdout)")
+        #expect(parts(stat.stdout).rest == parts(gitStat).rest, "\(stat.stdout)\n---\n\(gitStat)")
+        // Nothing changed between a commit and itself.
+        let same = try fixture.airlock(["diff", "--name-only", "refs/remotes/airlock/default/main"])
+        #expect(same.status == 0 && same.stdout.isEmpty, "\(same.stdout)\(same.stderr)")
+    }
+}
