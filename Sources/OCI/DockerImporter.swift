@@ -180,7 +180,8 @@ public struct DockerImporter: Sendable {
         try? await readerPool.shutdownGracefully()
         switch result {
         case .success(let archive):
-            if let writeError { throw writeError }
+            // The reader stops at the tar's end marker; padding after it may find it gone.
+            if let writeError, !(writeError is ReaderGone) { throw writeError }
             return archive
         case .failure(let readError):
             // The reader's complaint is the precise one, unless the daemon's stream broke first

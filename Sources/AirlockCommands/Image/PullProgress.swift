@@ -56,7 +56,7 @@ final class PullProgress: Sendable {
                 state.layers = layers.filter { seen.insert($0.digest).inserted }.map { Layer(digest: $0.digest, total: $0.size) }
                 if !terminal {
                     let total = layers.reduce(0) { $0 + $1.size }
-                    lines.append("pulling \(reference) (\(manifest.short), \(layers.count) layers, \(formatBytes(total)))")
+                    lines.append((state.exportStarted != nil ? "importing " : "pulling ") + "\(reference) (\(manifest.short), \(layers.count) layers, \(formatBytes(total)))")
                 }
             case .layerCached(let digest, _):
                 if let i = index(digest) {
@@ -76,7 +76,9 @@ final class PullProgress: Sendable {
                 if let i = index(digest) {
                     state.layers[i].state = "unpacking"
                     state.layers[i].bytes = state.layers[i].total
-                    if !terminal {
+                    if !terminal && state.exportStarted != nil {
+                        lines.append("layer \(digest.short): \(formatBytes(state.layers[i].total)), its diff_id checked")
+                    } else if !terminal {
                         let elapsed = now - (state.layers[i].started ?? now)
                         lines.append("layer \(digest.short): downloaded \(formatBytes(state.layers[i].total))" + (elapsed > 0.001 ? " in \(formatDecimal(elapsed)) s (\(formatBytes(Int64(Double(state.layers[i].total) / elapsed)))/s)" : ""))
                     }
