@@ -475,10 +475,10 @@ struct CredentialPromptTests {
             + "DOCKER_HOST=unix:///nonexistent.sock '\(CLI.binary)' image pull \(registry.host)/\(repository); echo $? > '\(done.path)'; sleep 30"
         try Tmux.run(["new-session", "-d", "-s", session, "-x", "200", "-y", "40", command])
         defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
-        try await Tmux.waitFor(session, toShow: "Username for \(registry.host): ", timeout: 60)
+        try await Tmux.waitFor(session, toShow: "Username for \(registry.host):", timeout: 60)
         try Tmux.run(["send-keys", "-t", session, "-l", "alice"])
         try Tmux.run(["send-keys", "-t", session, "Enter"])
-        try await Tmux.waitFor(session, toShow: "Password for alice@\(registry.host): ", timeout: 10)
+        try await Tmux.waitFor(session, toShow: "Password for alice@\(registry.host):", timeout: 10)
         try Tmux.run(["send-keys", "-t", session, "-l", password])
         try Tmux.run(["send-keys", "-t", session, "Enter"])
         let deadline = Date().addingTimeInterval(60)
