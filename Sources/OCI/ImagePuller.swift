@@ -18,6 +18,9 @@ public enum PullEvent: Sendable {
     case layerResumed(Digest, from: Int64)
     case layerExtracting(Digest)
     case layerDone(Digest, LayerInfo)
+    /// Bytes of a `docker save` archive read from the Docker daemon so far (`estimate`: the
+    /// image's size as the daemon reports it, 0 when unknown).
+    case exportProgress(bytes: Int64, estimate: Int64)
 }
 
 /// Pulls an image into an `ImageStore`: resolves the reference to this platform's manifest,
@@ -147,14 +150,22 @@ public struct ImagePuller: Sendable {
             if report.resumedFrom > 0 { progress(.layerResumed(digest, from: report.resumedFrom)) }
         }
         progress(.layerExtracting(digest))
-        let store = self.store, extractor = self.extractor
+        let result = try await Self.unpack(digest, store: store, extractor: extractor, name: "\(reference.repository) layer \(digest.short)")
+        progress(.layerDone(digest, result))
+        return result
+    }
+
+    /// Extracts the verified blob of layer `digest` in the store into a temporary directory,
+    /// records it, renames it into place and drops the blob (a hostile or broken one too).
+    static func unpack(_ digest: Digest, store: ImageStore, extractor: LayerExtractor, name: String) async throws -> LayerInfo {
+        let blob = store.blobPath(digest)
         let temporary = store.temporary + "/\(digest.hex).\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
-        let result = try await NIOThreadPool.singleton.runIfActive { () throws(OCIError) -> LayerInfo in
+        return try await NIOThreadPool.singleton.runIfActive { () throws(OCIError) -> LayerInfo in
             guard mkdir(temporary, 0o755) == 0 else {
                 throw OCIError(.store, "cannot create \(temporary): \(String(cString: strerror(errno)))")
             }
             do throws(OCIError) {
-                let info = try extractor.extract(blob: blob, into: temporary, name: "\(reference.repository) layer \(digest.short)")
+                let info = try extractor.extract(blob: blob, into: temporary, name: name)
                 try store.writeJSON(info, to: store.layerInfoPath(digest))
                 if rename(temporary, store.layerPath(digest)) != 0 {
                     let code = errno
@@ -173,7 +184,5 @@ public struct ImagePuller: Sendable {
                 throw error
             }
         }
-        progress(.layerDone(digest, result))
-        return result
     }
 }

@@ -22,6 +22,13 @@ public struct ImageRecord: Sendable, Codable, Equatable {
     public var downloadSize: Int64
     /// Apparent bytes of the extracted files.
     public var extractedSize: Int64
+    /// Where it came from: nil or `registry`, or `docker` (the local daemon's copy; then
+    /// `manifestDigest` names a manifest airlock wrote for the layers Docker exported).
+    public var source: String?
+    /// The Docker daemon's image ID, for `docker` images.
+    public var dockerImageID: String?
+
+    public var sourceName: String { source ?? "registry" }
 }
 
 /// A sandbox that uses an image: `prune` keeps its layers while its state directory exists.

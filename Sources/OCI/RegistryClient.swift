@@ -32,6 +32,11 @@ public final class RegistryClient: Sendable {
         public var requestTimeout: Duration = .seconds(30)
         /// How long a body may stall.
         public var idleTimeout: Duration = .seconds(60)
+        /// Asks the user for a registry's user name and password (blocking; run on NIO's thread
+        /// pool) when it wants them and none are stored; nil when nobody can be asked (no
+        /// terminal). Called at most once per registry per client; the answer is kept in memory
+        /// only.
+        public var prompt: (@Sendable (_ registry: String) -> Credentials?)?
 
         public init(insecureRegistries: Set<String> = [], environment: [String: String] = [:]) {
             self.insecureRegistries = insecureRegistries
@@ -43,6 +48,7 @@ public final class RegistryClient: Sendable {
     let options: Options
     let logger: Logger
     private let tokens = TokenCache()
+    private let prompted = PromptedCredentials()
 
     public init(options: Options, logger: Logger = Logger(label: "airlock.oci")) {
         self.options = options
@@ -292,7 +298,9 @@ public final class RegistryClient: Sendable {
         url: String, headers: HTTPHeaders, reference: ImageReference, what: String, acceptRedirect: Bool = false, authenticate: Bool = true
     ) async throws -> HTTPClientResponse {
         var failures = 0
-        var authenticated = false
+        // 0: no authentication yet; 1: stored credentials or anonymous tried; 2: the user's answer tried.
+        var stage = 0
+        var usedPrompt = false
         let scope = "repository:\(reference.repository):pull"
         while true {
             var request = HTTPClientRequest(url: url)
@@ -323,12 +331,17 @@ public final class RegistryClient: Sendable {
             }
             let code = response.status.code
             if (200..<300).contains(code) || (acceptRedirect && (300..<400).contains(code)) { return response }
-            if code == 401 && authenticate && !authenticated {
-                let challenge = response.headers.first(name: "WWW-Authenticate")
-                try await Self.drain(response)
-                try await obtainAuthorization(challenge: challenge, reference: reference, scope: scope, what: what)
-                authenticated = true
-                continue
+            if code == 401 && authenticate && stage < 2 {
+                let stored = try Credentials.lookup(registry: reference.registry, environment: options.environment)
+                // A second 401 after an anonymous token: ask, when there is someone to ask.
+                if stage == 0 || (stored == nil && options.prompt != nil) {
+                    let challenge = response.headers.first(name: "WWW-Authenticate")
+                    try await Self.drain(response)
+                    usedPrompt = try await obtainAuthorization(
+                        challenge: challenge, reference: reference, scope: scope, what: what, askIfNeeded: stage == 1)
+                    stage = usedPrompt ? 2 : stage + 1
+                    continue
+                }
             }
             if code == 429 || code >= 500 {
                 try await Self.drain(response)
@@ -343,9 +356,14 @@ public final class RegistryClient: Sendable {
             switch code {
             case 401, 403:
                 let credentials = try? Credentials.lookup(registry: reference.registry, environment: options.environment)
+                let answered = await prompted.answered(reference.registry)
+                if usedPrompt || (credentials == nil && answered) {
+                    throw OCIError(.authentication, "\(what): \(reference.registry) refused the user name and password you entered (HTTP \(code)\(detail))",
+                                   hint: "check them and run the command again (they were not saved); or the account lacks pull access to \(reference.repository)")
+                }
                 throw OCIError(.authentication, "\(what): \(reference.registry) refused access (HTTP \(code)\(detail))",
                                hint: credentials == nil
-                                   ? "log in with `docker login \(reference.registry)` (airlock reads \(Credentials.configPath(environment: options.environment) ?? "~/.docker/config.json")), or check the name"
+                                   ? loginHint(reference.registry) + ", or check the name"
                                    : "the stored credentials for \(reference.registry) were refused or lack pull access")
             case 404:
                 throw OCIError(.notFound, "\(what): not found on \(reference.registry)\(detail)", hint: "check the repository name and tag")
@@ -355,18 +373,45 @@ public final class RegistryClient: Sendable {
         }
     }
 
+    /// How to give airlock credentials, for messages.
+    func loginHint(_ registry: String) -> String {
+        "log in with `docker login \(registry)` (airlock reads \(Credentials.configPath(environment: options.environment) ?? "~/.docker/config.json"))"
+            + (options.prompt == nil ? ", or run the command in a terminal to be asked for a user name and password" : "")
+    }
+
+    /// The user's answer for `registry` (asked once per client; nil when declined or nobody
+    /// can be asked).
+    func askCredentials(_ registry: String) async -> Credentials? {
+        guard let prompt = options.prompt else { return nil }
+        return await prompted.get(registry) {
+            try? await NIOThreadPool.singleton.runIfActive { prompt(registry) }
+        }
+    }
+
     /// Answers a 401: a bearer token from the realm (with basic credentials when the user has
-    /// some for this registry), or basic auth directly.
-    func obtainAuthorization(challenge: String?, reference: ImageReference, scope: String, what: String) async throws {
-        let credentials = try Credentials.lookup(registry: reference.registry, environment: options.environment)
+    /// some for this registry), or basic auth directly. Without stored credentials the user is
+    /// asked when `askIfNeeded` (an anonymous attempt already failed) or when the registry
+    /// wants basic auth (anonymous is impossible). Returns whether the user's answer was used.
+    @discardableResult
+    func obtainAuthorization(challenge: String?, reference: ImageReference, scope: String, what: String, askIfNeeded: Bool = false) async throws -> Bool {
+        var credentials = try Credentials.lookup(registry: reference.registry, environment: options.environment)
+        var usedPrompt = false
+        let answered = await prompted.answered(reference.registry)
+        if credentials == nil, askIfNeeded || answered {
+            credentials = await askCredentials(reference.registry)
+            usedPrompt = credentials != nil
+        }
         guard let challenge, let parsed = Self.parseChallenge(challenge) else {
             throw OCIError(.authentication, "\(what): \(reference.registry) asks for authentication without saying how (no WWW-Authenticate)")
         }
         switch parsed.scheme.lowercased() {
         case "basic":
+            if credentials == nil, let answer = await askCredentials(reference.registry) {
+                credentials = answer
+                usedPrompt = true
+            }
             guard let credentials else {
-                throw OCIError(.authentication, "\(what): \(reference.registry) requires a user name and password",
-                               hint: "log in with `docker login \(reference.registry)` (airlock reads \(Credentials.configPath(environment: options.environment) ?? "~/.docker/config.json"))")
+                throw OCIError(.authentication, "\(what): \(reference.registry) requires a user name and password", hint: loginHint(reference.registry))
             }
             await tokens.set(registry: reference.registry, scope: scope, credentials.basicHeader)
         case "bearer":
@@ -380,20 +425,30 @@ public final class RegistryClient: Sendable {
             if let service = parsed.parameters["service"] { query.append("service=" + Self.percentEncode(service)) }
             query.append("scope=" + Self.percentEncode(parsed.parameters["scope"] ?? scope))
             let url = realm + (realm.contains("?") ? "&" : "?") + query.joined(separator: "&")
-            var request = HTTPClientRequest(url: url)
-            request.headers.add(name: "User-Agent", value: "airlock/0.1")
-            if let credentials { request.headers.add(name: "Authorization", value: credentials.basicHeader) }
-            let response: HTTPClientResponse
-            do {
-                response = try await http.execute(request, deadline: .now() + .seconds(30))
-            } catch {
-                throw OCIError(.transport, "\(what): cannot reach the token service \(Self.host(of: realm) ?? realm): \(error)")
+            func requestToken(_ credentials: Credentials?) async throws -> HTTPClientResponse {
+                var request = HTTPClientRequest(url: url)
+                request.headers.add(name: "User-Agent", value: "airlock/0.1")
+                if let credentials { request.headers.add(name: "Authorization", value: credentials.basicHeader) }
+                do {
+                    return try await http.execute(request, deadline: .now() + .seconds(30))
+                } catch {
+                    throw OCIError(.transport, "\(what): cannot reach the token service \(Self.host(of: realm) ?? realm): \(error)")
+                }
+            }
+            var response = try await requestToken(credentials)
+            // Refused anonymously: ask once, when there is someone to ask.
+            if response.status.code == 401, credentials == nil, let answer = await askCredentials(reference.registry) {
+                try await Self.drain(response)
+                credentials = answer
+                usedPrompt = true
+                response = try await requestToken(answer)
             }
             guard response.status.code == 200 else {
                 let detail = await Self.registryErrorMessage(response)
                 throw OCIError(.authentication, "\(what): the token service of \(reference.registry) refused (HTTP \(response.status.code)\(detail))",
-                               hint: credentials == nil
-                                   ? "the repository may be private: log in with `docker login \(reference.registry)`"
+                               hint: usedPrompt ? "check the user name and password and run the command again (they were not saved)"
+                                   : credentials == nil
+                                   ? "the repository may be private: " + loginHint(reference.registry)
                                    : "the stored credentials for \(reference.registry) were refused")
             }
             struct TokenResponse: Decodable { var token: String?; var access_token: String? }
@@ -406,6 +461,7 @@ public final class RegistryClient: Sendable {
         default:
             throw OCIError(.authentication, "\(what): unsupported authentication scheme \(parsed.scheme) at \(reference.registry)")
         }
+        return usedPrompt
     }
 
     /// `Bearer realm="…",service="…",scope="…"` → scheme and parameters.
@@ -474,6 +530,25 @@ public final class RegistryClient: Sendable {
               let decoded = try? JSONDecoder().decode(Errors.self, from: Data(body.readableBytesView)),
               let first = decoded.errors?.first else { return "" }
         return ": " + [first.code, first.message].compactMap { $0 }.joined(separator: " ").prefix(300)
+    }
+}
+
+/// What the user answered per registry: asked once (concurrent requests wait for the same
+/// answer), kept in memory only.
+actor PromptedCredentials {
+    private var answers: [String: Task<Credentials?, Never>] = [:]
+
+    func get(_ registry: String, ask: @escaping @Sendable () async -> Credentials?) async -> Credentials? {
+        if let task = answers[registry] { return await task.value }
+        let task = Task { await ask() }
+        answers[registry] = task
+        return await task.value
+    }
+
+    /// Whether the user was asked for `registry` already (and answered).
+    func answered(_ registry: String) async -> Bool {
+        guard let task = answers[registry] else { return false }
+        return await task.value != nil
     }
 }
 

@@ -403,6 +403,7 @@ struct RegistryImageTests {
         let anonymous = try CLI.run(["image", "pull", "\(registry.host)/private/app"], in: project, environment: environment)
         #expect(anonymous.status == 1)
         #expect(anonymous.stderr.contains("requires a user name and password") && anonymous.stderr.contains("docker login \(registry.host)"), "\(anonymous.stderr)")
+        #expect(anonymous.stderr.contains("run the command in a terminal to be asked"), "without a terminal: \(anonymous.stderr)")
 
         func writeConfig(_ password: String) throws {
             let auth = Data("alice:\(password)".utf8).base64EncodedString()
@@ -458,5 +459,56 @@ extension String {
     /// A `sha256:…` string from the test registry as a Digest.
     var digestValue: Digest {
         get throws { try Digest(parsing: self) }
+    }
+}
+
+@Suite("Registry credentials asked on the terminal", .serialized,
+       .enabled(if: TestRegistry.available && Tmux.available, "needs docker-registry, python3 and tmux"))
+struct CredentialPromptTests {
+    /// Runs `airlock image pull REF` in a tmux pane (a real terminal) and answers its questions.
+    func pullInTmux(_ registry: TestRegistry, _ sandbox: ImageSandbox, project: URL, repository: String, password: String) async throws -> (status: String?, screen: String) {
+        let docker = sandbox.root.appendingPathComponent("docker")
+        try FileManager.default.createDirectory(at: docker, withIntermediateDirectories: true)
+        let session = "airlock-prompt-\(getpid())-\(UUID().uuidString.prefix(4))"
+        let done = sandbox.root.appendingPathComponent("status-\(session)")
+        let command = "cd '\(project.path)' && XDG_CONFIG_HOME='\(project.path)/.xdg' XDG_CACHE_HOME='\(sandbox.cache.path)' DOCKER_CONFIG='\(docker.path)' "
+            + "DOCKER_HOST=unix:///nonexistent.sock '\(CLI.binary)' image pull \(registry.host)/\(repository); echo $? > '\(done.path)'; sleep 30"
+        try Tmux.run(["new-session", "-d", "-s", session, "-x", "200", "-y", "40", command])
+        defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
+        try await Tmux.waitFor(session, toShow: "Username for \(registry.host):", timeout: 60)
+        try Tmux.run(["send-keys", "-t", session, "-l", "alice"])
+        try Tmux.run(["send-keys", "-t", session, "Enter"])
+        try await Tmux.waitFor(session, toShow: "Password for alice@\(registry.host):", timeout: 10)
+        try Tmux.run(["send-keys", "-t", session, "-l", password])
+        try Tmux.run(["send-keys", "-t", session, "Enter"])
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, (try? String(contentsOf: done, encoding: .utf8)) == nil {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let screen = try Tmux.run(["capture-pane", "-p", "-t", session])
+        return ((try? String(contentsOf: done, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), screen)
+    }
+
+    @Test("401 without stored credentials on a terminal: asked once, password not echoed, never written; a wrong one is a clear refusal")
+    func prompt() async throws {
+        let registry = try TestRegistry(credentials: ("alice", "s3cret-pw"))
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        try registry.push("private/app", ["layers": [["entries": [ImageFixtures.file("secret", "classified")]]]])
+        try registry.push("private/other", ["layers": [["entries": [ImageFixtures.file("other", "x")]]]])
+        let project = try sandbox.project(insecure: registry.host)
+
+        let good = try await pullInTmux(registry, sandbox, project: project, repository: "private/app", password: "s3cret-pw")
+        #expect(good.status == "0", "pane:\n\(good.screen)")
+        #expect(!good.screen.contains("s3cret-pw"), "the password is not echoed:\n\(good.screen)")
+        #expect(good.screen.components(separatedBy: "Username for").count == 2, "asked once:\n\(good.screen)")
+        #expect(ImageStore(root: sandbox.store).record(for: try ImageReference(parsing: "\(registry.host)/private/app")) != nil)
+        // Nothing on disk holds the password (the registry's own htpasswd holds a bcrypt hash).
+        let grep = try Spawned.run(["/usr/bin/grep", "-rl", "s3cret-pw", sandbox.root.path, project.path], directory: "/", environment: [:], stdin: nil, timeout: 60)
+        #expect(grep.stdout.isEmpty, "files holding the password: \(String(decoding: grep.stdout, as: UTF8.self))")
+
+        let bad = try await pullInTmux(registry, sandbox, project: project, repository: "private/other", password: "wrong-pw")
+        #expect(bad.status == "1", "pane:\n\(bad.screen)")
+        #expect(bad.screen.contains("refused the user name and password you entered"), "pane:\n\(bad.screen)")
     }
 }

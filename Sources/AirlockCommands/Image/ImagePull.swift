@@ -12,11 +12,23 @@ struct ImagePull: AsyncParsableCommand {
               airlock image pull alpine
               airlock image pull debian:bookworm
               airlock image pull localhost:5000/team/ci@sha256:…
-            An interrupted pull resumes where it stopped when run again.
+              airlock image pull --from docker my-local-build:dev
+            By default ([vm] resolution = "auto") the local Docker daemon's copy is used when \
+            its socket ($DOCKER_HOST if unix://…, else /var/run/docker.sock) answers and has the \
+            reference; otherwise the image comes from its registry. An interrupted registry pull \
+            resumes where it stopped when run again. A registry that wants a password and has \
+            none in ~/.docker/config.json is asked for one on the terminal.
             """
     )
 
+    enum Source: String, ExpressibleByArgument, CaseIterable {
+        case auto, registry, docker
+    }
+
     @OptionGroup var global: GlobalOptions
+
+    @Option(help: "Where to read the image: docker (the local daemon), registry, or auto (overrides [vm] resolution).")
+    var from: Source?
 
     @Argument(help: "The image reference.")
     var reference: String
@@ -28,7 +40,8 @@ struct ImagePull: AsyncParsableCommand {
     func run() async throws {
         do {
             let parsed = try ImageReference(parsing: reference)
-            let context = try ImageContext.load()
+            var context = try ImageContext.load()
+            if let from { context.resolution = AirlockConfig.Resolution(rawValue: from.rawValue) ?? .auto }
             let record = try await context.pull(parsed, quiet: global.quiet)
             Terminal.standardOutput.write("\(record.reference)@\(record.manifestDigest)\n")
         } catch let error as ExitCode {
@@ -40,19 +53,95 @@ struct ImagePull: AsyncParsableCommand {
 }
 
 /// What the image commands and `start` share: the store, the registry options from the
-/// configuration, pulling with progress, and turning a record into a sandbox root.
+/// configuration, pulling (from the registry or the local Docker daemon, by `[vm] resolution`)
+/// with progress, and turning a record into a sandbox root.
 struct ImageContext {
     var store: ImageStore
     var options: RegistryClient.Options
+    var resolution: AirlockConfig.Resolution
 
     static func load(environment: [String: String] = ProcessEnvironment.current, config: AirlockConfig? = nil) throws -> ImageContext {
         let config = try config ?? ProjectContext.load(environment: environment).loaded.config
+        var options = RegistryClient.Options(insecureRegistries: config.insecureRegistries, environment: environment)
+        options.prompt = CredentialPrompt.forTerminal()
         return ImageContext(
-            store: ImageStore(root: ImageStore.defaultRoot(environment: environment)),
-            options: RegistryClient.Options(insecureRegistries: config.insecureRegistries, environment: environment))
+            store: ImageStore(root: ImageStore.defaultRoot(environment: environment)), options: options, resolution: config.vm.resolution)
     }
 
+    /// Pulls `reference` from where `resolution` says; `auto` says on stderr which it chose.
     func pull(_ reference: ImageReference, quiet: Bool) async throws -> ImageRecord {
+        let note = { (text: String) in if !quiet { Terminal.standardError.write("airlock: \(reference): \(text)\n") } }
+        switch resolution {
+        case .registry:
+            return try await pullFromRegistry(reference, quiet: quiet)
+        case .docker:
+            let socket = try DockerDaemonClient.socketPath(environment: options.environment)
+            let daemon = DockerDaemonClient(socketPath: socket)
+            do {
+                if let reason = await daemon.ping() {
+                    throw OCIError(.transport, "resolution \"docker\": no Docker daemon answers on \(socket): \(reason)", hint: DockerDaemonClient.startHint(socket))
+                }
+                guard let image = try await daemon.inspect(reference) else {
+                    throw OCIError(.notFound, "the Docker daemon at \(socket) has no image \(reference)",
+                                   hint: "`docker pull \(reference)` (or build it) first, or read it from its registry: `--from registry` / [vm] resolution = \"registry\"")
+                }
+                note("reading the Docker daemon's copy (\(socket), image \(image.id.dropFirst(7).prefix(12)))")
+                let record = try await importFromDocker(reference, image: image, daemon: daemon, quiet: quiet)
+                await daemon.shutdown()
+                return record
+            } catch {
+                await daemon.shutdown()
+                throw error
+            }
+        case .auto:
+            let socket: String
+            do { socket = try DockerDaemonClient.socketPath(environment: options.environment) } catch {
+                note("pulling from the registry (\(error.message))")
+                return try await pullFromRegistry(reference, quiet: quiet)
+            }
+            let daemon = DockerDaemonClient(socketPath: socket)
+            var image: DockerImage?
+            var why: String
+            if let reason = await daemon.ping(timeout: .seconds(2)) {
+                why = "no Docker daemon: \(reason)"
+            } else {
+                do {
+                    image = try await daemon.inspect(reference)
+                    why = "the Docker daemon at \(socket) does not have it"
+                } catch {
+                    why = "the Docker daemon at \(socket) failed: \((error as? OCIError)?.message ?? "\(error)")"
+                }
+            }
+            guard let image else {
+                await daemon.shutdown()
+                note("pulling from the registry (\(why))")
+                return try await pullFromRegistry(reference, quiet: quiet)
+            }
+            note("using the Docker daemon's copy (\(socket), image \(image.id.dropFirst(7).prefix(12))); [vm] resolution = \"registry\" or `--from registry` pulls instead")
+            do {
+                let record = try await importFromDocker(reference, image: image, daemon: daemon, quiet: quiet)
+                await daemon.shutdown()
+                return record
+            } catch {
+                await daemon.shutdown()
+                throw error
+            }
+        }
+    }
+
+    func importFromDocker(_ reference: ImageReference, image: DockerImage, daemon: DockerDaemonClient, quiet: Bool) async throws -> ImageRecord {
+        let renderer = PullProgress(quiet: quiet)
+        do {
+            let record = try await DockerImporter(store: store, daemon: daemon).pull(reference, image: image) { renderer.handle($0) }
+            renderer.finish()
+            return record
+        } catch {
+            renderer.finish(succeeded: false)
+            throw error
+        }
+    }
+
+    func pullFromRegistry(_ reference: ImageReference, quiet: Bool) async throws -> ImageRecord {
         let client = RegistryClient(options: options)
         let renderer = PullProgress(quiet: quiet)
         do {

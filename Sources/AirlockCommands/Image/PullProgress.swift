@@ -24,6 +24,10 @@ final class PullProgress: Sendable {
         var drawnLines = 0
         var lastDraw = 0.0
         var started = monotonicNow()
+        /// A Docker daemon export: bytes so far, the daemon's size estimate, when it started.
+        var exported: Int64 = 0
+        var exportEstimate: Int64 = 0
+        var exportStarted: Double?
     }
 
     let quiet: Bool
@@ -44,11 +48,15 @@ final class PullProgress: Sendable {
             switch event {
             case .resolved(let reference, let manifest, let layers):
                 state.reference = reference
+                if let started = state.exportStarted {
+                    let elapsed = now - started
+                    lines.append((terminal ? "\r\u{1B}[2K" : "") + "read \(formatBytes(state.exported)) from the Docker daemon in \(formatDecimal(elapsed)) s")
+                }
                 var seen = Set<Digest>()
                 state.layers = layers.filter { seen.insert($0.digest).inserted }.map { Layer(digest: $0.digest, total: $0.size) }
                 if !terminal {
                     let total = layers.reduce(0) { $0 + $1.size }
-                    lines.append("pulling \(reference) (\(manifest.short), \(layers.count) layers, \(formatBytes(total)))")
+                    lines.append((state.exportStarted != nil ? "importing " : "pulling ") + "\(reference) (\(manifest.short), \(layers.count) layers, \(formatBytes(total)))")
                 }
             case .layerCached(let digest, _):
                 if let i = index(digest) {
@@ -68,11 +76,23 @@ final class PullProgress: Sendable {
                 if let i = index(digest) {
                     state.layers[i].state = "unpacking"
                     state.layers[i].bytes = state.layers[i].total
-                    if !terminal {
+                    if !terminal && state.exportStarted != nil {
+                        lines.append("layer \(digest.short): \(formatBytes(state.layers[i].total)), its diff_id checked")
+                    } else if !terminal {
                         let elapsed = now - (state.layers[i].started ?? now)
                         lines.append("layer \(digest.short): downloaded \(formatBytes(state.layers[i].total))" + (elapsed > 0.001 ? " in \(formatDecimal(elapsed)) s (\(formatBytes(Int64(Double(state.layers[i].total) / elapsed)))/s)" : ""))
                     }
                 }
+            case .exportProgress(let bytes, let estimate):
+                if state.exportStarted == nil { state.exportStarted = now }
+                state.exported = bytes
+                state.exportEstimate = estimate
+                if terminal && now - state.lastDraw > 0.1 {
+                    state.lastDraw = now
+                    let rate = now - (state.exportStarted ?? now) > 0.2 ? ", \(formatBytes(Int64(Double(bytes) / (now - (state.exportStarted ?? now)))))/s" : ""
+                    lines.append("\r\u{1B}[2Kreading from the Docker daemon: \(formatBytes(bytes))" + (estimate > 0 ? " of about \(formatBytes(estimate))" : "") + rate + "\u{1B}[1A")
+                }
+                return
             case .layerDone(let digest, let info):
                 if let i = index(digest) {
                     state.layers[i].state = "done"

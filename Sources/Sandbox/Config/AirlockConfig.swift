@@ -8,6 +8,16 @@ public struct AirlockConfig: Sendable, Equatable {
         case qemu
     }
 
+    /// Where an OCI image comes from (`[vm] resolution`).
+    public enum Resolution: String, Sendable, CaseIterable {
+        /// The local Docker daemon's copy when it answers and has the reference, else the registry.
+        case auto
+        /// Always the registry.
+        case registry
+        /// Only the local Docker daemon (an error when it does not answer or lacks the image).
+        case docker
+    }
+
     public struct VM: Sendable, Equatable {
         /// `"host"` (the host's system directories, read-only) or an OCI image reference.
         public var image = "host"
@@ -16,6 +26,8 @@ public struct AirlockConfig: Sendable, Equatable {
         public var kernel: String?
         public var initramfs: String?
         public var backend = Backend.auto
+        /// Where `image` is read from when it is not in the store yet.
+        public var resolution = Resolution.auto
     }
 
     public struct Workspace: Sendable, Equatable {
@@ -125,6 +137,7 @@ extension AirlockConfig {
             vm.kernel = vmNode["kernel"]?.string.map(expandHome)
             vm.initramfs = vmNode["initramfs"]?.string.map(expandHome)
             vm.backend = vmNode["backend"]?.string.flatMap(Backend.init(rawValue:)) ?? vm.backend
+            vm.resolution = vmNode["resolution"]?.string.flatMap(Resolution.init(rawValue:)) ?? vm.resolution
         }
         if let node = root["workspace"] {
             workspace.mode = node["mode"]?.string.flatMap(Workspace.Mode.init(rawValue:)) ?? workspace.mode

@@ -41,6 +41,7 @@ indirect enum Schema: Sendable {
 
 enum AirlockSchema {
     static let backends = ["auto", "cloud-hypervisor", "qemu"]
+    static let resolutions = AirlockConfig.Resolution.allCases.map(\.rawValue)
 
     static let root: Schema = .table([
         ("presets", .array(.choice(Presets.names))),
@@ -51,6 +52,7 @@ enum AirlockSchema {
             ("kernel", .absolutePath(hostSide: true)),
             ("initramfs", .absolutePath(hostSide: true)),
             ("backend", .choice(backends)),
+            ("resolution", .choice(resolutions)),
         ])),
         ("workspace", .table([
             ("mode", .choice(["clone", "mount"])),

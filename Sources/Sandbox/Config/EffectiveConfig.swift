@@ -30,6 +30,7 @@ extension AirlockConfig {
                 ("cpus", leaf(.integer(defaults.vm.cpus))),
                 ("memory", leaf(.string(defaults.vm.memory.description))),
                 ("backend", leaf(.string(defaults.vm.backend.rawValue))),
+                ("resolution", leaf(.string(defaults.vm.resolution.rawValue))),
             ])),
             ("workspace", table([("mode", leaf(.string(defaults.workspace.mode.rawValue)))])),
             ("network", table([("policy", leaf(.string(defaults.network.policy.rawValue)))])),

@@ -1,0 +1,55 @@
+import OCI
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Asks for a registry's user name and password on the terminal: the question on stderr, the
+/// answer from stdin, the password without echo. Only when both are a terminal; the answer
+/// lives in memory for this command and is never written anywhere.
+enum CredentialPrompt {
+    /// The prompt for `RegistryClient.Options.prompt`, or nil when nobody can be asked.
+    static func forTerminal() -> (@Sendable (String) -> Credentials?)? {
+        guard isatty(0) == 1, isatty(2) == 1 else { return nil }
+        return { registry in ask(registry) }
+    }
+
+    static func ask(_ registry: String) -> Credentials? {
+        let err = Terminal.standardError
+        err.write("\(registry) wants a user name and password (nothing is saved).\n")
+        err.write("Username for \(registry): ")
+        guard let user = readLine(fd: 0), !user.isEmpty else {
+            err.write("\n")
+            return nil
+        }
+        err.write("Password for \(user)@\(registry): ")
+        var saved = termios()
+        let canHide = tcgetattr(0, &saved) == 0
+        if canHide {
+            var hidden = saved
+            hidden.c_lflag &= ~tcflag_t(ECHO)
+            tcsetattr(0, TCSAFLUSH, &hidden)
+        }
+        let password = readLine(fd: 0)
+        if canHide { tcsetattr(0, TCSAFLUSH, &saved) }
+        err.write("\n")
+        guard let password else { return nil }
+        return Credentials(username: user, password: password)
+    }
+
+    /// One line from `fd` (a terminal in canonical mode), without its newline; nil at end of
+    /// input. At most 4 KiB.
+    static func readLine(fd: Int32) -> String? {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while bytes.count < 4096 {
+            let n = read(fd, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
+            if byte == UInt8(ascii: "\n") { break }
+            bytes.append(byte)
+        }
+        if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
