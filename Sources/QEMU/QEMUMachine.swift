@@ -62,8 +62,9 @@ public final class QEMUMachine: VirtualMachine {
     /// virtio-mmio, not PCI) with that guest context id, and there is no control serial port,
     /// so the guest picks vsock.
     /// With `virtiofsd` (the Rust virtiofsd is installed), every share but image layers is a
-    /// `vhost-user-fs-device` on the socket of its virtiofsd, and the guest's RAM is a shared
-    /// memfd (vhost-user maps it into virtiofsd), named as microvm's `memory-backend`.
+    /// `vhost-user-fs-device` on the socket of its virtiofsd, the guest's RAM is a shared
+    /// memfd (vhost-user maps it into virtiofsd), named as microvm's `memory-backend`, and the
+    /// virtio-mmio transports are modern (virtio 1.0), as vhost-user requires.
     public static func arguments(for spec: MachineSpec, tscKilohertz: UInt = hostTSCKilohertz, vsockCID: UInt32? = nil, virtiofsd: Bool = false) -> [String] {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
@@ -78,6 +79,10 @@ public final class QEMUMachine: VirtualMachine {
         if virtiofs {
             // The same size as -m (QEMU insists); share=on so virtiofsd can map it.
             arguments += ["-object", "memory-backend-memfd,id=mem,size=\(spec.memoryMiB)M,share=on"]
+            // virtio-mmio is legacy (version 1) by default, which vhost-user backends refuse
+            // ("virtio legacy devices aren't supported by libvhost-user"): modern transports.
+            // Only with virtio-fs, so the 9p configuration stays exactly as it was.
+            arguments += ["-global", "virtio-mmio.force-legacy=false"]
         }
         arguments += [
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",

@@ -65,6 +65,7 @@ struct QEMUArgumentsTests {
         #expect(values(arguments, "-M") == ["microvm,acpi=on,pit=off,pic=off,rtc=on,isa-serial=on,x-option-roms=off,memory-backend=mem"])
         #expect(values(arguments, "-object").contains("memory-backend-memfd,id=mem,size=2048M,share=on"))
         #expect(values(arguments, "-m") == ["2048M"], "the backend's size must equal -m")
+        #expect(values(arguments, "-global") == ["virtio-mmio.force-legacy=false"], "vhost-user refuses legacy virtio-mmio devices")
         let chardevs = values(arguments, "-chardev")
         #expect(chardevs.contains("socket,id=fs0,path=/tmp/airlock-0/abc/fs0.sock"))
         #expect(chardevs.contains("socket,id=fs1,path=/tmp/airlock-0/abc/fs1.sock"))
@@ -86,7 +87,7 @@ struct QEMUArgumentsTests {
         // Without virtiofsd: all 9p and ordinary RAM, as before.
         let ninep = QEMUMachine.arguments(for: spec, tscKilohertz: 2_445_404)
         #expect(values(ninep, "-fsdev").count == 3)
-        #expect(!ninep.contains { $0.contains("vhost-user") || $0.contains("memory-backend") })
+        #expect(!ninep.contains { $0.contains("vhost-user") || $0.contains("memory-backend") || $0.contains("force-legacy") })
         #expect(QEMUMachine.virtiofsShares(of: spec, virtiofsd: false).isEmpty)
         // Only image layers: nothing for virtiofsd, so no shared memory either.
         spec.shares = [spec.shares[2]]
