@@ -19,6 +19,8 @@ public final class QEMUMachine: VirtualMachine {
     private let control: Control
     /// The virtiofsd processes serving this VM's virtio-fs shares (none with 9p).
     private let virtiofsd: [ProcessWaiter]
+    /// One per virtiofsd: stops the VM when it ends while QEMU runs (cancelled by `stop`).
+    private let watchers: [Task<Void, Never>]
 
     /// How the host reaches the guest's control port.
     enum Control: Sendable {
@@ -28,12 +30,35 @@ public final class QEMUMachine: VirtualMachine {
         case vsock(cid: UInt32)
     }
 
-    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control, virtiofsd: [ProcessWaiter]) {
+    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control, virtiofsd: [(process: ProcessWaiter, share: String)], consoleLog: String) {
         processID = waiter.pid
         self.waiter = waiter
         self.qmpSocket = qmpSocket
         self.control = control
-        self.virtiofsd = virtiofsd
+        self.virtiofsd = virtiofsd.map(\.process)
+        watchers = virtiofsd.map { helper in
+            Task { await Self.watch(helper.process, serving: helper.share, qemu: waiter, consoleLog: consoleLog) }
+        }
+    }
+
+    /// A virtiofsd ends by itself only when QEMU has gone. One that ends while QEMU runs (it
+    /// crashed, or was killed) leaves the guest hanging on its share, so the VM is stopped at
+    /// once, with the reason in the console log: the boot fails with it instead of waiting for
+    /// its deadline, and a running session ends.
+    private static func watch(_ helper: ProcessWaiter, serving share: String, qemu: ProcessWaiter, consoleLog: String) async {
+        guard let status = await helper.wait() else { return }
+        // QEMU going first makes virtiofsd go: give QEMU's own end a moment to be seen.
+        try? await Task.sleep(for: .milliseconds(300))
+        if Task.isCancelled || qemu.hasExited { return }
+        let line = Array("airlock: virtiofsd for \(share) ended (wait status \(status)) while the VM ran; stopping the VM\n".utf8)
+        let fd = open(consoleLog, O_WRONLY | O_APPEND | O_CLOEXEC)
+        if fd >= 0 {
+            _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+        }
+        // QEMU's process group (its own session); it is reaped by its waiter.
+        kill(-qemu.pid, SIGTERM)
+        kill(qemu.pid, SIGTERM)
     }
 
     /// Measured once per process: the host TSC rate a TCG guest must be told.
@@ -207,7 +232,8 @@ public final class QEMUMachine: VirtualMachine {
             throw error
         }
         let machine = QEMUMachine(
-            waiter: waiter, qmpSocket: qmp, control: vsockCID.map { .vsock(cid: $0) } ?? .serial(socket: control), virtiofsd: helpers)
+            waiter: waiter, qmpSocket: qmp, control: vsockCID.map { .vsock(cid: $0) } ?? .serial(socket: control),
+            virtiofsd: zip(helpers, served).map { ($0, $1.share.hostPath) }, consoleLog: spec.consoleLog)
 
         // Ready when QMP answers; if QEMU dies first, say why.
         let deadline = monotonicSeconds() + timeout
@@ -281,6 +307,7 @@ public final class QEMUMachine: VirtualMachine {
     /// QEMU first, then its virtiofsd processes (they end by themselves when QEMU goes; they
     /// get signals only if they do not), all reaped.
     public func stop(grace: Duration) async {
+        for watcher in watchers { watcher.cancel() }
         await stopQEMU(grace: grace)
         await Virtiofsd.stop(virtiofsd)
     }

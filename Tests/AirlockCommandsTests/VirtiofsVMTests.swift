@@ -140,6 +140,27 @@ struct VirtiofsVMTests {
         #expect(alive.isEmpty, "virtiofsd still running after the session: \(alive)")
     }
 
+    @Test("a virtiofsd that dies while the VM runs stops the VM at once, the reason in the console log; nothing is left")
+    func virtiofsdDies() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let (bin, environment) = try VirtiofsStandIn.install()
+        defer { try? FileManager.default.removeItem(at: bin) }
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project, environment: environment, stderr: bin.appendingPathComponent("stderr"))
+        defer { if main.isRunning { kill(main.processIdentifier, SIGKILL) } }
+        let vmm = try await CLI.waitUntilRunning(project, name: "default", process: main)
+        let calls = VirtiofsStandIn.calls(bin)
+        let usr = try #require(calls.first { $0.directory == "/usr" })
+        kill(usr.pid, SIGKILL)
+        let deadline = Date().addingTimeInterval(30)
+        while main.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!main.isRunning, "airlock still runs 30 s after the /usr virtiofsd died")
+        let console = (try? String(contentsOf: project.appendingPathComponent(".airlock/default/console.log"), encoding: .utf8)) ?? ""
+        #expect(console.contains("airlock: virtiofsd for /usr ended"), "\(console.suffix(2000))")
+        let alive = try await VirtiofsStandIn.allGone([vmm] + calls.map(\.pid))
+        #expect(alive.isEmpty, "still running: \(alive)")
+    }
+
     @Test("kill -9 of airlock: neither QEMU nor any virtiofsd remains; the next start works")
     func killNine() async throws {
         let project = try VMEnvironment.repository()
