@@ -81,7 +81,7 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strict
         ),
-        // The QEMU backend (microvm, QMP, virtio-serial link, 9p shares).
+        // The QEMU backend (microvm, QMP, virtio-serial link, virtio-fs or 9p shares).
         .target(
             name: "QEMU",
             dependencies: ["Sandbox", "GuestLink", "CShim", .product(name: "NIOPosix", package: "swift-nio")],

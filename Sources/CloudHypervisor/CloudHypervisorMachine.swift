@@ -53,15 +53,14 @@ public final class CloudHypervisorMachine: VirtualMachine {
         public init(runtimeDirectory: String, shareCount: Int) {
             api = runtimeDirectory + "/ch.sock"
             vsock = runtimeDirectory + "/vsock.sock"
-            shares = (0..<shareCount).map { runtimeDirectory + "/fs\($0).sock" }
+            shares = (0..<shareCount).map { Virtiofsd.socketPath(runtimeDirectory: runtimeDirectory, index: $0) }
         }
     }
 
     /// Where the VMM's and virtiofsd's own messages go: beside the console log (which CH
     /// itself writes, from the start of the file, so nothing else may append to it).
     public static func processLog(for spec: MachineSpec) -> String {
-        let directory = spec.consoleLog.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return (directory.isEmpty ? "." : directory) + "/vmm.log"
+        VMMProcess.log(for: spec)
     }
 
     /// The kernel command line: the serial console on ttyS0 (CH's 8250), as under QEMU.
@@ -73,23 +72,6 @@ public final class CloudHypervisorMachine: VirtualMachine {
     /// `vm.create`.
     public static func arguments(sockets: Sockets) -> [String] {
         ["--api-socket", sockets.api]
-    }
-
-    /// A virtiofsd serving one share. Fixed flags only: nothing here comes from the user but
-    /// the directory itself, passed as `--shared-dir=` so no path can read as an option.
-    /// The default sandbox (`namespace`: pivot_root into the share, own pid/net namespaces)
-    /// stays on; `--announce-submounts` gives each file system under the share its own device
-    /// number (the host root shares cross mount points).
-    public static func virtiofsdArguments(socket: String, share: MachineSpec.Share) -> [String] {
-        var arguments = [
-            "--socket-path=\(socket)",
-            "--shared-dir=\(share.hostPath)",
-            "--cache=auto",
-            "--announce-submounts",
-            "--log-level=warn",
-        ]
-        if share.readOnly { arguments.append("--readonly") }
-        return arguments
     }
 
     /// The `vm.create` body for `spec`.
@@ -125,16 +107,11 @@ public final class CloudHypervisorMachine: VirtualMachine {
         let started = StartedParts()
 
         do {
-            // virtiofsd first: CH connects to their sockets at vm.boot.
-            for (share, socket) in zip(spec.shares, sockets.shares) {
-                let waiter = try spawn(virtiofsd, virtiofsdArguments(socket: socket, share: share), log: log)
-                started.virtiofsd.append(waiter)
-                try await waitForSocketFile(socket, of: waiter, timeout: 5) {
-                    MachineError("virtiofsd for \(share.hostPath) \($0)", consoleTail: tailLines(of: log))
-                }
-            }
+            // virtiofsd first (`Virtiofsd`, shared with QEMU): CH connects to their sockets at vm.boot.
+            started.virtiofsd = try await Virtiofsd.start(
+                virtiofsd, serving: zip(spec.shares, sockets.shares).map { Virtiofsd.Served(share: $0, socket: $1) }, log: log)
 
-            let vmm = try spawn(cloudHypervisor, arguments(sockets: sockets), log: log)
+            let vmm = try VMMProcess.spawn(cloudHypervisor, arguments(sockets: sockets), log: log)
             started.vmm = vmm
             try await waitForPing(client, of: vmm, timeout: timeout, log: log)
 
@@ -186,85 +163,17 @@ public final class CloudHypervisorMachine: VirtualMachine {
     ) async {
         if let vmm {
             // After the guest powered off, the VMM ends by itself.
-            if await !exited(vmm, within: grace) {
+            if await !VMMProcess.exited(vmm, within: grace) {
                 var polite = client
                 polite.timeout = .seconds(1)
                 try? await polite.shutdownVM()
                 try? await polite.deleteVM()
                 try? await polite.shutdownVMM()
-                await terminate(vmm, grace: grace)
+                await VMMProcess.terminate(vmm, grace: grace)
             }
         }
-        for helper in virtiofsd {
-            if await !exited(helper, within: .milliseconds(500)) { await terminate(helper, grace: .seconds(1)) }
-        }
+        await Virtiofsd.stop(virtiofsd)
         for listener in listeners { await listener.close() }
-    }
-
-    /// SIGTERM, then SIGKILL, `grace` apart, to the process and its group; then reaped.
-    private static func terminate(_ process: ProcessWaiter, grace: Duration) async {
-        for signal in [SIGTERM, SIGKILL] {
-            if await exited(process, within: signal == SIGTERM ? .zero : grace) { return }
-            kill(-process.pid, signal)
-            kill(process.pid, signal)
-        }
-        _ = await process.wait()
-    }
-
-    /// Both racers end on cancellation, so the group returns as soon as the first is done.
-    private static func exited(_ process: ProcessWaiter, within duration: Duration) async -> Bool {
-        if process.hasExited { return true }
-        if duration == .zero { return false }
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await process.wait() != nil }
-            group.addTask {
-                try? await Task.sleep(for: duration)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-    }
-
-    /// Starts `path` in its own session with PDEATHSIG (it dies with airlock), a minimal
-    /// environment, stdin from /dev/null and its output appended to `log`.
-    static func spawn(_ path: String, _ arguments: [String], log: String) throws -> ProcessWaiter {
-        let logFD = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
-        defer {
-            if logFD >= 0 { close(logFD) }
-            if devNull >= 0 { close(devNull) }
-        }
-        let argv = [path] + arguments
-        do {
-            // ProcessWaiter runs the closure on its own thread and returns only after it ran,
-            // so the descriptors closed by the `defer` above are still open while it runs.
-            return try ProcessWaiter {
-                withCStrings(argv) { args in
-                    withCStrings(["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]) { env in
-                        airlock_spawn(path, args, env, devNull, logFD, logFD, Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG))
-                    }
-                }
-            }
-        } catch {
-            throw MachineError("cannot start \(path): \(String(cString: strerror(error.errno)))")
-        }
-    }
-
-    /// virtiofsd is ready once its socket file exists. Never probed by connecting: virtiofsd
-    /// takes its first connection as the VMM's and serves no other.
-    static func waitForSocketFile(
-        _ path: String, of process: ProcessWaiter, timeout: Double, failure: (String) -> MachineError
-    ) async throws {
-        let deadline = monotonicSeconds() + timeout
-        while true {
-            var info = stat()
-            if lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK { return }
-            if process.hasExited { throw failure("exited before creating its socket \(path)") }
-            if monotonicSeconds() > deadline { throw failure("did not create its socket \(path) within \(Int(timeout)) s") }
-            try await Task.sleep(for: .milliseconds(10))
-        }
     }
 
     /// Cloud Hypervisor is ready once `vmm.ping` answers.

@@ -8,14 +8,19 @@ import Glibc
 #endif
 
 /// A VM run by `qemu-system-x86_64 -M microvm`: QMP on a Unix socket for the lifecycle, the
-/// control link on a virtio-serial port bound to a Unix socket, shares over virtio-9p, the state
-/// disk on virtio-blk, the serial console appended to the console log.
+/// control link on a virtio-serial port bound to a Unix socket, shares over virtio-fs (one
+/// `virtiofsd` each, when the Rust virtiofsd is installed) or virtio-9p, the state disk on
+/// virtio-blk, the serial console appended to the console log.
 public final class QEMUMachine: VirtualMachine {
     public let backend = BackendSelection.Backend.qemu
     public let processID: pid_t
     private let waiter: ProcessWaiter
     private let qmpSocket: String
     private let control: Control
+    /// The virtiofsd processes serving this VM's virtio-fs shares (none with 9p).
+    private let virtiofsd: [ProcessWaiter]
+    /// One per virtiofsd: stops the VM when it ends while QEMU runs (cancelled by `stop`).
+    private let watchers: [Task<Void, Never>]
 
     /// How the host reaches the guest's control port.
     enum Control: Sendable {
@@ -25,11 +30,35 @@ public final class QEMUMachine: VirtualMachine {
         case vsock(cid: UInt32)
     }
 
-    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control) {
+    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control, virtiofsd: [(process: ProcessWaiter, share: String)], consoleLog: String) {
         processID = waiter.pid
         self.waiter = waiter
         self.qmpSocket = qmpSocket
         self.control = control
+        self.virtiofsd = virtiofsd.map(\.process)
+        watchers = virtiofsd.map { helper in
+            Task { await Self.watch(helper.process, serving: helper.share, qemu: waiter, consoleLog: consoleLog) }
+        }
+    }
+
+    /// A virtiofsd ends by itself only when QEMU has gone. One that ends while QEMU runs (it
+    /// crashed, or was killed) leaves the guest hanging on its share, so the VM is stopped at
+    /// once, with the reason in the console log: the boot fails with it instead of waiting for
+    /// its deadline, and a running session ends.
+    private static func watch(_ helper: ProcessWaiter, serving share: String, qemu: ProcessWaiter, consoleLog: String) async {
+        guard let status = await helper.wait() else { return }
+        // QEMU going first makes virtiofsd go: give QEMU's own end a moment to be seen.
+        try? await Task.sleep(for: .milliseconds(300))
+        if Task.isCancelled || qemu.hasExited { return }
+        let line = Array("airlock: virtiofsd for \(share) ended (wait status \(status)) while the VM ran; stopping the VM\n".utf8)
+        let fd = open(consoleLog, O_WRONLY | O_APPEND | O_CLOEXEC)
+        if fd >= 0 {
+            _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+        }
+        // QEMU's process group (its own session); it is reaped by its waiter.
+        kill(-qemu.pid, SIGTERM)
+        kill(qemu.pid, SIGTERM)
     }
 
     /// Measured once per process: the host TSC rate a TCG guest must be told.
@@ -43,20 +72,44 @@ public final class QEMUMachine: VirtualMachine {
         return line
     }
 
+    /// The shares served by virtiofsd when `virtiofsd` is installed (`ShareTransport.qemu`),
+    /// each with its socket: `fs<index>.sock`, index into `spec.shares`.
+    public static func virtiofsShares(of spec: MachineSpec, virtiofsd: Bool) -> [Virtiofsd.Served] {
+        spec.shares.enumerated().compactMap { index, share in
+            guard ShareTransport.qemu(for: share, virtiofsd: virtiofsd) == .virtiofs else { return nil }
+            return Virtiofsd.Served(share: share, socket: Virtiofsd.socketPath(runtimeDirectory: spec.runtimeDirectory, index: index))
+        }
+    }
+
     /// The QEMU command line for `spec` (without the binary), split out for tests.
     /// microvm needs ACPI on: Debian's virtio_mmio finds devices only through ACPI.
     /// With `vsockCID` the control link is vhost-vsock (`vhost-vsock-device`: microvm has
     /// virtio-mmio, not PCI) with that guest context id, and there is no control serial port,
     /// so the guest picks vsock.
-    public static func arguments(for spec: MachineSpec, tscKilohertz: UInt = hostTSCKilohertz, vsockCID: UInt32? = nil) -> [String] {
+    /// With `virtiofsd` (the Rust virtiofsd is installed), every share but image layers is a
+    /// `vhost-user-fs-device` on the socket of its virtiofsd, the guest's RAM is a shared
+    /// memfd (vhost-user maps it into virtiofsd), named as microvm's `memory-backend`, and the
+    /// virtio-mmio transports are modern (virtio 1.0), as vhost-user requires.
+    public static func arguments(for spec: MachineSpec, tscKilohertz: UInt = hostTSCKilohertz, vsockCID: UInt32? = nil, virtiofsd: Bool = false) -> [String] {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
+        let virtiofs = !virtiofsShares(of: spec, virtiofsd: virtiofsd).isEmpty
         var arguments = [
-            "-M", "microvm,acpi=on,pit=off,pic=off,rtc=on,isa-serial=on,x-option-roms=off",
+            "-M", "microvm,acpi=on,pit=off,pic=off,rtc=on,isa-serial=on,x-option-roms=off" + (virtiofs ? ",memory-backend=mem" : ""),
             "-accel", spec.accelerator == .kvm ? "kvm" : "tcg",
             "-cpu", spec.accelerator == .kvm ? "host" : "max",
             "-smp", "\(spec.cpus)",
             "-m", "\(spec.memoryMiB)M",
+        ]
+        if virtiofs {
+            // The same size as -m (QEMU insists); share=on so virtiofsd can map it.
+            arguments += ["-object", "memory-backend-memfd,id=mem,size=\(spec.memoryMiB)M,share=on"]
+            // virtio-mmio is legacy (version 1) by default, which vhost-user backends refuse
+            // ("virtio legacy devices aren't supported by libvhost-user"): modern transports.
+            // Only with virtio-fs, so the 9p configuration stays exactly as it was.
+            arguments += ["-global", "virtio-mmio.force-legacy=false"]
+        }
+        arguments += [
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", spec.kernel,
             "-initrd", spec.initramfs,
@@ -85,10 +138,20 @@ public final class QEMUMachine: VirtualMachine {
             "-device", "virtio-rng-device,rng=rng",
         ]
         for (index, share) in spec.shares.enumerated() {
-            arguments += [
-                "-fsdev", "local,id=fs\(index),path=\(escape(share.hostPath)),security_model=\(share.mappedOwnership ? "mapped-xattr" : "none")" + (share.readOnly ? ",readonly=on" : ""),
-                "-device", "virtio-9p-device,fsdev=fs\(index),mount_tag=\(share.tag)",
-            ]
+            switch ShareTransport.qemu(for: share, virtiofsd: virtiofsd) {
+            case .virtiofs:
+                // Read-only is virtiofsd's `--readonly` (and the guest's read-only mount).
+                let socket = Virtiofsd.socketPath(runtimeDirectory: spec.runtimeDirectory, index: index)
+                arguments += [
+                    "-chardev", "socket,id=fs\(index),path=\(escape(socket))",
+                    "-device", "vhost-user-fs-device,chardev=fs\(index),tag=\(share.tag),queue-size=1024",
+                ]
+            case .ninep:
+                arguments += [
+                    "-fsdev", "local,id=fs\(index),path=\(escape(share.hostPath)),security_model=\(share.mappedOwnership ? "mapped-xattr" : "none")" + (share.readOnly ? ",readonly=on" : ""),
+                    "-device", "virtio-9p-device,fsdev=fs\(index),mount_tag=\(share.tag)",
+                ]
+            }
         }
         return arguments
     }
@@ -117,14 +180,17 @@ public final class QEMUMachine: VirtualMachine {
 
     /// Starts QEMU and waits until its QMP socket answers. With `vhostVsock` (the host has
     /// `/dev/vhost-vsock`), the link is AF_VSOCK; a context id another VM holds means another try
-    /// with the next one.
-    public static func start(_ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, egress: EgressHandler? = nil, timeout: Double = 20) async throws -> QEMUMachine {
+    /// with the next one. With `virtiofsd` (the Rust virtiofsd's path), the shares it can serve
+    /// are virtio-fs, one virtiofsd each, started (and ready) before QEMU.
+    public static func start(
+        _ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, virtiofsd: String? = nil, egress: EgressHandler? = nil, timeout: Double = 20
+    ) async throws -> QEMUMachine {
         let attempts = vhostVsock ? 8 : 1
         for attempt in 0..<attempts {
             let cid = vhostVsock ? vsockCID(runtimeDirectory: spec.runtimeDirectory, attempt: attempt) : nil
             let logStart = fileSize(spec.consoleLog)
             do {
-                return try await start(spec, qemu: qemu, vsockCID: cid, egress: egress, timeout: timeout)
+                return try await start(spec, qemu: qemu, vsockCID: cid, virtiofsd: virtiofsd, egress: egress, timeout: timeout)
             } catch where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(text(of: spec.consoleLog, from: logStart)) {
                 continue  // the next attempt reports its own failure
             }
@@ -132,39 +198,49 @@ public final class QEMUMachine: VirtualMachine {
         throw MachineError("no free vsock context id found for QEMU", consoleTail: tailLines(of: spec.consoleLog))
     }
 
-    private static func start(_ spec: MachineSpec, qemu: String, vsockCID: UInt32?, egress: EgressHandler?, timeout: Double) async throws -> QEMUMachine {
+    private static func start(
+        _ spec: MachineSpec, qemu: String, vsockCID: UInt32?, virtiofsd: String?, egress: EgressHandler?, timeout: Double
+    ) async throws -> QEMUMachine {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
         unlink(qmp)
         unlink(control)
         unlink(spec.runtimeDirectory + "/egress.sock")
-        // QEMU's own complaints (a bad path, a missing device) go to the console log too.
-        let log = open(spec.consoleLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
-        defer {
-            if log >= 0 { close(log) }
-            if devNull >= 0 { close(devNull) }
+
+        // virtiofsd first (ready = its socket exists): QEMU connects to the sockets as it starts.
+        // Their output goes to vmm.log: QEMU's file chardev truncates the console log.
+        let served = virtiofsShares(of: spec, virtiofsd: virtiofsd != nil)
+        var helpers: [ProcessWaiter] = []
+        var helperLog: String?
+        if let virtiofsd, !served.isEmpty {
+            let log = VMMProcess.log(for: spec)
+            close(open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
+            helperLog = log
+            helpers = try await Virtiofsd.start(virtiofsd, serving: served, log: log)
         }
-        let argv = [qemu] + arguments(for: spec, vsockCID: vsockCID)
+        /// The console's last lines, after virtiofsd's when there are any.
+        func failureTail() -> [String] {
+            (helperLog.map { tailLines(of: $0, count: 10) } ?? []) + tailLines(of: spec.consoleLog)
+        }
+
+        // QEMU's own complaints (a bad path, a missing device) go to the console log too.
         let waiter: ProcessWaiter
         do {
-            waiter = try ProcessWaiter {
-                withCStrings(argv) { args in
-                    withCStrings(["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]) { env in
-                        airlock_spawn(qemu, args, env, devNull, log, log, Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG))
-                    }
-                }
-            }
+            waiter = try VMMProcess.spawn(qemu, arguments(for: spec, vsockCID: vsockCID, virtiofsd: virtiofsd != nil), log: spec.consoleLog)
         } catch {
-            throw MachineError("cannot start \(qemu): \(String(cString: strerror(error.errno)))")
+            await Virtiofsd.stop(helpers)
+            throw error
         }
-        let machine = QEMUMachine(waiter: waiter, qmpSocket: qmp, control: vsockCID.map { .vsock(cid: $0) } ?? .serial(socket: control))
+        let machine = QEMUMachine(
+            waiter: waiter, qmpSocket: qmp, control: vsockCID.map { .vsock(cid: $0) } ?? .serial(socket: control),
+            virtiofsd: zip(helpers, served).map { ($0, $1.share.hostPath) }, consoleLog: spec.consoleLog)
 
         // Ready when QMP answers; if QEMU dies first, say why.
         let deadline = monotonicSeconds() + timeout
         while true {
             if machine.waiter.hasExited {
-                throw MachineError("QEMU exited during start-up", consoleTail: tailLines(of: spec.consoleLog))
+                await machine.stop(grace: .zero)
+                throw MachineError("QEMU exited during start-up", consoleTail: failureTail())
             }
             if (try? QMPClient(path: qmp, timeout: 2)) != nil {
                 if let egress {
@@ -175,14 +251,14 @@ public final class QEMUMachine: VirtualMachine {
                             .connect(unixDomainSocketPath: spec.runtimeDirectory + "/egress.sock").get()
                     } catch {
                         await machine.stop(grace: .seconds(1))
-                        throw MachineError("cannot connect to QEMU's egress port: \(error)", consoleTail: tailLines(of: spec.consoleLog))
+                        throw MachineError("cannot connect to QEMU's egress port: \(error)", consoleTail: failureTail())
                     }
                 }
                 return machine
             }
             if monotonicSeconds() > deadline {
                 await machine.stop(grace: .seconds(1))
-                throw MachineError("QEMU did not open its QMP socket within \(Int(timeout)) s", consoleTail: tailLines(of: spec.consoleLog))
+                throw MachineError("QEMU did not open its QMP socket within \(Int(timeout)) s", consoleTail: failureTail())
             }
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -228,32 +304,26 @@ public final class QEMUMachine: VirtualMachine {
         await waiter.wait()
     }
 
+    /// QEMU first, then its virtiofsd processes (they end by themselves when QEMU goes; they
+    /// get signals only if they do not), all reaped.
     public func stop(grace: Duration) async {
+        for watcher in watchers { watcher.cancel() }
+        await stopQEMU(grace: grace)
+        await Virtiofsd.stop(virtiofsd)
+    }
+
+    private func stopQEMU(grace: Duration) async {
         // The orchestrator has asked the guest to power off: let it sync its disk and go.
-        if await exited(within: grace) { return }
+        if await VMMProcess.exited(waiter, within: grace) { return }
         // Then `quit` (QEMU ends at once), then signals.
         if let client = try? QMPClient(path: qmpSocket, timeout: 1) {
             try? client.execute("quit", timeout: 1)
         }
         for signal in [SIGTERM, SIGKILL] {
-            if await exited(within: grace) { return }
+            if await VMMProcess.exited(waiter, within: grace) { return }
             kill(-processID, signal)
             kill(processID, signal)
         }
         _ = await waiter.wait()
-    }
-
-    /// Both racers end on cancellation, so the group returns as soon as the first is done.
-    private func exited(within duration: Duration) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await self.waiter.wait() != nil }
-            group.addTask {
-                try? await Task.sleep(for: duration)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
     }
 }

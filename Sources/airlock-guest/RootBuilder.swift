@@ -7,7 +7,7 @@ import Glibc
 /// Assembles the root the agent's processes run in (chrooted), from a `SetupSpec`:
 ///
 ///     /newroot             overlay: lower = a fresh skeleton (tmpfs), upper = state disk
-///     /newroot/usr, …      overlay: lower = host directory over 9p or virtio-fs (read-only), upper = state disk
+///     /newroot/usr, …      overlay: lower = host directory over virtio-fs or 9p (read-only), upper = state disk
 ///     /newroot/<project>   the workspace share, read-write
 ///
 /// The state disk keeps every upper layer, so what the agent installs persists across runs of
@@ -18,10 +18,48 @@ enum RootBuilder {
     static let skeleton = "/mnt/skeleton"
     static let shares = "/mnt/shares"
 
-    /// Whether the shares come as virtio-fs devices (Cloud Hypervisor) rather than virtio-9p
-    /// (QEMU): a device is bound to the virtiofs driver.
+    /// How a share arrives: Cloud Hypervisor has only virtio-fs; QEMU uses virtio-fs when the
+    /// host has virtiofsd, but keeps image layers (and everything, without virtiofsd) on 9p.
+    enum Transport: Equatable {
+        case virtiofs
+        case ninep
+    }
+
+    /// The mount tags of the virtio-9p devices, from each device's `mount_tag` (which the
+    /// kernel ends with a NUL byte).
+    static func ninePTags() -> Set<String> {
+        let driver = "/sys/bus/virtio/drivers/9pnet_virtio"
+        return Set(System.directoryEntries(driver).filter { $0.hasPrefix("virtio") }.compactMap { device in
+            System.readFile(driver + "/" + device + "/mount_tag", limit: 256).map { tag in
+                String(tag.unicodeScalars.prefix { $0 != "\0" && $0 != "\n" })
+            }
+        })
+    }
+
+    /// Whether any device is bound to the virtiofs driver.
     static func hasVirtiofsDevices() -> Bool {
         System.directoryEntries("/sys/bus/virtio/drivers/virtiofs").contains { $0.hasPrefix("virtio") }
+    }
+
+    /// The transport of each share, by tag: 9p where a 9p device carries the tag, else
+    /// virtio-fs when there are virtio-fs devices (their tags are not in sysfs on Linux 6.1),
+    /// else 9p (whose mount then fails naming the tag).
+    static func transports() -> (String) -> Transport {
+        let ninep = ninePTags()
+        let virtiofs = hasVirtiofsDevices()
+        return { tag in ninep.contains(tag) || !virtiofs ? .ninep : .virtiofs }
+    }
+
+    /// Mounts share `tag` read-only or not; `cache` is 9p's cache mode (virtiofsd decides
+    /// virtio-fs caching).
+    static func mountShare(_ tag: String, at mountPoint: String, readOnly: Bool, cache: String, transport: Transport) throws {
+        let flags = readOnly ? UInt(MS_RDONLY) : 0
+        switch transport {
+        case .virtiofs:
+            try System.mount(tag, mountPoint, "virtiofs", flags: flags)
+        case .ninep:
+            try System.mount(tag, mountPoint, "9p", flags: flags, options: "trans=virtio,version=9p2000.L,msize=512000,cache=\(cache)")
+        }
     }
 
     static func build(_ spec: SetupSpec) async throws {
@@ -56,19 +94,16 @@ enum RootBuilder {
         // Scratch file systems first: a share may live below them (a project in /tmp).
         try System.mount("tmpfs", root + "/tmp", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=1777")
         try System.mount("tmpfs", root + "/run", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=0755")
-        let virtiofs = hasVirtiofsDevices()
+        let transport = transports()
+        var virtiofsTags: [String] = []
         for share in spec.shares where share.kind != .layer {
+            if transport(share.tag) == .virtiofs { virtiofsTags.append(share.tag) }
             let mountPoint = shares + "/" + share.tag
-            if virtiofs {
-                // Cloud Hypervisor: every share is a virtio-fs device (caching is virtiofsd's).
-                try System.mount(share.tag, mountPoint, "virtiofs", flags: share.readOnly ? UInt(MS_RDONLY) : 0)
-            } else {
-                // Read-only host directories can be cached freely; the writable workspace keeps
-                // mmap working (git maps its packs) without caching what the host may read.
-                let cache = share.readOnly ? "loose" : "mmap"
-                try System.mount(share.tag, mountPoint, "9p", flags: share.readOnly ? UInt(MS_RDONLY) : 0,
-                                 options: "trans=virtio,version=9p2000.L,msize=512000,cache=\(cache)")
-            }
+            // Under 9p, read-only host directories can be cached freely; the writable workspace
+            // keeps mmap working (git maps its packs) without caching what the host may read.
+            // A read-only share is mounted read-only too, a guard of the guest's own besides
+            // 9p's readonly=on and virtiofsd's --readonly.
+            try mountShare(share.tag, at: mountPoint, readOnly: share.readOnly, cache: share.readOnly ? "loose" : "mmap", transport: transport(share.tag))
             switch share.kind {
             case .overlay:
                 let layer = state + "/layers/" + share.tag
@@ -83,7 +118,7 @@ enum RootBuilder {
             }
         }
 
-        System.log("setup: shares mounted")
+        System.log("setup: shares mounted" + (virtiofsTags.isEmpty ? " (9p)" : " (virtio-fs: " + virtiofsTags.joined(separator: ", ") + ")"))
         try System.mount("proc", root + "/proc", "proc", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
         try System.mount("sysfs", root + "/sys", "sysfs", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY))
         try System.mount("/dev", root + "/dev", "none", flags: UInt(MS_BIND | MS_REC))
@@ -106,13 +141,10 @@ enum RootBuilder {
     /// mount points an image may lack. The upper layer persists across boots of this sandbox
     /// and is reset when the image (its manifest digest) changes.
     static func buildImageRoot(_ spec: SetupSpec, image: SetupSpec.Image) async throws {
+        // QEMU serves layers over 9p even when the other shares are virtio-fs.
+        let transport = transports()
         for share in spec.shares where share.kind == .layer {
-            let mountPoint = shares + "/" + share.tag
-            if hasVirtiofsDevices() {
-                try System.mount(share.tag, mountPoint, "virtiofs", flags: UInt(MS_RDONLY))
-            } else {
-                try System.mount(share.tag, mountPoint, "9p", flags: UInt(MS_RDONLY), options: "trans=virtio,version=9p2000.L,msize=512000,cache=loose")
-            }
+            try mountShare(share.tag, at: shares + "/" + share.tag, readOnly: true, cache: "loose", transport: transport(share.tag))
         }
         try System.mount("tmpfs", skeleton, "tmpfs", options: "mode=0755")
         for directory in ["/proc", "/sys", "/dev", "/run", "/tmp", "/etc", "/mnt"] {

@@ -11,6 +11,26 @@ import Testing
 struct ImageVMTests {
     @Test("[vm] image = REF: start pulls it, runs its Cmd as its User in its WorkingDir with its Env; files, owners, links, devices and deletions are the image's")
     func bootFromImage() throws {
+        try boot()
+    }
+
+    /// The same with virtiofsd on PATH (QEMU's C virtiofsd behind the test-only stand-in, see
+    /// `VirtiofsStandIn`): the workspace is virtio-fs, the layers stay on 9p, and the image's
+    /// owners, modes and devices come out the same.
+    @Test("the same image with virtiofsd: the workspace over virtio-fs, the layers over 9p (mapped-xattr ownership intact)",
+          .enabled(if: VirtiofsStandIn.available, VirtiofsStandIn.skipReason))
+    func bootFromImageWithVirtiofs() throws {
+        let (bin, environment) = try VirtiofsStandIn.install()
+        defer { try? FileManager.default.removeItem(at: bin) }
+        let result = try boot(extraEnvironment: environment, verbose: true)
+        #expect(result.stderr.contains("setup: shares mounted (virtio-fs: workspace)"), "\(result.stderr)")
+        #expect(result.stderr.contains("the image's layers stay on virtio-9p"), "\(result.stderr)")
+        let calls = VirtiofsStandIn.calls(bin)
+        #expect(calls.count == 1 && calls.first?.directory.hasSuffix("/.airlock/default/workspace") == true, "only the workspace is served by virtiofsd: \(calls)")
+    }
+
+    @discardableResult
+    func boot(extraEnvironment: [String: String] = [:], verbose: Bool = false) throws -> CLI.Run {
         let registry = try TestRegistry()
         let sandbox = try ImageSandbox()
         defer { sandbox.remove() }
@@ -22,10 +42,11 @@ struct ImageVMTests {
             to: project.appendingPathComponent(".xdg/airlock/config.toml"), atomically: true, encoding: .utf8)
         try "[vm]\nimage = \"\(registry.host)/team/vm:v1\"\nbackend = \"qemu\"\n".write(
             to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
-        let environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+        var environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+        for (key, value) in extraEnvironment { environment[key] = value }
 
         // No command: the image's Cmd (/checks.sh), as its User, in its WorkingDir.
-        let result = try CLI.run(["start", "-e", "PROJECT=\(project.path)"], in: project, environment: environment)
+        let result = try CLI.run(["start"] + (verbose ? ["--verbose"] : []) + ["-e", "PROJECT=\(project.path)"], in: project, environment: environment)
         #expect(result.status == 0, "stderr: \(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
         func line(_ key: String) -> String { lines.first { $0.hasPrefix(key + "=") } ?? "(missing \(key)= in \(result.stdout))" }
@@ -42,5 +63,6 @@ struct ImageVMTests {
         let record = try #require(store.record(for: try ImageReference(parsing: "\(registry.host)/team/vm:v1")))
         #expect(record.manifestDigest.description == pushed.manifest)
         #expect(store.sandboxReferences().contains { $0.manifestDigest == record.manifestDigest }, "prune keeps what the sandbox boots")
+        return result
     }
 }

@@ -46,13 +46,14 @@ enum CLI {
 
 
     /// Starts airlock without waiting for it (stdin from /dev/null, output discarded).
-    static func launch(_ arguments: [String], in directory: URL, stderr: URL? = nil) throws -> Process {
+    static func launch(_ arguments: [String], in directory: URL, environment extra: [String: String] = [:], stderr: URL? = nil) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
         process.currentDirectoryURL = directory
         var environment = ProcessInfo.processInfo.environment
         environment["XDG_CONFIG_HOME"] = directory.appendingPathComponent(".xdg").path
+        for (key, value) in extra { environment[key] = value }
         process.environment = environment
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice

@@ -38,11 +38,11 @@ struct MachineTests {
         #expect(CloudHypervisorMachine.arguments(sockets: sockets) == ["--api-socket", "/run/user/1000/airlock/abcd/ch.sock"])
     }
 
-    @Test("virtiofsd: fixed flags, the directory as --shared-dir= (a leading dash stays a path), --readonly for read-only shares")
+    @Test("virtiofsd (shared with QEMU): fixed flags, the directory as --shared-dir= (a leading dash stays a path), --readonly for read-only shares")
     func virtiofsd() {
-        let readOnly = CloudHypervisorMachine.virtiofsdArguments(socket: "/r/fs0.sock", share: .init(tag: "usr", hostPath: "/usr", readOnly: true))
+        let readOnly = Virtiofsd.arguments(socket: "/r/fs0.sock", share: .init(tag: "usr", hostPath: "/usr", readOnly: true))
         #expect(readOnly == ["--socket-path=/r/fs0.sock", "--shared-dir=/usr", "--cache=auto", "--announce-submounts", "--log-level=warn", "--readonly"])
-        let writable = CloudHypervisorMachine.virtiofsdArguments(socket: "/r/fs1.sock", share: .init(tag: "w", hostPath: "-rf", readOnly: false))
+        let writable = Virtiofsd.arguments(socket: "/r/fs1.sock", share: .init(tag: "w", hostPath: "-rf", readOnly: false))
         #expect(writable.contains("--shared-dir=-rf"))
         #expect(!writable.contains("--readonly"))
         #expect(!writable.contains("-rf"))

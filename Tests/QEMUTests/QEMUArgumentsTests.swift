@@ -57,6 +57,44 @@ struct QEMUArgumentsTests {
         #expect(!serial.contains { $0.hasPrefix("vhost-vsock") })
     }
 
+    @Test("virtiofsd: every share but image layers is a vhost-user-fs-device (virtio-mmio) on its virtiofsd's socket; RAM is a shared memfd backend")
+    func virtiofs() {
+        var spec = Self.spec(accelerator: .tcg)
+        spec.shares.append(.init(tag: "layer0", hostPath: "/c/oci/l0", readOnly: true, mappedOwnership: true))
+        let arguments = QEMUMachine.arguments(for: spec, tscKilohertz: 2_445_404, virtiofsd: true)
+        #expect(values(arguments, "-M") == ["microvm,acpi=on,pit=off,pic=off,rtc=on,isa-serial=on,x-option-roms=off,memory-backend=mem"])
+        #expect(values(arguments, "-object").contains("memory-backend-memfd,id=mem,size=2048M,share=on"))
+        #expect(values(arguments, "-m") == ["2048M"], "the backend's size must equal -m")
+        #expect(values(arguments, "-global") == ["virtio-mmio.force-legacy=false"], "vhost-user refuses legacy virtio-mmio devices")
+        let chardevs = values(arguments, "-chardev")
+        #expect(chardevs.contains("socket,id=fs0,path=/tmp/airlock-0/abc/fs0.sock"))
+        #expect(chardevs.contains("socket,id=fs1,path=/tmp/airlock-0/abc/fs1.sock"))
+        let devices = values(arguments, "-device")
+        #expect(devices.contains("vhost-user-fs-device,chardev=fs0,tag=usr,queue-size=1024"))
+        #expect(devices.contains("vhost-user-fs-device,chardev=fs1,tag=workspace,queue-size=1024"))
+        #expect(!devices.contains { $0.contains("-pci") }, "microvm has no PCI")
+        // The image layer stays on 9p: its owners are in mapped-xattr form.
+        #expect(values(arguments, "-fsdev") == ["local,id=fs2,path=/c/oci/l0,security_model=mapped-xattr,readonly=on"])
+        #expect(devices.contains("virtio-9p-device,fsdev=fs2,mount_tag=layer0"))
+        #expect(!devices.contains { $0.contains("mount_tag=usr") || $0.contains("mount_tag=workspace") })
+        // virtiofsd is started on exactly the sockets QEMU connects to, with the read-only flag.
+        let served = QEMUMachine.virtiofsShares(of: spec, virtiofsd: true)
+        #expect(served.map(\.socket) == ["/tmp/airlock-0/abc/fs0.sock", "/tmp/airlock-0/abc/fs1.sock"])
+        #expect(Virtiofsd.arguments(socket: served[0].socket, share: served[0].share).contains("--readonly"))
+        #expect(!Virtiofsd.arguments(socket: served[1].socket, share: served[1].share).contains("--readonly"))
+        #expect(Virtiofsd.arguments(socket: served[1].socket, share: served[1].share).contains("--shared-dir=/p/a,b/.airlock/default/workspace"))
+
+        // Without virtiofsd: all 9p and ordinary RAM, as before.
+        let ninep = QEMUMachine.arguments(for: spec, tscKilohertz: 2_445_404)
+        #expect(values(ninep, "-fsdev").count == 3)
+        #expect(!ninep.contains { $0.contains("vhost-user") || $0.contains("memory-backend") || $0.contains("force-legacy") })
+        #expect(QEMUMachine.virtiofsShares(of: spec, virtiofsd: false).isEmpty)
+        // Only image layers: nothing for virtiofsd, so no shared memory either.
+        spec.shares = [spec.shares[2]]
+        let layersOnly = QEMUMachine.arguments(for: spec, tscKilohertz: 2_445_404, virtiofsd: true)
+        #expect(!layersOnly.contains { $0.contains("vhost-user") || $0.contains("memory-backend") })
+    }
+
     @Test("guest CIDs: at least 3, below 2^31, stable for a sandbox, different per sandbox and per retry")
     func vsockCIDs() {
         let directories = (0..<200).map { "/run/user/1000/airlock/\(String($0, radix: 16))" }

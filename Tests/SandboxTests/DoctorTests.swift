@@ -50,6 +50,30 @@ struct DoctorTests {
         #expect(report.canRunSandbox)
     }
 
+    @Test("shares: QEMU uses virtio-fs when the Rust virtiofsd is there (image layers stay on 9p), 9p otherwise; Cloud Hypervisor always virtio-fs")
+    func shareTransports() {
+        let pvm = Doctor.examine(Self.pvmHost(), requested: .auto)
+        #expect(check(pvm, "shares")?.summary.hasPrefix("virtio-9p: the Rust virtiofsd is not installed") == true)
+        #expect(check(pvm, "shares")?.summary.contains("/usr/lib/qemu/virtiofsd is QEMU's retired C virtiofsd") == true)
+
+        var withVirtiofsd = Self.pvmHost()
+        withVirtiofsd.virtiofsd = .init(path: "/usr/libexec/virtiofsd", version: "virtiofsd 1.13.2")
+        let qemu = Doctor.examine(withVirtiofsd, requested: .auto)
+        #expect(qemu.selection.backend == .qemu)
+        #expect(check(qemu, "shares")?.summary.hasPrefix("virtio-fs through virtiofsd (/usr/libexec/virtiofsd)") == true)
+        #expect(ShareTransport.explain(backend: .qemu, on: withVirtiofsd, image: true).contains("the image's layers stay on virtio-9p"))
+
+        let directory = MachineSpec.Share(tag: "usr", hostPath: "/usr", readOnly: true)
+        let layer = MachineSpec.Share(tag: "layer0", hostPath: "/c/l0", readOnly: true, mappedOwnership: true)
+        #expect(ShareTransport.qemu(for: directory, virtiofsd: true) == .virtiofs)
+        #expect(ShareTransport.qemu(for: directory, virtiofsd: false) == .ninep)
+        #expect(ShareTransport.qemu(for: layer, virtiofsd: true) == .ninep)
+
+        let ch = Doctor.examine(Self.kvmHost(), requested: .auto)
+        #expect(check(ch, "shares")?.summary.hasPrefix("virtio-fs through virtiofsd") == true)
+        #expect(check(Doctor.examine(Self.kvmHost(), requested: .qemu), "shares")?.summary.hasPrefix("virtio-fs") == true)
+    }
+
     @Test("hardware KVM with cloud-hypervisor and virtiofsd: auto picks Cloud Hypervisor")
     func kvm() {
         let report = Doctor.examine(Self.kvmHost(), requested: .auto)
@@ -142,7 +166,7 @@ struct DoctorTests {
         if let qemu = facts.qemu { #expect(qemu.version?.hasPrefix("QEMU emulator version") == true) }
         #expect(facts.cacheFreeBytes != nil)
         let report = Doctor.examine(facts, requested: .auto)
-        #expect(report.checks.map(\.id) == ["kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "vhost-vsock", "guest-assets", "libraries", "cache-space", "backend"])
+        #expect(report.checks.map(\.id) == ["kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "vhost-vsock", "guest-assets", "libraries", "cache-space", "backend", "shares"])
     }
 
     @Test("child processes: output, exit status, missing binary, deadline")

@@ -117,7 +117,11 @@ struct SessionLauncher {
             guard let backend = selection.backend else {
                 throw SandboxError("no backend can run the sandbox: \(selection.reason)", hint: selection.missing.joined(separator: "\n  hint: "))
             }
-            if verbose { Terminal.standardError.write("airlock: backend \(backend.rawValue): \(selection.reason)\n") }
+            if verbose {
+                Terminal.standardError.write("airlock: backend \(backend.rawValue): \(selection.reason)\n")
+                let transport = ShareTransport.explain(backend: backend, on: facts, image: config.vm.image != "host")
+                Terminal.standardError.write("airlock: shares: \(transport)\n")
+            }
             if selection.accelerator == .tcg && !quiet {
                 Terminal.standardError.write(Terminal.standardError.style("airlock: warning: no usable KVM; the VM runs under TCG software emulation (slow)", .yellow) + "\n")
             }
@@ -136,7 +140,12 @@ struct SessionLauncher {
             case .qemu:
                 guard let qemu = facts.qemu?.path else { throw SandboxError("qemu-system-x86_64 disappeared", hint: "run `airlock doctor`") }
                 let vhostVsock = facts.vhostVsock == .ok
-                machine = { spec, egress in try await QEMUMachine.start(spec, qemu: qemu, vhostVsock: vhostVsock, egress: egress) }
+                // The Rust virtiofsd when installed (QEMU's retired C one is never used): virtio-fs
+                // for every share but image layers; otherwise 9p.
+                let virtiofsd = facts.virtiofsd?.path
+                machine = { spec, egress in
+                    try await QEMUMachine.start(spec, qemu: qemu, vhostVsock: vhostVsock, virtiofsd: virtiofsd, egress: egress)
+                }
             }
             try await applyImage(&runner, backend: backend, pullIfMissing: true)
             let assets = try EmbeddedAssets.locate(facts.assets, environment: context.environment)

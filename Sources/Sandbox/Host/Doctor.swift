@@ -119,6 +119,7 @@ public enum Doctor {
         let selection = BackendSelection.choose(requested, on: host)
         if let backend = selection.backend {
             add("backend", .pass, "\(requested.rawValue) → \(backend.rawValue) with \(selection.accelerator?.rawValue ?? "?"): \(selection.reason)")
+            add("shares", .pass, ShareTransport.explain(backend: backend, on: host))
         } else {
             add("backend", .fail, "\(requested.rawValue): \(selection.reason)", fix: selection.missing.compactMap(fixPart).joined(separator: "; "))
         }

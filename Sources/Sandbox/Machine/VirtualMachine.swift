@@ -12,7 +12,8 @@ public struct MachineSpec: Sendable, Equatable {
         public var hostPath: String
         public var readOnly: Bool
         /// The files' owners, modes and types are in `user.virtfs.*` xattrs (an extracted OCI
-        /// layer): QEMU shares it with 9p `security_model=mapped-xattr`.
+        /// layer): QEMU shares it with 9p `security_model=mapped-xattr`, even when the other
+        /// shares are virtio-fs (`ShareTransport.qemu`).
         public var mappedOwnership: Bool
 
         public init(tag: String, hostPath: String, readOnly: Bool, mappedOwnership: Bool = false) {
