@@ -466,27 +466,35 @@ extension String {
        .enabled(if: TestRegistry.available && Tmux.available, "needs docker-registry, python3 and tmux"))
 struct CredentialPromptTests {
     /// Runs `airlock image pull REF` in a tmux pane (a real terminal) and answers its questions.
-    func pullInTmux(_ registry: TestRegistry, _ sandbox: ImageSandbox, project: URL, repository: String, password: String) async throws -> (status: String?, screen: String) {
+    func pullInTmux(_ registry: TestRegistry, _ sandbox: ImageSandbox, project: URL, repository: String, password: String?) async throws -> (status: String?, screen: String, terminal: String) {
         let docker = sandbox.root.appendingPathComponent("docker")
         try FileManager.default.createDirectory(at: docker, withIntermediateDirectories: true)
         let session = "airlock-prompt-\(getpid())-\(UUID().uuidString.prefix(4))"
         let done = sandbox.root.appendingPathComponent("status-\(session)")
-        let command = "cd '\(project.path)' && XDG_CONFIG_HOME='\(project.path)/.xdg' XDG_CACHE_HOME='\(sandbox.cache.path)' DOCKER_CONFIG='\(docker.path)' "
-            + "DOCKER_HOST=unix:///nonexistent.sock '\(CLI.binary)' image pull \(registry.host)/\(repository); echo $? > '\(done.path)'; sleep 30"
+        let terminal = sandbox.root.appendingPathComponent("stty-\(session)")
+        // The shell survives a ^C of airlock (a trap with a command is reset to the default in
+        // airlock) and records the terminal's settings afterwards.
+        let command = "trap true INT; cd '\(project.path)' && XDG_CONFIG_HOME='\(project.path)/.xdg' XDG_CACHE_HOME='\(sandbox.cache.path)' DOCKER_CONFIG='\(docker.path)' "
+            + "DOCKER_HOST=unix:///nonexistent.sock '\(CLI.binary)' image pull \(registry.host)/\(repository); status=$?; stty -a > '\(terminal.path)'; echo $status > '\(done.path)'; sleep 30"
         try Tmux.run(["new-session", "-d", "-s", session, "-x", "200", "-y", "40", command])
         defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
         try await Tmux.waitFor(session, toShow: "Username for \(registry.host):", timeout: 60)
         try Tmux.run(["send-keys", "-t", session, "-l", "alice"])
         try Tmux.run(["send-keys", "-t", session, "Enter"])
         try await Tmux.waitFor(session, toShow: "Password for alice@\(registry.host):", timeout: 10)
-        try Tmux.run(["send-keys", "-t", session, "-l", password])
-        try Tmux.run(["send-keys", "-t", session, "Enter"])
+        if let password {
+            try Tmux.run(["send-keys", "-t", session, "-l", password])
+            try Tmux.run(["send-keys", "-t", session, "Enter"])
+        } else {
+            try Tmux.run(["send-keys", "-t", session, "C-c"])
+        }
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline, (try? String(contentsOf: done, encoding: .utf8)) == nil {
             try await Task.sleep(for: .milliseconds(100))
         }
         let screen = try Tmux.run(["capture-pane", "-p", "-t", session])
-        return ((try? String(contentsOf: done, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), screen)
+        return ((try? String(contentsOf: done, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), screen,
+                (try? String(contentsOf: terminal, encoding: .utf8)) ?? "")
     }
 
     @Test("401 without stored credentials on a terminal: asked once, password not echoed, never written; a wrong one is a clear refusal")
@@ -510,5 +518,11 @@ struct CredentialPromptTests {
         let bad = try await pullInTmux(registry, sandbox, project: project, repository: "private/other", password: "wrong-pw")
         #expect(bad.status == "1", "pane:\n\(bad.screen)")
         #expect(bad.screen.contains("refused the user name and password you entered"), "pane:\n\(bad.screen)")
+
+        // ^C at the password prompt ends the pull and leaves the terminal echoing.
+        let interrupted = try await pullInTmux(registry, sandbox, project: project, repository: "private/other", password: nil)
+        #expect(interrupted.status == "130", "pane:\n\(interrupted.screen)")
+        let flags = interrupted.terminal.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == ";" })
+        #expect(flags.contains("echo") && !flags.contains("-echo"), "stty -a after ^C:\n\(interrupted.terminal)")
     }
 }

@@ -443,9 +443,12 @@ struct VMTests {
 enum Tmux {
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") }
 
+    /// Runs tmux on a server of the session's own (`-L <session>`): a test never meets another
+    /// test's server, say one still shutting down after its last session ended.
     @discardableResult
     static func run(_ arguments: [String]) throws -> String {
-        let result = try Spawned.run(["/usr/bin/tmux"] + arguments, directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil, timeout: 30)
+        let session = zip(arguments, arguments.dropFirst()).first { $0.0 == "-s" || $0.0 == "-t" }?.1 ?? "airlock-tests"
+        let result = try Spawned.run(["/usr/bin/tmux", "-L", session] + arguments, directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil, timeout: 30)
         return String(decoding: result.stdout, as: UTF8.self)
     }
 

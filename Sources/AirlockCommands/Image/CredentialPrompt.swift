@@ -25,16 +25,31 @@ enum CredentialPrompt {
         err.write("Password for \(user)@\(registry): ")
         var saved = termios()
         let canHide = tcgetattr(0, &saved) == 0
+        var previousHandlers: [(Int32, __sighandler_t?)] = []
         if canHide {
+            // ^C (or a hang-up) while the password is typed must not leave the terminal mute.
+            terminalWithEcho = saved
+            for number in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
+                let previous = signal(number, restoreEchoAndRaise)
+                if isIgnored(previous) { signal(number, previous) }
+                previousHandlers.append((number, previous))
+            }
             var hidden = saved
             hidden.c_lflag &= ~tcflag_t(ECHO)
             tcsetattr(0, TCSAFLUSH, &hidden)
         }
         let password = readLine(fd: 0)
-        if canHide { tcsetattr(0, TCSAFLUSH, &saved) }
+        if canHide {
+            tcsetattr(0, TCSAFLUSH, &saved)
+            for (number, previous) in previousHandlers { signal(number, previous) }
+        }
         err.write("\n")
         guard let password else { return nil }
         return Credentials(username: user, password: password)
+    }
+
+    private static func isIgnored(_ handler: __sighandler_t?) -> Bool {
+        handler.map { unsafeBitCast($0, to: Int.self) == 1 } ?? false  // SIG_IGN is (handler)1
     }
 
     /// One line from `fd` (a terminal in canonical mode), without its newline; nil at end of
@@ -52,4 +67,14 @@ enum CredentialPrompt {
         if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// The terminal's settings from before the password prompt turned echo off, for the handler.
+nonisolated(unsafe) private var terminalWithEcho = termios()
+
+/// A signal during the password prompt: echo back on, then the signal's default action.
+private func restoreEchoAndRaise(_ number: Int32) {
+    tcsetattr(0, TCSANOW, &terminalWithEcho)
+    signal(number, SIG_DFL)
+    raise(number)
 }
