@@ -57,24 +57,12 @@ public final class LinkClient: Sendable {
         return LinkClient(channel: channel, multiplexer: multiplexer)
     }
 
-    /// The same pipeline for every transport. Large frames and windows: a link carries bulk
-    /// data (session output, proxied connections), and the default 64 KiB window would make
-    /// every stream wait for a round trip per 64 KiB. Flow control still bounds what the peer
-    /// may send ahead: 4 MiB per stream, 16 MiB per connection.
+    /// The same pipeline for every transport, with `LinkSettings`.
     @Sendable
     private static func configure(_ channel: any Channel) -> EventLoopFuture<(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<Void>)> {
         channel.eventLoop.makeCompletedFuture {
-            var connection = NIOHTTP2Handler.ConnectionConfiguration()
-            connection.initialSettings = [
-                HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
-                HTTP2Setting(parameter: .initialWindowSize, value: 4 << 20),
-                HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
-            ]
-            connection.targetWindowSize = 16 << 20
-            var stream = NIOHTTP2Handler.StreamConfiguration()
-            stream.targetWindowSize = 4 << 20
             let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
-                mode: .client, configuration: .init(connection: connection, stream: stream)
+                mode: .client, configuration: LinkSettings.configuration
             ) { stream in
                 stream.eventLoop.makeSucceededVoidFuture()
             }

@@ -48,8 +48,8 @@ enum DNSServer {
         let udp = try bind(type: Int32(SOCK_DGRAM.rawValue))
         let tcp = try bind(type: Int32(SOCK_STREAM.rawValue))
         guard listen(tcp, 64) == 0 else { throw SystemError(call: "listen", subject: "dns tcp", code: errno) }
-        startThread { serveUDP(udp) }
-        startThread { serveTCP(tcp) }
+        System.startThread { serveUDP(udp) }
+        System.startThread { serveTCP(tcp) }
     }
 
     private static func bind(type: Int32) throws -> Int32 {
@@ -119,22 +119,6 @@ enum DNSServer {
             done += n
         }
         return bytes
-    }
-
-    private static func startThread(_ body: @escaping @Sendable () -> Void) {
-        final class Box: Sendable {
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-        }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        pthread_create(&thread, nil, { argument in
-            // `argument` is the box retained just above, released here.
-            guard let argument else { return nil }
-            Unmanaged<Box>.fromOpaque(argument).takeRetainedValue().body()
-            return nil
-        }, box)
-        pthread_detach(thread)
     }
 }
 

@@ -51,7 +51,7 @@ struct LinkServer {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                 mode: .server,
-                configuration: .init(connection: .init(), stream: .init())
+                configuration: LinkSettings.configuration
             ) { stream in
                 stream.eventLoop.makeCompletedFuture {
                     try StreamChannel(wrappingChannelSynchronously: stream)
@@ -83,7 +83,11 @@ struct LinkServer {
                         let spec = try SetupSpec(decoding: body)
                         // The network does not depend on the root: both at once (nft's start-up
                         // is slow under TCG). No session starts before both are done.
-                        async let network: Void = GuestNetwork.start(forwardPorts: spec.forwardPorts)
+                        async let network: Void = {
+                            await EarlyInit.networkModules.wait()
+                            try await GuestNetwork.start(forwardPorts: spec.forwardPorts)
+                        }()
+                        await EarlyInit.fileSystemModules.wait()
                         try await RootBuilder.build(spec)
                         try await network
                         System.log("setup: network ready (no card; TCP through the host)")

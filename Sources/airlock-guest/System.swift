@@ -93,8 +93,31 @@ enum System {
     }
 
     /// Writes a line to the kernel console (the serial log on the host).
+    /// One line on the console, stamped like the kernel's lines (seconds since boot), so
+    /// console.log shows where a boot spends its time.
     static func log(_ message: String) {
-        let line = Array("airlock-guest: \(message)\n".utf8)
+        var time = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &time)
+        let milliseconds = String(time.tv_nsec / 1_000_000)
+        let stamp = "[\(String(repeating: " ", count: max(0, 5 - String(time.tv_sec).count)))\(time.tv_sec).\(String(repeating: "0", count: 3 - milliseconds.count))\(milliseconds)]"
+        let line = Array("\(stamp) airlock-guest: \(message)\n".utf8)
         _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    }
+
+    /// Runs `body` on a detached thread of its own.
+    static func startThread(_ body: @escaping @Sendable () -> Void) {
+        final class Box: Sendable {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        pthread_create(&thread, nil, { argument in
+            // `argument` is the box retained just above, released here.
+            guard let argument else { return nil }
+            Unmanaged<Box>.fromOpaque(argument).takeRetainedValue().body()
+            return nil
+        }, box)
+        pthread_detach(thread)
     }
 }

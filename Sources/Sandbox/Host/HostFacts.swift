@@ -87,11 +87,15 @@ extension HostFacts {
     public static func probe(environment: [String: String], configuredAssets: GuestAssets.Configured, libraries: [Library]) -> HostFacts {
         let path = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         let searchPath = path.split(separator: ":").map(String.init) + ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+        let cache = cacheDirectory(environment: environment)
+        var versions = ToolVersions(file: cache + "/tool-versions")
+        defer { versions.save() }
         func tool(_ name: String, at found: String?) -> Tool? {
             guard let found else { return nil }
-            let output = try? ChildProcess.capture(found, ["--version"], timeout: 5)
-            let line = output?.text.split(separator: "\n").first.map { String($0).trimmingWhitespace() }
-            return Tool(path: found, version: line)
+            return Tool(path: found, version: versions.version(of: found) {
+                let output = try? ChildProcess.capture(found, ["--version"], timeout: 5)
+                return output?.text.split(separator: "\n").first.map { String($0).trimmingWhitespace() }
+            })
         }
         func tool(_ name: String) -> Tool? { tool(name, at: findExecutable(name, in: searchPath)) }
         // The Rust virtiofsd prints "virtiofsd 1.x"; QEMU's retired C one "virtiofsd version 7.x".
@@ -106,7 +110,6 @@ extension HostFacts {
                 break
             }
         }
-        let cache = cacheDirectory(environment: environment)
         return HostFacts(
             kvm: access("/dev/kvm"),
             kvmModules: Set(["kvm_intel", "kvm_amd", "kvm_pvm"].filter { isDirectory("/sys/module/" + $0) }),
@@ -156,5 +159,47 @@ extension HostFacts {
             guard candidate != "/", let slash = candidate.lastIndex(of: "/") else { return nil }
             candidate = slash == candidate.startIndex ? "/" : String(candidate[..<slash])
         }
+    }
+}
+
+/// The `--version` line of each tool, remembered per binary (path, inode, size, mtime) in the
+/// cache: running `qemu-system-x86_64 --version` and friends costs ~0.1 s on every start.
+/// An upgraded tool is a different file, so it is asked again.
+struct ToolVersions {
+    let file: String
+    private var entries: [String: (identity: String, version: String?)] = [:]
+    private var changed = false
+
+    init(file: String) {
+        self.file = file
+        let text = (try? LocalFiles().readText(file)) ?? ""
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count == 3 else { continue }
+            entries[fields[0]] = (fields[1], fields[2].isEmpty ? nil : fields[2])
+        }
+    }
+
+    mutating func version(of path: String, ask: () -> String?) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return ask() }
+        let identity = "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+        if let known = entries[path], known.identity == identity { return known.version }
+        let version = ask()
+        entries[path] = (identity, version)
+        changed = true
+        return version
+    }
+
+    /// Written when something was learnt; a cache that can't be written is only slower.
+    func save() {
+        guard changed else { return }
+        let text = entries.keys.sorted().map { path in
+            let entry = entries[path]!
+            let version = String((entry.version ?? "").map { $0 == "\t" || $0 == "\n" ? " " : $0 })
+            return [path, entry.identity, version].joined(separator: "\t") + "\n"
+        }.joined()
+        if let slash = file.lastIndex(of: "/") { try? EmbeddedAssets.makeDirectories(String(file[..<slash])) }
+        try? writeFileAtomically(file, text)
     }
 }

@@ -146,6 +146,8 @@ public struct SandboxRunner: Sendable {
             runtimeDirectory: runtime, consoleLog: paths.consoleLog, accelerator: selection.accelerator ?? .tcg)
         progress?("booting sandbox \(paths.name) (\(selection.backend?.rawValue ?? "?"), \(machineSpec.accelerator.rawValue))")
         let proxy = networkProxy(audit: audit)
+        let elapsed = { "\(Int((monotonicSeconds() - started) * 1000)) ms" }
+        logger.debug("starting the VMM", metadata: ["after": "\(elapsed())"])
         let vm = try await factory(machineSpec, { channel in
             proxy.configure(channel).map { connection in
                 // Served until the guest's egress connection ends (with the VM).
@@ -162,8 +164,10 @@ public struct SandboxRunner: Sendable {
         var forwarder: PortForwarder?
         var connected: LinkClient?
         do {
+            logger.debug("VMM started; connecting to the guest", metadata: ["after": "\(elapsed())"])
             let client = try await withBootDeadline(vm) { try await vm.connectControl() }
             connected = client
+            logger.debug("connected; sending the setup", metadata: ["after": "\(elapsed())"])
             let setup = layout.setup.encoded()
             _ = try await withBootDeadline(vm) { try await client.call(LinkNames.Path.setup, body: setup) }
             // Host port forwards (127.0.0.1 only) are carried into the guest over the control link.
