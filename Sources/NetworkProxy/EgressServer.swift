@@ -253,6 +253,8 @@ final class CloseOnErrorHandler: ChannelInboundHandler, Sendable {
 public enum EgressStreamInput: Sendable {
     case frame(HTTP2Frame.FramePayload)
     case sniffDeadline
+    /// The relay took the stream over: frames after this one go straight to the upstream.
+    case relayStarted
 }
 
 public typealias EgressStream = NIOAsyncChannel<EgressStreamInput, HTTP2Frame.FramePayload>

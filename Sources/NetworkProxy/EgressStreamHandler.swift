@@ -87,7 +87,7 @@ struct EgressStreamHandler {
                     }
                 case .frame(.rstStream):
                     return nil
-                case .frame:
+                case .frame, .relayStarted:
                     continue
                 }
             }
@@ -171,12 +171,11 @@ struct EgressStreamHandler {
         var lastError: (any Error)?
         for address in addresses {
             do {
-                let upstream = try await Self.connect(to: address, group: server.group, timeout: limits.connectTimeout)
+                let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
                 record.ip = address.ipAddress
-                try await outbound.write(.headers(.init(headers: [":status": "200"])))
                 progress(record)
-                return await Relay.run(frames: &frames, frame: Self.payload, guestFinished: guestFinished, initial: initial,
-                                       stream: stream.channel, outbound: outbound, upstream: upstream, record: record, progress: progress)
+                return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial,
+                                        stream: stream.channel, upstream: upstream, record: record, progress: progress)
             } catch {
                 lastError = error
             }
@@ -202,11 +201,10 @@ struct EgressStreamHandler {
         record.ip = "127.0.0.1"
         do {
             let address = try SocketAddress(ipAddress: "127.0.0.1", port: Int(forward.hostPort))
-            let upstream = try await Self.connect(to: address, group: server.group, timeout: limits.connectTimeout)
-            try await outbound.write(.headers(.init(headers: [":status": "200"])))
+            let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
             progress(record)
-            return await Relay.run(frames: &frames, frame: Self.payload, guestFinished: guestFinished, initial: ByteBuffer(),
-                                   stream: stream.channel, outbound: outbound, upstream: upstream, record: record, progress: progress)
+            return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: ByteBuffer(),
+                                    stream: stream.channel, upstream: upstream, record: record, progress: progress)
         } catch {
             record.verdict = .refused
             record.reason = "cannot connect to the host's 127.0.0.1:\(forward.hostPort) for [network.ports.\(forward.entry)]: \(error)"
@@ -215,10 +213,7 @@ struct EgressStreamHandler {
         }
     }
 
-    private static func payload(_ input: EgressStreamInput) -> HTTP2Frame.FramePayload? {
-        if case .frame(let payload) = input { return payload }
-        return nil
-    }
+    private static let ok = HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"]))
 
     /// A denial: an HTTP 403 page for a plain HTTP request (agents read it), else `403`.
     private func deny(_ outbound: Outbound, sniffed: Sniffed, reason: String, fix: String) async throws {
@@ -235,6 +230,25 @@ struct EgressStreamHandler {
         let headers: HPACKHeaders = [":status": status, EgressRequest.reasonHeader: DenialPage.headerValue(reason)]
         try await outbound.write(.headers(.init(headers: headers, endStream: true)))
     }
+
+    /// A connection to `address` (TCP, or a Unix socket) for `Relay.glue`: on the stream's event
+    /// loop `loop` (no thread hop per chunk), half-closable, reading only when the relay asks.
+    static func connectGlued(to address: SocketAddress, on loop: any EventLoop, timeout: TimeAmount) async throws -> any Channel {
+        var bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 * 1024, maximum: upstreamReadMaximum))
+            .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1 << 20))
+        if case .unixDomainSocket = address {} else {
+            bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        }
+        return try await bootstrap.connect(to: address).get()
+    }
+
+    /// The largest read from an upstream (one DATA payload; NIOHTTP2 cuts it to the guest's
+    /// frame size, 1 MiB for the guest agent).
+    static let upstreamReadMaximum = 1 << 20
 
     /// A TCP connection to `address` with half-closure both ways.
     static func connect(to address: SocketAddress, group: any EventLoopGroup, timeout: TimeAmount) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
