@@ -47,6 +47,9 @@ struct EgressStreamHandler {
     /// fails still reports what it carried.
     private func handle(_ frames: inout Frames, _ outbound: Outbound, progress: (ConnectionRecord) -> Void) async throws -> ConnectionRecord? {
         guard case .frame(.headers(let headers))? = try await frames.next() else { return nil }
+        if headers.headers.first(name: ":path") == SocketRequest.path {
+            return try await socketForward(headers, &frames, outbound, progress: progress)
+        }
         let request: EgressRequest
         do {
             request = try EgressRequest(headers: headers.headers)
@@ -211,6 +214,42 @@ struct EgressStreamHandler {
             try await Self.refuse(outbound, status: "502", reason: record.reason)
             return record
         }
+    }
+
+    /// A `[network.sockets.<name>]` forward: the guest names the entry, never a path; only a
+    /// configured entry's host socket is connected.
+    private func socketForward(_ headers: HTTP2Frame.FramePayload.Headers, _ frames: inout Frames, _ outbound: Outbound,
+                               progress: (ConnectionRecord) -> Void) async throws -> ConnectionRecord {
+        let request: SocketRequest
+        do {
+            request = try SocketRequest(headers: headers.headers)
+        } catch {
+            try await Self.refuse(outbound, status: "400", reason: error.description)
+            return ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .invalid, reason: error.description)
+        }
+        var record = ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .deny, reason: "")
+        guard let forward = server.configuration.socketForwards[request.name] else {
+            record.reason = "no Unix-socket forward named \"\(request.name)\""
+            try await Self.refuse(outbound, status: "403", reason: record.reason + "; add [network.sockets.\(request.name)] host = \"<host socket>\" guest = \"<guest path>\" to airlock.toml")
+            return record
+        }
+        record.rule = "sockets.\(forward.entry)"
+        record.socket = forward.hostPath
+        record.verdict = .forward
+        record.reason = "guest \(forward.guestPath) → host \(forward.hostPath)"
+        let upstream: any Channel
+        do {
+            let address = try SocketAddress(unixDomainSocketPath: forward.hostPath)
+            upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
+        } catch {
+            record.verdict = .refused
+            record.reason = "cannot connect to the host socket \(forward.hostPath) for [network.sockets.\(forward.entry)]: \(error)"
+            try await Self.refuse(outbound, status: "502", reason: record.reason)
+            return record
+        }
+        progress(record)
+        return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: headers.endStream, initial: ByteBuffer(),
+                                stream: stream.channel, upstream: upstream, record: record, progress: progress)
     }
 
     private static let ok = HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"]))

@@ -83,9 +83,13 @@ struct LinkServer {
                         let spec = try SetupSpec(decoding: body)
                         // The network does not depend on the root: both at once (nft's start-up
                         // is slow under TCG). No session starts before both are done.
-                        async let network: Void = GuestNetwork.start(forwardPorts: spec.forwardPorts)
+                        async let network = GuestNetwork.start(forwardPorts: spec.forwardPorts)
                         try await RootBuilder.build(spec)
-                        try await network
+                        let link = try await network
+                        // Unix-socket forwards live in the new root: once it exists.
+                        for forward in spec.forwardSockets {
+                            try await GuestForwards.listen(socket: forward, root: RootBuilder.root, link: link)
+                        }
                         System.log("setup: network ready (no card; TCP through the host)")
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     } catch {
