@@ -64,6 +64,7 @@ public final class LinkClient: Sendable {
     @Sendable
     private static func configure(_ channel: any Channel) -> EventLoopFuture<(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<Void>)> {
         channel.eventLoop.makeCompletedFuture {
+            LinkTuning.apply(to: channel)
             var connection = NIOHTTP2Handler.ConnectionConfiguration()
             connection.initialSettings = [
                 HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),

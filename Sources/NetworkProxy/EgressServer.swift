@@ -151,6 +151,7 @@ public final class EgressServer: Sendable {
     public func configure(_ channel: any Channel) -> EventLoopFuture<Connection> {
         let limits = configuration.limits
         return channel.eventLoop.makeCompletedFuture {
+            LinkTuning.apply(to: channel)
             let keeper = StreamKeeper()
             var connection = NIOHTTP2Handler.ConnectionConfiguration()
             connection.initialSettings = [

@@ -119,15 +119,28 @@ step("proxied")
 _ = try await proxied(link, port: port, request: "E")
 step("warm")
 
-// Throughput: alternate the two paths three times, keep each one's best.
+/// CPU time of this process (server, relay and client alike), user + system, in seconds.
+func cpuTime() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+// Throughput: alternate the two paths three times, keep each one's best; and the CPU time each
+// byte costs on either path (less sensitive than wall time to other work on the machine).
 var bestDirect = 0.0, bestProxy = 0.0
+var cpuDirect = Double.infinity, cpuProxy = Double.infinity
 for _ in 0..<3 {
-    var start = now()
+    var start = now(), cpu = cpuTime()
     let a = try await direct(port: port, request: "D")
     bestDirect = max(bestDirect, Double(a) / (now() - start) / 1e6)
+    cpuDirect = min(cpuDirect, cpuTime() - cpu)
     start = now()
+    cpu = cpuTime()
     let b = try await proxied(link, port: port, request: "D")
     bestProxy = max(bestProxy, Double(b) / (now() - start) / 1e6)
+    cpuProxy = min(cpuProxy, cpuTime() - cpu)
     precondition(a == size && b == size, "short transfer: \(a) \(b) of \(size)")
 }
 
@@ -148,6 +161,7 @@ func fixed(_ value: Double, _ digits: Int) -> String {
     return digits == 0 ? "\(whole)" : "\(whole).\(String(repeating: "0", count: digits - text.count))\(text)"
 }
 print("relay throughput: \(fixed(bestProxy, 0)) MB/s through the egress proxy, \(fixed(bestDirect, 0)) MB/s direct loopback, ratio \(fixed(bestProxy / bestDirect, 2))x (\(megabytes) MB, best of 3)")
+print("relay cost: \(fixed(cpuProxy / Double(megabytes) * 1000, 3)) CPU-ms per MB through the egress proxy, \(fixed(cpuDirect / Double(megabytes) * 1000, 3)) direct loopback, ratio \(fixed(cpuProxy / cpuDirect, 2))x (server, relay and client together, user + system, best of 3)")
 print("connection set-up: \(fixed(proxySetup, 3)) ms through the egress proxy, \(fixed(directSetup, 3)) ms direct loopback, ratio \(fixed(proxySetup / directSetup, 2))x (\(connections) sequential connections, 1-byte round trip)")
 serving.cancel()
 try? await server.close().get()
