@@ -285,9 +285,10 @@ struct EgressStreamHandler {
         return try await bootstrap.connect(to: address).get()
     }
 
-    /// The largest read from an upstream (one DATA payload; NIOHTTP2 cuts it to the guest's
-    /// frame size, 1 MiB for the guest agent).
-    static let upstreamReadMaximum = 1 << 20
+    /// The largest read from an upstream (one DATA payload). Each connection keeps a buffer
+    /// of up to this size: 256 KiB × 512 streams bounds what one guest makes the host hold
+    /// (1 MiB reads measured no faster here).
+    static let upstreamReadMaximum = 256 << 10
 
     /// A TCP connection to `address` with half-closure both ways.
     static func connect(to address: SocketAddress, group: any EventLoopGroup, timeout: TimeAmount) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
