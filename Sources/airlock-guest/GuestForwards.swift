@@ -40,13 +40,25 @@ enum GuestForwards {
     }
 
     /// Guest → host Unix socket (`[network.sockets.<name>] guest = "/run/airlock/agent.sock"`):
-    /// listens at the path inside the new root `root` (parent directories created 0755, a stale
-    /// socket replaced, the socket 0666 so the agent's user can connect) and carries each
+    /// listens at the path inside the new root `root` (missing parent directories created 0755,
+    /// owned by the agent's user inside its home so that `~/.ssh` stays its own; a stale
+    /// socket replaced; the socket 0666 so the agent's user can connect) and carries each
     /// connection as a `SocketRequest` naming only the entry; the host connects it to the
     /// entry's host socket.
-    static func listen(socket forward: SetupSpec.SocketForward, root: String, link: EgressLink) async throws {
+    static func listen(socket forward: SetupSpec.SocketForward, root: String, spec: SetupSpec, link: EgressLink) async throws {
         let path = root + forward.path
-        if let slash = path.lastIndex(of: "/"), slash != path.startIndex { try System.makeDirectories(String(path[..<slash])) }
+        var directory = root
+        for part in forward.path.split(separator: "/").dropLast() {
+            directory += "/" + part
+            guard mkdir(directory, 0o755) == 0 else {
+                guard errno == EEXIST else { throw SystemError(call: "mkdir", subject: directory, code: errno) }
+                continue
+            }
+            let guestPath = String(directory.dropFirst(root.count))
+            if guestPath.hasPrefix(spec.home + "/"), chown(directory, spec.user, spec.group) != 0 {
+                throw SystemError(call: "chown", subject: directory, code: errno)
+            }
+        }
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 128)
             .childChannelOption(.allowRemoteHalfClosure, value: true)

@@ -88,7 +88,7 @@ struct LinkServer {
                         let link = try await network
                         // Unix-socket forwards live in the new root: once it exists.
                         for forward in spec.forwardSockets {
-                            try await GuestForwards.listen(socket: forward, root: RootBuilder.root, link: link)
+                            try await GuestForwards.listen(socket: forward, root: RootBuilder.root, spec: spec, link: link)
                         }
                         System.log("setup: network ready (no card; TCP through the host)")
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
