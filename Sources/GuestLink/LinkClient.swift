@@ -57,12 +57,13 @@ public final class LinkClient: Sendable {
         return LinkClient(channel: channel, multiplexer: multiplexer)
     }
 
-    /// The same pipeline for every transport, with `LinkSettings`.
+    /// The same pipeline for every transport, tuned by `LinkTuning`.
     @Sendable
     private static func configure(_ channel: any Channel) -> EventLoopFuture<(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<Void>)> {
         channel.eventLoop.makeCompletedFuture {
+            LinkTuning.apply(to: channel)
             let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
-                mode: .client, configuration: LinkSettings.configuration
+                mode: .client, configuration: LinkTuning.http2
             ) { stream in
                 stream.eventLoop.makeSucceededVoidFuture()
             }

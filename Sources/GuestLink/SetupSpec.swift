@@ -90,6 +90,21 @@ public struct SetupSpec: Sendable, Equatable {
     /// Guest ports that reach host services (`[network.ports.<name>] guest = ["5000:4000"]`):
     /// the guest listens on its 127.0.0.1 at each and carries connections to the host.
     public var forwardPorts: [UInt16] = []
+    /// Unix-socket forwards (`[network.sockets.<name>]`): the guest listens at each `path` in
+    /// its root and carries connections to the host as `SocketRequest`s naming `name`.
+    public var forwardSockets: [SocketForward] = []
+
+    public struct SocketForward: Sendable, Equatable {
+        /// The `[network.sockets.<name>]` entry (`SocketRequest.isValidName`).
+        public var name: String
+        /// Absolute, in the guest's root.
+        public var path: String
+
+        public init(name: String, path: String) {
+            self.name = name
+            self.path = path
+        }
+    }
 
     public init(
         clockSeconds: Int64, clockNanoseconds: Int32, hostname: String, stateDisk: String, shares: [Share],
@@ -153,6 +168,11 @@ public struct SetupSpec: Sendable, Equatable {
         }
         writer.write(UInt32(forwardPorts.count))
         for port in forwardPorts { writer.write(port) }
+        writer.write(UInt32(forwardSockets.count))
+        for socket in forwardSockets {
+            writer.write(socket.name)
+            writer.write(socket.path)
+        }
         return writer.buffer
     }
 
@@ -209,6 +229,16 @@ public struct SetupSpec: Sendable, Equatable {
             let port: UInt16 = try reader.read()
             guard port > 0 else { throw WireError("forwarded port 0") }
             forwardPorts.append(port)
+        }
+        let socketCount = Int(try reader.read(UInt32.self))
+        guard socketCount <= 64 else { throw WireError("too many forwarded sockets") }
+        forwardSockets = []
+        for _ in 0..<socketCount {
+            let name = try reader.readString()
+            guard SocketRequest.isValidName(name) else { throw WireError("invalid socket forward name") }
+            let path = try Self.absolute(try reader.readString())
+            guard path != "/", path.utf8.count <= 96 else { throw WireError("invalid socket forward path \"\(path)\"") }
+            forwardSockets.append(SocketForward(name: name, path: path))
         }
         try reader.expectEnd()
     }

@@ -5,7 +5,7 @@ import NetworkPolicy
 public struct ConnectionRecord: Sendable, Equatable {
     public enum Verdict: String, Sendable {
         case allow, deny, passthrough
-        /// A `[network.ports.<name>]` forward (no rule applies).
+        /// A `[network.ports.<name>]` or `[network.sockets.<name>]` forward (no rule applies).
         case forward
         /// Allowed by the rules but not carried: the name resolved only to private addresses,
         /// resolution or the upstream connection failed.
@@ -20,6 +20,8 @@ public struct ConnectionRecord: Sendable, Equatable {
     /// The address connected to (or, for a denied connection to an IP literal, the literal).
     public var ip: String?
     public var port: UInt16
+    /// The host's Unix socket of a `[network.sockets.<name>]` forward (then `port` is 0).
+    public var socket: String?
     public var rule: String?
     public var verdict: Verdict
     public var reason: String
@@ -50,7 +52,7 @@ public struct ConnectionRecord: Sendable, Equatable {
     }
 
     /// The audit event's details: `name`, `ip`, `port`, `rule`, `verdict`, `reason`,
-    /// `bytes_up`, `bytes_down`, `duration_ms`, `direction` (absent keys: unknown).
+    /// `bytes_up`, `bytes_down`, `duration_ms`, `direction`, `socket` (absent keys: unknown).
     public var details: [String: DetailValue] {
         var details: [String: DetailValue] = [
             "port": .number(Int64(port)), "verdict": .text(verdict.rawValue), "reason": .text(reason),
@@ -60,6 +62,7 @@ public struct ConnectionRecord: Sendable, Equatable {
         if let name { details["name"] = .text(name) }
         if let ip { details["ip"] = .text(ip) }
         if let rule { details["rule"] = .text(rule) }
+        if let socket { details["socket"] = .text(socket) }
         return details
     }
 

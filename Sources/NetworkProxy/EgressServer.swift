@@ -45,6 +45,21 @@ public struct GuestForward: Sendable, Equatable {
     }
 }
 
+/// A `[network.sockets.<name>]` forward, host side: a `SocketRequest` naming `entry` is
+/// connected to the host's Unix socket `hostPath` (the guest listens at `guestPath`).
+public struct UnixSocketForward: Sendable, Equatable {
+    public var entry: String
+    /// Absolute (`~` already expanded).
+    public var hostPath: String
+    public var guestPath: String
+
+    public init(entry: String, hostPath: String, guestPath: String) {
+        self.entry = entry
+        self.hostPath = hostPath
+        self.guestPath = guestPath
+    }
+}
+
 /// What an `EgressServer` needs to judge and carry connections.
 public struct EgressConfiguration: Sendable {
     public var rules: NetworkRules
@@ -52,12 +67,16 @@ public struct EgressConfiguration: Sendable {
     public var resolver: any Resolver
     /// By guest port.
     public var guestForwards: [UInt16: GuestForward]
+    /// By entry name: the only host sockets a guest can reach.
+    public var socketForwards: [String: UnixSocketForward]
     public var limits: EgressLimits
 
-    public init(rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [], limits: EgressLimits = .init()) {
+    public init(rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [],
+                socketForwards: [UnixSocketForward] = [], limits: EgressLimits = .init()) {
         self.rules = rules
         self.resolver = resolver
         self.guestForwards = Dictionary(guestForwards.map { ($0.guestPort, $0) }, uniquingKeysWith: { first, _ in first })
+        self.socketForwards = Dictionary(socketForwards.map { ($0.entry, $0) }, uniquingKeysWith: { first, _ in first })
         self.limits = limits
     }
 }
@@ -132,6 +151,7 @@ public final class EgressServer: Sendable {
     public func configure(_ channel: any Channel) -> EventLoopFuture<Connection> {
         let limits = configuration.limits
         return channel.eventLoop.makeCompletedFuture {
+            LinkTuning.apply(to: channel)
             let keeper = StreamKeeper()
             var connection = NIOHTTP2Handler.ConnectionConfiguration()
             connection.initialSettings = [
@@ -253,6 +273,8 @@ final class CloseOnErrorHandler: ChannelInboundHandler, Sendable {
 public enum EgressStreamInput: Sendable {
     case frame(HTTP2Frame.FramePayload)
     case sniffDeadline
+    /// The relay took the stream over: frames after this one go straight to the upstream.
+    case relayStarted
 }
 
 public typealias EgressStream = NIOAsyncChannel<EgressStreamInput, HTTP2Frame.FramePayload>

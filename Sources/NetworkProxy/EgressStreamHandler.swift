@@ -47,6 +47,9 @@ struct EgressStreamHandler {
     /// fails still reports what it carried.
     private func handle(_ frames: inout Frames, _ outbound: Outbound, progress: (ConnectionRecord) -> Void) async throws -> ConnectionRecord? {
         guard case .frame(.headers(let headers))? = try await frames.next() else { return nil }
+        if headers.headers.first(name: ":path") == SocketRequest.path {
+            return try await socketForward(headers, &frames, outbound, progress: progress)
+        }
         let request: EgressRequest
         do {
             request = try EgressRequest(headers: headers.headers)
@@ -87,7 +90,7 @@ struct EgressStreamHandler {
                     }
                 case .frame(.rstStream):
                     return nil
-                case .frame:
+                case .frame, .relayStarted:
                     continue
                 }
             }
@@ -171,12 +174,11 @@ struct EgressStreamHandler {
         var lastError: (any Error)?
         for address in addresses {
             do {
-                let upstream = try await Self.connect(to: address, group: server.group, timeout: limits.connectTimeout)
+                let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
                 record.ip = address.ipAddress
-                try await outbound.write(.headers(.init(headers: [":status": "200"])))
                 progress(record)
-                return await Relay.run(frames: &frames, frame: Self.payload, guestFinished: guestFinished, initial: initial,
-                                       stream: stream.channel, outbound: outbound, upstream: upstream, record: record, progress: progress)
+                return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial,
+                                        stream: stream.channel, upstream: upstream, record: record, progress: progress)
             } catch {
                 lastError = error
             }
@@ -202,11 +204,10 @@ struct EgressStreamHandler {
         record.ip = "127.0.0.1"
         do {
             let address = try SocketAddress(ipAddress: "127.0.0.1", port: Int(forward.hostPort))
-            let upstream = try await Self.connect(to: address, group: server.group, timeout: limits.connectTimeout)
-            try await outbound.write(.headers(.init(headers: [":status": "200"])))
+            let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
             progress(record)
-            return await Relay.run(frames: &frames, frame: Self.payload, guestFinished: guestFinished, initial: ByteBuffer(),
-                                   stream: stream.channel, outbound: outbound, upstream: upstream, record: record, progress: progress)
+            return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: ByteBuffer(),
+                                    stream: stream.channel, upstream: upstream, record: record, progress: progress)
         } catch {
             record.verdict = .refused
             record.reason = "cannot connect to the host's 127.0.0.1:\(forward.hostPort) for [network.ports.\(forward.entry)]: \(error)"
@@ -215,10 +216,43 @@ struct EgressStreamHandler {
         }
     }
 
-    private static func payload(_ input: EgressStreamInput) -> HTTP2Frame.FramePayload? {
-        if case .frame(let payload) = input { return payload }
-        return nil
+    /// A `[network.sockets.<name>]` forward: the guest names the entry, never a path; only a
+    /// configured entry's host socket is connected.
+    private func socketForward(_ headers: HTTP2Frame.FramePayload.Headers, _ frames: inout Frames, _ outbound: Outbound,
+                               progress: (ConnectionRecord) -> Void) async throws -> ConnectionRecord {
+        let request: SocketRequest
+        do {
+            request = try SocketRequest(headers: headers.headers)
+        } catch {
+            try await Self.refuse(outbound, status: "400", reason: error.description)
+            return ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .invalid, reason: error.description)
+        }
+        var record = ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .deny, reason: "")
+        guard let forward = server.configuration.socketForwards[request.name] else {
+            record.reason = "no Unix-socket forward named \"\(request.name)\""
+            try await Self.refuse(outbound, status: "403", reason: record.reason + "; add [network.sockets.\(request.name)] host = \"<host socket>\" guest = \"<guest path>\" to airlock.toml")
+            return record
+        }
+        record.rule = "sockets.\(forward.entry)"
+        record.socket = forward.hostPath
+        record.verdict = .forward
+        record.reason = "guest \(forward.guestPath) → host \(forward.hostPath)"
+        let upstream: any Channel
+        do {
+            let address = try SocketAddress(unixDomainSocketPath: forward.hostPath)
+            upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
+        } catch {
+            record.verdict = .refused
+            record.reason = "cannot connect to the host socket \(forward.hostPath) for [network.sockets.\(forward.entry)]: \(error)"
+            try await Self.refuse(outbound, status: "502", reason: record.reason)
+            return record
+        }
+        progress(record)
+        return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: headers.endStream, initial: ByteBuffer(),
+                                stream: stream.channel, upstream: upstream, record: record, progress: progress)
     }
+
+    private static let ok = HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"]))
 
     /// A denial: an HTTP 403 page for a plain HTTP request (agents read it), else `403`.
     private func deny(_ outbound: Outbound, sniffed: Sniffed, reason: String, fix: String) async throws {
@@ -235,6 +269,26 @@ struct EgressStreamHandler {
         let headers: HPACKHeaders = [":status": status, EgressRequest.reasonHeader: DenialPage.headerValue(reason)]
         try await outbound.write(.headers(.init(headers: headers, endStream: true)))
     }
+
+    /// A connection to `address` (TCP, or a Unix socket) for `Relay.glue`: on the stream's event
+    /// loop `loop` (no thread hop per chunk), half-closable, reading only when the relay asks.
+    static func connectGlued(to address: SocketAddress, on loop: any EventLoop, timeout: TimeAmount) async throws -> any Channel {
+        var bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 * 1024, maximum: upstreamReadMaximum))
+            .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1 << 20))
+        if case .unixDomainSocket = address {} else {
+            bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        }
+        return try await bootstrap.connect(to: address).get()
+    }
+
+    /// The largest read from an upstream (one DATA payload). Each connection keeps a buffer
+    /// of up to this size: 256 KiB × 512 streams bounds what one guest makes the host hold
+    /// (1 MiB reads measured no faster here).
+    static let upstreamReadMaximum = 256 << 10
 
     /// A TCP connection to `address` with half-closure both ways.
     static func connect(to address: SocketAddress, group: any EventLoopGroup, timeout: TimeAmount) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {

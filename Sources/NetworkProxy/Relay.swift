@@ -89,6 +89,53 @@ enum Relay {
         return record
     }
 
+    /// The egress relay: `Relay.run`'s behaviour without leaving the event loop. `upstream`
+    /// must be on the stream's event loop, connected with `autoRead` off and nothing in its
+    /// pipeline (`EgressStreamHandler.connectGlued`); the stream is an `EgressStream` whose
+    /// iterator is `frames`. Answers `response` first, then relays until both sides ended or
+    /// one failed (see `RelayGlue`). The upstream is closed when this returns.
+    static func glue(
+        frames: inout NIOAsyncChannelInboundStream<EgressStreamInput>.AsyncIterator,
+        response: HTTP2Frame.FramePayload,
+        guestFinished: Bool,
+        initial: ByteBuffer,
+        stream: any Channel,
+        upstream: any Channel,
+        record: ConnectionRecord,
+        progress: (ConnectionRecord) -> Void
+    ) async -> ConnectionRecord {
+        var record = record
+        var totals = RelayTotals()
+        do {
+            let glue = try await stream.eventLoop.submit {
+                NIOLoopBound(try RelayGlue.install(stream: stream, upstream: upstream), eventLoop: stream.eventLoop)
+            }.get()
+            // Frames the async channel read before the glue took over, up to its marker. Their
+            // number is bounded by the stream's flow-control window.
+            // A stream that ends before the marker is closed: the glue saw that, and `go` ends.
+            var early: [HTTP2Frame.FramePayload] = []
+            do {
+                while let element = try await frames.next() {
+                    if case .relayStarted = element { break }
+                    if case .frame(let payload) = element { early.append(payload) }
+                }
+            } catch {}
+            let handover = early
+            totals = try await stream.eventLoop.flatSubmit {
+                glue.value.go(response: response, initial: initial, early: handover, guestEnded: guestFinished)
+            }.get()
+        } catch {
+            upstream.close(promise: nil)
+            stream.close(promise: nil)
+            totals.failure = error
+        }
+        if let failure = totals.failure, !(failure is RelayReset) { record.reason += "; ended with \(failure)" }
+        record.bytesUp = totals.up
+        record.bytesDown = totals.down
+        progress(record)
+        return record
+    }
+
     /// Waits until `stream` closes by itself (both sides sent END_STREAM and every frame is
     /// out), at most `timeout`; then closes it. Closing an HTTP/2 stream channel with frames
     /// still queued resets the stream and drops them.

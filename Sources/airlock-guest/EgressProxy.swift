@@ -53,20 +53,21 @@ enum EgressProxy {
                 try await reset(tcp)
                 return
             }
-            await carry(tcp, as: EgressRequest(host: host, ip: ip, port: port), link: link)
+            await carry(tcp, opening: .headers(.init(headers: EgressRequest(host: host, ip: ip, port: port).headers)), link: link)
         } catch {
             System.log("egress connection failed: \(error)")
         }
     }
 
-    /// Carries `tcp` to the host as one egress stream asking for `request`.
-    static func carry(_ tcp: TCPChannel, as request: EgressRequest, link: EgressLink) async {
+    /// Carries `tcp` (a TCP or Unix connection) to the host as one egress stream opened with
+    /// `opening` (the HEADERS of an `EgressRequest` or a `SocketRequest`).
+    static func carry(_ tcp: TCPChannel, opening: HTTP2Frame.FramePayload, link: EgressLink) async {
         do {
             let stream = try await link.openStream()
             try await tcp.executeThenClose { tcpIn, tcpOut in
                 do {
                     try await stream.executeThenClose { streamIn, streamOut in
-                        try await streamOut.write(.headers(.init(headers: request.headers)))
+                        try await streamOut.write(opening)
                         try await relay(tcpIn: tcpIn, tcpOut: tcpOut, streamIn: streamIn, streamOut: streamOut)
                     }
                 } catch {

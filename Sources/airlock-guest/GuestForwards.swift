@@ -3,6 +3,10 @@ import NIOCore
 import NIOHTTP2
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Port forwards, guest side.
 /// - Host → guest (`[network.ports.<name>] host = ["9000:3000"]`): the host asks on the control
 ///   link (`ForwardRequest`) and the guest connects to its own 127.0.0.1:3000.
@@ -23,12 +27,58 @@ enum GuestForwards {
                 }
             }
         System.log("forwarding the guest's 127.0.0.1:\(port) to the host")
-        let request = EgressRequest(host: EgressRequest.forwardHost, ip: "127.0.0.1", port: port)
+        let request = HTTP2Frame.FramePayload.headers(.init(headers: EgressRequest(host: EgressRequest.forwardHost, ip: "127.0.0.1", port: port).headers))
         Task {
             try? await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
                     for try await connection in connections {
-                        group.addTask { await EgressProxy.carry(connection, as: request, link: link) }
+                        group.addTask { await EgressProxy.carry(connection, opening: request, link: link) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Guest → host Unix socket (`[network.sockets.<name>] guest = "/run/airlock/agent.sock"`):
+    /// listens at the path inside the new root `root` (missing parent directories created 0755,
+    /// owned by the agent's user inside its home so that `~/.ssh` stays its own; a stale
+    /// socket replaced; the socket 0666 so the agent's user can connect) and carries each
+    /// connection as a `SocketRequest` naming only the entry; the host connects it to the
+    /// entry's host socket.
+    static func listen(socket forward: SetupSpec.SocketForward, root: String, spec: SetupSpec, link: EgressLink) async throws {
+        let path = root + forward.path
+        var directory = root
+        for part in forward.path.split(separator: "/").dropLast() {
+            directory += "/" + part
+            guard mkdir(directory, 0o755) == 0 else {
+                guard errno == EEXIST else { throw SystemError(call: "mkdir", subject: directory, code: errno) }
+                continue
+            }
+            let guestPath = String(directory.dropFirst(root.count))
+            if guestPath.hasPrefix(spec.home + "/"), chown(directory, spec.user, spec.group) != 0 {
+                throw SystemError(call: "chown", subject: directory, code: errno)
+            }
+        }
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 128)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, serverBackPressureStrategy: nil) { child in
+                child.eventLoop.makeCompletedFuture {
+                    try EgressProxy.TCPChannel(wrappingChannelSynchronously: child, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+        guard chmod(path, 0o666) == 0 else {
+            let code = errno
+            try? await server.channel.close()
+            throw SystemError(call: "chmod", subject: path, code: code)
+        }
+        System.log("forwarding the guest's \(forward.path) to the host's socket [network.sockets.\(forward.name)]")
+        let opening = HTTP2Frame.FramePayload.headers(.init(headers: SocketRequest(name: forward.name).headers))
+        Task {
+            try? await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { connections in
+                    for try await connection in connections {
+                        group.addTask { await EgressProxy.carry(connection, opening: opening, link: link) }
                     }
                 }
             }

@@ -48,12 +48,15 @@ enum GuestNetwork {
 
     /// Configures the interfaces and rules, then starts the resolver, the egress proxy and the
     /// listeners of guest→host port forwards.
-    static func start(forwardPorts: [UInt16]) async throws {
+    /// Returns the egress link, for the Unix-socket forwards started once the root exists.
+    @discardableResult
+    static func start(forwardPorts: [UInt16]) async throws -> EgressLink {
         try await configure()
         try DNSServer.start()
         let link = EgressLink()
         try await EgressProxy.start(link: link)
         for port in forwardPorts { try await GuestForwards.listen(port: port, link: link) }
+        return link
     }
 
     static func configure() async throws {

@@ -49,9 +49,10 @@ struct LinkServer {
     @Sendable
     private static func configure(_ channel: any Channel) -> EventLoopFuture<Multiplexer> {
         channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
+            LinkTuning.apply(to: channel)
+            return try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                 mode: .server,
-                configuration: LinkSettings.configuration
+                configuration: LinkTuning.http2
             ) { stream in
                 stream.eventLoop.makeCompletedFuture {
                     try StreamChannel(wrappingChannelSynchronously: stream)
@@ -83,13 +84,17 @@ struct LinkServer {
                         let spec = try SetupSpec(decoding: body)
                         // The network does not depend on the root: both at once (nft's start-up
                         // is slow under TCG). No session starts before both are done.
-                        async let network: Void = {
+                        async let network = {
                             await EarlyInit.networkModules.wait()
-                            try await GuestNetwork.start(forwardPorts: spec.forwardPorts)
+                            return try await GuestNetwork.start(forwardPorts: spec.forwardPorts)
                         }()
                         await EarlyInit.fileSystemModules.wait()
                         try await RootBuilder.build(spec)
-                        try await network
+                        let link = try await network
+                        // Unix-socket forwards live in the new root: once it exists.
+                        for forward in spec.forwardSockets {
+                            try await GuestForwards.listen(socket: forward, root: RootBuilder.root, spec: spec, link: link)
+                        }
                         System.log("setup: network ready (no card; TCP through the host)")
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     } catch {

@@ -71,10 +71,8 @@ func direct(port: Int, request: String) async throws -> Int {
 }
 
 /// The same through an HTTP/2 stream to the EgressServer (as the guest does).
-func proxied(_ multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>, port: Int, request: String) async throws -> Int {
-    let stream = try await multiplexer.openStream { channel in
-        channel.eventLoop.makeCompletedFuture { try LinkStream(wrappingChannelSynchronously: channel) }
-    }
+func proxied(_ link: LinkClient, port: Int, request: String) async throws -> Int {
+    let stream = try await link.openStream()
     return try await stream.executeThenClose { inbound, outbound in
         try await outbound.write(.headers(.init(headers: EgressRequest(host: "bench.test", ip: "198.18.0.1", port: UInt16(port)).headers)))
         try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer(string: request)))))
@@ -110,40 +108,39 @@ let egress = EgressServer(configuration: .init(rules: rules, resolver: StaticRes
 var fds: [Int32] = [-1, -1]
 guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { fatalError("socketpair") }
 let serving = Task { try await egress.serve(connectedSocket: fds[0]) }
-// The guest's side: 1 MiB frames and 4 MiB stream windows (what the guest agent should advertise).
-let multiplexer = try await ClientBootstrap(group: group).withConnectedSocket(fds[1]) { channel in
-    channel.eventLoop.makeCompletedFuture {
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: 1024),
-            HTTP2Setting(parameter: .initialWindowSize, value: 4 << 20),
-            HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
-        ]
-        connection.targetWindowSize = 16 << 20
-        var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = 4 << 20
-        return try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
-            mode: .client, configuration: .init(connection: connection, stream: stream)) { $0.eventLoop.makeSucceededVoidFuture() }
-    }
-}
+// The guest's side: the guest agent's own link client (1 MiB frames, 4 MiB stream windows).
+let link = try await LinkClient.connect(connectedSocket: fds[1])
 
 // Warm up both paths.
 func step(_ text: String) { if getenv("NETBENCH_DEBUG") != nil { let line = Array((text + "\n").utf8); _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) } } }
 step("direct")
 _ = try await direct(port: port, request: "E")
 step("proxied")
-_ = try await proxied(multiplexer, port: port, request: "E")
+_ = try await proxied(link, port: port, request: "E")
 step("warm")
 
-// Throughput: alternate the two paths three times, keep each one's best.
+/// CPU time of this process (server, relay and client alike), user + system, in seconds.
+func cpuTime() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+// Throughput: alternate the two paths three times, keep each one's best; and the CPU time each
+// byte costs on either path (less sensitive than wall time to other work on the machine).
 var bestDirect = 0.0, bestProxy = 0.0
+var cpuDirect = Double.infinity, cpuProxy = Double.infinity
 for _ in 0..<3 {
-    var start = now()
+    var start = now(), cpu = cpuTime()
     let a = try await direct(port: port, request: "D")
     bestDirect = max(bestDirect, Double(a) / (now() - start) / 1e6)
+    cpuDirect = min(cpuDirect, cpuTime() - cpu)
     start = now()
-    let b = try await proxied(multiplexer, port: port, request: "D")
+    cpu = cpuTime()
+    let b = try await proxied(link, port: port, request: "D")
     bestProxy = max(bestProxy, Double(b) / (now() - start) / 1e6)
+    cpuProxy = min(cpuProxy, cpuTime() - cpu)
     precondition(a == size && b == size, "short transfer: \(a) \(b) of \(size)")
 }
 
@@ -152,7 +149,7 @@ var start = now()
 for _ in 0..<connections { _ = try await direct(port: port, request: "E") }
 let directSetup = (now() - start) / Double(connections) * 1000
 start = now()
-for _ in 0..<connections { _ = try await proxied(multiplexer, port: port, request: "E") }
+for _ in 0..<connections { _ = try await proxied(link, port: port, request: "E") }
 let proxySetup = (now() - start) / Double(connections) * 1000
 
 func fixed(_ value: Double, _ digits: Int) -> String {
@@ -164,6 +161,7 @@ func fixed(_ value: Double, _ digits: Int) -> String {
     return digits == 0 ? "\(whole)" : "\(whole).\(String(repeating: "0", count: digits - text.count))\(text)"
 }
 print("relay throughput: \(fixed(bestProxy, 0)) MB/s through the egress proxy, \(fixed(bestDirect, 0)) MB/s direct loopback, ratio \(fixed(bestProxy / bestDirect, 2))x (\(megabytes) MB, best of 3)")
+print("relay cost: \(fixed(cpuProxy / Double(megabytes) * 1000, 3)) CPU-ms per MB through the egress proxy, \(fixed(cpuDirect / Double(megabytes) * 1000, 3)) direct loopback, ratio \(fixed(cpuProxy / cpuDirect, 2))x (server, relay and client together, user + system, best of 3)")
 print("connection set-up: \(fixed(proxySetup, 3)) ms through the egress proxy, \(fixed(directSetup, 3)) ms direct loopback, ratio \(fixed(proxySetup / directSetup, 2))x (\(connections) sequential connections, 1-byte round trip)")
 serving.cancel()
 try? await server.close().get()

@@ -13,6 +13,17 @@ struct NetworkCLITests {
         #expect(result.stderr.contains("network.rules.web.allow[1]"))
     }
 
+    @Test("config validate: a socket forward whose guest path is inside the project, at its file:line:column, exit 2")
+    func socketInProject() throws {
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = 2\n"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "[network.sockets.agent]\nhost = \"~/.ssh/agent.sock\"\nguest = \"\(directory.path)/agent.sock\"\n"
+            .write(to: directory.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let result = try CLI.run(["config", "validate"], in: directory)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("airlock.toml:3:1: error:") && result.stderr.contains("inside the project"), "\(result.stderr)")
+    }
+
     @Test("network log: a table of network decisions (other events skipped), --json lines, an empty log")
     func log() throws {
         let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = 2\n"])
@@ -26,6 +37,7 @@ struct NetworkCLITests {
             #"{"details":{"bytes_down":5120,"bytes_up":300,"direction":"egress","duration_ms":12,"ip":"160.79.104.10","name":"api.anthropic.com","port":443,"reason":"api.anthropic.com:443 allowed by [network.rules.claude-code] allow \"api.anthropic.com:443\"","rule":"claude-code","verdict":"allow"},"event":"network","sandbox":"default","time":1795000000.5}"#,
             #"{"details":{"argv":["true"]},"event":"session.start","sandbox":"default","time":1795000001}"#,
             #"{"details":{"bytes_down":0,"bytes_up":0,"direction":"egress","duration_ms":300,"name":"evil.test","port":80,"reason":"evil.test:80 denied by the policy deny-by-default (no rule allows it)","verdict":"deny"},"event":"network","sandbox":"default","time":1795000002}"#,
+            #"{"details":{"bytes_down":70,"bytes_up":40,"direction":"egress","duration_ms":5,"port":0,"reason":"guest /run/airlock/agent.sock → host /h/agent.sock","rule":"sockets.agent","socket":"/h/agent.sock","verdict":"forward"},"event":"network","sandbox":"default","time":1795000003}"#,
         ]
         try (lines.joined(separator: "\n") + "\n").write(to: state.appendingPathComponent("audit.jsonl"), atomically: true, encoding: .utf8)
         let table = try CLI.run(["network", "log"], in: directory)
@@ -35,10 +47,11 @@ struct NetworkCLITests {
         #expect(rows.contains { $0.contains("allow") && $0.contains("api.anthropic.com:443") && $0.contains("claude-code") && $0.contains("5.1 kB") })
         #expect(rows.contains { $0.contains("deny") && $0.contains("evil.test:80") && $0.contains("(policy)") })
         #expect(rows.contains { $0.contains("denied by the policy deny-by-default") })
+        #expect(rows.contains { $0.contains("forward") && $0.contains("unix:/h/agent.sock") && $0.contains("sockets.agent") }, "\(table.stdout)")
         #expect(!table.stdout.contains("session.start"))
         let json = try CLI.run(["network", "log", "--json"], in: directory)
         let objects = try json.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-        #expect(objects.count == 2)
+        #expect(objects.count == 3)
         #expect(objects.allSatisfy { $0?["event"] as? String == "network" })
         let missing = try CLI.run(["network", "log", "--name", "nope"], in: directory)
         #expect(missing.status == 1)

@@ -190,6 +190,8 @@ struct TestServers {
     let input: Pipe
     let http: Int
     let tls: Int
+    /// A Unix socket echo server (echoes until EOF, then shuts its side).
+    let unix: String
 
     static func start(in directory: URL) throws -> TestServers {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/test-servers.py")
@@ -205,16 +207,16 @@ struct TestServers {
         // The first line says where they listen (read byte by byte: no buffering past it).
         var line = [UInt8]()
         while let byte = try output.fileHandleForReading.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
-        var ports: [String: Int] = [:]
+        var values: [String: String] = [:]
         for part in String(decoding: line, as: UTF8.self).split(separator: " ") {
-            let pair = part.split(separator: "=")
-            if pair.count == 2 { ports[String(pair[0])] = Int(pair[1]) }
+            let pair = part.split(separator: "=", maxSplits: 1)
+            if pair.count == 2 { values[String(pair[0])] = String(pair[1]) }
         }
-        guard let http = ports["http"], let tls = ports["tls"] else {
+        guard let http = values["http"].flatMap({ Int($0) }), let tls = values["tls"].flatMap({ Int($0) }), let unix = values["unix"] else {
             process.terminate()
             throw Spawned.Failure(description: "the test servers did not start (said: \(String(decoding: line, as: UTF8.self)))")
         }
-        return TestServers(process: process, input: input, http: http, tls: tls)
+        return TestServers(process: process, input: input, http: http, tls: tls, unix: unix)
     }
 
     func stop() {

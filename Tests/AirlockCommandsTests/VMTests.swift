@@ -327,7 +327,7 @@ struct VMTests {
         #expect(!log.stdout.contains("denied.example") && !log.stdout.contains("example.com"), "\(log.stdout)")
     }
 
-    @Test("the network policy end to end: allowed, private refused, denied with a 403 that explains, IP literals, TLS by SNI, forwards, 200 connections")
+    @Test("the network policy end to end: allowed, private refused, denied with a 403 that explains, IP literals, TLS by SNI, port and socket forwards, 200 connections")
     func egressPolicy() async throws {
         let project = try VMEnvironment.repository()
         defer { VMEnvironment.cleanUp(project) }
@@ -345,13 +345,22 @@ struct VMTests {
 
             [network.ports.back]
             guest = ["\(servers.http + 2):\(servers.http)"]
+
+            [network.sockets.echo]
+            host = "\(servers.unix)"
+            guest = "/run/airlock/echo.sock"
+
+            [network.sockets.gone]
+            host = "\(servers.unix).gone"
+            guest = "/run/airlock/gone.sock"
             """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
         try VMEnvironment.git(["add", "airlock.toml"], in: project)
         try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "rules"], in: project)
         let probe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/egress-probe.py")
         let names = ["allowed.test", "public.test", "denied.test", "both.test"].map { "\($0)=127.0.0.1" }.joined(separator: ",")
         let result = try CLI.run(
-            ["start", "--", "/usr/bin/python3", "-", "\(servers.http)", "\(servers.tls)", "\(servers.http + 2)"], in: project,
+            ["start", "--", "/usr/bin/python3", "-", "\(servers.http)", "\(servers.tls)", "\(servers.http + 2)", "/run/airlock/echo.sock",
+             "/run/airlock/gone.sock"], in: project,
             environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names], stdin: try Data(contentsOf: probe))
         #expect(result.status == 0, "stderr: \(result.stderr)")
         var lines: [String: String] = [:]
@@ -370,10 +379,15 @@ struct VMTests {
         #expect(lines["tls-ip-with-allowed-sni"]?.hasPrefix("failed") == true, "an allowed SNI must not carry a connection to an address no rule names with allow_private")
         #expect(lines["forward"]?.hasPrefix("200 hello") == true, "guest forward: \(result.stdout)")
         #expect(lines["concurrent"] == "200/200")
+        #expect(lines["unix"] == "15000 ping over unix ", "socket forward: \(result.stdout)")
+        // No server at the host path: the guest's connection is reset (or just closed).
+        #expect(lines["unix-gone"]?.hasPrefix("failed") == true || lines["unix-gone"]?.hasPrefix("0 ") == true, "\(result.stdout)")
 
         // Every decision is in the audit log.
         let log = try CLI.run(["network", "log", "--json"], in: project)
         #expect(log.stdout.contains("\"denied.test\"") && log.stdout.contains("\"allowed.test\""), "\(log.stdout.prefix(2000))")
+        #expect(log.stdout.contains("\"sockets.echo\"") && log.stdout.contains(servers.unix)
+                && log.stdout.contains("cannot connect to the host socket \(servers.unix).gone"), "the socket forwards are audited: \(log.stdout.suffix(2000))")
     }
 
     @Test("a host port forward reaches a server in the guest, on 127.0.0.1 only")

@@ -39,6 +39,34 @@ struct WireTests {
             links: [(path: "/bin", target: "usr/bin")], files: [.init(path: "/etc/ld.so.cache", contents: [0, 1, 2, 255], mode: 0o644)],
             directories: ["/var/cache"], home: "/home/u", user: 1000, group: 1000)
         #expect(try SetupSpec(decoding: setup.encoded()) == setup)
+        var forwarding = setup
+        forwarding.forwardPorts = [5000]
+        forwarding.forwardSockets = [.init(name: "ssh-agent", path: "/run/airlock/ssh-agent.sock")]
+        let decoded = try SetupSpec(decoding: forwarding.encoded())
+        #expect(decoded.forwardSockets == forwarding.forwardSockets && decoded.forwardPorts == [5000])
+    }
+
+    @Test("setup specs: socket forwards with a bad name or path are refused", arguments: [
+        ("a b", "/run/a.sock"), ("", "/run/a.sock"), ("a", "run/a.sock"), ("a", "/run/../a.sock"), ("a", "/"),
+        ("a", "/run/" + String(repeating: "x", count: 100)),
+    ])
+    func badSocketForward(name: String, path: String) {
+        var setup = SetupSpec(
+            clockSeconds: 0, clockNanoseconds: 0, hostname: "h", stateDisk: "/dev/vda", shares: [], links: [], files: [], directories: [],
+            home: "/root", user: 0, group: 0)
+        setup.forwardSockets = [.init(name: name, path: path)]
+        #expect(throws: WireError.self) { try SetupSpec(decoding: setup.encoded()) }
+    }
+
+    @Test("socket requests: only a valid entry name parses")
+    func socketRequest() throws {
+        #expect(try SocketRequest(headers: SocketRequest(name: "ssh-agent").headers) == SocketRequest(name: "ssh-agent"))
+        for name in ["", "../x", "a/b", String(repeating: "a", count: 65), "a\u{0}"] {
+            #expect(throws: WireError.self, "\(name)") { try SocketRequest(headers: SocketRequest(name: name).headers) }
+        }
+        var wrongPath = SocketRequest(name: "a").headers
+        wrongPath.replaceOrAdd(name: ":path", value: "/v1/tcp")
+        #expect(throws: WireError.self) { try SocketRequest(headers: wrongPath) }
     }
 
     @Test("hostile frames are errors, not crashes", arguments: [

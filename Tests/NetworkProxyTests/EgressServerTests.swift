@@ -17,9 +17,9 @@ struct EgressServerTests {
         let records: Records
     }
 
-    func setUp(_ rules: NetworkRules, names: [String: [String]] = [:], forwards: [GuestForward] = []) async throws -> Setup {
+    func setUp(_ rules: NetworkRules, names: [String: [String]] = [:], forwards: [GuestForward] = [], sockets: [UnixSocketForward] = []) async throws -> Setup {
         let records = Records()
-        let server = EgressServer(configuration: .init(rules: rules, resolver: StaticResolver(names), guestForwards: forwards),
+        let server = EgressServer(configuration: .init(rules: rules, resolver: StaticResolver(names), guestForwards: forwards, socketForwards: sockets),
                                   logger: testLogger, records: records.sink)
         return Setup(server: server, guest: try await FakeGuest(server: server), records: records)
     }
@@ -153,6 +153,56 @@ struct EgressServerTests {
             #expect(records.contains { $0.verdict == .forward && $0.rule == "ports.api" && $0.bytesUp == 4 && $0.bytesDown == 4 })
             await setup.guest.close()
             await echo.close()
+        }
+    }
+
+    @Test("Unix-socket forwards: only a configured entry's host socket, half-close both ways, each audited")
+    func socketForward() async throws {
+        try await within {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-sock-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let path = directory + "/agent.sock"
+            let echo = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer { $0.pipeline.addHandler(EchoHandler()) }
+                .bind(unixDomainSocketPath: path).get()
+            let setup = try await setUp(try rules([], policy: .denyAlways), sockets: [
+                UnixSocketForward(entry: "agent", hostPath: path, guestPath: "/run/airlock/agent.sock"),
+                UnixSocketForward(entry: "gone", hostPath: directory + "/missing.sock", guestPath: "/run/airlock/gone.sock"),
+            ])
+            // 3 MB through the echo and back: the guest's END_STREAM reaches the socket as EOF
+            // only after every byte, and the socket's EOF comes back as END_STREAM.
+            let payload = String(repeating: "0123456789abcdef", count: 3 << 16)
+            let answer = try await setup.guest.exchange(opening: .headers(.init(headers: SocketRequest(name: "agent").headers)), send: payload)
+            #expect(answer.status == "200")
+            #expect(answer.text == payload)
+            #expect(answer.endStream)
+
+            // An entry the host does not have: refused, whatever path the guest has in mind.
+            let unknown = try await setup.guest.exchange(opening: .headers(.init(headers: SocketRequest(name: "other").headers)), send: "x")
+            #expect(unknown.status == "403")
+            #expect(unknown.reason?.contains("no Unix-socket forward named \"other\"") == true, "\(unknown.reason ?? "")")
+            // A path instead of a name is not a request at all.
+            var pathLike = SocketRequest(name: "a").headers
+            pathLike.replaceOrAdd(name: SocketRequest.nameHeader, value: path)
+            let invalid = try await setup.guest.exchange(opening: .headers(.init(headers: pathLike)), send: "x")
+            #expect(invalid.status == "400")
+            // A configured socket nobody listens on: 502, and the record says why.
+            let missing = try await setup.guest.exchange(opening: .headers(.init(headers: SocketRequest(name: "gone").headers)), send: "x")
+            #expect(missing.status == "502")
+
+            let records = await setup.records.wait(for: 4)
+            let carried = try #require(records.first { $0.rule == "sockets.agent" })
+            #expect(carried.verdict == .forward && carried.socket == path)
+            #expect(carried.bytesUp == Int64(payload.utf8.count) && carried.bytesDown == Int64(payload.utf8.count))
+            #expect(records.contains { $0.verdict == .deny && $0.reason.contains("no Unix-socket forward named \"other\"") })
+            #expect(records.contains { $0.verdict == .invalid })
+            let refused = try #require(records.first { $0.rule == "sockets.gone" })
+            #expect(refused.verdict == .refused)
+            #expect(refused.reason.contains("cannot connect to the host socket \(directory)/missing.sock for [network.sockets.gone]"), "\(refused.reason)")
+            await setup.guest.close()
+            try? await echo.close()
         }
     }
 

@@ -123,6 +123,16 @@ final class FakeGuest: Sendable {
         }
     }
 
+    /// `exchange` for a stream opened with any HEADERS (a `SocketRequest`, a hostile one).
+    func exchange(opening: HTTP2Frame.FramePayload, send data: String, finish: Bool = true) async throws -> Answer {
+        let stream = try await open()
+        return try await stream.executeThenClose { inbound, outbound in
+            try await outbound.write(opening)
+            try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer(string: data)), endStream: finish)))
+            return try await Self.read(inbound)
+        }
+    }
+
     static func read(_ inbound: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>) async throws -> Answer {
         var answer = Answer(status: nil, reason: nil, body: [], endStream: false)
         for try await frame in inbound {
@@ -197,7 +207,12 @@ final class EchoHandler: ChannelInboundHandler, Sendable {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
-            context.close(mode: .output, promise: nil)
+            // Once every echoed byte is written: NIO turns an output close after the input's
+            // into a full close, which would drop writes still pending (small Unix socket
+            // buffers leave many pending).
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(NIOAny(ByteBuffer()), promise: written)
+            written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 }

@@ -179,3 +179,37 @@ struct TOMLLocatorTests {
         #expect(locator.position(of: ["a", "b c", "nothing"])! == (6, 1))
     }
 }
+
+@Suite("Config validation: Unix-socket forwards")
+struct SocketForwardValidationTests {
+    @Test("a valid forward loads, ~ expanded")
+    func valid() throws {
+        let result = try load(project: "[network.sockets.ssh-agent]\nhost = \"~/.ssh/agent.sock\"\nguest = \"/run/airlock/ssh-agent.sock\"\n")
+        #expect(result.config.network.socketForwards == [.init(entry: "ssh-agent", hostPath: "/home/u/.ssh/agent.sock", guestPath: "/run/airlock/ssh-agent.sock")])
+    }
+
+    @Test("bad forwards: file:line:column and what is wrong", arguments: [
+        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"run/a.sock\"\n", "airlock.toml:3:1", "it must be an absolute path"),
+        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/p/src/a.sock\"\n", "airlock.toml:3:1", "inside the project (/p)"),
+        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/p\"\n", "airlock.toml:3:1", "inside the project"),
+        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/run/../p/a.sock\"\n", "airlock.toml:3:1", "without `.`, `..`"),
+        ("[network.sockets.a]\nhost = \"h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:2:1", "must be an absolute path (or start with ~/)"),
+        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/run/\(String(repeating: "x", count: 100))\"\n", "airlock.toml:3:1", "at most 96"),
+        ("[network.sockets.\"a b\"]\nhost = \"/h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:1:1", "the name may only have"),
+        ("[network.sockets.a]\nhost = \"/h.sock\"\n", "airlock.toml:1:1", "needs `guest`"),
+    ])
+    func invalid(text: String, location: String, message: String) {
+        let found = diagnostics(project: text)
+        #expect(found.count == 1, "\(found)")
+        #expect(found.first?.location?.description == location, "\(found)")
+        #expect(found.first?.message.contains(message) == true, "\(found.first?.message ?? "none")")
+    }
+
+    @Test("two forwards may not share a guest path; a disabled one does not count")
+    func duplicate() {
+        let base = "[network.sockets.a]\nhost = \"/a.sock\"\nguest = \"/run/x.sock\"\n[network.sockets.b]\nhost = \"/b.sock\"\nguest = \"/run/x.sock\"\n"
+        let found = diagnostics(project: base)
+        #expect(found.count == 1 && found.first?.message.contains("also [network.sockets.a]'s") == true, "\(found)")
+        #expect(diagnostics(project: base + "enabled = false\n").isEmpty)
+    }
+}

@@ -123,7 +123,8 @@ struct NetworkLogRenderer {
         }
         let port = number("port").map(String.init) ?? "?"
         let host = text("name") ?? text("ip") ?? "?"
-        let destination = (host.contains(":") ? "[\(host)]" : host) + ":" + port
+        // A Unix-socket forward has a host socket, not a name and port.
+        let destination = text("socket").map { "unix:" + $0 } ?? (host.contains(":") ? "[\(host)]" : host) + ":" + port
         let verdict = text("verdict") ?? "?"
         let style: Terminal.Style = switch verdict {
         case "allow", "passthrough": .green

@@ -18,6 +18,14 @@ extension AirlockConfig.Network {
         }.filter { seen.insert($0.guestPort).inserted }
     }
 
+    /// `[network.sockets.<name>]` forwards (a Unix socket in the guest → the host's socket),
+    /// by name.
+    public var socketForwards: [UnixSocketForward] {
+        sockets.sorted(by: { $0.key < $1.key }).map { name, socket in
+            UnixSocketForward(entry: name, hostPath: socket.host, guestPath: socket.guest)
+        }
+    }
+
     /// `host = [5432, "9000:3000"]` forwards (the host's 127.0.0.1 port → the guest's port).
     public var hostForwards: [HostForward] {
         var seen = Set<UInt16>()

@@ -140,6 +140,7 @@ public struct SandboxRunner: Sendable {
         var layout = try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
             ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
         layout.setup.forwardPorts = config.network.guestForwards.map(\.guestPort)
+        layout.setup.forwardSockets = config.network.socketForwards.map { SetupSpec.SocketForward(name: $0.entry, path: $0.guestPath) }
         let machineSpec = MachineSpec(
             kernel: assets.kernel, initramfs: assets.initramfs, cpus: config.vm.cpus,
             memoryMiB: max(256, config.vm.memory.bytes >> 20), shares: layout.shares, disk: paths.disk,
@@ -210,7 +211,8 @@ public struct SandboxRunner: Sendable {
         let configuration = EgressConfiguration(
             rules: config.network.networkRules,
             resolver: StaticResolver.fromTestEnvironment(environment) ?? SystemResolver(),
-            guestForwards: config.network.guestForwards)
+            guestForwards: config.network.guestForwards,
+            socketForwards: config.network.socketForwards)
         return EgressServer(configuration: configuration, logger: logger, records: { record in
             try? audit.append(AuditEvent(sandbox: sandbox, connection: record))
         })

@@ -1,5 +1,5 @@
 # Runs inside the VM: connections the host proxy must judge. Prints one line per probe.
-# Usage: egress-probe.py HTTP_PORT TLS_PORT FORWARD_PORT
+# Usage: egress-probe.py HTTP_PORT TLS_PORT FORWARD_PORT [UNIX_SOCKET UNIX_SOCKET_WITHOUT_HOST_SERVER]
 import concurrent.futures
 import socket
 import ssl
@@ -42,6 +42,27 @@ print("tls-allowed|" + tls("allowed.test"))
 print("tls-denied|" + tls("denied.test"))
 print("tls-ip-with-allowed-sni|" + tls("allowed.test", connect_to="192.0.2.7"))
 print("forward|" + get(f"http://127.0.0.1:{forward_port}/"))
+
+
+def unix(path):
+    # A Unix-socket forward to the host's echo server: send, half-close, read to its EOF.
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall(b"ping over unix " * 1000)
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            return f"{len(data)} {data[:15].decode()}"
+    except Exception as error:
+        return f"failed {type(error).__name__} {error}"
+
+
+if len(sys.argv) > 4:
+    print("unix|" + unix(sys.argv[4]))
+    print("unix-gone|" + unix(sys.argv[5]))
 
 
 def one(i):
