@@ -42,10 +42,15 @@ enum EarlyInit {
             networkModules.finish()
             return
         }
-        let names = order.split(separator: "\n").map(String.init).filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        var names = order.split(separator: "\n").map(String.init).filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        // PCI transports only where there is a PCI bus (Cloud Hypervisor; not QEMU's microvm).
+        if System.directoryEntries("/sys/bus/pci/devices").isEmpty { names.removeAll { $0.hasPrefix("virtio_pci") } }
         let early = names.firstIndex(of: "virtio_console.ko").map { $0 + 1 } ?? names.count
-        let network = max(early, names.firstIndex(of: "dummy.ko") ?? names.count)
         _ = load(names[..<early])
+        // The transports have found the devices by now: drivers of absent kinds are skipped.
+        let present = virtioDeviceKinds()
+        names = Array(names[..<early]) + names[early...].filter { name in deviceModules[name].map(present.contains) ?? true }
+        let network = max(early, names.firstIndex(of: "dummy.ko") ?? names.count)
         let fileSystems = Array(names[early..<network]), networking = Array(names[network...])
         System.startThread {
             System.log("\(load(fileSystems[...])) kernel modules loaded (file systems, devices)")
@@ -55,6 +60,25 @@ enum EarlyInit {
             System.log("\(load(networking[...])) kernel modules loaded (network)")
             networkModules.finish()
         }
+    }
+
+    /// Modules that serve only one kind of virtio device (with the modules only they need),
+    /// and that kind's virtio device ID: not loaded when the VM has no such device. airlock
+    /// hot-plugs nothing, so the devices present at boot are all there will be.
+    static let deviceModules: [String: UInt32] = [
+        "virtio_blk.ko": 2, "virtio_rng.ko": 4,
+        "9pnet.ko": 9, "9pnet_virtio.ko": 9, "netfs.ko": 9, "fscache.ko": 9, "9p.ko": 9,
+        "vsock.ko": 19, "vmw_vsock_virtio_transport_common.ko": 19, "vmw_vsock_virtio_transport.ko": 19,
+        "fuse.ko": 26, "virtiofs.ko": 26,
+    ]
+
+    /// The virtio device IDs present (`/sys/bus/virtio/devices/*/device`, "0x0009").
+    static func virtioDeviceKinds() -> Set<UInt32> {
+        Set(System.directoryEntries("/sys/bus/virtio/devices").compactMap { entry in
+            System.readFile("/sys/bus/virtio/devices/\(entry)/device")
+                .flatMap { $0.split(separator: "\n").first }
+                .flatMap { UInt32($0.dropFirst(2), radix: 16) }
+        })
     }
 
     /// Loads each module (one already there is fine); returns how many are in.

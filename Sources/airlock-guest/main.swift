@@ -10,6 +10,7 @@ import Glibc
 // host keeps in console.log) and powers off: a VM without its agent is of no use.
 
 if getpid() == 1 {
+    LinkServer.warmUp(group: .singleton)
     do {
         try EarlyInit.run()
     } catch {

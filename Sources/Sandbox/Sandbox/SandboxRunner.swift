@@ -171,6 +171,7 @@ public struct SandboxRunner: Sendable {
             logger.debug("connected; sending the setup", metadata: ["after": "\(elapsed())"])
             let setup = layout.setup.encoded()
             _ = try await withBootDeadline(vm) { try await client.call(LinkNames.Path.setup, body: setup) }
+            logger.debug("the guest is set up", metadata: ["after": "\(elapsed())"])
             // Host port forwards (127.0.0.1 only) are carried into the guest over the control link.
             let forwards = try await PortForwarder.bind(config.network.hostForwards, link: client, logger: logger, records: { record in
                 try? audit.append(AuditEvent(sandbox: paths.name, connection: record))
