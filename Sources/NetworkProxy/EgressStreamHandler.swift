@@ -120,6 +120,24 @@ struct EgressStreamHandler {
             return record
         }
 
+        // An IP literal that only its names opened (no rule or policy allows the address
+        // itself) must be an address of each of those names: otherwise any server on the
+        // internet could be reached by sending an allowed name in its SNI or Host.
+        if let literal, !names.isEmpty, !rules.decide(host: nil, ip: literal, port: request.port).isAllowed {
+            for sniffedName in names {
+                let resolved = (try? await server.configuration.resolver.resolve(host: sniffedName, port: request.port)) ?? []
+                let ips = resolved.compactMap(\.ipAddress)
+                guard !ips.contains(where: { IPAddress($0) == IPAddress(literal) }) else { continue }
+                record.verdict = .refused
+                record.reason = "\(literal) is not an address of \(sniffedName)"
+                    + (ips.isEmpty ? " (it does not resolve here)" : " (it resolves to \(ips.prefix(4).joined(separator: ", ")))")
+                    + "; a connection to an IP literal is opened by the names it carries only when they resolve to it"
+                try await deny(outbound, sniffed: sniffed, reason: record.reason,
+                               fix: "connect by name, or add [network.rules.<name>] allow = [\"\(literal):\(request.port)\"] to airlock.toml if that address is meant to be reachable")
+                return record
+            }
+        }
+
         // Where to connect: the literal, or the name's addresses that are not private (unless
         // the rule allows it) and not named by a deny pattern.
         var addresses: [SocketAddress] = []

@@ -138,6 +138,22 @@ struct EgressServerTests {
         }
     }
 
+    @Test("an allowed name in the Host opens an IP literal only when the name resolves to it (no exfiltration to any server by naming an allowed site)")
+    func literalMustBeAnAddressOfItsName() async throws {
+        try await within {
+            // 192.0.2.1 (TEST-NET-1) is nobody's address: the decision must fall before any
+            // connection is tried, so no traffic leaves the machine.
+            let setup = try await setUp(try rules([("site", allow: ["good.test"], deny: [], allowPrivate: false)]), names: ["good.test": ["127.0.0.1"]])
+            let http = try await setup.guest.exchange(host: "192.0.2.1", ip: "192.0.2.1", port: 80,
+                                                      send: "GET / HTTP/1.1\r\nHost: good.test\r\n\r\n", finish: false)
+            #expect(http.text.contains("403"), "\(http.text)")
+            #expect(http.text.contains("192.0.2.1 is not an address of good.test (it resolves to 127.0.0.1)"), "\(http.text)")
+            let record = try #require(await setup.records.wait(for: 1).first)
+            #expect(record.verdict == .refused && record.bytesUp == 0 && record.bytesDown == 0, "\(record)")
+            await setup.guest.close()
+        }
+    }
+
     @Test("guest port forwards reach the host's 127.0.0.1 only as configured")
     func guestForward() async throws {
         try await within {

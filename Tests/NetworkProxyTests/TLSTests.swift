@@ -109,6 +109,26 @@ struct TLSTests {
         }
     }
 
+    @Test("an allowed SNI does not open an IP literal the name does not resolve to")
+    func nameDoesNotOpenForeignLiteral() async throws {
+        try await within(60) {
+            let records = Records()
+            // 192.0.2.1 (TEST-NET-1): refused before any connection, so nothing leaves.
+            let server = EgressServer(configuration: .init(rules: try rules([("site", allow: ["good.test"], deny: [], allowPrivate: false)]),
+                                                           resolver: StaticResolver(["good.test": ["127.0.0.1"]])),
+                                      logger: testLogger, records: records.sink)
+            let guest = try await FakeGuest(server: server)
+            let capture = try await guest.capture(host: "192.0.2.1", ip: "192.0.2.1", port: 443)
+            let result = try await curl(sni: "good.test", through: capture.port, port: 443)
+            #expect(result.status != 0)
+            let record = try #require(await records.wait(for: 1).first)
+            #expect(record.verdict == .refused && record.bytesDown == 0)
+            #expect(record.reason.contains("192.0.2.1 is not an address of good.test (it resolves to 127.0.0.1)"), "\(record.reason)")
+            capture.task.cancel()
+            await guest.close()
+        }
+    }
+
     @Test("an allowed SNI does not open a private IP literal that no rule names")
     func nameDoesNotOpenPrivateLiteral() async throws {
         try await within(60) {
