@@ -307,22 +307,6 @@ struct EgressStreamHandler {
     /// of up to this size: 256 KiB × 512 streams bounds what one guest makes the host hold
     /// (1 MiB reads measured no faster here).
     static let upstreamReadMaximum = 256 << 10
-
-    /// A TCP connection to `address` with half-closure both ways.
-    static func connect(to address: SocketAddress, group: any EventLoopGroup, timeout: TimeAmount) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
-        try await ClientBootstrap(group: group)
-            .connectTimeout(timeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 256 * 1024))
-            .connect(to: address) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                        wrappingChannelSynchronously: channel,
-                        configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), isOutboundHalfClosureEnabled: true))
-                }
-            }
-    }
 }
 
 /// The text a denied plain-HTTP request gets.

@@ -33,7 +33,7 @@ enum FakeGuestControl {
             let request = try ForwardRequest(headers: headers.headers)
             let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
             do {
-                upstream = try await EgressStreamHandler.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: Int(request.port)),
+                upstream = try await connectTCP(to: try SocketAddress(ipAddress: "127.0.0.1", port: Int(request.port)),
                                                                  group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(2))
             } catch {
                 try await outbound.write(.headers(.init(headers: [":status": "502", ForwardRequest.reasonHeader: "nothing listens on \(request.port)"], endStream: true)))
@@ -125,4 +125,20 @@ struct PortForwarderTests {
             _ = await guest.value
         }
     }
+}
+
+/// A TCP connection to `address` with half-closure both ways (the stand-in guest's side).
+func connectTCP(to address: SocketAddress, group: any EventLoopGroup, timeout: TimeAmount) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+    try await ClientBootstrap(group: group)
+        .connectTimeout(timeout)
+        .channelOption(.allowRemoteHalfClosure, value: true)
+        .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 256 * 1024))
+        .connect(to: address) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                    wrappingChannelSynchronously: channel,
+                    configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), isOutboundHalfClosureEnabled: true))
+            }
+        }
 }
