@@ -202,6 +202,10 @@ public struct Differ {
 
     /// libgit2's diff of the two commits, limited to the paths `changedPaths` found (exact
     /// paths: libgit2 then reads only the subtrees on their way); `empty` when nothing changed.
+    /// A name the agent chose must never hide its file from review, whatever libgit2 makes of
+    /// it as a pathspec (names starting with `!` or `#`, with backslashes, stars or spaces are
+    /// taken literally today, and tested): unless the limited diff names exactly those paths,
+    /// the whole diff is made instead.
     private func withDiff<R>(_ old: ObjectID, _ new: ObjectID, empty: R, _ body: (OpaquePointer?) throws(GitError) -> R) throws(GitError) -> R {
         let paths = try changedPaths(from: old, to: new)
         guard !paths.isEmpty else { return empty }
@@ -218,7 +222,22 @@ public struct Differ {
             return git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options)
         }
         try GitError.check(code, "diff \(old.short)..\(new.short)")
+        if Set(Self.deltaPaths(diff)) != Set(paths) {
+            git_diff_free(diff)
+            diff = nil
+            options.flags &= ~GIT_DIFF_DISABLE_PATHSPEC_MATCH.rawValue
+            options.pathspec = git_strarray()
+            try GitError.check(git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options), "diff \(old.short)..\(new.short)")
+        }
         defer { git_diff_free(diff) }
         return try body(diff)
+    }
+
+    private static func deltaPaths(_ diff: OpaquePointer?) -> [String] {
+        (0..<git_diff_num_deltas(diff)).compactMap { index in
+            git_diff_get_delta(diff, index).flatMap { delta in
+                (delta.pointee.new_file.path ?? delta.pointee.old_file.path).map { String(cString: $0) }
+            }
+        }
     }
 }
