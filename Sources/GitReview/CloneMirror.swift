@@ -35,15 +35,23 @@ struct CloneMirror {
     private let limits: Limits
     private var copiedBytes: Int64 = 0
 
+    /// The user's own object directory (trusted), which the mirror reads as an alternate: a
+    /// pack of the clone that the project holds under the same name (the clone's first packs,
+    /// copied by the workspace clone) is not copied again, however large. A pack's name is the
+    /// hash of its contents; a clone that puts something else under such a name gets the
+    /// project's pack instead, so nothing of its own is read from it.
+    let projectObjects: String?
+
     /// Brings the mirror at `mirror` up to date with the clone at `clone`.
-    static func sync(clone: String, into mirror: String, limits: Limits = .standard) throws(GitReviewError) -> CloneMirror {
-        var result = CloneMirror(path: mirror, limits: limits)
+    static func sync(clone: String, into mirror: String, projectObjects: String? = nil, limits: Limits = .standard) throws(GitReviewError) -> CloneMirror {
+        var result = CloneMirror(path: mirror, projectObjects: projectObjects, limits: limits)
         try result.sync(clone: clone)
         return result
     }
 
-    private init(path: String, limits: Limits) {
+    private init(path: String, projectObjects: String?, limits: Limits) {
         self.path = path
+        self.projectObjects = projectObjects
         self.limits = limits
     }
 
@@ -69,6 +77,11 @@ struct CloneMirror {
 
         try makeDirectories()
         try writeOwn("config", "[core]\n\trepositoryformatversion = 0\n\tbare = true\n\tfilemode = true\n")
+        if let projectObjects {
+            try writeOwn("objects/info/alternates", projectObjects + "\n")
+        } else {
+            unlink(path + "/objects/info/alternates")
+        }
         if git.kind("commondir") != nil { refuse("\(git.path)/commondir ignored (it would point git at another directory)") }
         copyHead(from: git)
         copyRefs(from: git)
@@ -84,7 +97,7 @@ struct CloneMirror {
     }
 
     private func makeDirectories() throws(GitReviewError) {
-        for directory in ["", "/objects", "/objects/pack", "/refs", "/refs/heads", "/refs/tags", "/refs/airlock"] {
+        for directory in ["", "/objects", "/objects/info", "/objects/pack", "/refs", "/refs/heads", "/refs/tags", "/refs/airlock"] {
             if mkdir(path + directory, 0o700) != 0 && errno != EEXIST {
                 throw GitReviewError("cannot create \(path + directory): \(String(cString: strerror(errno)))")
             }
@@ -269,6 +282,9 @@ struct CloneMirror {
             guard size <= limits.packBytes, indexSize <= limits.packBytes else {
                 refuse("\(pack.path)/\(name) ignored: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(limits.packBytes))) for one pack")
                 continue
+            }
+            if let projectObjects, fileSize(projectObjects + "/pack/" + base + ".pack") != nil, fileSize(projectObjects + "/pack/" + base + ".idx") != nil {
+                continue  // the project's own copy serves (an alternate); a mirror copy goes
             }
             kept.insert(base)
             let target = path + "/objects/pack/" + base

@@ -22,6 +22,12 @@ public final class Repository {
         return Repository(pointer: pointer)
     }
 
+    /// The object directory (`<common git dir>/objects`).
+    var objectsDirectory: String {
+        let common = git_repository_commondir(pointer).map { String(cString: $0) } ?? ""
+        return (common.hasSuffix("/") ? common : common + "/") + "objects"
+    }
+
     /// The branch HEAD points at (`main`), or nil when HEAD is detached or unborn.
     public var currentBranch: String? {
         var reference: OpaquePointer?

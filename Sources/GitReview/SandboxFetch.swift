@@ -61,7 +61,13 @@ public enum SandboxFetch {
     ///   - base: the commit the sandbox started from, when recorded.
     public static func run(project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
         _ = LibGit2Runtime.initialised
-        let mirrored = try CloneMirror.sync(clone: clone, into: mirror)
+        let projectObjects: String
+        do {
+            projectObjects = try Repository.open(project).objectsDirectory
+        } catch {
+            throw GitReviewError(error)
+        }
+        let mirrored = try CloneMirror.sync(clone: clone, into: mirror, projectObjects: projectObjects)
         do {
             return try fetch(project: project, mirror: mirrored, clone: clone, sandbox: sandbox, base: base)
         } catch {

@@ -504,3 +504,33 @@ struct DiffMatchesGitTests {
         #expect(same.status == 0 && same.stdout.isEmpty, "\(same.stdout)\(same.stderr)")
     }
 }
+
+@Suite("The mirror shares the project's packs")
+struct MirrorSharingTests {
+    @Test("a clone pack the project holds under the same name is not copied; one with other bytes under that name is not read")
+    func sharedPacks() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        // A packed project, cloned the way the workspace clone copies objects (names kept).
+        try fixture.sh("git gc -q && rm -rf .airlock/default/workspace && git clone -q --no-hardlinks . .airlock/default/workspace", in: fixture.project)
+        let pack = try fixture.sh("ls .git/objects/pack/ | grep '\\.pack$'", in: fixture.project).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!pack.isEmpty)
+        try fixture.agent("echo more >> a.txt && git -c user.name=agent -c user.email=agent@example.com commit -q -am more")
+        let fetched = try fixture.airlock(["fetch"])
+        #expect(fetched.status == 0, "\(fetched.stderr)")
+        let mirror = fixture.project.appendingPathComponent(".airlock/default/mirror.git")
+        #expect(!FileManager.default.fileExists(atPath: mirror.appendingPathComponent("objects/pack/" + pack).path), "the project's pack was copied")
+        let alternates = try String(contentsOf: mirror.appendingPathComponent("objects/info/alternates"), encoding: .utf8)
+        #expect(alternates.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix("/.git/objects"), "\(alternates)")
+        let diff = try fixture.airlock(["diff", "--name-only"])
+        #expect(diff.stdout == "a.txt\n", "\(diff.stdout)\(diff.stderr)")
+
+        // The clone's copy of that pack replaced by other bytes: the project's pack is read.
+        try fixture.agent("chmod u+w .git/objects/pack/\(pack) && head -c 4096 /dev/urandom > .git/objects/pack/\(pack)")
+        try fixture.agent("echo again >> a.txt && git -c user.name=agent -c user.email=agent@example.com commit -q -am again")
+        let again = try fixture.airlock(["fetch"])
+        #expect(again.status == 0, "\(again.stderr)")
+        let log = try fixture.sh("git log --format=%s refs/remotes/airlock/default/main -3", in: fixture.project)
+        #expect(log.hasPrefix("again\nmore\n"), "\(log)")
+    }
+}
