@@ -40,16 +40,16 @@ struct CloneMirror {
     /// copied by the workspace clone) is not copied again, however large. A pack's name is the
     /// hash of its contents; a clone that puts something else under such a name gets the
     /// project's pack instead, so nothing of its own is read from it.
-    let projectObjects: String?
+    let projectObjects: String
 
     /// Brings the mirror at `mirror` up to date with the clone at `clone`.
-    static func sync(clone: String, into mirror: String, projectObjects: String? = nil, limits: Limits = .standard) throws(GitReviewError) -> CloneMirror {
+    static func sync(clone: String, into mirror: String, projectObjects: String, limits: Limits = .standard) throws(GitReviewError) -> CloneMirror {
         var result = CloneMirror(path: mirror, projectObjects: projectObjects, limits: limits)
         try result.sync(clone: clone)
         return result
     }
 
-    private init(path: String, projectObjects: String?, limits: Limits) {
+    private init(path: String, projectObjects: String, limits: Limits) {
         self.path = path
         self.projectObjects = projectObjects
         self.limits = limits
@@ -77,11 +77,7 @@ struct CloneMirror {
 
         try makeDirectories()
         try writeOwn("config", "[core]\n\trepositoryformatversion = 0\n\tbare = true\n\tfilemode = true\n")
-        if let projectObjects {
-            try writeOwn("objects/info/alternates", projectObjects + "\n")
-        } else {
-            unlink(path + "/objects/info/alternates")
-        }
+        try writeOwn("objects/info/alternates", projectObjects + "\n")
         if git.kind("commondir") != nil { refuse("\(git.path)/commondir ignored (it would point git at another directory)") }
         copyHead(from: git)
         copyRefs(from: git)
@@ -283,7 +279,7 @@ struct CloneMirror {
                 refuse("\(pack.path)/\(name) ignored: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(limits.packBytes))) for one pack")
                 continue
             }
-            if let projectObjects, fileSize(projectObjects + "/pack/" + base + ".pack") != nil, fileSize(projectObjects + "/pack/" + base + ".idx") != nil {
+            if fileSize(projectObjects + "/pack/" + base + ".pack") != nil, fileSize(projectObjects + "/pack/" + base + ".idx") != nil {
                 continue  // the project's own copy serves (an alternate); a mirror copy goes
             }
             kept.insert(base)

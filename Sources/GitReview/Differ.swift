@@ -54,6 +54,10 @@ public struct Differ {
         defer { git_tree_free(oldTree) }
         let newTree = try repository.treeOfCommit(new)
         defer { git_tree_free(newTree) }
+        return try changedPaths(oldTree, newTree)
+    }
+
+    private func changedPaths(_ oldTree: OpaquePointer, _ newTree: OpaquePointer) throws(GitError) -> [String] {
         var paths: [String] = []
         try collectChanges(oldTree, newTree, prefix: "", depth: 0, into: &paths)
         return paths.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
@@ -207,12 +211,12 @@ public struct Differ {
     /// taken literally today, and tested): unless the limited diff names exactly those paths,
     /// the whole diff is made instead.
     private func withDiff<R>(_ old: ObjectID, _ new: ObjectID, empty: R, _ body: (OpaquePointer?) throws(GitError) -> R) throws(GitError) -> R {
-        let paths = try changedPaths(from: old, to: new)
-        guard !paths.isEmpty else { return empty }
         let oldTree = try repository.treeOfCommit(old)
         defer { git_tree_free(oldTree) }
         let newTree = try repository.treeOfCommit(new)
         defer { git_tree_free(newTree) }
+        let paths = try changedPaths(oldTree, newTree)
+        guard !paths.isEmpty else { return empty }
         var options = git_diff_options()
         try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
         options.flags |= GIT_DIFF_DISABLE_PATHSPEC_MATCH.rawValue

@@ -61,15 +61,15 @@ public enum SandboxFetch {
     ///   - base: the commit the sandbox started from, when recorded.
     public static func run(project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
         _ = LibGit2Runtime.initialised
-        let projectObjects: String
+        let user: Repository
         do {
-            projectObjects = try Repository.open(project).objectsDirectory
+            user = try Repository.open(project)
         } catch {
             throw GitReviewError(error)
         }
-        let mirrored = try CloneMirror.sync(clone: clone, into: mirror, projectObjects: projectObjects)
+        let mirrored = try CloneMirror.sync(clone: clone, into: mirror, projectObjects: user.objectsDirectory)
         do {
-            return try fetch(project: project, mirror: mirrored, clone: clone, sandbox: sandbox, base: base)
+            return try fetch(user: user, mirror: mirrored, clone: clone, sandbox: sandbox, base: base)
         } catch {
             // What was refused usually explains the failure (a pack left out, say).
             guard !mirrored.refusals.isEmpty else { throw error }
@@ -77,13 +77,11 @@ public enum SandboxFetch {
         }
     }
 
-    private static func fetch(project: String, mirror: CloneMirror, clone: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
+    private static func fetch(user: Repository, mirror: CloneMirror, clone: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
         var refused = mirror.refusals
         let source: Repository
-        let user: Repository
         do {
             source = try Repository.open(mirror.path)
-            user = try Repository.open(project)
         } catch {
             throw GitReviewError(error)
         }
