@@ -28,11 +28,17 @@ enum GuestForwards {
             }
         System.log("forwarding the guest's 127.0.0.1:\(port) to the host")
         let request = HTTP2Frame.FramePayload.headers(.init(headers: EgressRequest(host: EgressRequest.forwardHost, ip: "127.0.0.1", port: port).headers))
+        carryEach(server, opening: request, link: link)
+    }
+
+    /// Carries each connection `server` accepts to the host as one egress stream opened with
+    /// `opening`, until the server closes.
+    private static func carryEach(_ server: NIOAsyncChannel<EgressProxy.TCPChannel, Never>, opening: HTTP2Frame.FramePayload, link: EgressLink) {
         Task {
             try? await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
                     for try await connection in connections {
-                        group.addTask { await EgressProxy.carry(connection, opening: request, link: link) }
+                        group.addTask { await EgressProxy.carry(connection, opening: opening, link: link) }
                     }
                 }
             }
@@ -74,15 +80,7 @@ enum GuestForwards {
         }
         System.log("forwarding the guest's \(forward.path) to the host's socket [network.sockets.\(forward.name)]")
         let opening = HTTP2Frame.FramePayload.headers(.init(headers: SocketRequest(name: forward.name).headers))
-        Task {
-            try? await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { connections in
-                    for try await connection in connections {
-                        group.addTask { await EgressProxy.carry(connection, opening: opening, link: link) }
-                    }
-                }
-            }
-        }
+        carryEach(server, opening: opening, link: link)
     }
 
     /// Answers a `ForwardRequest` on its stream: connects to the guest's 127.0.0.1 port and

@@ -17,33 +17,10 @@ enum PortBridge {
             System.log("socketpair: \(String(cString: strerror(errno)))")
             return nil
         }
-        copy(from: port, to: pair[1], name: "port→link")
-        copy(from: pair[1], to: port, name: "link→port")
+        let link = pair[1]
+        System.startThread { run(port, link, "port→link") }
+        System.startThread { run(link, port, "link→port") }
         return pair[0]
-    }
-
-    private final class Job {
-        let source: Int32
-        let destination: Int32
-        let name: String
-
-        init(source: Int32, destination: Int32, name: String) {
-            self.source = source
-            self.destination = destination
-            self.name = name
-        }
-    }
-
-    private static func copy(from source: Int32, to destination: Int32, name: String) {
-        let job = Unmanaged.passRetained(Job(source: source, destination: destination, name: name)).toOpaque()
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { argument in
-            // `argument` is the Job retained just above, released here.
-            let job = Unmanaged<Job>.fromOpaque(argument!).takeRetainedValue()
-            PortBridge.run(job.source, job.destination, job.name)
-            return nil
-        }, job)
-        pthread_detach(thread)
     }
 
     private static func run(_ source: Int32, _ destination: Int32, _ name: String) {

@@ -67,14 +67,8 @@ final class Reaper: @unchecked Sendable {
     private func startIfNeeded() {
         guard !started else { return }
         started = true
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { argument in
-            // `argument` is the retained Reaper passed just above; it lives for the process.
-            let reaper = Unmanaged<Reaper>.fromOpaque(argument!).takeRetainedValue()
-            reaper.loop()
-        }, box)
-        pthread_detach(thread)
+        // The Reaper lives for the process (`shared`).
+        System.startThread { self.loop() }
     }
 
     private func loop() -> Never {

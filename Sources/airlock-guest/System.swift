@@ -92,9 +92,8 @@ enum System {
         return names.sorted()
     }
 
-    /// Writes a line to the kernel console (the serial log on the host).
-    /// One line on the console, stamped like the kernel's lines (seconds since boot), so
-    /// console.log shows where a boot spends its time.
+    /// Writes a line to the kernel console (the serial log on the host), stamped like the
+    /// kernel's lines (seconds since boot), so console.log shows where a boot spends its time.
     static func log(_ message: String) {
         var time = timespec()
         clock_gettime(CLOCK_BOOTTIME, &time)
