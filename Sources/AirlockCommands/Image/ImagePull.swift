@@ -77,22 +77,22 @@ struct ImageContext {
         case .docker:
             let socket = try DockerDaemonClient.socketPath(environment: options.environment)
             let daemon = DockerDaemonClient(socketPath: socket)
+            let image: DockerImage
             do {
                 if let reason = await daemon.ping() {
                     throw OCIError(.transport, "resolution \"docker\": no Docker daemon answers on \(socket): \(reason)", hint: DockerDaemonClient.startHint(socket))
                 }
-                guard let image = try await daemon.inspect(reference) else {
+                guard let found = try await daemon.inspect(reference) else {
                     throw OCIError(.notFound, "the Docker daemon at \(socket) has no image \(reference)",
                                    hint: "`docker pull \(reference)` (or build it) first, or read it from its registry: `--from registry` / [vm] resolution = \"registry\"")
                 }
-                note("reading the Docker daemon's copy (\(socket), image \(image.id.dropFirst(7).prefix(12)))")
-                let record = try await importFromDocker(reference, image: image, daemon: daemon, quiet: quiet)
-                await daemon.shutdown()
-                return record
+                image = found
             } catch {
                 await daemon.shutdown()
                 throw error
             }
+            note("reading the Docker daemon's copy (\(socket), image \(image.id.dropFirst(7).prefix(12)))")
+            return try await importFromDocker(reference, image: image, daemon: daemon, quiet: quiet)
         case .auto:
             let socket: String
             do { socket = try DockerDaemonClient.socketPath(environment: options.environment) } catch {
@@ -118,25 +118,21 @@ struct ImageContext {
                 return try await pullFromRegistry(reference, quiet: quiet)
             }
             note("using the Docker daemon's copy (\(socket), image \(image.id.dropFirst(7).prefix(12))); [vm] resolution = \"registry\" or `--from registry` pulls instead")
-            do {
-                let record = try await importFromDocker(reference, image: image, daemon: daemon, quiet: quiet)
-                await daemon.shutdown()
-                return record
-            } catch {
-                await daemon.shutdown()
-                throw error
-            }
+            return try await importFromDocker(reference, image: image, daemon: daemon, quiet: quiet)
         }
     }
 
+    /// Imports `image` from the daemon, then shuts `daemon`'s client down.
     func importFromDocker(_ reference: ImageReference, image: DockerImage, daemon: DockerDaemonClient, quiet: Bool) async throws -> ImageRecord {
         let renderer = PullProgress(quiet: quiet)
         do {
             let record = try await DockerImporter(store: store, daemon: daemon).pull(reference, image: image) { renderer.handle($0) }
             renderer.finish()
+            await daemon.shutdown()
             return record
         } catch {
             renderer.finish(succeeded: false)
+            await daemon.shutdown()
             throw error
         }
     }
