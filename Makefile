@@ -12,7 +12,7 @@ OUT := out
 APT_PACKAGES := git pkg-config libgit2-dev libseccomp-dev libarchive-dev \
 	qemu-system-x86 qemu-utils e2fsprogs nftables cpio zstd xz-utils kmod binutils gcc libc6-dev \
 	tmux hyperfine python3 file curl openssl iproute2 \
-	docker-registry skopeo umoci apache2-utils busybox-static docker.io
+	docker-registry skopeo umoci apache2-utils busybox-static docker.io squashfs-tools-ng
 
 # The guest: the static PID 1, the Debian kernel and the initramfs, in $(ASSETS).
 ASSETS := $(OUT)/assets

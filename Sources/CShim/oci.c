@@ -25,6 +25,14 @@ long airlock_oci_fgetxattr(int fd, const char *name, void *value, size_t size) {
     return result < 0 ? -errno : (long)result;
 }
 
+long airlock_oci_flistxattr(int fd, char *list, size_t size) {
+    ssize_t result;
+    do {
+        result = flistxattr(fd, list, size);
+    } while (result < 0 && errno == EINTR);
+    return result < 0 ? -errno : (long)result;
+}
+
 long airlock_oci_lgetxattr(const char *path, const char *name, void *value, size_t size) {
     ssize_t result;
     do {

@@ -80,7 +80,8 @@ public final class CloudHypervisorMachine: VirtualMachine {
             cpus: CpusConfig(bootVcpus: spec.cpus, maxVcpus: spec.cpus),
             memory: MemoryConfig(size: Int64(spec.memoryMiB) << 20, shared: true),
             payload: PayloadConfig(kernel: spec.kernel, initramfs: spec.initramfs, cmdline: kernelCommandLine(for: spec)),
-            disks: [DiskConfig(path: spec.disk, readonly: false, id: "state", imageType: .raw)],
+            disks: [DiskConfig(path: spec.disk, readonly: false, id: "state", serial: LinkNames.stateDiskSerial, imageType: .raw)]
+                + spec.readOnlyDisks.map { DiskConfig(path: $0.path, readonly: true, id: $0.serial, serial: $0.serial, imageType: .raw) },
             rng: RngConfig(src: "/dev/urandom"),
             fs: spec.shares.isEmpty ? nil : zip(spec.shares, sockets.shares).map { share, socket in
                 FsConfig(tag: share.tag, socket: socket, numQueues: 1, queueSize: 1024)

@@ -94,18 +94,21 @@ public struct DiskConfig: Codable, Sendable, Equatable {
     public var path: String
     public var readonly: Bool?
     public var id: String?
+    /// The virtio-blk serial the guest finds the disk by.
+    public var serial: String?
     /// Named explicitly: an autodetected raw image makes CH refuse writes to sector 0.
     public var imageType: ImageType?
 
-    public init(path: String, readonly: Bool? = nil, id: String? = nil, imageType: ImageType? = nil) {
+    public init(path: String, readonly: Bool? = nil, id: String? = nil, serial: String? = nil, imageType: ImageType? = nil) {
         self.path = path
         self.readonly = readonly
         self.id = id
+        self.serial = serial
         self.imageType = imageType
     }
 
     enum CodingKeys: String, CodingKey {
-        case path, readonly, id
+        case path, readonly, id, serial
         case imageType = "image_type"
     }
 }

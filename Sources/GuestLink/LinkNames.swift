@@ -20,4 +20,7 @@ public enum LinkNames {
 
     /// 9p/virtiofs mount tag of the workspace share.
     public static let workspaceTag = "workspace"
+    /// The virtio-blk serial of the state disk: with an image's layer disks beside it, the
+    /// guest cannot rely on it being /dev/vda.
+    public static let stateDiskSerial = "airlock-state"
 }

@@ -45,6 +45,7 @@ public struct SandboxReference: Sendable, Codable, Equatable {
 ///     blobs/sha256/<hex>.partial   a download in progress or interrupted (resumed by the next pull)
 ///     layers/sha256/<hex>/         an extracted layer (see LayerExtractor), complete by construction:
 ///     layers/sha256/<hex>.json     extracted under tmp/ and renamed here only when finished
+///     layers/sha256/<hex>.sqfs     the layer as a squashfs block image (built on first need, see LayerTar)
 ///     images/<sha256(ref)>.json    ImageRecord
 ///     sandboxes/<sha256(dir)>.json SandboxReference
 ///     tmp/                         extractions in progress
@@ -70,6 +71,7 @@ public struct ImageStore: Sendable {
     public func blobPath(_ digest: Digest) -> String { blobs + "/" + digest.hex }
     public func layerPath(_ digest: Digest) -> String { layers + "/" + digest.hex }
     func layerInfoPath(_ digest: Digest) -> String { layers + "/" + digest.hex + ".json" }
+    public func layerImagePath(_ digest: Digest) -> String { layers + "/" + digest.hex + ".sqfs" }
 
     public func prepare() throws(OCIError) {
         for directory in [root, root + "/blobs", blobs, root + "/layers", layers, images, sandboxes, temporary] {
@@ -133,6 +135,33 @@ public struct ImageStore: Sendable {
         return stat(layerPath(digest), &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR && layerInfo(digest) != nil
     }
 
+    /// The layer's squashfs block image, built the first time by `build(output, log)` into
+    /// tmp/ and renamed into place only when it succeeded (so the store never holds half an
+    /// image under its final name). Blocking. Take `lock()` first.
+    public func layerImage(_ digest: Digest, build: (_ output: String, _ log: String) throws -> Void) throws -> String {
+        let path = layerImagePath(digest)
+        if access(path, R_OK) == 0 { return path }
+        guard hasLayer(digest) else {
+            throw OCIError(.store, "layer \(digest.short) is not in \(root)", hint: "`airlock image pull` the image again")
+        }
+        try prepare()
+        let temporary = self.temporary + "/" + digest.hex + ".sqfs.\(getpid())"
+        let log = temporary + ".log"
+        defer { unlink(log) }
+        do {
+            try build(temporary, log)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw OCIError(.store, "cannot rename \(temporary) to \(path): \(String(cString: strerror(code)))")
+        }
+        return path
+    }
+
     /// Notes that the sandbox in `stateDirectory` boots `record` (replacing what it used before).
     public func recordSandbox(stateDirectory: String, record: ImageRecord) throws(OCIError) {
         try prepare()
@@ -177,12 +206,13 @@ public struct ImageStore: Sendable {
             }
         }
         for name in listDirectory(layers) {
-            let hex = name.hasSuffix(".json") ? String(name.dropLast(5)) : name
+            // `<hex>`, `<hex>.json`, `<hex>.sqfs`
+            let hex = String(name.prefix { $0 != "." })
             guard !keep.contains(hex) else { continue }
             let path = layers + "/" + name
             report.bytes += treeSize(path)
             try removeTree(path)
-            if !name.hasSuffix(".json") { report.layers += 1 }
+            if hex == name { report.layers += 1 }
         }
         for name in listDirectory(blobs) {
             let hex = name.hasSuffix(".partial") ? String(name.dropLast(8)) : name

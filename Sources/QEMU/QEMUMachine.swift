@@ -133,10 +133,16 @@ public final class QEMUMachine: VirtualMachine {
         }
         arguments += [
             "-drive", "id=state,file=\(escape(spec.disk)),format=raw,if=none,discard=unmap",
-            "-device", "virtio-blk-device,drive=state",
+            "-device", "virtio-blk-device,drive=state,serial=\(LinkNames.stateDiskSerial)",
             "-object", "rng-random,id=rng,filename=/dev/urandom",
             "-device", "virtio-rng-device,rng=rng",
         ]
+        for disk in spec.readOnlyDisks {
+            arguments += [
+                "-drive", "id=\(disk.serial),file=\(escape(disk.path)),format=raw,if=none,readonly=on",
+                "-device", "virtio-blk-device,drive=\(disk.serial),serial=\(disk.serial)",
+            ]
+        }
         for (index, share) in spec.shares.enumerated() {
             switch ShareTransport.qemu(for: share, virtiofsd: virtiofsd) {
             case .virtiofs:

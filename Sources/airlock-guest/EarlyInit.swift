@@ -48,8 +48,11 @@ enum EarlyInit {
         let early = names.firstIndex(of: "virtio_console.ko").map { $0 + 1 } ?? names.count
         _ = load(names[..<early])
         // The transports have found the devices by now: drivers of absent kinds are skipped.
-        let present = virtioDeviceKinds()
+        let devices = virtioDeviceKinds()
+        let present = Set(devices)
         names = Array(names[..<early]) + names[early...].filter { name in deviceModules[name].map(present.contains) ?? true }
+        // squashfs serves only an OCI image's layer disks, which come beside the state disk.
+        if devices.count(where: { $0 == 2 }) < 2 { names.removeAll { $0 == "squashfs.ko" } }
         let network = max(early, names.firstIndex(of: "dummy.ko") ?? names.count)
         let fileSystems = Array(names[early..<network]), networking = Array(names[network...])
         System.startThread {
@@ -72,13 +75,13 @@ enum EarlyInit {
         "fuse.ko": 26, "virtiofs.ko": 26,
     ]
 
-    /// The virtio device IDs present (`/sys/bus/virtio/devices/*/device`, "0x0009").
-    static func virtioDeviceKinds() -> Set<UInt32> {
-        Set(System.directoryEntries("/sys/bus/virtio/devices").compactMap { entry in
+    /// The virtio device ID of each device present (`/sys/bus/virtio/devices/*/device`, "0x0009").
+    static func virtioDeviceKinds() -> [UInt32] {
+        System.directoryEntries("/sys/bus/virtio/devices").compactMap { entry in
             System.readFile("/sys/bus/virtio/devices/\(entry)/device")
                 .flatMap { $0.split(separator: "\n").first }
                 .flatMap { UInt32($0.dropFirst(2), radix: 16) }
-        })
+        }
     }
 
     /// Loads each module (one already there is fine); returns how many are in.

@@ -50,6 +50,13 @@ enum RootBuilder {
         return { tag in ninep.contains(tag) || !virtiofs ? .ninep : .virtiofs }
     }
 
+    /// The virtio-blk disk whose serial is `serial` (`/sys/block/vd*/serial`), as `/dev/vdX`.
+    static func blockDevice(serial: String) -> String? {
+        System.directoryEntries("/sys/block").filter { $0.hasPrefix("vd") }.first { name in
+            System.readFile("/sys/block/\(name)/serial", limit: 64).map { String($0.prefix { $0 != "\n" && $0 != "\0" }) } == serial
+        }.map { "/dev/" + $0 }
+    }
+
     /// Mounts share `tag` read-only or not; `cache` is 9p's cache mode (virtiofsd decides
     /// virtio-fs caching).
     static func mountShare(_ tag: String, at mountPoint: String, readOnly: Bool, cache: String, transport: Transport) throws {
@@ -67,7 +74,7 @@ enum RootBuilder {
         if clock_settime(CLOCK_REALTIME, &time) != 0 { System.log("cannot set the clock: \(String(cString: strerror(errno)))") }
         _ = spec.hostname.withCString { sethostname($0, strlen($0)) }
 
-        try await prepareStateDisk(spec.stateDisk)
+        try await prepareStateDisk(blockDevice(serial: LinkNames.stateDiskSerial) ?? spec.stateDisk)
         System.log("setup: state disk mounted")
 
         if let image = spec.image {
@@ -133,19 +140,28 @@ enum RootBuilder {
     ///
     ///     /newroot   overlay (userxattr): lower = W_n:L_n:…:W_1:L_1:skeleton, upper = state disk
     ///
-    /// L_i is layer i's share (9p with mapped-xattr ownership, read-only). W_i is a tmpfs
-    /// directory with layer i's whiteouts as real 0/0 character devices: in L_i they are files
-    /// the guest sees as such devices, which hides them from lookups, but 9p reports them to
-    /// readdir as DT_UNKNOWN and Linux 6.1's overlayfs only checks DT_CHR entries, so without W_i
-    /// a deleted name would still be listed. The skeleton (empty, at the bottom) provides the
+    /// L_i is layer i: a read-only squashfs disk whose serial is the layer's tag (its owners
+    /// and whiteouts real), or else its share (9p with mapped-xattr ownership, read-only). For a
+    /// share, W_i is a tmpfs directory with layer i's whiteouts as real 0/0 character devices:
+    /// in L_i they are files the guest sees as such devices, which hides them from lookups, but
+    /// 9p reports them to readdir as DT_UNKNOWN and Linux 6.1's overlayfs only checks DT_CHR
+    /// entries, so without W_i a deleted name would still be listed. The skeleton (empty, at the bottom) provides the
     /// mount points an image may lack. The upper layer persists across boots of this sandbox
     /// and is reset when the image (its manifest digest) changes.
     static func buildImageRoot(_ spec: SetupSpec, image: SetupSpec.Image) async throws {
-        // QEMU serves layers over 9p even when the other shares are virtio-fs.
+        // QEMU serves shared layers over 9p even when the other shares are virtio-fs.
         let transport = transports()
+        var disks: [String] = []
         for share in spec.shares where share.kind == .layer {
-            try mountShare(share.tag, at: shares + "/" + share.tag, readOnly: true, cache: "loose", transport: transport(share.tag))
+            let mountPoint = shares + "/" + share.tag
+            if let device = blockDevice(serial: share.tag) {
+                try System.mount(device, mountPoint, "squashfs", flags: UInt(MS_RDONLY))
+                disks.append(share.tag)
+            } else {
+                try mountShare(share.tag, at: mountPoint, readOnly: true, cache: "loose", transport: transport(share.tag))
+            }
         }
+        System.log("setup: image layers mounted (" + (disks.isEmpty ? "9p shares" : "squashfs disks: " + disks.joined(separator: ", ")) + ")")
         try System.mount("tmpfs", skeleton, "tmpfs", options: "mode=0755")
         for directory in ["/proc", "/sys", "/dev", "/run", "/tmp", "/etc", "/mnt"] {
             try System.makeDirectories(skeleton + directory)

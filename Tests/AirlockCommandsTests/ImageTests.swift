@@ -233,6 +233,76 @@ struct RegistryImageTests {
         #expect(missing.status == 1 && missing.stderr.contains("no such image"))
     }
 
+    /// What Cloud Hypervisor boots an image from (and QEMU with `[vm] image_layers = "block"`):
+    /// each extracted layer as squashfs, with the mapped-xattr metadata made real. Read back
+    /// with squashfs-tools-ng's own `sqfs2tar`, independent of the writer.
+    @Test("block images: owners, modes, hardlinks, symlinks, devices, whiteouts (0/0), opaque dirs and user xattrs come out real; forged mapping xattrs don't; built once, pruned with the layer",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tar2sqfs"), "needs tar2sqfs (squashfs-tools-ng)"))
+    func blockImages() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        _ = try registry.push("team/rich", tag: "v1", ImageFixtures.rich(busybox: false))
+        let project = try sandbox.project(insecure: registry.host)
+        let environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+        let pull = try CLI.run(["image", "pull", "\(registry.host)/team/rich:v1"], in: project, environment: environment)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        let store = ImageStore(root: sandbox.store)
+        let record = try #require(store.record(for: try ImageReference(parsing: "\(registry.host)/team/rich:v1")))
+
+        var builds = 0
+        func image(_ index: Int) throws -> String {
+            let digest = record.layers[index].digest
+            return try store.layerImage(digest) { output, log in
+                builds += 1
+                let status = try ChildProcess.feed("/usr/bin/tar2sqfs", ["--quiet", "--no-skip", "--force", "--compressor", "zstd", output], log: log) { fd in
+                    try LayerTar.write(layer: store.layerPath(digest), to: fd)
+                }
+                #expect(status == 0, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            }
+        }
+        /// `path type uid:gid mode [target|major,minor] xattrs` per entry, from sqfs2tar's tar.
+        func listing(_ image: String) throws -> [String: String] {
+            let script = """
+                import subprocess, sys, tarfile, io
+                data = subprocess.run(["sqfs2tar", sys.argv[1]], check=True, capture_output=True).stdout
+                for m in tarfile.open(fileobj=io.BytesIO(data), format=tarfile.PAX_FORMAT):
+                    extra = m.linkname if m.issym() or m.islnk() else (f"{m.devmajor},{m.devminor}" if m.ischr() else "")
+                    xattrs = ",".join(sorted(f"{k[13:]}={v}" for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")))
+                    print(f"{m.name.lstrip('./') or '.'}\t{m.type.decode()} {m.uid}:{m.gid} {m.mode:o} {extra} {xattrs}".rstrip())
+                """
+            let run = try Spawned.run(["/usr/bin/python3", "-c", script, image], directory: "/", environment: ["PATH": "/usr/bin:/bin"], stdin: nil, timeout: 60)
+            #expect(run.status == 0, "\(String(decoding: run.stderr, as: UTF8.self))")
+            let output = String(decoding: run.stdout, as: UTF8.self)
+            return Dictionary(output.split(separator: "\n").map { line in
+                let parts = line.split(separator: "\t", maxSplits: 1).map(String.init)
+                return (parts[0], parts.count > 1 ? parts[1] : "")
+            }, uniquingKeysWith: { first, _ in first })
+        }
+        let base = try listing(try image(0))
+        #expect(base["home/dev"] == "5 1000:1000 750")
+        #expect(base["home/dev/notes"] == "0 1000:1000 640")
+        #expect(base["usr/bin/tool"] == "0 0:0 4755")
+        #expect(base["usr/bin/tool-link"] == "1 0:0 4755 usr/bin/tool", "a hardlink stays one: \(base)")
+        #expect(base["lnk"] == "2 0:0 777 usr/bin/tool")
+        #expect(base["devices/null"] == "3 0:0 666 1,3")
+        #expect(base["devices/fifo"] == "6 0:0 600")
+        #expect(base["xattr-file"] == "0 0:0 644  user.test=hello", "the layer's own xattr kept, the forged mapping one dropped: \(base)")
+        let upper = try listing(try image(1))
+        #expect(upper["old"] == "3 0:0 0 0,0", "a whiteout is overlayfs' 0/0 character device: \(upper)")
+        #expect(upper["keep/dir/x"] == "3 0:0 0 0,0")
+        #expect(upper["opaque-dir"]?.hasSuffix("user.overlay.opaque=y") == true, "\(upper)")
+        #expect(upper.values.allSatisfy { !$0.contains("virtfs") && !$0.contains("overlay.whiteout") }, "\(upper)")
+        #expect(builds == 2)
+        _ = try image(0)
+        #expect(builds == 2, "built once, then reused")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/tmp").isEmpty, "nothing left in tmp/")
+
+        let remove = try CLI.run(["image", "rm", "\(registry.host)/team/rich:v1"], in: project, environment: environment)
+        #expect(remove.status == 0, "\(remove.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: store.layerImagePath(record.layers[0].digest)), "rm frees the block images too")
+    }
+
     @Test("Without insecure = true a plain-HTTP registry is not used")
     func insecureOnlyWhenConfigured() async throws {
         let registry = try TestRegistry()

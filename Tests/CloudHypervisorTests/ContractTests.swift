@@ -23,12 +23,15 @@ struct ContractTests {
             .init(tag: "workspace", hostPath: "/home/me/project/.airlock/default/workspace", readOnly: false),
         ]),
         machine(cpus: 16, memoryMiB: 65536, shares: (0..<6).map { .init(tag: "share\($0)", hostPath: "/srv/s\($0)", readOnly: $0 % 2 == 0) }),
+        // An OCI image root: the workspace shared, the layers as read-only squashfs disks.
+        machine(cpus: 2, memoryMiB: 2048, shares: [.init(tag: "workspace", hostPath: "/home/me/project/.airlock/default/workspace", readOnly: false)],
+                disks: (0..<3).map { .init(serial: "oci\($0)", path: "/home/me/.cache/airlock/oci/layers/sha256/\($0)abc.sqfs") }),
     ]
 
-    static func machine(cpus: Int, memoryMiB: UInt64, shares: [MachineSpec.Share]) -> MachineSpec {
+    static func machine(cpus: Int, memoryMiB: UInt64, shares: [MachineSpec.Share], disks: [MachineSpec.Disk] = []) -> MachineSpec {
         MachineSpec(
             kernel: "/cache/airlock/assets/abc-vmlinux", initramfs: "/cache/airlock/assets/def-initramfs", cpus: cpus, memoryMiB: memoryMiB,
-            shares: shares, disk: "/home/me/project/.airlock/default/disk.img", runtimeDirectory: "/run/user/1000/airlock/0123abcd",
+            shares: shares, disk: "/home/me/project/.airlock/default/disk.img", readOnlyDisks: disks, runtimeDirectory: "/run/user/1000/airlock/0123abcd",
             consoleLog: "/home/me/project/.airlock/default/console.log", accelerator: .kvm)
     }
 

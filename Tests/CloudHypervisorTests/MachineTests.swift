@@ -33,9 +33,21 @@ struct MachineTests {
             FsConfig(tag: "usr", socket: "/run/user/1000/airlock/abcd/fs0.sock", numQueues: 1, queueSize: 1024),
             FsConfig(tag: "workspace", socket: "/run/user/1000/airlock/abcd/fs1.sock", numQueues: 1, queueSize: 1024),
         ])
-        #expect(config.disks == [DiskConfig(path: "/p/.airlock/default/disk.img", readonly: false, id: "state", imageType: .raw)])
+        #expect(config.disks == [DiskConfig(path: "/p/.airlock/default/disk.img", readonly: false, id: "state", serial: "airlock-state", imageType: .raw)])
         #expect(config.rng == RngConfig(src: "/dev/urandom"))
         #expect(CloudHypervisorMachine.arguments(sockets: sockets) == ["--api-socket", "/run/user/1000/airlock/abcd/ch.sock"])
+    }
+
+    @Test("an OCI image's layers: read-only raw disks after the state disk, each with its layer's tag as serial (the guest finds them by it)")
+    func layerDisks() {
+        var spec = Self.spec
+        spec.readOnlyDisks = [.init(serial: "oci0", path: "/c/oci/a.sqfs"), .init(serial: "oci1", path: "/c/oci/b.sqfs")]
+        let config = CloudHypervisorMachine.vmConfig(for: spec, sockets: .init(runtimeDirectory: spec.runtimeDirectory, shareCount: 2))
+        #expect(config.disks == [
+            DiskConfig(path: "/p/.airlock/default/disk.img", readonly: false, id: "state", serial: "airlock-state", imageType: .raw),
+            DiskConfig(path: "/c/oci/a.sqfs", readonly: true, id: "oci0", serial: "oci0", imageType: .raw),
+            DiskConfig(path: "/c/oci/b.sqfs", readonly: true, id: "oci1", serial: "oci1", imageType: .raw),
+        ])
     }
 
     @Test("virtiofsd (shared with QEMU): fixed flags, the directory as --shared-dir= (a leading dash stays a path), --readonly for read-only shares")

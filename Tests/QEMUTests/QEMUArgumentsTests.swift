@@ -36,6 +36,24 @@ struct QEMUArgumentsTests {
         #expect(shares[1] == "local,id=fs1,path=/p/a,,b/.airlock/default/workspace,security_model=none")
     }
 
+    @Test("the state disk and an image's layer disks: virtio-blk with serials, the layers read-only")
+    func disks() {
+        var spec = Self.spec(accelerator: .tcg)
+        spec.readOnlyDisks = [.init(serial: "oci0", path: "/c/oci/a,b.sqfs"), .init(serial: "oci1", path: "/c/oci/c.sqfs")]
+        let arguments = QEMUMachine.arguments(for: spec, tscKilohertz: 2_445_404)
+        #expect(values(arguments, "-drive") == [
+            "id=state,file=/p/.airlock/default/disk.img,format=raw,if=none,discard=unmap",
+            "id=oci0,file=/c/oci/a,,b.sqfs,format=raw,if=none,readonly=on",
+            "id=oci1,file=/c/oci/c.sqfs,format=raw,if=none,readonly=on",
+        ])
+        let devices = values(arguments, "-device").filter { $0.hasPrefix("virtio-blk-device") }
+        #expect(devices == [
+            "virtio-blk-device,drive=state,serial=airlock-state",
+            "virtio-blk-device,drive=oci0,serial=oci0",
+            "virtio-blk-device,drive=oci1,serial=oci1",
+        ])
+    }
+
     @Test("KVM when usable")
     func kvm() {
         let arguments = QEMUMachine.arguments(for: Self.spec(accelerator: .kvm), tscKilohertz: 2_445_404)

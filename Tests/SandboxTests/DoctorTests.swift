@@ -26,6 +26,7 @@ struct DoctorTests {
         host.kvmModules = ["kvm_intel"]
         host.cloudHypervisor = .init(path: "/usr/bin/cloud-hypervisor", version: "cloud-hypervisor v48.0")
         host.virtiofsd = .init(path: "/usr/libexec/virtiofsd", version: "virtiofsd 1.13.2")
+        host.tar2sqfs = .init(path: "/usr/bin/tar2sqfs", version: "tar2sqfs (squashfs-tools-ng) 1.2.0")
         host.vhostVsock = .ok
         return host
     }
@@ -61,7 +62,7 @@ struct DoctorTests {
         let qemu = Doctor.examine(withVirtiofsd, requested: .auto)
         #expect(qemu.selection.backend == .qemu)
         #expect(check(qemu, "shares")?.summary.hasPrefix("virtio-fs through virtiofsd (/usr/libexec/virtiofsd)") == true)
-        #expect(ShareTransport.explain(backend: .qemu, on: withVirtiofsd, image: true).contains("the image's layers stay on virtio-9p"))
+        #expect(ShareTransport.explain(backend: .qemu, on: withVirtiofsd, layers: .share).contains("the image's layers stay on virtio-9p"))
 
         let directory = MachineSpec.Share(tag: "usr", hostPath: "/usr", readOnly: true)
         let layer = MachineSpec.Share(tag: "layer0", hostPath: "/c/l0", readOnly: true, mappedOwnership: true)
@@ -71,7 +72,31 @@ struct DoctorTests {
 
         let ch = Doctor.examine(Self.kvmHost(), requested: .auto)
         #expect(check(ch, "shares")?.summary.hasPrefix("virtio-fs through virtiofsd") == true)
+        #expect(ShareTransport.explain(backend: .cloudHypervisor, on: Self.kvmHost(), layers: .block).hasSuffix("the image's layers are read-only squashfs disks (built once by tar2sqfs, owners intact)"))
         #expect(check(Doctor.examine(Self.kvmHost(), requested: .qemu), "shares")?.summary.hasPrefix("virtio-fs") == true)
+    }
+
+    @Test("image layers: block disks on Cloud Hypervisor (share refused there), 9p shares on QEMU unless block is asked for; block needs tar2sqfs, which doctor reports")
+    func layerTransports() throws {
+        let kvm = Self.kvmHost(), pvm = Self.pvmHost()
+        #expect(try LayerTransport.choose(.auto, backend: .cloudHypervisor, on: kvm) == .block)
+        #expect(try LayerTransport.choose(.auto, backend: .qemu, on: kvm) == .share)
+        #expect(try LayerTransport.choose(.block, backend: .qemu, on: kvm) == .block)
+        #expect(try LayerTransport.choose(.share, backend: .qemu, on: pvm) == .share)
+        #expect(try LayerTransport.choose(.auto, backend: .qemu, on: pvm) == .share, "QEMU's default needs no tar2sqfs")
+        #expect { try LayerTransport.choose(.share, backend: .cloudHypervisor, on: kvm) } throws: { error in
+            (error as? SandboxError)?.message.contains("needs QEMU") == true
+        }
+        var noTool = kvm
+        noTool.tar2sqfs = nil
+        #expect { try LayerTransport.choose(.auto, backend: .cloudHypervisor, on: noTool) } throws: { error in
+            let error = error as? SandboxError
+            return error?.message.contains("tar2sqfs") == true && error?.hint?.contains("squashfs-tools-ng") == true
+        }
+        #expect { try LayerTransport.choose(.block, backend: .qemu, on: pvm) } throws: { ($0 as? SandboxError)?.message.contains("not installed") == true }
+        #expect(check(Doctor.examine(kvm, requested: .auto), "tar2sqfs")?.status == .pass)
+        let missing = check(Doctor.examine(pvm, requested: .auto), "tar2sqfs")
+        #expect(missing?.status == .warn && missing?.fix == "sudo apt-get install squashfs-tools-ng")
     }
 
     @Test("hardware KVM with cloud-hypervisor and virtiofsd: auto picks Cloud Hypervisor")
@@ -165,8 +190,9 @@ struct DoctorTests {
         #expect((facts.qemu != nil) == (access("/usr/bin/qemu-system-x86_64", X_OK) == 0))
         if let qemu = facts.qemu { #expect(qemu.version?.hasPrefix("QEMU emulator version") == true) }
         #expect(facts.cacheFreeBytes != nil)
+        #expect((facts.tar2sqfs != nil) == (access("/usr/bin/tar2sqfs", X_OK) == 0))
         let report = Doctor.examine(facts, requested: .auto)
-        #expect(report.checks.map(\.id) == ["kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "vhost-vsock", "guest-assets", "libraries", "cache-space", "backend", "shares"])
+        #expect(report.checks.map(\.id) == ["kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "tar2sqfs", "vhost-vsock", "guest-assets", "libraries", "cache-space", "backend", "shares"])
     }
 
     @Test("child processes: output, exit status, missing binary, deadline")

@@ -1,7 +1,12 @@
 import ArgumentParser
 import Logging
+import NIOPosix
 import OCI
 import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct ImagePull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -153,13 +158,41 @@ struct ImageContext {
     }
 
     /// The sandbox root for `record`: its layers (all must be extracted) and its settings.
-    func root(_ record: ImageRecord) throws -> ImageRoot {
+    /// With `tar2sqfs`, each layer also reaches the guest as a squashfs disk (`LayerTransport`),
+    /// built the first time it is needed, with a line of progress for each.
+    func root(_ record: ImageRecord, blockImagesWith tar2sqfs: String? = nil, quiet: Bool = true) async throws -> ImageRoot {
         var layers: [ImageRoot.Layer] = []
-        for layer in record.layers {
+        var lock: StoreLock?
+        defer { withExtendedLifetime(lock) {} }
+        for (index, layer) in record.layers.enumerated() {
             guard store.hasLayer(layer.digest), let info = store.layerInfo(layer.digest) else {
                 throw SandboxError("layer \(layer.digest.short) of \(record.reference) is missing from \(store.root)", hint: "`airlock image pull \(record.reference)` again")
             }
-            layers.append(.init(hostPath: store.layerPath(layer.digest), whiteouts: info.whiteouts))
+            var blockImage: String?
+            if let tar2sqfs {
+                let path = store.layerImagePath(layer.digest)
+                if access(path, R_OK) != 0 {
+                    // Taken once, before the first build: `image prune` must not sweep tmp/ meanwhile.
+                    if lock == nil { lock = try await store.lock() }
+                    if !quiet {
+                        Terminal.standardError.write("airlock: \(record.reference): building the block image of layer \(index + 1)/\(record.layers.count) (\(layer.digest.short), \(formatBytes(info.bytes)))\n")
+                    }
+                }
+                let store = self.store
+                blockImage = try await NIOThreadPool.singleton.runIfActive {
+                    try store.layerImage(layer.digest) { output, log in
+                        let status = try ChildProcess.feed(tar2sqfs, ["--quiet", "--no-skip", "--force", "--compressor", "zstd", "--defaults", "uid=0,gid=0,mode=0755", output], log: log) { fd in
+                            try LayerTar.write(layer: store.layerPath(layer.digest), to: fd)
+                        }
+                        guard status == 0 else {
+                            let reason = tailLines(of: log, count: 5).joined(separator: "; ")
+                            throw SandboxError("tar2sqfs could not build the block image of layer \(layer.digest.short) (exit status \(status))\(reason.isEmpty ? "" : ": \(reason)")",
+                                               hint: "check the free space of \(store.root); `airlock image rm \(record.reference)` and pull it again if the layer is damaged")
+                        }
+                    }
+                }
+            }
+            layers.append(.init(hostPath: store.layerPath(layer.digest), whiteouts: info.whiteouts, blockImage: blockImage))
         }
         let text = { (path: String) in store.readImageFile(record, path).map { String(decoding: $0, as: UTF8.self) } }
         let user = try ImageRoot.resolveUser(record.settings.user, passwd: text("etc/passwd"), group: text("etc/group"))

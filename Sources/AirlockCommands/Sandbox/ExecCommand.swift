@@ -23,7 +23,7 @@ struct ExecCommand: AsyncParsableCommand {
         let arguments = command.first == "--" ? Array(command.dropFirst()) : command
         do {
             var runner = try launcher.runner()
-            try await launcher.applyImage(&runner, backend: nil, pullIfMissing: false)
+            try await launcher.applyImage(&runner, booting: nil, pullIfMissing: false)
             let spec = launcher.spec(runner, command: arguments, environment: Dictionary(env.map(splitAssignment), uniquingKeysWith: { $1 }))
             let ended = try await runner.attach(spec)
             throw ExitCode(ended.code)

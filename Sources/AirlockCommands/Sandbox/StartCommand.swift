@@ -119,7 +119,8 @@ struct SessionLauncher {
             }
             if verbose {
                 Terminal.standardError.write("airlock: backend \(backend.rawValue): \(selection.reason)\n")
-                let transport = ShareTransport.explain(backend: backend, on: facts, image: config.vm.image != "host")
+                let layers = config.vm.image == "host" ? nil : try? LayerTransport.choose(config.vm.imageLayers, backend: backend, on: facts)
+                let transport = ShareTransport.explain(backend: backend, on: facts, layers: layers)
                 Terminal.standardError.write("airlock: shares: \(transport)\n")
             }
             if selection.accelerator == .tcg && !quiet {
@@ -147,7 +148,7 @@ struct SessionLauncher {
                     try await QEMUMachine.start(spec, qemu: qemu, vhostVsock: vhostVsock, virtiofsd: virtiofsd, egress: egress)
                 }
             }
-            try await applyImage(&runner, backend: backend, pullIfMissing: true)
+            try await applyImage(&runner, booting: (backend, facts), pullIfMissing: true)
             let assets = try EmbeddedAssets.locate(facts.assets, environment: context.environment)
             let ended = try await runner.run(
                 spec(runner, command: command, environment: environment), selection: selection, assets: assets, machine: machine)
@@ -160,13 +161,13 @@ struct SessionLauncher {
 
     /// For `[vm] image = "REF"`: the image's root from the store (pulled first when missing
     /// and `pullIfMissing`), noted as used by this sandbox so `image prune` keeps it.
-    func applyImage(_ runner: inout SandboxRunner, backend: BackendSelection.Backend?, pullIfMissing: Bool) async throws {
+    /// `booting`: the backend that boots the sandbox, on this host (nil when only a session's
+    /// settings are wanted).
+    func applyImage(_ runner: inout SandboxRunner, booting: (backend: BackendSelection.Backend, host: HostFacts)?, pullIfMissing: Bool) async throws {
         let image = context.loaded.config.vm.image
         guard image != "host" else { return }
-        if backend == .cloudHypervisor {
-            throw SandboxError("[vm] image = \"\(image)\" needs the QEMU backend for now",
-                               hint: "image layers carry their owners in 9p mapped-xattr form, which virtiofsd cannot present; set [vm] backend = \"qemu\"")
-        }
+        // Checked before a pull: a missing tar2sqfs is said at once.
+        let transport = try booting.map { try LayerTransport.choose(context.loaded.config.vm.imageLayers, backend: $0.backend, on: $0.host) }
         let reference = try ImageReference(parsing: image)
         let images = try ImageContext.load(environment: context.environment, config: context.loaded.config)
         var record = images.store.record(for: reference)
@@ -177,7 +178,7 @@ struct SessionLauncher {
             record = try await images.pull(reference, quiet: quiet)
         }
         guard let record else { return }
-        runner.image = try images.root(record)
+        runner.image = try await images.root(record, blockImagesWith: transport == .block ? booting?.host.tar2sqfs?.path : nil, quiet: quiet)
         if pullIfMissing { try images.store.recordSandbox(stateDirectory: runner.paths.stateDirectory, record: record) }
     }
 

@@ -18,6 +18,17 @@ public struct AirlockConfig: Sendable, Equatable {
         case docker
     }
 
+    /// How an OCI image's layers reach the guest (`[vm] image_layers`).
+    public enum ImageLayers: String, Sendable, CaseIterable {
+        /// Block images on Cloud Hypervisor (its virtio-fs cannot carry the layers' owners),
+        /// 9p shares on QEMU.
+        case auto
+        /// Shared directories (QEMU's 9p with mapped-xattr ownership).
+        case share
+        /// Read-only squashfs disks built from the layers (needs squashfs-tools-ng's tar2sqfs).
+        case block
+    }
+
     public struct VM: Sendable, Equatable {
         /// `"host"` (the host's system directories, read-only) or an OCI image reference.
         public var image = "host"
@@ -28,6 +39,7 @@ public struct AirlockConfig: Sendable, Equatable {
         public var backend = Backend.auto
         /// Where `image` is read from when it is not in the store yet.
         public var resolution = Resolution.auto
+        public var imageLayers = ImageLayers.auto
     }
 
     public struct Workspace: Sendable, Equatable {
@@ -138,6 +150,7 @@ extension AirlockConfig {
             vm.initramfs = vmNode["initramfs"]?.string.map(expandHome)
             vm.backend = vmNode["backend"]?.string.flatMap(Backend.init(rawValue:)) ?? vm.backend
             vm.resolution = vmNode["resolution"]?.string.flatMap(Resolution.init(rawValue:)) ?? vm.resolution
+            vm.imageLayers = vmNode["image_layers"]?.string.flatMap(ImageLayers.init(rawValue:)) ?? vm.imageLayers
         }
         if let node = root["workspace"] {
             workspace.mode = node["mode"]?.string.flatMap(Workspace.Mode.init(rawValue:)) ?? workspace.mode

@@ -53,6 +53,7 @@ enum AirlockSchema {
             ("initramfs", .absolutePath(hostSide: true)),
             ("backend", .choice(backends)),
             ("resolution", .choice(resolutions)),
+            ("image_layers", .choice(AirlockConfig.ImageLayers.allCases.map(\.rawValue))),
         ])),
         ("workspace", .table([
             ("mode", .choice(["clone", "mount"])),

@@ -31,6 +31,7 @@ extension AirlockConfig {
                 ("memory", leaf(.string(defaults.vm.memory.description))),
                 ("backend", leaf(.string(defaults.vm.backend.rawValue))),
                 ("resolution", leaf(.string(defaults.vm.resolution.rawValue))),
+                ("image_layers", leaf(.string(defaults.vm.imageLayers.rawValue))),
             ])),
             ("workspace", table([("mode", leaf(.string(defaults.workspace.mode.rawValue)))])),
             ("network", table([("policy", leaf(.string(defaults.network.policy.rawValue)))])),

@@ -4,7 +4,8 @@ import CShim
 import Glibc
 #endif
 
-/// Short-lived helper programs (version probes), run with a deadline and bounded output.
+/// Short-lived helper programs: version probes (run with a deadline and bounded output) and
+/// filters fed from airlock (`tar2sqfs`).
 public enum ChildProcess {
     public struct Output: Sendable {
         public var status: Int32
@@ -71,8 +72,50 @@ public enum ChildProcess {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         if timedOut { throw .timedOut(path: path, seconds: seconds) }
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return Output(status: code, text: String(decoding: bytes, as: UTF8.self))
+        return Output(status: exitCode(status), text: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Runs `path` with `arguments`, its stdin a pipe that `input` writes to (on the calling
+    /// thread; the pipe is closed when it returns or throws), its output written to `log`.
+    /// Returns the exit status (128 + the signal when one ended it) once it has exited. An
+    /// error `input` throws is rethrown after that when the child succeeded; when it failed,
+    /// its status (and log) tell more than the broken pipe `input` met. Blocking.
+    public static func feed(
+        _ path: String, _ arguments: [String], log: String, environment: [String: String] = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"],
+        input: (Int32) throws -> Void
+    ) throws -> Int32 {
+        var fds: [Int32] = [0, 0]
+        guard airlock_pipe(&fds) == 0 else { throw Failure.spawn(path: path, errno: errno) }
+        let logFD = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let pid = withCStrings([path] + arguments) { argv in
+            withCStrings(environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
+                airlock_spawn(path, argv, envp, fds[0], logFD, logFD, Int32(AIRLOCK_SPAWN_PDEATHSIG))
+            }
+        }
+        close(fds[0])
+        if logFD >= 0 { close(logFD) }
+        guard pid > 0 else {
+            close(fds[1])
+            throw Failure.spawn(path: path, errno: -pid)
+        }
+        // A child that exits early closes the pipe: writes then fail with EPIPE, not a signal.
+        signal(SIGPIPE, SIG_IGN)
+        var inputError: (any Error)?
+        do {
+            try input(fds[1])
+        } catch {
+            inputError = error
+        }
+        close(fds[1])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let code = exitCode(status)
+        if code == 0, let inputError { throw inputError }
+        return code
+    }
+
+    static func exitCode(_ status: Int32) -> Int32 {
+        (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 }
 

@@ -78,6 +78,14 @@ public enum Doctor {
             add("qemu", host.cloudHypervisor == nil ? .fail : .warn, "qemu-system-x86_64 is not installed", fix: "sudo apt-get install qemu-system-x86")
         }
 
+        if let tar2sqfs = host.tar2sqfs {
+            add("tar2sqfs", .pass, "\(tar2sqfs.version ?? "unknown version") at \(tar2sqfs.path): OCI image layers can reach the guest as block images")
+        } else {
+            add("tar2sqfs", .warn,
+                "tar2sqfs is not installed: OCI images cannot be the root on Cloud Hypervisor, nor with [vm] image_layers = \"block\"",
+                fix: "sudo apt-get install squashfs-tools-ng")
+        }
+
         switch host.vhostVsock {
         case .ok: add("vhost-vsock", .pass, "/dev/vhost-vsock is available: the QEMU link uses vsock")
         case .denied: add("vhost-vsock", .warn, "/dev/vhost-vsock exists but you cannot open it: the QEMU link falls back to virtio-serial", fix: "sudo chmod 0666 /dev/vhost-vsock (or a udev rule giving group kvm access)")

@@ -33,6 +33,9 @@ public struct HostFacts: Sendable, Equatable {
     /// virtiofsd (`--shared-dir`, `--readonly`).
     public var legacyVirtiofsd: String?
     public var qemu: Tool?
+    /// squashfs-tools-ng's `tar2sqfs`: builds the block images an OCI image's layers reach the
+    /// guest as where a share cannot carry their owners (Cloud Hypervisor; see `LayerTransport`).
+    public var tar2sqfs: Tool?
     public var vhostVsock: Access
     public var assets: GuestAssets.Lookup
     /// `(name, version)` of the C libraries linked in.
@@ -53,7 +56,7 @@ public struct HostFacts: Sendable, Equatable {
 
     public init(
         kvm: Access, kvmModules: Set<String>, cloudHypervisor: Tool?, virtiofsd: Tool?, legacyVirtiofsd: String? = nil, qemu: Tool?,
-        vhostVsock: Access, assets: GuestAssets.Lookup, libraries: [Library], cacheDirectory: String, cacheFreeBytes: UInt64?
+        tar2sqfs: Tool? = nil, vhostVsock: Access, assets: GuestAssets.Lookup, libraries: [Library], cacheDirectory: String, cacheFreeBytes: UInt64?
     ) {
         self.kvm = kvm
         self.kvmModules = kvmModules
@@ -61,6 +64,7 @@ public struct HostFacts: Sendable, Equatable {
         self.virtiofsd = virtiofsd
         self.legacyVirtiofsd = legacyVirtiofsd
         self.qemu = qemu
+        self.tar2sqfs = tar2sqfs
         self.vhostVsock = vhostVsock
         self.assets = assets
         self.libraries = libraries
@@ -117,6 +121,7 @@ extension HostFacts {
             virtiofsd: virtiofsd,
             legacyVirtiofsd: legacyVirtiofsd,
             qemu: tool("qemu-system-x86_64"),
+            tar2sqfs: tool("tar2sqfs"),
             vhostVsock: access("/dev/vhost-vsock"),
             assets: GuestAssets.locate(configured: configuredAssets, environment: environment),
             libraries: libraries,

@@ -24,6 +24,19 @@ public struct MachineSpec: Sendable, Equatable {
         }
     }
 
+    /// A read-only disk besides the state disk (an OCI layer's squashfs image); the guest finds
+    /// it by its virtio-blk serial number.
+    public struct Disk: Sendable, Equatable {
+        /// At most 20 bytes (virtio-blk's limit).
+        public var serial: String
+        public var path: String
+
+        public init(serial: String, path: String) {
+            self.serial = serial
+            self.path = path
+        }
+    }
+
     public var kernel: String
     public var initramfs: String
     public var cpus: Int
@@ -31,6 +44,7 @@ public struct MachineSpec: Sendable, Equatable {
     public var shares: [Share]
     /// The raw state disk image (the guest sees it as /dev/vda).
     public var disk: String
+    public var readOnlyDisks: [Disk]
     /// Where the VMM's sockets go (0700; short, for the 108-byte socket path limit).
     public var runtimeDirectory: String
     /// The serial console, appended to.
@@ -38,7 +52,7 @@ public struct MachineSpec: Sendable, Equatable {
     public var accelerator: BackendSelection.Accelerator
 
     public init(
-        kernel: String, initramfs: String, cpus: Int, memoryMiB: UInt64, shares: [Share], disk: String,
+        kernel: String, initramfs: String, cpus: Int, memoryMiB: UInt64, shares: [Share], disk: String, readOnlyDisks: [Disk] = [],
         runtimeDirectory: String, consoleLog: String, accelerator: BackendSelection.Accelerator
     ) {
         self.kernel = kernel
@@ -47,6 +61,7 @@ public struct MachineSpec: Sendable, Equatable {
         self.memoryMiB = memoryMiB
         self.shares = shares
         self.disk = disk
+        self.readOnlyDisks = readOnlyDisks
         self.runtimeDirectory = runtimeDirectory
         self.consoleLog = consoleLog
         self.accelerator = accelerator

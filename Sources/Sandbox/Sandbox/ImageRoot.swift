@@ -14,10 +14,14 @@ public struct ImageRoot: Sendable, Equatable {
         /// The extracted layer directory (mapped-xattr format, see OCI's LayerExtractor).
         public var hostPath: String
         public var whiteouts: [String]
+        /// The layer as a squashfs image, when it reaches the guest as a disk rather than a
+        /// share (`LayerTransport.block`).
+        public var blockImage: String?
 
-        public init(hostPath: String, whiteouts: [String]) {
+        public init(hostPath: String, whiteouts: [String], blockImage: String? = nil) {
             self.hostPath = hostPath
             self.whiteouts = whiteouts
+            self.blockImage = blockImage
         }
     }
 
@@ -76,10 +80,15 @@ public struct ImageRoot: Sendable, Equatable {
         var guestShares: [SetupSpec.Share] = []
         var imageLayers: [SetupSpec.Image.Layer] = []
         for (index, layer) in layers.enumerated() {
-            let tag = "oci\(index)"
-            shares.append(.init(tag: tag, hostPath: layer.hostPath, readOnly: true, mappedOwnership: true))
+            let tag = Self.layerTag(index)
             guestShares.append(.init(tag: tag, path: "/mnt/layers/\(index)", readOnly: true, kind: .layer))
-            imageLayers.append(.init(tag: tag, whiteouts: layer.whiteouts))
+            if layer.blockImage == nil {
+                shares.append(.init(tag: tag, hostPath: layer.hostPath, readOnly: true, mappedOwnership: true))
+                imageLayers.append(.init(tag: tag, whiteouts: layer.whiteouts))
+            } else {
+                // The disk (`blockDisks`, serial = tag) holds its whiteouts as real 0/0 devices.
+                imageLayers.append(.init(tag: tag, whiteouts: []))
+            }
         }
         shares.append(.init(tag: LinkNames.workspaceTag, hostPath: workspace, readOnly: false))
         guestShares.append(.init(tag: LinkNames.workspaceTag, path: projectRoot, readOnly: false, kind: .direct))
@@ -92,6 +101,14 @@ public struct ImageRoot: Sendable, Equatable {
             image: .init(digest: manifestDigest, layers: imageLayers))
         return (shares, setup)
     }
+
+    /// The read-only disks of the layers that reach the guest as squashfs images; each disk's
+    /// serial is its layer's tag, by which the guest finds it.
+    public var blockDisks: [MachineSpec.Disk] {
+        layers.enumerated().compactMap { index, layer in layer.blockImage.map { .init(serial: Self.layerTag(index), path: $0) } }
+    }
+
+    static func layerTag(_ index: Int) -> String { "oci\(index)" }
 
     /// The environment a session starts with (before `[env]` and `-e`): the image's, plus HOME,
     /// HOSTNAME, USER and TERM as a login would set them.

@@ -144,6 +144,7 @@ public struct SandboxRunner: Sendable {
         let machineSpec = MachineSpec(
             kernel: assets.kernel, initramfs: assets.initramfs, cpus: config.vm.cpus,
             memoryMiB: max(256, config.vm.memory.bytes >> 20), shares: layout.shares, disk: paths.disk,
+            readOnlyDisks: image?.blockDisks ?? [],
             runtimeDirectory: runtime, consoleLog: paths.consoleLog, accelerator: selection.accelerator ?? .tcg)
         progress?("booting sandbox \(paths.name) (\(selection.backend?.rawValue ?? "?"), \(machineSpec.accelerator.rawValue))")
         let proxy = networkProxy(audit: audit)
