@@ -84,7 +84,11 @@ let package = Package(
         // The QEMU backend (microvm, QMP, virtio-serial link, virtio-fs or 9p shares).
         .target(
             name: "QEMU",
-            dependencies: ["Sandbox", "GuestLink", "CShim", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "Sandbox", "GuestLink", "CShim",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["README.md"],
             swiftSettings: strict
         ),

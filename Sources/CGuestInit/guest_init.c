@@ -1,5 +1,11 @@
 #include "airlock_guest_init.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/random.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,3 +22,24 @@ __attribute__((constructor(101))) static void airlock_guest_mount_proc(void) {
 }
 
 int airlock_guest_proc_mounted(void) { return proc_mounted; }
+
+int airlock_guest_flush_block_device(int fd) {
+    return ioctl(fd, BLKFLSBUF, 0) == 0 ? 0 : -errno;
+}
+
+int airlock_guest_reseed(const void *bytes, int size) {
+    if (size < 0 || size > 256) return -EINVAL;
+    struct {
+        struct rand_pool_info info;
+        unsigned char data[256];
+    } pool;
+    pool.info.entropy_count = size * 8;
+    pool.info.buf_size = size;
+    memcpy(pool.data, bytes, (size_t)size);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int result = 0;
+    if (ioctl(fd, RNDADDENTROPY, &pool) != 0 || ioctl(fd, RNDRESEEDCRNG) != 0) result = -errno;
+    close(fd);
+    return result;
+}

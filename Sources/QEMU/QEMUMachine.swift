@@ -66,9 +66,11 @@ public final class QEMUMachine: VirtualMachine {
 
     /// The kernel command line. Under TCG the guest gets the host's TSC rate (without PIT or
     /// HPET it cannot calibrate and hangs) and trusts it across CPUs.
-    public static func kernelCommandLine(for spec: MachineSpec, tscKilohertz: UInt) -> String {
+    /// `snapshotBoot`: a boot that makes a `BootSnapshot`.
+    public static func kernelCommandLine(for spec: MachineSpec, tscKilohertz: UInt, snapshotBoot: Bool = false) -> String {
         var line = "console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests"
         if spec.accelerator == .tcg { line += " tsc_early_khz=\(tscKilohertz) tsc=reliable" }
+        if snapshotBoot { line += " airlock.snapshot" }
         return line
     }
 
@@ -90,7 +92,10 @@ public final class QEMUMachine: VirtualMachine {
     /// `vhost-user-fs-device` on the socket of its virtiofsd, the guest's RAM is a shared
     /// memfd (vhost-user maps it into virtiofsd), named as microvm's `memory-backend`, and the
     /// virtio-mmio transports are modern (virtio 1.0), as vhost-user requires.
-    public static func arguments(for spec: MachineSpec, tscKilohertz: UInt = hostTSCKilohertz, vsockCID: UInt32? = nil, virtiofsd: Bool = false) -> [String] {
+    /// `snapshotBoot`: the boot that makes a `BootSnapshot` of this command line.
+    public static func arguments(
+        for spec: MachineSpec, tscKilohertz: UInt = hostTSCKilohertz, vsockCID: UInt32? = nil, virtiofsd: Bool = false, snapshotBoot: Bool = false
+    ) -> [String] {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
         let virtiofs = !virtiofsShares(of: spec, virtiofsd: virtiofsd).isEmpty
@@ -113,7 +118,7 @@ public final class QEMUMachine: VirtualMachine {
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", spec.kernel,
             "-initrd", spec.initramfs,
-            "-append", kernelCommandLine(for: spec, tscKilohertz: tscKilohertz),
+            "-append", kernelCommandLine(for: spec, tscKilohertz: tscKilohertz, snapshotBoot: snapshotBoot),
             "-chardev", "file,id=console,path=\(escape(spec.consoleLog))",
             "-serial", "chardev:console",
             "-qmp", "unix:\(escape(qmp)),server=on,wait=off",
@@ -128,7 +133,8 @@ public final class QEMUMachine: VirtualMachine {
         } else {
             arguments += [
                 "-chardev", "socket,id=control,path=\(escape(control)),server=on,wait=off",
-                "-device", "virtserialport,chardev=control,name=\(LinkNames.controlPort)",
+                // The id names the port in QEMU's VSERPORT_CHANGE events (see BootSnapshot).
+                "-device", "virtserialport,chardev=control,name=\(LinkNames.controlPort),id=control",
             ]
         }
         arguments += [
@@ -163,7 +169,7 @@ public final class QEMUMachine: VirtualMachine {
     }
 
     /// QEMU option values separate with commas; a comma in a path is written twice.
-    private static func escape(_ value: String) -> String {
+    static func escape(_ value: String) -> String {
         value.replacingOccurrences(of: ",", with: ",,")
     }
 
@@ -187,16 +193,20 @@ public final class QEMUMachine: VirtualMachine {
     /// Starts QEMU and waits until its QMP socket answers. With `vhostVsock` (the host has
     /// `/dev/vhost-vsock`), the link is AF_VSOCK; a context id another VM holds means another try
     /// with the next one. With `virtiofsd` (the Rust virtiofsd's path), the shares it can serve
-    /// are virtio-fs, one virtiofsd each, started (and ready) before QEMU.
+    /// are virtio-fs, one virtiofsd each, started (and ready) before QEMU. With `snapshots`, a
+    /// VM that can be (see `BootSnapshot`) is restored from its boot snapshot, which is made
+    /// first when there is none (`progress` says so: it takes a boot).
     public static func start(
-        _ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, virtiofsd: String? = nil, egress: EgressHandler? = nil, timeout: Double = 20
+        _ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, virtiofsd: String? = nil, egress: EgressHandler? = nil, timeout: Double = 20,
+        snapshots: BootSnapshot? = nil, progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> QEMUMachine {
         let attempts = vhostVsock ? 8 : 1
         for attempt in 0..<attempts {
             let cid = vhostVsock ? vsockCID(runtimeDirectory: spec.runtimeDirectory, attempt: attempt) : nil
             let logStart = fileSize(spec.consoleLog)
             do {
-                return try await start(spec, qemu: qemu, vsockCID: cid, virtiofsd: virtiofsd, egress: egress, timeout: timeout)
+                return try await start(
+                    spec, qemu: qemu, vsockCID: cid, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: snapshots, progress: progress)
             } catch where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(text(of: spec.consoleLog, from: logStart)) {
                 continue  // the next attempt reports its own failure
             }
@@ -205,7 +215,8 @@ public final class QEMUMachine: VirtualMachine {
     }
 
     private static func start(
-        _ spec: MachineSpec, qemu: String, vsockCID: UInt32?, virtiofsd: String?, egress: EgressHandler?, timeout: Double
+        _ spec: MachineSpec, qemu: String, vsockCID: UInt32?, virtiofsd: String?, egress: EgressHandler?, timeout: Double,
+        snapshots: BootSnapshot?, progress: (@Sendable (String) -> Void)?
     ) async throws -> QEMUMachine {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
         let control = spec.runtimeDirectory + "/control.sock"
@@ -229,10 +240,28 @@ public final class QEMUMachine: VirtualMachine {
             (helperLog.map { tailLines(of: $0, count: 10) } ?? []) + tailLines(of: spec.consoleLog)
         }
 
+        var arguments = arguments(for: spec, vsockCID: vsockCID, virtiofsd: virtiofsd != nil)
+        var snapshot: (store: BootSnapshot, key: String)?
+        if let snapshots, BootSnapshot.applies(vsockCID: vsockCID, virtiofs: !served.isEmpty) {
+            let key = BootSnapshot.key(arguments: arguments, spec: spec, qemu: qemu)
+            if access(snapshots.path(key: key), R_OK) != 0 {
+                progress?("preparing a boot snapshot of this VM configuration (once; later starts resume it)")
+                do {
+                    try await snapshots.make(spec, key: key, qemu: qemu)
+                } catch {
+                    progress?("no boot snapshot (\(error)); booting normally")
+                }
+            }
+            if access(snapshots.path(key: key), R_OK) == 0 {
+                snapshot = (snapshots, key)
+                arguments += ["-incoming", "defer"]
+            }
+        }
+
         // QEMU's own complaints (a bad path, a missing device) go to the console log too.
         let waiter: ProcessWaiter
         do {
-            waiter = try VMMProcess.spawn(qemu, arguments(for: spec, vsockCID: vsockCID, virtiofsd: virtiofsd != nil), log: spec.consoleLog)
+            waiter = try VMMProcess.spawn(qemu, arguments, log: spec.consoleLog)
         } catch {
             await Virtiofsd.stop(helpers)
             throw error
@@ -248,7 +277,19 @@ public final class QEMUMachine: VirtualMachine {
                 await machine.stop(grace: .zero)
                 throw MachineError("QEMU exited during start-up", consoleTail: failureTail())
             }
-            if (try? QMPClient(path: qmp, timeout: 2)) != nil {
+            if let client = try? QMPClient(path: qmp, timeout: 2) {
+                if let snapshot {
+                    do {
+                        try await snapshot.store.restore(client, key: snapshot.key, deadline: deadline)
+                    } catch {
+                        // A snapshot that does not load is not tried again: boot normally.
+                        await machine.stop(grace: .zero)
+                        unlink(snapshot.store.path(key: snapshot.key))
+                        progress?("the boot snapshot did not load (\(error)); booting normally")
+                        return try await start(spec, qemu: qemu, vsockCID: vsockCID, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: nil, progress: progress)
+                    }
+                    progress?("resumed the boot snapshot \(snapshot.key.prefix(12))")
+                }
                 if let egress {
                     // QEMU listens on the egress port's socket from the start; the guest speaks first.
                     do {
@@ -288,6 +329,17 @@ public final class QEMUMachine: VirtualMachine {
                     try await Task.sleep(for: .milliseconds(50))
                 }
             }
+        }
+    }
+
+    /// A QMP connection to the QEMU `process` just started, once it listens; fails when it
+    /// exits or `deadline` passes first.
+    static func connectQMP(_ path: String, process: ProcessWaiter, deadline: Double) async throws -> QMPClient {
+        while true {
+            if let client = try? QMPClient(path: path, timeout: 2) { return client }
+            if process.hasExited { throw MachineError("QEMU exited during start-up") }
+            if monotonicSeconds() > deadline { throw MachineError("QEMU did not open its QMP socket in time") }
+            try await Task.sleep(for: .milliseconds(10))
         }
     }
 

@@ -49,17 +49,51 @@ final class QMPClient {
             var desc: String?
         }
 
+        /// An event's `data` (`VSERPORT_CHANGE`: the port's device id and whether it is open).
+        struct EventData: Decodable {
+            var id: String?
+            var open: Bool?
+        }
+
+        /// A command's `return` (`query-migrate`: the migration's status and error).
+        struct Return: Decodable {
+            var status: String?
+            var errorDescription: String?
+
+            enum CodingKeys: String, CodingKey {
+                case status
+                case errorDescription = "error-desc"
+            }
+        }
+
         var event: String?
+        var data: EventData?
         var error: Failure?
+        var result: Return?
+
+        enum CodingKeys: String, CodingKey {
+            case event, data, error
+            case result = "return"
+        }
     }
 
-    struct Command: Encodable {
+    struct Command<Arguments: Encodable>: Encodable {
         var execute: String
+        var arguments: Arguments?
     }
 
-    /// Runs a command (one without arguments: all airlock needs); throws its `error`.
+    /// Events read while waiting for replies, oldest first (see `takeEvent`).
+    private var events: [Message] = []
+
+    /// Runs a command without arguments; throws its `error`.
     func execute(_ command: String, timeout: Double = 5) throws {
-        var bytes = [UInt8](try JSONEncoder().encode(Command(execute: command)))
+        _ = try execute(command, arguments: [String: String]?.none, timeout: timeout)
+    }
+
+    /// Runs `command` with `arguments`; returns its `return`, throws its `error`.
+    @discardableResult
+    func execute(_ command: String, arguments: (some Encodable)?, timeout: Double = 5) throws -> Message.Return? {
+        var bytes = [UInt8](try JSONEncoder().encode(Command(execute: command, arguments: arguments)))
         bytes.append(UInt8(ascii: "\n"))
         var offset = 0
         while offset < bytes.count {
@@ -73,13 +107,33 @@ final class QMPClient {
         let deadline = monotonicSeconds() + timeout
         while true {
             let reply = try readMessage(deadline: deadline, what: command)
-            if reply.event != nil { continue }
+            if reply.event != nil {
+                events.append(reply)
+                continue
+            }
             if let error = reply.error { throw Failure.error("\(command): \(error.desc ?? "failed")") }
-            return
+            return reply.result
         }
     }
 
+    /// The first event `matching` that has arrived by now (read without waiting), removed
+    /// from those kept; nil when none has.
+    func takeEvent(matching: (Message) -> Bool) throws -> Message? {
+        while let message = try readMessage(deadline: 0, what: "events", wait: false) {
+            events.append(message)
+        }
+        guard let index = events.firstIndex(where: matching) else { return nil }
+        return events.remove(at: index)
+    }
+
     private func readMessage(deadline: Double, what: String) throws -> Message {
+        // Waiting, it returns a message or throws.
+        try readMessage(deadline: deadline, what: what, wait: true)!
+    }
+
+    /// The next message; without `wait`, nil when none is complete and the socket has
+    /// nothing more to read right now.
+    private func readMessage(deadline: Double, what: String, wait: Bool) throws -> Message? {
         while true {
             if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = Array(pending[..<newline])
@@ -87,12 +141,15 @@ final class QMPClient {
                 guard let message = try? JSONDecoder().decode(Message.self, from: Data(line)) else { continue }
                 return message
             }
-            let remaining = deadline - monotonicSeconds()
-            guard remaining > 0 else { throw Failure.timeout(what) }
+            let remaining = wait ? deadline - monotonicSeconds() : 0
+            guard remaining > 0 || !wait else { throw Failure.timeout(what) }
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, Int32(remaining * 1000) + 1)
+            let ready = poll(&poller, 1, wait ? Int32(remaining * 1000) + 1 : 0)
             if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 { continue }
+            if ready <= 0 {
+                if wait { continue }
+                return nil
+            }
             var chunk = [UInt8](repeating: 0, count: 4096)
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }

@@ -104,6 +104,27 @@ enum EarlyInit {
         return loaded
     }
 
+    /// Whether this boot makes a boot snapshot (`airlock.snapshot` on the kernel command line):
+    /// the host saves the VM as soon as the control port opens, so it opens only once every
+    /// module is loaded, as warm as a VM gets before a sandbox's setup.
+    static var snapshotBoot: Bool {
+        System.readFile("/proc/cmdline")?.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("airlock.snapshot") == true
+    }
+
+    /// Waits until the host is connected to the virtio-serial port `fd`: until then
+    /// virtio_console reports POLLHUP (and a read would return end-of-file). The host connects
+    /// before the guest gets here, except in a VM restored from a boot snapshot, which resumes
+    /// in this loop and waits for its new host.
+    static func waitForHost(port fd: Int32) {
+        while true {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, -1)
+            if ready < 0 && errno == EINTR { continue }
+            if ready < 0 || poller.revents & Int16(POLLHUP) == 0 { return }
+            usleep(2000)
+        }
+    }
+
     /// Done when the file-system and device modules are loaded.
     static let fileSystemModules = Completion()
     /// Done when the network's modules (dummy, nf_tables and the rest) are loaded.

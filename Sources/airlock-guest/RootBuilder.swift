@@ -1,3 +1,4 @@
+import CGuestInit
 import GuestLink
 
 #if canImport(Glibc)
@@ -50,6 +51,38 @@ enum RootBuilder {
         return { tag in ninep.contains(tag) || !virtiofs ? .ninep : .virtiofs }
     }
 
+    /// Fresh randomness from the host (virtio-rng) into the kernel's pool, and a CRNG reseed:
+    /// every VM restored from one boot snapshot (see QEMU's BootSnapshot) resumes with the
+    /// snapshot's CRNG state, so it must not be used before this.
+    static func reseedRandom() {
+        let fd = open("/dev/hwrng", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            System.log("setup: no /dev/hwrng (\(String(cString: strerror(errno)))); the CRNG is not reseeded")
+            return
+        }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 64)
+        var filled = 0
+        while filled < bytes.count {
+            let n = bytes[filled...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            filled += n
+        }
+        let result = filled == bytes.count ? bytes.withUnsafeBytes { airlock_guest_reseed($0.baseAddress, Int32($0.count)) } : -EIO
+        if result != 0 { System.log("setup: reseeding the CRNG failed: \(String(cString: strerror(-result)))") }
+    }
+
+    /// Drops what the kernel cached of `device` (a restored boot snapshot's cache holds its
+    /// scratch disk's blocks), so every read comes from this VM's disk.
+    static func flushCache(_ device: String) {
+        let fd = open(device, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let result = airlock_guest_flush_block_device(fd)
+        if result != 0 { System.log("setup: flushing \(device)'s cache failed: \(String(cString: strerror(-result)))") }
+    }
+
     /// The virtio-blk disk whose serial is `serial` (`/sys/block/vd*/serial`), as `/dev/vdX`.
     static func blockDevice(serial: String) -> String? {
         System.directoryEntries("/sys/block").filter { $0.hasPrefix("vd") }.first { name in
@@ -72,6 +105,7 @@ enum RootBuilder {
     static func build(_ spec: SetupSpec) async throws {
         var time = timespec(tv_sec: Int(spec.clockSeconds), tv_nsec: Int(spec.clockNanoseconds))
         if clock_settime(CLOCK_REALTIME, &time) != 0 { System.log("cannot set the clock: \(String(cString: strerror(errno)))") }
+        reseedRandom()
         _ = spec.hostname.withCString { sethostname($0, strlen($0)) }
 
         try await prepareStateDisk(blockDevice(serial: LinkNames.stateDiskSerial) ?? spec.stateDisk)
@@ -155,6 +189,7 @@ enum RootBuilder {
         for share in spec.shares where share.kind == .layer {
             let mountPoint = shares + "/" + share.tag
             if let device = blockDevice(serial: share.tag) {
+                flushCache(device)
                 try System.mount(device, mountPoint, "squashfs", flags: UInt(MS_RDONLY))
                 disks.append(share.tag)
             } else {
@@ -235,6 +270,7 @@ enum RootBuilder {
     /// Mounts the ext4 state disk at /mnt/state, formatting it the first time (no ext4 magic)
     /// and growing the file system when the disk grew.
     static func prepareStateDisk(_ device: String) async throws {
+        flushCache(device)
         if !hasExt4Signature(device) {
             System.log("setup: formatting \(device)")
             try await run(["mke2fs", "-q", "-t", "ext4", "-F", "-L", "airlock-state", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1", device])

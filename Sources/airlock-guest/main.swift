@@ -24,11 +24,17 @@ if getpid() == 1 {
 // QEMU with vhost-vsock), on which the host connects to port LinkNames.controlVsockPort.
 switch EarlyInit.controlTransport() {
 case .serialPort(let port)?:
+    // A boot that makes a boot snapshot: the host saves the VM when the port opens.
+    if EarlyInit.snapshotBoot {
+        await EarlyInit.fileSystemModules.wait()
+        await EarlyInit.networkModules.wait()
+    }
     let fd = open(port, O_RDWR | O_CLOEXEC | O_NOCTTY)
     guard fd >= 0 else {
         System.log("cannot open \(port): \(String(cString: strerror(errno)))")
         EarlyInit.powerOff()
     }
+    EarlyInit.waitForHost(port: fd)
     guard let socket = PortBridge.start(port: fd) else { EarlyInit.powerOff() }
     System.log("ready on \(port)")
     do {

@@ -116,6 +116,45 @@ struct VMTests {
         #expect(!FileManager.default.fileExists(atPath: "/usr/local/bin/tool") || (try? String(contentsOfFile: "/usr/local/bin/tool", encoding: .utf8)) != "#!/bin/sh\necho installed\n")
     }
 
+    /// The first start of a VM configuration boots once more to save a boot snapshot; every
+    /// start resumes it. What a resumed guest must renew, it does: its state disk is read
+    /// afresh (not from the snapshot boot's scratch disk: the file written in the first start
+    /// is there in the second), its randomness differs, and a snapshot that does not load is
+    /// dropped for a normal boot.
+    @Test("boot snapshots: made once per configuration, resumed by every start; the state disk and randomness are the VM's own; a damaged one is dropped")
+    func bootSnapshots() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let cache = project.appendingPathComponent(".cache")
+        let environment = ["XDG_CACHE_HOME": cache.path]
+        let random = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"
+        let first = try CLI.run(["start", "--verbose", "--", "sh", "-c", "echo kept > /usr/local/kept; \(random)"], in: project, environment: environment)
+        #expect(first.status == 0, "stderr: \(first.stderr)")
+        #expect(first.stderr.contains("preparing a boot snapshot"), "\(first.stderr)")
+        #expect(first.stderr.contains("resumed the boot snapshot"), "\(first.stderr)")
+        let snapshots = cache.appendingPathComponent("airlock/snapshots")
+        let files = try FileManager.default.contentsOfDirectory(atPath: snapshots.path)
+        #expect(files.count == 1 && files[0].hasSuffix(".state"), "one snapshot, no leftovers: \(files)")
+        let state = snapshots.appendingPathComponent(files[0]).path
+        #expect(((try? FileManager.default.attributesOfItem(atPath: state)[.posixPermissions]) as? Int) == 0o600)
+
+        let second = try CLI.run(["start", "--verbose", "--", "sh", "-c", "cat /usr/local/kept; \(random)"], in: project, environment: environment)
+        #expect(second.status == 0, "stderr: \(second.stderr)")
+        #expect(!second.stderr.contains("preparing a boot snapshot"), "\(second.stderr)")
+        #expect(second.stderr.contains("resumed the boot snapshot"), "\(second.stderr)")
+        let lines = second.stdout.split(separator: "\n")
+        #expect(lines.first == "kept", "the state disk written by the first start, not the snapshot boot's: \(second.stdout)")
+        #expect(lines.count == 2 && lines[1].count == 32 && lines[1] != first.stdout.split(separator: "\n").first, "fresh randomness: \(first.stdout) / \(second.stdout)")
+
+        // A snapshot that does not load: dropped, and the VM boots normally.
+        try Data(repeating: 0, count: 4096).write(to: URL(fileURLWithPath: state))
+        let damaged = try CLI.run(["start", "--verbose", "--", "cat", "/usr/local/kept"], in: project, environment: environment)
+        #expect(damaged.status == 0, "stderr: \(damaged.stderr)")
+        #expect(damaged.stdout == "kept\n")
+        #expect(damaged.stderr.contains("the boot snapshot did not load"), "\(damaged.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: state))
+    }
+
     @Test("a corrupt initramfs: a clear error with the console's last lines")
     func corruptInitramfs() throws {
         let project = try VMEnvironment.repository()

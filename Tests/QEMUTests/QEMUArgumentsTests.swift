@@ -27,7 +27,7 @@ struct QEMUArgumentsTests {
         #expect(values(arguments, "-smp") == ["2"])
         #expect(arguments.contains("-nodefaults") && arguments.contains("-no-reboot"))
         #expect(values(arguments, "-qmp") == ["unix:/tmp/airlock-0/abc/qmp.sock,server=on,wait=off"])
-        #expect(values(arguments, "-device").contains("virtserialport,chardev=control,name=airlock.control"))
+        #expect(values(arguments, "-device").contains("virtserialport,chardev=control,name=airlock.control,id=control"))
         // No NIC of any kind: the VM's only way out is the link.
         #expect(!arguments.contains { $0.contains("net") })
         let shares = values(arguments, "-fsdev")

@@ -144,8 +144,12 @@ struct SessionLauncher {
                 // The Rust virtiofsd when installed (QEMU's retired C one is never used): virtio-fs
                 // for every share but image layers; otherwise 9p.
                 let virtiofsd = facts.virtiofsd?.path
+                // Boots once per VM configuration; later starts resume that boot (BootSnapshot).
+                let snapshots = BootSnapshot(directory: facts.cacheDirectory + "/snapshots")
+                let progress = runner.progress
                 machine = { spec, egress in
-                    try await QEMUMachine.start(spec, qemu: qemu, vhostVsock: vhostVsock, virtiofsd: virtiofsd, egress: egress)
+                    try await QEMUMachine.start(
+                        spec, qemu: qemu, vhostVsock: vhostVsock, virtiofsd: virtiofsd, egress: egress, snapshots: snapshots, progress: progress)
                 }
             }
             try await applyImage(&runner, booting: (backend, facts), pullIfMissing: true)

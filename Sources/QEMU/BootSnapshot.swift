@@ -1,0 +1,211 @@
+import Crypto
+import Sandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A VM saved once right after boot and restored instead of booting: the kernel's start, the
+/// initramfs, the guest agent's module loading and warm-up are done once per VM configuration,
+/// not once per `start` (under TCG that is most of a boot).
+///
+/// The snapshot boot runs the sandbox's own QEMU command line with a scratch state disk of
+/// the same size, its own sockets and `airlock.snapshot` on the kernel command line: the guest
+/// loads all its modules, then opens the control port, and waits for a host (which in this
+/// boot never connects). QEMU reports the port opening (`VSERPORT_CHANGE`); the VM is stopped
+/// and migrated to a file (`exec:cat`), and QEMU quits. A later start runs the same command line
+/// with `-incoming defer`, loads the file (`migrate-incoming`), continues the VM and connects:
+/// the guest resumes where it waited, before any setup, so nothing of a sandbox is in a
+/// snapshot. What the guest must not take from the snapshot it renews at setup: the clock, the
+/// CRNG (reseeded from virtio-rng) and the block devices' caches (dropped; the snapshot boot
+/// read its scratch disk).
+///
+/// Only QEMU's device *configuration* must match between the two runs; its backends (paths
+/// of disks, shares, sockets, the console) may differ. So the key is the command line with
+/// those paths taken out, plus the identity of QEMU, kernel and initramfs and the disk's size
+/// (the guest sized its disk at probe). Not used with vhost-vsock or virtio-fs (neither can
+/// be migrated). Snapshots live in `<cache>/snapshots` (0700; a file is 0600, about 150 MB),
+/// the `keep` most recently used.
+public struct BootSnapshot: Sendable {
+    /// Where snapshots are kept.
+    public var directory: String
+    public var keep = 3
+    /// How long a snapshot boot may take before airlock boots normally instead.
+    public var bootTimeout: Double = 90
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// Bumped when the guest's side of the protocol changes in a way the key cannot see.
+    static let format = "1"
+
+    /// The key of `arguments` (QEMU's command line for `spec`).
+    static func key(arguments: [String], spec: MachineSpec, qemu: String) -> String {
+        var text = format + "\n"
+        for argument in arguments {
+            var normalized = argument
+                .replacing(QEMUMachine.escape(spec.runtimeDirectory), with: "@run")
+                .replacing(QEMUMachine.escape(spec.consoleLog), with: "@console")
+                .replacing(QEMUMachine.escape(spec.disk), with: "@disk")
+            // A share's directory is its backend; its tag (in the -device) is configuration.
+            if normalized.hasPrefix("local,id=fs"), let path = normalized.firstRange(of: ",path="),
+               let end = normalized[path.upperBound...].firstRange(of: ",security_model=") {
+                normalized.replaceSubrange(path.upperBound..<end.lowerBound, with: "@")
+            }
+            // Measured per process; the guest keeps the snapshot boot's calibration.
+            if let tsc = normalized.firstRange(of: "tsc_early_khz=") {
+                let end = normalized[tsc.upperBound...].firstIndex(of: " ") ?? normalized.endIndex
+                normalized.replaceSubrange(tsc.upperBound..<end, with: "@")
+            }
+            text += normalized + "\n"
+        }
+        for file in [qemu, spec.kernel, spec.initramfs] {
+            var info = stat()
+            _ = stat(file, &info)
+            text += "\(file) \(info.st_size) \(info.st_ino) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)\n"
+        }
+        text += "disk \(fileSize(spec.disk))\n"
+        return SHA256.hash(data: Array(text.utf8)).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    }
+
+    func path(key: String) -> String { directory + "/" + key + ".state" }
+
+    /// Whether `spec`, run with these options, can be saved and restored.
+    static func applies(vsockCID: UInt32?, virtiofs: Bool) -> Bool {
+        vsockCID == nil && !virtiofs
+    }
+
+    /// Boots `spec` once as a snapshot boot and saves it under `key`. Blocking on QEMU's
+    /// progress through QMP, polled.
+    func make(_ spec: MachineSpec, key: String, qemu: String) async throws {
+        try Self.makeDirectory(directory)
+        removeLeftovers()
+        let temporary = path(key: key) + ".\(getpid()).tmp"
+        let scratch = path(key: key) + ".\(getpid()).disk"
+        let runtime = spec.runtimeDirectory + "/snapshot"
+        let log = path(key: key) + ".\(getpid()).log"
+        defer {
+            for file in [scratch, temporary, log] + ["qmp.sock", "control.sock", "egress.sock"].map({ runtime + "/" + $0 }) { unlink(file) }
+            rmdir(runtime)
+        }
+        // `cat >` keeps the mode of the file it writes: no one else may read guest memory.
+        let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw MachineError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        close(output)
+        // The scratch disk: sparse, the size of the sandbox's.
+        let fd = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0, ftruncate(fd, off_t(fileSize(spec.disk))) == 0 else {
+            if fd >= 0 { close(fd) }
+            throw MachineError("cannot create the snapshot boot's scratch disk \(scratch): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        try Self.makeDirectory(runtime)
+        var boot = spec
+        boot.disk = scratch
+        boot.runtimeDirectory = runtime
+        boot.consoleLog = log
+        let qmp = runtime + "/qmp.sock"
+        unlink(qmp)
+        let waiter = try VMMProcess.spawn(qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), log: boot.consoleLog)
+        defer {
+            kill(-waiter.pid, SIGKILL)
+            kill(waiter.pid, SIGKILL)
+        }
+        let deadline = monotonicSeconds() + bootTimeout
+        let client = try await QEMUMachine.connectQMP(qmp, process: waiter, deadline: deadline)
+        // The guest opens its control port when it is warm.
+        while try client.takeEvent(matching: { $0.event == "VSERPORT_CHANGE" && $0.data?.id == "control" && $0.data?.open == true }) == nil {
+            if waiter.hasExited { throw MachineError("the snapshot boot's QEMU exited", consoleTail: tailLines(of: boot.consoleLog)) }
+            if monotonicSeconds() > deadline { throw MachineError("the snapshot boot did not open its control port within \(Int(bootTimeout)) s") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try client.execute("stop")
+        try client.execute("migrate", arguments: ["uri": "exec:cat > " + Self.quoted(temporary)])
+        try await Self.waitForMigration(client, deadline: deadline, what: "saving the snapshot")
+        try? client.execute("quit")
+        _ = await VMMProcess.exited(waiter, within: .seconds(5))
+        guard rename(temporary, path(key: key)) == 0 else {
+            throw MachineError("cannot rename \(temporary): \(String(cString: strerror(errno)))")
+        }
+        prune(keeping: key)
+    }
+
+    /// Loads the snapshot `key` into the QEMU behind `client` (started with `-incoming defer`)
+    /// and lets the VM run on.
+    func restore(_ client: QMPClient, key: String, deadline: Double) async throws {
+        let file = path(key: key)
+        try client.execute("migrate-incoming", arguments: ["uri": "exec:cat " + Self.quoted(file)])
+        try await Self.waitForMigration(client, deadline: deadline, what: "restoring the snapshot")
+        try client.execute("cont")
+        // Most recently used: kept by `prune`.
+        utimes(file, nil)
+    }
+
+    static func waitForMigration(_ client: QMPClient, deadline: Double, what: String) async throws {
+        while true {
+            let state = try client.execute("query-migrate", arguments: [String: String]?.none)
+            switch state?.status {
+            case "completed"?: return
+            case "failed"?, "cancelled"?: throw MachineError("\(what) failed: \(state?.errorDescription ?? "QEMU gave no reason")")
+            default: break
+            }
+            if monotonicSeconds() > deadline { throw MachineError("\(what) did not finish in time") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Removes the snapshots beyond the `keep` most recently used (`key` is one of them).
+    func prune(keeping key: String) {
+        var snapshots: [(name: String, used: Int)] = []
+        guard let directory = opendir(self.directory) else { return }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasSuffix(".state") else { continue }
+            var info = stat()
+            guard stat(self.directory + "/" + name, &info) == 0 else { continue }
+            snapshots.append((name, info.st_mtim.tv_sec))
+        }
+        closedir(directory)
+        for old in snapshots.sorted(by: { $0.used > $1.used }).dropFirst(keep) where old.name != key + ".state" {
+            unlink(self.directory + "/" + old.name)
+        }
+    }
+
+    static func makeDirectory(_ path: String) throws {
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw MachineError("cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Files of snapshot boots whose airlock is gone (interrupted, killed): `<key>.state.<pid>.*`.
+    func removeLeftovers() {
+        guard let directory = opendir(self.directory) else { return }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            names.append(withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
+        }
+        closedir(directory)
+        for name in names {
+            let parts = name.split(separator: ".")
+            guard parts.count == 4, parts[1] == "state", let pid = pid_t(parts[2]), ["tmp", "disk", "log"].contains(parts[3]) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(self.directory + "/" + name) }
+        }
+    }
+
+    /// `path` as one word for `/bin/sh` (QEMU runs `exec:` URIs through it).
+    static func quoted(_ path: String) -> String {
+        "'" + path.replacing("'", with: "'\\''") + "'"
+    }
+}
+
+private func fileSize(_ path: String) -> Int64 {
+    var info = stat()
+    return stat(path, &info) == 0 ? Int64(info.st_size) : 0
+}
+
+private extension String {
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
