@@ -42,6 +42,7 @@ struct ConfigValidationTests {
         ("[vm]\ncpus = \"four\"\n", "airlock.toml:2:1", "must be an integer"),
         ("[vm]\nimage = 3\n", "airlock.toml:2:1", "must be a string, not an integer"),
         ("[mounts.x]\nsource = \"/a\"\ntarget = \"/b\"\nread_only = \"yes\"\n", "airlock.toml:4:1", "must be true or false"),
+        ("[vm]\ncpus = 2\nboot_snapshot = \"no\"\n", "airlock.toml:3:1", "must be true or false"),
         ("presets = \"claude-code\"\n", "airlock.toml:1:1", "must be an array"),
         ("[network]\nrules = 5\n", "airlock.toml:2:1", "must be a table"),
         ("[network.rules]\nweb = 5\n", "airlock.toml:2:1", "must be a table ([network.rules.web])"),

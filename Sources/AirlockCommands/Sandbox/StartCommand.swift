@@ -145,7 +145,7 @@ struct SessionLauncher {
                 // for every share but image layers; otherwise 9p.
                 let virtiofsd = facts.virtiofsd?.path
                 // Boots once per VM configuration; later starts resume that boot (BootSnapshot).
-                let snapshots = BootSnapshot(directory: facts.cacheDirectory + "/snapshots")
+                let snapshots = config.vm.bootSnapshot ? BootSnapshot(directory: facts.cacheDirectory + "/snapshots") : nil
                 let progress = runner.progress
                 machine = { spec, egress in
                     try await QEMUMachine.start(

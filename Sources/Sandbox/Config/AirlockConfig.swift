@@ -40,6 +40,8 @@ public struct AirlockConfig: Sendable, Equatable {
         /// Where `image` is read from when it is not in the store yet.
         public var resolution = Resolution.auto
         public var imageLayers = ImageLayers.auto
+        /// QEMU resumes a VM saved once after boot instead of booting (QEMU's BootSnapshot).
+        public var bootSnapshot = true
     }
 
     public struct Workspace: Sendable, Equatable {
@@ -151,6 +153,7 @@ extension AirlockConfig {
             vm.backend = vmNode["backend"]?.string.flatMap(Backend.init(rawValue:)) ?? vm.backend
             vm.resolution = vmNode["resolution"]?.string.flatMap(Resolution.init(rawValue:)) ?? vm.resolution
             vm.imageLayers = vmNode["image_layers"]?.string.flatMap(ImageLayers.init(rawValue:)) ?? vm.imageLayers
+            vm.bootSnapshot = vmNode["boot_snapshot"]?.boolean ?? vm.bootSnapshot
         }
         if let node = root["workspace"] {
             workspace.mode = node["mode"]?.string.flatMap(Workspace.Mode.init(rawValue:)) ?? workspace.mode

@@ -54,6 +54,7 @@ enum AirlockSchema {
             ("backend", .choice(backends)),
             ("resolution", .choice(resolutions)),
             ("image_layers", .choice(AirlockConfig.ImageLayers.allCases.map(\.rawValue))),
+            ("boot_snapshot", .boolean),
         ])),
         ("workspace", .table([
             ("mode", .choice(["clone", "mount"])),

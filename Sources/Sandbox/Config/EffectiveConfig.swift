@@ -32,6 +32,7 @@ extension AirlockConfig {
                 ("backend", leaf(.string(defaults.vm.backend.rawValue))),
                 ("resolution", leaf(.string(defaults.vm.resolution.rawValue))),
                 ("image_layers", leaf(.string(defaults.vm.imageLayers.rawValue))),
+                ("boot_snapshot", leaf(.boolean(defaults.vm.bootSnapshot))),
             ])),
             ("workspace", table([("mode", leaf(.string(defaults.workspace.mode.rawValue)))])),
             ("network", table([("policy", leaf(.string(defaults.network.policy.rawValue)))])),
