@@ -8,7 +8,7 @@ import Glibc
 /// following a symlink and without leaving it: every open goes through openat2 with
 /// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, so a symlink planted anywhere on a path (even swapped
 /// in while we read) makes that open fail instead of leading outside.
-final class GuestTree {
+final class GuestTree: Sendable {
     let fd: Int32
     /// For messages: the directory's path on the host.
     let path: String

@@ -1,4 +1,5 @@
 import Clibgit2
+import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -65,7 +66,8 @@ struct WorkingTreeScan {
         for path in Set(conflicted) { git_index_conflict_remove(index, path) }
 
         let root = try GuestTree.open(clone)
-        walk(root, prefix: [], depth: 0)
+        listings = Self.prefetch(trackedDirectories(), in: root)
+        walk(root, root: root, prefix: [], depth: 0)
         while cursor < entries.count {
             missing(entries[cursor])
             cursor += 1
@@ -82,18 +84,72 @@ struct WorkingTreeScan {
         return ObjectID(tree)
     }
 
+    /// Listings (names with lstat data) of the directories the index tracks files in, read
+    /// ahead in parallel: most of a scan is one lstat per file, which git spreads over threads
+    /// too (`core.preloadIndex`). Keyed by path with its trailing slash ("" for the top).
+    private var listings: [[UInt8]: Listing] = [:]
+    private typealias Listing = [(name: [UInt8], status: stat)]
+
+    /// The directories holding index entries, as walk prefixes ("", "src/", "src/a/", …).
+    private func trackedDirectories() -> [[UInt8]] {
+        var directories: Set<[UInt8]> = [[]]
+        for entry in entries {
+            var end = entry.path.count
+            while let slash = entry.path[..<end].lastIndex(of: 0x2F) {
+                guard directories.insert(Array(entry.path[...slash])).inserted else { break }
+                end = slash
+            }
+        }
+        return Array(directories)
+    }
+
+    /// Lists `directories` (beneath `root`, never through a symlink) on a few threads.
+    private static func prefetch(_ directories: [[UInt8]], in root: GuestTree) -> [[UInt8]: Listing] {
+        let workers = max(1, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        guard workers > 1, directories.count > 64 else { return [:] }
+        var results = [Listing?](repeating: nil, count: directories.count)
+        results.withUnsafeMutableBufferPointer { slots in
+            // Each index is written by exactly one worker.
+            nonisolated(unsafe) let slots = slots
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                for index in stride(from: worker, to: directories.count, by: workers) {
+                    let relative = String(decoding: directories[index].dropLast(), as: UTF8.self)
+                    let directory = relative.isEmpty ? root : try? root.directory(relative)
+                    slots[index] = directory?.rawEntries()
+                }
+            }
+        }
+        var listings: [[UInt8]: Listing] = [:]
+        for (directory, listing) in zip(directories, results) {
+            if let listing { listings[directory] = listing }
+        }
+        return listings
+    }
+
     /// An index entry with nothing in the working tree: deleted (a submodule is left alone).
     private mutating func missing(_ entry: Entry) {
         if entry.mode != 0o160000 { deleted.append(String(decoding: entry.path, as: UTF8.self)) }
     }
 
-    private mutating func walk(_ directory: GuestTree, prefix: [UInt8], depth: Int) {
+    /// Walks the directory at `prefix` (open as `directory`, or nil when its listing was read
+    /// ahead and it need not be opened again).
+    private mutating func walk(_ directory: GuestTree?, root: GuestTree, prefix: [UInt8], depth: Int) {
+        let relative = String(decoding: prefix.dropLast(), as: UTF8.self)
         guard depth < 256 else {
-            refused.append("\(directory.path) left out: nested too deep")
+            refused.append("\(clone)/\(relative) left out: nested too deep")
+            return
+        }
+        let listing: Listing
+        if let prefetched = listings.removeValue(forKey: prefix) {
+            listing = prefetched
+        } else if let opened = directory ?? (try? root.directory(relative)) {
+            listing = opened.rawEntries()
+        } else {
+            refused.append("\(clone)/\(relative) left out: unreadable")
             return
         }
         // Git's order: names compared bytewise, a directory as if it ended in "/".
-        let listed = directory.rawEntries().map { item -> (key: [UInt8], name: [UInt8], status: stat) in
+        let listed = listing.map { item -> (key: [UInt8], name: [UInt8], status: stat) in
             (item.status.st_mode & S_IFMT == S_IFDIR ? item.name + [0x2F] : item.name, item.name, item.status)
         }.sorted { $0.key.lexicographicallyPrecedes($1.key) }
         for item in listed {
@@ -119,16 +175,12 @@ struct WorkingTreeScan {
                 let text = String(decoding: path, as: UTF8.self)
                 if !tracked {
                     if isIgnored(text + "/") { continue }
-                    if directory.kind(String(decoding: item.name, as: UTF8.self) + "/.git") != nil {
+                    if root.kind(text + "/.git") != nil {
                         refused.append("\(clone)/\(text) left out: a nested repository")
                         continue
                     }
                 }
-                guard let child = try? directory.directory(String(decoding: item.name, as: UTF8.self)) else {
-                    refused.append("\(clone)/\(text) left out: unreadable")
-                    continue
-                }
-                walk(child, prefix: slashed, depth: depth + 1)
+                walk(nil, root: root, prefix: slashed, depth: depth + 1)
             case S_IFREG, S_IFLNK:
                 while cursor < entries.count, entries[cursor].path.lexicographicallyPrecedes(path) {
                     missing(entries[cursor])
