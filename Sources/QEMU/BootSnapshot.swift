@@ -22,8 +22,9 @@ import Glibc
 ///
 /// Only QEMU's device *configuration* must match between the two runs; its backends (paths
 /// of disks, shares, sockets, the console) may differ. So the key is the command line with
-/// those paths taken out, plus the identity of QEMU, kernel and initramfs and the disk's size
-/// (the guest sized its disk at probe). Not used with vhost-vsock or virtio-fs (neither can
+/// those paths taken out, plus the identity of QEMU, kernel and initramfs, the disk's size
+/// (the guest sized its disk at probe) and the host CPU (its features, and under TCG the TSC
+/// rate the guest calibrated with). Not used with vhost-vsock or virtio-fs (neither can
 /// be migrated). Snapshots live in `<cache>/snapshots` (0700; a file is 0600, about 150 MB),
 /// the `keep` most recently used.
 public struct BootSnapshot: Sendable {
@@ -40,8 +41,9 @@ public struct BootSnapshot: Sendable {
     /// Bumped when the guest's side of the protocol changes in a way the key cannot see.
     static let format = "1"
 
-    /// The key of `arguments` (QEMU's command line for `spec`).
-    static func key(arguments: [String], spec: MachineSpec, qemu: String) -> String {
+    /// The key of `arguments` (QEMU's command line for `spec`); `cpu` stands in for this
+    /// host's CPU description in tests.
+    static func key(arguments: [String], spec: MachineSpec, qemu: String, cpu: String? = nil) -> String {
         var text = format + "\n"
         for argument in arguments {
             var normalized = argument
@@ -53,10 +55,12 @@ public struct BootSnapshot: Sendable {
                let end = normalized[path.upperBound...].firstRange(of: ",security_model=") {
                 normalized.replaceSubrange(path.upperBound..<end.lowerBound, with: "@")
             }
-            // Measured per process; the guest keeps the snapshot boot's calibration.
+            // Measured per process, a few kHz apart each time; the guest keeps the snapshot
+            // boot's calibration, which must be this host's rate: 10 MHz steps.
             if let tsc = normalized.firstRange(of: "tsc_early_khz=") {
                 let end = normalized[tsc.upperBound...].firstIndex(of: " ") ?? normalized.endIndex
-                normalized.replaceSubrange(tsc.upperBound..<end, with: "@")
+                let khz = Int(normalized[tsc.upperBound..<end]) ?? 0
+                normalized.replaceSubrange(tsc.upperBound..<end, with: "\((khz + 5000) / 10000)0MHz")
             }
             text += normalized + "\n"
         }
@@ -66,10 +70,25 @@ public struct BootSnapshot: Sendable {
             text += "\(file) \(info.st_size) \(info.st_ino) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)\n"
         }
         text += "disk \(fileSize(spec.disk))\n"
+        // The guest saw this CPU's features (with KVM, `-cpu host`): a cache shared between
+        // machines must not hand one's snapshot to another.
+        text += cpu ?? Self.hostCPU()
         return SHA256.hash(data: Array(text.utf8)).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
     }
 
     func path(key: String) -> String { directory + "/" + key + ".state" }
+
+    /// The host CPU's model and feature flags (`/proc/cpuinfo`, first CPU).
+    static func hostCPU() -> String {
+        let fd = open("/proc/cpuinfo", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 16384)
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return "" }
+        return String(decoding: bytes[..<n], as: UTF8.self).split(separator: "\n")
+            .filter { $0.hasPrefix("model name") || $0.hasPrefix("flags") }.prefix(2).joined(separator: "\n") + "\n"
+    }
 
     /// Whether `spec`, run with these options, can be saved and restored.
     static func applies(vsockCID: UInt32?, virtiofs: Bool) -> Bool {

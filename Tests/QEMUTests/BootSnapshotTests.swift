@@ -27,11 +27,11 @@ struct BootSnapshotTests {
             accelerator: .tcg)
     }
 
-    static func key(_ spec: MachineSpec, root: URL, tsc: UInt = 2_600_000) -> String {
-        BootSnapshot.key(arguments: QEMUMachine.arguments(for: spec, tscKilohertz: tsc), spec: spec, qemu: root.appendingPathComponent("qemu").path)
+    static func key(_ spec: MachineSpec, root: URL, tsc: UInt = 2_600_000, cpu: String = "model name : Test CPU\nflags : fpu avx2\n") -> String {
+        BootSnapshot.key(arguments: QEMUMachine.arguments(for: spec, tscKilohertz: tsc), spec: spec, qemu: root.appendingPathComponent("qemu").path, cpu: cpu)
     }
 
-    @Test("the same configuration in two sandboxes (other paths, another TSC measurement) shares a key; shares, memory, disk size, kernel files and layer disks change it")
+    @Test("the same configuration in two sandboxes (other paths, another TSC measurement) shares a key; shares, memory, disk size, kernel files, layer disks and another host's CPU or TSC rate change it")
     func keys() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("snapshot-keys-\(getpid())")
         defer { try? FileManager.default.removeItem(at: root) }
@@ -42,6 +42,11 @@ struct BootSnapshotTests {
         let base = Self.key(a, root: root)
         #expect(base.count == 64)
         #expect(Self.key(b, root: root, tsc: 2_600_013) == base)
+        #expect(Self.key(a, root: root, tsc: 2_595_837) == base, "the same host's TSC, measured again")
+        // Another machine: another TSC rate, or another CPU (its features are in the snapshot).
+        #expect(Self.key(a, root: root, tsc: 3_000_000) != base)
+        #expect(Self.key(a, root: root, cpu: "model name : Other CPU\nflags : fpu\n") != base)
+        #expect(!BootSnapshot.hostCPU().isEmpty)
         #expect(Self.key(try Self.spec(root, sandbox: "c", tags: ["usr", "opt", "workspace"]), root: root) != base)
         #expect(Self.key(try Self.spec(root, sandbox: "d", memory: 4096), root: root) != base)
         var layers = a
