@@ -128,8 +128,11 @@ public struct BootSnapshot: Sendable {
         unlink(qmp)
         let waiter = try VMMProcess.spawn(qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), log: boot.consoleLog)
         defer {
-            kill(-waiter.pid, SIGKILL)
-            kill(waiter.pid, SIGKILL)
+            // Not once it has been reaped: its pid may belong to another process by then.
+            if !waiter.hasExited {
+                kill(-waiter.pid, SIGKILL)
+                kill(waiter.pid, SIGKILL)
+            }
         }
         let deadline = monotonicSeconds() + bootTimeout
         let client = try await QEMUMachine.connectQMP(qmp, process: waiter, deadline: deadline)
