@@ -1,9 +1,11 @@
+#define _GNU_SOURCE
 #include "airlock_guest_init.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/random.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -23,23 +25,30 @@ __attribute__((constructor(101))) static void airlock_guest_mount_proc(void) {
 
 int airlock_guest_proc_mounted(void) { return proc_mounted; }
 
+int airlock_guest_open_direct(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    return fd >= 0 ? fd : -errno;
+}
+
 int airlock_guest_flush_block_device(int fd) {
     return ioctl(fd, BLKFLSBUF, 0) == 0 ? 0 : -errno;
 }
 
 int airlock_guest_reseed(const void *bytes, int size) {
     if (size < 0 || size > 256) return -EINVAL;
-    struct {
-        struct rand_pool_info info;
-        unsigned char data[256];
-    } pool;
-    pool.info.entropy_count = size * 8;
-    pool.info.buf_size = size;
-    memcpy(pool.data, bytes, (size_t)size);
-    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
+    struct rand_pool_info *pool = malloc(sizeof *pool + (size_t)size);
+    if (!pool) return -ENOMEM;
+    pool->entropy_count = size * 8;
+    pool->buf_size = size;
+    memcpy(pool->buf, bytes, (size_t)size);
     int result = 0;
-    if (ioctl(fd, RNDADDENTROPY, &pool) != 0 || ioctl(fd, RNDRESEEDCRNG) != 0) result = -errno;
-    close(fd);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        result = -errno;
+    } else {
+        if (ioctl(fd, RNDADDENTROPY, pool) != 0 || ioctl(fd, RNDRESEEDCRNG) != 0) result = -errno;
+        close(fd);
+    }
+    free(pool);
     return result;
 }

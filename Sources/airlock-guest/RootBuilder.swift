@@ -281,13 +281,17 @@ enum RootBuilder {
         try System.mount(device, state, "ext4", flags: UInt(MS_NOATIME))
     }
 
+    /// Read past the page cache (O_DIRECT): whether to format must never rest on blocks cached
+    /// from another disk (a restored boot snapshot's scratch disk), even if `flushCache` failed.
     static func hasExt4Signature(_ device: String) -> Bool {
-        let fd = open(device, O_RDONLY | O_CLOEXEC)
+        let fd = airlock_guest_open_direct(device)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        var magic: UInt16 = 0
-        let n = pread(fd, &magic, 2, 1024 + 0x38)
-        return n == 2 && UInt16(littleEndian: magic) == 0xEF53
+        var block: UnsafeMutableRawPointer?
+        guard posix_memalign(&block, 4096, 4096) == 0, let block else { return false }
+        defer { free(block) }
+        guard pread(fd, block, 4096, 0) == 4096 else { return false }
+        return UInt16(littleEndian: block.loadUnaligned(fromByteOffset: 1024 + 0x38, as: UInt16.self)) == 0xEF53
     }
 
     /// Runs a tool from the initramfs and waits for it.
