@@ -4,10 +4,14 @@
 public enum Presets {
     public static let all: [(name: String, text: String)] = [
         ("claude-code", """
-            # Claude Code: the Anthropic API and the endpoints the CLI reports to.
+            # Claude Code: the Anthropic API, sign-in (claude.ai for subscriptions, the Claude
+            # Console at platform.claude.com, formerly console.anthropic.com) and the endpoints
+            # the CLI reports to (Anthropic's published list: api.anthropic.com,
+            # statsig.anthropic.com, sentry.io).
             [network.rules.claude-code]
             allow = [
               "api.anthropic.com:443",
+              "platform.claude.com:443",
               "console.anthropic.com:443",
               "statsig.anthropic.com:443",
               "claude.ai:443",
