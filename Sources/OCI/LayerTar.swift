@@ -5,18 +5,18 @@ import Clibarchive
 import Glibc
 #endif
 
-/// An extracted layer (LayerExtractor's mapped-xattr directory) as a read-only squashfs image,
-/// for a VMM that cannot present mapped-xattr ownership through a share: Cloud Hypervisor has
-/// only virtio-fs, and virtiofsd would show the extracting user's files with the owners as
-/// xattr data. In the image the owners, modes, symlinks and device nodes are real again
-/// (squashfs stores them as plain metadata, so no root is needed to write them), a whiteout is
-/// the 0/0 character device overlayfs knows, and the other `user.*` xattrs (among them
-/// `user.overlay.opaque`) are kept. The guest attaches it as a read-only virtio-blk disk.
+/// An extracted layer (LayerExtractor's mapped-xattr directory) written back as a PAX tar
+/// (libarchive) with that metadata real: owners, modes, symlinks, device nodes and hardlinks
+/// as such, a whiteout as the 0/0 character device overlayfs knows, the layer's other `user.*`
+/// xattrs (among them `user.overlay.opaque`) kept and the mapping's `user.virtfs.*` dropped.
 ///
-/// The directory is written as a PAX tar (libarchive) into `tar2sqfs` from squashfs-tools-ng,
-/// which builds the image: the squashfs format is not hand-written here.
-/// The directory is airlock's own (validated at extraction); it is still read without
-/// following a symbolic link (the format has none: a symlink is a file holding its target).
+/// It feeds `tar2sqfs` (squashfs-tools-ng), which builds the layer's squashfs image: how a VMM
+/// that cannot present mapped-xattr ownership through a share (Cloud Hypervisor, virtio-fs
+/// only; virtiofsd would show the extracting user's files) gets the layer, as a read-only
+/// virtio-blk disk. squashfs stores owners as plain metadata, so no root is needed, and its
+/// format is squashfs-tools-ng's to write, not ours. The directory is airlock's own (validated
+/// at extraction); it is still read without following a symbolic link (the format has none:
+/// a symlink is a file holding its target).
 public enum LayerTar {
     /// Writes `layer` as a PAX tar to `fd` (a pipe into `tar2sqfs`). Blocking.
     public static func write(layer: String, to fd: Int32) throws(OCIError) {
