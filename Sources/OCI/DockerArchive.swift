@@ -171,24 +171,7 @@ struct DockerArchive {
         let fd = open(file, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw OCIError(.store, "cannot open \(file): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        guard let archive = archive_read_new() else { throw OCIError(.archive, "libarchive: out of memory") }
-        defer { archive_read_free(archive) }
-        archive_read_support_filter_gzip(archive)
-        archive_read_support_filter_zstd(archive)
-        archive_read_support_format_raw(archive)
-        var entry: OpaquePointer?
-        guard archive_read_open_fd(archive, fd, 1 << 17) == ARCHIVE_OK, archive_read_next_header(archive, &entry) == ARCHIVE_OK else {
-            throw OCIError(.archive, "\(what): cannot decompress the layer: \(LayerExtractor.errorText(archive))")
-        }
-        var hasher = SHA256()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { archive_read_data(archive, $0.baseAddress, $0.count) }
-            if n == 0 { break }
-            guard n > 0 else { throw OCIError(.archive, "\(what): the compressed layer is damaged: \(LayerExtractor.errorText(archive))") }
-            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        }
-        return Digest(hasher.finalize())
+        return try UncompressedStream(fd: fd, name: what).finish()
     }
 
     /// The layer media type by the blob's first bytes (gzip, zstd, else plain tar).

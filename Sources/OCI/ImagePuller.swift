@@ -90,6 +90,23 @@ public struct ImagePuller: Sendable {
             throw OCIError(.manifest, "\(reference): the image is for \(architecture), this host runs \(platform.architecture)",
                            hint: "pull a multi-platform tag or one built for \(platform.architecture)")
         }
+        // What each layer must decompress to (`rootfs.diff_ids`): checked as it is extracted.
+        let diffIDs = configuration.rootfs?.diffIDs ?? []
+        guard diffIDs.count == manifest.layers.count else {
+            throw OCIError(.integrity, "\(reference): the manifest lists \(manifest.layers.count) layers, the image config's rootfs.diff_ids \(diffIDs.count)",
+                           hint: "the image is inconsistent; rebuild or push it again")
+        }
+        var uncompressed: [Digest: Digest] = [:]
+        for (layer, text) in zip(manifest.layers, diffIDs) {
+            let diffID: Digest
+            do { diffID = try Digest(parsing: text) } catch {
+                throw OCIError(.manifest, "\(reference): the image config's diff_id \"\(text.prefix(100))\" is not a digest")
+            }
+            if let other = uncompressed[layer.digest], other != diffID {
+                throw OCIError(.integrity, "\(reference): layer \(layer.digest.short) appears twice with different diff_ids in the image config")
+            }
+            uncompressed[layer.digest] = diffID
+        }
         try store.writeFileAtomically(store.blobPath(fetched.digest), fetched.bytes)
         try store.writeFileAtomically(store.blobPath(manifest.config.digest), configBytes)
 
@@ -103,7 +120,8 @@ public struct ImagePuller: Sendable {
             while true {
                 while running < max(1, concurrency), let layer = pending.popFirst() {
                     running += 1
-                    group.addTask { (layer.digest, try await self.fetchLayer(reference, layer, progress: progress)) }
+                    let diffID = uncompressed[layer.digest]
+                    group.addTask { (layer.digest, try await self.fetchLayer(reference, layer, diffID: diffID, progress: progress)) }
                 }
                 guard let (digest, info) = try await group.next() else { break }
                 running -= 1
@@ -133,10 +151,14 @@ public struct ImagePuller: Sendable {
     }
 
     /// One layer: nothing when extracted already; else download (resuming), extract into a
-    /// temporary directory, record, rename into place, drop the compressed blob.
-    func fetchLayer(_ reference: ImageReference, _ layer: Descriptor, progress: @escaping @Sendable (PullEvent) -> Void) async throws -> LayerInfo {
+    /// temporary directory, record, rename into place, drop the compressed blob. `diffID`:
+    /// the digest the decompressed tar must have (the image config's).
+    func fetchLayer(_ reference: ImageReference, _ layer: Descriptor, diffID: Digest?, progress: @escaping @Sendable (PullEvent) -> Void) async throws -> LayerInfo {
         let digest = layer.digest
         if store.hasLayer(digest), let info = store.layerInfo(digest) {
+            if let diffID, let recorded = info.diffID, recorded != diffID.description {
+                throw Self.diffIDMismatch(reference, digest, recorded: recorded, claimed: diffID)
+            }
             progress(.layerCached(digest, size: layer.size))
             return info
         }
@@ -150,14 +172,26 @@ public struct ImagePuller: Sendable {
             if report.resumedFrom > 0 { progress(.layerResumed(digest, from: report.resumedFrom)) }
         }
         progress(.layerExtracting(digest))
-        let result = try await Self.unpack(digest, store: store, extractor: extractor, name: "\(reference.repository) layer \(digest.short)")
+        let result = try await Self.unpack(digest, store: store, extractor: extractor, name: "\(reference.repository) layer \(digest.short)") { info throws(OCIError) in
+            if let diffID, info.diffID != diffID.description {
+                throw Self.diffIDMismatch(reference, digest, recorded: info.diffID ?? "?", claimed: diffID)
+            }
+        }
         progress(.layerDone(digest, result))
         return result
     }
 
+    static func diffIDMismatch(_ reference: ImageReference, _ layer: Digest, recorded: String, claimed: Digest) -> OCIError {
+        OCIError(.integrity, "\(reference): layer \(layer.short) decompresses to \(recorded.prefix(19)), but the image config's rootfs.diff_ids says \(claimed.description.prefix(19))",
+                 hint: "the image config does not describe its layers; rebuild or push it again")
+    }
+
     /// Extracts the verified blob of layer `digest` in the store into a temporary directory,
-    /// records it, renames it into place and drops the blob (a hostile or broken one too).
-    static func unpack(_ digest: Digest, store: ImageStore, extractor: LayerExtractor, name: String) async throws -> LayerInfo {
+    /// lets `check` refuse what came out, records it, renames it into place and drops the blob
+    /// (a hostile, broken or refused one too).
+    static func unpack(
+        _ digest: Digest, store: ImageStore, extractor: LayerExtractor, name: String, check: @escaping @Sendable (LayerInfo) throws(OCIError) -> Void = { _ in }
+    ) async throws -> LayerInfo {
         let blob = store.blobPath(digest)
         let temporary = store.temporary + "/\(digest.hex).\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
         return try await NIOThreadPool.singleton.runIfActive { () throws(OCIError) -> LayerInfo in
@@ -166,6 +200,7 @@ public struct ImagePuller: Sendable {
             }
             do throws(OCIError) {
                 let info = try extractor.extract(blob: blob, into: temporary, name: name)
+                try check(info)
                 try store.writeJSON(info, to: store.layerInfoPath(digest))
                 if rename(temporary, store.layerPath(digest)) != 0 {
                     let code = errno

@@ -1,5 +1,6 @@
 import CShim
 import Clibarchive
+import Crypto
 
 #if canImport(Glibc)
 import Glibc
@@ -55,6 +56,10 @@ public struct LayerExtractor: Sendable {
     /// Extracts the archive in `blob` into `directory` (which must exist and be empty).
     /// Blocking: call it from a thread that may block (`NIOThreadPool`), never from the
     /// cooperative pool.
+    /// The digest of the decompressed tar (what an image config's `rootfs.diff_ids` names) is
+    /// computed on the way and recorded as `LayerInfo.diffID`: the blob is decompressed once,
+    /// by an outer reader (`format_raw` with the gzip and zstd filters) whose output the tar
+    /// reader pulls through `UncompressedStream`.
     public func extract(blob: String, into directory: String, name: String) throws(OCIError) -> LayerInfo {
         let archiveFD = open(blob, O_RDONLY | O_CLOEXEC)
         guard archiveFD >= 0 else { throw OCIError(.store, "cannot open \(blob): \(String(cString: strerror(errno)))") }
@@ -63,27 +68,33 @@ public struct LayerExtractor: Sendable {
         guard rootFD >= 0 else { throw OCIError(.store, "cannot open \(directory): \(String(cString: strerror(errno)))") }
         defer { close(rootFD) }
 
+        let stream = try UncompressedStream(fd: archiveFD, name: name)
         guard let archive = archive_read_new() else { throw OCIError(.archive, "libarchive: out of memory") }
         defer { archive_read_free(archive) }
-        archive_read_support_filter_gzip(archive)
-        archive_read_support_filter_zstd(archive)
         archive_read_support_format_tar(archive)
-        guard archive_read_open_fd(archive, archiveFD, 1 << 17) == ARCHIVE_OK else {
-            throw OCIError(.archive, "\(name): not a tar archive libarchive can read: \(Self.errorText(archive))")
+        let opened = withExtendedLifetime(stream) {
+            archive_read_open(archive, Unmanaged.passUnretained(stream).toOpaque(), nil, { UncompressedStream.read($0, $1, $2) }, nil)
+        }
+        guard opened == ARCHIVE_OK else {
+            throw OCIError(.archive, "\(name): not a tar archive libarchive can read: \(stream.failure ?? Self.errorText(archive))")
         }
         var writer = LayerWriter(rootFD: rootFD, name: name, limits: limits)
         try writer.setRoot(uid: 0, gid: 0, mode: FileType.directory | 0o755)
-        while true {
-            var entry: OpaquePointer?
-            let status = archive_read_next_header(archive, &entry)
-            if status == ARCHIVE_EOF { break }
-            guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
-                throw OCIError(.archive, "\(name): the archive is damaged or truncated: \(Self.errorText(archive))",
-                               hint: "the blob matched its digest, so the image itself is broken")
+        try withExtendedLifetime(stream) { () throws(OCIError) in
+            while true {
+                var entry: OpaquePointer?
+                let status = archive_read_next_header(archive, &entry)
+                if status == ARCHIVE_EOF { break }
+                guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
+                    throw OCIError(.archive, "\(name): the archive is damaged or truncated: \(stream.failure ?? Self.errorText(archive))",
+                                   hint: "the blob matched its digest, so the image itself is broken")
+                }
+                try writer.add(entry, archive: archive)
             }
-            try writer.add(entry, archive: archive)
         }
-        return writer.finishedInfo
+        var info = writer.finishedInfo
+        info.diffID = try stream.finish().description
+        return info
     }
 
     static func errorText(_ archive: OpaquePointer) -> String {
@@ -110,6 +121,69 @@ public struct LayerInfo: Sendable, Codable, Equatable {
     public var bytes: Int64 = 0
     /// xattrs the layer carried that cannot be stored unprivileged (`security.capability`, ACLs).
     public var droppedXattrs = 0
+    /// The digest of the decompressed tar (`rootfs.diff_ids` in the image config); nil in
+    /// records written before airlock computed it.
+    public var diffID: String?
+}
+
+/// A layer blob decompressed by libarchive (gzip, zstd or none) and hashed as the tar reader
+/// pulls it: the read callback of that reader.
+final class UncompressedStream {
+    private let outer: OpaquePointer
+    private let name: String
+    private let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 17, alignment: 16)
+    private var hasher = SHA256()
+    /// Why decompression stopped, when it failed.
+    private(set) var failure: String?
+
+    init(fd: Int32, name: String) throws(OCIError) {
+        guard let outer = archive_read_new() else { throw OCIError(.archive, "libarchive: out of memory") }
+        self.outer = outer
+        self.name = name
+        archive_read_support_filter_gzip(outer)
+        archive_read_support_filter_zstd(outer)
+        archive_read_support_format_raw(outer)
+        var entry: OpaquePointer?
+        guard archive_read_open_fd(outer, fd, 1 << 17) == ARCHIVE_OK, archive_read_next_header(outer, &entry) == ARCHIVE_OK else {
+            throw OCIError(.archive, "\(name): cannot decompress the layer: \(LayerExtractor.errorText(outer))")
+        }
+    }
+
+    deinit {
+        archive_read_free(outer)
+        buffer.deallocate()
+    }
+
+    /// The next decompressed bytes, hashed; 0 at the end, -1 on an error (kept in `failure`).
+    private func next() -> Int {
+        let n = archive_read_data(outer, buffer, 1 << 17)
+        if n < 0 {
+            failure = "the compressed layer is damaged: \(LayerExtractor.errorText(outer))"
+            return -1
+        }
+        hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
+        return n
+    }
+
+    /// libarchive's read callback: `client` is the stream.
+    static func read(_: OpaquePointer?, _ client: UnsafeMutableRawPointer?, _ output: UnsafeMutablePointer<UnsafeRawPointer?>?) -> la_ssize_t {
+        guard let client else { return -1 }
+        let stream = Unmanaged<UncompressedStream>.fromOpaque(client).takeUnretainedValue()
+        let n = stream.next()
+        output?.pointee = UnsafeRawPointer(stream.buffer)
+        return la_ssize_t(n)
+    }
+
+    /// Reads what the tar reader left (the end-of-archive blocks, padding) and returns the
+    /// digest of all of it.
+    func finish() throws(OCIError) -> Digest {
+        while true {
+            let n = next()
+            if n == 0 { break }
+            guard n > 0 else { throw OCIError(.archive, "\(name): \(failure ?? "decompression failed")") }
+        }
+        return Digest(hasher.finalize())
+    }
 }
 
 /// The state of one extraction: what exists so far (for hardlinks and replacements), counters.

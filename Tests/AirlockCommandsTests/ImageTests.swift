@@ -413,6 +413,26 @@ struct RegistryImageTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/layers/sha256").isEmpty)
     }
 
+    @Test("An image config whose rootfs.diff_ids do not match the decompressed layers is refused; nothing stays in the store")
+    func lyingDiffID() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let pushed = try registry.push("bad/diffid", ["layers": [["entries": [["path": "a", "size": 3000]]], ["compression": "zstd", "entries": [["path": "b", "size": 3000]]]],
+                                                      "lie_diff_ids": [1]])
+        let (puller, client) = puller(sandbox, registry)
+        await #expect {
+            _ = try await puller.pull(try ImageReference(parsing: "\(registry.host)/bad/diffid"))
+        } throws: { error in
+            (error as? OCIError)?.kind == .integrity && "\(error)".contains("rootfs.diff_ids says")
+        }
+        await client.shutdown()
+        let layers = try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/layers/sha256")
+        #expect(!layers.contains { $0.hasPrefix(String(pushed.layers[1].dropFirst(7))) }, "the refused layer is not in the store: \(layers)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.store + "/tmp").isEmpty)
+        #expect(ImageStore(root: sandbox.store).records().isEmpty)
+    }
+
     @Test("A pull interrupted by the registry dying resumes with Range and verifies; no half layer under a final name")
     func interruptedPull() async throws {
         let registry = try TestRegistry()
