@@ -69,7 +69,7 @@ public struct BootSnapshot: Sendable {
             _ = stat(file, &info)
             text += "\(file) \(info.st_size) \(info.st_ino) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)\n"
         }
-        text += "disk \(fileSize(spec.disk))\n"
+        text += "disk \(QEMUMachine.fileSize(spec.disk))\n"
         // The guest saw this CPU's features (with KVM, `-cpu host`): a cache shared between
         // machines must not hand one's snapshot to another.
         text += cpu ?? Self.hostCPU()
@@ -80,13 +80,8 @@ public struct BootSnapshot: Sendable {
 
     /// The host CPU's model and feature flags (`/proc/cpuinfo`, first CPU).
     static func hostCPU() -> String {
-        let fd = open("/proc/cpuinfo", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 16384)
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return "" }
-        return String(decoding: bytes[..<n], as: UTF8.self).split(separator: "\n")
+        guard let bytes = readBytes("/proc/cpuinfo") else { return "" }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n")
             .filter { $0.hasPrefix("model name") || $0.hasPrefix("flags") }.prefix(2).joined(separator: "\n") + "\n"
     }
 
@@ -98,7 +93,7 @@ public struct BootSnapshot: Sendable {
     /// Boots `spec` once as a snapshot boot and saves it under `key`. Blocking on QEMU's
     /// progress through QMP, polled.
     func make(_ spec: MachineSpec, key: String, qemu: String) async throws {
-        try Self.makeDirectory(directory)
+        try makeDirectory(directory, mode: 0o700)
         removeLeftovers()
         let temporary = path(key: key) + ".\(getpid()).tmp"
         let scratch = path(key: key) + ".\(getpid()).disk"
@@ -114,12 +109,12 @@ public struct BootSnapshot: Sendable {
         close(output)
         // The scratch disk: sparse, the size of the sandbox's.
         let fd = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0, ftruncate(fd, off_t(fileSize(spec.disk))) == 0 else {
+        guard fd >= 0, ftruncate(fd, off_t(QEMUMachine.fileSize(spec.disk))) == 0 else {
             if fd >= 0 { close(fd) }
             throw MachineError("cannot create the snapshot boot's scratch disk \(scratch): \(String(cString: strerror(errno)))")
         }
         close(fd)
-        try Self.makeDirectory(runtime)
+        try makeDirectory(runtime, mode: 0o700)
         var boot = spec
         boot.disk = scratch
         boot.runtimeDirectory = runtime
@@ -135,7 +130,7 @@ public struct BootSnapshot: Sendable {
             }
         }
         let deadline = monotonicSeconds() + bootTimeout
-        let client = try await QEMUMachine.connectQMP(qmp, process: waiter, deadline: deadline)
+        let client = try await QEMUMachine.connectQMP(qmp, process: waiter, deadline: deadline, timeout: bootTimeout)
         // The guest opens its control port when it is warm.
         while try client.takeEvent(matching: { $0.event == "VSERPORT_CHANGE" && $0.data?.id == "control" && $0.data?.open == true }) == nil {
             if waiter.hasExited { throw MachineError("the snapshot boot's QEMU exited", consoleTail: tailLines(of: boot.consoleLog)) }
@@ -180,38 +175,22 @@ public struct BootSnapshot: Sendable {
     /// Removes the snapshots beyond the `keep` most recently used (`key` is one of them).
     func prune(keeping key: String) {
         var snapshots: [(name: String, used: Int)] = []
-        guard let directory = opendir(self.directory) else { return }
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name.hasSuffix(".state") else { continue }
+        for name in directoryEntries(directory) where name.hasSuffix(".state") {
             var info = stat()
-            guard stat(self.directory + "/" + name, &info) == 0 else { continue }
+            guard stat(directory + "/" + name, &info) == 0 else { continue }
             snapshots.append((name, info.st_mtim.tv_sec))
         }
-        closedir(directory)
         for old in snapshots.sorted(by: { $0.used > $1.used }).dropFirst(keep) where old.name != key + ".state" {
-            unlink(self.directory + "/" + old.name)
-        }
-    }
-
-    static func makeDirectory(_ path: String) throws {
-        if mkdir(path, 0o700) != 0 && errno != EEXIST {
-            throw MachineError("cannot create \(path): \(String(cString: strerror(errno)))")
+            unlink(directory + "/" + old.name)
         }
     }
 
     /// Files of snapshot boots whose airlock is gone (interrupted, killed): `<key>.state.<pid>.*`.
     func removeLeftovers() {
-        guard let directory = opendir(self.directory) else { return }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            names.append(withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
-        }
-        closedir(directory)
-        for name in names {
+        for name in directoryEntries(directory) {
             let parts = name.split(separator: ".")
             guard parts.count == 4, parts[1] == "state", let pid = pid_t(parts[2]), ["tmp", "disk", "log"].contains(parts[3]) else { continue }
-            if kill(pid, 0) != 0 && errno == ESRCH { unlink(self.directory + "/" + name) }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(directory + "/" + name) }
         }
     }
 
@@ -221,10 +200,6 @@ public struct BootSnapshot: Sendable {
     }
 }
 
-private func fileSize(_ path: String) -> Int64 {
-    var info = stat()
-    return stat(path, &info) == 0 ? Int64(info.st_size) : 0
-}
 
 private extension String {
     func leftPadded(to width: Int) -> String {

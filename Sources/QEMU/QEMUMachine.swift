@@ -272,43 +272,37 @@ public final class QEMUMachine: VirtualMachine {
 
         // Ready when QMP answers; if QEMU dies first, say why.
         let deadline = monotonicSeconds() + timeout
-        while true {
-            if machine.waiter.hasExited {
-                await machine.stop(grace: .zero)
-                throw MachineError("QEMU exited during start-up", consoleTail: failureTail())
-            }
-            if let client = try? QMPClient(path: qmp, timeout: 2) {
-                if let snapshot {
-                    do {
-                        try await snapshot.store.restore(client, key: snapshot.key, deadline: deadline)
-                    } catch {
-                        // A snapshot that does not load is not tried again: boot normally.
-                        await machine.stop(grace: .zero)
-                        unlink(snapshot.store.path(key: snapshot.key))
-                        progress?("the boot snapshot did not load (\(error)); booting normally")
-                        return try await start(spec, qemu: qemu, vsockCID: vsockCID, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: nil, progress: progress)
-                    }
-                    progress?("resumed the boot snapshot \(snapshot.key.prefix(12))")
-                }
-                if let egress {
-                    // QEMU listens on the egress port's socket from the start; the guest speaks first.
-                    do {
-                        _ = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                            .channelInitializer(egress)
-                            .connect(unixDomainSocketPath: spec.runtimeDirectory + "/egress.sock").get()
-                    } catch {
-                        await machine.stop(grace: .seconds(1))
-                        throw MachineError("cannot connect to QEMU's egress port: \(error)", consoleTail: failureTail())
-                    }
-                }
-                return machine
-            }
-            if monotonicSeconds() > deadline {
-                await machine.stop(grace: .seconds(1))
-                throw MachineError("QEMU did not open its QMP socket within \(Int(timeout)) s", consoleTail: failureTail())
-            }
-            try await Task.sleep(for: .milliseconds(10))
+        let client: QMPClient
+        do {
+            client = try await connectQMP(qmp, process: waiter, deadline: deadline, timeout: timeout)
+        } catch let error as MachineError {
+            await machine.stop(grace: waiter.hasExited ? .zero : .seconds(1))
+            throw MachineError(error.message, consoleTail: failureTail())
         }
+        if let snapshot {
+            do {
+                try await snapshot.store.restore(client, key: snapshot.key, deadline: deadline)
+            } catch {
+                // A snapshot that does not load is not tried again: boot normally.
+                await machine.stop(grace: .zero)
+                unlink(snapshot.store.path(key: snapshot.key))
+                progress?("the boot snapshot did not load (\(error)); booting normally")
+                return try await start(spec, qemu: qemu, vsockCID: vsockCID, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: nil, progress: progress)
+            }
+            progress?("resumed the boot snapshot \(snapshot.key.prefix(12))")
+        }
+        if let egress {
+            // QEMU listens on the egress port's socket from the start; the guest speaks first.
+            do {
+                _ = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .channelInitializer(egress)
+                    .connect(unixDomainSocketPath: spec.runtimeDirectory + "/egress.sock").get()
+            } catch {
+                await machine.stop(grace: .seconds(1))
+                throw MachineError("cannot connect to QEMU's egress port: \(error)", consoleTail: failureTail())
+            }
+        }
+        return machine
     }
 
     public func connectControl() async throws -> LinkClient {
@@ -333,17 +327,18 @@ public final class QEMUMachine: VirtualMachine {
     }
 
     /// A QMP connection to the QEMU `process` just started, once it listens; fails when it
-    /// exits or `deadline` passes first.
-    static func connectQMP(_ path: String, process: ProcessWaiter, deadline: Double) async throws -> QMPClient {
+    /// exits or `deadline` (`timeout` seconds after the start) passes first.
+    static func connectQMP(_ path: String, process: ProcessWaiter, deadline: Double, timeout: Double) async throws -> QMPClient {
         while true {
-            if let client = try? QMPClient(path: path, timeout: 2) { return client }
             if process.hasExited { throw MachineError("QEMU exited during start-up") }
-            if monotonicSeconds() > deadline { throw MachineError("QEMU did not open its QMP socket in time") }
+            if let client = try? QMPClient(path: path, timeout: 2) { return client }
+            if monotonicSeconds() > deadline { throw MachineError("QEMU did not open its QMP socket within \(Int(timeout)) s") }
             try await Task.sleep(for: .milliseconds(10))
         }
     }
 
-    private static func fileSize(_ path: String) -> Int {
+    /// The size of `path` in bytes; 0 when it cannot be read.
+    static func fileSize(_ path: String) -> Int {
         var info = stat()
         return stat(path, &info) == 0 ? Int(info.st_size) : 0
     }

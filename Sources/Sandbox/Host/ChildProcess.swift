@@ -36,11 +36,7 @@ public enum ChildProcess {
         // The child only gets these through dup2; mark them so no other child inherits them.
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        let pid = withCStrings([path] + arguments) { argv in
-            withCStrings(environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
-                airlock_spawn(path, argv, envp, devNull, fds[1], fds[1], Int32(AIRLOCK_SPAWN_PDEATHSIG))
-            }
-        }
+        let pid = spawn(path, arguments, environment: environment, stdin: devNull, output: fds[1])
         close(fds[1])
         if devNull >= 0 { close(devNull) }
         guard pid > 0 else {
@@ -87,11 +83,7 @@ public enum ChildProcess {
         var fds: [Int32] = [0, 0]
         guard airlock_pipe(&fds) == 0 else { throw Failure.spawn(path: path, errno: errno) }
         let logFD = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        let pid = withCStrings([path] + arguments) { argv in
-            withCStrings(environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
-                airlock_spawn(path, argv, envp, fds[0], logFD, logFD, Int32(AIRLOCK_SPAWN_PDEATHSIG))
-            }
-        }
+        let pid = spawn(path, arguments, environment: environment, stdin: fds[0], output: logFD)
         close(fds[0])
         if logFD >= 0 { close(logFD) }
         guard pid > 0 else {
@@ -112,6 +104,15 @@ public enum ChildProcess {
         let code = exitCode(status)
         if code == 0, let inputError { throw inputError }
         return code
+    }
+
+    /// `airlock_spawn` with PDEATHSIG, stdout and stderr both on `output`: the pid or -errno.
+    private static func spawn(_ path: String, _ arguments: [String], environment: [String: String], stdin: Int32, output: Int32) -> pid_t {
+        withCStrings([path] + arguments) { argv in
+            withCStrings(environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
+                airlock_spawn(path, argv, envp, stdin, output, output, Int32(AIRLOCK_SPAWN_PDEATHSIG))
+            }
+        }
     }
 
     static func exitCode(_ status: Int32) -> Int32 {

@@ -144,7 +144,8 @@ func readLink(_ path: String) -> String? {
     return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-func readBytes(_ path: String) -> [UInt8]? {
+/// The whole file (not through a symlink at its last component); nil when it cannot be read.
+public func readBytes(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

@@ -338,7 +338,8 @@ public struct SandboxRunner: Sendable {
     }
 }
 
-func makeDirectory(_ path: String, mode: mode_t) throws {
+/// `mkdir` with `mode`; one that exists already is fine.
+public func makeDirectory(_ path: String, mode: mode_t) throws {
     if mkdir(path, mode) != 0 && errno != EEXIST {
         throw SandboxError("cannot create \(path): \(String(cString: strerror(errno)))")
     }
