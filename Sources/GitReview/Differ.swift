@@ -1,5 +1,9 @@
 import Clibgit2
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One file's change between two commits, with its hunks when it is text.
 public struct FileChange: Sendable, Equatable {
     public enum Status: String, Sendable {
@@ -50,17 +54,33 @@ public struct Differ {
     /// skips every subtree they share. (libgit2's tree-to-tree diff reads every subtree of both
     /// sides: about ten times slower on a repository of 50,000 files.)
     public func changedPaths(from old: ObjectID, to new: ObjectID) throws(GitError) -> [String] {
+        try treeChanges(from: old, to: new).map(\.path)
+    }
+
+    /// One path that differs between two trees, with each side's object and mode (nil where
+    /// the path is absent; a submodule's side is its commit).
+    struct TreeChange {
+        struct Side {
+            var id: git_oid
+            var mode: UInt32
+        }
+        var path: String
+        var old: Side?
+        var new: Side?
+    }
+
+    func treeChanges(from old: ObjectID, to new: ObjectID) throws(GitError) -> [TreeChange] {
         let oldTree = try repository.treeOfCommit(old)
         defer { git_tree_free(oldTree) }
         let newTree = try repository.treeOfCommit(new)
         defer { git_tree_free(newTree) }
-        return try changedPaths(oldTree, newTree)
+        return try treeChanges(oldTree, newTree)
     }
 
-    private func changedPaths(_ oldTree: OpaquePointer, _ newTree: OpaquePointer) throws(GitError) -> [String] {
-        var paths: [String] = []
-        try collectChanges(oldTree, newTree, prefix: "", depth: 0, into: &paths)
-        return paths.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    private func treeChanges(_ oldTree: OpaquePointer, _ newTree: OpaquePointer) throws(GitError) -> [TreeChange] {
+        var changes: [TreeChange] = []
+        try collectChanges(oldTree, newTree, prefix: "", depth: 0, into: &changes)
+        return changes.sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
     }
 
     /// Trees deeper than this are refused (the fetched objects come from a hostile clone).
@@ -69,7 +89,7 @@ public struct Differ {
     /// Appends the paths below `prefix` that differ between two trees (either may be nil: all
     /// of the other's files). Both trees' entries are in git's order, so they merge like two
     /// sorted lists; equal subtrees are skipped unread.
-    private func collectChanges(_ old: OpaquePointer?, _ new: OpaquePointer?, prefix: String, depth: Int, into paths: inout [String]) throws(GitError) {
+    private func collectChanges(_ old: OpaquePointer?, _ new: OpaquePointer?, prefix: String, depth: Int, into changes: inout [TreeChange]) throws(GitError) {
         guard depth < Self.maxTreeDepth else {
             throw GitError(operation: "compare trees", code: -1, message: "\(prefix) is nested more than \(Self.maxTreeDepth) directories deep")
         }
@@ -86,30 +106,33 @@ public struct Differ {
                 i += 1
                 j += 1
                 if git_oid_equal(git_tree_entry_id(a), git_tree_entry_id(b)) != 0 && git_tree_entry_filemode(a) == git_tree_entry_filemode(b) { continue }
-                try visit(a, b, prefix: prefix, depth: depth, into: &paths)
+                try visit(a, b, prefix: prefix, depth: depth, into: &changes)
             } else if order < 0 {
                 i += 1
-                try visit(a, nil, prefix: prefix, depth: depth, into: &paths)
+                try visit(a, nil, prefix: prefix, depth: depth, into: &changes)
             } else {
                 j += 1
-                try visit(nil, b, prefix: prefix, depth: depth, into: &paths)
+                try visit(nil, b, prefix: prefix, depth: depth, into: &changes)
             }
         }
     }
 
     /// One changed entry (same name on both sides, or present on one side only).
-    private func visit(_ a: OpaquePointer?, _ b: OpaquePointer?, prefix: String, depth: Int, into paths: inout [String]) throws(GitError) {
+    private func visit(_ a: OpaquePointer?, _ b: OpaquePointer?, prefix: String, depth: Int, into changes: inout [TreeChange]) throws(GitError) {
         guard let named = a ?? b else { return }
         let path = prefix + String(cString: git_tree_entry_name(named))
         guard git_tree_entry_type(named) == GIT_OBJECT_TREE else {
-            paths.append(path)
+            func side(_ entry: OpaquePointer?) -> TreeChange.Side? {
+                entry.map { TreeChange.Side(id: git_tree_entry_id($0).pointee, mode: git_tree_entry_filemode_raw($0).rawValue) }
+            }
+            changes.append(TreeChange(path: path, old: side(a), new: side(b)))
             return
         }
         let oldTree = try a.map { entry throws(GitError) in try subtree(entry, path) }
         defer { git_tree_free(oldTree) }
         let newTree = try b.map { entry throws(GitError) in try subtree(entry, path) }
         defer { git_tree_free(newTree) }
-        try collectChanges(oldTree, newTree, prefix: path + "/", depth: depth + 1, into: &paths)
+        try collectChanges(oldTree, newTree, prefix: path + "/", depth: depth + 1, into: &changes)
     }
 
     private func subtree(_ entry: OpaquePointer, _ path: String) throws(GitError) -> OpaquePointer {
@@ -129,18 +152,191 @@ public struct Differ {
         }
     }
 
-    /// `git diff --stat` output for `width` columns.
-    public func stat(from old: ObjectID, to new: ObjectID, width: Int = 80) throws(GitError) -> String {
-        try withDiff(old, new, empty: "") { diff throws(GitError) in
-            var stats: OpaquePointer?
-            try GitError.check(git_diff_get_stats(&stats, diff), "count the changes")
-            defer { git_diff_stats_free(stats) }
-            var buffer = git_buf()
-            defer { git_buf_dispose(&buffer) }
-            let format = git_diff_stats_format_t(GIT_DIFF_STATS_FULL.rawValue | GIT_DIFF_STATS_INCLUDE_SUMMARY.rawValue)
-            try GitError.check(git_diff_stats_to_buf(&buffer, stats, format, max(40, width)), "format the stat")
-            return buffer.ptr.map { String(cString: $0) } ?? ""
+    /// One file's line counts between two commits (`git diff --numstat`).
+    public struct FileStat: Sendable, Equatable {
+        public var path: String
+        public var insertions: Int
+        public var deletions: Int
+        /// Binary files have no line counts: their sizes instead.
+        public var binary: Bool
+        public var oldSize: Int
+        public var newSize: Int
+        /// 0 where the file is absent on that side.
+        public var oldMode: UInt32
+        public var newMode: UInt32
+    }
+
+    /// Line counts of every changed file, in git's order (a file that became a symlink or a
+    /// submodule, or the reverse, is a deletion then an addition, as libgit2 lists it).
+    ///
+    /// Each pair of blobs goes through libgit2's xdiff with no repository attached
+    /// (`git_patch_from_buffers`): a patch made from the repository looks the path up in every
+    /// `.gitattributes` of the working tree first, which costs about 100 µs a file (20 ms for
+    /// 200 files against 1.5 ms), and an attribute lookup reads the whole index. So attributes
+    /// are looked up only when there are some (`attributeSources`): then a file whose `diff`
+    /// attribute is unset (`-diff`, `binary`) is binary, as git shows it.
+    public func lineStats(from old: ObjectID, to new: ObjectID) throws(GitError) -> [FileStat] {
+        let changes = try treeChanges(from: old, to: new)
+        let attributes = hasAttributeSources(for: changes.map(\.path))
+        var stats: [FileStat] = []
+        for change in changes {
+            let kinds = (change.old.map { $0.mode & 0o170000 }, change.new.map { $0.mode & 0o170000 })
+            if let oldKind = kinds.0, let newKind = kinds.1, oldKind != newKind {
+                stats.append(try lineStat(change.path, old: change.old, new: nil, attributes: attributes))
+                stats.append(try lineStat(change.path, old: nil, new: change.new, attributes: attributes))
+            } else {
+                stats.append(try lineStat(change.path, old: change.old, new: change.new, attributes: attributes))
+            }
         }
+        return stats
+    }
+
+    /// Whether any attributes file could apply to `paths`: the repository's `info/attributes`,
+    /// the global and system files, or a `.gitattributes` in a directory on the way to one of
+    /// them, in the working tree or in HEAD's tree.
+    private func hasAttributeSources(for paths: [String]) -> Bool {
+        var files = ["/etc/gitattributes"]
+        if let gitDirectory = git_repository_path(repository.pointer).map({ String(cString: $0) }) { files.append(gitDirectory + "info/attributes") }
+        if let configured = repository.configValue("core.attributesFile") {
+            files.append(configured.hasPrefix("~/") ? (getenv("HOME").map { String(cString: $0) } ?? "") + configured.dropFirst() : configured)
+        } else if let xdg = getenv("XDG_CONFIG_HOME").map({ String(cString: $0) }), !xdg.isEmpty {
+            files.append(xdg + "/git/attributes")
+        } else if let home = getenv("HOME").map({ String(cString: $0) }) {
+            files.append(home + "/.config/git/attributes")
+        }
+        var directories: Set<Substring> = [""]
+        for path in paths {
+            var end = path.endIndex
+            while let slash = path[..<end].lastIndex(of: "/"), directories.insert(path[..<slash]).inserted { end = slash }
+        }
+        let names = directories.map { $0.isEmpty ? ".gitattributes" : $0 + "/.gitattributes" }
+        if let workdir = git_repository_workdir(repository.pointer).map({ String(cString: $0) }) { files += names.map { workdir + $0 } }
+        if files.contains(where: { access($0, F_OK) == 0 }) { return true }
+        guard let head = repository.headCommit, let tree = try? repository.treeOfCommit(head) else { return false }
+        defer { git_tree_free(tree) }
+        return names.contains { name in
+            var entry: OpaquePointer?
+            defer { git_tree_entry_free(entry) }
+            return git_tree_entry_bypath(&entry, tree, name) == 0
+        }
+    }
+
+    private func lineStat(_ path: String, old: TreeChange.Side?, new: TreeChange.Side?, attributes: Bool) throws(GitError) -> FileStat {
+        let oldBytes = try content(old, path), newBytes = try content(new, path)
+        var stat = FileStat(
+            path: path, insertions: 0, deletions: 0, binary: false, oldSize: oldBytes.count, newSize: newBytes.count,
+            oldMode: old?.mode ?? 0, newMode: new?.mode ?? 0)
+        var value: UnsafePointer<CChar>?
+        if attributes, git_attr_get(&value, repository.pointer, 0, path, "diff") == 0, git_attr_value(value) == GIT_ATTR_VALUE_FALSE {
+            stat.binary = true
+            return stat
+        }
+        var options = git_diff_options()
+        try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
+        var patch: OpaquePointer?
+        let code = oldBytes.withUnsafeBytes { oldRaw in
+            newBytes.withUnsafeBytes { newRaw in
+                git_patch_from_buffers(&patch, oldRaw.baseAddress, oldRaw.count, path, newRaw.baseAddress, newRaw.count, path, &options)
+            }
+        }
+        try GitError.check(code, "diff \(path)")
+        defer { git_patch_free(patch) }
+        if let delta = git_patch_get_delta(patch), delta.pointee.flags & UInt32(GIT_DIFF_FLAG_BINARY.rawValue) != 0 {
+            stat.binary = true
+            return stat
+        }
+        var context = 0
+        git_patch_line_stats(&context, &stat.insertions, &stat.deletions, patch)
+        return stat
+    }
+
+    /// A side's bytes as git diffs them: a blob's content, a submodule as its commit line.
+    private func content(_ side: TreeChange.Side?, _ path: String) throws(GitError) -> [UInt8] {
+        guard var side else { return [] }
+        if side.mode == 0o160000 { return Array("Subproject commit \(ObjectID(side.id).hex)\n".utf8) }
+        var blob: OpaquePointer?
+        try GitError.check(git_blob_lookup(&blob, repository.pointer, &side.id), "read \(path)")
+        defer { git_blob_free(blob) }
+        guard let bytes = git_blob_rawcontent(blob) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: bytes, count: Int(git_blob_rawsize(blob))))
+    }
+
+    /// `git diff --stat` output for `width` columns (at least 40), from `lineStats`.
+    public func stat(from old: ObjectID, to new: ObjectID, width: Int = 80) throws(GitError) -> String {
+        Self.formatStat(try lineStats(from: old, to: new), width: max(40, width))
+    }
+
+    /// git's `--stat` layout: name, count and a bar scaled to fit `width`, then the totals and
+    /// the created, deleted and mode-changed files. (Unlike git, long names are never cut.)
+    static func formatStat(_ stats: [FileStat], width: Int) -> String {
+        guard !stats.isEmpty else { return "" }
+        let names = stats.map { quoted($0.path) }
+        let nameWidth = names.map(\.utf8.count).max() ?? 0
+        let largest = stats.map { $0.insertions + $0.deletions }.max() ?? 0
+        // As git: counts right-aligned (as wide as "Bin" when a file is binary), bars in what
+        // the names and counts leave of the width, six columns at least.
+        let digits = max(String(largest).count, stats.contains(where: \.binary) ? 3 : 1)
+        let barWidth = max(6, width - nameWidth - digits - 6)
+        var text = ""
+        for (stat, name) in zip(stats, names) {
+            text += " " + name + String(repeating: " ", count: nameWidth - name.utf8.count) + " | "
+            if stat.binary {
+                text += "Bin \(stat.oldSize) -> \(stat.newSize) bytes\n"
+                continue
+            }
+            let total = stat.insertions + stat.deletions
+            let count = String(total)
+            text += String(repeating: " ", count: digits - count.count) + count
+            if total > 0 {
+                // Scaled like git's scale_linear: a side that changed keeps at least one mark.
+                func columns(_ lines: Int) -> Int { largest <= barWidth || lines == 0 ? lines : 1 + lines * (barWidth - 1) / largest }
+                text += " " + String(repeating: "+", count: columns(stat.insertions)) + String(repeating: "-", count: columns(stat.deletions))
+            }
+            text += "\n"
+        }
+        let insertions = stats.reduce(0) { $0 + $1.insertions }, deletions = stats.reduce(0) { $0 + $1.deletions }
+        text += " \(stats.count) file\(stats.count == 1 ? "" : "s") changed"
+        if insertions > 0 || deletions == 0 { text += ", \(insertions) insertion\(insertions == 1 ? "" : "s")(+)" }
+        if deletions > 0 || insertions == 0 { text += ", \(deletions) deletion\(deletions == 1 ? "" : "s")(-)" }
+        text += "\n"
+        for stat in stats where stat.oldMode != stat.newMode {
+            if stat.oldMode == 0 {
+                text += " create mode \(octal(stat.newMode)) \(stat.path)\n"
+            } else if stat.newMode == 0 {
+                text += " delete mode \(octal(stat.oldMode)) \(stat.path)\n"
+            } else {
+                text += " mode change \(octal(stat.oldMode)) => \(octal(stat.newMode)) \(stat.path)\n"
+            }
+        }
+        return text
+    }
+
+    /// A path as git prints it in a stat (`core.quotePath`): in double quotes with C escapes
+    /// when it holds a quote, a backslash, a control character or a non-ASCII byte.
+    static func quoted(_ path: String) -> String {
+        let bytes = Array(path.utf8)
+        guard bytes.contains(where: { $0 < 0x20 || $0 >= 0x7F || $0 == 0x22 || $0 == 0x5C }) else { return path }
+        var text = "\""
+        for byte in bytes {
+            switch byte {
+            case 0x07: text += "\\a"
+            case 0x08: text += "\\b"
+            case 0x09: text += "\\t"
+            case 0x0A: text += "\\n"
+            case 0x0B: text += "\\v"
+            case 0x0C: text += "\\f"
+            case 0x0D: text += "\\r"
+            case 0x22: text += "\\\""
+            case 0x5C: text += "\\\\"
+            case 0x20..<0x7F: text.unicodeScalars.append(UnicodeScalar(byte))
+            default: text += "\\" + String(byte, radix: 8).leftPadded(to: 3)
+            }
+        }
+        return text + "\""
+    }
+
+    private static func octal(_ mode: UInt32) -> String {
+        String(mode, radix: 8).leftPadded(to: 6)
     }
 
     /// Every changed file with its hunks (the model `review` works on).
@@ -215,7 +411,7 @@ public struct Differ {
         defer { git_tree_free(oldTree) }
         let newTree = try repository.treeOfCommit(new)
         defer { git_tree_free(newTree) }
-        let paths = try changedPaths(oldTree, newTree)
+        let paths = try treeChanges(oldTree, newTree).map(\.path)
         guard !paths.isEmpty else { return empty }
         var options = git_diff_options()
         try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
@@ -243,5 +439,12 @@ public struct Differ {
                 (delta.pointee.new_file.path ?? delta.pointee.old_file.path).map { String(cString: $0) }
             }
         }
+    }
+}
+
+extension String {
+    /// Zeros in front, up to `width` characters.
+    fileprivate func leftPadded(to width: Int) -> String {
+        String(repeating: "0", count: max(0, width - count)) + self
     }
 }

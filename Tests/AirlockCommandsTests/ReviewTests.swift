@@ -111,6 +111,14 @@ struct ReviewFlowTests {
         let log = try fixture.airlock(["log", "--branch", "feature", "--json"])
         let entries = try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]]
         #expect(entries?.count == 2)
+        // Newest first, each with git's own file list and line counts.
+        for (index, entry) in (entries ?? []).enumerated() {
+            let numstat = try fixture.sh("git diff --numstat feature~\(index + 1) feature~\(index)", in: fixture.clone)
+            let rows = numstat.split(separator: "\n").map { $0.split(separator: "\t") }
+            #expect(entry["files"] as? [String] == rows.map { String($0[2]) })
+            #expect(entry["additions"] as? Int == rows.reduce(0) { $0 + Int($1[0])! })
+            #expect(entry["deletions"] as? Int == rows.reduce(0) { $0 + Int($1[1])! })
+        }
 
         // Until the merge, the user's repository is byte-identical (only refs/remotes/airlock changed).
         #expect(try fixture.userState() == before)
@@ -469,6 +477,7 @@ struct DiffMatchesGitTests {
             // Names that look like pathspec syntax: none may drop out of a diff.
             "!bang.txt": "1\n", "#hash.txt": "1\n", "back\\slash.txt": "1\n", "star*.txt": "1\n",
             "trailing-space ": "1\n", " leading-space": "1\n",
+            "long.txt": "1\n2\n3\n", "image.bin": "\u{0}\u{1}\u{2}", "data.dat": "text\n", ".gitattributes": "*.dat -diff\n",
         ])
         defer { fixture.cleanUp() }
         try fixture.agent("""
@@ -479,6 +488,7 @@ struct DiffMatchesGitTests {
             chmod +x run.sh && ln -s a.txt link
             echo deeper > z/deep/er/new && rm z/deep/er/file
             for f in '!bang.txt' '#hash.txt' 'back\\slash.txt' 'star*.txt' 'trailing-space ' ' leading-space'; do echo 2 >> "$f"; done
+            seq 1 150 > long.txt && printf '\\0\\3' >> image.bin && echo more >> data.dat
             git add -A && git -c user.name=agent -c user.email=agent@example.com commit -q -m work
             """)
         let base = try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -491,14 +501,23 @@ struct DiffMatchesGitTests {
         let gitStat = try fixture.sh("git diff --stat=80 --summary \(base) refs/remotes/airlock/default/main", in: fixture.project)
         // Rows name files (` path<padding> | n +-`), then the totals, then create/delete/mode
         // lines. A name's own trailing spaces can't be told from the padding: compared without.
+        // Whole rows are compared: names (quoted as git quotes them), counts, bars scaled to the
+        // width (long.txt), binary sizes (image.bin, and data.dat through its attribute).
         func trailingTrimmed(_ text: Substring) -> String { String(text.reversed().drop { $0 == " " }.reversed()) }
-        func parts(_ text: String) -> (files: Set<String>, rest: [String]) {
+        func parts(_ text: String) -> (files: Set<String>, rows: [String: String], rest: [String]) {
             let lines = text.split(separator: "\n").map(String.init)
-            return (Set(lines.filter { $0.contains(" | ") }.map { trailingTrimmed($0.dropFirst().split(separator: "|")[0]) }),
+            let rows = lines.filter { $0.contains(" | ") }.map { $0.dropFirst().split(separator: "|", maxSplits: 1) }
+            return (Set(rows.map { trailingTrimmed($0[0]) }),
+                    Dictionary(rows.map { (trailingTrimmed($0[0]), String($0[1])) }, uniquingKeysWith: { a, _ in a }),
                     lines.filter { !$0.contains(" | ") }.map { $0.trimmingCharacters(in: .whitespaces) })
         }
-        #expect(parts(stat.stdout).files == Set(gitNames.split(separator: "\n").map { trailingTrimmed($0) }), "\(stat.stdout)")
+        #expect(parts(stat.stdout).files == parts(gitStat).files, "\(stat.stdout)")
+        #expect(parts(stat.stdout).files.count == gitNames.split(separator: "\n").count)
         #expect(parts(stat.stdout).rest == parts(gitStat).rest, "\(stat.stdout)\n---\n\(gitStat)")
+        for (name, row) in parts(stat.stdout).rows {
+            #expect(parts(gitStat).rows[name] == row, "\(name): \(row) against git's \(parts(gitStat).rows[name] ?? "nothing")")
+        }
+        #expect(parts(stat.stdout).rows["data.dat"]?.contains("Bin") == true && parts(stat.stdout).rows["long.txt"]?.contains("+") == true)
         // Nothing changed between a commit and itself.
         let same = try fixture.airlock(["diff", "--name-only", "refs/remotes/airlock/default/main"])
         #expect(same.status == 0 && same.stdout.isEmpty, "\(same.stdout)\(same.stderr)")

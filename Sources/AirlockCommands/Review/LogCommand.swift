@@ -39,10 +39,10 @@ struct LogCommand: ParsableCommand {
             var entries: [Entry] = []
             for id in try repository.commits(from: target, excluding: base) {
                 let info = try repository.commitInfo(id)
-                let changes = try info.parents.first.map { parent throws(GitError) in try differ.changes(from: parent, to: id) } ?? []
+                let stats = try info.parents.first.map { parent throws(GitError) in try differ.lineStats(from: parent, to: id) } ?? []
                 entries.append(Entry(
-                    commit: info, files: changes.map(\.path),
-                    additions: changes.reduce(0) { $0 + $1.additions }, deletions: changes.reduce(0) { $0 + $1.deletions }))
+                    commit: info, files: stats.map(\.path),
+                    additions: stats.reduce(0) { $0 + $1.insertions }, deletions: stats.reduce(0) { $0 + $1.deletions }))
             }
             if json {
                 try printJSON(entries)
