@@ -77,6 +77,17 @@ public struct Differ {
         return try treeChanges(oldTree, newTree)
     }
 
+    func treeChanges(fromTree old: ObjectID, toTree new: ObjectID) throws(GitError) -> [TreeChange] {
+        var oldID = old.raw, newID = new.raw
+        var oldTree: OpaquePointer?, newTree: OpaquePointer?
+        try GitError.check(git_tree_lookup(&oldTree, repository.pointer, &oldID), "read the tree \(old.short)")
+        defer { git_tree_free(oldTree) }
+        try GitError.check(git_tree_lookup(&newTree, repository.pointer, &newID), "read the tree \(new.short)")
+        defer { git_tree_free(newTree) }
+        guard let oldTree, let newTree else { throw GitError(operation: "read two trees", code: -1, message: "missing") }
+        return try treeChanges(oldTree, newTree)
+    }
+
     private func treeChanges(_ oldTree: OpaquePointer, _ newTree: OpaquePointer) throws(GitError) -> [TreeChange] {
         var changes: [TreeChange] = []
         try collectChanges(oldTree, newTree, prefix: "", depth: 0, into: &changes)

@@ -30,6 +30,10 @@ public struct FetchReport: Sendable, Codable, Equatable {
     public var uncommittedPaths: [String]
     /// Things in the clone that were refused or ignored, one sentence each.
     public var refused: [String]
+    /// How the working tree was looked at: every file, or only the paths the last session's
+    /// `ChangeJournal` names.
+    public var workingTreeCheck: WorkingTreeCheck = .scan
+    public enum WorkingTreeCheck: String, Sendable, Codable { case scan, journal }
 
     /// What the agent's work is: the uncommitted capture when there is one, else the
     /// current branch, else the detached HEAD.
@@ -59,7 +63,11 @@ public enum SandboxFetch {
     ///   - clone: the sandbox's clone (its working tree root).
     ///   - mirror: the host's private mirror directory for this sandbox.
     ///   - base: the commit the sandbox started from, when recorded.
-    public static func run(project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
+    ///   - journal: what the last session changed, when it can be used (the sandbox is
+    ///     stopped); nil scans the whole working tree.
+    public static func run(
+        project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?, journal: ChangeJournal? = nil
+    ) throws(GitReviewError) -> FetchReport {
         _ = LibGit2Runtime.initialised
         let user: Repository
         do {
@@ -69,7 +77,7 @@ public enum SandboxFetch {
         }
         let mirrored = try CloneMirror.sync(clone: clone, into: mirror, projectObjects: user.objectsDirectory)
         do {
-            return try fetch(user: user, mirror: mirrored, clone: clone, sandbox: sandbox, base: base)
+            return try fetch(user: user, mirror: mirrored, clone: clone, sandbox: sandbox, base: base, journal: journal)
         } catch {
             // What was refused usually explains the failure (a pack left out, say).
             guard !mirrored.refusals.isEmpty else { throw error }
@@ -77,7 +85,9 @@ public enum SandboxFetch {
         }
     }
 
-    private static func fetch(user: Repository, mirror: CloneMirror, clone: String, sandbox: String, base: ObjectID?) throws(GitReviewError) -> FetchReport {
+    private static func fetch(
+        user: Repository, mirror: CloneMirror, clone: String, sandbox: String, base: ObjectID?, journal: ChangeJournal?
+    ) throws(GitReviewError) -> FetchReport {
         var refused = mirror.refusals
         let source: Repository
         do {
@@ -90,11 +100,14 @@ public enum SandboxFetch {
         var refspecs = ["+refs/heads/*:\(prefix)*"]
         var expected = Set(source.references(under: "refs/heads/").keys.map { prefix + $0.dropFirst("refs/heads/".count) })
         var uncommittedPaths: [String] = []
+        var check = FetchReport.WorkingTreeCheck.scan
 
         if let head = source.headCommit {
             do {
                 try? source.deleteReference("refs/airlock/uncommitted")
-                if let captured = try captureUncommitted(in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, refused: &refused) {
+                let captured = try captureUncommitted(in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, journal: journal, refused: &refused)
+                check = captured.check
+                if let captured = captured.work {
                     try source.setReference("refs/airlock/uncommitted", to: captured.commit, message: "airlock: uncommitted work")
                     refspecs.append("+refs/airlock/uncommitted:\(prefix)\(uncommittedName)")
                     expected.insert(prefix + uncommittedName)
@@ -154,14 +167,16 @@ public enum SandboxFetch {
         }
         return FetchReport(
             sandbox: sandbox, currentBranch: currentBranch, base: base, branches: branches,
-            uncommittedPaths: uncommittedPaths, refused: refused)
+            uncommittedPaths: uncommittedPaths, refused: refused, workingTreeCheck: check)
     }
 
     /// The clone's index and working tree against its HEAD, as one commit on top of HEAD (in
-    /// the mirror); nil when there is nothing uncommitted. See `WorkingTreeScan`.
+    /// the mirror); nil when there is nothing uncommitted. See `WorkingTreeScan`; with a
+    /// `journal` that can vouch for the rest, only the paths it names are looked at.
     static func captureUncommitted(
-        in source: Repository, mirror: CloneMirror, clone: String, head: ObjectID, sandbox: String, refused: inout [String]
-    ) throws -> (commit: ObjectID, paths: [String])? {
+        in source: Repository, mirror: CloneMirror, clone: String, head: ObjectID, sandbox: String, journal: ChangeJournal?,
+        refused: inout [String]
+    ) throws -> (work: (commit: ObjectID, paths: [String])?, check: FetchReport.WorkingTreeCheck) {
         var index: OpaquePointer?
         defer { git_index_free(index) }
         if mirror.indexTime == nil || git_index_open(&index, mirror.path + "/index") != 0 {
@@ -172,10 +187,27 @@ public enum SandboxFetch {
             defer { git_tree_free(headTree) }
             try GitError.check(git_index_read_tree(index, headTree), "read HEAD's tree")
         }
+        var only: [String]?
+        if let journal, mirror.indexTime != nil, git_index_has_conflicts(index) == 0 {
+            var tree = git_oid()
+            if git_index_write_tree_to(&tree, index, source.pointer) == 0 {
+                only = journal.paths(indexTreeNow: ObjectID(tree), in: source)
+            }
+        }
         var scan = WorkingTreeScan(repository: source, clone: clone, indexTime: mirror.indexTime)
-        let tree = try scan.tree(index: index)
+        var tree = try scan.tree(index: index, only: only)
+        if only != nil && scan.sawHardLink {
+            // A second name for a file: what changed through it can't be told. Everything.
+            git_index_free(index)
+            index = nil
+            try GitError.check(git_index_open(&index, mirror.path + "/index"), "read the clone's index")
+            only = nil
+            scan = WorkingTreeScan(repository: source, clone: clone, indexTime: mirror.indexTime)
+            tree = try scan.tree(index: index)
+        }
+        let check: FetchReport.WorkingTreeCheck = only == nil ? .scan : .journal
         refused += scan.refused
-        guard tree != (try source.treeID(ofCommit: head)) else { return nil }
+        guard tree != (try source.treeID(ofCommit: head)) else { return (nil, check) }
         // Dated like HEAD, so the same uncommitted work gives the same commit on every fetch.
         let headTime = (try? source.commitInfo(head).time) ?? 0
         let signature = Repository.Signature(name: "airlock", email: "airlock@\(sandbox).sandbox.invalid", time: headTime)
@@ -183,6 +215,6 @@ public enum SandboxFetch {
             tree: tree, parents: [head],
             message: "Uncommitted work in sandbox \(sandbox)\n\nCaptured by `airlock fetch` from the sandbox's working tree; the clone itself was left as it was.\n",
             author: signature)
-        return (commit, try Differ(repository: source).changedPaths(from: head, to: commit))
+        return ((commit, try Differ(repository: source).changedPaths(from: head, to: commit)), check)
     }
 }

@@ -27,6 +27,9 @@ struct WorkingTreeScan {
     let indexTime: timespec?
     private(set) var refused: [String] = []
     private(set) var changedPaths: [String] = []
+    /// A file with more than one name was seen (a change through one name is not a change
+    /// event on the other: `ChangeJournal` can't vouch for such a tree).
+    private(set) var sawHardLink = false
 
     /// Stage-0 entries in index order (bytewise by path), walked together with the tree.
     private var entries: [Entry] = []
@@ -46,7 +49,9 @@ struct WorkingTreeScan {
     ///
     /// The working tree is walked in git's order (a directory sorts as its name plus `/`), so
     /// the walk and the sorted index entries are merged like two sorted lists: no lookups.
-    mutating func tree(index: OpaquePointer?) throws -> ObjectID {
+    /// With `only`, just those paths are looked at (a directory with everything below it):
+    /// the caller knows nothing else can differ from the index (see `ChangeJournal`).
+    mutating func tree(index: OpaquePointer?, only: [String]? = nil) throws -> ObjectID {
         try GitError.check(git_repository_set_workdir(repository.pointer, clone, 0), "use \(clone) as the working tree")
         // Conflicted paths (stages 1–3) become whatever the working tree holds.
         var conflicted: [String] = []
@@ -66,11 +71,15 @@ struct WorkingTreeScan {
         for path in Set(conflicted) { git_index_conflict_remove(index, path) }
 
         let root = try GuestTree.open(clone)
-        listings = Self.prefetch(trackedDirectories(), in: root)
-        walk(root, root: root, prefix: [], depth: 0)
-        while cursor < entries.count {
-            missing(entries[cursor])
-            cursor += 1
+        if let only {
+            check(only, in: root)
+        } else {
+            listings = Self.prefetch(trackedDirectories(), in: root)
+            walk(root, root: root, prefix: [], depth: 0)
+            while cursor < entries.count {
+                missing(entries[cursor])
+                cursor += 1
+            }
         }
         for path in deleted {
             git_index_remove(index, path, 0)
@@ -82,6 +91,91 @@ struct WorkingTreeScan {
         try GitError.check(git_index_write_tree_to(&tree, index, repository.pointer), "write the uncommitted tree")
         changedPaths.sort()
         return ObjectID(tree)
+    }
+
+    /// Looks at `paths` only: each against its index entry, or as a new file; a directory with
+    /// everything below it, merged with the index entries under it like the full walk. Index
+    /// entries at or below a path that is gone are deletions. A path below a directory the
+    /// index tracks nothing in stands for that whole directory, which is then looked at as the
+    /// full walk would (ignored, a nested repository, or walked).
+    private mutating func check(_ paths: [String], in root: GuestTree) {
+        var normalized: Set<[UInt8]> = []
+        for text in paths {
+            var path = Array(text.utf8)
+            guard !path.isEmpty, path.first != 0x2F, path.last != 0x2F, !path.contains(0) else { continue }
+            for (offset, byte) in path.enumerated() where byte == 0x2F {
+                let directory = Array(path[..<offset]) + [0x2F]
+                let first = lowerBound(directory)
+                if first >= entries.count || !entries[first].path.starts(with: directory) {
+                    path = Array(path[..<offset])
+                    break
+                }
+            }
+            normalized.insert(path)
+        }
+        var walked: Set<[UInt8]> = []
+        for path in normalized.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            let text = String(decoding: path, as: UTF8.self)
+            // Below a directory walked already (sorted: an ancestor comes first).
+            var below = false
+            for (offset, byte) in path.enumerated() where byte == 0x2F && walked.contains(Array(path[..<offset])) { below = true }
+            if below || path == Self.dotGit || path.starts(with: Self.dotGit + [0x2F]) { continue }
+            let slashed = path + [0x2F]
+            cursor = lowerBound(path)
+            let entry = cursor < entries.count && entries[cursor].path == path ? entries[cursor] : nil
+            let status = root.status(text)
+            switch status.map({ $0.st_mode & S_IFMT }) {
+            case S_IFDIR?:
+                if let entry, entry.mode == 0o160000 { continue }  // a submodule: left alone
+                if let entry { missing(entry) }  // a file that became a directory
+                cursor = lowerBound(slashed)
+                let tracked = cursor < entries.count && entries[cursor].path.starts(with: slashed)
+                walked.insert(path)
+                if !tracked {
+                    if isIgnored(text + "/") { continue }
+                    if root.kind(text + "/.git") != nil {
+                        refused.append("\(clone)/\(text) left out: a nested repository")
+                        continue
+                    }
+                }
+                walk(nil, root: root, prefix: slashed, depth: path.count(where: { $0 == 0x2F }) + 1)
+                while cursor < entries.count, entries[cursor].path.starts(with: slashed) {
+                    missing(entries[cursor])
+                    cursor += 1
+                }
+            case S_IFREG?, S_IFLNK?:
+                if let status, status.st_nlink > 1 && status.st_mode & S_IFMT == S_IFREG { sawHardLink = true }
+                if let entry {
+                    if let status, !matches(entry, status) { candidates.append((text, entry)) }
+                } else if !isIgnored(text) {
+                    candidates.append((text, nil))
+                }
+                // Files tracked below a directory that is now this file: deleted.
+                cursor = lowerBound(slashed)
+                while cursor < entries.count, entries[cursor].path.starts(with: slashed) {
+                    missing(entries[cursor])
+                    cursor += 1
+                }
+            default:
+                // Gone (or a socket, fifo or device): whatever the index had here is deleted.
+                if let entry { missing(entry) }
+                cursor = lowerBound(slashed)
+                while cursor < entries.count, entries[cursor].path.starts(with: slashed) {
+                    missing(entries[cursor])
+                    cursor += 1
+                }
+            }
+        }
+    }
+
+    /// The position of the first index entry not ordered before `path` (bytewise).
+    private func lowerBound(_ path: [UInt8]) -> Int {
+        var low = 0, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].path.lexicographicallyPrecedes(path) { low = middle + 1 } else { high = middle }
+        }
+        return low
     }
 
     /// Listings (names with lstat data) of the directories the index tracks files in, read
@@ -182,6 +276,7 @@ struct WorkingTreeScan {
                 }
                 walk(nil, root: root, prefix: slashed, depth: depth + 1)
             case S_IFREG, S_IFLNK:
+                if item.status.st_nlink > 1 && item.status.st_mode & S_IFMT == S_IFREG { sawHardLink = true }
                 while cursor < entries.count, entries[cursor].path.lexicographicallyPrecedes(path) {
                     missing(entries[cursor])
                     cursor += 1

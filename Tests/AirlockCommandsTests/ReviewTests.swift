@@ -553,3 +553,98 @@ struct MirrorSharingTests {
         #expect(log.hasPrefix("again\nmore\n"), "\(log)")
     }
 }
+
+@Suite("The change journal: a fetch after a session reads only what the session touched, and finds what a full scan finds")
+struct ChangeJournalTests {
+    /// Runs `before` in the clone, then `session` between a journal's begin and seal (the test
+    /// plays the guest, writing the clone directly), then fetches. Returns how the fetch looked
+    /// at the working tree, and whether its capture equals git's (`git add -A` in a copy) and a
+    /// full rescan's.
+    static func session(_ fixture: ReviewFixture, before: String = "", _ session: String) throws -> (check: String?, matchesGit: Bool, matchesRescan: Bool) {
+        if !before.isEmpty { try fixture.agent(before) }
+        let state = fixture.project.appendingPathComponent(".airlock/default").path
+        let recorder = try #require(ChangeJournal.Recorder.begin(
+            project: fixture.project.path, clone: fixture.clone.path, mirror: state + "/mirror.git", file: state + "/changes.json"))
+        try fixture.agent(session)
+        recorder.seal()
+        let fetched = try fixture.airlock(["fetch", "--json"])
+        #expect(fetched.status == 0, "\(fetched.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(fetched.stdout.utf8)) as? [String: Any]
+        let tree = { try fixture.sh("git rev-parse refs/remotes/airlock/default/uncommitted^{tree} 2>/dev/null || git rev-parse refs/remotes/airlock/default/main^{tree}", in: fixture.project) }
+        let ours = try tree()
+        let copy = fixture.project.appendingPathComponent(".airlock/copy")
+        try fixture.sh("rm -rf '\(copy.path)' && cp -a '\(fixture.clone.path)' '\(copy.path)'", in: fixture.project)
+        let theirs = try fixture.sh("git add -A && git write-tree", in: copy)
+        let rescan = try fixture.airlock(["fetch", "--rescan"])
+        #expect(rescan.status == 0, "\(rescan.stderr)")
+        return (report?["workingTreeCheck"] as? String, ours == theirs, ours == (try tree()))
+    }
+
+    static let files = [
+        "a.txt": "a\n", "a.b": "dot\n", "a/one": "1\n", "t": "file\n", "dir2/x": "x\n", "dir2/y/z": "z\n", "run.sh": "#!/bin/sh\n",
+        "staged.txt": "s\n", ".gitignore": "build/\n*.log\n", "z/deep/er/file": "deep\n", "keep/k": "k\n", "untouched.txt": "u\n",
+    ]
+
+    @Test("edits, additions, deletions, type changes, modes, symlinks, moved and new directories, staging, commits, work left from before")
+    func matchesFullScan() throws {
+        let fixture = try ReviewFixture(files: Self.files)
+        defer { fixture.cleanUp() }
+        let result = try Self.session(fixture, before: """
+            echo before >> keep/k && echo loose > loose-before.txt && echo staged-before >> untouched.txt && git add untouched.txt
+            """, """
+            echo changed >> a.txt
+            echo new > a/new && echo sibling > a-b && rm a.b
+            rm t && mkdir t && echo inside > t/x
+            rm -r dir2 && echo now-a-file > dir2
+            mkdir -p build && echo ignored > build/out && echo ignored > debug.log
+            chmod +x run.sh && ln -s a.txt link
+            echo staged >> staged.txt && git add staged.txt
+            mv z zz && echo deeper > zz/deep/er/new
+            mkdir -p fresh/nested/dir && echo f > fresh/nested/dir/f && echo g > fresh/g && rm fresh/g
+            echo committed >> a/one && git commit -q -m 'agent' a/one
+            git rm -q --cached untouched.txt
+            """)
+        #expect(result.check == "journal")
+        #expect(result.matchesGit && result.matchesRescan)
+    }
+
+    @Test("a session that changed nothing: the capture is the work left from before")
+    func quietSession() throws {
+        let fixture = try ReviewFixture(files: Self.files)
+        defer { fixture.cleanUp() }
+        let result = try Self.session(fixture, before: "echo before >> a.txt && echo new > new.txt", "true")
+        #expect(result.check == "journal")
+        #expect(result.matchesGit && result.matchesRescan)
+    }
+
+    @Test("what the journal can't vouch for makes fetch read every file", arguments: [
+        "echo 'a.txt' >> .gitignore",  // ignore rules changed
+        "ln a.txt second-name && echo through-the-link >> second-name",  // a hard link
+    ])
+    func fallsBackToScan(_ session: String) throws {
+        let fixture = try ReviewFixture(files: Self.files)
+        defer { fixture.cleanUp() }
+        let result = try Self.session(fixture, session)
+        #expect(result.check == "scan")
+        #expect(result.matchesGit && result.matchesRescan)
+    }
+
+    @Test("an edit on the host after the session is seen by --rescan, and by the next session's baseline")
+    func rescan() throws {
+        let fixture = try ReviewFixture(files: Self.files)
+        defer { fixture.cleanUp() }
+        _ = try Self.session(fixture, "echo in-session >> a.txt")
+        try fixture.agent("echo by-hand >> untouched.txt")
+        let captured = { try fixture.sh("git diff --name-only refs/remotes/airlock/default/main refs/remotes/airlock/default/uncommitted", in: fixture.project) }
+        let journalled = try fixture.airlock(["fetch"])
+        #expect(journalled.status == 0)
+        #expect(try captured() == "a.txt\n")  // the journal's blind spot
+        let rescan = try fixture.airlock(["fetch", "--rescan", "--json"])
+        let report = try JSONSerialization.jsonObject(with: Data(rescan.stdout.utf8)) as? [String: Any]
+        #expect(report?["workingTreeCheck"] as? String == "scan")
+        #expect(try captured() == "a.txt\nuntouched.txt\n")
+        try fixture.agent("echo by-hand-again >> b-by-hand.txt")
+        let next = try Self.session(fixture, "true")
+        #expect(next.check == "journal" && next.matchesGit)
+    }
+}

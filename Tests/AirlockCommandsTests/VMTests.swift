@@ -300,10 +300,22 @@ struct VMTests {
         #expect(!session.stderr.contains("project changed"), "\(session.stderr)")
         #expect(try userState() == before, "the session changed the user's repository")
 
-        let fetch = try CLI.run(["fetch"], in: project)
+        // The session's change journal (inotify on the clone while the guest wrote it through
+        // the VMM) names what changed: the fetch reads only those files, and finds what a
+        // rescan of every file finds.
+        let journalled = try CLI.run(["fetch", "--json"], in: project)
+        let report = try JSONSerialization.jsonObject(with: Data(journalled.stdout.utf8)) as? [String: Any]
+        #expect(report?["workingTreeCheck"] as? String == "journal", "\(journalled.stdout)\(journalled.stderr)")
+        #expect(report?["uncommittedPaths"] as? [String] == ["kept.txt"])
+        let fetch = try CLI.run(["fetch", "--rescan"], in: project)
         #expect(fetch.status == 0, "stderr: \(fetch.stderr)")
-        #expect(fetch.stdout.contains("agent-work (current)") && fetch.stdout.contains("2 new commits"), "\(fetch.stdout)")
-        #expect(fetch.stdout.contains("uncommitted"))
+        #expect(fetch.stdout.contains("nothing new"), "the rescan found what the journal did: \(fetch.stdout)")
+        let reset = try Spawned.run(["/bin/sh", "-c", "git for-each-ref --format='delete %(refname)' refs/remotes/airlock/ | git update-ref --stdin"],
+                                    directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+        #expect(reset.status == 0)
+        let fresh = try CLI.run(["fetch"], in: project)
+        #expect(fresh.stdout.contains("agent-work (current)") && fresh.stdout.contains("2 new commits"), "\(fresh.stdout)")
+        #expect(fresh.stdout.contains("uncommitted"))
         let committed = try CLI.run(["diff", "--name-only", "--branch", "agent-work"], in: project)
         #expect(committed.stdout == "gone.txt\none.txt\nthree.txt\ntwo.txt\n")
         let all = try CLI.run(["diff", "--stat"], in: project)
@@ -318,10 +330,10 @@ struct VMTests {
         // --with-changes carries the user's uncommitted edit into a fresh clone; --fresh first
         // fetches the old clone (its uncommitted work is kept on airlock/default/uncommitted).
         try "mine\n".write(to: project.appendingPathComponent("kept.txt"), atomically: true, encoding: .utf8)
-        let fresh = try CLI.run(["start", "--fresh", "--with-changes", "--", "sh", "-c", "cat kept.txt; git log --format=%s -1; ls"], in: project)
-        #expect(fresh.status == 0, "stderr: \(fresh.stderr)")
-        #expect(fresh.stdout.hasPrefix("mine\nUncommitted changes from"), "\(fresh.stdout)")
-        #expect(fresh.stdout.contains("three.txt"), "the fresh clone starts from the merged branch")
+        let restart = try CLI.run(["start", "--fresh", "--with-changes", "--", "sh", "-c", "cat kept.txt; git log --format=%s -1; ls"], in: project)
+        #expect(restart.status == 0, "stderr: \(restart.stderr)")
+        #expect(restart.stdout.hasPrefix("mine\nUncommitted changes from"), "\(restart.stdout)")
+        #expect(restart.stdout.contains("three.txt"), "the fresh clone starts from the merged branch")
     }
 
     @Test("the guest's network: fake DNS, nothing but TCP leaves, no DNS query leaves, loopback is the VM's own")

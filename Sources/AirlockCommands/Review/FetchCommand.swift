@@ -9,7 +9,10 @@ struct FetchCommand: ParsableCommand {
         discussion: """
             Imports every branch of the sandbox's clone as refs/remotes/airlock/<sandbox>/<branch>; \
             uncommitted work in the clone becomes a commit on …/uncommitted (the clone is left as \
-            it was). Nothing else in your repository changes. Works whether the sandbox runs or not.
+            it was). Nothing else in your repository changes. Works whether the sandbox runs or not. \
+            With the sandbox stopped, only the files its last session touched are read (inotify \
+            watched the clone while it ran); --rescan reads every file, e.g. after editing the \
+            clone by hand.
             """
     )
 
@@ -19,10 +22,13 @@ struct FetchCommand: ParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
+    @Flag(help: "Read every file of the clone's working tree, not just those the last session touched.")
+    var rescan = false
+
     func run() throws {
         do {
             let work = try SandboxWork(sandbox: sandbox)
-            let report = try work.fetch()
+            let report = try work.fetch(rescan: rescan)
             if json {
                 try printJSON(report)
                 return

@@ -47,10 +47,13 @@ struct SandboxWork {
     }
 
     /// Fetches the clone's branches and uncommitted work; refusals are printed as warnings.
-    func fetch(quietRefusals: Bool = false) throws -> FetchReport {
+    /// With the sandbox stopped, the last session's change journal spares a scan of the whole
+    /// working tree, unless `rescan`.
+    func fetch(quietRefusals: Bool = false, rescan: Bool = false) throws -> FetchReport {
+        let journal = rescan || SandboxLock.isHeld(paths.lockFile) ? nil : ChangeJournal.load(paths.changeJournal)
         let report = try SandboxFetch.run(
             project: context.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name,
-            base: SandboxRunner.recordedBase(paths))
+            base: SandboxRunner.recordedBase(paths), journal: journal)
         if !quietRefusals {
             for refusal in report.refused { Terminal.standardError.write(Terminal.standardError.style("warning:", .yellow) + " refused in the clone: \(refusal)\n") }
         }

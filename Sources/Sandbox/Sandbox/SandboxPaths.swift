@@ -45,6 +45,8 @@ public struct SandboxPaths: Sendable, Equatable {
     public var stopMarker: String { stateDirectory + "/stopping" }
     /// Touched when a session of this sandbox starts and ends (fetched work older than it is stale).
     public var sessionMarker: String { stateDirectory + "/last-session" }
+    /// What the last session changed in the clone (`ChangeJournal`), sealed when it ended.
+    public var changeJournal: String { stateDirectory + "/changes.json" }
     /// JSON Lines: sessions, fetches, merges, reviews, security events.
     public var auditLog: AuditLog { AuditLog(path: stateDirectory + "/audit.jsonl") }
 

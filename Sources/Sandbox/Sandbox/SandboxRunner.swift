@@ -131,6 +131,10 @@ public struct SandboxRunner: Sendable {
         // The project must look the same after the session: nothing in the VM can reach it.
         let fingerprint = ProjectFingerprint.take(project: paths.project.root)
         defer { checkFingerprint(fingerprint) }
+        // Sealed after the VM is gone (this defer runs after the shutdown ones below).
+        let journal = ChangeJournal.Recorder.begin(
+            project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, file: paths.changeJournal)
+        defer { journal?.seal() }
         let runtime = paths.runtimeDirectory(environment: environment)
         try makeDirectory(paths.runtimeBase(environment: environment), mode: 0o700)
         try makeDirectory(runtime, mode: 0o700)
