@@ -77,7 +77,7 @@ struct CloneMirror {
 
         try makeDirectories()
         try writeOwn("config", "[core]\n\trepositoryformatversion = 0\n\tbare = true\n\tfilemode = true\n")
-        try writeOwn("objects/info/alternates", projectObjects + "\n")
+        try writeOwn("objects/info/alternates", projectObjects + "\n" + path + "/loose\n")
         if git.kind("commondir") != nil { refuse("\(git.path)/commondir ignored (it would point git at another directory)") }
         copyHead(from: git)
         copyRefs(from: git)
@@ -210,12 +210,14 @@ struct CloneMirror {
         _ = writeWhole(path + "/packed-refs", Array(kept.utf8))
     }
 
-    /// Loose objects (new ones copied, vanished ones removed) and packs (copied once).
+    /// Loose objects (those neither the mirror nor the project has, imported as a pack) and
+    /// packs (copied once).
     private mutating func copyObjects(from git: GuestTree) throws(GitReviewError) {
         guard git.kind("objects") == .directory, let objects = try? git.directory("objects") else {
             throw GitReviewError("\(git.path)/objects is missing, a symlink or unreadable; nothing can be fetched")
         }
         var seenLoose = Set<String>()
+        var loose: [(directory: GuestTree, file: String, size: Int64)] = []
         for (name, kind) in objects.entries() {
             if name == "info" {
                 if objects.kind("info/alternates") != nil || objects.kind("info/http-alternates") != nil {
@@ -236,27 +238,16 @@ struct CloneMirror {
                 refuse("\(objects.path)/\(name) ignored: not a directory (a symlink?)")
                 continue
             }
-            let target = path + "/objects/" + name
-            mkdir(target, 0o700)
             for (file, fileKind) in directory.entries() where file.count == 38 && file.allSatisfy(\.isHexDigit) {
                 seenLoose.insert(name + "/" + file)
                 guard case .file(let size, _) = fileKind else {
                     refuse("\(directory.path)/\(file) ignored: not a regular file (a symlink?)")
                     continue
                 }
-                if access(target + "/" + file, F_OK) == 0 { continue }
-                guard size <= limits.fileBytes else {
-                    refuse("\(directory.path)/\(file) ignored: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(limits.fileBytes))) for one object")
-                    continue
-                }
-                try account(size)
-                do {
-                    try directory.copy(file, to: target + "/" + file, limit: limits.fileBytes)
-                } catch {
-                    refuse("\(error); ignored")
-                }
+                loose.append((directory, file, size))
             }
         }
+        try importLooseObjects(loose)
         removeVanishedLooseObjects(keeping: seenLoose)
     }
 
@@ -304,6 +295,131 @@ struct CloneMirror {
                 if !kept.contains(base) { unlink(path + "/objects/pack/" + name) }
             }
         }
+    }
+
+    /// Imports the clone's loose objects that neither the mirror nor the project has, as one
+    /// pack in `loose/` (an object directory of the mirror's own, one of its alternates). Each
+    /// is inflated (no further than its declared size and the limit), and its content must
+    /// hash to its name. One pack, not a file per object: creating hundreds of small files
+    /// cost more than everything else a fetch does. Past 16 packs, `loose/` starts over.
+    private mutating func importLooseObjects(_ candidates: [(directory: GuestTree, file: String, size: Int64)]) throws(GitReviewError) {
+        let packs = path + "/loose/pack"
+        if let existing = try? GuestTree.open(packs), existing.entries().filter({ $0.name.hasSuffix(".pack") }).count > 16 {
+            for (name, _) in existing.entries() { unlink(packs + "/" + name) }
+        }
+        var repository: OpaquePointer?
+        defer { git_repository_free(repository) }
+        var odb: OpaquePointer?
+        defer { git_odb_free(odb) }
+        guard mkdirIfNeeded(path + "/loose"), mkdirIfNeeded(packs),
+              git_repository_open_bare(&repository, path) == 0, git_repository_odb(&odb, repository) == 0 else {
+            throw GitReviewError("cannot open the mirror at \(path): \(lastGitErrorMessage())")
+        }
+        var wanted: [(directory: GuestTree, file: String, size: Int64, id: git_oid)] = []
+        for candidate in candidates {
+            var id = git_oid()
+            guard git_oid_fromstr(&id, String(candidate.directory.path.suffix(2)) + candidate.file) == 0 else { continue }
+            if git_odb_exists(odb, &id) == 0 { wanted.append((candidate.directory, candidate.file, candidate.size, id)) }
+        }
+        guard !wanted.isEmpty else { return }
+        var memory: OpaquePointer?
+        guard git_mempack_new(&memory) == 0, git_odb_add_backend(odb, memory, 1000) == 0 else {
+            throw GitReviewError("cannot import loose objects: \(lastGitErrorMessage())")
+        }
+        var builder: OpaquePointer?
+        defer { git_packbuilder_free(builder) }
+        guard git_packbuilder_new(&builder, repository) == 0 else { throw GitReviewError("cannot import loose objects: \(lastGitErrorMessage())") }
+        git_packbuilder_set_threads(builder, 1)
+        for object in wanted {
+            let where_ = "\(object.directory.path)/\(object.file)"
+            guard object.size <= limits.fileBytes else {
+                refuse("\(where_) ignored: \(formatBytes(object.size)) is more than the limit of \(formatBytes(Int64(limits.fileBytes))) for one object")
+                continue
+            }
+            try account(object.size)
+            let compressed: [UInt8]
+            do {
+                compressed = try object.directory.read(object.file, limit: limits.fileBytes)
+            } catch {
+                refuse("\(error); ignored")
+                continue
+            }
+            guard let (type, content) = Self.inflateLoose(compressed, limit: limits.objectBytes) else {
+                refuse("\(where_) ignored: not a well-formed loose object (or larger than \(formatBytes(Int64(limits.objectBytes))))")
+                continue
+            }
+            var hashed = git_oid(), expected = object.id, written = git_oid()
+            guard content.withUnsafeBytes({ git_odb_hash(&hashed, $0.baseAddress, $0.count, type) }) == 0, git_oid_equal(&hashed, &expected) != 0 else {
+                refuse("\(where_) ignored: its content does not hash to its name")
+                continue
+            }
+            guard content.withUnsafeBytes({ git_odb_write(&written, odb, $0.baseAddress, $0.count, type) }) == 0,
+                  git_packbuilder_insert(builder, &written, nil) == 0 else {
+                throw GitReviewError("cannot import \(where_): \(lastGitErrorMessage())")
+            }
+        }
+        guard git_packbuilder_object_count(builder) > 0 else { return }
+        guard git_packbuilder_write(builder, packs, 0o600, nil, nil) == 0 else {
+            throw GitReviewError("cannot write the mirror's pack of loose objects: \(lastGitErrorMessage())")
+        }
+    }
+
+    /// A loose object's type and content (zlib-inflated, then `blob 12\0` and the content),
+    /// nil when malformed or when the content is not the declared size. Inflation stops as
+    /// soon as the output passes the declared size or `limit`: a zlib bomb costs at most a
+    /// chunk more than what it declares.
+    static func inflateLoose(_ compressed: [UInt8], limit: Int) -> (git_object_t, [UInt8])? {
+        var stream = z_stream()
+        guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { inflateEnd(&stream) }
+        var output: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        var header: (type: git_object_t, end: Int, size: Int)?
+        var status = Z_OK
+        compressed.withUnsafeBufferPointer { input in
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+            stream.avail_in = UInt32(input.count)
+            while status == Z_OK {
+                status = chunk.withUnsafeMutableBufferPointer { buffer in
+                    stream.next_out = buffer.baseAddress
+                    stream.avail_out = UInt32(buffer.count)
+                    return inflate(&stream, Z_NO_FLUSH)
+                }
+                output += chunk[..<(chunk.count - Int(stream.avail_out))]
+                if header == nil, let zero = output.prefix(64).firstIndex(of: 0) {
+                    header = Self.looseHeader(output[..<zero]).map { ($0.type, zero + 1, $0.size) }
+                }
+                // No header in the first 64 bytes, a size past the limit, or more than declared.
+                guard let header = header ?? (output.count < 64 ? (GIT_OBJECT_INVALID, 0, limit) : nil),
+                      header.size <= limit, output.count <= header.end + header.size else {
+                    status = Z_DATA_ERROR
+                    break
+                }
+            }
+        }
+        guard status == Z_STREAM_END, let header, output.count == header.end + header.size else { return nil }
+        return (header.type, Array(output[header.end...]))
+    }
+
+    /// `blob 12` → (blob, 12).
+    private static func looseHeader(_ bytes: ArraySlice<UInt8>) -> (type: git_object_t, size: Int)? {
+        guard let parts = String(validating: bytes, as: UTF8.self)?.split(separator: " ", omittingEmptySubsequences: false),
+              parts.count == 2, let size = Int(parts[1]), size >= 0, String(size) == parts[1] else { return nil }
+        switch parts[0] {
+        case "blob": return (GIT_OBJECT_BLOB, size)
+        case "tree": return (GIT_OBJECT_TREE, size)
+        case "commit": return (GIT_OBJECT_COMMIT, size)
+        case "tag": return (GIT_OBJECT_TAG, size)
+        default: return nil
+        }
+    }
+
+    private func mkdirIfNeeded(_ directory: String) -> Bool {
+        mkdir(directory, 0o700) == 0 || errno == EEXIST
+    }
+
+    private func lastGitErrorMessage() -> String {
+        git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown error"
     }
 
     private func removeVanishedLooseObjects(keeping seen: Set<String>) {
