@@ -93,7 +93,7 @@ struct CloneMirror {
     }
 
     private func makeDirectories() throws(GitReviewError) {
-        for directory in ["", "/objects", "/objects/info", "/objects/pack", "/refs", "/refs/heads", "/refs/tags", "/refs/airlock"] {
+        for directory in ["", "/objects", "/objects/info", "/objects/pack", "/refs", "/refs/heads", "/refs/tags"] {
             if mkdir(path + directory, 0o700) != 0 && errno != EEXIST {
                 throw GitReviewError("cannot create \(path + directory): \(String(cString: strerror(errno)))")
             }
@@ -319,11 +319,14 @@ struct CloneMirror {
         for candidate in candidates {
             var id = git_oid()
             guard git_oid_fromstr(&id, String(candidate.directory.path.suffix(2)) + candidate.file) == 0 else { continue }
-            if git_odb_exists(odb, &id) == 0 { wanted.append((candidate.directory, candidate.file, candidate.size, id)) }
+            // NO_REFRESH: a miss would otherwise list every pack directory again.
+            if git_odb_exists_ext(odb, &id, UInt32(GIT_ODB_LOOKUP_NO_REFRESH.rawValue)) == 0 {
+                wanted.append((candidate.directory, candidate.file, candidate.size, id))
+            }
         }
         guard !wanted.isEmpty else { return }
-        var memory: OpaquePointer?
-        guard git_mempack_new(&memory) == 0, git_odb_add_backend(odb, memory, 1000) == 0 else {
+        var memory: UnsafeMutablePointer<git_odb_backend>?
+        guard git_mempack_new(&memory) == 0, let memory, git_odb_add_backend(odb, memory, 1000) == 0, let write = memory.pointee.write else {
             throw GitReviewError("cannot import loose objects: \(lastGitErrorMessage())")
         }
         var builder: OpaquePointer?
@@ -348,13 +351,15 @@ struct CloneMirror {
                 refuse("\(where_) ignored: not a well-formed loose object (or larger than \(formatBytes(Int64(limits.objectBytes))))")
                 continue
             }
-            var hashed = git_oid(), expected = object.id, written = git_oid()
+            var hashed = git_oid(), expected = object.id
             guard content.withUnsafeBytes({ git_odb_hash(&hashed, $0.baseAddress, $0.count, type) }) == 0, git_oid_equal(&hashed, &expected) != 0 else {
                 refuse("\(where_) ignored: its content does not hash to its name")
                 continue
             }
-            guard content.withUnsafeBytes({ git_odb_write(&written, odb, $0.baseAddress, $0.count, type) }) == 0,
-                  git_packbuilder_insert(builder, &written, nil) == 0 else {
+            // Straight into the in-memory backend: git_odb_write first looks for the object
+            // everywhere (listing every pack directory again when it is not found).
+            guard content.withUnsafeBytes({ write(memory, &hashed, $0.baseAddress, $0.count, type) }) == 0,
+                  git_packbuilder_insert(builder, &hashed, nil) == 0 else {
                 throw GitReviewError("cannot import \(where_): \(lastGitErrorMessage())")
             }
         }

@@ -97,43 +97,41 @@ public enum SandboxFetch {
         }
         let prefix = referencePrefix(sandbox: sandbox)
         let currentBranch = source.currentBranch
-        var refspecs = ["+refs/heads/*:\(prefix)*"]
-        var expected = Set(source.references(under: "refs/heads/").keys.map { prefix + $0.dropFirst("refs/heads/".count) })
+        // Where each fetched ref goes: the clone's branches, then the captures (which win over
+        // a branch of the same name).
+        var targets: [String: ObjectID] = [:]
+        for (name, id) in source.references(under: "refs/heads/") { targets[prefix + name.dropFirst("refs/heads/".count)] = id }
         var uncommittedPaths: [String] = []
         var check = FetchReport.WorkingTreeCheck.scan
 
         if let head = source.headCommit {
             do {
-                try? source.deleteReference("refs/airlock/uncommitted")
                 let captured = try captureUncommitted(in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, journal: journal, refused: &refused)
                 check = captured.check
                 if let captured = captured.work {
-                    try source.setReference("refs/airlock/uncommitted", to: captured.commit, message: "airlock: uncommitted work")
-                    refspecs.append("+refs/airlock/uncommitted:\(prefix)\(uncommittedName)")
-                    expected.insert(prefix + uncommittedName)
+                    if targets[prefix + uncommittedName] != nil {
+                        refused.append("the clone's branch `\(uncommittedName)` is not fetched: that name holds the captured uncommitted work")
+                    }
+                    targets[prefix + uncommittedName] = captured.commit
                     uncommittedPaths = captured.paths
                 }
                 if currentBranch == nil {
-                    try source.setReference("refs/airlock/detached", to: head, message: "airlock: detached HEAD")
-                    refspecs.append("+refs/airlock/detached:\(prefix)\(detachedName)")
-                    expected.insert(prefix + detachedName)
+                    targets[prefix + detachedName] = head
                 }
             } catch {
                 throw GitReviewError("cannot capture the sandbox's uncommitted work: \(error)")
             }
         }
-        if expected.contains(prefix + uncommittedName) && source.references(under: "refs/heads/\(uncommittedName)").count > 0 {
-            refused.append("the clone's branch `\(uncommittedName)` is not fetched: that name holds the captured uncommitted work")
-        }
 
         let before = user.references(under: prefix)
         do {
-            try user.fetch(from: mirror.path, refspecs: refspecs)
+            try user.receive(Array(Set(targets.values)), from: source)
+            for (name, id) in targets where before[name] != id { try user.setReference(name, to: id, message: "airlock fetch") }
         } catch {
             throw GitReviewError("cannot fetch from the sandbox's clone: \(error)")
         }
         // Branches deleted in the clone (and a capture that is gone) are removed here too.
-        for name in user.references(under: prefix).keys where !expected.contains(name) {
+        for name in user.references(under: prefix).keys where targets[name] == nil {
             try? user.deleteReference(name)
         }
         let after = user.references(under: prefix)

@@ -530,6 +530,30 @@ struct DiffMatchesGitTests {
     }
 }
 
+@Suite("Fetched objects are complete")
+struct FetchConnectivityTests {
+    @Test("branches, a merge, moved directories and a revert; then an incremental fetch; then one with the fetched refs gone: git fsck finds every object")
+    func complete() throws {
+        let fixture = try ReviewFixture(files: ["a/x": "1\n", "a/y/z": "2\n", "b.txt": "b\n", "c/d/e/f": "deep\n"])
+        defer { fixture.cleanUp() }
+        let fsck = { try fixture.sh("git fsck --connectivity-only --no-dangling 2>&1 && git rev-list --objects --all | cut -d' ' -f1 | git cat-file --batch-check | grep -c missing || true", in: fixture.project) }
+        try fixture.agent("""
+            git switch -q -c one && echo 3 >> a/x && git commit -qam one1 && mv c cc && git add -A && git commit -qm moved
+            git switch -q -c two main && echo two > a/y/new && git add -A && git commit -qm two1
+            git switch -q one && git merge -q --no-edit two && echo 1 > a/x && git commit -qam reverted
+            """)
+        #expect(try fixture.airlock(["fetch"]).status == 0)
+        do { let result = try fsck(); #expect(result == "0\n", "\(result)") }
+        try fixture.agent("mkdir -p g/h && echo new > g/h/i && git add -A && git commit -qm more && echo dirty >> b.txt")
+        #expect(try fixture.airlock(["fetch"]).status == 0)
+        do { let result = try fsck(); #expect(result == "0\n", "\(result)") }
+        try fixture.sh("git for-each-ref --format='delete %(refname)' refs/remotes/airlock/ | git update-ref --stdin", in: fixture.project)
+        #expect(try fixture.airlock(["fetch"]).status == 0)
+        do { let result = try fsck(); #expect(result == "0\n", "\(result)") }
+        #expect(try fixture.sh("git log --format=%s refs/remotes/airlock/default/one", in: fixture.project).hasPrefix("more\nreverted\n"))
+    }
+}
+
 @Suite("The mirror shares the project's packs")
 struct MirrorSharingTests {
     @Test("a clone pack the project holds under the same name is not copied; one with other bytes under that name is not read")
