@@ -58,21 +58,28 @@ public struct ChangeJournal: Codable, Sendable, Equatable {
     public final class Recorder: @unchecked Sendable {
         private let file: String
         private let watcher: TreeWatcher
-        private let baseline: (headTree: ObjectID, differing: [String])?
+        /// Taken on another thread while the VM boots; read only after `taken` is signalled.
+        private var baseline: (headTree: ObjectID, differing: [String])?
+        private let taken = DispatchSemaphore(value: 0)
 
-        /// Removes the last session's journal, watches the clone, then takes the baseline
-        /// (through the sandbox's mirror). Nil when the clone can't be watched (the next
-        /// fetch then scans everything).
+        /// Removes the last session's journal and watches the clone, then takes the baseline
+        /// (through the sandbox's mirror) in the background: whatever changes from the moment
+        /// the watches are in place is recorded, so the baseline may be read while the guest
+        /// starts. Nil when the clone can't be watched (the next fetch then reads every file).
         public static func begin(project: String, clone: String, mirror: String, file: String) -> Recorder? {
             unlink(file)
             guard let watcher = TreeWatcher(root: clone) else { return nil }
-            return Recorder(file: file, watcher: watcher, baseline: try? Self.baseline(project: project, clone: clone, mirror: mirror))
+            let recorder = Recorder(file: file, watcher: watcher)
+            DispatchQueue.global().async {
+                recorder.baseline = try? Self.baseline(project: project, clone: clone, mirror: mirror)
+                recorder.taken.signal()
+            }
+            return recorder
         }
 
-        private init(file: String, watcher: TreeWatcher, baseline: (headTree: ObjectID, differing: [String])?) {
+        private init(file: String, watcher: TreeWatcher) {
             self.file = file
             self.watcher = watcher
-            self.baseline = baseline
         }
 
         /// HEAD's tree and the paths whose working-tree version differs from it: staged (the
@@ -100,6 +107,7 @@ public struct ChangeJournal: Codable, Sendable, Equatable {
         /// journal, unless something made it unreliable.
         public func seal() {
             let recorded = watcher.stop()
+            taken.wait()
             guard let baseline, recorded.complete else { return }
             let journal = ChangeJournal(headTree: baseline.headTree, differing: baseline.differing, changed: recorded.paths.sorted())
             guard let data = try? JSONEncoder().encode(journal) else { return }

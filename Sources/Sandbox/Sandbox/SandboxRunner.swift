@@ -131,10 +131,12 @@ public struct SandboxRunner: Sendable {
         // The project must look the same after the session: nothing in the VM can reach it.
         let fingerprint = ProjectFingerprint.take(project: paths.project.root)
         defer { checkFingerprint(fingerprint) }
-        // Sealed after the VM is gone (this defer runs after the shutdown ones below).
+        // Sealed when boot returns: every way out of it has shut the VM down by then.
+        let journalStart = monotonicSeconds()
         let journal = ChangeJournal.Recorder.begin(
             project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, file: paths.changeJournal)
         defer { journal?.seal() }
+        logger.debug("change journal begun", metadata: ["milliseconds": "\(Int((monotonicSeconds() - journalStart) * 1000))", "watching": "\(journal != nil)"])
         let runtime = paths.runtimeDirectory(environment: environment)
         try makeDirectory(paths.runtimeBase(environment: environment), mode: 0o700)
         try makeDirectory(runtime, mode: 0o700)
