@@ -35,8 +35,9 @@ public struct ChangeJournal: Codable, Sendable, Equatable {
     /// Paths created, changed, moved or removed during the session (a directory: all below it).
     public var changed: [String]
 
-    /// Sessions with more changed paths than this are scanned whole instead.
+    /// Sessions with more changed paths than this (or more bytes of them) are scanned whole.
     static let maxChanged = 200_000
+    static let maxChangedBytes = 32 << 20
 
     /// The sealed journal at `file`, if there is one.
     public static func load(_ file: String) -> ChangeJournal? {
@@ -128,6 +129,9 @@ final class TreeWatcher: @unchecked Sendable {
     private let fd: Int32
     private let stopPipe: (read: Int32, write: Int32)
     private let root: String
+    /// The root again, for looking at what the guest made (never through a symlink).
+    private let tree: GuestTree
+    private var recordedBytes = 0
     /// Watch descriptor → directory relative to the root ("" for the root).
     private var directories: [Int32: String] = [:]
     // Written by the reader only, read after it has finished (`stop`).
@@ -153,6 +157,13 @@ final class TreeWatcher: @unchecked Sendable {
         self.fd = fd
         self.stopPipe = (pipeFDs[0], pipeFDs[1])
         self.root = root
+        guard let tree = try? GuestTree.open(root) else {
+            close(fd)
+            close(pipeFDs[0])
+            close(pipeFDs[1])
+            return nil
+        }
+        self.tree = tree
         guard watchTree("", depth: 0) else {
             close(fd)
             close(stopPipe.read)
@@ -227,24 +238,27 @@ final class TreeWatcher: @unchecked Sendable {
                 }
                 continue
             }
-            let name = String(decoding: nameBytes, as: UTF8.self)
+            // A name that is not UTF-8 can't be named again exactly: everything is read.
+            guard let name = String(validating: nameBytes, as: UTF8.self) else {
+                complete = false
+                continue
+            }
             if directory.isEmpty && name == ".git" { continue }
             let path = directory.isEmpty ? name : directory + "/" + name
             record(path)
             // A second name for a file: a change through one is not seen on the other.
             if mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 {
-                var info = stat()
-                if lstat(root + "/" + path, &info) == 0, info.st_mode & S_IFMT != S_IFDIR, info.st_nlink > 1 { complete = false }
+                if let info = tree.status(path), info.st_mode & S_IFMT != S_IFDIR, info.st_nlink > 1 { complete = false }
             }
         }
     }
 
     private func record(_ path: String) {
-        guard paths.count < ChangeJournal.maxChanged else {
+        guard paths.count < ChangeJournal.maxChanged, recordedBytes < ChangeJournal.maxChangedBytes else {
             complete = false
             return
         }
-        paths.insert(path)
+        if paths.insert(path).inserted { recordedBytes += path.utf8.count }
     }
 
     /// Stops watching; what was recorded, and whether it is all that changed.

@@ -661,6 +661,14 @@ struct ChangeJournalTests {
         #expect(result.matchesGit && result.matchesRescan)
     }
 
+    @Test("a file name that is not UTF-8 makes fetch read every file")
+    func notUTF8() throws {
+        let fixture = try ReviewFixture(files: Self.files)
+        defer { fixture.cleanUp() }
+        let result = try Self.session(fixture, "echo x > \"$(printf 'bad\\377name')\"")
+        #expect(result.check == "scan")
+    }
+
     @Test("an edit on the host after the session is seen by --rescan, and by the next session's baseline")
     func rescan() throws {
         let fixture = try ReviewFixture(files: Self.files)
