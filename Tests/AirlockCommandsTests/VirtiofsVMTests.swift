@@ -129,6 +129,12 @@ struct VirtiofsVMTests {
         let clone = project.appendingPathComponent(".airlock/default/workspace")
         #expect((try? String(contentsOf: clone.appendingPathComponent("made-in-vm.txt"), encoding: .utf8)) == "written-in-the-vm\n")
         #expect(!FileManager.default.fileExists(atPath: project.appendingPathComponent("made-in-vm.txt").path))
+        // virtiofsd wrote it on the host, so the session's change journal saw it: the fetch
+        // reads only that file.
+        let fetch = try CLI.run(["fetch", "--json"], in: project, environment: environment)
+        let report = try JSONSerialization.jsonObject(with: Data(fetch.stdout.utf8)) as? [String: Any]
+        #expect(report?["workingTreeCheck"] as? String == "journal", "\(fetch.stdout)\(fetch.stderr)")
+        #expect(report?["uncommittedPaths"] as? [String] == ["made-in-vm.txt"], "\(fetch.stdout)")
 
         // One virtiofsd per share: /usr read-only, the clone read-write.
         let calls = VirtiofsStandIn.calls(bin)
