@@ -10,21 +10,21 @@ import Glibc
 /// instead of every file (a scan of 50,000 files is ~90% of a fetch).
 ///
 /// A session begins the journal before its VM starts: every directory of the clone (but
-/// `.git`) gets an inotify watch, then the working tree is scanned once as a baseline: HEAD's
-/// tree and the paths that already differed from it (staged or not). While the VM runs, every change
-/// the guest makes reaches the host's file system through the VMM (9p or virtio-fs), so its
-/// path is recorded; when the VM has exited, the journal is sealed into a file. A fetch with
-/// the sandbox stopped then looks only at: the recorded paths, the paths that differed at the
-/// start, and the paths whose index entry differs from that HEAD tree now. Every other path
-/// holds what that tree holds, and so does the index.
+/// `.git`) gets an inotify watch; then, while the VM boots, the working tree is scanned once as
+/// a baseline: HEAD's tree and the paths that already differed from it (staged or not). While
+/// the VM runs, every change the guest makes reaches the host's file system through the VMM
+/// (9p or virtio-fs), so its path is recorded; when the VM has exited, the journal is sealed
+/// into a file. A fetch with the sandbox stopped then looks only at: the recorded paths, the
+/// paths that differed at the start, and the paths whose index entry differs from that HEAD
+/// tree now. Every other path holds what that tree holds, and so does the index.
 ///
 /// Anything the journal cannot vouch for makes `fetch` scan everything instead: no sealed
 /// journal (a session that crashed, or still runs), a watch that could not be added, a lost
-/// event (queue overflow), a hard link, a refusal in the baseline, a changed `.gitignore`, a
-/// baseline tree the mirror no longer has. What it cannot see: changes made
-/// on the host outside a session (the next session's baseline finds them; `fetch --rescan`
-/// at once), and a file changed only through a hard link made and removed again before the
-/// host saw it.
+/// event (queue overflow), too many changes, a hard link, a name that is not UTF-8, a refusal
+/// in the baseline, a changed `.gitignore`, a baseline tree the mirror no longer has. What it
+/// cannot see: changes made on the host outside a session (the next session's baseline finds
+/// them; `fetch --rescan` at once), and a file changed only through a hard link made and
+/// removed again before the host saw it.
 public struct ChangeJournal: Codable, Sendable, Equatable {
     /// The tree of the clone's HEAD when the session began (an object of the clone's, so the
     /// mirror has it as long as the clone does).
