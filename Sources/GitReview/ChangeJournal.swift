@@ -23,9 +23,12 @@ import Glibc
 /// event (queue overflow), too many changes, a hard link, a name that is not UTF-8, a refusal
 /// in the baseline, a changed `.gitignore`, a baseline tree the mirror no longer has. What it
 /// cannot see: changes made on the host outside a session (the next session's baseline finds
-/// them; `fetch --rescan` at once), a file changed only through a hard link made and removed
-/// again before the host saw it, and writes through a mapping of the host file (virtio-fs DAX,
-/// which airlock does not enable).
+/// them; `fetch --rescan` at once); a file changed only through a second name (a hard link)
+/// the host did not see made: one in `.git` or in a directory made during the session (not
+/// watched), or one removed again before the host looked; and writes through a mapping of the
+/// host file (virtio-fs DAX, which airlock does not enable). Only the agent can do those, and
+/// what it hides that way is its own uncommitted work: never anything of the host's or the
+/// project's, and never its commits (read from `.git` on every fetch).
 public struct ChangeJournal: Codable, Sendable, Equatable {
     /// The tree of the clone's HEAD when the session began (an object of the clone's, so the
     /// mirror has it as long as the clone does).

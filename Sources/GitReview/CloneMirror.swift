@@ -22,6 +22,9 @@ struct CloneMirror {
         var totalBytes: Int64 = 16 << 30
         /// The size an object may declare (checked on loose objects through their header).
         var objectBytes: Int = 512 << 20
+        /// Loose objects imported in one sync, inflated (what their import costs in memory,
+        /// time and disk: a few MB of compressed zeros can declare gigabytes).
+        var looseBytes: Int64 = 4 << 30
 
         static let standard = Limits()
     }
@@ -300,8 +303,8 @@ struct CloneMirror {
     /// Imports the clone's loose objects that neither the mirror nor the project has, as one
     /// pack in `loose/` (an object directory of the mirror's own, one of its alternates). Each
     /// is inflated (no further than its declared size and the limit), and its content must
-    /// hash to its name. One pack, not a file per object: creating hundreds of small files
-    /// cost more than everything else a fetch does. Past 16 packs, `loose/` starts over.
+    /// hash to its name. Packs, not a file per object: creating hundreds of small files cost
+    /// more than everything else a fetch does. Past 16 packs, `loose/` starts over.
     private mutating func importLooseObjects(_ candidates: [(directory: GuestTree, file: String, size: Int64)]) throws(GitReviewError) {
         let packs = path + "/loose/pack"
         if let existing = try? GuestTree.open(packs), existing.entries().filter({ $0.name.hasSuffix(".pack") }).count > 16 {
@@ -313,7 +316,7 @@ struct CloneMirror {
         defer { git_odb_free(odb) }
         guard mkdirIfNeeded(path + "/loose"), mkdirIfNeeded(packs),
               git_repository_open_bare(&repository, path) == 0, git_repository_odb(&odb, repository) == 0 else {
-            throw GitReviewError("cannot open the mirror at \(path): \(lastGitErrorMessage())")
+            throw GitReviewError("cannot open the mirror at \(path): \(Self.lastGitErrorMessage())")
         }
         var wanted: [(directory: GuestTree, file: String, size: Int64, id: git_oid)] = []
         for candidate in candidates {
@@ -327,12 +330,25 @@ struct CloneMirror {
         guard !wanted.isEmpty else { return }
         var memory: UnsafeMutablePointer<git_odb_backend>?
         guard git_mempack_new(&memory) == 0, let memory, git_odb_add_backend(odb, memory, 1000) == 0, let write = memory.pointee.write else {
-            throw GitReviewError("cannot import loose objects: \(lastGitErrorMessage())")
+            throw GitReviewError("cannot import loose objects: \(Self.lastGitErrorMessage())")
         }
+        // Objects wait in memory until 64 MiB of them are written as a pack.
         var builder: OpaquePointer?
         defer { git_packbuilder_free(builder) }
-        guard git_packbuilder_new(&builder, repository) == 0 else { throw GitReviewError("cannot import loose objects: \(lastGitErrorMessage())") }
-        git_packbuilder_set_threads(builder, 1)
+        var pending = 0
+        func flush() throws(GitReviewError) {
+            if let builder, git_packbuilder_object_count(builder) > 0, git_packbuilder_write(builder, packs, 0o600, nil, nil) != 0 {
+                throw GitReviewError("cannot write the mirror's pack of loose objects: \(Self.lastGitErrorMessage())")
+            }
+            git_packbuilder_free(builder)
+            builder = nil
+            _ = git_mempack_reset(memory)
+            pending = 0
+            guard git_packbuilder_new(&builder, repository) == 0 else { throw GitReviewError("cannot import loose objects: \(Self.lastGitErrorMessage())") }
+            git_packbuilder_set_threads(builder, 1)
+        }
+        try flush()
+        var inflated: Int64 = 0
         for object in wanted {
             let where_ = "\(object.directory.path)/\(object.file)"
             guard object.size <= limits.fileBytes else {
@@ -347,26 +363,27 @@ struct CloneMirror {
                 refuse("\(error); ignored")
                 continue
             }
-            guard let (type, content) = Self.inflateLoose(compressed, limit: limits.objectBytes) else {
-                refuse("\(where_) ignored: not a well-formed loose object (or larger than \(formatBytes(Int64(limits.objectBytes))))")
+            let room = Int(min(Int64(limits.objectBytes), max(0, limits.looseBytes - inflated)))
+            guard let (type, content) = Self.inflateLoose(compressed, limit: room) else {
+                refuse("\(where_) ignored: not a well-formed loose object, or larger than \(formatBytes(Int64(room))) (\(formatBytes(Int64(limits.objectBytes))) an object, \(formatBytes(limits.looseBytes)) of loose objects a fetch)")
                 continue
             }
+            inflated += Int64(content.count)
             var hashed = git_oid(), expected = object.id
             guard content.withUnsafeBytes({ git_odb_hash(&hashed, $0.baseAddress, $0.count, type) }) == 0, git_oid_equal(&hashed, &expected) != 0 else {
                 refuse("\(where_) ignored: its content does not hash to its name")
                 continue
             }
+            if pending > 0 && pending + content.count > 64 << 20 { try flush() }
             // Straight into the in-memory backend: git_odb_write first looks for the object
             // everywhere (listing every pack directory again when it is not found).
             guard content.withUnsafeBytes({ write(memory, &hashed, $0.baseAddress, $0.count, type) }) == 0,
                   git_packbuilder_insert(builder, &hashed, nil) == 0 else {
-                throw GitReviewError("cannot import \(where_): \(lastGitErrorMessage())")
+                throw GitReviewError("cannot import \(where_): \(Self.lastGitErrorMessage())")
             }
+            pending += content.count
         }
-        guard git_packbuilder_object_count(builder) > 0 else { return }
-        guard git_packbuilder_write(builder, packs, 0o600, nil, nil) == 0 else {
-            throw GitReviewError("cannot write the mirror's pack of loose objects: \(lastGitErrorMessage())")
-        }
+        try flush()
     }
 
     /// A loose object's type and content (zlib-inflated, then `blob 12\0` and the content),
@@ -393,6 +410,7 @@ struct CloneMirror {
                 output += chunk[..<(chunk.count - Int(stream.avail_out))]
                 if header == nil, let zero = output.prefix(64).firstIndex(of: 0) {
                     header = Self.looseHeader(output[..<zero]).map { ($0.type, zero + 1, $0.size) }
+                    if let header, header.size <= limit { output.reserveCapacity(header.end + header.size) }
                 }
                 // No header in the first 64 bytes, a size past the limit, or more than declared.
                 guard let header = header ?? (output.count < 64 ? (GIT_OBJECT_INVALID, 0, limit) : nil),
@@ -403,7 +421,8 @@ struct CloneMirror {
             }
         }
         guard status == Z_STREAM_END, let header, output.count == header.end + header.size else { return nil }
-        return (header.type, Array(output[header.end...]))
+        output.removeSubrange(..<header.end)  // in place: a large object is never held twice
+        return (header.type, output)
     }
 
     /// `blob 12` → (blob, 12).
@@ -423,7 +442,7 @@ struct CloneMirror {
         mkdir(directory, 0o700) == 0 || errno == EEXIST
     }
 
-    private func lastGitErrorMessage() -> String {
+    private static func lastGitErrorMessage() -> String {
         git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown error"
     }
 

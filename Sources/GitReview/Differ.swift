@@ -168,7 +168,7 @@ public struct Differ {
         public var path: String
         public var insertions: Int
         public var deletions: Int
-        /// Binary files have no line counts: their sizes instead.
+        /// Binary files have no line counts: their sizes instead (0 when only the mode changed).
         public var binary: Bool
         public var oldSize: Int
         public var newSize: Int
@@ -178,7 +178,7 @@ public struct Differ {
     }
 
     /// Line counts of every changed file, in git's order (a file that became a symlink or a
-    /// submodule, or the reverse, is a deletion then an addition, as libgit2 lists it).
+    /// submodule, or the reverse, is one change of contents and mode, as git shows it).
     ///
     /// Each pair of blobs goes through libgit2's xdiff with no repository attached
     /// (`git_patch_from_buffers`): a patch made from the repository looks the path up in every
@@ -191,13 +191,7 @@ public struct Differ {
         let attributes = hasAttributeSources(for: changes.map(\.path))
         var stats: [FileStat] = []
         for change in changes {
-            let kinds = (change.old.map { $0.mode & 0o170000 }, change.new.map { $0.mode & 0o170000 })
-            if let oldKind = kinds.0, let newKind = kinds.1, oldKind != newKind {
-                stats.append(try lineStat(change.path, old: change.old, new: nil, attributes: attributes))
-                stats.append(try lineStat(change.path, old: nil, new: change.new, attributes: attributes))
-            } else {
-                stats.append(try lineStat(change.path, old: change.old, new: change.new, attributes: attributes))
-            }
+            stats.append(try lineStat(change.path, old: change.old, new: change.new, attributes: attributes))
         }
         return stats
     }
@@ -238,7 +232,14 @@ public struct Differ {
             path: path, insertions: 0, deletions: 0, binary: false, oldSize: oldBytes.count, newSize: newBytes.count,
             oldMode: old?.mode ?? 0, newMode: new?.mode ?? 0)
         var value: UnsafePointer<CChar>?
-        if attributes, git_attr_get(&value, repository.pointer, 0, path, "diff") == 0, git_attr_value(value) == GIT_ATTR_VALUE_FALSE {
+        let markedBinary = attributes && git_attr_get(&value, repository.pointer, 0, path, "diff") == 0 && git_attr_value(value) == GIT_ATTR_VALUE_FALSE
+        if var oldID = old?.id, var newID = new?.id, git_oid_equal(&oldID, &newID) != 0 {
+            // The mode alone changed: no lines, and for a binary file no bytes (as git shows it).
+            stat.binary = markedBinary || oldBytes.prefix(8000).contains(0)
+            if stat.binary { (stat.oldSize, stat.newSize) = (0, 0) }
+            return stat
+        }
+        if markedBinary {
             stat.binary = true
             return stat
         }
@@ -288,20 +289,32 @@ public struct Differ {
         // the names and counts leave of the width, six columns at least.
         let digits = max(String(largest).count, stats.contains(where: \.binary) ? 3 : 1)
         let barWidth = max(6, width - nameWidth - digits - 6)
+        // git's scaling: the total scaled, the smaller side scaled, the larger the rest.
+        func bars(_ stat: FileStat) -> (plus: Int, minus: Int) {
+            guard barWidth <= largest else { return (stat.insertions, stat.deletions) }
+            func scaled(_ lines: Int) -> Int { lines == 0 ? 0 : 1 + lines * (barWidth - 1) / largest }
+            var total = scaled(stat.insertions + stat.deletions)
+            if total < 2 && stat.insertions > 0 && stat.deletions > 0 { total = 2 }
+            if stat.insertions < stat.deletions {
+                let plus = scaled(stat.insertions)
+                return (plus, total - plus)
+            }
+            let minus = scaled(stat.deletions)
+            return (total - minus, minus)
+        }
         var text = ""
         for (stat, name) in zip(stats, names) {
             text += " " + name + String(repeating: " ", count: nameWidth - name.utf8.count) + " | "
             if stat.binary {
-                text += "Bin \(stat.oldSize) -> \(stat.newSize) bytes\n"
+                text += String(repeating: " ", count: digits - 3) + "Bin"
+                text += stat.oldSize == 0 && stat.newSize == 0 && stat.oldMode != 0 && stat.newMode != 0 ? "\n" : " \(stat.oldSize) -> \(stat.newSize) bytes\n"
                 continue
             }
             let total = stat.insertions + stat.deletions
             let count = String(total)
             text += String(repeating: " ", count: digits - count.count) + count
             if total > 0 {
-                // Scaled like git's scale_linear: a side that changed keeps at least one mark.
-                func columns(_ lines: Int) -> Int { largest <= barWidth || lines == 0 ? lines : 1 + lines * (barWidth - 1) / largest }
-                text += " " + String(repeating: "+", count: columns(stat.insertions)) + String(repeating: "-", count: columns(stat.deletions))
+                text += " " + String(repeating: "+", count: bars(stat).plus) + String(repeating: "-", count: bars(stat).minus)
             }
             text += "\n"
         }

@@ -154,7 +154,10 @@ extension Repository {
             for index in 0..<git_tree_entrycount(new) {
                 guard let entry = git_tree_entry_byindex(new, index), let id = git_tree_entry_id(entry) else { continue }
                 let previous = old.flatMap { git_tree_entry_byname($0, git_tree_entry_name(entry)) }
-                if let previous, git_oid_equal(git_tree_entry_id(previous), id) != 0 { continue }
+                // Same id and same mode: the same object (a submodule's commit id may equal a
+                // tree's or a blob's, which then still has to be packed).
+                if let previous, git_oid_equal(git_tree_entry_id(previous), id) != 0,
+                   git_tree_entry_filemode_raw(previous) == git_tree_entry_filemode_raw(entry) { continue }
                 switch git_tree_entry_type(entry) {
                 case GIT_OBJECT_TREE:
                     guard try insert(id) else { continue }
@@ -173,7 +176,10 @@ extension Repository {
             }
         }
         var next = git_oid()
-        while git_revwalk_next(&next, walk) == 0 {
+        while true {
+            let step = git_revwalk_next(&next, walk)
+            if step == GIT_ITEROVER.rawValue { break }
+            try GitError.check(step, "walk the new commits")
             var commit: OpaquePointer?
             try GitError.check(git_commit_lookup(&commit, source.pointer, &next), "read commit \(ObjectID(next).short)")
             defer { git_commit_free(commit) }
@@ -181,10 +187,11 @@ extension Repository {
             var tree: OpaquePointer?, parentTree: OpaquePointer?
             try GitError.check(git_commit_tree(&tree, commit), "read the tree of \(ObjectID(next).short)")
             defer { git_tree_free(tree) }
-            var parent: OpaquePointer?
-            if git_commit_parent(&parent, commit, 0) == 0 {
-                _ = git_commit_tree(&parentTree, parent)
-                git_commit_free(parent)
+            if git_commit_parentcount(commit) > 0 {
+                var parent: OpaquePointer?
+                try GitError.check(git_commit_parent(&parent, commit, 0), "read the parent of \(ObjectID(next).short)")
+                defer { git_commit_free(parent) }
+                try GitError.check(git_commit_tree(&parentTree, parent), "read the tree of \(ObjectID(next).short)'s parent")
             }
             defer { git_tree_free(parentTree) }
             guard let tree, let treeID = git_tree_id(tree) else { continue }

@@ -1,5 +1,5 @@
 import Foundation
-import GitReview
+@testable import GitReview
 import Testing
 
 /// A project with a sandbox clone made by the test itself (no VM): the test plays the agent by
@@ -484,6 +484,7 @@ struct DiffMatchesGitTests {
             "!bang.txt": "1\n", "#hash.txt": "1\n", "back\\slash.txt": "1\n", "star*.txt": "1\n",
             "trailing-space ": "1\n", " leading-space": "1\n",
             "long.txt": "1\n2\n3\n", "image.bin": "\u{0}\u{1}\u{2}", "data.dat": "text\n", ".gitattributes": "*.dat -diff\n",
+            "mixed.txt": (1...300).map { "m\($0)\n" }.joined(), "to-link": "was a file\n", "exec.bin": "\u{0}x",
         ])
         defer { fixture.cleanUp() }
         try fixture.agent("""
@@ -495,6 +496,7 @@ struct DiffMatchesGitTests {
             echo deeper > z/deep/er/new && rm z/deep/er/file
             for f in '!bang.txt' '#hash.txt' 'back\\slash.txt' 'star*.txt' 'trailing-space ' ' leading-space'; do echo 2 >> "$f"; done
             seq 1 150 > long.txt && printf '\\0\\3' >> image.bin && echo more >> data.dat
+            sed -i '1,40d' mixed.txt && seq 1 7 >> mixed.txt && rm to-link && ln -s a.txt to-link && chmod +x exec.bin
             git add -A && git -c user.name=agent -c user.email=agent@example.com commit -q -m work
             """)
         let base = try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -551,6 +553,40 @@ struct FetchConnectivityTests {
         #expect(try fixture.airlock(["fetch"]).status == 0)
         do { let result = try fsck(); #expect(result == "0\n", "\(result)") }
         #expect(try fixture.sh("git log --format=%s refs/remotes/airlock/default/one", in: fixture.project).hasPrefix("more\nreverted\n"))
+    }
+
+    @Test("a submodule entry whose commit id equals the id of the directory that replaces it: the tree is still packed")
+    func submoduleIDReused() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n"])
+        defer { fixture.cleanUp() }
+        try fixture.agent("""
+            mkdir -p /tmp/airlock-subtree-$$ && tree=$(printf 'hello\\n' > /tmp/airlock-subtree-$$/f && git hash-object -w /tmp/airlock-subtree-$$/f | xargs printf '100644 blob %s\\tf\\n' | git mktree) && rm -rf /tmp/airlock-subtree-$$
+            git update-index --add --cacheinfo 160000,$tree,x && git commit -qm 'x as a submodule'
+            git rm -q --cached x && mkdir x && printf 'hello\\n' > x/f && git add x && git commit -qm 'x as a directory'
+            test "$(git rev-parse HEAD:x)" = "$tree"
+            """)
+        #expect(try fixture.airlock(["fetch"]).status == 0)
+        let fsck = try fixture.sh("git fsck --connectivity-only --no-dangling 2>&1; git cat-file -p refs/remotes/airlock/default/main:x/f", in: fixture.project)
+        #expect(fsck == "hello\n", "\(fsck)")
+    }
+}
+
+@Suite("Loose objects imported into the mirror are bounded")
+struct LooseImportLimitTests {
+    @Test("past the budget for inflated loose objects, the rest is refused and named")
+    func budget() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n"])
+        defer { fixture.cleanUp() }
+        // Three blobs of 600 KB of zeros (a few KB each on disk) against a 1 MiB budget.
+        try fixture.agent("for i in 1 2 3; do head -c 600000 /dev/zero | tr '\\0' \"$i\" | git hash-object -w --stdin > /dev/null; done")
+        _ = LibGit2Runtime.initialised
+        var limits = CloneMirror.Limits()
+        limits.looseBytes = 1 << 20
+        let mirror = fixture.project.appendingPathComponent(".airlock/default/mirror.git").path
+        let synced = try CloneMirror.sync(
+            clone: fixture.clone.path, into: mirror, projectObjects: fixture.project.appendingPathComponent(".git/objects").path, limits: limits)
+        let refused = synced.refusals.filter { $0.contains("of loose objects a fetch") }
+        #expect(refused.count == 2, "\(synced.refusals)")
     }
 }
 

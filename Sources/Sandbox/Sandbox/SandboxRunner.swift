@@ -165,7 +165,12 @@ public struct SandboxRunner: Sendable {
         let state = SandboxState(
             pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
             startedAt: Int64(time(nil)), project: paths.project.root)
-        try writeFileAtomically(paths.stateFile, state.text)
+        do {
+            try writeFileAtomically(paths.stateFile, state.text)
+        } catch {
+            await shutdown(vm, link: nil, attach: nil)
+            throw error
+        }
 
         let link: LinkClient
         let attachServer: AttachServer
