@@ -96,7 +96,7 @@ struct CloneMirror {
     }
 
     private func makeDirectories() throws(GitReviewError) {
-        for directory in ["", "/objects", "/objects/info", "/objects/pack", "/refs", "/refs/heads", "/refs/tags"] {
+        for directory in ["", "/objects", "/objects/info", "/objects/pack", "/loose", "/loose/pack", "/refs", "/refs/heads", "/refs/tags"] {
             if mkdir(path + directory, 0o700) != 0 && errno != EEXIST {
                 throw GitReviewError("cannot create \(path + directory): \(String(cString: strerror(errno)))")
             }
@@ -310,14 +310,17 @@ struct CloneMirror {
         if let existing = try? GuestTree.open(packs), existing.entries().filter({ $0.name.hasSuffix(".pack") }).count > 16 {
             for (name, _) in existing.entries() { unlink(packs + "/" + name) }
         }
-        var repository: OpaquePointer?
-        defer { git_repository_free(repository) }
+        let repository: Repository
+        do {
+            repository = try Repository.open(path)
+        } catch {
+            throw GitReviewError(error)
+        }
+        // The odb and the pack builders below use it: kept until they are freed.
+        defer { withExtendedLifetime(repository) {} }
         var odb: OpaquePointer?
         defer { git_odb_free(odb) }
-        guard mkdirIfNeeded(path + "/loose"), mkdirIfNeeded(packs),
-              git_repository_open_bare(&repository, path) == 0, git_repository_odb(&odb, repository) == 0 else {
-            throw GitReviewError("cannot open the mirror at \(path): \(Self.lastGitErrorMessage())")
-        }
+        try Self.check(git_repository_odb(&odb, repository.pointer), "open the mirror's objects")
         var wanted: [(directory: GuestTree, file: String, size: Int64, id: git_oid)] = []
         for candidate in candidates {
             var id = git_oid()
@@ -329,22 +332,22 @@ struct CloneMirror {
         }
         guard !wanted.isEmpty else { return }
         var memory: UnsafeMutablePointer<git_odb_backend>?
-        guard git_mempack_new(&memory) == 0, let memory, git_odb_add_backend(odb, memory, 1000) == 0, let write = memory.pointee.write else {
-            throw GitReviewError("cannot import loose objects: \(Self.lastGitErrorMessage())")
-        }
+        try Self.check(git_mempack_new(&memory), "make an in-memory object store")
+        guard let memory, let write = memory.pointee.write else { throw GitReviewError("libgit2 made no writable in-memory object store") }
+        try Self.check(git_odb_add_backend(odb, memory, 1000), "add an in-memory object store to the mirror")
         // Objects wait in memory until 64 MiB of them are written as a pack.
         var builder: OpaquePointer?
         defer { git_packbuilder_free(builder) }
         var pending = 0
         func flush() throws(GitReviewError) {
-            if let builder, git_packbuilder_object_count(builder) > 0, git_packbuilder_write(builder, packs, 0o600, nil, nil) != 0 {
-                throw GitReviewError("cannot write the mirror's pack of loose objects: \(Self.lastGitErrorMessage())")
+            if let builder, git_packbuilder_object_count(builder) > 0 {
+                try Self.check(git_packbuilder_write(builder, packs, 0o600, nil, nil), "write the mirror's pack of loose objects")
             }
             git_packbuilder_free(builder)
             builder = nil
             _ = git_mempack_reset(memory)
             pending = 0
-            guard git_packbuilder_new(&builder, repository) == 0 else { throw GitReviewError("cannot import loose objects: \(Self.lastGitErrorMessage())") }
+            try Self.check(git_packbuilder_new(&builder, repository.pointer), "pack the loose objects")
             git_packbuilder_set_threads(builder, 1)
         }
         try flush()
@@ -377,10 +380,8 @@ struct CloneMirror {
             if pending > 0 && pending + content.count > 64 << 20 { try flush() }
             // Straight into the in-memory backend: git_odb_write first looks for the object
             // everywhere (listing every pack directory again when it is not found).
-            guard content.withUnsafeBytes({ write(memory, &hashed, $0.baseAddress, $0.count, type) }) == 0,
-                  git_packbuilder_insert(builder, &hashed, nil) == 0 else {
-                throw GitReviewError("cannot import \(where_): \(Self.lastGitErrorMessage())")
-            }
+            try Self.check(content.withUnsafeBytes { write(memory, &hashed, $0.baseAddress, $0.count, type) }, "import \(where_)")
+            try Self.check(git_packbuilder_insert(builder, &hashed, nil), "pack \(where_)")
             pending += content.count
         }
         try flush()
@@ -438,12 +439,13 @@ struct CloneMirror {
         }
     }
 
-    private func mkdirIfNeeded(_ directory: String) -> Bool {
-        mkdir(directory, 0o700) == 0 || errno == EEXIST
-    }
-
-    private static func lastGitErrorMessage() -> String {
-        git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown error"
+    /// A libgit2 call on the mirror, its failure told as `GitError` tells it.
+    private static func check(_ code: Int32, _ operation: @autoclosure () -> String) throws(GitReviewError) {
+        do {
+            try GitError.check(code, operation())
+        } catch {
+            throw GitReviewError(error)
+        }
     }
 
     private func removeVanishedLooseObjects(keeping seen: Set<String>) {

@@ -103,13 +103,9 @@ struct WorkingTreeScan {
         for text in paths {
             var path = Array(text.utf8)
             guard !path.isEmpty, path.first != 0x2F, path.last != 0x2F, !path.contains(0) else { continue }
-            for (offset, byte) in path.enumerated() where byte == 0x2F {
-                let directory = Array(path[..<offset]) + [0x2F]
-                let first = lowerBound(directory)
-                if first >= entries.count || !entries[first].path.starts(with: directory) {
-                    path = Array(path[..<offset])
-                    break
-                }
+            for (offset, byte) in path.enumerated() where byte == 0x2F && !tracks(Array(path[..<offset]) + [0x2F]) {
+                path = Array(path[..<offset])
+                break
             }
             normalized.insert(path)
         }
@@ -128,21 +124,17 @@ struct WorkingTreeScan {
             case S_IFDIR?:
                 if let entry, entry.mode == 0o160000 { continue }  // a submodule: left alone
                 if let entry { missing(entry) }  // a file that became a directory
-                cursor = lowerBound(slashed)
-                let tracked = cursor < entries.count && entries[cursor].path.starts(with: slashed)
                 walked.insert(path)
-                if !tracked {
+                if !tracks(slashed) {
                     if isIgnored(text + "/") { continue }
                     if root.kind(text + "/.git") != nil {
                         refused.append("\(clone)/\(text) left out: a nested repository")
                         continue
                     }
                 }
+                cursor = lowerBound(slashed)
                 walk(nil, root: root, prefix: slashed, depth: path.count(where: { $0 == 0x2F }) + 1)
-                while cursor < entries.count, entries[cursor].path.starts(with: slashed) {
-                    missing(entries[cursor])
-                    cursor += 1
-                }
+                missingBelow(slashed)
             case S_IFREG?, S_IFLNK?:
                 if let status, status.st_nlink > 1 && status.st_mode & S_IFMT == S_IFREG { sawHardLink = true }
                 if let entry {
@@ -152,20 +144,29 @@ struct WorkingTreeScan {
                 }
                 // Files tracked below a directory that is now this file: deleted.
                 cursor = lowerBound(slashed)
-                while cursor < entries.count, entries[cursor].path.starts(with: slashed) {
-                    missing(entries[cursor])
-                    cursor += 1
-                }
+                missingBelow(slashed)
             default:
                 // Gone (or a socket, fifo or device): whatever the index had here is deleted.
                 if let entry { missing(entry) }
                 cursor = lowerBound(slashed)
-                while cursor < entries.count, entries[cursor].path.starts(with: slashed) {
-                    missing(entries[cursor])
-                    cursor += 1
-                }
+                missingBelow(slashed)
             }
         }
+    }
+
+    /// Index entries from the cursor on that lie below `slashed` (a directory with its `/`):
+    /// deleted.
+    private mutating func missingBelow(_ slashed: [UInt8]) {
+        while cursor < entries.count, entries[cursor].path.starts(with: slashed) {
+            missing(entries[cursor])
+            cursor += 1
+        }
+    }
+
+    /// Whether the index tracks anything below `slashed` (a directory with its `/`).
+    private func tracks(_ slashed: [UInt8]) -> Bool {
+        let first = lowerBound(slashed)
+        return first < entries.count && entries[first].path.starts(with: slashed)
     }
 
     /// The position of the first index entry not ordered before `path` (bytewise).
