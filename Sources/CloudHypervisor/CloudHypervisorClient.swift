@@ -17,7 +17,10 @@ public struct CloudHypervisorClient: Sendable {
     public var responseLimit: Int
     private let group: any EventLoopGroup
 
-    public init(socketPath: String, timeout: Duration = .seconds(10), responseLimit: Int = 1 << 20, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        socketPath: String, timeout: Duration = .seconds(10), responseLimit: Int = 1 << 20,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.socketPath = socketPath
         self.timeout = timeout
         self.responseLimit = responseLimit

@@ -83,9 +83,11 @@ public final class CloudHypervisorMachine: VirtualMachine {
             disks: [DiskConfig(path: spec.disk, readonly: false, id: "state", serial: LinkNames.stateDiskSerial, imageType: .raw)]
                 + spec.readOnlyDisks.map { DiskConfig(path: $0.path, readonly: true, id: $0.serial, serial: $0.serial, imageType: .raw) },
             rng: RngConfig(src: "/dev/urandom"),
-            fs: spec.shares.isEmpty ? nil : zip(spec.shares, sockets.shares).map { share, socket in
-                FsConfig(tag: share.tag, socket: socket, numQueues: 1, queueSize: 1024)
-            },
+            fs: spec.shares.isEmpty
+                ? nil
+                : zip(spec.shares, sockets.shares).map { share, socket in
+                    FsConfig(tag: share.tag, socket: socket, numQueues: 1, queueSize: 1024)
+                },
             serial: SerialConfig(mode: .file, file: spec.consoleLog),
             console: ConsoleConfig(mode: .off),
             vsock: VsockConfig(cid: guestCID, socket: sockets.vsock)

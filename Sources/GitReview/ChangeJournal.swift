@@ -144,7 +144,8 @@ final class TreeWatcher: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
 
     static let maxDirectories = 100_000
-    private static let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO)
+    private static let mask =
+        UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO)
         | UInt32(IN_DELETE_SELF | IN_MOVE_SELF) | UInt32(IN_DONT_FOLLOW) | UInt32(IN_ONLYDIR) | UInt32(IN_EXCL_UNLINK)
 
     /// Watches `root`; nil when inotify is unavailable or a watch can't be added (the
@@ -223,9 +224,11 @@ final class TreeWatcher: @unchecked Sendable {
         let header = MemoryLayout<inotify_event>.size
         while offset + header <= events.endIndex {
             let (wd, mask, length) = events.withUnsafeBytes { raw in
-                (raw.loadUnaligned(fromByteOffset: offset - events.startIndex, as: Int32.self),
-                 raw.loadUnaligned(fromByteOffset: offset - events.startIndex + 4, as: UInt32.self),
-                 Int(raw.loadUnaligned(fromByteOffset: offset - events.startIndex + 12, as: UInt32.self)))
+                (
+                    raw.loadUnaligned(fromByteOffset: offset - events.startIndex, as: Int32.self),
+                    raw.loadUnaligned(fromByteOffset: offset - events.startIndex + 4, as: UInt32.self),
+                    Int(raw.loadUnaligned(fromByteOffset: offset - events.startIndex + 12, as: UInt32.self))
+                )
             }
             let nameBytes = events[(offset + header)..<min(events.endIndex, offset + header + length)].prefix { $0 != 0 }
             offset += header + length

@@ -68,9 +68,12 @@ struct CloneMirror {
         }
         switch workspace.kind(".git") {
         case .directory?: break
-        case .file?: throw GitReviewError("\(clone)/.git is a file (a link to a git directory elsewhere); airlock reads only a real .git directory in the clone")
+        case .file?:
+            throw GitReviewError(
+                "\(clone)/.git is a file (a link to a git directory elsewhere); airlock reads only a real .git directory in the clone")
         case .symlink?: throw GitReviewError("\(clone)/.git is a symlink; airlock never follows symlinks in a sandbox's clone")
-        default: throw GitReviewError("\(clone) has no .git directory", hint: "the clone may have been deleted; `airlock start --fresh` makes a new one")
+        default:
+            throw GitReviewError("\(clone) has no .git directory", hint: "the clone may have been deleted; `airlock start --fresh` makes a new one")
         }
         do {
             git = try workspace.directory(".git")
@@ -178,7 +181,9 @@ struct CloneMirror {
         unlink(path + "/packed-refs")
         switch git.kind("packed-refs") {
         case nil: return
-        case .symlink?: refuse("\(git.path)/packed-refs ignored: it is a symlink"); return
+        case .symlink?:
+            refuse("\(git.path)/packed-refs ignored: it is a symlink")
+            return
         default: break
         }
         guard let bytes = try? git.read("packed-refs", limit: limits.fileBytes) else {
@@ -270,7 +275,9 @@ struct CloneMirror {
                 continue
             }
             guard size <= limits.packBytes, indexSize <= limits.packBytes else {
-                refuse("\(pack.path)/\(name) ignored: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(limits.packBytes))) for one pack")
+                refuse(
+                    "\(pack.path)/\(name) ignored: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(limits.packBytes))) for one pack"
+                )
                 continue
             }
             if fileSize(projectObjects + "/pack/" + base + ".pack") != nil, fileSize(projectObjects + "/pack/" + base + ".idx") != nil {
@@ -355,7 +362,8 @@ struct CloneMirror {
         for object in wanted {
             let where_ = "\(object.directory.path)/\(object.file)"
             guard object.size <= limits.fileBytes else {
-                refuse("\(where_) ignored: \(formatBytes(object.size)) is more than the limit of \(formatBytes(Int64(limits.fileBytes))) for one object")
+                refuse(
+                    "\(where_) ignored: \(formatBytes(object.size)) is more than the limit of \(formatBytes(Int64(limits.fileBytes))) for one object")
                 continue
             }
             try account(object.size)
@@ -368,12 +376,15 @@ struct CloneMirror {
             }
             let room = Int(min(Int64(limits.objectBytes), max(0, limits.looseBytes - inflated)))
             guard let (type, content) = Self.inflateLoose(compressed, limit: room) else {
-                refuse("\(where_) ignored: not a well-formed loose object, or larger than \(formatBytes(Int64(room))) (\(formatBytes(Int64(limits.objectBytes))) an object, \(formatBytes(limits.looseBytes)) of loose objects a fetch)")
+                refuse(
+                    "\(where_) ignored: not a well-formed loose object, or larger than \(formatBytes(Int64(room))) (\(formatBytes(Int64(limits.objectBytes))) an object, \(formatBytes(limits.looseBytes)) of loose objects a fetch)"
+                )
                 continue
             }
             inflated += Int64(content.count)
             var hashed = git_oid(), expected = object.id
-            guard content.withUnsafeBytes({ git_odb_hash(&hashed, $0.baseAddress, $0.count, type) }) == 0, git_oid_equal(&hashed, &expected) != 0 else {
+            guard content.withUnsafeBytes({ git_odb_hash(&hashed, $0.baseAddress, $0.count, type) }) == 0, git_oid_equal(&hashed, &expected) != 0
+            else {
                 refuse("\(where_) ignored: its content does not hash to its name")
                 continue
             }
@@ -415,7 +426,8 @@ struct CloneMirror {
                 }
                 // No header in the first 64 bytes, a size past the limit, or more than declared.
                 guard let header = header ?? (output.count < 64 ? (GIT_OBJECT_INVALID, 0, limit) : nil),
-                      header.size <= limit, output.count <= header.end + header.size else {
+                    header.size <= limit, output.count <= header.end + header.size
+                else {
                     status = Z_DATA_ERROR
                     break
                 }
@@ -429,7 +441,8 @@ struct CloneMirror {
     /// `blob 12` → (blob, 12).
     private static func looseHeader(_ bytes: ArraySlice<UInt8>) -> (type: git_object_t, size: Int)? {
         guard let parts = String(validating: bytes, as: UTF8.self)?.split(separator: " ", omittingEmptySubsequences: false),
-              parts.count == 2, let size = Int(parts[1]), size >= 0, String(size) == parts[1] else { return nil }
+            parts.count == 2, let size = Int(parts[1]), size >= 0, String(size) == parts[1]
+        else { return nil }
         switch parts[0] {
         case "blob": return (GIT_OBJECT_BLOB, size)
         case "tree": return (GIT_OBJECT_TREE, size)

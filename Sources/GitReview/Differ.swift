@@ -100,7 +100,9 @@ public struct Differ {
     /// Appends the paths below `prefix` that differ between two trees (either may be nil: all
     /// of the other's files). Both trees' entries are in git's order, so they merge like two
     /// sorted lists; equal subtrees are skipped unread.
-    private func collectChanges(_ old: OpaquePointer?, _ new: OpaquePointer?, prefix: String, depth: Int, into changes: inout [TreeChange]) throws(GitError) {
+    private func collectChanges(_ old: OpaquePointer?, _ new: OpaquePointer?, prefix: String, depth: Int, into changes: inout [TreeChange])
+        throws(GitError)
+    {
         guard depth < Self.maxTreeDepth else {
             throw GitError(operation: "compare trees", code: -1, message: "\(prefix) is nested more than \(Self.maxTreeDepth) directories deep")
         }
@@ -116,7 +118,9 @@ public struct Differ {
             if order == 0 {
                 i += 1
                 j += 1
-                if git_oid_equal(git_tree_entry_id(a), git_tree_entry_id(b)) != 0 && git_tree_entry_filemode(a) == git_tree_entry_filemode(b) { continue }
+                if git_oid_equal(git_tree_entry_id(a), git_tree_entry_id(b)) != 0 && git_tree_entry_filemode(a) == git_tree_entry_filemode(b) {
+                    continue
+                }
                 try visit(a, b, prefix: prefix, depth: depth, into: &changes)
             } else if order < 0 {
                 i += 1
@@ -232,7 +236,8 @@ public struct Differ {
             path: path, insertions: 0, deletions: 0, binary: false, oldSize: oldBytes.count, newSize: newBytes.count,
             oldMode: old?.mode ?? 0, newMode: new?.mode ?? 0)
         var value: UnsafePointer<CChar>?
-        let markedBinary = attributes && git_attr_get(&value, repository.pointer, 0, path, "diff") == 0 && git_attr_value(value) == GIT_ATTR_VALUE_FALSE
+        let markedBinary =
+            attributes && git_attr_get(&value, repository.pointer, 0, path, "diff") == 0 && git_attr_value(value) == GIT_ATTR_VALUE_FALSE
         if var oldID = old?.id, var newID = new?.id, git_oid_equal(&oldID, &newID) != 0 {
             // The mode alone changed: no lines, and for a binary file no bytes (as git shows it).
             stat.binary = markedBinary || oldBytes.prefix(8000).contains(0)
@@ -307,7 +312,9 @@ public struct Differ {
             text += " " + name + String(repeating: " ", count: nameWidth - name.utf8.count) + " | "
             if stat.binary {
                 text += String(repeating: " ", count: digits - 3) + "Bin"
-                text += stat.oldSize == 0 && stat.newSize == 0 && stat.oldMode != 0 && stat.newMode != 0 ? "\n" : " \(stat.oldSize) -> \(stat.newSize) bytes\n"
+                text +=
+                    stat.oldSize == 0 && stat.newSize == 0 && stat.oldMode != 0 && stat.newMode != 0
+                    ? "\n" : " \(stat.oldSize) -> \(stat.newSize) bytes\n"
                 continue
             }
             let total = stat.insertions + stat.deletions
@@ -392,9 +399,10 @@ public struct Differ {
                             var linePointer: UnsafePointer<git_diff_line>?
                             try GitError.check(git_patch_get_line_in_hunk(&linePointer, patch, hunkIndex, lineIndex), "read a line")
                             guard let line = linePointer?.pointee else { continue }
-                            let text = line.content.map { content in
-                                String(decoding: UnsafeRawBufferPointer(start: content, count: line.content_len), as: UTF8.self)
-                            } ?? ""
+                            let text =
+                                line.content.map { content in
+                                    String(decoding: UnsafeRawBufferPointer(start: content, count: line.content_len), as: UTF8.self)
+                                } ?? ""
                             switch UInt8(bitPattern: line.origin) {
                             case UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: " "):
                                 lines.append(String(UnicodeScalar(UInt8(bitPattern: line.origin))) + text)
@@ -405,20 +413,22 @@ public struct Differ {
                         let header = withUnsafeBytes(of: hunk.header) { raw in
                             String(decoding: raw.prefix(min(Int(hunk.header_len), raw.count)), as: UTF8.self)
                         }
-                        hunks.append(.init(
-                            header: header, oldStart: Int(hunk.old_start), oldLines: Int(hunk.old_lines),
-                            newStart: Int(hunk.new_start), newLines: Int(hunk.new_lines), lines: lines))
+                        hunks.append(
+                            .init(
+                                header: header, oldStart: Int(hunk.old_start), oldLines: Int(hunk.old_lines),
+                                newStart: Int(hunk.new_start), newLines: Int(hunk.new_lines), lines: lines))
                     }
                 }
                 var context = 0, additions = 0, deletions = 0
                 git_patch_line_stats(&context, &additions, &deletions, patch)
                 let path = (delta.new_file.path ?? delta.old_file.path).map { String(cString: $0) } ?? ""
-                files.append(FileChange(
-                    path: path, status: status, binary: binary,
-                    oldID: status == .added ? nil : ObjectID(delta.old_file.id),
-                    newID: status == .deleted ? nil : ObjectID(delta.new_file.id),
-                    oldMode: UInt32(delta.old_file.mode), newMode: UInt32(delta.new_file.mode),
-                    hunks: hunks, additions: additions, deletions: deletions))
+                files.append(
+                    FileChange(
+                        path: path, status: status, binary: binary,
+                        oldID: status == .added ? nil : ObjectID(delta.old_file.id),
+                        newID: status == .deleted ? nil : ObjectID(delta.new_file.id),
+                        oldMode: UInt32(delta.old_file.mode), newMode: UInt32(delta.new_file.mode),
+                        hunks: hunks, additions: additions, deletions: deletions))
             }
             return files
         }

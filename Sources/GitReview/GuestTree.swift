@@ -149,7 +149,10 @@ final class GuestTree: Sendable {
         var failure: Int32 = 0
         while remaining > 0 {
             let n = airlock_copy_file_range(file.fd, out, Int64(remaining))
-            if n < 0 { failure = Int32(-n); break }
+            if n < 0 {
+                failure = Int32(-n)
+                break
+            }
             if n == 0 { break }
             remaining -= Int(n)
         }
@@ -183,7 +186,8 @@ final class GuestTree: Sendable {
         }
         guard info.st_size <= limit else {
             close(file)
-            throw GuestTreeError(path: path + "/" + relative, reason: "is \(formatBytes(Int64(info.st_size))), more than the limit of \(formatBytes(Int64(limit)))")
+            throw GuestTreeError(
+                path: path + "/" + relative, reason: "is \(formatBytes(Int64(info.st_size))), more than the limit of \(formatBytes(Int64(limit)))")
         }
         return (file, Int(info.st_size))
     }

@@ -41,7 +41,8 @@ public struct Merger {
     /// The checked-out branch's full name, refusing a detached HEAD.
     public func currentBranchReference() throws(GitReviewError) -> String {
         guard !repository.isHeadDetached, let branch = repository.currentBranch else {
-            throw GitReviewError("HEAD is detached; airlock merges only into a branch", hint: "check out the branch to merge into (`git switch main`)")
+            throw GitReviewError(
+                "HEAD is detached; airlock merges only into a branch", hint: "check out the branch to merge into (`git switch main`)")
         }
         return "refs/heads/" + branch
     }
@@ -52,7 +53,8 @@ public struct Merger {
         do { dirty = try dirtyPaths() } catch { throw GitReviewError(error) }
         guard dirty.isEmpty else {
             let listed = dirty.prefix(10).joined(separator: ", ") + (dirty.count > 10 ? " and \(dirty.count - 10) more" : "")
-            throw GitReviewError("your working tree has uncommitted changes (\(listed)); \(action) refused", hint: "commit or stash them first (`git stash`)")
+            throw GitReviewError(
+                "your working tree has uncommitted changes (\(listed)); \(action) refused", hint: "commit or stash them first (`git stash`)")
         }
     }
 
@@ -78,13 +80,16 @@ public struct Merger {
                 return .fastForwarded(to: theirs)
             }
             if fastForwardOnly && !canFastForward {
-                throw GitReviewError("\(reference) is not a fast-forward of \(branch.dropFirst("refs/heads/".count))", hint: "run without --ff-only to make a merge commit")
+                throw GitReviewError(
+                    "\(reference) is not a fast-forward of \(branch.dropFirst("refs/heads/".count))",
+                    hint: "run without --ff-only to make a merge commit")
             }
             var mergeOptions = git_merge_options()
             try GitError.check(git_merge_options_init(&mergeOptions, UInt32(GIT_MERGE_OPTIONS_VERSION)), "merge options")
             var checkoutOptions = git_checkout_options()
             try GitError.check(git_checkout_options_init(&checkoutOptions, UInt32(GIT_CHECKOUT_OPTIONS_VERSION)), "checkout options")
-            checkoutOptions.checkout_strategy = UInt32(GIT_CHECKOUT_SAFE.rawValue | GIT_CHECKOUT_ALLOW_CONFLICTS.rawValue | GIT_CHECKOUT_CONFLICT_STYLE_MERGE.rawValue)
+            checkoutOptions.checkout_strategy = UInt32(
+                GIT_CHECKOUT_SAFE.rawValue | GIT_CHECKOUT_ALLOW_CONFLICTS.rawValue | GIT_CHECKOUT_CONFLICT_STYLE_MERGE.rawValue)
             try GitError.check(git_merge(repository.pointer, &heads, 1, &mergeOptions, &checkoutOptions), "merge \(reference)")
             var index: OpaquePointer?
             try GitError.check(git_repository_index(&index, repository.pointer), "open the index")
@@ -101,7 +106,9 @@ public struct Merger {
                 return .squashed(paths: paths)
             }
             guard let head = repository.headCommit, let author = repository.defaultSignature() else {
-                throw GitReviewError("cannot commit the merge: git's user.name and user.email are not set", hint: "git config --global user.name 'You' && git config --global user.email you@example.com")
+                throw GitReviewError(
+                    "cannot commit the merge: git's user.name and user.email are not set",
+                    hint: "git config --global user.name 'You' && git config --global user.email you@example.com")
             }
             let commit = try repository.createCommit(tree: ObjectID(tree), parents: [head, theirs], message: message, author: author)
             try repository.setReference(branch, to: commit, message: "airlock merge \(reference)")

@@ -157,14 +157,19 @@ extension Repository {
                 // Same id and same mode: the same object (a submodule's commit id may equal a
                 // tree's or a blob's, which then still has to be packed).
                 if let previous, git_oid_equal(git_tree_entry_id(previous), id) != 0,
-                   git_tree_entry_filemode_raw(previous) == git_tree_entry_filemode_raw(entry) { continue }
+                    git_tree_entry_filemode_raw(previous) == git_tree_entry_filemode_raw(entry)
+                {
+                    continue
+                }
                 switch git_tree_entry_type(entry) {
                 case GIT_OBJECT_TREE:
                     guard try insert(id) else { continue }
                     var tree: OpaquePointer?, oldTree: OpaquePointer?
                     try GitError.check(git_tree_lookup(&tree, source.pointer, id), "read a tree")
                     defer { git_tree_free(tree) }
-                    if let previous, git_tree_entry_type(previous) == GIT_OBJECT_TREE { _ = git_tree_lookup(&oldTree, source.pointer, git_tree_entry_id(previous)) }
+                    if let previous, git_tree_entry_type(previous) == GIT_OBJECT_TREE {
+                        _ = git_tree_lookup(&oldTree, source.pointer, git_tree_entry_id(previous))
+                    }
                     defer { git_tree_free(oldTree) }
                     guard let tree else { continue }
                     try insertChanges(oldTree, tree, depth: depth + 1)
@@ -281,7 +286,9 @@ extension Repository {
     }
 
     /// A commit from `tree` with `parents`, not attached to any reference.
-    func createCommit(tree treeID: ObjectID, parents: [ObjectID], message: String, author: Signature, committer: Signature? = nil) throws(GitError) -> ObjectID {
+    func createCommit(tree treeID: ObjectID, parents: [ObjectID], message: String, author: Signature, committer: Signature? = nil) throws(GitError)
+        -> ObjectID
+    {
         var tree: OpaquePointer?
         var rawTree = treeID.raw
         try GitError.check(git_tree_lookup(&tree, pointer, &rawTree), "find tree \(treeID.short)")

@@ -17,7 +17,8 @@ public final class Repository {
     public static func open(_ path: String) throws(GitError) -> Repository {
         _ = LibGit2Runtime.initialised
         var pointer: OpaquePointer?
-        try GitError.check(git_repository_open_ext(&pointer, path, UInt32(GIT_REPOSITORY_OPEN_NO_SEARCH.rawValue), nil), "open the repository at \(path)")
+        try GitError.check(
+            git_repository_open_ext(&pointer, path, UInt32(GIT_REPOSITORY_OPEN_NO_SEARCH.rawValue), nil), "open the repository at \(path)")
         guard let pointer else { throw GitError(operation: "open \(path)", code: -1, message: "no repository") }
         return Repository(pointer: pointer)
     }
@@ -118,8 +119,9 @@ extension Repository {
         defer { git_tree_free(tree) }
         var options = git_diff_options()
         try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
-        options.flags = UInt32(GIT_DIFF_INCLUDE_UNTRACKED.rawValue | GIT_DIFF_RECURSE_UNTRACKED_DIRS.rawValue
-            | GIT_DIFF_SHOW_UNTRACKED_CONTENT.rawValue | GIT_DIFF_SHOW_BINARY.rawValue)
+        options.flags = UInt32(
+            GIT_DIFF_INCLUDE_UNTRACKED.rawValue | GIT_DIFF_RECURSE_UNTRACKED_DIRS.rawValue
+                | GIT_DIFF_SHOW_UNTRACKED_CONTENT.rawValue | GIT_DIFF_SHOW_BINARY.rawValue)
         var diff: OpaquePointer?
         try GitError.check(git_diff_tree_to_workdir_with_index(&diff, pointer, tree, &options), "diff your working tree")
         defer { git_diff_free(diff) }
@@ -136,7 +138,8 @@ extension Repository {
     public func commitPatch(_ patch: [UInt8], message: String, author: Signature) throws(GitError) -> ObjectID? {
         guard !patch.isEmpty, let head = headCommit else { return nil }
         var diff: OpaquePointer?
-        try GitError.check(patch.withUnsafeBytes { git_diff_from_buffer(&diff, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }, "read the patch")
+        try GitError.check(
+            patch.withUnsafeBytes { git_diff_from_buffer(&diff, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }, "read the patch")
         defer { git_diff_free(diff) }
         try GitError.check(git_apply(pointer, diff, GIT_APPLY_LOCATION_BOTH, nil), "apply your uncommitted changes")
         var index: OpaquePointer?
@@ -169,15 +172,18 @@ extension Repository {
         }
         let collected = Collected()
         let payload = Unmanaged.passUnretained(collected).toOpaque()
-        _ = git_submodule_foreach(pointer, { submodule, _, payload in
-            guard let submodule, let payload else { return 0 }
-            let collected = Unmanaged<Collected>.fromOpaque(payload).takeUnretainedValue()
-            collected.list.append(Submodule(
-                name: git_submodule_name(submodule).map { String(cString: $0) } ?? "",
-                path: git_submodule_path(submodule).map { String(cString: $0) } ?? "",
-                commit: git_submodule_index_id(submodule).map { ObjectID($0.pointee) }))
-            return 0
-        }, payload)
+        _ = git_submodule_foreach(
+            pointer,
+            { submodule, _, payload in
+                guard let submodule, let payload else { return 0 }
+                let collected = Unmanaged<Collected>.fromOpaque(payload).takeUnretainedValue()
+                collected.list.append(
+                    Submodule(
+                        name: git_submodule_name(submodule).map { String(cString: $0) } ?? "",
+                        path: git_submodule_path(submodule).map { String(cString: $0) } ?? "",
+                        commit: git_submodule_index_id(submodule).map { ObjectID($0.pointee) }))
+                return 0
+            }, payload)
         return withExtendedLifetime(collected) { collected.list }
     }
 

@@ -49,7 +49,9 @@ public struct Reviewer {
                 let new = try change.newID.map { id throws(GitError) in try blob(id) } ?? []
                 let merged = HunkApplier.apply(old: old, new: new, hunks: change.hunks, accepted: picks)
                 var blobID = git_oid()
-                try GitError.check(merged.withUnsafeBytes { git_blob_create_from_buffer(&blobID, repository.pointer, $0.baseAddress, $0.count) }, "store \(change.path)")
+                try GitError.check(
+                    merged.withUnsafeBytes { git_blob_create_from_buffer(&blobID, repository.pointer, $0.baseAddress, $0.count) },
+                    "store \(change.path)")
                 try put(ObjectID(blobID), mode: change.newMode == 0 ? change.oldMode : change.newMode, path: change.path, in: index)
             }
         }
@@ -99,7 +101,9 @@ public struct Reviewer {
     public func commit(tree: ObjectID, message: String, branch: String) throws(GitReviewError) -> ObjectID {
         guard let head = repository.headCommit else { throw GitReviewError("the current branch has no commit yet") }
         guard let author = repository.defaultSignature() else {
-            throw GitReviewError("cannot commit: git's user.name and user.email are not set", hint: "git config --global user.name 'You' && git config --global user.email you@example.com")
+            throw GitReviewError(
+                "cannot commit: git's user.name and user.email are not set",
+                hint: "git config --global user.name 'You' && git config --global user.email you@example.com")
         }
         do {
             let commit = try repository.createCommit(tree: tree, parents: [head], message: message, author: author)
@@ -124,7 +128,8 @@ public struct Reviewer {
             var diff: OpaquePointer?
             try GitError.check(git_diff_tree_to_tree(&diff, repository.pointer, headTree, target, nil), "diff the accepted changes")
             defer { git_diff_free(diff) }
-            try GitError.check(git_apply(repository.pointer, diff, GIT_APPLY_LOCATION_WORKDIR, nil), "apply the accepted changes to your working tree")
+            try GitError.check(
+                git_apply(repository.pointer, diff, GIT_APPLY_LOCATION_WORKDIR, nil), "apply the accepted changes to your working tree")
         } catch let error as GitReviewError {
             throw error
         } catch {

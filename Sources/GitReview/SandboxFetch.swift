@@ -81,7 +81,8 @@ public enum SandboxFetch {
         } catch {
             // What was refused usually explains the failure (a pack left out, say).
             guard !mirrored.refusals.isEmpty else { throw error }
-            throw GitReviewError(error.message + "\nrefused in the clone:\n" + mirrored.refusals.map { "  " + $0 }.joined(separator: "\n"), hint: error.hint)
+            throw GitReviewError(
+                error.message + "\nrefused in the clone:\n" + mirrored.refusals.map { "  " + $0 }.joined(separator: "\n"), hint: error.hint)
         }
     }
 
@@ -106,7 +107,8 @@ public enum SandboxFetch {
 
         if let head = source.headCommit {
             do {
-                let captured = try captureUncommitted(in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, journal: journal, refused: &refused)
+                let captured = try captureUncommitted(
+                    in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, journal: journal, refused: &refused)
                 check = captured.check
                 if let captured = captured.work {
                     if targets[prefix + uncommittedName] != nil {
@@ -159,9 +161,10 @@ public enum SandboxFetch {
             }
             var files = 0
             if let new, let from = base ?? user.headCommit { files = (try? Differ(repository: user).changedPaths(from: from, to: new).count) ?? 0 }
-            branches.append(.init(
-                name: String(name.dropFirst(prefix.count)), ref: name, change: change, before: old, after: new,
-                newCommits: newCommits, filesChanged: files))
+            branches.append(
+                .init(
+                    name: String(name.dropFirst(prefix.count)), ref: name, change: change, before: old, after: new,
+                    newCommits: newCommits, filesChanged: files))
         }
         return FetchReport(
             sandbox: sandbox, currentBranch: currentBranch, base: base, branches: branches,
@@ -211,7 +214,8 @@ public enum SandboxFetch {
         let signature = Repository.Signature(name: "airlock", email: "airlock@\(sandbox).sandbox.invalid", time: headTime)
         let commit = try source.createCommit(
             tree: tree, parents: [head],
-            message: "Uncommitted work in sandbox \(sandbox)\n\nCaptured by `airlock fetch` from the sandbox's working tree; the clone itself was left as it was.\n",
+            message:
+                "Uncommitted work in sandbox \(sandbox)\n\nCaptured by `airlock fetch` from the sandbox's working tree; the clone itself was left as it was.\n",
             author: signature)
         return ((commit, try Differ(repository: source).changedPaths(from: head, to: commit)), check)
     }

@@ -66,7 +66,10 @@ struct WorkingTreeScan {
             let entry = pointer.pointee
             let length = strlen(cPath)
             let path = cPath.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
-            entries.append(Entry(path: path, mode: entry.mode, size: entry.file_size, seconds: entry.mtime.seconds, nanoseconds: entry.mtime.nanoseconds, id: entry.id))
+            entries.append(
+                Entry(
+                    path: path, mode: entry.mode, size: entry.file_size, seconds: entry.mtime.seconds, nanoseconds: entry.mtime.nanoseconds,
+                    id: entry.id))
         }
         for path in Set(conflicted) { git_index_conflict_remove(index, path) }
 
@@ -303,9 +306,11 @@ struct WorkingTreeScan {
         let isLink = info.st_mode & S_IFMT == S_IFLNK
         let mode: UInt32 = isLink ? 0o120000 : (info.st_mode & 0o100 != 0 ? 0o100755 : 0o100644)
         guard entry.mode == mode, entry.size == UInt32(truncatingIfNeeded: info.st_size),
-              entry.seconds == Int32(truncatingIfNeeded: info.st_mtim.tv_sec), entry.nanoseconds == UInt32(truncatingIfNeeded: info.st_mtim.tv_nsec)
+            entry.seconds == Int32(truncatingIfNeeded: info.st_mtim.tv_sec), entry.nanoseconds == UInt32(truncatingIfNeeded: info.st_mtim.tv_nsec)
         else { return false }
-        if let indexTime, info.st_mtim.tv_sec > indexTime.tv_sec || (info.st_mtim.tv_sec == indexTime.tv_sec && info.st_mtim.tv_nsec >= indexTime.tv_nsec) {
+        if let indexTime,
+            info.st_mtim.tv_sec > indexTime.tv_sec || (info.st_mtim.tv_sec == indexTime.tv_sec && info.st_mtim.tv_nsec >= indexTime.tv_nsec)
+        {
             return false  // changed in the instant the index was written: compare contents
         }
         return true
@@ -323,7 +328,9 @@ struct WorkingTreeScan {
         switch root.kind(path) {
         case .file(let size, let executable)?:
             guard size <= SandboxFetch.maxWorkingFileBytes else {
-                refused.append("\(clone)/\(path) left out: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(SandboxFetch.maxWorkingFileBytes))) for one file")
+                refused.append(
+                    "\(clone)/\(path) left out: \(formatBytes(size)) is more than the limit of \(formatBytes(Int64(SandboxFetch.maxWorkingFileBytes))) for one file"
+                )
                 return
             }
             do {

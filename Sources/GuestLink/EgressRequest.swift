@@ -33,8 +33,10 @@ public struct EgressRequest: Sendable, Equatable {
     }
 
     public var headers: HPACKHeaders {
-        [":method": "POST", ":scheme": "http", ":authority": "host", ":path": Self.path,
-         Self.hostHeader: host, Self.ipHeader: ip, Self.portHeader: String(port)]
+        [
+            ":method": "POST", ":scheme": "http", ":authority": "host", ":path": Self.path,
+            Self.hostHeader: host, Self.ipHeader: ip, Self.portHeader: String(port),
+        ]
     }
 
     /// Parses a request from the guest (hostile): every field bounded and checked.
@@ -43,10 +45,11 @@ public struct EgressRequest: Sendable, Equatable {
             throw WireError("egress request for an unknown path")
         }
         guard let host = headers[Self.hostHeader].first, let ip = headers[Self.ipHeader].first,
-              let portText = headers[Self.portHeader].first, let port = UInt16(portText), port > 0
+            let portText = headers[Self.portHeader].first, let port = UInt16(portText), port > 0
         else { throw WireError("egress request without a valid host, ip and port") }
         guard host.utf8.count <= 253, !host.isEmpty,
-              host.utf8.allSatisfy({ Self.hostBytes.contains($0) }) else {
+            host.utf8.allSatisfy({ Self.hostBytes.contains($0) })
+        else {
             throw WireError("egress request with an invalid host name")
         }
         guard ip.utf8.count <= 45, !ip.isEmpty, ip.utf8.allSatisfy({ Self.ipBytes.contains($0) }) else {

@@ -36,7 +36,8 @@ public final class LinkClient: Sendable {
     ///
     /// The HTTP/2 handler is in the pipeline before the connection is active, so bytes the peer
     /// sends at once (its SETTINGS) are never read before there is a handler to take them.
-    public static func connect(unixSocket path: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> LinkClient {
+    public static func connect(unixSocket path: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> LinkClient
+    {
         let (channel, multiplexer) = try await ClientBootstrap(group: group).connect(unixDomainSocketPath: path, channelInitializer: configure)
         return LinkClient(channel: channel, multiplexer: multiplexer)
     }
@@ -44,14 +45,18 @@ public final class LinkClient: Sendable {
     /// Speaks HTTP/2 on a stream socket that is already connected (and past any handshake of
     /// its transport, such as Cloud Hypervisor's hybrid vsock `CONNECT`/`OK`). NIO takes `fd` over
     /// and closes it with the channel.
-    public static func connect(connectedSocket fd: Int32, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> LinkClient {
+    public static func connect(connectedSocket fd: Int32, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws
+        -> LinkClient
+    {
         let (channel, multiplexer) = try await ClientBootstrap(group: group).withConnectedSocket(fd, channelInitializer: configure)
         return LinkClient(channel: channel, multiplexer: multiplexer)
     }
 
     /// Speaks HTTP/2 over an `AF_VSOCK` connection to `port` of the guest with context id `cid`
     /// (QEMU with vhost-vsock). One attempt: the caller retries while the guest boots.
-    public static func connect(vsockCID cid: UInt32, port: UInt32, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> LinkClient {
+    public static func connect(vsockCID cid: UInt32, port: UInt32, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws
+        -> LinkClient
+    {
         let address = VsockAddress(cid: .init(rawValue: cid), port: .init(rawValue: port))
         let (channel, multiplexer) = try await ClientBootstrap(group: group).connect(to: address, channelInitializer: configure)
         return LinkClient(channel: channel, multiplexer: multiplexer)

@@ -85,8 +85,8 @@ public struct SessionFrameParser: Sendable {
     /// The next complete frame, nil when more bytes are needed; throws on a malformed frame.
     public mutating func next() throws(WireError) -> SessionFrame? {
         guard pending.readableBytes >= 5,
-              let tag = pending.getInteger(at: pending.readerIndex, as: UInt8.self),
-              let length = pending.getInteger(at: pending.readerIndex + 1, as: UInt32.self)
+            let tag = pending.getInteger(at: pending.readerIndex, as: UInt8.self),
+            let length = pending.getInteger(at: pending.readerIndex + 1, as: UInt32.self)
         else { return nil }
         guard Int(length) <= SessionFrame.maxPayload else { throw WireError("session frame of \(length) bytes exceeds the limit") }
         guard pending.readableBytes >= 5 + Int(length) else { return nil }

@@ -37,7 +37,9 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     private static func parseV6(_ text: Substring) -> [UInt8]? {
-        guard text.utf8.allSatisfy({ $0 == 0x3A || $0 == 0x2E || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x66) }) else { return nil }
+        guard text.utf8.allSatisfy({ $0 == 0x3A || $0 == 0x2E || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x66) }) else {
+            return nil
+        }
         let halves = text.split(separator: "::", omittingEmptySubsequences: false)
         guard halves.count <= 2 else { return nil }
         func groups(_ part: Substring) -> [Substring]? {
@@ -79,7 +81,10 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
         }
         let all = head + [UInt16](repeating: 0, count: 8 - count) + tail
         var bytes: [UInt8] = []
-        for word in all { bytes.append(UInt8(word >> 8)); bytes.append(UInt8(word & 0xFF)) }
+        for word in all {
+            bytes.append(UInt8(word >> 8))
+            bytes.append(UInt8(word & 0xFF))
+        }
         if let embedded { bytes += embedded }
         return bytes.count == 16 ? bytes : nil
     }
@@ -116,27 +121,27 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
         if let v4 = embeddedV4 { return v4.isPrivate }
         switch self {
         case .v4(let a, let b, _, _):
-            return a == 0                          // 0.0.0.0/8 "this network"
-                || a == 10                         // 10/8
-                || a == 127                        // loopback
+            return a == 0  // 0.0.0.0/8 "this network"
+                || a == 10  // 10/8
+                || a == 127  // loopback
                 || (a == 100 && (b & 0xC0) == 64)  // 100.64/10 shared address space (CGNAT)
-                || (a == 169 && b == 254)          // link-local, metadata services
+                || (a == 169 && b == 254)  // link-local, metadata services
                 || (a == 172 && (b & 0xF0) == 16)  // 172.16/12
-                || (a == 192 && b == 168)          // 192.168/16
-                || (a == 192 && b == 0)            // 192.0.0/24 protocol assignments, 192.0.2/24 documentation
+                || (a == 192 && b == 168)  // 192.168/16
+                || (a == 192 && b == 0)  // 192.0.0/24 protocol assignments, 192.0.2/24 documentation
                 || (a == 198 && (b & 0xFE) == 18)  // 198.18/15 benchmarking
-                || a >= 224                        // multicast, reserved, broadcast
+                || a >= 224  // multicast, reserved, broadcast
         case .v6(let b):
             let zero = b.allSatisfy { $0 == 0 }
             let loopback = b[0..<15].allSatisfy { $0 == 0 } && b[15] == 1
             return zero || loopback
-                || (b[0] & 0xFE) == 0xFC           // fc00::/7 unique local
-                || (b[0] == 0xFE && (b[1] & 0xC0) == 0x80) // fe80::/10 link-local
-                || (b[0] == 0xFE && (b[1] & 0xC0) == 0xC0) // fec0::/10 site-local (deprecated)
-                || b[0] == 0xFF                    // multicast
+                || (b[0] & 0xFE) == 0xFC  // fc00::/7 unique local
+                || (b[0] == 0xFE && (b[1] & 0xC0) == 0x80)  // fe80::/10 link-local
+                || (b[0] == 0xFE && (b[1] & 0xC0) == 0xC0)  // fec0::/10 site-local (deprecated)
+                || b[0] == 0xFF  // multicast
                 || (b[0] == 0x20 && b[1] == 0x02)  // 2002::/16 6to4: carries an IPv4 address
-                || (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0) // 2001::/32 Teredo
-                || (b[0] == 0x01 && b[1..<8].allSatisfy { $0 == 0 }) // 100::/64 discard
+                || (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0)  // 2001::/32 Teredo
+                || (b[0] == 0x01 && b[1..<8].allSatisfy { $0 == 0 })  // 100::/64 discard
         }
     }
 }

@@ -57,11 +57,12 @@ public struct Decision: Sendable, Equatable, CustomStringConvertible {
 
     /// One line for people and agents: `denied by [network.rules.web] deny "evil.com"`.
     public var description: String {
-        let word = switch verdict {
-        case .allow: "allowed"
-        case .deny: "denied"
-        case .passthrough: "passed through"
-        }
+        let word =
+            switch verdict {
+            case .allow: "allowed"
+            case .deny: "denied"
+            case .passthrough: "passed through"
+            }
         if let rule, let pattern {
             let list = verdict == .deny ? "deny" : verdict == .passthrough ? "passthrough" : "allow"
             return "\(subject) \(word) by [network.rules.\(rule)] \(list) \"\(pattern)\""
@@ -169,7 +170,9 @@ public struct NetworkRules: Sendable, Equatable {
                 let patterns = verdict == .passthrough ? rule.passthrough : rule.allow
                 guard let pattern = patterns.first(where: { $0.matches(host: subject, port: port) }) else { continue }
                 if found == nil || (rule.allowPrivate && found?.allowPrivate == false) {
-                    found = Decision(verdict: verdict, rule: rule.name, pattern: pattern.description, policy: policy, allowPrivate: rule.allowPrivate, subject: label)
+                    found = Decision(
+                        verdict: verdict, rule: rule.name, pattern: pattern.description, policy: policy, allowPrivate: rule.allowPrivate,
+                        subject: label)
                 }
             }
             if let found { return found }

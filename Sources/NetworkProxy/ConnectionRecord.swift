@@ -37,8 +37,10 @@ public struct ConnectionRecord: Sendable, Equatable {
         case hostForward = "host-forward"
     }
 
-    public init(name: String?, ip: String?, port: UInt16, rule: String?, verdict: Verdict, reason: String,
-                bytesUp: Int64 = 0, bytesDown: Int64 = 0, durationMilliseconds: Int64 = 0, direction: Direction = .egress) {
+    public init(
+        name: String?, ip: String?, port: UInt16, rule: String?, verdict: Verdict, reason: String,
+        bytesUp: Int64 = 0, bytesDown: Int64 = 0, durationMilliseconds: Int64 = 0, direction: Direction = .egress
+    ) {
         self.name = name
         self.ip = ip
         self.port = port

@@ -1,11 +1,11 @@
 import GuestLink
 import Logging
-import NetworkPolicy
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
+import NetworkPolicy
 
 /// Bounds on what one guest may make the host hold. Everything from the guest is hostile.
 public struct EgressLimits: Sendable {
@@ -71,8 +71,10 @@ public struct EgressConfiguration: Sendable {
     public var socketForwards: [String: UnixSocketForward]
     public var limits: EgressLimits
 
-    public init(rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [],
-                socketForwards: [UnixSocketForward] = [], limits: EgressLimits = .init()) {
+    public init(
+        rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [],
+        socketForwards: [UnixSocketForward] = [], limits: EgressLimits = .init()
+    ) {
         self.rules = rules
         self.resolver = resolver
         self.guestForwards = Dictionary(guestForwards.map { ($0.guestPort, $0) }, uniquingKeysWith: { first, _ in first })
@@ -104,8 +106,10 @@ public final class EgressServer: Sendable {
     let logger: Logger
     let sink: ConnectionRecordSink
 
-    public init(configuration: EgressConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                logger: Logger, records: @escaping ConnectionRecordSink) {
+    public init(
+        configuration: EgressConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger, records: @escaping ConnectionRecordSink
+    ) {
         self.configuration = configuration
         self.group = group
         self.logger = logger
@@ -132,8 +136,9 @@ public final class EgressServer: Sendable {
     public func listen(unixSocket path: String) async throws {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4)
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true,
-                  serverBackPressureStrategy: .init(lowWatermark: 1, highWatermark: 2), childChannelInitializer: configure)
+            .bind(
+                unixDomainSocketPath: path, cleanupExistingSocketFile: true,
+                serverBackPressureStrategy: .init(lowWatermark: 1, highWatermark: 2), childChannelInitializer: configure)
         try await server.executeThenClose { connections in
             try await withThrowingDiscardingTaskGroup { tasks in
                 for try await multiplexer in connections {

@@ -1,10 +1,10 @@
 import GuestLink
 import Logging
-import NetworkPolicy
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
+import NetworkPolicy
 
 /// One egress stream: request → (sniff) → decision → resolve → connect → relay, and the record.
 struct EgressStreamHandler {
@@ -112,9 +112,10 @@ struct EgressStreamHandler {
             }
         }
         let shownName = name ?? names.first
-        var record = ConnectionRecord(name: shownName, ip: literal, port: request.port, rule: decision.rule,
-                                      verdict: decision.verdict == .passthrough ? .passthrough : decision.isAllowed ? .allow : .deny,
-                                      reason: decision.description)
+        var record = ConnectionRecord(
+            name: shownName, ip: literal, port: request.port, rule: decision.rule,
+            verdict: decision.verdict == .passthrough ? .passthrough : decision.isAllowed ? .allow : .deny,
+            reason: decision.description)
         guard decision.isAllowed else {
             try await deny(outbound, sniffed: sniffed, reason: decision.description, fix: decision.fix)
             return record
@@ -129,11 +130,15 @@ struct EgressStreamHandler {
                 let ips = resolved.compactMap(\.ipAddress)
                 guard !ips.contains(where: { IPAddress($0) == IPAddress(literal) }) else { continue }
                 record.verdict = .refused
-                record.reason = "\(literal) is not an address of \(sniffedName)"
+                record.reason =
+                    "\(literal) is not an address of \(sniffedName)"
                     + (ips.isEmpty ? " (it does not resolve here)" : " (it resolves to \(ips.prefix(4).joined(separator: ", ")))")
                     + "; a connection to an IP literal is opened by the names it carries only when they resolve to it"
-                try await deny(outbound, sniffed: sniffed, reason: record.reason,
-                               fix: "connect by name, or add [network.rules.<name>] allow = [\"\(literal):\(request.port)\"] to airlock.toml if that address is meant to be reachable")
+                try await deny(
+                    outbound, sniffed: sniffed, reason: record.reason,
+                    fix:
+                        "connect by name, or add [network.rules.<name>] allow = [\"\(literal):\(request.port)\"] to airlock.toml if that address is meant to be reachable"
+                )
                 return record
             }
         }
@@ -144,9 +149,11 @@ struct EgressStreamHandler {
         if let literal {
             if let address = IPAddress(literal), address.isPrivate, !decision.allowPrivate {
                 record.verdict = .refused
-                record.reason = "\(literal) is a loopback, private, link-local or metadata address; only a rule that names it with allow_private = true opens it"
-                try await deny(outbound, sniffed: sniffed, reason: record.reason,
-                               fix: "add [network.rules.<name>] allow = [\"\(decision.subject)\"] and allow_private = true to airlock.toml")
+                record.reason =
+                    "\(literal) is a loopback, private, link-local or metadata address; only a rule that names it with allow_private = true opens it"
+                try await deny(
+                    outbound, sniffed: sniffed, reason: record.reason,
+                    fix: "add [network.rules.<name>] allow = [\"\(decision.subject)\"] and allow_private = true to airlock.toml")
                 return record
             }
             addresses = [try SocketAddress(ipAddress: literal, port: Int(request.port))]
@@ -178,7 +185,8 @@ struct EgressStreamHandler {
                 let fix: String
                 if !refusedPrivate.isEmpty {
                     let rule = decision.rule.map { "[network.rules.\($0)]" } ?? "a rule allowing it"
-                    record.reason = "\(request.host) resolves only to loopback/private/link-local addresses (\(refusedPrivate.prefix(4).joined(separator: ", "))); refused without allow_private = true"
+                    record.reason =
+                        "\(request.host) resolves only to loopback/private/link-local addresses (\(refusedPrivate.prefix(4).joined(separator: ", "))); refused without allow_private = true"
                     fix = "add allow_private = true to \(rule) in airlock.toml if \(request.host) is meant to reach a private network"
                 } else {
                     fix = "remove the deny pattern naming that address"
@@ -195,8 +203,9 @@ struct EgressStreamHandler {
                 let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
                 record.ip = address.ipAddress
                 progress(record)
-                return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial,
-                                        stream: stream.channel, upstream: upstream, record: record, progress: progress)
+                return await Relay.glue(
+                    frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial,
+                    stream: stream.channel, upstream: upstream, record: record, progress: progress)
             } catch {
                 lastError = error
             }
@@ -208,12 +217,16 @@ struct EgressStreamHandler {
     }
 
     /// `host.airlock.internal:<guest port>` → the host's 127.0.0.1:<host port>.
-    private func forward(_ request: EgressRequest, _ frames: inout Frames, _ outbound: Outbound, guestFinished: Bool,
-                         progress: (ConnectionRecord) -> Void) async throws -> ConnectionRecord {
+    private func forward(
+        _ request: EgressRequest, _ frames: inout Frames, _ outbound: Outbound, guestFinished: Bool,
+        progress: (ConnectionRecord) -> Void
+    ) async throws -> ConnectionRecord {
         var record = ConnectionRecord(name: request.host, ip: nil, port: request.port, rule: nil, verdict: .deny, reason: "")
         guard let forward = server.configuration.guestForwards[request.port] else {
             record.reason = "no guest port forward for \(EgressRequest.forwardHost):\(request.port)"
-            try await Self.refuse(outbound, status: "403", reason: record.reason + "; add [network.ports.<name>] guest = [\"\(request.port):<host port>\"] to airlock.toml")
+            try await Self.refuse(
+                outbound, status: "403",
+                reason: record.reason + "; add [network.ports.<name>] guest = [\"\(request.port):<host port>\"] to airlock.toml")
             return record
         }
         record.rule = "ports.\(forward.entry)"
@@ -224,8 +237,9 @@ struct EgressStreamHandler {
             let address = try SocketAddress(ipAddress: "127.0.0.1", port: Int(forward.hostPort))
             let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
             progress(record)
-            return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: ByteBuffer(),
-                                    stream: stream.channel, upstream: upstream, record: record, progress: progress)
+            return await Relay.glue(
+                frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: ByteBuffer(),
+                stream: stream.channel, upstream: upstream, record: record, progress: progress)
         } catch {
             record.verdict = .refused
             record.reason = "cannot connect to the host's 127.0.0.1:\(forward.hostPort) for [network.ports.\(forward.entry)]: \(error)"
@@ -236,8 +250,10 @@ struct EgressStreamHandler {
 
     /// A `[network.sockets.<name>]` forward: the guest names the entry, never a path; only a
     /// configured entry's host socket is connected.
-    private func socketForward(_ headers: HTTP2Frame.FramePayload.Headers, _ frames: inout Frames, _ outbound: Outbound,
-                               progress: (ConnectionRecord) -> Void) async throws -> ConnectionRecord {
+    private func socketForward(
+        _ headers: HTTP2Frame.FramePayload.Headers, _ frames: inout Frames, _ outbound: Outbound,
+        progress: (ConnectionRecord) -> Void
+    ) async throws -> ConnectionRecord {
         let request: SocketRequest
         do {
             request = try SocketRequest(headers: headers.headers)
@@ -248,7 +264,9 @@ struct EgressStreamHandler {
         var record = ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .deny, reason: "")
         guard let forward = server.configuration.socketForwards[request.name] else {
             record.reason = "no Unix-socket forward named \"\(request.name)\""
-            try await Self.refuse(outbound, status: "403", reason: record.reason + "; add [network.sockets.\(request.name)] host = \"<host socket>\" guest = \"<guest path>\" to airlock.toml")
+            try await Self.refuse(
+                outbound, status: "403",
+                reason: record.reason + "; add [network.sockets.\(request.name)] host = \"<host socket>\" guest = \"<guest path>\" to airlock.toml")
             return record
         }
         record.rule = "sockets.\(forward.entry)"
@@ -266,8 +284,9 @@ struct EgressStreamHandler {
             return record
         }
         progress(record)
-        return await Relay.glue(frames: &frames, response: Self.ok, guestFinished: headers.endStream, initial: ByteBuffer(),
-                                stream: stream.channel, upstream: upstream, record: record, progress: progress)
+        return await Relay.glue(
+            frames: &frames, response: Self.ok, guestFinished: headers.endStream, initial: ByteBuffer(),
+            stream: stream.channel, upstream: upstream, record: record, progress: progress)
     }
 
     private static let ok = HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"]))
@@ -297,7 +316,8 @@ struct EgressStreamHandler {
             .channelOption(.autoRead, value: false)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 * 1024, maximum: upstreamReadMaximum))
             .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1 << 20))
-        if case .unixDomainSocket = address {} else {
+        if case .unixDomainSocket = address {
+        } else {
             bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
         }
         return try await bootstrap.connect(to: address).get()

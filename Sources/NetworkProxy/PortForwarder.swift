@@ -49,7 +49,9 @@ public final class PortForwarder: Sendable {
         listeners.map { $0.server.channel.localAddress?.ipAddress ?? "" }
     }
 
-    private init(listeners: [(forward: HostForward, server: Listener)], link: any GuestStreamOpener, logger: Logger, sink: @escaping ConnectionRecordSink) {
+    private init(
+        listeners: [(forward: HostForward, server: Listener)], link: any GuestStreamOpener, logger: Logger, sink: @escaping ConnectionRecordSink
+    ) {
         self.listeners = listeners
         self.link = link
         self.logger = logger
@@ -58,9 +60,11 @@ public final class PortForwarder: Sendable {
 
     /// Binds every listener on 127.0.0.1 at once, so a taken port fails the start with a
     /// clear error; `run()` then serves them.
-    public static func bind(_ forwards: [HostForward], link: any GuestStreamOpener,
-                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                            logger: Logger, records: @escaping ConnectionRecordSink) async throws -> PortForwarder {
+    public static func bind(
+        _ forwards: [HostForward], link: any GuestStreamOpener,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger, records: @escaping ConnectionRecordSink
+    ) async throws -> PortForwarder {
         var listeners: [(forward: HostForward, server: Listener)] = []
         do {
             for forward in forwards {
@@ -73,8 +77,10 @@ public final class PortForwarder: Sendable {
                         .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                         .bind(host: "127.0.0.1", port: Int(forward.listenPort)) { channel in
                             channel.eventLoop.makeCompletedFuture {
-                                try Connection(wrappingChannelSynchronously: channel, configuration: .init(
-                                    backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), isOutboundHalfClosureEnabled: true))
+                                try Connection(
+                                    wrappingChannelSynchronously: channel,
+                                    configuration: .init(
+                                        backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), isOutboundHalfClosureEnabled: true))
                             }
                         }
                 } catch {
@@ -117,9 +123,10 @@ public final class PortForwarder: Sendable {
 
     private func carry(_ connection: Connection, _ forward: HostForward) async {
         let started = ContinuousClock.now
-        var record = ConnectionRecord(name: nil, ip: "127.0.0.1", port: forward.listenPort, rule: "ports.\(forward.entry)",
-                                      verdict: .forward, reason: "host 127.0.0.1:\(forward.listenPort) → guest port \(forward.guestPort)",
-                                      direction: .hostForward)
+        var record = ConnectionRecord(
+            name: nil, ip: "127.0.0.1", port: forward.listenPort, rule: "ports.\(forward.entry)",
+            verdict: .forward, reason: "host 127.0.0.1:\(forward.listenPort) → guest port \(forward.guestPort)",
+            direction: .hostForward)
         do {
             let stream = try await link.openStream()
             let channel = stream.channel
@@ -133,7 +140,8 @@ public final class PortForwarder: Sendable {
                 guard case .headers(let headers)? = answer, headers.headers.first(name: ":status") == "200" else {
                     var reason = "the guest did not answer"
                     if case .headers(let headers)? = answer {
-                        reason = "the guest answered \(headers.headers.first(name: ":status") ?? "?"): "
+                        reason =
+                            "the guest answered \(headers.headers.first(name: ":status") ?? "?"): "
                             + (headers.headers.first(name: ForwardRequest.reasonHeader) ?? "no reason given")
                     }
                     record.verdict = .refused
@@ -141,8 +149,9 @@ public final class PortForwarder: Sendable {
                     try? await connection.channel.close()
                     return
                 }
-                record = await Relay.run(frames: &frames, frame: { $0 }, guestFinished: headers.endStream, initial: ByteBuffer(),
-                                         stream: channel, outbound: outbound, upstream: connection, record: record, progress: { _ in })
+                record = await Relay.run(
+                    frames: &frames, frame: { $0 }, guestFinished: headers.endStream, initial: ByteBuffer(),
+                    stream: channel, outbound: outbound, upstream: connection, record: record, progress: { _ in })
                 await Relay.settle(channel, timeout: .seconds(30))
             }
         } catch {

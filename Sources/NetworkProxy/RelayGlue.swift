@@ -77,7 +77,9 @@ final class RelayGlue {
     /// Starts relaying: answers `response`, writes `initial` and the frames the async side
     /// read before the marker, then everything after. The future completes when the relay
     /// ended (cleanly or not); the upstream is closed by then.
-    func go(response: HTTP2Frame.FramePayload, initial: ByteBuffer, early: [HTTP2Frame.FramePayload], guestEnded ended: Bool) -> EventLoopFuture<RelayTotals> {
+    func go(response: HTTP2Frame.FramePayload, initial: ByteBuffer, early: [HTTP2Frame.FramePayload], guestEnded ended: Bool) -> EventLoopFuture<
+        RelayTotals
+    > {
         guard phase == .draining, let streamContext, let upstreamContext else {
             finish(failure: RelayReset())
             return promise.futureResult

@@ -111,7 +111,7 @@ enum TLSClientHello {
             }
             handshake += bytes[body.index..<body.end]
             if needed == nil, handshake.count >= 4 {
-                guard handshake[0] == 0x01 else { return .other } // ClientHello
+                guard handshake[0] == 0x01 else { return .other }  // ClientHello
                 let length = Int(handshake[1]) << 16 | Int(handshake[2]) << 8 | Int(handshake[3])
                 guard length <= Sniffed.limit else { return .other }
                 needed = 4 + length
@@ -120,17 +120,17 @@ enum TLSClientHello {
         guard let needed else { return .other }
         // 2. Parse the ClientHello.
         var hello = ByteCursor(handshake, from: 4, end: needed)
-        guard let major = hello.u8(), major == 3, hello.skip(1), hello.skip(32) else { return .other } // version, random
+        guard let major = hello.u8(), major == 3, hello.skip(1), hello.skip(32) else { return .other }  // version, random
         guard let session = hello.u8(), session <= 32, hello.skip(session) else { return .other }
         guard let suites = hello.u16(), suites >= 2, suites % 2 == 0, hello.skip(suites) else { return .other }
         guard let compression = hello.u8(), compression >= 1, hello.skip(compression) else { return .other }
-        if hello.remaining == 0 { return .tls(serverNames: []) } // no extensions at all
+        if hello.remaining == 0 { return .tls(serverNames: []) }  // no extensions at all
         guard let extensionsLength = hello.u16(), var extensions = hello.take(extensionsLength), hello.remaining == 0 else { return .other }
         var names: [String] = []
         var seen = Set<Int>()
         while extensions.remaining > 0 {
             guard let type = extensions.u16(), let length = extensions.u16(), var body = extensions.take(length) else { return .other }
-            guard seen.insert(type).inserted else { return .other } // RFC 8446: no duplicates
+            guard seen.insert(type).inserted else { return .other }  // RFC 8446: no duplicates
             guard type == 0 else { continue }
             guard let listLength = body.u16(), var list = body.take(listLength), body.remaining == 0 else { return .other }
             while list.remaining > 0 {
@@ -155,8 +155,8 @@ enum HTTPRequestHead {
         let line = Array(window[0..<lineEnd])
         let parts = line.split(separator: 0x20, omittingEmptySubsequences: false)
         guard parts.count == 3, (1...16).contains(parts[0].count), parts[0].allSatisfy({ $0 >= 0x41 && $0 <= 0x5A }),
-              !parts[1].isEmpty, parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F }),
-              Array(parts[2]) == Array("HTTP/1.1".utf8) || Array(parts[2]) == Array("HTTP/1.0".utf8)
+            !parts[1].isEmpty, parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F }),
+            Array(parts[2]) == Array("HTTP/1.1".utf8) || Array(parts[2]) == Array("HTTP/1.0".utf8)
         else { return .other }
         let requestLine = String(decoding: line, as: UTF8.self)
         var hosts: [String] = []
@@ -165,12 +165,12 @@ enum HTTPRequestHead {
             guard let end = find(crlf: window, from: start) else {
                 return window.count >= Sniffed.limit ? .other : .needMore
             }
-            if end == start { break } // the empty line ends the head
+            if end == start { break }  // the empty line ends the head
             let field = Array(window[start..<end])
             start = end + 2
             guard let colon = field.firstIndex(of: 0x3A), colon > 0 else { return .other }
             let name = field[0..<colon]
-            guard name.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return .other } // no space before ':'
+            guard name.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return .other }  // no space before ':'
             guard String(decoding: name, as: UTF8.self).lowercased() == "host" else { continue }
             let value = field[(colon + 1)...].drop(while: { $0 == 0x20 || $0 == 0x09 })
             let trimmed = Array(value.reversed().drop(while: { $0 == 0x20 || $0 == 0x09 }).reversed())
@@ -179,7 +179,8 @@ enum HTTPRequestHead {
         }
         // HTTP/1.1 without Host: the absolute-form target's authority, if any.
         if hosts.isEmpty, let target = String(validating: parts[1], as: UTF8.self), let authority = absoluteAuthority(target),
-           let host = hostWithoutPort(Array(authority.utf8)) {
+            let host = hostWithoutPort(Array(authority.utf8))
+        {
             hosts.append(host)
         }
         return .http(hosts: Array(Set(hosts)).sorted(), requestLine: requestLine)
@@ -198,7 +199,10 @@ enum HTTPRequestHead {
     private static func plausibleRequestLinePrefix(_ window: ArraySlice<UInt8>) -> Bool {
         var index = window.startIndex
         var methodLength = 0
-        while index < window.endIndex, window[index] >= 0x41 && window[index] <= 0x5A { index += 1; methodLength += 1 }
+        while index < window.endIndex, window[index] >= 0x41 && window[index] <= 0x5A {
+            index += 1
+            methodLength += 1
+        }
         guard methodLength <= 16 else { return false }
         if index == window.endIndex { return true }
         guard window[index] == 0x20 else { return false }
@@ -209,7 +213,7 @@ enum HTTPRequestHead {
     static func hostWithoutPort(_ bytes: [UInt8]) -> String? {
         guard !bytes.isEmpty, bytes.count <= 260 else { return nil }
         var host = bytes[...]
-        if host.first == 0x5B { // [
+        if host.first == 0x5B {  // [
             guard let close = host.firstIndex(of: 0x5D) else { return nil }
             let rest = host[(close + 1)...]
             guard rest.isEmpty || (rest.first == 0x3A && rest.dropFirst().allSatisfy({ $0 >= 0x30 && $0 <= 0x39 })) else { return nil }
@@ -227,7 +231,8 @@ enum HTTPRequestHead {
     /// `http://example.com:8080/path` → `example.com:8080`.
     private static func absoluteAuthority(_ target: String) -> String? {
         guard let scheme = target.firstRange(of: "://"),
-              ["http", "https"].contains(target[..<scheme.lowerBound].lowercased()) else { return nil }
+            ["http", "https"].contains(target[..<scheme.lowerBound].lowercased())
+        else { return nil }
         let authority = target[scheme.upperBound...].prefix(while: { $0 != "/" && $0 != "?" && $0 != "#" })
         guard !authority.contains("@") else { return nil }
         return String(authority)

@@ -34,7 +34,11 @@ public struct Credentials: Sendable, Equatable {
     public static func lookup(registry: String, environment: [String: String]) throws(OCIError) -> Credentials? {
         guard let path = configPath(environment: environment), let bytes = readSmallFile(path, limit: 1 << 20) else { return nil }
         struct Config: Decodable {
-            struct Entry: Decodable { var auth: String?; var username: String?; var password: String? }
+            struct Entry: Decodable {
+                var auth: String?
+                var username: String?
+                var password: String?
+            }
             var auths: [String: Entry]?
         }
         let config: Config
@@ -42,14 +46,18 @@ public struct Credentials: Sendable, Equatable {
             throw OCIError(.authentication, "\(path) is not valid JSON: \(error)", hint: "fix or remove the file")
         }
         // Docker Hub's entry is keyed by its v1 index URL.
-        let keys = registry == ImageReference.dockerHub
+        let keys =
+            registry == ImageReference.dockerHub
             ? ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"]
             : [registry, "https://" + registry, "http://" + registry, "https://" + registry + "/v1/", "https://" + registry + "/v2/"]
         for key in keys {
             guard let entry = config.auths?[key] else { continue }
             if let auth = entry.auth, !auth.isEmpty {
-                guard let decoded = Data(base64Encoded: auth), let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
-                    throw OCIError(.authentication, "\(path): the `auth` entry for \(key) is not base64 of user:password", hint: "run `docker login \(registry)` again")
+                guard let decoded = Data(base64Encoded: auth), let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":")
+                else {
+                    throw OCIError(
+                        .authentication, "\(path): the `auth` entry for \(key) is not base64 of user:password",
+                        hint: "run `docker login \(registry)` again")
                 }
                 return Credentials(username: String(text[..<colon]), password: String(text[text.index(after: colon)...]))
             }

@@ -96,19 +96,22 @@ struct DockerArchive {
                 result.entries[name] = Entry(file: file, digest: Digest(hasher.finalize()), size: size)
                 result.links[name] = nil
             case FileType.symlink:
-                guard let target = LayerWriter.string(archive_entry_symlink(entry)) else { throw result.hostile("symlink \(raw.prefix(200)) without a target") }
+                guard let target = LayerWriter.string(archive_entry_symlink(entry)) else {
+                    throw result.hostile("symlink \(raw.prefix(200)) without a target")
+                }
                 result.links[name] = try result.normalize(target, relativeTo: name)
                 result.entries[name] = nil
             default:
-                continue // directories (and anything else) carry nothing airlock reads
+                continue  // directories (and anything else) carry nothing airlock reads
             }
         }
         return result
     }
 
     func hostile(_ message: String) -> OCIError {
-        OCIError(.hostileLayer, "\(what): refused the Docker daemon's export: \(message)",
-                 hint: "the archive is malformed or tries to name paths outside itself; nothing outside airlock's store was written")
+        OCIError(
+            .hostileLayer, "\(what): refused the Docker daemon's export: \(message)",
+            hint: "the archive is malformed or tries to name paths outside itself; nothing outside airlock's store was written")
     }
 
     /// An archive path made canonical (`./a//b` → `a/b`); a symlink target is resolved against
@@ -136,8 +139,9 @@ struct DockerArchive {
             if let entry = entries[current] {
                 // A name that is a digest must be that digest.
                 if let claimed = Self.claimedDigest(current), claimed != entry.digest {
-                    throw OCIError(.integrity, "\(what): \(current) in the Docker daemon's export has digest \(entry.digest)",
-                                   hint: "the export is corrupt or tampered with")
+                    throw OCIError(
+                        .integrity, "\(what): \(current) in the Docker daemon's export has digest \(entry.digest)",
+                        hint: "the export is corrupt or tampered with")
                 }
                 return entry
             }

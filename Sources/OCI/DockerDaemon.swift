@@ -22,7 +22,8 @@ public struct DockerImage: Sendable, Decodable, Equatable {
     public var size: Int64?
 
     enum CodingKeys: String, CodingKey {
-        case id = "Id", repoTags = "RepoTags", repoDigests = "RepoDigests", os = "Os", architecture = "Architecture", variant = "Variant", size = "Size"
+        case id = "Id", repoTags = "RepoTags", repoDigests = "RepoDigests", os = "Os", architecture = "Architecture", variant = "Variant", size =
+            "Size"
     }
 }
 
@@ -45,8 +46,9 @@ public final class DockerDaemonClient: Sendable {
     public static func socketPath(environment: [String: String]) throws(OCIError) -> String {
         guard let host = environment["DOCKER_HOST"], !host.isEmpty else { return defaultSocket }
         guard host.hasPrefix("unix://"), host.count > 7 else {
-            throw OCIError(.transport, "DOCKER_HOST=\(host.prefix(200)) is not a Unix socket; airlock reads images only from a local daemon's socket",
-                           hint: "set DOCKER_HOST=unix:///path/to/docker.sock, unset it for \(defaultSocket), or use [vm] resolution = \"registry\"")
+            throw OCIError(
+                .transport, "DOCKER_HOST=\(host.prefix(200)) is not a Unix socket; airlock reads images only from a local daemon's socket",
+                hint: "set DOCKER_HOST=unix:///path/to/docker.sock, unset it for \(defaultSocket), or use [vm] resolution = \"registry\"")
         }
         return String(host.dropFirst(7))
     }
@@ -103,7 +105,9 @@ public final class DockerDaemonClient: Sendable {
             let response = try await get("/_ping", deadline: timeout)
             let body = try await response.body.collect(upTo: 4096)
             guard response.status.code == 200 else { return "\(socketPath) answered HTTP \(response.status.code) to /_ping" }
-            guard String(buffer: body).hasPrefix("OK") else { return "\(socketPath) is not a Docker daemon (its /_ping says \(String(buffer: body).prefix(40).debugDescription))" }
+            guard String(buffer: body).hasPrefix("OK") else {
+                return "\(socketPath) is not a Docker daemon (its /_ping says \(String(buffer: body).prefix(40).debugDescription))"
+            }
             return nil
         } catch let error as OCIError {
             return error.message
@@ -141,7 +145,8 @@ public final class DockerDaemonClient: Sendable {
         let response = try await get("/images/\(id)/get", deadline: .seconds(120))
         guard response.status.code == 200 else {
             let body = try? await response.body.collect(upTo: 64 << 10)
-            throw OCIError(.status, "the Docker daemon answered HTTP \(response.status.code) to exporting \(reference): \(body.map(Self.message) ?? "")")
+            throw OCIError(
+                .status, "the Docker daemon answered HTTP \(response.status.code) to exporting \(reference): \(body.map(Self.message) ?? "")")
         }
         var total: Int64 = 0
         var body = response.body.makeAsyncIterator()

@@ -29,14 +29,17 @@ public struct DockerImporter: Sendable {
     }
 
     /// Imports `image` (what `daemon.inspect(reference)` returned) as `reference`.
-    public func pull(_ reference: ImageReference, image: DockerImage, progress: @escaping @Sendable (PullEvent) -> Void = { _ in }) async throws -> ImageRecord {
+    public func pull(_ reference: ImageReference, image: DockerImage, progress: @escaping @Sendable (PullEvent) -> Void = { _ in }) async throws
+        -> ImageRecord
+    {
         let what = "\(reference) (Docker daemon)"
         if let os = image.os, os != platform.os {
             throw OCIError(.manifest, "\(what): the image is for \(os), this host runs \(platform.os)")
         }
         if let architecture = image.architecture, architecture != platform.architecture {
-            throw OCIError(.manifest, "\(what): the image is for \(architecture), this host runs \(platform.architecture)",
-                           hint: "pull one for \(platform.architecture) with `docker pull --platform linux/\(platform.architecture)`, or use --from registry")
+            throw OCIError(
+                .manifest, "\(what): the image is for \(architecture), this host runs \(platform.architecture)",
+                hint: "pull one for \(platform.architecture) with `docker pull --platform linux/\(platform.architecture)`, or use --from registry")
         }
         let lock = try await store.lock()
         defer { withExtendedLifetime(lock) {} }
@@ -53,7 +56,8 @@ public struct DockerImporter: Sendable {
         do { saved = try JSONDecoder().decode([DockerSaveManifest].self, from: Data(manifestBytes)) } catch {
             throw OCIError(.manifest, "\(what): the export's manifest.json is not what `docker save` writes: \(error)")
         }
-        guard let entry = saved.count == 1 ? saved.first : saved.first(where: { (try? archive.resolve($0.config).digest.description) == image.id }) else {
+        guard let entry = saved.count == 1 ? saved.first : saved.first(where: { (try? archive.resolve($0.config).digest.description) == image.id })
+        else {
             throw OCIError(.manifest, "\(what): the export's manifest.json lists \(saved.count) images, none of them \(image.id)")
         }
 
@@ -61,8 +65,9 @@ public struct DockerImporter: Sendable {
         // whose digest is the ID (containerd store: the ID is the index's digest).
         let (configBytes, configEntry) = try archive.readDocument(entry.config, limit: limits.documentBytes)
         guard configEntry.digest.description == image.id || archive.entries.values.contains(where: { $0.digest.description == image.id }) else {
-            throw OCIError(.integrity, "\(what): the exported config has digest \(configEntry.digest), but the daemon describes the image as \(image.id)",
-                           hint: "the image changed while it was exported, or the export is tampered with; try again")
+            throw OCIError(
+                .integrity, "\(what): the exported config has digest \(configEntry.digest), but the daemon describes the image as \(image.id)",
+                hint: "the image changed while it was exported, or the export is tampered with; try again")
         }
         let configuration: ImageConfiguration
         do { configuration = try JSONDecoder().decode(ImageConfiguration.self, from: Data(configBytes)) } catch {
@@ -96,8 +101,10 @@ public struct DockerImporter: Sendable {
                     uncompressed = try await NIOThreadPool.singleton.runIfActive { try DockerArchive.uncompressedDigest(file, what: what) }
                 }
                 guard uncompressed == diffID else {
-                    throw OCIError(.integrity, "\(what): layer \(index + 1) (\(name.prefix(120))) has digest \(uncompressed), the image config's diff_id is \(diffID)",
-                                   hint: "the export is corrupt or tampered with; nothing was unpacked")
+                    throw OCIError(
+                        .integrity,
+                        "\(what): layer \(index + 1) (\(name.prefix(120))) has digest \(uncompressed), the image config's diff_id is \(diffID)",
+                        hint: "the export is corrupt or tampered with; nothing was unpacked")
                 }
             }
             layers.append(Descriptor(mediaType: mediaType, digest: staged.digest, size: staged.size))
@@ -126,7 +133,8 @@ public struct DockerImporter: Sendable {
                 throw OCIError(.store, "cannot move layer \(layer.digest.short) into \(store.root): \(String(cString: strerror(errno)))")
             }
             progress(.layerExtracting(layer.digest))
-            let info = try await ImagePuller.unpack(layer.digest, store: store, extractor: extractor, name: "\(reference.repository) layer \(layer.digest.short) (Docker daemon)")
+            let info = try await ImagePuller.unpack(
+                layer.digest, store: store, extractor: extractor, name: "\(reference.repository) layer \(layer.digest.short) (Docker daemon)")
             progress(.layerDone(layer.digest, info))
             infos[layer.digest] = info
         }

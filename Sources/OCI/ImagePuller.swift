@@ -58,17 +58,21 @@ public struct ImagePuller: Sendable {
             try store.writeFileAtomically(store.blobPath(fetched.digest), fetched.bytes)
             fetched = try await client.fetchManifest(reference, descriptor.digest.description)
             guard fetched.bytes.count == Int(descriptor.size) else {
-                throw OCIError(.integrity, "\(reference): the platform manifest has \(fetched.bytes.count) bytes, the index announces \(descriptor.size)")
+                throw OCIError(
+                    .integrity, "\(reference): the platform manifest has \(fetched.bytes.count) bytes, the index announces \(descriptor.size)")
             }
-            guard case .manifest(let single) = try ManifestDocument.parse(fetched.bytes, contentType: fetched.contentType, what: reference.description) else {
+            guard
+                case .manifest(let single) = try ManifestDocument.parse(fetched.bytes, contentType: fetched.contentType, what: reference.description)
+            else {
                 throw OCIError(.manifest, "\(reference): the index points to another index for \(platform.os)/\(platform.architecture)")
             }
             manifest = single
         }
         for layer in manifest.layers {
             guard MediaType.layers.contains(layer.mediaType) else {
-                throw OCIError(.manifest, "\(reference): layer \(layer.digest.short) has media type \(layer.mediaType), which airlock cannot unpack",
-                               hint: "only tar layers (plain, gzip, zstd) are supported")
+                throw OCIError(
+                    .manifest, "\(reference): layer \(layer.digest.short) has media type \(layer.mediaType), which airlock cannot unpack",
+                    hint: "only tar layers (plain, gzip, zstd) are supported")
             }
             guard layer.size >= 0 else { throw OCIError(.manifest, "\(reference): layer \(layer.digest.short) has a negative size") }
         }
@@ -87,14 +91,16 @@ public struct ImagePuller: Sendable {
             throw OCIError(.manifest, "\(reference): the image is for \(os), this host runs \(platform.os)")
         }
         if let architecture = configuration.architecture, architecture != platform.architecture {
-            throw OCIError(.manifest, "\(reference): the image is for \(architecture), this host runs \(platform.architecture)",
-                           hint: "pull a multi-platform tag or one built for \(platform.architecture)")
+            throw OCIError(
+                .manifest, "\(reference): the image is for \(architecture), this host runs \(platform.architecture)",
+                hint: "pull a multi-platform tag or one built for \(platform.architecture)")
         }
         // What each layer must decompress to (`rootfs.diff_ids`): checked as it is extracted.
         let diffIDs = configuration.rootfs?.diffIDs ?? []
         guard diffIDs.count == manifest.layers.count else {
-            throw OCIError(.integrity, "\(reference): the manifest lists \(manifest.layers.count) layers, the image config's rootfs.diff_ids \(diffIDs.count)",
-                           hint: "the image is inconsistent; rebuild or push it again")
+            throw OCIError(
+                .integrity, "\(reference): the manifest lists \(manifest.layers.count) layers, the image config's rootfs.diff_ids \(diffIDs.count)",
+                hint: "the image is inconsistent; rebuild or push it again")
         }
         var uncompressed: [Digest: Digest] = [:]
         for (layer, text) in zip(manifest.layers, diffIDs) {
@@ -146,14 +152,17 @@ public struct ImagePuller: Sendable {
         }
         if let exact = candidates.first(where: { $0.platform?.variant == platform.variant }) ?? candidates.first { return exact }
         let available = index.manifests.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" + ($0.variant.map { "/" + $0 } ?? "") } }
-        throw OCIError(.manifest, "\(reference) has no image for \(platform.os)/\(platform.architecture)",
-                       hint: available.isEmpty ? "the index lists no platforms" : "it has: " + available.joined(separator: ", "))
+        throw OCIError(
+            .manifest, "\(reference) has no image for \(platform.os)/\(platform.architecture)",
+            hint: available.isEmpty ? "the index lists no platforms" : "it has: " + available.joined(separator: ", "))
     }
 
     /// One layer: nothing when extracted already; else download (resuming), extract into a
     /// temporary directory, record, rename into place, drop the compressed blob. `diffID`:
     /// the digest the decompressed tar must have (the image config's).
-    func fetchLayer(_ reference: ImageReference, _ layer: Descriptor, diffID: Digest?, progress: @escaping @Sendable (PullEvent) -> Void) async throws -> LayerInfo {
+    func fetchLayer(_ reference: ImageReference, _ layer: Descriptor, diffID: Digest?, progress: @escaping @Sendable (PullEvent) -> Void) async throws
+        -> LayerInfo
+    {
         let digest = layer.digest
         if store.hasLayer(digest), let info = store.layerInfo(digest) {
             if let diffID, let recorded = info.diffID, recorded != diffID.description {
@@ -172,7 +181,8 @@ public struct ImagePuller: Sendable {
             if report.resumedFrom > 0 { progress(.layerResumed(digest, from: report.resumedFrom)) }
         }
         progress(.layerExtracting(digest))
-        let result = try await Self.unpack(digest, store: store, extractor: extractor, name: "\(reference.repository) layer \(digest.short)") { info throws(OCIError) in
+        let result = try await Self.unpack(digest, store: store, extractor: extractor, name: "\(reference.repository) layer \(digest.short)") {
+            info throws(OCIError) in
             if let diffID, info.diffID != diffID.description {
                 throw Self.diffIDMismatch(reference, digest, recorded: info.diffID ?? "?", claimed: diffID)
             }
@@ -182,15 +192,18 @@ public struct ImagePuller: Sendable {
     }
 
     static func diffIDMismatch(_ reference: ImageReference, _ layer: Digest, recorded: String, claimed: Digest) -> OCIError {
-        OCIError(.integrity, "\(reference): layer \(layer.short) decompresses to \(recorded.prefix(19)), but the image config's rootfs.diff_ids says \(claimed.description.prefix(19))",
-                 hint: "the image config does not describe its layers; rebuild or push it again")
+        OCIError(
+            .integrity,
+            "\(reference): layer \(layer.short) decompresses to \(recorded.prefix(19)), but the image config's rootfs.diff_ids says \(claimed.description.prefix(19))",
+            hint: "the image config does not describe its layers; rebuild or push it again")
     }
 
     /// Extracts the verified blob of layer `digest` in the store into a temporary directory,
     /// lets `check` refuse what came out, records it, renames it into place and drops the blob
     /// (a hostile, broken or refused one too).
     static func unpack(
-        _ digest: Digest, store: ImageStore, extractor: LayerExtractor, name: String, check: @escaping @Sendable (LayerInfo) throws(OCIError) -> Void = { _ in }
+        _ digest: Digest, store: ImageStore, extractor: LayerExtractor, name: String,
+        check: @escaping @Sendable (LayerInfo) throws(OCIError) -> Void = { _ in }
     ) async throws -> LayerInfo {
         let blob = store.blobPath(digest)
         let temporary = store.temporary + "/\(digest.hex).\(getpid()).\(UInt32.random(in: 0...UInt32.max))"

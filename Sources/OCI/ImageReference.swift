@@ -14,7 +14,9 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
 
     public init(parsing text: String) throws(OCIError) {
         func fail(_ why: String) -> OCIError {
-            OCIError(.reference, "invalid image reference \"\(text)\": \(why)", hint: "write it as docker does: alpine, debian:bookworm, ghcr.io/owner/name:tag, localhost:5000/name@sha256:…")
+            OCIError(
+                .reference, "invalid image reference \"\(text)\": \(why)",
+                hint: "write it as docker does: alpine, debian:bookworm, ghcr.io/owner/name:tag, localhost:5000/name@sha256:…")
         }
         guard !text.isEmpty, text.utf8.count <= 512 else { throw fail("empty or longer than 512 characters") }
         var rest = Substring(text)
@@ -83,7 +85,10 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
         var index = 0
         while index < bytes.count {
             let byte = bytes[index]
-            if isLowerAlphanumeric(byte) { index += 1; continue }
+            if isLowerAlphanumeric(byte) {
+                index += 1
+                continue
+            }
             // A separator: '.', '_', '__' or a run of '-', followed by an alphanumeric.
             if byte == UInt8(ascii: ".") {
                 index += 1

@@ -96,7 +96,9 @@ public struct ImageStore: Sendable {
             }
             guard clock.now < deadline else {
                 close(fd)
-                throw OCIError(.store, "the image store \(root) stayed locked for \(timeout)", hint: "another airlock is pulling or pruning; try again when it is done")
+                throw OCIError(
+                    .store, "the image store \(root) stayed locked for \(timeout)",
+                    hint: "another airlock is pulling or pruning; try again when it is done")
             }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -315,7 +317,8 @@ func makeDirectories(_ path: String) throws(OCIError) {
     for part in path.split(separator: "/") {
         current += "/" + part
         if mkdir(current, 0o755) != 0 && errno != EEXIST {
-            throw OCIError(.store, "cannot create \(current): \(String(cString: strerror(errno)))", hint: "set XDG_CACHE_HOME to a writable directory")
+            throw OCIError(
+                .store, "cannot create \(current): \(String(cString: strerror(errno)))", hint: "set XDG_CACHE_HOME to a writable directory")
         }
     }
 }

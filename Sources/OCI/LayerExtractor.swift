@@ -86,8 +86,9 @@ public struct LayerExtractor: Sendable {
                 let status = archive_read_next_header(archive, &entry)
                 if status == ARCHIVE_EOF { break }
                 guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
-                    throw OCIError(.archive, "\(name): the archive is damaged or truncated: \(stream.failure ?? Self.errorText(archive))",
-                                   hint: "the blob matched its digest, so the image itself is broken")
+                    throw OCIError(
+                        .archive, "\(name): the archive is damaged or truncated: \(stream.failure ?? Self.errorText(archive))",
+                        hint: "the blob matched its digest, so the image itself is broken")
                 }
                 try writer.add(entry, archive: archive)
             }
@@ -207,7 +208,9 @@ struct LayerWriter {
     }
 
     func hostile(_ message: String) -> OCIError {
-        OCIError(.hostileLayer, "\(name): refused: \(message)", hint: "the layer tries to write outside its directory or breaks the format; nothing outside it was written")
+        OCIError(
+            .hostileLayer, "\(name): refused: \(message)",
+            hint: "the layer tries to write outside its directory or breaks the format; nothing outside it was written")
     }
 
     func failure(_ call: String, _ path: String, _ code: Int32) -> OCIError {
@@ -269,7 +272,7 @@ struct LayerWriter {
                 try setXattr(parent.fd, "user.overlay.opaque", Array("y".utf8), path: targetPath)
                 opaque.insert(targetPath)
             case .some:
-                break // this layer's own entry already hides the one below
+                break  // this layer's own entry already hides the one below
             case nil:
                 let parent = try openDirectory(parentParts, for: path)
                 defer { close(parent.fd) }
@@ -453,8 +456,9 @@ struct LayerWriter {
             let status = archive_read_data_block(archive, &block, &length, &offset)
             if status == ARCHIVE_EOF { break }
             guard status == ARCHIVE_OK || status == ARCHIVE_WARN else {
-                throw OCIError(.archive, "\(name): the archive is damaged or truncated at \"\(path)\": \(LayerExtractor.errorText(archive))",
-                               hint: "the layer is truncated or corrupt")
+                throw OCIError(
+                    .archive, "\(name): the archive is damaged or truncated at \"\(path)\": \(LayerExtractor.errorText(archive))",
+                    hint: "the layer is truncated or corrupt")
             }
             guard offset >= 0, offset + Int64(length) <= size else { throw hostile("\"\(path)\" has data beyond its declared size") }
             guard let block, length > 0 else { continue }
@@ -491,8 +495,9 @@ struct LayerWriter {
         let result = value.withUnsafeBytes { airlock_oci_fsetxattr(fd, name, $0.baseAddress, $0.count) }
         guard result == 0 else {
             if -result == ENOTSUP {
-                throw OCIError(.store, "\(name): the cache's file system does not support user xattrs (\(path))",
-                               hint: "put the cache on ext4, xfs or btrfs (XDG_CACHE_HOME)")
+                throw OCIError(
+                    .store, "\(name): the cache's file system does not support user xattrs (\(path))",
+                    hint: "put the cache on ext4, xfs or btrfs (XDG_CACHE_HOME)")
             }
             throw failure("setxattr \(name)", path, -result)
         }

@@ -84,7 +84,9 @@ private struct TarStream {
         guard fstat(fd, &info) == 0 else { throw OCIError(.store, "cannot stat \(path): \(String(cString: strerror(errno)))") }
         let realType = UInt32(info.st_mode) & FileType.mask
         guard realType == FileType.directory || realType == FileType.regular else {
-            throw OCIError(.store, "\(path) is neither a file nor a directory, which an extracted layer never holds", hint: "`airlock image rm` the image and pull it again")
+            throw OCIError(
+                .store, "\(path) is neither a file nor a directory, which an extracted layer never holds",
+                hint: "`airlock image rm` the image and pull it again")
         }
         // Layers extracted by airlock have all four; a missing one keeps the file's own.
         let uid = read32(fd, MappedXattr.uid) ?? 0

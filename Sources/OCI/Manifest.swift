@@ -138,8 +138,10 @@ enum ManifestDocument {
         }
         let type = probe.mediaType ?? contentType.map { String($0.split(separator: ";")[0]).trimmingSpaces() }
         guard probe.schemaVersion == 2 else {
-            throw OCIError(.manifest, "\(what): schemaVersion \(probe.schemaVersion.map(String.init) ?? "missing") is not supported (Docker schema 1 is obsolete)",
-                           hint: "push the image again with a current docker, podman or skopeo")
+            throw OCIError(
+                .manifest,
+                "\(what): schemaVersion \(probe.schemaVersion.map(String.init) ?? "missing") is not supported (Docker schema 1 is obsolete)",
+                hint: "push the image again with a current docker, podman or skopeo")
         }
         do {
             if probe.manifests != nil || type == MediaType.ociIndex || type == MediaType.dockerList {

@@ -114,11 +114,13 @@ public final class RegistryClient: Sendable {
             what: "blob \(descriptor.digest.short)")
         let body: ByteBuffer
         do { body = try await response.body.collect(upTo: Int(descriptor.size) + 1) } catch {
-            throw OCIError(.integrity, "\(reference): blob \(descriptor.digest.short) is larger than the \(descriptor.size) bytes the manifest announces")
+            throw OCIError(
+                .integrity, "\(reference): blob \(descriptor.digest.short) is larger than the \(descriptor.size) bytes the manifest announces")
         }
         let bytes = Array(body.readableBytesView)
         guard bytes.count == Int(descriptor.size) else {
-            throw OCIError(.integrity, "\(reference): blob \(descriptor.digest.short) has \(bytes.count) bytes, the manifest announces \(descriptor.size)")
+            throw OCIError(
+                .integrity, "\(reference): blob \(descriptor.digest.short) has \(bytes.count) bytes, the manifest announces \(descriptor.size)")
         }
         guard Digest(of: bytes) == descriptor.digest else {
             throw OCIError(.integrity, "\(reference): blob \(descriptor.digest.short) does not match its digest (got \(Digest(of: bytes)))")
@@ -191,16 +193,18 @@ public final class RegistryClient: Sendable {
             if let length = response.headers.first(name: "Content-Length").flatMap(Int64.init), offset + length > descriptor.size {
                 try await Self.drain(response)
                 try? await file.truncate()
-                throw OCIError(.integrity, "\(what): the registry sends \(offset + length) bytes, the manifest announces \(descriptor.size)",
-                               hint: "the manifest lies about the layer's size or the registry is broken; the download was discarded")
+                throw OCIError(
+                    .integrity, "\(what): the registry sends \(offset + length) bytes, the manifest announces \(descriptor.size)",
+                    hint: "the manifest lies about the layer's size or the registry is broken; the download was discarded")
             }
             var pending = ByteBuffer()
             do {
                 for try await chunk in response.body {
                     guard offset + Int64(pending.readableBytes + chunk.readableBytes) <= descriptor.size else {
                         try? await file.truncate()
-                        throw OCIError(.integrity, "\(what): the registry sent more than the \(descriptor.size) bytes the manifest announces",
-                                       hint: "the manifest lies about the layer's size or the registry is broken; the download was discarded")
+                        throw OCIError(
+                            .integrity, "\(what): the registry sent more than the \(descriptor.size) bytes the manifest announces",
+                            hint: "the manifest lies about the layer's size or the registry is broken; the download was discarded")
                     }
                     chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
                     var chunk = chunk
@@ -226,24 +230,28 @@ public final class RegistryClient: Sendable {
                 failures += 1
                 retries += 1
                 guard failures < options.attempts else {
-                    throw OCIError(.transport, "\(what): the download broke \(failures) times (last: \(error)); \(offset) of \(descriptor.size) bytes are kept",
-                                   hint: "pull again to resume from there")
+                    throw OCIError(
+                        .transport, "\(what): the download broke \(failures) times (last: \(error)); \(offset) of \(descriptor.size) bytes are kept",
+                        hint: "pull again to resume from there")
                 }
-                logger.info("download interrupted; resuming", metadata: ["blob": "\(descriptor.digest.short)", "offset": "\(offset)", "error": "\(error)"])
+                logger.info(
+                    "download interrupted; resuming", metadata: ["blob": "\(descriptor.digest.short)", "offset": "\(offset)", "error": "\(error)"])
                 try await Task.sleep(for: backoff(failures))
                 continue
             }
             if offset < descriptor.size {
-                throw OCIError(.integrity, "\(what): the registry sent \(offset) bytes, the manifest announces \(descriptor.size)",
-                               hint: "the manifest lies about the layer's size or the registry is broken")
+                throw OCIError(
+                    .integrity, "\(what): the registry sent \(offset) bytes, the manifest announces \(descriptor.size)",
+                    hint: "the manifest lies about the layer's size or the registry is broken")
             }
         }
         let digest = Digest(hasher.finalize())
         guard digest == descriptor.digest else {
             try? await file.truncate()
             unlink(partial)
-            throw OCIError(.integrity, "\(what): the content's digest is \(digest), the manifest says \(descriptor.digest); the download was discarded",
-                           hint: "the registry serves corrupt or tampered content")
+            throw OCIError(
+                .integrity, "\(what): the content's digest is \(digest), the manifest says \(descriptor.digest); the download was discarded",
+                hint: "the registry serves corrupt or tampered content")
         }
         // No fsync: a layer blob lives only until it is unpacked (and the unpacked layer is
         // what the store keeps); a crash before that loses a download, never consistency.
@@ -312,7 +320,8 @@ public final class RegistryClient: Sendable {
             }
             let response: HTTPClientResponse
             do {
-                response = try await http.execute(request, deadline: .now() + .nanoseconds(Int64(options.requestTimeout.components.seconds) * 1_000_000_000))
+                response = try await http.execute(
+                    request, deadline: .now() + .nanoseconds(Int64(options.requestTimeout.components.seconds) * 1_000_000_000))
             } catch {
                 try Task.checkCancellation()
                 failures += 1
@@ -321,9 +330,11 @@ public final class RegistryClient: Sendable {
                 let text = String(describing: error)
                 let permanent = text.contains("NIOSSL") || text.contains("handshake") || text.contains("certificate")
                 guard failures < options.attempts, !permanent else {
-                    throw OCIError(.transport, "\(what): cannot reach \(Self.host(of: url) ?? url): \(error) (\(failures) attempts)",
-                                   hint: options.insecureRegistries.contains(reference.registry) || url.hasPrefix("http://")
-                                       ? "is the registry running?" : "is the registry running? A registry without TLS needs `insecure = true` in [registries.\"\(reference.registry)\"]")
+                    throw OCIError(
+                        .transport, "\(what): cannot reach \(Self.host(of: url) ?? url): \(error) (\(failures) attempts)",
+                        hint: options.insecureRegistries.contains(reference.registry) || url.hasPrefix("http://")
+                            ? "is the registry running?"
+                            : "is the registry running? A registry without TLS needs `insecure = true` in [registries.\"\(reference.registry)\"]")
                 }
                 logger.info("retrying", metadata: ["url": "\(url)", "error": "\(error)"])
                 try await Task.sleep(for: backoff(failures))
@@ -358,13 +369,16 @@ public final class RegistryClient: Sendable {
                 let credentials = try? Credentials.lookup(registry: reference.registry, environment: options.environment)
                 let answered = await prompted.answered(reference.registry)
                 if usedPrompt || (credentials == nil && answered) {
-                    throw OCIError(.authentication, "\(what): \(reference.registry) refused the user name and password you entered (HTTP \(code)\(detail))",
-                                   hint: "check them and run the command again (they were not saved); or the account lacks pull access to \(reference.repository)")
+                    throw OCIError(
+                        .authentication, "\(what): \(reference.registry) refused the user name and password you entered (HTTP \(code)\(detail))",
+                        hint:
+                            "check them and run the command again (they were not saved); or the account lacks pull access to \(reference.repository)")
                 }
-                throw OCIError(.authentication, "\(what): \(reference.registry) refused access (HTTP \(code)\(detail))",
-                               hint: credentials == nil
-                                   ? loginHint(reference.registry) + ", or check the name"
-                                   : "the stored credentials for \(reference.registry) were refused or lack pull access")
+                throw OCIError(
+                    .authentication, "\(what): \(reference.registry) refused access (HTTP \(code)\(detail))",
+                    hint: credentials == nil
+                        ? loginHint(reference.registry) + ", or check the name"
+                        : "the stored credentials for \(reference.registry) were refused or lack pull access")
             case 404:
                 throw OCIError(.notFound, "\(what): not found on \(reference.registry)\(detail)", hint: "check the repository name and tag")
             default:
@@ -393,7 +407,9 @@ public final class RegistryClient: Sendable {
     /// asked when `askIfNeeded` (an anonymous attempt already failed) or when the registry
     /// wants basic auth (anonymous is impossible). Returns whether the user's answer was used.
     @discardableResult
-    func obtainAuthorization(challenge: String?, reference: ImageReference, scope: String, what: String, askIfNeeded: Bool = false) async throws -> Bool {
+    func obtainAuthorization(challenge: String?, reference: ImageReference, scope: String, what: String, askIfNeeded: Bool = false) async throws
+        -> Bool
+    {
         var credentials = try Credentials.lookup(registry: reference.registry, environment: options.environment)
         var usedPrompt = false
         let answered = await prompted.answered(reference.registry)
@@ -411,7 +427,8 @@ public final class RegistryClient: Sendable {
                 usedPrompt = true
             }
             guard let credentials else {
-                throw OCIError(.authentication, "\(what): \(reference.registry) requires a user name and password", hint: loginHint(reference.registry))
+                throw OCIError(
+                    .authentication, "\(what): \(reference.registry) requires a user name and password", hint: loginHint(reference.registry))
             }
             await tokens.set(registry: reference.registry, scope: scope, credentials.basicHeader)
         case "bearer":
@@ -419,7 +436,8 @@ public final class RegistryClient: Sendable {
                 throw OCIError(.authentication, "\(what): the bearer challenge of \(reference.registry) names no usable realm")
             }
             if realm.hasPrefix("http://") && !options.insecureRegistries.contains(reference.registry) {
-                throw OCIError(.authentication, "\(what): \(reference.registry) wants credentials sent to a plain-HTTP token service (\(realm)); refused")
+                throw OCIError(
+                    .authentication, "\(what): \(reference.registry) wants credentials sent to a plain-HTTP token service (\(realm)); refused")
             }
             var query: [String] = []
             if let service = parsed.parameters["service"] { query.append("service=" + Self.percentEncode(service)) }
@@ -445,16 +463,22 @@ public final class RegistryClient: Sendable {
             }
             guard response.status.code == 200 else {
                 let detail = await Self.registryErrorMessage(response)
-                throw OCIError(.authentication, "\(what): the token service of \(reference.registry) refused (HTTP \(response.status.code)\(detail))",
-                               hint: usedPrompt ? "check the user name and password and run the command again (they were not saved)"
-                                   : credentials == nil
-                                   ? "the repository may be private: " + loginHint(reference.registry)
-                                   : "the stored credentials for \(reference.registry) were refused")
+                throw OCIError(
+                    .authentication, "\(what): the token service of \(reference.registry) refused (HTTP \(response.status.code)\(detail))",
+                    hint: usedPrompt
+                        ? "check the user name and password and run the command again (they were not saved)"
+                        : credentials == nil
+                            ? "the repository may be private: " + loginHint(reference.registry)
+                            : "the stored credentials for \(reference.registry) were refused")
             }
-            struct TokenResponse: Decodable { var token: String?; var access_token: String? }
+            struct TokenResponse: Decodable {
+                var token: String?
+                var access_token: String?
+            }
             let body = try await response.body.collect(upTo: 1 << 20)
             guard let decoded = try? JSONDecoder().decode(TokenResponse.self, from: Data(body.readableBytesView)),
-                  let token = decoded.token ?? decoded.access_token, !token.isEmpty else {
+                let token = decoded.token ?? decoded.access_token, !token.isEmpty
+            else {
                 throw OCIError(.authentication, "\(what): the token service of \(reference.registry) answered without a token")
             }
             await tokens.set(registry: reference.registry, scope: scope, "Bearer " + token)
@@ -481,7 +505,10 @@ public final class RegistryClient: Sendable {
                 rest = rest.dropFirst()
                 while let character = rest.first, character != "\"" {
                     if character == "\\" { rest = rest.dropFirst() }
-                    if let next = rest.first { value.append(next); rest = rest.dropFirst() }
+                    if let next = rest.first {
+                        value.append(next)
+                        rest = rest.dropFirst()
+                    }
                 }
                 rest = rest.dropFirst()
             } else {
@@ -523,12 +550,16 @@ public final class RegistryClient: Sendable {
     /// `: CODE message` from a registry's JSON error body, when it has one.
     static func registryErrorMessage(_ response: HTTPClientResponse) async -> String {
         struct Errors: Decodable {
-            struct Entry: Decodable { var code: String?; var message: String? }
+            struct Entry: Decodable {
+                var code: String?
+                var message: String?
+            }
             var errors: [Entry]?
         }
         guard let body = try? await response.body.collect(upTo: 64 << 10),
-              let decoded = try? JSONDecoder().decode(Errors.self, from: Data(body.readableBytesView)),
-              let first = decoded.errors?.first else { return "" }
+            let decoded = try? JSONDecoder().decode(Errors.self, from: Data(body.readableBytesView)),
+            let first = decoded.errors?.first
+        else { return "" }
         return ": " + [first.code, first.message].compactMap { $0 }.joined(separator: " ").prefix(300)
     }
 }
@@ -587,7 +618,9 @@ struct BlobFile: Sendable {
                 while done < bytes.count {
                     let n = pwrite(fd, bytes.baseAddress.map { $0 + done }, bytes.count - done, off_t(offset) + off_t(done))
                     if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { throw OCIError(.store, "writing a blob failed: \(String(cString: strerror(errno)))", hint: "is the disk full?") }
+                    guard n > 0 else {
+                        throw OCIError(.store, "writing a blob failed: \(String(cString: strerror(errno)))", hint: "is the disk full?")
+                    }
                     done += n
                 }
             }

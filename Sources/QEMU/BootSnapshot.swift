@@ -46,13 +46,15 @@ public struct BootSnapshot: Sendable {
     static func key(arguments: [String], spec: MachineSpec, qemu: String, cpu: String? = nil) -> String {
         var text = format + "\n"
         for argument in arguments {
-            var normalized = argument
+            var normalized =
+                argument
                 .replacing(QEMUMachine.escape(spec.runtimeDirectory), with: "@run")
                 .replacing(QEMUMachine.escape(spec.consoleLog), with: "@console")
                 .replacing(QEMUMachine.escape(spec.disk), with: "@disk")
             // A share's directory is its backend; its tag (in the -device) is configuration.
             if normalized.hasPrefix("local,id=fs"), let path = normalized.firstRange(of: ",path="),
-               let end = normalized[path.upperBound...].firstRange(of: ",security_model=") {
+                let end = normalized[path.upperBound...].firstRange(of: ",security_model=")
+            {
                 normalized.replaceSubrange(path.upperBound..<end.lowerBound, with: "@")
             }
             // Measured per process, a few kHz apart each time; the guest keeps the snapshot
@@ -199,7 +201,6 @@ public struct BootSnapshot: Sendable {
         "'" + path.replacing("'", with: "'\\''") + "'"
     }
 }
-
 
 private extension String {
     func leftPadded(to width: Int) -> String {

@@ -30,7 +30,8 @@ public final class QEMUMachine: VirtualMachine {
         case vsock(cid: UInt32)
     }
 
-    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control, virtiofsd: [(process: ProcessWaiter, share: String)], consoleLog: String) {
+    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control, virtiofsd: [(process: ProcessWaiter, share: String)], consoleLog: String)
+    {
         processID = waiter.pid
         self.waiter = waiter
         self.qmpSocket = qmpSocket
@@ -160,7 +161,9 @@ public final class QEMUMachine: VirtualMachine {
                 ]
             case .ninep:
                 arguments += [
-                    "-fsdev", "local,id=fs\(index),path=\(escape(share.hostPath)),security_model=\(share.mappedOwnership ? "mapped-xattr" : "none")" + (share.readOnly ? ",readonly=on" : ""),
+                    "-fsdev",
+                    "local,id=fs\(index),path=\(escape(share.hostPath)),security_model=\(share.mappedOwnership ? "mapped-xattr" : "none")"
+                        + (share.readOnly ? ",readonly=on" : ""),
                     "-device", "virtio-9p-device,fsdev=fs\(index),mount_tag=\(share.tag)",
                 ]
             }
@@ -207,7 +210,7 @@ public final class QEMUMachine: VirtualMachine {
             do {
                 return try await start(
                     spec, qemu: qemu, vsockCID: cid, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: snapshots, progress: progress)
-            } catch where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(text(of: spec.consoleLog, from: logStart)) {
+            } catch  where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(text(of: spec.consoleLog, from: logStart)) {
                 continue  // the next attempt reports its own failure
             }
         }
@@ -287,7 +290,8 @@ public final class QEMUMachine: VirtualMachine {
                 await machine.stop(grace: .zero)
                 unlink(snapshot.store.path(key: snapshot.key))
                 progress?("the boot snapshot did not load (\(error)); booting normally")
-                return try await start(spec, qemu: qemu, vsockCID: vsockCID, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: nil, progress: progress)
+                return try await start(
+                    spec, qemu: qemu, vsockCID: vsockCID, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: nil, progress: progress)
             }
             progress?("resumed the boot snapshot \(snapshot.key.prefix(12))")
         }

@@ -1,4 +1,5 @@
 import NetworkPolicy
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

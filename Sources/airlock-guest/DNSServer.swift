@@ -165,8 +165,10 @@ enum DNSMessage {
             } else {
                 return reply(2, question: question, answers: [])  // SERVFAIL: out of fake addresses
             }
-            let record: [UInt8] = [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4,
-                                   UInt8(address >> 24), UInt8((address >> 16) & 0xff), UInt8((address >> 8) & 0xff), UInt8(address & 0xff)]
+            let record: [UInt8] = [
+                0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4,
+                UInt8(address >> 24), UInt8((address >> 16) & 0xff), UInt8((address >> 8) & 0xff), UInt8(address & 0xff),
+            ]
             return reply(0, question: question, answers: [record])
         case typeAAAA:
             return reply(0, question: question, answers: [])

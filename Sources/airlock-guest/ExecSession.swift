@@ -171,8 +171,9 @@ final class RunningProcess: Sendable {
             options.controlling_terminal = 1
             let pid: pid_t
             do {
-                pid = try ProcessRunner.spawn(spec.arguments, environment: spec.environment, stdin: slave, stdout: slave, stderr: slave,
-                                              options: options, root: chroot, workingDirectory: spec.workingDirectory)
+                pid = try ProcessRunner.spawn(
+                    spec.arguments, environment: spec.environment, stdin: slave, stdout: slave, stderr: slave,
+                    options: options, root: chroot, workingDirectory: spec.workingDirectory)
             } catch {
                 close(slave)
                 close(master)
@@ -193,8 +194,9 @@ final class RunningProcess: Sendable {
         }
         let pid: pid_t
         do {
-            pid = try ProcessRunner.spawn(spec.arguments, environment: spec.environment, stdin: stdinPipe[0], stdout: stdoutPipe[1], stderr: stderrPipe[1],
-                                          options: options, root: chroot, workingDirectory: spec.workingDirectory)
+            pid = try ProcessRunner.spawn(
+                spec.arguments, environment: spec.environment, stdin: stdinPipe[0], stdout: stdoutPipe[1], stderr: stderrPipe[1],
+                options: options, root: chroot, workingDirectory: spec.workingDirectory)
         } catch {
             for fd in stdinPipe + stdoutPipe + stderrPipe { close(fd) }
             throw error

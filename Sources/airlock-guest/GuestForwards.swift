@@ -27,7 +27,8 @@ enum GuestForwards {
                 }
             }
         System.log("forwarding the guest's 127.0.0.1:\(port) to the host")
-        let request = HTTP2Frame.FramePayload.headers(.init(headers: EgressRequest(host: EgressRequest.forwardHost, ip: "127.0.0.1", port: port).headers))
+        let request = HTTP2Frame.FramePayload.headers(
+            .init(headers: EgressRequest(host: EgressRequest.forwardHost, ip: "127.0.0.1", port: port).headers))
         carryEach(server, opening: request, link: link)
     }
 
@@ -85,7 +86,9 @@ enum GuestForwards {
 
     /// Answers a `ForwardRequest` on its stream: connects to the guest's 127.0.0.1 port and
     /// relays, or answers 502 when nothing listens there.
-    static func forward(_ request: ForwardRequest, frames: Handoff<Frames>, outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>) async throws {
+    static func forward(_ request: ForwardRequest, frames: Handoff<Frames>, outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>)
+        async throws
+    {
         let tcp: EgressProxy.TCPChannel
         do {
             tcp = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -97,8 +100,11 @@ enum GuestForwards {
                     }
                 }
         } catch {
-            try await outbound.write(.headers(.init(
-                headers: [":status": "502", ForwardRequest.reasonHeader: "nothing listens on the guest's 127.0.0.1:\(request.port)"], endStream: true)))
+            try await outbound.write(
+                .headers(
+                    .init(
+                        headers: [":status": "502", ForwardRequest.reasonHeader: "nothing listens on the guest's 127.0.0.1:\(request.port)"],
+                        endStream: true)))
             return
         }
         try await outbound.write(.headers(.init(headers: [":status": "200"])))

@@ -63,7 +63,9 @@ enum GuestNetwork {
         try check(airlock_interface_up("lo", 0, 0), "bring up lo")
         try check(airlock_interface_up("dummy0", inet(dummyAddress), 32), "configure dummy0")
         try check(airlock_default_route("dummy0"), "add the default route")
-        for path in ["/proc/sys/net/ipv6/conf/all/disable_ipv6", "/proc/sys/net/ipv6/conf/default/disable_ipv6", "/proc/sys/net/ipv6/conf/lo/disable_ipv6"] {
+        for path in [
+            "/proc/sys/net/ipv6/conf/all/disable_ipv6", "/proc/sys/net/ipv6/conf/default/disable_ipv6", "/proc/sys/net/ipv6/conf/lo/disable_ipv6",
+        ] {
             try? System.writeFile(path, Array("1\n".utf8))
         }
         try System.writeFile("/run/airlock-nftables.conf", Array(ruleset.utf8), mode: 0o600)

@@ -131,7 +131,9 @@ struct LinkServer {
         }
     }
 
-    static func collectBody(_ frames: inout NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator, limit: Int) async throws -> ByteBuffer {
+    static func collectBody(_ frames: inout NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator, limit: Int) async throws
+        -> ByteBuffer
+    {
         var body = ByteBuffer()
         while let frame = try await frames.next() {
             switch frame {

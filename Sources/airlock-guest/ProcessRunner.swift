@@ -41,7 +41,8 @@ enum ProcessRunner {
         }
         guard pid > 0 else {
             let step = failedStep.map { String(cString: $0) } ?? "exec"
-            throw SpawnError(command: arguments[0], step: step, subject: step == "chdir" ? workingDirectory : step == "chroot" ? root : nil, code: -pid)
+            throw SpawnError(
+                command: arguments[0], step: step, subject: step == "chdir" ? workingDirectory : step == "chroot" ? root : nil, code: -pid)
         }
         return pid
     }

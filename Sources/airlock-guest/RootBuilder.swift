@@ -30,11 +30,12 @@ enum RootBuilder {
     /// kernel ends with a NUL byte).
     static func ninePTags() -> Set<String> {
         let driver = "/sys/bus/virtio/drivers/9pnet_virtio"
-        return Set(System.directoryEntries(driver).filter { $0.hasPrefix("virtio") }.compactMap { device in
-            System.readFile(driver + "/" + device + "/mount_tag", limit: 256).map { tag in
-                String(tag.unicodeScalars.prefix { $0 != "\0" && $0 != "\n" })
-            }
-        })
+        return Set(
+            System.directoryEntries(driver).filter { $0.hasPrefix("virtio") }.compactMap { device in
+                System.readFile(driver + "/" + device + "/mount_tag", limit: 256).map { tag in
+                    String(tag.unicodeScalars.prefix { $0 != "\0" && $0 != "\n" })
+                }
+            })
     }
 
     /// Whether any device is bound to the virtiofs driver.
@@ -144,13 +145,15 @@ enum RootBuilder {
             // keeps mmap working (git maps its packs) without caching what the host may read.
             // A read-only share is mounted read-only too, a guard of the guest's own besides
             // 9p's readonly=on and virtiofsd's --readonly.
-            try mountShare(share.tag, at: mountPoint, readOnly: share.readOnly, cache: share.readOnly ? "loose" : "mmap", transport: transport(share.tag))
+            try mountShare(
+                share.tag, at: mountPoint, readOnly: share.readOnly, cache: share.readOnly ? "loose" : "mmap", transport: transport(share.tag))
             switch share.kind {
             case .overlay:
                 let layer = state + "/layers/" + share.tag
                 try System.makeDirectories(layer + "/upper")
                 try System.makeDirectories(layer + "/work")
-                try System.mount("overlay", root + share.path, "overlay", options: "lowerdir=\(mountPoint),upperdir=\(layer)/upper,workdir=\(layer)/work")
+                try System.mount(
+                    "overlay", root + share.path, "overlay", options: "lowerdir=\(mountPoint),upperdir=\(layer)/upper,workdir=\(layer)/work")
             case .direct:
                 try System.makeDirectories(root + share.path)
                 try System.mount(mountPoint, root + share.path, "none", flags: UInt(MS_BIND) | (share.readOnly ? UInt(MS_RDONLY) : 0))
@@ -273,7 +276,10 @@ enum RootBuilder {
         flushCache(device)
         if !hasExt4Signature(device) {
             System.log("setup: formatting \(device)")
-            try await run(["mke2fs", "-q", "-t", "ext4", "-F", "-L", "airlock-state", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1", device])
+            try await run([
+                "mke2fs", "-q", "-t", "ext4", "-F", "-L", "airlock-state", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+                device,
+            ])
         } else if System.exists("resize2fs") {
             try? await run(["e2fsck", "-p", device])
             try? await run(["resize2fs", device])

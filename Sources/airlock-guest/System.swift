@@ -18,7 +18,9 @@ enum System {
     static func mount(_ source: String, _ target: String, _ type: String, flags: UInt = 0, options: String? = nil) throws {
         try makeDirectories(target)
         let result = options.map { Glibc.mount(source, target, type, flags, $0) } ?? Glibc.mount(source, target, type, flags, nil)
-        if result != 0 { throw SystemError(call: "mount", subject: "\(type) \(source) on \(target)" + (options.map { " (\($0))" } ?? ""), code: errno) }
+        if result != 0 {
+            throw SystemError(call: "mount", subject: "\(type) \(source) on \(target)" + (options.map { " (\($0))" } ?? ""), code: errno)
+        }
     }
 
     /// `mkdir -p`.
@@ -98,7 +100,8 @@ enum System {
         var time = timespec()
         clock_gettime(CLOCK_BOOTTIME, &time)
         let milliseconds = String(time.tv_nsec / 1_000_000)
-        let stamp = "[\(String(repeating: " ", count: max(0, 5 - String(time.tv_sec).count)))\(time.tv_sec).\(String(repeating: "0", count: 3 - milliseconds.count))\(milliseconds)]"
+        let stamp =
+            "[\(String(repeating: " ", count: max(0, 5 - String(time.tv_sec).count)))\(time.tv_sec).\(String(repeating: "0", count: 3 - milliseconds.count))\(milliseconds)]"
         let line = Array("\(stamp) airlock-guest: \(message)\n".utf8)
         _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
@@ -111,12 +114,14 @@ enum System {
         }
         var thread = pthread_t()
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        pthread_create(&thread, nil, { argument in
-            // `argument` is the box retained just above, released here.
-            guard let argument else { return nil }
-            Unmanaged<Box>.fromOpaque(argument).takeRetainedValue().body()
-            return nil
-        }, box)
+        pthread_create(
+            &thread, nil,
+            { argument in
+                // `argument` is the box retained just above, released here.
+                guard let argument else { return nil }
+                Unmanaged<Box>.fromOpaque(argument).takeRetainedValue().body()
+                return nil
+            }, box)
         pthread_detach(thread)
     }
 }

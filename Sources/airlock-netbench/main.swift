@@ -3,11 +3,11 @@
 //   airlock-netbench [megabytes] [connections]
 import GuestLink
 import Logging
-import NetworkPolicy
-import NetworkProxy
 import NIOCore
 import NIOHTTP2
 import NIOPosix
+import NetworkPolicy
+import NetworkProxy
 
 #if canImport(Glibc)
 import Glibc
@@ -103,8 +103,10 @@ let port = server.localAddress?.port ?? 0
 
 var logger = Logger(label: "bench")
 logger.logLevel = .error
-let rules = NetworkRules(policy: .denyByDefault, rules: [NetworkRule(name: "bench", allow: [try HostPattern(parsing: "bench.test")], allowPrivate: true)])
-let egress = EgressServer(configuration: .init(rules: rules, resolver: StaticResolver(["bench.test": ["127.0.0.1"]])), logger: logger, records: { _ in })
+let rules = NetworkRules(
+    policy: .denyByDefault, rules: [NetworkRule(name: "bench", allow: [try HostPattern(parsing: "bench.test")], allowPrivate: true)])
+let egress = EgressServer(
+    configuration: .init(rules: rules, resolver: StaticResolver(["bench.test": ["127.0.0.1"]])), logger: logger, records: { _ in })
 var fds: [Int32] = [-1, -1]
 guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { fatalError("socketpair") }
 let serving = Task { try await egress.serve(connectedSocket: fds[0]) }
@@ -112,7 +114,12 @@ let serving = Task { try await egress.serve(connectedSocket: fds[0]) }
 let link = try await LinkClient.connect(connectedSocket: fds[1])
 
 // Warm up both paths.
-func step(_ text: String) { if getenv("NETBENCH_DEBUG") != nil { let line = Array((text + "\n").utf8); _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) } } }
+func step(_ text: String) {
+    if getenv("NETBENCH_DEBUG") != nil {
+        let line = Array((text + "\n").utf8)
+        _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    }
+}
 step("direct")
 _ = try await direct(port: port, request: "E")
 step("proxied")
@@ -160,8 +167,14 @@ func fixed(_ value: Double, _ digits: Int) -> String {
     let text = String(fraction)
     return digits == 0 ? "\(whole)" : "\(whole).\(String(repeating: "0", count: digits - text.count))\(text)"
 }
-print("relay throughput: \(fixed(bestProxy, 0)) MB/s through the egress proxy, \(fixed(bestDirect, 0)) MB/s direct loopback, ratio \(fixed(bestProxy / bestDirect, 2))x (\(megabytes) MB, best of 3)")
-print("relay cost: \(fixed(cpuProxy / Double(megabytes) * 1000, 3)) CPU-ms per MB through the egress proxy, \(fixed(cpuDirect / Double(megabytes) * 1000, 3)) direct loopback, ratio \(fixed(cpuProxy / cpuDirect, 2))x (server, relay and client together, user + system, best of 3)")
-print("connection set-up: \(fixed(proxySetup, 3)) ms through the egress proxy, \(fixed(directSetup, 3)) ms direct loopback, ratio \(fixed(proxySetup / directSetup, 2))x (\(connections) sequential connections, 1-byte round trip)")
+print(
+    "relay throughput: \(fixed(bestProxy, 0)) MB/s through the egress proxy, \(fixed(bestDirect, 0)) MB/s direct loopback, ratio \(fixed(bestProxy / bestDirect, 2))x (\(megabytes) MB, best of 3)"
+)
+print(
+    "relay cost: \(fixed(cpuProxy / Double(megabytes) * 1000, 3)) CPU-ms per MB through the egress proxy, \(fixed(cpuDirect / Double(megabytes) * 1000, 3)) direct loopback, ratio \(fixed(cpuProxy / cpuDirect, 2))x (server, relay and client together, user + system, best of 3)"
+)
+print(
+    "connection set-up: \(fixed(proxySetup, 3)) ms through the egress proxy, \(fixed(directSetup, 3)) ms direct loopback, ratio \(fixed(proxySetup / directSetup, 2))x (\(connections) sequential connections, 1-byte round trip)"
+)
 serving.cancel()
 try? await server.close().get()

@@ -61,7 +61,8 @@ struct CLITests {
     func doctorJSON() throws {
         let directory = try CLI.project(files: [:])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try CLI.run(["doctor", "--json"], in: directory, environment: ["AIRLOCK_KERNEL": "", "AIRLOCK_INITRAMFS": "", "XDG_CACHE_HOME": directory.path])
+        let result = try CLI.run(
+            ["doctor", "--json"], in: directory, environment: ["AIRLOCK_KERNEL": "", "AIRLOCK_INITRAMFS": "", "XDG_CACHE_HOME": directory.path])
         let checks = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]
         let ids = checks?.compactMap { $0["id"] as? String } ?? []
         #expect(ids.contains("kvm-usable") && ids.contains("qemu") && ids.contains("backend"))

@@ -10,10 +10,13 @@ enum CloudHypervisorHost {
     static var available: Bool { missing.isEmpty && VMEnvironment.kernel != nil && VMEnvironment.initramfs != nil }
 
     static var skipReason: Comment {
-        let what = missing.isEmpty
+        let what =
+            missing.isEmpty
             ? ["AIRLOCK_KERNEL/AIRLOCK_INITRAMFS are not set (run `make test`)"]
             : missing.map { String($0.split(separator: ":").first ?? Substring($0)) }
-        return Comment(rawValue: "Cloud Hypervisor end-to-end tests need cloud-hypervisor, the Rust virtiofsd and hardware KVM; here: " + what.joined(separator: "; "))
+        return Comment(
+            rawValue: "Cloud Hypervisor end-to-end tests need cloud-hypervisor, the Rust virtiofsd and hardware KVM; here: "
+                + what.joined(separator: "; "))
     }
 
     /// A repository whose airlock.toml asks for the Cloud Hypervisor backend.
@@ -65,8 +68,9 @@ struct CloudHypervisorEndToEnd {
 /// Asking for Cloud Hypervisor where it cannot run fails before anything starts.
 @Suite("Cloud Hypervisor requested where it cannot run")
 struct CloudHypervisorUnavailable {
-    @Test("start with backend = \"cloud-hypervisor\": fails fast, names what is missing and how to install it, starts nothing",
-          .enabled(if: !CloudHypervisorHost.missing.isEmpty, "this host can run Cloud Hypervisor"))
+    @Test(
+        "start with backend = \"cloud-hypervisor\": fails fast, names what is missing and how to install it, starts nothing",
+        .enabled(if: !CloudHypervisorHost.missing.isEmpty, "this host can run Cloud Hypervisor"))
     func failsFast() throws {
         let project = try CloudHypervisorHost.repository()
         defer { try? FileManager.default.removeItem(at: project) }
@@ -82,7 +86,9 @@ struct CloudHypervisorUnavailable {
         #expect(result.stderr.contains("apt-get install") || result.stderr.contains("modprobe") || result.stderr.contains("usermod"))
         // Nothing was prepared: no clone, no disk, no state, no console.
         for leftover in ["workspace", "disk.img", "state", "console.log"] {
-            #expect(!FileManager.default.fileExists(atPath: project.appendingPathComponent(".airlock/default/\(leftover)").path), "\(leftover) was created")
+            #expect(
+                !FileManager.default.fileExists(atPath: project.appendingPathComponent(".airlock/default/\(leftover)").path),
+                "\(leftover) was created")
         }
     }
 }

@@ -60,8 +60,9 @@ final class TestDockerd: @unchecked Sendable {
     }
 
     func docker(_ arguments: [String]) throws -> Spawned.Result {
-        try Spawned.run([Self.cli ?? "docker", "-H", "unix://" + socket] + arguments, directory: directory.path,
-                        environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": directory.path], stdin: nil, timeout: 300)
+        try Spawned.run(
+            [Self.cli ?? "docker", "-H", "unix://" + socket] + arguments, directory: directory.path,
+            environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": directory.path], stdin: nil, timeout: 300)
     }
 
     /// SIGTERM (dockerd stops its containerd), then SIGKILL after 20 s.
@@ -72,7 +73,10 @@ final class TestDockerd: @unchecked Sendable {
         var status: Int32 = 0
         while Date() < deadline {
             let done = waitpid(pid, &status, WNOHANG)
-            if done == pid || (done < 0 && errno == ECHILD) { pid = 0; return }
+            if done == pid || (done < 0 && errno == ECHILD) {
+                pid = 0
+                return
+            }
             usleep(100_000)
         }
         kill(pid, SIGKILL)
@@ -109,7 +113,9 @@ final class FakeDockerAPI: @unchecked Sendable {
             if FileManager.default.fileExists(atPath: socket) { return }
             usleep(50_000)
         }
-        throw Spawned.Failure(description: "docker-api.py did not listen: \((try? String(contentsOf: directory.appendingPathComponent("api.log"), encoding: .utf8)) ?? "")")
+        throw Spawned.Failure(
+            description:
+                "docker-api.py did not listen: \((try? String(contentsOf: directory.appendingPathComponent("api.log"), encoding: .utf8)) ?? "")")
     }
 
     deinit {
@@ -124,8 +130,9 @@ final class FakeDockerAPI: @unchecked Sendable {
 
 @Suite("Images from the local Docker daemon", .serialized, .enabled(if: TestRegistry.available, TestRegistry.skipReason))
 struct DockerImageTests {
-    @Test("A real dockerd: an image loaded from a skopeo docker-archive is read with resolution docker (registry stopped), then auto picks it too",
-          .enabled(if: TestDockerd.available, TestDockerd.skipReason))
+    @Test(
+        "A real dockerd: an image loaded from a skopeo docker-archive is read with resolution docker (registry stopped), then auto picks it too",
+        .enabled(if: TestDockerd.available, TestDockerd.skipReason))
     func realDaemon() async throws {
         let registry = try TestRegistry()
         let sandbox = try ImageSandbox()
@@ -150,7 +157,7 @@ struct DockerImageTests {
         #expect(load.status == 0, "\(String(decoding: load.stderr, as: UTF8.self))")
         let inspected = try dockerd.docker(["image", "inspect", "--format", "{{.Id}}", reference])
         let imageID = String(decoding: inspected.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        registry.stop() // from here on only the daemon has it
+        registry.stop()  // from here on only the daemon has it
 
         let project = try sandbox.project(insecure: registry.host)
         let environment = ["XDG_CACHE_HOME": sandbox.cache.path, "DOCKER_HOST": "unix://" + dockerd.socket]
@@ -208,7 +215,9 @@ struct DockerImageTests {
         #expect(docker.status == 1)
         #expect(docker.stderr.contains("no Docker daemon answers on \(socket)") && docker.stderr.contains("DOCKER_HOST"), "\(docker.stderr)")
 
-        let tcp = try CLI.run(["image", "pull", "--from", "docker", "\(registry.host)/x/y"], in: project, environment: environment.merging(["DOCKER_HOST": "tcp://10.0.0.1:2375"]) { $1 })
+        let tcp = try CLI.run(
+            ["image", "pull", "--from", "docker", "\(registry.host)/x/y"], in: project,
+            environment: environment.merging(["DOCKER_HOST": "tcp://10.0.0.1:2375"]) { $1 })
         #expect(tcp.status == 1 && tcp.stderr.contains("not a Unix socket"), "\(tcp.stderr)")
 
         // The key in the config, checked with a suggestion.
@@ -238,8 +247,9 @@ struct DockerImageTests {
                 ],
             ])
             let project = try sandbox.project(insecure: "127.0.0.1:9")
-            let pull = try CLI.run(["image", "pull", "--from", "docker", name], in: project,
-                                   environment: ["XDG_CACHE_HOME": sandbox.cache.path, "DOCKER_HOST": "unix://" + api.socket])
+            let pull = try CLI.run(
+                ["image", "pull", "--from", "docker", name], in: project,
+                environment: ["XDG_CACHE_HOME": sandbox.cache.path, "DOCKER_HOST": "unix://" + api.socket])
             #expect(pull.status == 0, "\(layout): \(pull.stderr)")
             let store = ImageStore(root: sandbox.store)
             let record = try #require(store.record(for: try ImageReference(parsing: name)))
@@ -260,22 +270,34 @@ struct DockerImageTests {
     }
 
     static let hostile: [Hostile] = [
-        Hostile(name: "a layer that is not its diff_id", spec: { _ in
-            ["layers": [["entries": [ImageFixtures.file("a", "a")]], ["entries": [ImageFixtures.file("b", "b")]]], "wrong_diff_id": 1]
-        }, kind: .integrity, message: "diff_id"),
-        Hostile(name: "a gzip layer that is not its diff_id (OCI layout)", spec: { _ in
-            ["layout": "oci", "layers": [["compression": "gzip", "entries": [ImageFixtures.file("a", "a")]]], "wrong_diff_id": 0]
-        }, kind: .integrity, message: "diff_id"),
-        Hostile(name: "../ in a layer", spec: { _ in ["layers": [["entries": [ImageFixtures.file("../escape", "x")]]]] }, kind: .hostileLayer, message: "contains \"..\""),
-        Hostile(name: "symlink, then a write through it, in a layer", spec: { outside in
-            ["layers": [["entries": [ImageFixtures.link("link", outside), ImageFixtures.file("link/planted", "x")]]]]
-        }, kind: .hostileLayer, message: "symbolic link"),
-        Hostile(name: "manifest.json naming a file outside the archive", spec: { _ in
-            ["layers": [["entries": [ImageFixtures.file("a", "a")]]], "manifest_layers": ["../../../../etc/passwd"]]
-        }, kind: .hostileLayer, message: "leaves the archive"),
-        Hostile(name: "manifest.json naming an absolute path", spec: { _ in
-            ["layers": [["entries": [ImageFixtures.file("a", "a")]]], "manifest_layers": ["/etc/passwd"]]
-        }, kind: .hostileLayer, message: "absolute path"),
+        Hostile(
+            name: "a layer that is not its diff_id",
+            spec: { _ in
+                ["layers": [["entries": [ImageFixtures.file("a", "a")]], ["entries": [ImageFixtures.file("b", "b")]]], "wrong_diff_id": 1]
+            }, kind: .integrity, message: "diff_id"),
+        Hostile(
+            name: "a gzip layer that is not its diff_id (OCI layout)",
+            spec: { _ in
+                ["layout": "oci", "layers": [["compression": "gzip", "entries": [ImageFixtures.file("a", "a")]]], "wrong_diff_id": 0]
+            }, kind: .integrity, message: "diff_id"),
+        Hostile(
+            name: "../ in a layer", spec: { _ in ["layers": [["entries": [ImageFixtures.file("../escape", "x")]]]] }, kind: .hostileLayer,
+            message: "contains \"..\""),
+        Hostile(
+            name: "symlink, then a write through it, in a layer",
+            spec: { outside in
+                ["layers": [["entries": [ImageFixtures.link("link", outside), ImageFixtures.file("link/planted", "x")]]]]
+            }, kind: .hostileLayer, message: "symbolic link"),
+        Hostile(
+            name: "manifest.json naming a file outside the archive",
+            spec: { _ in
+                ["layers": [["entries": [ImageFixtures.file("a", "a")]]], "manifest_layers": ["../../../../etc/passwd"]]
+            }, kind: .hostileLayer, message: "leaves the archive"),
+        Hostile(
+            name: "manifest.json naming an absolute path",
+            spec: { _ in
+                ["layers": [["entries": [ImageFixtures.file("a", "a")]]], "manifest_layers": ["/etc/passwd"]]
+            }, kind: .hostileLayer, message: "absolute path"),
     ]
 
     @Test("Hostile exports from a (stand-in) daemon are refused like hostile registry content; nothing is written outside", arguments: hostile)

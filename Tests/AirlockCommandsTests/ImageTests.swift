@@ -11,26 +11,30 @@ import Glibc
 
 @Suite("Image references")
 struct ImageReferenceTests {
-    @Test("Docker's defaults and forms", arguments: [
-        ("alpine", "docker.io/library/alpine:latest"),
-        ("debian:bookworm", "docker.io/library/debian:bookworm"),
-        ("user/repo", "docker.io/user/repo:latest"),
-        ("docker.io/library/alpine:3.20", "docker.io/library/alpine:3.20"),
-        ("index.docker.io/library/alpine", "docker.io/library/alpine:latest"),
-        ("ghcr.io/owner/name/sub:v1.2-rc_3", "ghcr.io/owner/name/sub:v1.2-rc_3"),
-        ("localhost:5000/x", "localhost:5000/x:latest"),
-        ("localhost/x:tag", "localhost/x:tag"),
-        ("127.0.0.1:5000/team/ci:1", "127.0.0.1:5000/team/ci:1"),
-        ("alpine@sha256:" + String(repeating: "ab", count: 32), "docker.io/library/alpine@sha256:" + String(repeating: "ab", count: 32)),
-        ("r.io:443/a:b@sha256:" + String(repeating: "0", count: 64), "r.io:443/a:b@sha256:" + String(repeating: "0", count: 64)),
-    ])
+    @Test(
+        "Docker's defaults and forms",
+        arguments: [
+            ("alpine", "docker.io/library/alpine:latest"),
+            ("debian:bookworm", "docker.io/library/debian:bookworm"),
+            ("user/repo", "docker.io/user/repo:latest"),
+            ("docker.io/library/alpine:3.20", "docker.io/library/alpine:3.20"),
+            ("index.docker.io/library/alpine", "docker.io/library/alpine:latest"),
+            ("ghcr.io/owner/name/sub:v1.2-rc_3", "ghcr.io/owner/name/sub:v1.2-rc_3"),
+            ("localhost:5000/x", "localhost:5000/x:latest"),
+            ("localhost/x:tag", "localhost/x:tag"),
+            ("127.0.0.1:5000/team/ci:1", "127.0.0.1:5000/team/ci:1"),
+            ("alpine@sha256:" + String(repeating: "ab", count: 32), "docker.io/library/alpine@sha256:" + String(repeating: "ab", count: 32)),
+            ("r.io:443/a:b@sha256:" + String(repeating: "0", count: 64), "r.io:443/a:b@sha256:" + String(repeating: "0", count: 64)),
+        ])
     func parses(_ input: String, _ expected: String) throws {
         #expect(try ImageReference(parsing: input).description == expected)
     }
 
-    @Test("Malformed references are refused", arguments: [
-        "", "Alpine", "alpine:", "alpine:-x", "a//b", "-a", "a@sha256:12", "a@md5:" + String(repeating: "0", count: 32), "host:99999/x", "a b",
-    ])
+    @Test(
+        "Malformed references are refused",
+        arguments: [
+            "", "Alpine", "alpine:", "alpine:-x", "a//b", "-a", "a@sha256:12", "a@md5:" + String(repeating: "0", count: 32), "host:99999/x", "a b",
+        ])
     func refuses(_ input: String) {
         #expect(throws: OCIError.self) { try ImageReference(parsing: input) }
     }
@@ -39,8 +43,11 @@ struct ImageReferenceTests {
     func users() throws {
         let passwd = "root:x:0:0:root:/root:/bin/bash\ndev:x:1000:1001:Dev:/home/dev:/bin/sh\nsvc:x:999:999::/var/svc:/usr/sbin/nologin\n"
         let group = "root:x:0:\nstaff:x:50:\n"
-        #expect(try ImageRoot.resolveUser(nil, passwd: passwd, group: group) == .init(name: "root", uid: 0, gid: 0, home: "/root", shell: "/bin/bash"))
-        #expect(try ImageRoot.resolveUser("dev", passwd: passwd, group: group) == .init(name: "dev", uid: 1000, gid: 1001, home: "/home/dev", shell: "/bin/sh"))
+        #expect(
+            try ImageRoot.resolveUser(nil, passwd: passwd, group: group) == .init(name: "root", uid: 0, gid: 0, home: "/root", shell: "/bin/bash"))
+        #expect(
+            try ImageRoot.resolveUser("dev", passwd: passwd, group: group)
+                == .init(name: "dev", uid: 1000, gid: 1001, home: "/home/dev", shell: "/bin/sh"))
         #expect(try ImageRoot.resolveUser("1000:staff", passwd: passwd, group: group).gid == 50)
         #expect(try ImageRoot.resolveUser("4242:7", passwd: passwd, group: group) == .init(name: nil, uid: 4242, gid: 7, home: "/", shell: "/bin/sh"))
         #expect(try ImageRoot.resolveUser("svc", passwd: passwd, group: group).shell == "/bin/sh")
@@ -62,7 +69,8 @@ struct ImageReferenceTests {
         #expect(own.arguments == ["/entry", "serve", "--port=1"])
         #expect(own.workingDirectory == "/srv")
         #expect(own.user == 1000 && own.group == 1000)
-        #expect(own.environment.contains("PATH=/opt/bin:/bin") && own.environment.contains("GREETING=hi") && own.environment.contains("HOME=/home/dev"))
+        #expect(
+            own.environment.contains("PATH=/opt/bin:/bin") && own.environment.contains("GREETING=hi") && own.environment.contains("HOME=/home/dev"))
         #expect(own.environment.contains("X=1") && own.environment.contains("USER=dev"))
         let mine = runner.execSpec(command: ["make", "test"], extraEnvironment: [:], terminal: nil, workingDirectory: project.path)
         #expect(mine.arguments == ["/entry", "make", "test"])
@@ -125,7 +133,7 @@ enum ImageFixtures {
             base.append(["path": "bin/busybox", "src": "/usr/bin/busybox", "mode": 0o755])
             for tool in ["sh", "id", "pwd", "stat", "readlink", "ls", "tr", "cat", "head", "echo"] { base.append(link("bin/" + tool, "busybox")) }
         }
-        base.removeAll { ($0["path"] as? String) == "bin/ls" } // re-added below through a hardlink
+        base.removeAll { ($0["path"] as? String) == "bin/ls" }  // re-added below through a hardlink
         if busybox { base.append(hardlink("bin/ls", "bin/busybox")) }
         let upper: [[String: Any]] = [
             ["path": ".wh.old", "data": ""],
@@ -152,7 +160,9 @@ enum ImageFixtures {
 
 @Suite("Images from a real registry", .serialized, .enabled(if: TestRegistry.available, TestRegistry.skipReason))
 struct RegistryImageTests {
-    func puller(_ sandbox: ImageSandbox, _ registry: TestRegistry, environment: [String: String] = [:], attempts: Int = 5) -> (ImagePuller, RegistryClient) {
+    func puller(_ sandbox: ImageSandbox, _ registry: TestRegistry, environment: [String: String] = [:], attempts: Int = 5) -> (
+        ImagePuller, RegistryClient
+    ) {
         var options = RegistryClient.Options(insecureRegistries: [registry.host], environment: environment)
         options.attempts = attempts
         options.backoff = .milliseconds(20)
@@ -160,7 +170,9 @@ struct RegistryImageTests {
         return (ImagePuller(store: ImageStore(root: sandbox.store), client: client), client)
     }
 
-    @Test("image pull: a multi-platform index, three layers (gzip, zstd, plain); owners, modes, links, devices, whiteouts, xattrs as the guest will see them")
+    @Test(
+        "image pull: a multi-platform index, three layers (gzip, zstd, plain); owners, modes, links, devices, whiteouts, xattrs as the guest will see them"
+    )
     func pullRich() async throws {
         let registry = try TestRegistry()
         let sandbox = try ImageSandbox()
@@ -210,7 +222,9 @@ struct RegistryImageTests {
         #expect(MappedXattr.read32(upper + "/old", MappedXattr.mode) == 0o020000)
         #expect(airlock_oci_lgetxattr(upper + "/opaque-dir", "user.overlay.opaque", &value, 16) == 1)
         // Long names (PAX) and the platform choice.
-        let long = store.layerPath(record.layers[2].digest) + "/long/" + String(repeating: "d", count: 120) + "/" + String(repeating: "e", count: 120) + "/file"
+        let long =
+            store.layerPath(record.layers[2].digest) + "/long/" + String(repeating: "d", count: 120) + "/" + String(repeating: "e", count: 120)
+            + "/file"
         #expect(try String(contentsOfFile: long, encoding: .utf8) == "a long path survives")
         #expect(!FileManager.default.fileExists(atPath: base + "/arm-only"))
         // Compressed blobs are dropped once unpacked; manifests and config stay.
@@ -236,8 +250,9 @@ struct RegistryImageTests {
     /// What Cloud Hypervisor boots an image from (and QEMU with `[vm] image_layers = "block"`):
     /// each extracted layer as squashfs, with the mapped-xattr metadata made real. Read back
     /// with squashfs-tools-ng's own `sqfs2tar`, independent of the writer.
-    @Test("block images: owners, modes, hardlinks, symlinks, devices, whiteouts (0/0), opaque dirs and user xattrs come out real; forged mapping xattrs don't; built once, pruned with the layer",
-          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tar2sqfs"), "needs tar2sqfs (squashfs-tools-ng)"))
+    @Test(
+        "block images: owners, modes, hardlinks, symlinks, devices, whiteouts (0/0), opaque dirs and user xattrs come out real; forged mapping xattrs don't; built once, pruned with the layer",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tar2sqfs"), "needs tar2sqfs (squashfs-tools-ng)"))
     func blockImages() async throws {
         let registry = try TestRegistry()
         let sandbox = try ImageSandbox()
@@ -255,7 +270,9 @@ struct RegistryImageTests {
             let digest = record.layers[index].digest
             return try store.layerImage(digest) { output, log in
                 builds += 1
-                let status = try ChildProcess.feed("/usr/bin/tar2sqfs", ["--quiet", "--no-skip", "--force", "--compressor", "zstd", output], log: log) { fd in
+                let status = try ChildProcess.feed(
+                    "/usr/bin/tar2sqfs", ["--quiet", "--no-skip", "--force", "--compressor", "zstd", output], log: log
+                ) { fd in
                     try LayerTar.write(layer: store.layerPath(digest), to: fd)
                 }
                 #expect(status == 0, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
@@ -271,13 +288,15 @@ struct RegistryImageTests {
                     xattrs = ",".join(sorted(f"{k[13:]}={v}" for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")))
                     print(f"{m.name.lstrip('./') or '.'}\t{m.type.decode()} {m.uid}:{m.gid} {m.mode:o} {extra} {xattrs}".rstrip())
                 """
-            let run = try Spawned.run(["/usr/bin/python3", "-c", script, image], directory: "/", environment: ["PATH": "/usr/bin:/bin"], stdin: nil, timeout: 60)
+            let run = try Spawned.run(
+                ["/usr/bin/python3", "-c", script, image], directory: "/", environment: ["PATH": "/usr/bin:/bin"], stdin: nil, timeout: 60)
             #expect(run.status == 0, "\(String(decoding: run.stderr, as: UTF8.self))")
             let output = String(decoding: run.stdout, as: UTF8.self)
-            return Dictionary(output.split(separator: "\n").map { line in
-                let parts = line.split(separator: "\t", maxSplits: 1).map(String.init)
-                return (parts[0], parts.count > 1 ? parts[1] : "")
-            }, uniquingKeysWith: { first, _ in first })
+            return Dictionary(
+                output.split(separator: "\n").map { line in
+                    let parts = line.split(separator: "\t", maxSplits: 1).map(String.init)
+                    return (parts[0], parts.count > 1 ? parts[1] : "")
+                }, uniquingKeysWith: { first, _ in first })
         }
         let base = try listing(try image(0))
         #expect(base["home/dev"] == "5 1000:1000 750")
@@ -325,27 +344,48 @@ struct RegistryImageTests {
     }
 
     static let hostile: [Hostile] = [
-        Hostile(name: "../ path", layer: { _ in ["entries": [ImageFixtures.file("../escape", "x")]] }, kind: .hostileLayer, message: "contains \"..\""),
-        Hostile(name: "nested ../ path", layer: { _ in ["entries": [ImageFixtures.dir("a"), ImageFixtures.file("a/../../escape", "x")]] }, kind: .hostileLayer, message: "contains \"..\""),
-        Hostile(name: "absolute path", layer: { outside in ["entries": [ImageFixtures.file(outside + "/absolute", "x")]] }, kind: .hostileLayer, message: "absolute path"),
-        Hostile(name: "symlink, then a write through it", layer: { outside in
-            ["entries": [ImageFixtures.link("link", outside), ImageFixtures.file("link/planted", "x")]]
-        }, kind: .hostileLayer, message: "through the symbolic link \"link\""),
-        Hostile(name: "symlink to .., then a write through it", layer: { _ in
-            ["entries": [ImageFixtures.link("up", "../../../.."), ImageFixtures.file("up/planted", "x")]]
-        }, kind: .hostileLayer, message: "symbolic link"),
-        Hostile(name: "hardlink to a path outside", layer: { _ in
-            ["entries": [ImageFixtures.hardlink("passwd", "../../../../../../etc/passwd")]]
-        }, kind: .hostileLayer, message: "contains \"..\""),
-        Hostile(name: "hardlink to an absolute path", layer: { _ in ["entries": [ImageFixtures.hardlink("passwd", "/etc/passwd")]] }, kind: .hostileLayer, message: "absolute path"),
-        Hostile(name: "hardlink to a file not extracted yet", layer: { _ in
-            ["entries": [ImageFixtures.hardlink("early", "later"), ImageFixtures.file("later", "x")]]
-        }, kind: .hostileLayer, message: "not a file extracted earlier"),
-        Hostile(name: "10 GB sparse file", layer: { _ in ["entries": [["path": "big", "type": "sparse", "realsize": 10 << 30]]] }, kind: .hostileLayer, message: "sparse file"),
-        Hostile(name: "truncated gzip", layer: { _ in
-            ["entries": [["path": "data", "size": 200_000]], "truncate": 60_000]
-        }, kind: .archive, message: "truncated"),
-        Hostile(name: "forged whiteout of ..", layer: { _ in ["entries": [["path": "a/.wh...", "data": ""]]] }, kind: .hostileLayer, message: "names nothing"),
+        Hostile(
+            name: "../ path", layer: { _ in ["entries": [ImageFixtures.file("../escape", "x")]] }, kind: .hostileLayer, message: "contains \"..\""),
+        Hostile(
+            name: "nested ../ path", layer: { _ in ["entries": [ImageFixtures.dir("a"), ImageFixtures.file("a/../../escape", "x")]] },
+            kind: .hostileLayer, message: "contains \"..\""),
+        Hostile(
+            name: "absolute path", layer: { outside in ["entries": [ImageFixtures.file(outside + "/absolute", "x")]] }, kind: .hostileLayer,
+            message: "absolute path"),
+        Hostile(
+            name: "symlink, then a write through it",
+            layer: { outside in
+                ["entries": [ImageFixtures.link("link", outside), ImageFixtures.file("link/planted", "x")]]
+            }, kind: .hostileLayer, message: "through the symbolic link \"link\""),
+        Hostile(
+            name: "symlink to .., then a write through it",
+            layer: { _ in
+                ["entries": [ImageFixtures.link("up", "../../../.."), ImageFixtures.file("up/planted", "x")]]
+            }, kind: .hostileLayer, message: "symbolic link"),
+        Hostile(
+            name: "hardlink to a path outside",
+            layer: { _ in
+                ["entries": [ImageFixtures.hardlink("passwd", "../../../../../../etc/passwd")]]
+            }, kind: .hostileLayer, message: "contains \"..\""),
+        Hostile(
+            name: "hardlink to an absolute path", layer: { _ in ["entries": [ImageFixtures.hardlink("passwd", "/etc/passwd")]] }, kind: .hostileLayer,
+            message: "absolute path"),
+        Hostile(
+            name: "hardlink to a file not extracted yet",
+            layer: { _ in
+                ["entries": [ImageFixtures.hardlink("early", "later"), ImageFixtures.file("later", "x")]]
+            }, kind: .hostileLayer, message: "not a file extracted earlier"),
+        Hostile(
+            name: "10 GB sparse file", layer: { _ in ["entries": [["path": "big", "type": "sparse", "realsize": 10 << 30]]] }, kind: .hostileLayer,
+            message: "sparse file"),
+        Hostile(
+            name: "truncated gzip",
+            layer: { _ in
+                ["entries": [["path": "data", "size": 200_000]], "truncate": 60_000]
+            }, kind: .archive, message: "truncated"),
+        Hostile(
+            name: "forged whiteout of ..", layer: { _ in ["entries": [["path": "a/.wh...", "data": ""]]] }, kind: .hostileLayer,
+            message: "names nothing"),
     ]
 
     @Test("Hostile layers are refused with a clear error; nothing is written outside the layer directory", arguments: hostile)
@@ -418,8 +458,12 @@ struct RegistryImageTests {
         let registry = try TestRegistry()
         let sandbox = try ImageSandbox()
         defer { sandbox.remove() }
-        let pushed = try registry.push("bad/diffid", ["layers": [["entries": [["path": "a", "size": 3000]]], ["compression": "zstd", "entries": [["path": "b", "size": 3000]]]],
-                                                      "lie_diff_ids": [1]])
+        let pushed = try registry.push(
+            "bad/diffid",
+            [
+                "layers": [["entries": [["path": "a", "size": 3000]]], ["compression": "zstd", "entries": [["path": "b", "size": 3000]]]],
+                "lie_diff_ids": [1],
+            ])
         let (puller, client) = puller(sandbox, registry)
         await #expect {
             _ = try await puller.pull(try ImageReference(parsing: "\(registry.host)/bad/diffid"))
@@ -449,7 +493,10 @@ struct RegistryImageTests {
             _ = try await first.pull(reference) { event in
                 if case .layerProgress(_, let bytes, _) = event, bytes >= 4 << 20 {
                     killed.withLock { done in
-                        if !done { registry.stop(); done = true }
+                        if !done {
+                            registry.stop()
+                            done = true
+                        }
                     }
                 }
             }
@@ -492,12 +539,15 @@ struct RegistryImageTests {
 
         let anonymous = try CLI.run(["image", "pull", "\(registry.host)/private/app"], in: project, environment: environment)
         #expect(anonymous.status == 1)
-        #expect(anonymous.stderr.contains("requires a user name and password") && anonymous.stderr.contains("docker login \(registry.host)"), "\(anonymous.stderr)")
+        #expect(
+            anonymous.stderr.contains("requires a user name and password") && anonymous.stderr.contains("docker login \(registry.host)"),
+            "\(anonymous.stderr)")
         #expect(anonymous.stderr.contains("run the command in a terminal to be asked"), "without a terminal: \(anonymous.stderr)")
 
         func writeConfig(_ password: String) throws {
             let auth = Data("alice:\(password)".utf8).base64EncodedString()
-            try #"{"auths": {"\#(registry.host)": {"auth": "\#(auth)"}}}"#.write(to: docker.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+            try #"{"auths": {"\#(registry.host)": {"auth": "\#(auth)"}}}"#.write(
+                to: docker.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         }
         try writeConfig("wrong")
         let refused = try CLI.run(["image", "pull", "\(registry.host)/private/app"], in: project, environment: environment)
@@ -552,11 +602,14 @@ extension String {
     }
 }
 
-@Suite("Registry credentials asked on the terminal", .serialized,
-       .enabled(if: TestRegistry.available && Tmux.available, "needs docker-registry, python3 and tmux"))
+@Suite(
+    "Registry credentials asked on the terminal", .serialized,
+    .enabled(if: TestRegistry.available && Tmux.available, "needs docker-registry, python3 and tmux"))
 struct CredentialPromptTests {
     /// Runs `airlock image pull REF` in a tmux pane (a real terminal) and answers its questions.
-    func pullInTmux(_ registry: TestRegistry, _ sandbox: ImageSandbox, project: URL, repository: String, password: String?) async throws -> (status: String?, screen: String, terminal: String) {
+    func pullInTmux(_ registry: TestRegistry, _ sandbox: ImageSandbox, project: URL, repository: String, password: String?) async throws -> (
+        status: String?, screen: String, terminal: String
+    ) {
         let docker = sandbox.root.appendingPathComponent("docker")
         try FileManager.default.createDirectory(at: docker, withIntermediateDirectories: true)
         let session = "airlock-prompt-\(getpid())-\(UUID().uuidString.prefix(4))"
@@ -564,7 +617,8 @@ struct CredentialPromptTests {
         let terminal = sandbox.root.appendingPathComponent("stty-\(session)")
         // The shell survives a ^C of airlock (a trap with a command is reset to the default in
         // airlock) and records the terminal's settings afterwards.
-        let command = "trap true INT; cd '\(project.path)' && XDG_CONFIG_HOME='\(project.path)/.xdg' XDG_CACHE_HOME='\(sandbox.cache.path)' DOCKER_CONFIG='\(docker.path)' "
+        let command =
+            "trap true INT; cd '\(project.path)' && XDG_CONFIG_HOME='\(project.path)/.xdg' XDG_CACHE_HOME='\(sandbox.cache.path)' DOCKER_CONFIG='\(docker.path)' "
             + "DOCKER_HOST=unix:///nonexistent.sock '\(CLI.binary)' image pull \(registry.host)/\(repository); status=$?; stty -a > '\(terminal.path)'; echo $status > '\(done.path)'; sleep 30"
         try Tmux.run(["new-session", "-d", "-s", session, "-x", "200", "-y", "40", command])
         defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
@@ -583,8 +637,10 @@ struct CredentialPromptTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         let screen = try Tmux.run(["capture-pane", "-p", "-t", session])
-        return ((try? String(contentsOf: done, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), screen,
-                (try? String(contentsOf: terminal, encoding: .utf8)) ?? "")
+        return (
+            (try? String(contentsOf: done, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), screen,
+            (try? String(contentsOf: terminal, encoding: .utf8)) ?? ""
+        )
     }
 
     @Test("401 without stored credentials on a terminal: asked once, password not echoed, never written; a wrong one is a clear refusal")
@@ -602,7 +658,8 @@ struct CredentialPromptTests {
         #expect(good.screen.components(separatedBy: "Username for").count == 2, "asked once:\n\(good.screen)")
         #expect(ImageStore(root: sandbox.store).record(for: try ImageReference(parsing: "\(registry.host)/private/app")) != nil)
         // Nothing on disk holds the password (the registry's own htpasswd holds a bcrypt hash).
-        let grep = try Spawned.run(["/usr/bin/grep", "-rl", "s3cret-pw", sandbox.root.path, project.path], directory: "/", environment: [:], stdin: nil, timeout: 60)
+        let grep = try Spawned.run(
+            ["/usr/bin/grep", "-rl", "s3cret-pw", sandbox.root.path, project.path], directory: "/", environment: [:], stdin: nil, timeout: 60)
         #expect(grep.stdout.isEmpty, "files holding the password: \(String(decoding: grep.stdout, as: UTF8.self))")
 
         let bad = try await pullInTmux(registry, sandbox, project: project, repository: "private/other", password: "wrong-pw")

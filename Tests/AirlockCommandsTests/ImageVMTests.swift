@@ -9,7 +9,9 @@ import Testing
     .enabled(if: TestRegistry.available, TestRegistry.skipReason),
     .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/busybox"), "needs a static busybox (busybox-static) to put in the image"))
 struct ImageVMTests {
-    @Test("[vm] image = REF: start pulls it, runs its Cmd as its User in its WorkingDir with its Env; files, owners, links, devices and deletions are the image's")
+    @Test(
+        "[vm] image = REF: start pulls it, runs its Cmd as its User in its WorkingDir with its Env; files, owners, links, devices and deletions are the image's"
+    )
     func bootFromImage() throws {
         try boot()
     }
@@ -17,8 +19,9 @@ struct ImageVMTests {
     /// The same with virtiofsd on PATH (QEMU's C virtiofsd behind the test-only stand-in, see
     /// `VirtiofsStandIn`): the workspace is virtio-fs, the layers stay on 9p, and the image's
     /// owners, modes and devices come out the same.
-    @Test("the same image with virtiofsd: the workspace over virtio-fs, the layers over 9p (mapped-xattr ownership intact)",
-          .enabled(if: VirtiofsStandIn.available, VirtiofsStandIn.skipReason))
+    @Test(
+        "the same image with virtiofsd: the workspace over virtio-fs, the layers over 9p (mapped-xattr ownership intact)",
+        .enabled(if: VirtiofsStandIn.available, VirtiofsStandIn.skipReason))
     func bootFromImageWithVirtiofs() throws {
         let (bin, environment) = try VirtiofsStandIn.install()
         defer { try? FileManager.default.removeItem(at: bin) }
@@ -26,14 +29,17 @@ struct ImageVMTests {
         #expect(result.stderr.contains("setup: shares mounted (virtio-fs: workspace)"), "\(result.stderr)")
         #expect(result.stderr.contains("the image's layers stay on virtio-9p"), "\(result.stderr)")
         let calls = VirtiofsStandIn.calls(bin)
-        #expect(calls.count == 1 && calls.first?.directory.hasSuffix("/.airlock/default/workspace") == true, "only the workspace is served by virtiofsd: \(calls)")
+        #expect(
+            calls.count == 1 && calls.first?.directory.hasSuffix("/.airlock/default/workspace") == true,
+            "only the workspace is served by virtiofsd: \(calls)")
     }
 
     /// Layers as squashfs disks (what Cloud Hypervisor boots an image from, since its virtio-fs
     /// cannot carry mapped-xattr owners), on QEMU: the same checks pass. With the virtiofsd
     /// stand-in (root) the workspace is virtio-fs too, which is Cloud Hypervisor's layout.
-    @Test("[vm] image_layers = \"block\": the layers reach the guest as squashfs disks with the same owners, modes, devices and deletions",
-          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tar2sqfs"), "needs tar2sqfs (squashfs-tools-ng)"))
+    @Test(
+        "[vm] image_layers = \"block\": the layers reach the guest as squashfs disks with the same owners, modes, devices and deletions",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tar2sqfs"), "needs tar2sqfs (squashfs-tools-ng)"))
     func bootFromBlockLayers() throws {
         var environment: [String: String] = [:]
         var bin: URL?
@@ -49,8 +55,9 @@ struct ImageVMTests {
     }
 
     /// The same on Cloud Hypervisor, where block layers are the default (`image_layers = "auto"`).
-    @Test("on Cloud Hypervisor: the image boots from its layers' squashfs disks, the workspace over virtio-fs",
-          .enabled(if: CloudHypervisorHost.available, CloudHypervisorHost.skipReason))
+    @Test(
+        "on Cloud Hypervisor: the image boots from its layers' squashfs disks, the workspace over virtio-fs",
+        .enabled(if: CloudHypervisorHost.available, CloudHypervisorHost.skipReason))
     func bootFromImageOnCloudHypervisor() throws {
         let result = try boot(backend: "cloud-hypervisor", verbose: true)
         #expect(result.stderr.contains("backend cloud-hypervisor"), "\(result.stderr)")
@@ -74,7 +81,8 @@ struct ImageVMTests {
         for (key, value) in extraEnvironment { environment[key] = value }
 
         // No command: the image's Cmd (/checks.sh), as its User, in its WorkingDir.
-        let result = try CLI.run(["start"] + (verbose ? ["--verbose"] : []) + ["-e", "PROJECT=\(project.path)"], in: project, environment: environment)
+        let result = try CLI.run(
+            ["start"] + (verbose ? ["--verbose"] : []) + ["-e", "PROJECT=\(project.path)"], in: project, environment: environment)
         #expect(result.status == 0, "stderr: \(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
         func line(_ key: String) -> String { lines.first { $0.hasPrefix(key + "=") } ?? "(missing \(key)= in \(result.stdout))" }

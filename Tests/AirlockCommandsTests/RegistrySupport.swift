@@ -13,7 +13,9 @@ final class TestRegistry: @unchecked Sendable {
     // @unchecked: `pid` changes only in start/stop, which a test calls from its own task in
     // sequence; nothing shares a TestRegistry across tasks.
     static let binary = "/usr/bin/docker-registry"
-    static var available: Bool { FileManager.default.isExecutableFile(atPath: binary) && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") }
+    static var available: Bool {
+        FileManager.default.isExecutableFile(atPath: binary) && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+    }
     static let skipReason: Comment = "needs Debian's docker-registry and python3 (`make deps` installs them)"
     static var fixtures: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures") }
 
@@ -31,7 +33,9 @@ final class TestRegistry: @unchecked Sendable {
         self.credentials = credentials
         var auth = ""
         if let credentials {
-            let result = try Spawned.run(["/usr/bin/htpasswd", "-Bbn", credentials.user, credentials.password], directory: directory.path, environment: [:], stdin: nil, timeout: 60)
+            let result = try Spawned.run(
+                ["/usr/bin/htpasswd", "-Bbn", credentials.user, credentials.password], directory: directory.path, environment: [:], stdin: nil,
+                timeout: 60)
             guard result.status == 0 else { throw Spawned.Failure(description: "htpasswd failed: \(String(decoding: result.stderr, as: UTF8.self))") }
             try Data(result.stdout).write(to: directory.appendingPathComponent("htpasswd"))
             auth = "auth:\n  htpasswd:\n    realm: airlock-test\n    path: \(directory.path)/htpasswd\n"
@@ -77,7 +81,10 @@ final class TestRegistry: @unchecked Sendable {
             usleep(50_000)
         }
         stop()
-        throw Spawned.Failure(description: "docker-registry did not listen on \(port) within 15 s: \((try? String(contentsOf: directory.appendingPathComponent("registry.log"), encoding: .utf8)) ?? "")")
+        throw Spawned.Failure(
+            description:
+                "docker-registry did not listen on \(port) within 15 s: \((try? String(contentsOf: directory.appendingPathComponent("registry.log"), encoding: .utf8)) ?? "")"
+        )
     }
 
     /// Kills it at once (as a crash or a network cut would look to a client).
@@ -177,7 +184,11 @@ struct ImageSandbox {
         let enumerator = FileManager.default.enumerator(atPath: root.path)
         var found: [String] = []
         while let path = enumerator?.nextObject() as? String {
-            if path.hasPrefix("cache/airlock/oci") || path == "cache" || path == "cache/airlock" || path.hasPrefix("project") || path.hasPrefix("docker") { continue }
+            if path.hasPrefix("cache/airlock/oci") || path == "cache" || path == "cache/airlock" || path.hasPrefix("project")
+                || path.hasPrefix("docker")
+            {
+                continue
+            }
             found.append(path)
         }
         return found

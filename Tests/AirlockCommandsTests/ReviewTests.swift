@@ -1,6 +1,7 @@
 import Foundation
-@testable import GitReview
 import Testing
+
+@testable import GitReview
 
 /// A project with a sandbox clone made by the test itself (no VM): the test plays the agent by
 /// running git in the clone, and then checks what airlock's fetch/diff/review/merge do.
@@ -37,8 +38,10 @@ struct ReviewFixture {
     @discardableResult
     func sh(_ script: String, in directory: URL) throws -> String {
         var environment = ProcessInfo.processInfo.environment
-        for (key, value) in ["GIT_AUTHOR_NAME": "Agent", "GIT_AUTHOR_EMAIL": "agent@example.com", "GIT_COMMITTER_NAME": "Agent",
-                             "GIT_COMMITTER_EMAIL": "agent@example.com", "GIT_CONFIG_NOSYSTEM": "1", "HOME": project.path] {
+        for (key, value) in [
+            "GIT_AUTHOR_NAME": "Agent", "GIT_AUTHOR_EMAIL": "agent@example.com", "GIT_COMMITTER_NAME": "Agent",
+            "GIT_COMMITTER_EMAIL": "agent@example.com", "GIT_CONFIG_NOSYSTEM": "1", "HOME": project.path,
+        ] {
             environment[key] = value
         }
         let result = try Spawned.run(["/bin/sh", "-c", script], directory: directory.path, environment: environment, stdin: nil)
@@ -54,7 +57,8 @@ struct ReviewFixture {
     /// The state of the user's repository that only merge/review may change: refs outside
     /// refs/remotes/airlock, HEAD, the index and every file of the working tree.
     func userState() throws -> String {
-        try sh("""
+        try sh(
+            """
             git for-each-ref --format='%(refname) %(objectname)' | grep -v '^refs/remotes/airlock/' || true
             git symbolic-ref HEAD; git rev-parse HEAD; sha1sum .git/index
             find . -path ./.git -prune -o -path ./.airlock -prune -o -type f -print0 | sort -z | xargs -0 sha1sum
@@ -80,7 +84,8 @@ struct ReviewFlowTests {
         let fixture = try ReviewFixture()
         defer { fixture.cleanUp() }
         try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
-        try fixture.agent("""
+        try fixture.agent(
+            """
             git switch -q -c feature
             sed -i 's/^line 5$/line five/' a.txt && echo added > e.txt && git rm -q d.txt && git add -A && git commit -q -m 'first'
             sed -i 's/^b 3$/b three/' b.txt && git commit -q -a -m 'second'
@@ -94,9 +99,10 @@ struct ReviewFlowTests {
         #expect(fetch.stdout.contains("2 new commits"))
         #expect(fetch.stdout.contains("uncommitted"))
         let refs = try fixture.sh("git for-each-ref --format='%(refname)' refs/remotes/airlock/", in: fixture.project)
-        #expect(refs.split(separator: "\n").sorted() == [
-            "refs/remotes/airlock/default/feature", "refs/remotes/airlock/default/main", "refs/remotes/airlock/default/uncommitted",
-        ])
+        #expect(
+            refs.split(separator: "\n").sorted() == [
+                "refs/remotes/airlock/default/feature", "refs/remotes/airlock/default/main", "refs/remotes/airlock/default/uncommitted",
+            ])
         // The clone was left as it was: its edit is still uncommitted there.
         #expect(try fixture.sh("git status --porcelain", in: fixture.clone) == " M c.txt\n")
 
@@ -213,10 +219,13 @@ struct ReviewFlowTests {
         defer { fixture.cleanUp() }
         try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
         // a.txt gets two hunks far apart; b.txt one change.
-        try fixture.agent("sed -i -e 's/^line 2$/line TWO/' -e 's/^line 19$/line NINETEEN/' a.txt && sed -i 's/^b 1$/b ONE/' b.txt && git commit -q -a -m 'agent edits'")
+        try fixture.agent(
+            "sed -i -e 's/^line 2$/line TWO/' -e 's/^line 19$/line NINETEEN/' a.txt && sed -i 's/^b 1$/b ONE/' b.txt && git commit -q -a -m 'agent edits'"
+        )
         let session = "airlock-review-\(getpid())"
         let done = fixture.project.appendingPathComponent(".airlock/review-status")
-        let command = "cd '\(fixture.project.path)' && HOME='\(fixture.project.path)' GIT_CONFIG_NOSYSTEM=1 PAGER=cat '\(CLI.binary)' review -m 'picked'; echo $? > '\(done.path)'; sleep 30"
+        let command =
+            "cd '\(fixture.project.path)' && HOME='\(fixture.project.path)' GIT_CONFIG_NOSYSTEM=1 PAGER=cat '\(CLI.binary)' review -m 'picked'; echo $? > '\(done.path)'; sleep 30"
         try Tmux.run(["new-session", "-d", "-s", session, "-x", "120", "-y", "40", command])
         defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
 
@@ -270,45 +279,64 @@ struct HostileCloneTests {
     }
 
     static let tricks: [Trick] = [
-        Trick(name: ".git/objects is a symlink to another repository's objects",
-              script: "git commit -q --allow-empty -m x && rm -rf .git/objects && ln -s \"$OUTSIDE/.git/objects\" .git/objects",
-              fails: true, says: "objects is missing, a symlink or unreadable"),
-        Trick(name: "a pack replaced by a symlink to a file outside",
-              script: "git commit -q --allow-empty -m x && git gc -q && p=$(ls .git/objects/pack/*.pack) && rm \"$p\" && ln -s \"$OUTSIDE/secret.txt\" \"$p\"",
-              fails: true, says: "a symlink?"),
-        Trick(name: "packed-refs is a symlink",
-              script: "git switch -q -c side && git commit -q --allow-empty -m s && git pack-refs --all && mv .git/packed-refs .git/real && ln -s \"$PWD/.git/real\" .git/packed-refs",
-              fails: false, says: "packed-refs ignored: it is a symlink"),
-        Trick(name: "objects/info/alternates points at another repository",
-              script: "echo \"$OUTSIDE/.git/objects\" > .git/objects/info/alternates && git commit -q --allow-empty -m x",
-              fails: false, says: "alternates ignored"),
-        Trick(name: "config with core.fsmonitor and core.hooksPath, and hooks",
-              script: "git config core.fsmonitor \"touch $OUTSIDE/fsmonitor-ran\" && git config core.hooksPath \"$OUTSIDE\" && printf '#!/bin/sh\\ntouch $OUTSIDE/hook-ran\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && git -c core.fsmonitor=false commit -q --allow-empty -m x",
-              fails: false, says: ""),
-        Trick(name: "a 5 GB sparse loose object",
-              script: "git commit -q --allow-empty -m x && mkdir -p .git/objects/ab && truncate -s 5G .git/objects/ab/cdef0123456789abcdef0123456789abcdef01",
-              fails: false, says: "more than the limit"),
-        Trick(name: "a loose object whose content does not hash to its name",
-              script: "git commit -q --allow-empty -m x && mkdir -p .git/objects/ab && printf 'blob 3\\0abc' | python3 -c 'import zlib,sys; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))' > .git/objects/ab/cdef0123456789abcdef0123456789abcdef01",
-              fails: false, says: "does not hash to its name"),
-        Trick(name: "a loose object inflating far past its declared size (a zlib bomb)",
-              script: "git commit -q --allow-empty -m x && mkdir -p .git/objects/ab && python3 -c 'import zlib,sys; sys.stdout.buffer.write(zlib.compress(b\"blob 10\\0\" + bytes(1 << 30), 9))' > .git/objects/ab/cdef0123456789abcdef0123456789abcdef02",
-              fails: false, says: "not a well-formed loose object"),
-        Trick(name: "a 5 GB sparse file in the working tree",
-              script: "truncate -s 5G huge.bin",
-              fails: false, says: "huge.bin left out"),
-        Trick(name: "a ref name with ..",
-              script: "git commit -q --allow-empty -m x && cp .git/refs/heads/main '.git/refs/heads/evil..name'",
-              fails: false, says: "not a valid branch name"),
-        Trick(name: "a ref that is a symlink to a file outside",
-              script: "ln -s \"$OUTSIDE/.git/refs/heads/master\" .git/refs/heads/stolen",
-              fails: false, says: "refs/heads/stolen ignored: it is a symlink"),
-        Trick(name: ".git is a file pointing at another repository",
-              script: "rm -rf .git && echo \"gitdir: $OUTSIDE/.git\" > .git",
-              fails: true, says: "is a file"),
-        Trick(name: ".git is a symlink",
-              script: "mv .git ../git-moved && ln -s \"$OUTSIDE/.git\" .git",
-              fails: true, says: "is a symlink"),
+        Trick(
+            name: ".git/objects is a symlink to another repository's objects",
+            script: "git commit -q --allow-empty -m x && rm -rf .git/objects && ln -s \"$OUTSIDE/.git/objects\" .git/objects",
+            fails: true, says: "objects is missing, a symlink or unreadable"),
+        Trick(
+            name: "a pack replaced by a symlink to a file outside",
+            script:
+                "git commit -q --allow-empty -m x && git gc -q && p=$(ls .git/objects/pack/*.pack) && rm \"$p\" && ln -s \"$OUTSIDE/secret.txt\" \"$p\"",
+            fails: true, says: "a symlink?"),
+        Trick(
+            name: "packed-refs is a symlink",
+            script:
+                "git switch -q -c side && git commit -q --allow-empty -m s && git pack-refs --all && mv .git/packed-refs .git/real && ln -s \"$PWD/.git/real\" .git/packed-refs",
+            fails: false, says: "packed-refs ignored: it is a symlink"),
+        Trick(
+            name: "objects/info/alternates points at another repository",
+            script: "echo \"$OUTSIDE/.git/objects\" > .git/objects/info/alternates && git commit -q --allow-empty -m x",
+            fails: false, says: "alternates ignored"),
+        Trick(
+            name: "config with core.fsmonitor and core.hooksPath, and hooks",
+            script:
+                "git config core.fsmonitor \"touch $OUTSIDE/fsmonitor-ran\" && git config core.hooksPath \"$OUTSIDE\" && printf '#!/bin/sh\\ntouch $OUTSIDE/hook-ran\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && git -c core.fsmonitor=false commit -q --allow-empty -m x",
+            fails: false, says: ""),
+        Trick(
+            name: "a 5 GB sparse loose object",
+            script:
+                "git commit -q --allow-empty -m x && mkdir -p .git/objects/ab && truncate -s 5G .git/objects/ab/cdef0123456789abcdef0123456789abcdef01",
+            fails: false, says: "more than the limit"),
+        Trick(
+            name: "a loose object whose content does not hash to its name",
+            script:
+                "git commit -q --allow-empty -m x && mkdir -p .git/objects/ab && printf 'blob 3\\0abc' | python3 -c 'import zlib,sys; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))' > .git/objects/ab/cdef0123456789abcdef0123456789abcdef01",
+            fails: false, says: "does not hash to its name"),
+        Trick(
+            name: "a loose object inflating far past its declared size (a zlib bomb)",
+            script:
+                "git commit -q --allow-empty -m x && mkdir -p .git/objects/ab && python3 -c 'import zlib,sys; sys.stdout.buffer.write(zlib.compress(b\"blob 10\\0\" + bytes(1 << 30), 9))' > .git/objects/ab/cdef0123456789abcdef0123456789abcdef02",
+            fails: false, says: "not a well-formed loose object"),
+        Trick(
+            name: "a 5 GB sparse file in the working tree",
+            script: "truncate -s 5G huge.bin",
+            fails: false, says: "huge.bin left out"),
+        Trick(
+            name: "a ref name with ..",
+            script: "git commit -q --allow-empty -m x && cp .git/refs/heads/main '.git/refs/heads/evil..name'",
+            fails: false, says: "not a valid branch name"),
+        Trick(
+            name: "a ref that is a symlink to a file outside",
+            script: "ln -s \"$OUTSIDE/.git/refs/heads/master\" .git/refs/heads/stolen",
+            fails: false, says: "refs/heads/stolen ignored: it is a symlink"),
+        Trick(
+            name: ".git is a file pointing at another repository",
+            script: "rm -rf .git && echo \"gitdir: $OUTSIDE/.git\" > .git",
+            fails: true, says: "is a file"),
+        Trick(
+            name: ".git is a symlink",
+            script: "mv .git ../git-moved && ln -s \"$OUTSIDE/.git\" .git",
+            fails: true, says: "is a symlink"),
     ]
 
     @Test("fetch against a hostile clone", arguments: tricks)
@@ -365,12 +393,14 @@ struct HunkApplierTests {
     static let new = Array("1\nTWO\n3\n4\n5\n6\n7\n9\nten\n".utf8)
     static let hunks = [hunk(1, 3, 1, 3), hunk(7, 3, 7, 3)]
 
-    @Test("every combination of two hunks", arguments: [
-        ([true, true], "1\nTWO\n3\n4\n5\n6\n7\n9\nten\n"),
-        ([false, false], "1\n2\n3\n4\n5\n6\n7\n8\n9\n"),
-        ([true, false], "1\nTWO\n3\n4\n5\n6\n7\n8\n9\n"),
-        ([false, true], "1\n2\n3\n4\n5\n6\n7\n9\nten\n"),
-    ])
+    @Test(
+        "every combination of two hunks",
+        arguments: [
+            ([true, true], "1\nTWO\n3\n4\n5\n6\n7\n9\nten\n"),
+            ([false, false], "1\n2\n3\n4\n5\n6\n7\n8\n9\n"),
+            ([true, false], "1\nTWO\n3\n4\n5\n6\n7\n8\n9\n"),
+            ([false, true], "1\n2\n3\n4\n5\n6\n7\n9\nten\n"),
+        ])
     func combinations(_ accepted: [Bool], _ expected: String) {
         let result = HunkApplier.apply(old: Self.old, new: Self.new, hunks: Self.hunks, accepted: accepted)
         #expect(String(decoding: result, as: UTF8.self) == expected)
@@ -421,8 +451,11 @@ struct WorkspaceCloneTests {
         defer { fixture.cleanUp() }
         let library = fixture.project.appendingPathComponent(".airlock/library")
         try FileManager.default.createDirectory(at: library, withIntermediateDirectories: true)
-        try fixture.sh("git init -q -b main . && echo v1 > lib.txt && git add . && git commit -q -m v1 && echo v2 > lib.txt && git commit -q -a -m v2", in: library)
-        try fixture.sh("""
+        try fixture.sh(
+            "git init -q -b main . && echo v1 > lib.txt && git add . && git commit -q -m v1 && echo v2 > lib.txt && git commit -q -a -m v2",
+            in: library)
+        try fixture.sh(
+            """
             git -c protocol.file.allow=always submodule add -q '\(library.path)' vendor/lib
             (cd vendor/lib && git checkout -q HEAD~1)
             git add vendor/lib && git commit -q -m 'add lib at v1'
@@ -451,7 +484,8 @@ struct UncommittedCaptureTests {
             "staged.txt": "s\n", ".gitignore": "build/\n*.log\n", "z/deep/er/file": "deep\n",
         ])
         defer { fixture.cleanUp() }
-        try fixture.agent("""
+        try fixture.agent(
+            """
             echo changed >> a.txt
             echo new > a/new && echo sibling > a-b && rm a.b
             rm t && mkdir t && echo inside > t/x
@@ -468,7 +502,12 @@ struct UncommittedCaptureTests {
         let copy = fixture.project.appendingPathComponent(".airlock/copy")
         try fixture.sh("cp -a '\(fixture.clone.path)' '\(copy.path)'", in: fixture.project)
         let theirs = try fixture.sh("git add -A && git write-tree", in: copy)
-        let difference = ours == theirs ? "" : try fixture.sh("git diff --stat \(ours.trimmingCharacters(in: .whitespacesAndNewlines)) \(theirs.trimmingCharacters(in: .whitespacesAndNewlines))", in: copy)
+        let difference =
+            ours == theirs
+            ? ""
+            : try fixture.sh(
+                "git diff --stat \(ours.trimmingCharacters(in: .whitespacesAndNewlines)) \(theirs.trimmingCharacters(in: .whitespacesAndNewlines))",
+                in: copy)
         #expect(ours == theirs, "airlock's capture differs from git add -A:\n\(difference)")
     }
 }
@@ -487,7 +526,8 @@ struct DiffMatchesGitTests {
             "mixed.txt": (1...300).map { "m\($0)\n" }.joined(), "to-link": "was a file\n", "exec.bin": "\u{0}x",
         ])
         defer { fixture.cleanUp() }
-        try fixture.agent("""
+        try fixture.agent(
+            """
             echo changed >> a.txt
             echo new > a/new && echo sibling > a-b && rm a.b
             rm t && mkdir t && echo inside > t/x
@@ -515,9 +555,11 @@ struct DiffMatchesGitTests {
         func parts(_ text: String) -> (files: Set<String>, rows: [String: String], rest: [String]) {
             let lines = text.split(separator: "\n").map(String.init)
             let rows = lines.filter { $0.contains(" | ") }.map { $0.dropFirst().split(separator: "|", maxSplits: 1) }
-            return (Set(rows.map { trailingTrimmed($0[0]) }),
-                    Dictionary(rows.map { (trailingTrimmed($0[0]), String($0[1])) }, uniquingKeysWith: { a, _ in a }),
-                    lines.filter { !$0.contains(" | ") }.map { $0.trimmingCharacters(in: .whitespaces) })
+            return (
+                Set(rows.map { trailingTrimmed($0[0]) }),
+                Dictionary(rows.map { (trailingTrimmed($0[0]), String($0[1])) }, uniquingKeysWith: { a, _ in a }),
+                lines.filter { !$0.contains(" | ") }.map { $0.trimmingCharacters(in: .whitespaces) }
+            )
         }
         #expect(parts(stat.stdout).files == parts(gitStat).files, "\(stat.stdout)")
         #expect(parts(stat.stdout).files.count == gitNames.split(separator: "\n").count)
@@ -534,24 +576,40 @@ struct DiffMatchesGitTests {
 
 @Suite("Fetched objects are complete")
 struct FetchConnectivityTests {
-    @Test("branches, a merge, moved directories and a revert; then an incremental fetch; then one with the fetched refs gone: git fsck finds every object")
+    @Test(
+        "branches, a merge, moved directories and a revert; then an incremental fetch; then one with the fetched refs gone: git fsck finds every object"
+    )
     func complete() throws {
         let fixture = try ReviewFixture(files: ["a/x": "1\n", "a/y/z": "2\n", "b.txt": "b\n", "c/d/e/f": "deep\n"])
         defer { fixture.cleanUp() }
-        let fsck = { try fixture.sh("git fsck --connectivity-only --no-dangling 2>&1 && git rev-list --objects --all | cut -d' ' -f1 | git cat-file --batch-check | grep -c missing || true", in: fixture.project) }
-        try fixture.agent("""
+        let fsck = {
+            try fixture.sh(
+                "git fsck --connectivity-only --no-dangling 2>&1 && git rev-list --objects --all | cut -d' ' -f1 | git cat-file --batch-check | grep -c missing || true",
+                in: fixture.project)
+        }
+        try fixture.agent(
+            """
             git switch -q -c one && echo 3 >> a/x && git commit -qam one1 && mv c cc && git add -A && git commit -qm moved
             git switch -q -c two main && echo two > a/y/new && git add -A && git commit -qm two1
             git switch -q one && git merge -q --no-edit two && echo 1 > a/x && git commit -qam reverted
             """)
         #expect(try fixture.airlock(["fetch"]).status == 0)
-        do { let result = try fsck(); #expect(result == "0\n", "\(result)") }
+        do {
+            let result = try fsck()
+            #expect(result == "0\n", "\(result)")
+        }
         try fixture.agent("mkdir -p g/h && echo new > g/h/i && git add -A && git commit -qm more && echo dirty >> b.txt")
         #expect(try fixture.airlock(["fetch"]).status == 0)
-        do { let result = try fsck(); #expect(result == "0\n", "\(result)") }
+        do {
+            let result = try fsck()
+            #expect(result == "0\n", "\(result)")
+        }
         try fixture.sh("git for-each-ref --format='delete %(refname)' refs/remotes/airlock/ | git update-ref --stdin", in: fixture.project)
         #expect(try fixture.airlock(["fetch"]).status == 0)
-        do { let result = try fsck(); #expect(result == "0\n", "\(result)") }
+        do {
+            let result = try fsck()
+            #expect(result == "0\n", "\(result)")
+        }
         #expect(try fixture.sh("git log --format=%s refs/remotes/airlock/default/one", in: fixture.project).hasPrefix("more\nreverted\n"))
     }
 
@@ -559,14 +617,16 @@ struct FetchConnectivityTests {
     func submoduleIDReused() throws {
         let fixture = try ReviewFixture(files: ["a.txt": "a\n"])
         defer { fixture.cleanUp() }
-        try fixture.agent("""
+        try fixture.agent(
+            """
             mkdir -p /tmp/airlock-subtree-$$ && tree=$(printf 'hello\\n' > /tmp/airlock-subtree-$$/f && git hash-object -w /tmp/airlock-subtree-$$/f | xargs printf '100644 blob %s\\tf\\n' | git mktree) && rm -rf /tmp/airlock-subtree-$$
             git update-index --add --cacheinfo 160000,$tree,x && git commit -qm 'x as a submodule'
             git rm -q --cached x && mkdir x && printf 'hello\\n' > x/f && git add x && git commit -qm 'x as a directory'
             test "$(git rev-parse HEAD:x)" = "$tree"
             """)
         #expect(try fixture.airlock(["fetch"]).status == 0)
-        let fsck = try fixture.sh("git fsck --connectivity-only --no-dangling 2>&1; git cat-file -p refs/remotes/airlock/default/main:x/f", in: fixture.project)
+        let fsck = try fixture.sh(
+            "git fsck --connectivity-only --no-dangling 2>&1; git cat-file -p refs/remotes/airlock/default/main:x/f", in: fixture.project)
         #expect(fsck == "hello\n", "\(fsck)")
     }
 }
@@ -597,7 +657,8 @@ struct MirrorSharingTests {
         let fixture = try ReviewFixture()
         defer { fixture.cleanUp() }
         // A packed project, cloned the way the workspace clone copies objects (names kept).
-        try fixture.sh("git gc -q && rm -rf .airlock/default/workspace && git clone -q --no-hardlinks . .airlock/default/workspace", in: fixture.project)
+        try fixture.sh(
+            "git gc -q && rm -rf .airlock/default/workspace && git clone -q --no-hardlinks . .airlock/default/workspace", in: fixture.project)
         let pack = try fixture.sh("ls .git/objects/pack/ | grep '\\.pack$'", in: fixture.project).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(!pack.isEmpty)
         try fixture.agent("echo more >> a.txt && git -c user.name=agent -c user.email=agent@example.com commit -q -am more")
@@ -628,17 +689,24 @@ struct ChangeJournalTests {
     /// plays the guest, writing the clone directly), then fetches. Returns how the fetch looked
     /// at the working tree, and whether its capture equals git's (`git add -A` in a copy) and a
     /// full rescan's.
-    static func session(_ fixture: ReviewFixture, before: String = "", _ session: String) throws -> (check: String?, matchesGit: Bool, matchesRescan: Bool) {
+    static func session(_ fixture: ReviewFixture, before: String = "", _ session: String) throws -> (
+        check: String?, matchesGit: Bool, matchesRescan: Bool
+    ) {
         if !before.isEmpty { try fixture.agent(before) }
         let state = fixture.project.appendingPathComponent(".airlock/default").path
-        let recorder = try #require(ChangeJournal.Recorder.begin(
-            project: fixture.project.path, clone: fixture.clone.path, mirror: state + "/mirror.git", file: state + "/changes.json"))
+        let recorder = try #require(
+            ChangeJournal.Recorder.begin(
+                project: fixture.project.path, clone: fixture.clone.path, mirror: state + "/mirror.git", file: state + "/changes.json"))
         try fixture.agent(session)
         recorder.seal()
         let fetched = try fixture.airlock(["fetch", "--json"])
         #expect(fetched.status == 0, "\(fetched.stderr)")
         let report = try JSONSerialization.jsonObject(with: Data(fetched.stdout.utf8)) as? [String: Any]
-        let tree = { try fixture.sh("git rev-parse refs/remotes/airlock/default/uncommitted^{tree} 2>/dev/null || git rev-parse refs/remotes/airlock/default/main^{tree}", in: fixture.project) }
+        let tree = {
+            try fixture.sh(
+                "git rev-parse refs/remotes/airlock/default/uncommitted^{tree} 2>/dev/null || git rev-parse refs/remotes/airlock/default/main^{tree}",
+                in: fixture.project)
+        }
         let ours = try tree()
         let copy = fixture.project.appendingPathComponent(".airlock/copy")
         try fixture.sh("rm -rf '\(copy.path)' && cp -a '\(fixture.clone.path)' '\(copy.path)'", in: fixture.project)
@@ -657,9 +725,12 @@ struct ChangeJournalTests {
     func matchesFullScan() throws {
         let fixture = try ReviewFixture(files: Self.files)
         defer { fixture.cleanUp() }
-        let result = try Self.session(fixture, before: """
-            echo before >> keep/k && echo loose > loose-before.txt && echo staged-before >> untouched.txt && git add untouched.txt
-            """, """
+        let result = try Self.session(
+            fixture,
+            before: """
+                echo before >> keep/k && echo loose > loose-before.txt && echo staged-before >> untouched.txt && git add untouched.txt
+                """,
+            """
             echo changed >> a.txt
             echo new > a/new && echo sibling > a-b && rm a.b
             rm t && mkdir t && echo inside > t/x
@@ -685,10 +756,12 @@ struct ChangeJournalTests {
         #expect(result.matchesGit && result.matchesRescan)
     }
 
-    @Test("what the journal can't vouch for makes fetch read every file", arguments: [
-        "echo 'a.txt' >> .gitignore",  // ignore rules changed
-        "ln a.txt second-name && echo through-the-link >> second-name",  // a hard link
-    ])
+    @Test(
+        "what the journal can't vouch for makes fetch read every file",
+        arguments: [
+            "echo 'a.txt' >> .gitignore",  // ignore rules changed
+            "ln a.txt second-name && echo through-the-link >> second-name",  // a hard link
+        ])
     func fallsBackToScan(_ session: String) throws {
         let fixture = try ReviewFixture(files: Self.files)
         defer { fixture.cleanUp() }
@@ -711,7 +784,9 @@ struct ChangeJournalTests {
         defer { fixture.cleanUp() }
         _ = try Self.session(fixture, "echo in-session >> a.txt")
         try fixture.agent("echo by-hand >> untouched.txt")
-        let captured = { try fixture.sh("git diff --name-only refs/remotes/airlock/default/main refs/remotes/airlock/default/uncommitted", in: fixture.project) }
+        let captured = {
+            try fixture.sh("git diff --name-only refs/remotes/airlock/default/main refs/remotes/airlock/default/uncommitted", in: fixture.project)
+        }
         let journalled = try fixture.airlock(["fetch"])
         #expect(journalled.status == 0)
         #expect(try captured() == "a.txt\n")  // the journal's blind spot

@@ -44,7 +44,6 @@ enum CLI {
         return directory
     }
 
-
     /// Starts airlock without waiting for it (stdin from /dev/null, output discarded).
     static func launch(_ arguments: [String], in directory: URL, environment extra: [String: String] = [:], stderr: URL? = nil) throws -> Process {
         let process = Process()
@@ -76,9 +75,10 @@ enum CLI {
         while Date() < deadline {
             guard process.isRunning else { throw CocoaError(.executableLoad) }
             if let text = try? String(contentsOf: stateFile, encoding: .utf8),
-               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("vmm_pid=") }),
-               let pid = Int32(line.dropFirst("vmm_pid=".count)),
-               (try? run(["exec", "--name", name, "--", "true"], in: project))?.status == 0 {
+                let line = text.split(separator: "\n").first(where: { $0.hasPrefix("vmm_pid=") }),
+                let pid = Int32(line.dropFirst("vmm_pid=".count)),
+                (try? run(["exec", "--name", name, "--", "true"], in: project))?.status == 0
+            {
                 return pid
             }
             try await Task.sleep(for: .milliseconds(200))
@@ -111,7 +111,9 @@ enum Spawned {
         var description: String
     }
 
-    static func run(_ arguments: [String], directory: String, environment: [String: String], stdin input: [UInt8]?, timeout: Double = 600) throws -> Result {
+    static func run(_ arguments: [String], directory: String, environment: [String: String], stdin input: [UInt8]?, timeout: Double = 600) throws
+        -> Result
+    {
         var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
         guard airlock_pipe(&inPipe) == 0, airlock_pipe(&outPipe) == 0, airlock_pipe(&errPipe) == 0 else { throw Failure(description: "pipe failed") }
         let path = arguments[0].hasPrefix("/") ? arguments[0] : "/usr/bin/" + arguments[0]

@@ -15,7 +15,8 @@ enum VMEnvironment {
     static var available: Bool {
         guard let kernel, let initramfs else { return false }
         let files = FileManager.default
-        return files.fileExists(atPath: kernel) && files.fileExists(atPath: initramfs) && files.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
+        return files.fileExists(atPath: kernel) && files.fileExists(atPath: initramfs)
+            && files.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
     }
 
     static let skipReason: Comment = "VM tests need qemu-system-x86_64 and AIRLOCK_KERNEL/AIRLOCK_INITRAMFS (run `make test`, which builds them)"
@@ -33,7 +34,8 @@ enum VMEnvironment {
 
     /// The test's own use of git on its own repository (airlock itself never runs git).
     static func git(_ arguments: [String], in directory: URL) throws {
-        let result = try Spawned.run(["/usr/bin/git"] + arguments, directory: directory.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+        let result = try Spawned.run(
+            ["/usr/bin/git"] + arguments, directory: directory.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
         guard result.status == 0 else { throw CocoaError(.executableLoad) }
     }
 
@@ -86,11 +88,15 @@ struct VMTests {
         defer { VMEnvironment.cleanUp(project) }
         // An untracked file of the project (like a .env): the VM sees the clone, never the project.
         try "TOKEN=secret\n".write(to: project.appendingPathComponent("untracked.env"), atomically: true, encoding: .utf8)
-        let result = try CLI.run(["start", "--", "sh", "-c", """
-            pwd; echo agent > made-in-vm.txt; cat README
-            test -e untracked.env && echo project-visible
-            exit 0
-            """], in: project)
+        let result = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                """
+                pwd; echo agent > made-in-vm.txt; cat README
+                test -e untracked.env && echo project-visible
+                exit 0
+                """,
+            ], in: project)
         #expect(result.status == 0, "stderr: \(result.stderr)")
         #expect(result.stdout == project.path + "\nhello\n")
         #expect(!FileManager.default.fileExists(atPath: project.appendingPathComponent("made-in-vm.txt").path))
@@ -105,7 +111,11 @@ struct VMTests {
             _ = try? CLI.run(["rm", "--force", "--name", "other"], in: project)
             VMEnvironment.cleanUp(project)
         }
-        let install = try CLI.run(["start", "--", "sh", "-c", "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool"], in: project)
+        let install = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool",
+            ], in: project)
         #expect(install.status == 0, "stderr: \(install.stderr)")
         let again = try CLI.run(["start", "--", "tool"], in: project)
         #expect(again.status == 0, "stderr: \(again.stderr)")
@@ -113,7 +123,9 @@ struct VMTests {
         let other = try CLI.run(["start", "--name", "other", "--", "sh", "-c", "test ! -e /usr/local/bin/tool"], in: project)
         #expect(other.status == 0, "stderr: \(other.stderr)")
         // And the host's own /usr/local is untouched.
-        #expect(!FileManager.default.fileExists(atPath: "/usr/local/bin/tool") || (try? String(contentsOfFile: "/usr/local/bin/tool", encoding: .utf8)) != "#!/bin/sh\necho installed\n")
+        #expect(
+            !FileManager.default.fileExists(atPath: "/usr/local/bin/tool")
+                || (try? String(contentsOfFile: "/usr/local/bin/tool", encoding: .utf8)) != "#!/bin/sh\necho installed\n")
     }
 
     /// The first start of a VM configuration boots once more to save a boot snapshot; every
@@ -121,14 +133,17 @@ struct VMTests {
     /// afresh (not from the snapshot boot's scratch disk: the file written in the first start
     /// is there in the second), its randomness differs, and a snapshot that does not load is
     /// dropped for a normal boot.
-    @Test("boot snapshots: made once per configuration, resumed by every start; the state disk and randomness are the VM's own; a damaged one is dropped")
+    @Test(
+        "boot snapshots: made once per configuration, resumed by every start; the state disk and randomness are the VM's own; a damaged one is dropped"
+    )
     func bootSnapshots() throws {
         let project = try VMEnvironment.repository()
         defer { VMEnvironment.cleanUp(project) }
         let cache = project.appendingPathComponent(".cache")
         let environment = ["XDG_CACHE_HOME": cache.path]
         let random = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"
-        let first = try CLI.run(["start", "--verbose", "--", "sh", "-c", "echo kept > /usr/local/kept; \(random)"], in: project, environment: environment)
+        let first = try CLI.run(
+            ["start", "--verbose", "--", "sh", "-c", "echo kept > /usr/local/kept; \(random)"], in: project, environment: environment)
         #expect(first.status == 0, "stderr: \(first.stderr)")
         #expect(first.stderr.contains("preparing a boot snapshot"), "\(first.stderr)")
         #expect(first.stderr.contains("resumed the boot snapshot"), "\(first.stderr)")
@@ -144,7 +159,9 @@ struct VMTests {
         #expect(second.stderr.contains("resumed the boot snapshot"), "\(second.stderr)")
         let lines = second.stdout.split(separator: "\n")
         #expect(lines.first == "kept", "the state disk written by the first start, not the snapshot boot's: \(second.stdout)")
-        #expect(lines.count == 2 && lines[1].count == 32 && lines[1] != first.stdout.split(separator: "\n").first, "fresh randomness: \(first.stdout) / \(second.stdout)")
+        #expect(
+            lines.count == 2 && lines[1].count == 32 && lines[1] != first.stdout.split(separator: "\n").first,
+            "fresh randomness: \(first.stdout) / \(second.stdout)")
 
         // A snapshot that does not load: dropped, and the VM boots normally.
         try Data(repeating: 0, count: 4096).write(to: URL(fileURLWithPath: state))
@@ -280,22 +297,30 @@ struct VMTests {
         try VMEnvironment.git(["add", "-A"], in: project)
         try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "files"], in: project)
         func userState() throws -> String {
-            let result = try Spawned.run(["/bin/sh", "-c", """
-                git for-each-ref --format='%(refname) %(objectname)' | grep -v '^refs/remotes/airlock/'; git rev-parse HEAD; sha1sum .git/index
-                find . -path ./.git -prune -o -path ./.airlock -prune -o -type f -print0 | sort -z | xargs -0 sha1sum
-                """], directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+            let result = try Spawned.run(
+                [
+                    "/bin/sh", "-c",
+                    """
+                    git for-each-ref --format='%(refname) %(objectname)' | grep -v '^refs/remotes/airlock/'; git rev-parse HEAD; sha1sum .git/index
+                    find . -path ./.git -prune -o -path ./.airlock -prune -o -type f -print0 | sort -z | xargs -0 sha1sum
+                    """,
+                ], directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
             return String(decoding: result.stdout, as: UTF8.self)
         }
         let before = try userState()
 
         // The agent: a new branch, two commits (two edits, one file added, one deleted), one uncommitted edit.
-        let session = try CLI.run(["start", "--", "sh", "-c", """
-            set -e
-            git switch -q -c agent-work
-            echo edited >> one.txt; echo edited >> two.txt; git commit -q -a -m 'edit two files'
-            echo new > three.txt; git rm -q gone.txt; git add three.txt; git commit -q -m 'add one, delete one'
-            echo uncommitted >> kept.txt
-            """], in: project)
+        let session = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                """
+                set -e
+                git switch -q -c agent-work
+                echo edited >> one.txt; echo edited >> two.txt; git commit -q -a -m 'edit two files'
+                echo new > three.txt; git rm -q gone.txt; git add three.txt; git commit -q -m 'add one, delete one'
+                echo uncommitted >> kept.txt
+                """,
+            ], in: project)
         #expect(session.status == 0, "stderr: \(session.stderr)")
         #expect(!session.stderr.contains("project changed"), "\(session.stderr)")
         #expect(try userState() == before, "the session changed the user's repository")
@@ -310,8 +335,9 @@ struct VMTests {
         let fetch = try CLI.run(["fetch", "--rescan"], in: project)
         #expect(fetch.status == 0, "stderr: \(fetch.stderr)")
         #expect(fetch.stdout.contains("nothing new"), "the rescan found what the journal did: \(fetch.stdout)")
-        let reset = try Spawned.run(["/bin/sh", "-c", "git for-each-ref --format='delete %(refname)' refs/remotes/airlock/ | git update-ref --stdin"],
-                                    directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+        let reset = try Spawned.run(
+            ["/bin/sh", "-c", "git for-each-ref --format='delete %(refname)' refs/remotes/airlock/ | git update-ref --stdin"],
+            directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
         #expect(reset.status == 0)
         let fresh = try CLI.run(["fetch"], in: project)
         #expect(fresh.stdout.contains("agent-work (current)") && fresh.stdout.contains("2 new commits"), "\(fresh.stdout)")
@@ -356,10 +382,11 @@ struct VMTests {
         // Through stdin: the VM sees the clone, and an untracked file of the project is not in it.
         let result = try CLI.run(["start", "--", "/usr/bin/python3", "-", "\(port)"], in: project, stdin: try Data(contentsOf: probe))
         #expect(result.status == 0, "stderr: \(result.stderr)")
-        let lines = Dictionary(result.stdout.split(separator: "\n").map { line -> (String, String) in
-            let parts = line.split(separator: " ", maxSplits: 1)
-            return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
-        }, uniquingKeysWith: { $1 })
+        let lines = Dictionary(
+            result.stdout.split(separator: "\n").map { line -> (String, String) in
+                let parts = line.split(separator: " ", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            }, uniquingKeysWith: { $1 })
         let fake = lines["dns-a"] ?? ""
         #expect(fake.hasPrefix("rcode=0 answers=1 address=198.1"), "\(result.stdout)")
         #expect(lines["dns-a-again"] == fake, "the same name (any case, trailing dot) keeps its address")
@@ -378,7 +405,9 @@ struct VMTests {
         #expect(!log.stdout.contains("denied.example") && !log.stdout.contains("example.com"), "\(log.stdout)")
     }
 
-    @Test("the network policy end to end: allowed, private refused, denied with a 403 that explains, IP literals, TLS by SNI, port and socket forwards, 200 connections")
+    @Test(
+        "the network policy end to end: allowed, private refused, denied with a 403 that explains, IP literals, TLS by SNI, port and socket forwards, 200 connections"
+    )
     func egressPolicy() async throws {
         let project = try VMEnvironment.repository()
         defer { VMEnvironment.cleanUp(project) }
@@ -386,32 +415,34 @@ struct VMTests {
         defer { servers.stop() }
         // Names point at 127.0.0.1 through the test-only resolver override (environment only).
         try """
-            [network.rules.test]
-            allow = ["allowed.test:\(servers.http)", "allowed.test:\(servers.tls)", "both.test", "192.0.2.7"]
-            deny = ["both.test"]
-            allow_private = true
+        [network.rules.test]
+        allow = ["allowed.test:\(servers.http)", "allowed.test:\(servers.tls)", "both.test", "192.0.2.7"]
+        deny = ["both.test"]
+        allow_private = true
 
-            [network.rules.public]
-            allow = ["public.test"]
+        [network.rules.public]
+        allow = ["public.test"]
 
-            [network.ports.back]
-            guest = ["\(servers.http + 2):\(servers.http)"]
+        [network.ports.back]
+        guest = ["\(servers.http + 2):\(servers.http)"]
 
-            [network.sockets.echo]
-            host = "\(servers.unix)"
-            guest = "/run/airlock/echo.sock"
+        [network.sockets.echo]
+        host = "\(servers.unix)"
+        guest = "/run/airlock/echo.sock"
 
-            [network.sockets.gone]
-            host = "\(servers.unix).gone"
-            guest = "/run/airlock/gone.sock"
-            """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        [network.sockets.gone]
+        host = "\(servers.unix).gone"
+        guest = "/run/airlock/gone.sock"
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
         try VMEnvironment.git(["add", "airlock.toml"], in: project)
         try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "rules"], in: project)
         let probe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/egress-probe.py")
         let names = ["allowed.test", "public.test", "denied.test", "both.test"].map { "\($0)=127.0.0.1" }.joined(separator: ",")
         let result = try CLI.run(
-            ["start", "--", "/usr/bin/python3", "-", "\(servers.http)", "\(servers.tls)", "\(servers.http + 2)", "/run/airlock/echo.sock",
-             "/run/airlock/gone.sock"], in: project,
+            [
+                "start", "--", "/usr/bin/python3", "-", "\(servers.http)", "\(servers.tls)", "\(servers.http + 2)", "/run/airlock/echo.sock",
+                "/run/airlock/gone.sock",
+            ], in: project,
             environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names], stdin: try Data(contentsOf: probe))
         #expect(result.status == 0, "stderr: \(result.stderr)")
         var lines: [String: String] = [:]
@@ -420,14 +451,19 @@ struct VMTests {
             if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
         }
         #expect(lines["allowed"]?.hasPrefix("200 hello") == true, "\(result.stdout)")
-        #expect(lines["no-private"]?.hasPrefix("failed") == true, "public.test resolves to 127.0.0.1 and its rule has no allow_private: \(result.stdout)")
-        #expect(lines["denied"]?.hasPrefix("403") == true && lines["denied"]?.contains("allow = [\"denied.test:\(servers.http)\"]") == true, "\(result.stdout)")
+        #expect(
+            lines["no-private"]?.hasPrefix("failed") == true, "public.test resolves to 127.0.0.1 and its rule has no allow_private: \(result.stdout)")
+        #expect(
+            lines["denied"]?.hasPrefix("403") == true && lines["denied"]?.contains("allow = [\"denied.test:\(servers.http)\"]") == true,
+            "\(result.stdout)")
         #expect(lines["denied-port"]?.hasPrefix("403") == true)
         #expect(lines["both"]?.hasPrefix("403") == true, "deny wins over allow")
         #expect(lines["ip-literal"]?.hasPrefix("failed") == true || lines["ip-literal"]?.hasPrefix("403") == true)
         #expect(lines["tls-allowed"] == "ok HTTP/1.0 200 ok", "\(result.stdout)")
         #expect(lines["tls-denied"]?.hasPrefix("failed") == true)
-        #expect(lines["tls-ip-with-allowed-sni"]?.hasPrefix("failed") == true, "an allowed SNI must not carry a connection to an address no rule names with allow_private")
+        #expect(
+            lines["tls-ip-with-allowed-sni"]?.hasPrefix("failed") == true,
+            "an allowed SNI must not carry a connection to an address no rule names with allow_private")
         #expect(lines["forward"]?.hasPrefix("200 hello") == true, "guest forward: \(result.stdout)")
         #expect(lines["concurrent"] == "200/200")
         #expect(lines["unix"] == "15000 ping over unix ", "socket forward: \(result.stdout)")
@@ -437,8 +473,10 @@ struct VMTests {
         // Every decision is in the audit log.
         let log = try CLI.run(["network", "log", "--json"], in: project)
         #expect(log.stdout.contains("\"denied.test\"") && log.stdout.contains("\"allowed.test\""), "\(log.stdout.prefix(2000))")
-        #expect(log.stdout.contains("\"sockets.echo\"") && log.stdout.contains(servers.unix)
-                && log.stdout.contains("cannot connect to the host socket \(servers.unix).gone"), "the socket forwards are audited: \(log.stdout.suffix(2000))")
+        #expect(
+            log.stdout.contains("\"sockets.echo\"") && log.stdout.contains(servers.unix)
+                && log.stdout.contains("cannot connect to the host socket \(servers.unix).gone"),
+            "the socket forwards are audited: \(log.stdout.suffix(2000))")
     }
 
     @Test("a host port forward reaches a server in the guest, on 127.0.0.1 only")
@@ -447,9 +485,9 @@ struct VMTests {
         defer { VMEnvironment.cleanUp(project) }
         let hostPort = 20000 + Int(getpid() % 10000)
         try """
-            [network.ports.web]
-            host = ["\(hostPort):8000"]
-            """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        [network.ports.web]
+        host = ["\(hostPort):8000"]
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
         try VMEnvironment.git(["add", "airlock.toml"], in: project)
         try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ports"], in: project)
         let main = try CLI.launch(["start", "--", "/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1"], in: project)
@@ -458,13 +496,15 @@ struct VMTests {
         var answer = ""
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
-            let result = try Spawned.run(["/usr/bin/curl", "-s", "-m", "5", "http://127.0.0.1:\(hostPort)/"], directory: "/", environment: [:], stdin: nil)
+            let result = try Spawned.run(
+                ["/usr/bin/curl", "-s", "-m", "5", "http://127.0.0.1:\(hostPort)/"], directory: "/", environment: [:], stdin: nil)
             answer = String(decoding: result.stdout, as: UTF8.self)
             if answer.contains("Directory listing") { break }
             try await Task.sleep(for: .milliseconds(300))
         }
         #expect(answer.contains("Directory listing"), "the forward never answered: \(answer)")
-        let listening = try Spawned.run(["/bin/sh", "-c", "ss -ltnH 'sport = :\(hostPort)'"], directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil)
+        let listening = try Spawned.run(
+            ["/bin/sh", "-c", "ss -ltnH 'sport = :\(hostPort)'"], directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil)
         let text = String(decoding: listening.stdout, as: UTF8.self)
         #expect(text.contains("127.0.0.1:\(hostPort)") && !text.contains("0.0.0.0:\(hostPort)") && !text.contains("*:\(hostPort)"), "\(text)")
     }
@@ -513,7 +553,8 @@ enum Tmux {
     @discardableResult
     static func run(_ arguments: [String]) throws -> String {
         let session = zip(arguments, arguments.dropFirst()).first { $0.0 == "-s" || $0.0 == "-t" }?.1 ?? "airlock-tests"
-        let result = try Spawned.run(["/usr/bin/tmux", "-L", session] + arguments, directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil, timeout: 30)
+        let result = try Spawned.run(
+            ["/usr/bin/tmux", "-L", session] + arguments, directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil, timeout: 30)
         return String(decoding: result.stdout, as: UTF8.self)
     }
 

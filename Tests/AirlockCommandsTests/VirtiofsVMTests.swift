@@ -105,7 +105,9 @@ enum VirtiofsStandIn {
     "QEMU with virtio-fs in real VMs (C virtiofsd standing in for the Rust one)", .tags(.vm), .serialized, .timeLimit(.minutes(3)),
     .enabled(if: VirtiofsStandIn.available, VirtiofsStandIn.skipReason))
 struct VirtiofsVMTests {
-    @Test("start with virtiofsd on PATH: shares are virtio-fs, the host root is read, a write lands in the clone, the exit status comes back, no virtiofsd is left")
+    @Test(
+        "start with virtiofsd on PATH: shares are virtio-fs, the host root is read, a write lands in the clone, the exit status comes back, no virtiofsd is left"
+    )
     func session() async throws {
         let project = try VMEnvironment.repository()
         defer { VMEnvironment.cleanUp(project) }
@@ -113,12 +115,16 @@ struct VirtiofsVMTests {
         defer { try? FileManager.default.removeItem(at: bin) }
         let hostFile = "/usr/lib/os-release"
         let expected = try String(contentsOfFile: hostFile, encoding: .utf8)
-        let result = try CLI.run(["start", "--verbose", "--", "sh", "-c", """
-            cat \(hostFile)
-            echo written-in-the-vm > made-in-vm.txt
-            echo "workspace-fs $(awk -v p="$PWD" '$2 == p { print $3 }' /proc/mounts)"
-            exit 5
-            """], in: project, environment: environment)
+        let result = try CLI.run(
+            [
+                "start", "--verbose", "--", "sh", "-c",
+                """
+                cat \(hostFile)
+                echo written-in-the-vm > made-in-vm.txt
+                echo "workspace-fs $(awk -v p="$PWD" '$2 == p { print $3 }' /proc/mounts)"
+                exit 5
+                """,
+            ], in: project, environment: environment)
         #expect(result.status == 5, "stderr: \(result.stderr)")
         #expect(result.stdout.hasPrefix(expected), "\(result.stdout)")
         #expect(result.stdout.hasSuffix("workspace-fs virtiofs\n"), "the workspace must be a virtiofs mount: \(result.stdout)")
@@ -152,7 +158,8 @@ struct VirtiofsVMTests {
         defer { VMEnvironment.cleanUp(project) }
         let (bin, environment) = try VirtiofsStandIn.install()
         defer { try? FileManager.default.removeItem(at: bin) }
-        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project, environment: environment, stderr: bin.appendingPathComponent("stderr"))
+        let main = try CLI.launch(
+            ["start", "--", "sleep", "600"], in: project, environment: environment, stderr: bin.appendingPathComponent("stderr"))
         defer { if main.isRunning { kill(main.processIdentifier, SIGKILL) } }
         let vmm = try await CLI.waitUntilRunning(project, name: "default", process: main)
         let calls = VirtiofsStandIn.calls(bin)

@@ -31,7 +31,9 @@ struct ClientTests {
 
     @Test("verbs and paths of every endpoint")
     func verbsAndPaths() async throws {
-        try await withStub(reply: { $0.method == "GET" ? .respond(status: 200, body: #"{"version":"v48.0","state":"Running"}"#) : .respond(status: 204) }) { client, server in
+        try await withStub(reply: {
+            $0.method == "GET" ? .respond(status: 200, body: #"{"version":"v48.0","state":"Running"}"#) : .respond(status: 204)
+        }) { client, server in
             _ = try await client.ping()
             try await client.createVM(VmConfig(payload: PayloadConfig(kernel: "/k", initramfs: nil, cmdline: nil)))
             try await client.bootVM()
@@ -43,11 +45,12 @@ struct ClientTests {
             try await client.addDisk(DiskConfig(path: "/d"))
             try await client.resize(VmResize(desiredVcpus: 2))
             let seen = server.requests.map { "\($0.method) \($0.path)" }
-            #expect(seen == [
-                "GET /api/v1/vmm.ping", "PUT /api/v1/vm.create", "PUT /api/v1/vm.boot", "GET /api/v1/vm.info",
-                "PUT /api/v1/vm.shutdown", "PUT /api/v1/vm.delete", "PUT /api/v1/vmm.shutdown", "PUT /api/v1/vm.add-fs",
-                "PUT /api/v1/vm.add-disk", "PUT /api/v1/vm.resize",
-            ])
+            #expect(
+                seen == [
+                    "GET /api/v1/vmm.ping", "PUT /api/v1/vm.create", "PUT /api/v1/vm.boot", "GET /api/v1/vm.info",
+                    "PUT /api/v1/vm.shutdown", "PUT /api/v1/vm.delete", "PUT /api/v1/vmm.shutdown", "PUT /api/v1/vm.add-fs",
+                    "PUT /api/v1/vm.add-disk", "PUT /api/v1/vm.resize",
+                ])
         }
     }
 
@@ -92,10 +95,15 @@ struct ClientTests {
     func refusals(status: Int) async throws {
         let body = #"["Error booting VM","Cannot create virtio-fs device","Connection refused (os error 111)"]"#
         try await withStub(reply: { _ in .respond(status: status, body: body) }) { client, _ in
-            let error = try #require(await failure { () async throws(CloudHypervisorError) in try await client.bootVM() }, "a \(status) was taken for success")
-            #expect(error == .http(endpoint: "PUT /api/v1/vm.boot", status: status, messages: [
-                "Error booting VM", "Cannot create virtio-fs device", "Connection refused (os error 111)",
-            ]))
+            let error = try #require(
+                await failure { () async throws(CloudHypervisorError) in try await client.bootVM() }, "a \(status) was taken for success")
+            #expect(
+                error
+                    == .http(
+                        endpoint: "PUT /api/v1/vm.boot", status: status,
+                        messages: [
+                            "Error booting VM", "Cannot create virtio-fs device", "Connection refused (os error 111)",
+                        ]))
             #expect(error.description.contains("HTTP \(status)"))
             #expect(error.description.contains("Cannot create virtio-fs device: Connection refused"))
         }

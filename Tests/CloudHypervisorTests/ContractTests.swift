@@ -18,20 +18,24 @@ struct ContractTests {
     /// 256 MiB up to 64 GiB; one to many vCPUs.
     static let machines: [MachineSpec] = [
         machine(cpus: 1, memoryMiB: 256, shares: []),
-        machine(cpus: 2, memoryMiB: 2048, shares: [
-            .init(tag: "usr", hostPath: "/usr", readOnly: true),
-            .init(tag: "workspace", hostPath: "/home/me/project/.airlock/default/workspace", readOnly: false),
-        ]),
+        machine(
+            cpus: 2, memoryMiB: 2048,
+            shares: [
+                .init(tag: "usr", hostPath: "/usr", readOnly: true),
+                .init(tag: "workspace", hostPath: "/home/me/project/.airlock/default/workspace", readOnly: false),
+            ]),
         machine(cpus: 16, memoryMiB: 65536, shares: (0..<6).map { .init(tag: "share\($0)", hostPath: "/srv/s\($0)", readOnly: $0 % 2 == 0) }),
         // An OCI image root: the workspace shared, the layers as read-only squashfs disks.
-        machine(cpus: 2, memoryMiB: 2048, shares: [.init(tag: "workspace", hostPath: "/home/me/project/.airlock/default/workspace", readOnly: false)],
-                disks: (0..<3).map { .init(serial: "oci\($0)", path: "/home/me/.cache/airlock/oci/layers/sha256/\($0)abc.sqfs") }),
+        machine(
+            cpus: 2, memoryMiB: 2048, shares: [.init(tag: "workspace", hostPath: "/home/me/project/.airlock/default/workspace", readOnly: false)],
+            disks: (0..<3).map { .init(serial: "oci\($0)", path: "/home/me/.cache/airlock/oci/layers/sha256/\($0)abc.sqfs") }),
     ]
 
     static func machine(cpus: Int, memoryMiB: UInt64, shares: [MachineSpec.Share], disks: [MachineSpec.Disk] = []) -> MachineSpec {
         MachineSpec(
             kernel: "/cache/airlock/assets/abc-vmlinux", initramfs: "/cache/airlock/assets/def-initramfs", cpus: cpus, memoryMiB: memoryMiB,
-            shares: shares, disk: "/home/me/project/.airlock/default/disk.img", readOnlyDisks: disks, runtimeDirectory: "/run/user/1000/airlock/0123abcd",
+            shares: shares, disk: "/home/me/project/.airlock/default/disk.img", readOnlyDisks: disks,
+            runtimeDirectory: "/run/user/1000/airlock/0123abcd",
             consoleLog: "/home/me/project/.airlock/default/console.log", accelerator: .kvm)
     }
 
@@ -90,7 +94,8 @@ struct ContractTests {
     @Test("vm.add-fs, vm.add-disk and vm.resize bodies validate")
     func bodies() async throws {
         try check(await recorded { try await $0.addFs(FsConfig(tag: "cache", socket: "/run/user/1000/airlock/x/fs9.sock")) })
-        try check(await recorded { try await $0.addDisk(DiskConfig(path: "/home/me/.airlock/extra.img", readonly: true, id: "extra", imageType: .raw)) })
+        try check(
+            await recorded { try await $0.addDisk(DiskConfig(path: "/home/me/.airlock/extra.img", readonly: true, id: "extra", imageType: .raw)) })
         try check(await recorded { try await $0.resize(VmResize(desiredVcpus: 4, desiredRam: 8 << 30)) })
         try check(await recorded { try await $0.resize(VmResize(desiredBalloon: 512 << 20)) })
     }
@@ -136,8 +141,9 @@ struct ContractTests {
         #expect(problems.contains { $0.contains("vsock.cid") && $0.contains("minimum") }, "\(problems)")
     }
 
-    @Test("the fixture is byte-identical to ../shared/ref",
-          .enabled(if: FileManager.default.fileExists(atPath: Fixtures.sharedSpec), "no ../shared/ref beside this clone; the fixture is the only copy"))
+    @Test(
+        "the fixture is byte-identical to ../shared/ref",
+        .enabled(if: FileManager.default.fileExists(atPath: Fixtures.sharedSpec), "no ../shared/ref beside this clone; the fixture is the only copy"))
     func fixtureMatchesReference() throws {
         let fixture = try Data(contentsOf: URL(fileURLWithPath: Fixtures.spec))
         let reference = try Data(contentsOf: URL(fileURLWithPath: Fixtures.sharedSpec))

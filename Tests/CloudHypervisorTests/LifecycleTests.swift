@@ -12,8 +12,9 @@ import Glibc
 /// server that logs what it is asked) and a fake `virtiofsd` (creates its socket, then sleeps).
 /// What it shows: the order of the calls, that listeners exist before `vm.boot`, and that stop
 /// ends and reaps everything. Not that a real Cloud Hypervisor accepts any of it.
-@Suite("Cloud Hypervisor machine lifecycle (fake VMM)",
-       .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "the fake cloud-hypervisor needs /usr/bin/python3"))
+@Suite(
+    "Cloud Hypervisor machine lifecycle (fake VMM)",
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "the fake cloud-hypervisor needs /usr/bin/python3"))
 struct LifecycleTests {
     static let fakeVMM = #"""
         #!/usr/bin/python3
@@ -85,8 +86,10 @@ struct LifecycleTests {
             guestListeners: [LinkNames.egressVsockPort: { $0.eventLoop.makeSucceededVoidFuture() }], timeout: 10)
         let api = directory.path + "/ch.sock"
         let sent = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: api + ".create.json"))))
-        let expected = try JSONValue.parse(Array(try JSONEncoder().encode(
-            CloudHypervisorMachine.vmConfig(for: spec, sockets: .init(runtimeDirectory: directory.path, shareCount: 2)))))
+        let expected = try JSONValue.parse(
+            Array(
+                try JSONEncoder().encode(
+                    CloudHypervisorMachine.vmConfig(for: spec, sockets: .init(runtimeDirectory: directory.path, shareCount: 2)))))
         #expect(sent == expected)
         let helperPIDs = try (0..<2).map { index in
             try #require(Int32(try String(contentsOfFile: directory.path + "/fs\(index).sock.pid", encoding: .utf8)))
@@ -97,9 +100,11 @@ struct LifecycleTests {
         let calls = try String(contentsOfFile: api + ".log", encoding: .utf8).split(separator: "\n").map(String.init)
         let boot = calls.firstIndex { $0.hasPrefix("PUT /api/v1/vm.boot") }
         #expect(calls.first == "GET /api/v1/vmm.ping")
-        #expect(Array(calls.drop { $0.hasPrefix("GET /api/v1/vmm.ping") }) == [
-            "PUT /api/v1/vm.create", "PUT /api/v1/vm.boot listener=True", "PUT /api/v1/vm.shutdown", "PUT /api/v1/vm.delete", "PUT /api/v1/vmm.shutdown",
-        ])
+        #expect(
+            Array(calls.drop { $0.hasPrefix("GET /api/v1/vmm.ping") }) == [
+                "PUT /api/v1/vm.create", "PUT /api/v1/vm.boot listener=True", "PUT /api/v1/vm.shutdown", "PUT /api/v1/vm.delete",
+                "PUT /api/v1/vmm.shutdown",
+            ])
         #expect(boot != nil)
         // Gone and reaped: signal 0 finds no such process (a zombie would still answer).
         #expect(kill(machine.processID, 0) != 0)

@@ -14,7 +14,10 @@ import Glibc
 struct MachineTests {
     static let spec = MachineSpec(
         kernel: "/c/vmlinux", initramfs: "/c/initramfs", cpus: 3, memoryMiB: 1536,
-        shares: [.init(tag: "usr", hostPath: "/usr", readOnly: true), .init(tag: "workspace", hostPath: "/p/-x,y/.airlock/default/workspace", readOnly: false)],
+        shares: [
+            .init(tag: "usr", hostPath: "/usr", readOnly: true),
+            .init(tag: "workspace", hostPath: "/p/-x,y/.airlock/default/workspace", readOnly: false),
+        ],
         disk: "/p/.airlock/default/disk.img", runtimeDirectory: "/run/user/1000/airlock/abcd", consoleLog: "/p/.airlock/default/console.log",
         accelerator: .kvm)
 
@@ -29,11 +32,14 @@ struct MachineTests {
         #expect(config.serial == SerialConfig(mode: .file, file: "/p/.airlock/default/console.log"))
         #expect(config.console == ConsoleConfig(mode: .off))
         #expect(config.vsock == VsockConfig(cid: 3, socket: "/run/user/1000/airlock/abcd/vsock.sock"))
-        #expect(config.fs == [
-            FsConfig(tag: "usr", socket: "/run/user/1000/airlock/abcd/fs0.sock", numQueues: 1, queueSize: 1024),
-            FsConfig(tag: "workspace", socket: "/run/user/1000/airlock/abcd/fs1.sock", numQueues: 1, queueSize: 1024),
-        ])
-        #expect(config.disks == [DiskConfig(path: "/p/.airlock/default/disk.img", readonly: false, id: "state", serial: "airlock-state", imageType: .raw)])
+        #expect(
+            config.fs == [
+                FsConfig(tag: "usr", socket: "/run/user/1000/airlock/abcd/fs0.sock", numQueues: 1, queueSize: 1024),
+                FsConfig(tag: "workspace", socket: "/run/user/1000/airlock/abcd/fs1.sock", numQueues: 1, queueSize: 1024),
+            ])
+        #expect(
+            config.disks == [DiskConfig(path: "/p/.airlock/default/disk.img", readonly: false, id: "state", serial: "airlock-state", imageType: .raw)]
+        )
         #expect(config.rng == RngConfig(src: "/dev/urandom"))
         #expect(CloudHypervisorMachine.arguments(sockets: sockets) == ["--api-socket", "/run/user/1000/airlock/abcd/ch.sock"])
     }
@@ -43,17 +49,19 @@ struct MachineTests {
         var spec = Self.spec
         spec.readOnlyDisks = [.init(serial: "oci0", path: "/c/oci/a.sqfs"), .init(serial: "oci1", path: "/c/oci/b.sqfs")]
         let config = CloudHypervisorMachine.vmConfig(for: spec, sockets: .init(runtimeDirectory: spec.runtimeDirectory, shareCount: 2))
-        #expect(config.disks == [
-            DiskConfig(path: "/p/.airlock/default/disk.img", readonly: false, id: "state", serial: "airlock-state", imageType: .raw),
-            DiskConfig(path: "/c/oci/a.sqfs", readonly: true, id: "oci0", serial: "oci0", imageType: .raw),
-            DiskConfig(path: "/c/oci/b.sqfs", readonly: true, id: "oci1", serial: "oci1", imageType: .raw),
-        ])
+        #expect(
+            config.disks == [
+                DiskConfig(path: "/p/.airlock/default/disk.img", readonly: false, id: "state", serial: "airlock-state", imageType: .raw),
+                DiskConfig(path: "/c/oci/a.sqfs", readonly: true, id: "oci0", serial: "oci0", imageType: .raw),
+                DiskConfig(path: "/c/oci/b.sqfs", readonly: true, id: "oci1", serial: "oci1", imageType: .raw),
+            ])
     }
 
     @Test("virtiofsd (shared with QEMU): fixed flags, the directory as --shared-dir= (a leading dash stays a path), --readonly for read-only shares")
     func virtiofsd() {
         let readOnly = Virtiofsd.arguments(socket: "/r/fs0.sock", share: .init(tag: "usr", hostPath: "/usr", readOnly: true))
-        #expect(readOnly == ["--socket-path=/r/fs0.sock", "--shared-dir=/usr", "--cache=auto", "--announce-submounts", "--log-level=warn", "--readonly"])
+        #expect(
+            readOnly == ["--socket-path=/r/fs0.sock", "--shared-dir=/usr", "--cache=auto", "--announce-submounts", "--log-level=warn", "--readonly"])
         let writable = Virtiofsd.arguments(socket: "/r/fs1.sock", share: .init(tag: "w", hostPath: "-rf", readOnly: false))
         #expect(writable.contains("--shared-dir=-rf"))
         #expect(!writable.contains("--readonly"))
@@ -89,7 +97,8 @@ struct MachineTests {
 
     @Test("a cloud-hypervisor that exits at once: a clear error with its output")
     func vmmExits() async throws {
-        let error = try await failingStart(cloudHypervisor: "", virtiofsd: "/bin/false", shares: [], script: "echo 'Error: KVM not usable' >&2; exit 1")
+        let error = try await failingStart(
+            cloudHypervisor: "", virtiofsd: "/bin/false", shares: [], script: "echo 'Error: KVM not usable' >&2; exit 1")
         let failure = try #require(error)
         #expect(failure.message.contains("cloud-hypervisor exited during start-up"))
         #expect(failure.consoleTail.contains { $0.contains("KVM not usable") })

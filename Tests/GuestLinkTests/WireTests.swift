@@ -35,7 +35,10 @@ struct WireTests {
     func setupRoundTrip() throws {
         let setup = SetupSpec(
             clockSeconds: 1_700_000_000, clockNanoseconds: 5, hostname: "airlock-x", stateDisk: "/dev/vda",
-            shares: [.init(tag: "usr", path: "/usr", readOnly: true, kind: .overlay), .init(tag: "workspace", path: "/home/u/p", readOnly: false, kind: .direct)],
+            shares: [
+                .init(tag: "usr", path: "/usr", readOnly: true, kind: .overlay),
+                .init(tag: "workspace", path: "/home/u/p", readOnly: false, kind: .direct),
+            ],
             links: [(path: "/bin", target: "usr/bin")], files: [.init(path: "/etc/ld.so.cache", contents: [0, 1, 2, 255], mode: 0o644)],
             directories: ["/var/cache"], home: "/home/u", user: 1000, group: 1000)
         #expect(try SetupSpec(decoding: setup.encoded()) == setup)
@@ -46,10 +49,12 @@ struct WireTests {
         #expect(decoded.forwardSockets == forwarding.forwardSockets && decoded.forwardPorts == [5000])
     }
 
-    @Test("setup specs: socket forwards with a bad name or path are refused", arguments: [
-        ("a b", "/run/a.sock"), ("", "/run/a.sock"), ("a", "run/a.sock"), ("a", "/run/../a.sock"), ("a", "/"),
-        ("a", "/run/" + String(repeating: "x", count: 100)),
-    ])
+    @Test(
+        "setup specs: socket forwards with a bad name or path are refused",
+        arguments: [
+            ("a b", "/run/a.sock"), ("", "/run/a.sock"), ("a", "run/a.sock"), ("a", "/run/../a.sock"), ("a", "/"),
+            ("a", "/run/" + String(repeating: "x", count: 100)),
+        ])
     func badSocketForward(name: String, path: String) {
         var setup = SetupSpec(
             clockSeconds: 0, clockNanoseconds: 0, hostname: "h", stateDisk: "/dev/vda", shares: [], links: [], files: [], directories: [],
@@ -69,13 +74,15 @@ struct WireTests {
         #expect(throws: WireError.self) { try SocketRequest(headers: wrongPath) }
     }
 
-    @Test("hostile frames are errors, not crashes", arguments: [
-        [UInt8(0x99), 0, 0, 0, 0],                 // unknown type
-        [UInt8(4), 0, 0, 0, 1, 0],                 // resize too short
-        [UInt8(0x13), 0, 0, 0, 4, 0, 0, 0, 0],     // exit status too short
-        [UInt8(2), 0x7f, 0xff, 0xff, 0xff],        // 2 GB stdin frame announced
-        [UInt8(1), 0, 0, 0, 4, 0, 0, 0, 9],        // spec claiming 9 arguments, none there
-    ])
+    @Test(
+        "hostile frames are errors, not crashes",
+        arguments: [
+            [UInt8(0x99), 0, 0, 0, 0],  // unknown type
+            [UInt8(4), 0, 0, 0, 1, 0],  // resize too short
+            [UInt8(0x13), 0, 0, 0, 4, 0, 0, 0, 0],  // exit status too short
+            [UInt8(2), 0x7f, 0xff, 0xff, 0xff],  // 2 GB stdin frame announced
+            [UInt8(1), 0, 0, 0, 4, 0, 0, 0, 9],  // spec claiming 9 arguments, none there
+        ])
     func hostileFrames(bytes: [UInt8]) {
         var parser = SessionFrameParser()
         parser.append(ByteBuffer(bytes: bytes))

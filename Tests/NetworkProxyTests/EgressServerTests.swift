@@ -1,10 +1,11 @@
 import Foundation
 import GuestLink
-import NetworkPolicy
 import NIOCore
 import NIOHTTP2
 import NIOPosix
+import NetworkPolicy
 import Testing
+
 @testable import NetworkProxy
 
 /// The egress server end to end: a fake guest (HTTP/2 client) on a socket pair, real servers
@@ -17,10 +18,13 @@ struct EgressServerTests {
         let records: Records
     }
 
-    func setUp(_ rules: NetworkRules, names: [String: [String]] = [:], forwards: [GuestForward] = [], sockets: [UnixSocketForward] = []) async throws -> Setup {
+    func setUp(_ rules: NetworkRules, names: [String: [String]] = [:], forwards: [GuestForward] = [], sockets: [UnixSocketForward] = []) async throws
+        -> Setup
+    {
         let records = Records()
-        let server = EgressServer(configuration: .init(rules: rules, resolver: StaticResolver(names), guestForwards: forwards, socketForwards: sockets),
-                                  logger: testLogger, records: records.sink)
+        let server = EgressServer(
+            configuration: .init(rules: rules, resolver: StaticResolver(names), guestForwards: forwards, socketForwards: sockets),
+            logger: testLogger, records: records.sink)
         return Setup(server: server, guest: try await FakeGuest(server: server), records: records)
     }
 
@@ -30,7 +34,8 @@ struct EgressServerTests {
     func allowedPrivate() async throws {
         try await within {
             let web = try await TestServer.hello("web")
-            let setup = try await setUp(try rules([("web", allow: ["web.test:\(web.port)"], deny: [], allowPrivate: true)]), names: ["web.test": ["127.0.0.1"]])
+            let setup = try await setUp(
+                try rules([("web", allow: ["web.test:\(web.port)"], deny: [], allowPrivate: true)]), names: ["web.test": ["127.0.0.1"]])
             let answer = try await setup.guest.exchange(host: "web.test", port: web.port, send: Self.get)
             #expect(answer.status == "200")
             #expect(answer.text.hasPrefix("HTTP/1.1 200 OK"))
@@ -52,7 +57,8 @@ struct EgressServerTests {
     func privateRefused() async throws {
         try await within {
             let web = try await TestServer.hello("web")
-            let setup = try await setUp(try rules([("web", allow: ["web.test:\(web.port)"], deny: [], allowPrivate: false)]), names: ["web.test": ["127.0.0.1"]])
+            let setup = try await setUp(
+                try rules([("web", allow: ["web.test:\(web.port)"], deny: [], allowPrivate: false)]), names: ["web.test": ["127.0.0.1"]])
             let answer = try await setup.guest.exchange(host: "web.test", port: web.port, send: Self.get)
             #expect(answer.status == "403")
             #expect(answer.reason?.contains("resolves only to loopback/private/link-local addresses (127.0.0.1)") == true, "\(answer.reason ?? "")")
@@ -67,18 +73,21 @@ struct EgressServerTests {
         }
     }
 
-    @Test("denied: a name no rule allows, a denied port of an allowed name, a name in both allow and deny", arguments: [
-        ("other.test", "deny-by-default", "allow = [\"other.test:PORT\"]"),
-        ("web.test", "deny \"web.test:PORT\"", "remove \"web.test:PORT\" from `deny` in [network.rules.web]"),
-        ("both.test", "deny \"both.test\"", "remove \"both.test\" from `deny` in [network.rules.web]"),
-    ])
+    @Test(
+        "denied: a name no rule allows, a denied port of an allowed name, a name in both allow and deny",
+        arguments: [
+            ("other.test", "deny-by-default", "allow = [\"other.test:PORT\"]"),
+            ("web.test", "deny \"web.test:PORT\"", "remove \"web.test:PORT\" from `deny` in [network.rules.web]"),
+            ("both.test", "deny \"both.test\"", "remove \"both.test\" from `deny` in [network.rules.web]"),
+        ])
     func denied(name: String, because: String, fix: String) async throws {
         try await within {
             let web = try await TestServer.hello("web")
             let port = web.port
-            let setup = try await setUp(try rules([
-                ("web", allow: ["web.test", "both.test"], deny: ["web.test:\(port)", "both.test"], allowPrivate: true),
-            ]), names: ["web.test": ["127.0.0.1"], "both.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]])
+            let setup = try await setUp(
+                try rules([
+                    ("web", allow: ["web.test", "both.test"], deny: ["web.test:\(port)", "both.test"], allowPrivate: true)
+                ]), names: ["web.test": ["127.0.0.1"], "both.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]])
             // Plain HTTP: a 403 page the agent can read, naming the rule and the fix.
             let get = "GET /x HTTP/1.1\r\nHost: \(name)\r\nUser-Agent: t\r\n\r\n"
             let answer = try await setup.guest.exchange(host: name, port: port, send: get, finish: false)
@@ -124,28 +133,32 @@ struct EgressServerTests {
             let answer = try await open.guest.exchange(host: "127.0.0.1", ip: "127.0.0.1", port: port, send: Self.get)
             #expect(answer.text.hasSuffix("hello from web"))
             let record = try #require(await open.records.wait(for: 1).first)
-            #expect(record.name == "web.test") // the sniffed Host
+            #expect(record.name == "web.test")  // the sniffed Host
             #expect(record.ip == "127.0.0.1")
             await open.guest.close()
 
             // An allowed literal carrying a denied Host: denied, by the name.
             let mixed = try await setUp(try rules([("ip", allow: ["127.0.0.1:\(port)"], deny: ["evil.test"], allowPrivate: true)]))
-            let evil = try await mixed.guest.exchange(host: "127.0.0.1", ip: "127.0.0.1", port: port,
-                                                      send: "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n", finish: false)
+            let evil = try await mixed.guest.exchange(
+                host: "127.0.0.1", ip: "127.0.0.1", port: port,
+                send: "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n", finish: false)
             #expect(evil.text.contains("evil.test:\(port) denied by [network.rules.ip] deny \"evil.test\""), "\(evil.text)")
             await mixed.guest.close()
             await web.close()
         }
     }
 
-    @Test("an allowed name in the Host opens an IP literal only when the name resolves to it (no exfiltration to any server by naming an allowed site)")
+    @Test(
+        "an allowed name in the Host opens an IP literal only when the name resolves to it (no exfiltration to any server by naming an allowed site)")
     func literalMustBeAnAddressOfItsName() async throws {
         try await within {
             // 192.0.2.1 (TEST-NET-1) is nobody's address: the decision must fall before any
             // connection is tried, so no traffic leaves the machine.
-            let setup = try await setUp(try rules([("site", allow: ["good.test"], deny: [], allowPrivate: false)]), names: ["good.test": ["127.0.0.1"]])
-            let http = try await setup.guest.exchange(host: "192.0.2.1", ip: "192.0.2.1", port: 80,
-                                                      send: "GET / HTTP/1.1\r\nHost: good.test\r\n\r\n", finish: false)
+            let setup = try await setUp(
+                try rules([("site", allow: ["good.test"], deny: [], allowPrivate: false)]), names: ["good.test": ["127.0.0.1"]])
+            let http = try await setup.guest.exchange(
+                host: "192.0.2.1", ip: "192.0.2.1", port: 80,
+                send: "GET / HTTP/1.1\r\nHost: good.test\r\n\r\n", finish: false)
             #expect(http.text.contains("403"), "\(http.text)")
             #expect(http.text.contains("192.0.2.1 is not an address of good.test (it resolves to 127.0.0.1)"), "\(http.text)")
             let record = try #require(await setup.records.wait(for: 1).first)
@@ -158,7 +171,8 @@ struct EgressServerTests {
     func guestForward() async throws {
         try await within {
             let echo = try await TestServer.echo()
-            let setup = try await setUp(try rules([], policy: .denyAlways), forwards: [GuestForward(guestPort: 5000, hostPort: echo.port, entry: "api")])
+            let setup = try await setUp(
+                try rules([], policy: .denyAlways), forwards: [GuestForward(guestPort: 5000, hostPort: echo.port, entry: "api")])
             let answer = try await setup.guest.exchange(host: EgressRequest.forwardHost, port: 5000, send: "ping")
             #expect(answer.status == "200")
             #expect(answer.text == "ping")
@@ -175,7 +189,9 @@ struct EgressServerTests {
     @Test("Unix-socket forwards: only a configured entry's host socket, half-close both ways, each audited")
     func socketForward() async throws {
         try await within {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-sock-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "airlock-sock-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            ).path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let path = directory + "/agent.sock"
@@ -183,10 +199,12 @@ struct EgressServerTests {
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelInitializer { $0.pipeline.addHandler(EchoHandler()) }
                 .bind(unixDomainSocketPath: path).get()
-            let setup = try await setUp(try rules([], policy: .denyAlways), sockets: [
-                UnixSocketForward(entry: "agent", hostPath: path, guestPath: "/run/airlock/agent.sock"),
-                UnixSocketForward(entry: "gone", hostPath: directory + "/missing.sock", guestPath: "/run/airlock/gone.sock"),
-            ])
+            let setup = try await setUp(
+                try rules([], policy: .denyAlways),
+                sockets: [
+                    UnixSocketForward(entry: "agent", hostPath: path, guestPath: "/run/airlock/agent.sock"),
+                    UnixSocketForward(entry: "gone", hostPath: directory + "/missing.sock", guestPath: "/run/airlock/gone.sock"),
+                ])
             // 3 MB through the echo and back: the guest's END_STREAM reaches the socket as EOF
             // only after every byte, and the socket's EOF comes back as END_STREAM.
             let payload = String(repeating: "0123456789abcdef", count: 3 << 16)
@@ -216,7 +234,9 @@ struct EgressServerTests {
             #expect(records.contains { $0.verdict == .invalid })
             let refused = try #require(records.first { $0.rule == "sockets.gone" })
             #expect(refused.verdict == .refused)
-            #expect(refused.reason.contains("cannot connect to the host socket \(directory)/missing.sock for [network.sockets.gone]"), "\(refused.reason)")
+            #expect(
+                refused.reason.contains("cannot connect to the host socket \(directory)/missing.sock for [network.sockets.gone]"), "\(refused.reason)"
+            )
             await setup.guest.close()
             try? await echo.close()
         }
@@ -228,8 +248,12 @@ struct EgressServerTests {
             let setup = try await setUp(try rules([]))
             let stream = try await setup.guest.open()
             let answer = try await stream.executeThenClose { inbound, outbound in
-                try await outbound.write(.headers(.init(headers: [":method": "POST", ":scheme": "http", ":authority": "h", ":path": "/v1/tcp",
-                                                                   "airlock-host": "a b", "airlock-ip": "1.2.3.4", "airlock-port": "80"])))
+                try await outbound.write(
+                    .headers(
+                        .init(headers: [
+                            ":method": "POST", ":scheme": "http", ":authority": "h", ":path": "/v1/tcp",
+                            "airlock-host": "a b", "airlock-ip": "1.2.3.4", "airlock-port": "80",
+                        ])))
                 return try await FakeGuest.read(inbound)
             }
             #expect(answer.status == "400")

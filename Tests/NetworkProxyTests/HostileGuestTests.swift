@@ -1,9 +1,10 @@
 import Foundation
 import GuestLink
-import NetworkPolicy
 import NIOCore
 import NIOPosix
+import NetworkPolicy
 import Testing
+
 @testable import NetworkProxy
 
 #if canImport(Glibc)
@@ -23,8 +24,10 @@ enum RawHTTP2 {
 
     static func frame(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8]) -> [UInt8] {
         let length = payload.count
-        return [UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF), type, flags,
-                UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+        return [
+            UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF), type, flags,
+            UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF),
+        ] + payload
     }
 
     /// HPACK literal header fields without indexing, new names (RFC 7541 §6.2.2).
@@ -37,10 +40,12 @@ enum RawHTTP2 {
     }
 
     static func egressHeaders(stream: UInt32, host: String, port: UInt16) -> [UInt8] {
-        frame(type: 0x01, flags: 0x04, stream: stream, payload: headerBlock([
-            (":method", "POST"), (":scheme", "http"), (":authority", "host"), (":path", "/v1/tcp"),
-            ("airlock-host", host), ("airlock-ip", "198.18.0.1"), ("airlock-port", String(port)),
-        ]))
+        frame(
+            type: 0x01, flags: 0x04, stream: stream,
+            payload: headerBlock([
+                (":method", "POST"), (":scheme", "http"), (":authority", "host"), (":path", "/v1/tcp"),
+                ("airlock-host", host), ("airlock-ip", "198.18.0.1"), ("airlock-port", String(port)),
+            ]))
     }
 }
 
@@ -60,9 +65,11 @@ struct HostileGuestTests {
     }
 
     func server(_ records: Records) throws -> EgressServer {
-        EgressServer(configuration: .init(rules: try rules([("e", allow: ["echo.test"], deny: [], allowPrivate: true)]),
-                                           resolver: StaticResolver(["echo.test": ["127.0.0.1"]])),
-                     logger: testLogger, records: records.sink)
+        EgressServer(
+            configuration: .init(
+                rules: try rules([("e", allow: ["echo.test"], deny: [], allowPrivate: true)]),
+                resolver: StaticResolver(["echo.test": ["127.0.0.1"]])),
+            logger: testLogger, records: records.sink)
     }
 
     func expectWorks(_ guest: FakeGuest, echo: TestServer) async throws {
@@ -75,10 +82,12 @@ struct HostileGuestTests {
         Array("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".utf8),
         [UInt8](repeating: 0xFF, count: 4096),
         RawHTTP2.preface + RawHTTP2.emptySettings + [UInt8](repeating: 0xA5, count: 4096),
-        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x00, flags: 0, stream: 0, payload: [1, 2, 3]), // DATA on stream 0
-        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x01, flags: 0x04, stream: 1, payload: [0xFF, 0xFF, 0xFF, 0xFF]), // bad HPACK
-        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x04, flags: 0, stream: 0, payload: [0, 4, 0xFF, 0xFF, 0xFF, 0xFF]), // window too big
-        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x04, flags: 0, stream: 0, payload: [0, 3, 0, 0, 0]), // SETTINGS of 5 bytes
+        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x00, flags: 0, stream: 0, payload: [1, 2, 3]),  // DATA on stream 0
+        // bad HPACK
+        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x01, flags: 0x04, stream: 1, payload: [0xFF, 0xFF, 0xFF, 0xFF]),
+        // window too big
+        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x04, flags: 0, stream: 0, payload: [0, 4, 0xFF, 0xFF, 0xFF, 0xFF]),
+        RawHTTP2.preface + RawHTTP2.emptySettings + RawHTTP2.frame(type: 0x04, flags: 0, stream: 0, payload: [0, 3, 0, 0, 0]),  // SETTINGS of 5 bytes
     ]
 
     @Test("garbage instead of HTTP/2, or garbage frames after a valid start, end only that connection", arguments: 0..<7)

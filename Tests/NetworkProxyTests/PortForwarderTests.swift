@@ -4,6 +4,7 @@ import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import Testing
+
 @testable import NetworkProxy
 
 /// The guest's side of `/v1/forward`, for the test: an HTTP/2 server on the control connection
@@ -33,16 +34,19 @@ enum FakeGuestControl {
             let request = try ForwardRequest(headers: headers.headers)
             let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
             do {
-                upstream = try await connectTCP(to: try SocketAddress(ipAddress: "127.0.0.1", port: Int(request.port)),
-                                                                 group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(2))
+                upstream = try await connectTCP(
+                    to: try SocketAddress(ipAddress: "127.0.0.1", port: Int(request.port)),
+                    group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(2))
             } catch {
-                try await outbound.write(.headers(.init(headers: [":status": "502", ForwardRequest.reasonHeader: "nothing listens on \(request.port)"], endStream: true)))
+                try await outbound.write(
+                    .headers(.init(headers: [":status": "502", ForwardRequest.reasonHeader: "nothing listens on \(request.port)"], endStream: true)))
                 return
             }
             try await outbound.write(.headers(.init(headers: [":status": "200"])))
-            _ = await Relay.run(frames: &frames, frame: { $0 }, guestFinished: false, initial: ByteBuffer(), stream: stream.channel,
-                                outbound: outbound, upstream: upstream,
-                                record: ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .forward, reason: ""), progress: { _ in })
+            _ = await Relay.run(
+                frames: &frames, frame: { $0 }, guestFinished: false, initial: ByteBuffer(), stream: stream.channel,
+                outbound: outbound, upstream: upstream,
+                record: ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .forward, reason: ""), progress: { _ in })
             await Relay.settle(stream.channel, timeout: .seconds(10))
         }
     }
@@ -56,7 +60,8 @@ struct PortForwarderTests {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .connect(host: "127.0.0.1", port: Int(port)) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                 }
             }
         return try await channel.executeThenClose { inbound, outbound in
@@ -80,10 +85,11 @@ struct PortForwarderTests {
             let guest = Task { try? await FakeGuestControl.serve(guestEnd) }
             let link = try await LinkClient.connect(connectedSocket: hostEnd)
             let records = Records()
-            let forwarder = try await PortForwarder.bind([
-                HostForward(listenPort: 0, guestPort: echo.port, entry: "echo"),
-                HostForward(listenPort: 0, guestPort: deadPort, entry: "dead"),
-            ], link: link, logger: testLogger, records: records.sink)
+            let forwarder = try await PortForwarder.bind(
+                [
+                    HostForward(listenPort: 0, guestPort: echo.port, entry: "echo"),
+                    HostForward(listenPort: 0, guestPort: deadPort, entry: "dead"),
+                ], link: link, logger: testLogger, records: records.sink)
             let running = Task { await forwarder.run() }
             let ports = forwarder.boundPorts
             #expect(ports.count == 2 && ports.allSatisfy { $0 != 0 })
@@ -115,9 +121,11 @@ struct PortForwarderTests {
             let link = try await LinkClient.connect(connectedSocket: hostEnd)
             let taken = try await TestServer.echo()
             await #expect(throws: PortForwardError.self) {
-                _ = try await PortForwarder.bind([HostForward(listenPort: taken.port, guestPort: 1, entry: "clash")], link: link, logger: testLogger, records: { _ in })
+                _ = try await PortForwarder.bind(
+                    [HostForward(listenPort: taken.port, guestPort: 1, entry: "clash")], link: link, logger: testLogger, records: { _ in })
             }
-            let forwarder = try await PortForwarder.bind([HostForward(listenPort: 0, guestPort: 1, entry: "x")], link: link, logger: testLogger, records: { _ in })
+            let forwarder = try await PortForwarder.bind(
+                [HostForward(listenPort: 0, guestPort: 1, entry: "x")], link: link, logger: testLogger, records: { _ in })
             #expect(forwarder.boundAddresses.allSatisfy { $0 == "127.0.0.1" })
             await forwarder.close()
             await taken.close()

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import NetworkProxy
 
 /// A ClientHello as TLS stacks write it, with the server_name extension (or not), split into
@@ -53,13 +54,15 @@ struct SnifferTests {
         }
     }
 
-    @Test("malformed ClientHellos are .other", arguments: [
-        [0x16, 0x02, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5],           // SSL 2-ish version
-        [0x16, 0x03, 0x01, 0x00, 0x00],                          // empty record
-        [0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00],  // ServerHello
-        [0x16, 0x03, 0x01, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 10), // record too long
-        [0x17, 0x03, 0x03, 0x00, 0x01, 0x00],                    // application data
-    ] as [[UInt8]])
+    @Test(
+        "malformed ClientHellos are .other",
+        arguments: [
+            [0x16, 0x02, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5],  // SSL 2-ish version
+            [0x16, 0x03, 0x01, 0x00, 0x00],  // empty record
+            [0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00],  // ServerHello
+            [0x16, 0x03, 0x01, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 10),  // record too long
+            [0x17, 0x03, 0x03, 0x00, 0x01, 0x00],  // application data
+        ] as [[UInt8]])
     func malformed(bytes: [UInt8]) {
         #expect(Sniffed.sniff(bytes) == .other)
     }
@@ -87,7 +90,9 @@ struct SnifferTests {
             if Bool.random(using: &generator) { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &generator))) }
             let result = Sniffed.sniff(bytes)
             for name in result.names {
-                #expect(name.utf8.allSatisfy { $0 == 0x2E || $0 == 0x2D || $0 == 0x5F || ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) }, "\(name)")
+                #expect(
+                    name.utf8.allSatisfy { $0 == 0x2E || $0 == 0x2D || $0 == 0x5F || ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) },
+                    "\(name)")
             }
         }
         for _ in 0..<20_000 {
@@ -98,15 +103,17 @@ struct SnifferTests {
         }
     }
 
-    @Test("HTTP/1.x request heads give their Host", arguments: [
-        ("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", ["example.com"]),
-        ("GET / HTTP/1.1\r\nhOsT:   Example.COM:8080  \r\nAccept: */*\r\n\r\n", ["example.com"]),
-        ("POST /x HTTP/1.0\r\nHost: [::1]:80\r\n\r\nbody", ["::1"]),
-        ("GET http://abs.test:81/p HTTP/1.1\r\nUser-Agent: x\r\n\r\n", ["abs.test"]),
-        ("GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", ["a.test", "b.test"]),  // both judged
-        ("CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n\r\n", ["x.test"]),
-        ("GET / HTTP/1.1\r\n\r\n", []),
-    ] as [(String, [String])])
+    @Test(
+        "HTTP/1.x request heads give their Host",
+        arguments: [
+            ("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", ["example.com"]),
+            ("GET / HTTP/1.1\r\nhOsT:   Example.COM:8080  \r\nAccept: */*\r\n\r\n", ["example.com"]),
+            ("POST /x HTTP/1.0\r\nHost: [::1]:80\r\n\r\nbody", ["::1"]),
+            ("GET http://abs.test:81/p HTTP/1.1\r\nUser-Agent: x\r\n\r\n", ["abs.test"]),
+            ("GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", ["a.test", "b.test"]),  // both judged
+            ("CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n\r\n", ["x.test"]),
+            ("GET / HTTP/1.1\r\n\r\n", []),
+        ] as [(String, [String])])
     func http(text: String, hosts: [String]) {
         guard case .http(let found, _) = Sniffed.sniff(Array(text.utf8)) else {
             Issue.record("not parsed as HTTP: \(text)")
@@ -115,12 +122,14 @@ struct SnifferTests {
         #expect(found == hosts)
     }
 
-    @Test("incomplete heads ask for more; non-HTTP text is .other", arguments: [
-        ("GET", Sniffed.needMore), ("GET / HTTP/1.1\r\nHost: a", .needMore), ("GET / HTTP/1.1\r\nHost: a.test\r\n", .needMore),
-        ("SSH-2.0-OpenSSH\r\n", .other), ("GET / HTTP/2.0\r\n\r\n", .other), ("get / HTTP/1.1\r\n\r\n", .other),
-        ("GET / HTTP/1.1\r\nHost: bad host\r\n\r\n", .other), ("GET / HTTP/1.1\r\nno colon\r\n\r\n", .other),
-        ("GET / HTTP/1.1\r\nHost : a.test\r\n\r\n", .other), ("\u{0}\u{1}", .other), ("ABCDEFGHIJKLMNOPQRSTUVWXYZ", .other),
-    ] as [(String, Sniffed)])
+    @Test(
+        "incomplete heads ask for more; non-HTTP text is .other",
+        arguments: [
+            ("GET", Sniffed.needMore), ("GET / HTTP/1.1\r\nHost: a", .needMore), ("GET / HTTP/1.1\r\nHost: a.test\r\n", .needMore),
+            ("SSH-2.0-OpenSSH\r\n", .other), ("GET / HTTP/2.0\r\n\r\n", .other), ("get / HTTP/1.1\r\n\r\n", .other),
+            ("GET / HTTP/1.1\r\nHost: bad host\r\n\r\n", .other), ("GET / HTTP/1.1\r\nno colon\r\n\r\n", .other),
+            ("GET / HTTP/1.1\r\nHost : a.test\r\n\r\n", .other), ("\u{0}\u{1}", .other), ("ABCDEFGHIJKLMNOPQRSTUVWXYZ", .other),
+        ] as [(String, Sniffed)])
     func httpIncomplete(text: String, expected: Sniffed) {
         #expect(Sniffed.sniff(Array(text.utf8)) == expected)
     }

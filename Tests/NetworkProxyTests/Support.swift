@@ -1,12 +1,13 @@
 import Foundation
 import GuestLink
 import Logging
-import NetworkPolicy
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
+import NetworkPolicy
+
 @testable import NetworkProxy
 
 #if canImport(Glibc)
@@ -33,10 +34,13 @@ final class Records: Sendable {
 }
 
 func rules(_ entries: [(String, allow: [String], deny: [String], allowPrivate: Bool)], policy: PolicyMode = .denyByDefault) throws -> NetworkRules {
-    NetworkRules(policy: policy, rules: try entries.map { entry in
-        NetworkRule(name: entry.0, allow: try entry.allow.map { try HostPattern(parsing: $0) },
-                    deny: try entry.deny.map { try HostPattern(parsing: $0) }, allowPrivate: entry.allowPrivate)
-    })
+    NetworkRules(
+        policy: policy,
+        rules: try entries.map { entry in
+            NetworkRule(
+                name: entry.0, allow: try entry.allow.map { try HostPattern(parsing: $0) },
+                deny: try entry.deny.map { try HostPattern(parsing: $0) }, allowPrivate: entry.allowPrivate)
+        })
 }
 
 let testLogger: Logger = {
@@ -140,10 +144,16 @@ final class FakeGuest: Sendable {
             case .headers(let headers):
                 answer.status = answer.status ?? headers.headers.first(name: ":status")
                 answer.reason = answer.reason ?? headers.headers.first(name: EgressRequest.reasonHeader)
-                if headers.endStream { answer.endStream = true; return answer }
+                if headers.endStream {
+                    answer.endStream = true
+                    return answer
+                }
             case .data(let data):
                 if case .byteBuffer(let bytes) = data.data { answer.body += bytes.readableBytesView }
-                if data.endStream { answer.endStream = true; return answer }
+                if data.endStream {
+                    answer.endStream = true
+                    return answer
+                }
             default:
                 continue
             }
@@ -158,7 +168,8 @@ final class FakeGuest: Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: "127.0.0.1", port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                 }
             }
         let localPort = server.channel.localAddress?.port ?? 0
@@ -172,10 +183,11 @@ final class FakeGuest: Sendable {
                                 try await outbound.write(Self.request(host: host, ip: ip, port: port))
                                 // Like the guest: the connection's bytes go at once, before the answer.
                                 var frames = inbound.makeAsyncIterator()
-                                _ = await Relay.run(frames: &frames, frame: { $0 }, guestFinished: false, initial: ByteBuffer(),
-                                                    stream: stream.channel, outbound: outbound, upstream: connection,
-                                                    record: ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .allow, reason: ""),
-                                                    progress: { _ in })
+                                _ = await Relay.run(
+                                    frames: &frames, frame: { $0 }, guestFinished: false, initial: ByteBuffer(),
+                                    stream: stream.channel, outbound: outbound, upstream: connection,
+                                    record: ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .allow, reason: ""),
+                                    progress: { _ in })
                                 await Relay.settle(stream.channel, timeout: .seconds(30))
                             }
                         }

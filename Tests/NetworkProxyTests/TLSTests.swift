@@ -1,8 +1,9 @@
 import Foundation
-import NetworkPolicy
 import NIOCore
 import NIOPosix
+import NetworkPolicy
 import Testing
+
 @testable import NetworkProxy
 
 #if canImport(Glibc)
@@ -23,20 +24,28 @@ struct TLSTests {
         init() async throws {
             directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-tls-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            let made = try await runProgram(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                                             "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
-                                             "-subj", "/CN=good.test", "-addext", "subjectAltName=DNS:good.test"])
+            let made = try await runProgram([
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
+                "-subj", "/CN=good.test", "-addext", "subjectAltName=DNS:good.test",
+            ])
             guard made?.status == 0 else { throw TestFailure("openssl req failed: \(made?.output ?? "")") }
             // A free port: bind, note, release.
             let probe = try await TestServer.echo()
             port = Int(probe.port)
             await probe.close()
-            guard let process = try launchProgram(["openssl", "s_server", "-accept", "127.0.0.1:\(port)", "-cert", "cert.pem", "-key", "key.pem",
-                                                   "-www", "-quiet"], directory: directory) else { throw TestFailure("no openssl") }
+            guard
+                let process = try launchProgram(
+                    [
+                        "openssl", "s_server", "-accept", "127.0.0.1:\(port)", "-cert", "cert.pem", "-key", "key.pem",
+                        "-www", "-quiet",
+                    ], directory: directory)
+            else { throw TestFailure("no openssl") }
             self.process = process
             // Ready when it accepts.
             for _ in 0..<250 {
-                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get() {
+                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+                {
                     try? await channel.close()
                     return
                 }
@@ -79,9 +88,11 @@ struct TLSTests {
             defer { tls.stop() }
             let port = tls.port
             let records = Records()
-            let server = EgressServer(configuration: .init(rules: try rules([
-                ("site", allow: ["good.test:\(port)", "127.0.0.1:\(port)"], deny: ["evil.test"], allowPrivate: true),
-            ])), logger: testLogger, records: records.sink)
+            let server = EgressServer(
+                configuration: .init(
+                    rules: try rules([
+                        ("site", allow: ["good.test:\(port)", "127.0.0.1:\(port)"], deny: ["evil.test"], allowPrivate: true)
+                    ])), logger: testLogger, records: records.sink)
             let guest = try await FakeGuest(server: server)
             let capture = try await guest.capture(host: "127.0.0.1", ip: "127.0.0.1", port: UInt16(port))
 
@@ -114,9 +125,11 @@ struct TLSTests {
         try await within(60) {
             let records = Records()
             // 192.0.2.1 (TEST-NET-1): refused before any connection, so nothing leaves.
-            let server = EgressServer(configuration: .init(rules: try rules([("site", allow: ["good.test"], deny: [], allowPrivate: false)]),
-                                                           resolver: StaticResolver(["good.test": ["127.0.0.1"]])),
-                                      logger: testLogger, records: records.sink)
+            let server = EgressServer(
+                configuration: .init(
+                    rules: try rules([("site", allow: ["good.test"], deny: [], allowPrivate: false)]),
+                    resolver: StaticResolver(["good.test": ["127.0.0.1"]])),
+                logger: testLogger, records: records.sink)
             let guest = try await FakeGuest(server: server)
             let capture = try await guest.capture(host: "192.0.2.1", ip: "192.0.2.1", port: 443)
             let result = try await curl(sni: "good.test", through: capture.port, port: 443)
@@ -136,9 +149,11 @@ struct TLSTests {
             defer { tls.stop() }
             let port = tls.port
             let records = Records()
-            let server = EgressServer(configuration: .init(rules: try rules([
-                ("site", allow: ["good.test:\(port)"], deny: [], allowPrivate: true),
-            ])), logger: testLogger, records: records.sink)
+            let server = EgressServer(
+                configuration: .init(
+                    rules: try rules([
+                        ("site", allow: ["good.test:\(port)"], deny: [], allowPrivate: true)
+                    ])), logger: testLogger, records: records.sink)
             let guest = try await FakeGuest(server: server)
             let capture = try await guest.capture(host: "127.0.0.1", ip: "127.0.0.1", port: UInt16(port))
             let result = try await curl(sni: "good.test", through: capture.port, port: port)

@@ -28,10 +28,13 @@ struct BootSnapshotTests {
     }
 
     static func key(_ spec: MachineSpec, root: URL, tsc: UInt = 2_600_000, cpu: String = "model name : Test CPU\nflags : fpu avx2\n") -> String {
-        BootSnapshot.key(arguments: QEMUMachine.arguments(for: spec, tscKilohertz: tsc), spec: spec, qemu: root.appendingPathComponent("qemu").path, cpu: cpu)
+        BootSnapshot.key(
+            arguments: QEMUMachine.arguments(for: spec, tscKilohertz: tsc), spec: spec, qemu: root.appendingPathComponent("qemu").path, cpu: cpu)
     }
 
-    @Test("the same configuration in two sandboxes (other paths, another TSC measurement) shares a key; shares, memory, disk size, kernel files, layer disks and another host's CPU or TSC rate change it")
+    @Test(
+        "the same configuration in two sandboxes (other paths, another TSC measurement) shares a key; shares, memory, disk size, kernel files, layer disks and another host's CPU or TSC rate change it"
+    )
     func keys() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("snapshot-keys-\(getpid())")
         defer { try? FileManager.default.removeItem(at: root) }
@@ -79,7 +82,8 @@ struct BootSnapshotTests {
             let file = root.appendingPathComponent(name + ".state")
             try Data().write(to: file)
             let age: [String: Double] = ["old": 300, "older": 400, "new": 100, "newer": 50, "current": 0]
-            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -(age[name] ?? 0) - Double(index))], ofItemAtPath: file.path)
+            try FileManager.default.setAttributes(
+                [.modificationDate: Date(timeIntervalSinceNow: -(age[name] ?? 0) - Double(index))], ofItemAtPath: file.path)
         }
         try Data().write(to: root.appendingPathComponent("unrelated.log"))
         // An interrupted snapshot boot's files (its airlock is gone), and a running one's.

@@ -7,7 +7,10 @@ struct QEMUArgumentsTests {
     static func spec(accelerator: BackendSelection.Accelerator) -> MachineSpec {
         MachineSpec(
             kernel: "/k/vmlinuz", initramfs: "/k/initramfs", cpus: 2, memoryMiB: 2048,
-            shares: [.init(tag: "usr", hostPath: "/usr", readOnly: true), .init(tag: "workspace", hostPath: "/p/a,b/.airlock/default/workspace", readOnly: false)],
+            shares: [
+                .init(tag: "usr", hostPath: "/usr", readOnly: true),
+                .init(tag: "workspace", hostPath: "/p/a,b/.airlock/default/workspace", readOnly: false),
+            ],
             disk: "/p/.airlock/default/disk.img", runtimeDirectory: "/tmp/airlock-0/abc", consoleLog: "/p/.airlock/default/console.log",
             accelerator: accelerator)
     }
@@ -41,17 +44,19 @@ struct QEMUArgumentsTests {
         var spec = Self.spec(accelerator: .tcg)
         spec.readOnlyDisks = [.init(serial: "oci0", path: "/c/oci/a,b.sqfs"), .init(serial: "oci1", path: "/c/oci/c.sqfs")]
         let arguments = QEMUMachine.arguments(for: spec, tscKilohertz: 2_445_404)
-        #expect(values(arguments, "-drive") == [
-            "id=state,file=/p/.airlock/default/disk.img,format=raw,if=none,discard=unmap",
-            "id=oci0,file=/c/oci/a,,b.sqfs,format=raw,if=none,readonly=on",
-            "id=oci1,file=/c/oci/c.sqfs,format=raw,if=none,readonly=on",
-        ])
+        #expect(
+            values(arguments, "-drive") == [
+                "id=state,file=/p/.airlock/default/disk.img,format=raw,if=none,discard=unmap",
+                "id=oci0,file=/c/oci/a,,b.sqfs,format=raw,if=none,readonly=on",
+                "id=oci1,file=/c/oci/c.sqfs,format=raw,if=none,readonly=on",
+            ])
         let devices = values(arguments, "-device").filter { $0.hasPrefix("virtio-blk-device") }
-        #expect(devices == [
-            "virtio-blk-device,drive=state,serial=airlock-state",
-            "virtio-blk-device,drive=oci0,serial=oci0",
-            "virtio-blk-device,drive=oci1,serial=oci1",
-        ])
+        #expect(
+            devices == [
+                "virtio-blk-device,drive=state,serial=airlock-state",
+                "virtio-blk-device,drive=oci0,serial=oci0",
+                "virtio-blk-device,drive=oci1,serial=oci1",
+            ])
     }
 
     @Test("KVM when usable")

@@ -12,8 +12,9 @@ import Glibc
 /// it shows: virtiofsd starts first with the fixed flags, its failure is reported with its
 /// share and output, and a QEMU that fails leaves no virtiofsd behind. The real path (QEMU and
 /// a virtiofsd booting a guest) is `VirtiofsVMTests`.
-@Suite("QEMU with virtiofsd (stand-ins)",
-       .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "the fake virtiofsd needs /usr/bin/python3"))
+@Suite(
+    "QEMU with virtiofsd (stand-ins)",
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "the fake virtiofsd needs /usr/bin/python3"))
 struct QEMUVirtiofsStartTests {
     static let fakeVirtiofsd = #"""
         #!/usr/bin/python3
@@ -80,7 +81,9 @@ struct QEMUVirtiofsStartTests {
         defer { directory.remove() }
         let virtiofsd = try directory.executable("virtiofsd", Self.fakeVirtiofsd)
         // The fake QEMU notes which virtiofsd sockets existed when it started, then fails.
-        let qemu = try directory.executable("qemu", """
+        let qemu = try directory.executable(
+            "qemu",
+            """
             #!/bin/sh
             ls "$(dirname "$0")" | grep '\\.sock$' > "$(dirname "$0")/sockets-at-qemu-start"
             echo 'qemu-system-x86_64: -device vhost-user-fs-device: Failed to connect' >&2

@@ -115,35 +115,36 @@ struct ConfigMergeTests {
 
     @Test("ports, sockets, mounts, disk, masks and daemons take their typed form")
     func typedSections() throws {
-        let result = try load(project: """
-            [network.ports.db]
-            host = [5432, "9000:3000"]
-            guest = ["5000:4000"]
+        let result = try load(
+            project: """
+                [network.ports.db]
+                host = [5432, "9000:3000"]
+                guest = ["5000:4000"]
 
-            [network.sockets.agent]
-            host = "~/.ssh/agent.sock"
-            guest = "/run/agent.sock"
+                [network.sockets.agent]
+                host = "~/.ssh/agent.sock"
+                guest = "/run/agent.sock"
 
-            [mounts.cache]
-            source = "~/cache"
-            target = "/cache"
-            missing = "create"
+                [mounts.cache]
+                source = "~/cache"
+                target = "/cache"
+                missing = "create"
 
-            [disk]
-            size = "20G"
-            [disk.cache.cargo]
-            paths = ["/root/.cargo/registry"]
+                [disk]
+                size = "20G"
+                [disk.cache.cargo]
+                paths = ["/root/.cargo/registry"]
 
-            [mask.secrets]
-            paths = [".env", "config/secrets"]
+                [mask.secrets]
+                paths = [".env", "config/secrets"]
 
-            [daemons.redis]
-            command = ["redis-server", "--port", "6379"]
+                [daemons.redis]
+                command = ["redis-server", "--port", "6379"]
 
-            [workspace]
-            mode = "mount"
-            read_only = true
-            """)
+                [workspace]
+                mode = "mount"
+                read_only = true
+                """)
         let config = result.config
         #expect(config.network.ports["db"]?.host == [PortForward(listen: 5432, connect: 5432), PortForward(listen: 9000, connect: 3000)])
         #expect(config.network.ports["db"]?.guest == [PortForward(listen: 5000, connect: 4000)])
@@ -159,20 +160,24 @@ struct ConfigMergeTests {
 
 @Suite("[env] templates")
 struct EnvTemplateTests {
-    @Test("${VAR:default}: unset, empty and set", arguments: [
-        ([String: String](), "fallback"),
-        (["V": ""], "fallback"),
-        (["V": "value"], "value"),
-    ])
+    @Test(
+        "${VAR:default}: unset, empty and set",
+        arguments: [
+            ([String: String](), "fallback"),
+            (["V": ""], "fallback"),
+            (["V": "value"], "value"),
+        ])
     func withDefault(environment: [String: String], expected: String) throws {
         #expect(try EnvTemplate.expand("${V:fallback}") { environment[$0] } == expected)
     }
 
-    @Test("${VAR}: unset and empty give empty, set gives the value", arguments: [
-        ([String: String](), ""),
-        (["V": ""], ""),
-        (["V": "x y"], "x y"),
-    ])
+    @Test(
+        "${VAR}: unset and empty give empty, set gives the value",
+        arguments: [
+            ([String: String](), ""),
+            (["V": ""], ""),
+            (["V": "x y"], "x y"),
+        ])
     func withoutDefault(environment: [String: String], expected: String) throws {
         #expect(try EnvTemplate.expand("${V}") { environment[$0] } == expected)
     }
@@ -191,7 +196,8 @@ struct EnvTemplateTests {
 
     @Test("templates expand from the host environment at load")
     func expandedAtLoad() throws {
-        let result = try load(project: "[env]\nTOKEN = \"${TEST_TOKEN:none}\"\nHOMEDIR = \"${HOME}\"\n", environment: ["HOME": "/home/u", "TEST_TOKEN": "t0k"])
+        let result = try load(
+            project: "[env]\nTOKEN = \"${TEST_TOKEN:none}\"\nHOMEDIR = \"${HOME}\"\n", environment: ["HOME": "/home/u", "TEST_TOKEN": "t0k"])
         #expect(result.config.env == ["TOKEN": "t0k", "HOMEDIR": "/home/u"])
         let unset = try load(project: "[env]\nTOKEN = \"${TEST_TOKEN:none}\"\n", environment: ["HOME": "/home/u"])
         #expect(unset.config.env == ["TOKEN": "none"])
@@ -200,10 +206,12 @@ struct EnvTemplateTests {
 
 @Suite("Sizes")
 struct ByteSizeTests {
-    @Test("accepted forms", arguments: [
-        ("512M", UInt64(512) << 20), ("10G", UInt64(10) << 30), ("1.5GiB", UInt64(3) << 29), ("2048k", UInt64(2) << 20),
-        ("100", 100), ("1T", UInt64(1) << 40), ("4 GB", UInt64(4) << 30),
-    ])
+    @Test(
+        "accepted forms",
+        arguments: [
+            ("512M", UInt64(512) << 20), ("10G", UInt64(10) << 30), ("1.5GiB", UInt64(3) << 29), ("2048k", UInt64(2) << 20),
+            ("100", 100), ("1T", UInt64(1) << 40), ("4 GB", UInt64(4) << 30),
+        ])
     func accepted(text: String, bytes: UInt64) throws {
         #expect(try ByteSize(parsing: text).bytes == bytes)
     }

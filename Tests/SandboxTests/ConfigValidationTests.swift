@@ -38,16 +38,18 @@ struct ConfigValidationTests {
         #expect(named?.hint == "did you mean `allow`?")
     }
 
-    @Test("wrong types", arguments: [
-        ("[vm]\ncpus = \"four\"\n", "airlock.toml:2:1", "must be an integer"),
-        ("[vm]\nimage = 3\n", "airlock.toml:2:1", "must be a string, not an integer"),
-        ("[mounts.x]\nsource = \"/a\"\ntarget = \"/b\"\nread_only = \"yes\"\n", "airlock.toml:4:1", "must be true or false"),
-        ("[vm]\ncpus = 2\nboot_snapshot = \"no\"\n", "airlock.toml:3:1", "must be true or false"),
-        ("presets = \"claude-code\"\n", "airlock.toml:1:1", "must be an array"),
-        ("[network]\nrules = 5\n", "airlock.toml:2:1", "must be a table"),
-        ("[network.rules]\nweb = 5\n", "airlock.toml:2:1", "must be a table ([network.rules.web])"),
-        ("[env]\nA = 1\n", "airlock.toml:2:1", "`env.A` must be a string"),
-    ])
+    @Test(
+        "wrong types",
+        arguments: [
+            ("[vm]\ncpus = \"four\"\n", "airlock.toml:2:1", "must be an integer"),
+            ("[vm]\nimage = 3\n", "airlock.toml:2:1", "must be a string, not an integer"),
+            ("[mounts.x]\nsource = \"/a\"\ntarget = \"/b\"\nread_only = \"yes\"\n", "airlock.toml:4:1", "must be true or false"),
+            ("[vm]\ncpus = 2\nboot_snapshot = \"no\"\n", "airlock.toml:3:1", "must be true or false"),
+            ("presets = \"claude-code\"\n", "airlock.toml:1:1", "must be an array"),
+            ("[network]\nrules = 5\n", "airlock.toml:2:1", "must be a table"),
+            ("[network.rules]\nweb = 5\n", "airlock.toml:2:1", "must be a table ([network.rules.web])"),
+            ("[env]\nA = 1\n", "airlock.toml:2:1", "`env.A` must be a string"),
+        ])
     func wrongType(text: String, location: String, message: String) {
         let diagnostic = only(text)
         #expect(diagnostic?.location?.description == location)
@@ -82,9 +84,11 @@ struct ConfigValidationTests {
         #expect(preset?.hint == "did you mean \"claude-code\"?")
     }
 
-    @Test("malformed patterns point at the element", arguments: [
-        "http://example.com", "exa mple.com", "example.com:99999", "example.com:0", "ex*ample.com", "*.", "a..b", "::1", "[::1", "-bad.example",
-    ])
+    @Test(
+        "malformed patterns point at the element",
+        arguments: [
+            "http://example.com", "exa mple.com", "example.com:99999", "example.com:0", "ex*ample.com", "*.", "a..b", "::1", "[::1", "-bad.example",
+        ])
     func badPattern(pattern: String) {
         let text = "[network.rules.web]\nallow = [\n  \"ok.example\",\n  \"\(pattern)\",\n]\n"
         let diagnostic = only(text)
@@ -92,16 +96,18 @@ struct ConfigValidationTests {
         #expect(diagnostic?.message.contains("network.rules.web.allow[1]") == true)
     }
 
-    @Test("integers out of range, bad ports, relative paths, escaping masks", arguments: [
-        ("[vm]\ncpus = 0\n", "outside 1...256"),
-        ("[network.ports.db]\nhost = [70000]\n", "not a port number"),
-        ("[network.ports.db]\nguest = [\"80:x\"]\n", "not a port forward"),
-        ("[mounts.m]\nsource = \"/a\"\ntarget = \"data\"\n", "must be an absolute path"),
-        ("[mounts.m]\nsource = \"data\"\ntarget = \"/data\"\n", "must be an absolute path (or start with ~/)"),
-        ("[mask.m]\npaths = [\"../outside\"]\n", "inside the project"),
-        ("[mask.m]\npaths = [\"/etc\"]\n", "inside the project"),
-        ("[env]\nA = \"${UNCLOSED\"\n", "never closed"),
-    ])
+    @Test(
+        "integers out of range, bad ports, relative paths, escaping masks",
+        arguments: [
+            ("[vm]\ncpus = 0\n", "outside 1...256"),
+            ("[network.ports.db]\nhost = [70000]\n", "not a port number"),
+            ("[network.ports.db]\nguest = [\"80:x\"]\n", "not a port forward"),
+            ("[mounts.m]\nsource = \"/a\"\ntarget = \"data\"\n", "must be an absolute path"),
+            ("[mounts.m]\nsource = \"data\"\ntarget = \"/data\"\n", "must be an absolute path (or start with ~/)"),
+            ("[mask.m]\npaths = [\"../outside\"]\n", "inside the project"),
+            ("[mask.m]\npaths = [\"/etc\"]\n", "inside the project"),
+            ("[env]\nA = \"${UNCLOSED\"\n", "never closed"),
+        ])
     func badValues(text: String, message: String) {
         let diagnostic = only(text)
         #expect(diagnostic?.location != nil)
@@ -138,7 +144,9 @@ struct ConfigValidationTests {
 
     @Test("the error text reads like a compiler's")
     func rendering() {
-        let error = ConfigError([ConfigDiagnostic(at: .init(file: "airlock.toml", line: 7, column: 1), "unknown key `imgae` in [vm]", hint: "did you mean `image`?")])
+        let error = ConfigError([
+            ConfigDiagnostic(at: .init(file: "airlock.toml", line: 7, column: 1), "unknown key `imgae` in [vm]", hint: "did you mean `image`?")
+        ])
         #expect(error.description == "airlock.toml:7:1: error: unknown key `imgae` in [vm]\n  hint: did you mean `image`?")
     }
 
@@ -190,19 +198,24 @@ struct SocketForwardValidationTests {
     @Test("a valid forward loads, ~ expanded")
     func valid() throws {
         let result = try load(project: "[network.sockets.ssh-agent]\nhost = \"~/.ssh/agent.sock\"\nguest = \"/run/airlock/ssh-agent.sock\"\n")
-        #expect(result.config.network.socketForwards == [.init(entry: "ssh-agent", hostPath: "/home/u/.ssh/agent.sock", guestPath: "/run/airlock/ssh-agent.sock")])
+        #expect(
+            result.config.network.socketForwards == [
+                .init(entry: "ssh-agent", hostPath: "/home/u/.ssh/agent.sock", guestPath: "/run/airlock/ssh-agent.sock")
+            ])
     }
 
-    @Test("bad forwards: file:line:column and what is wrong", arguments: [
-        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"run/a.sock\"\n", "airlock.toml:3:1", "it must be an absolute path"),
-        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/p/src/a.sock\"\n", "airlock.toml:3:1", "inside the project (/p)"),
-        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/p\"\n", "airlock.toml:3:1", "inside the project"),
-        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/run/../p/a.sock\"\n", "airlock.toml:3:1", "without `.`, `..`"),
-        ("[network.sockets.a]\nhost = \"h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:2:1", "must be an absolute path (or start with ~/)"),
-        ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/run/\(String(repeating: "x", count: 100))\"\n", "airlock.toml:3:1", "at most 96"),
-        ("[network.sockets.\"a b\"]\nhost = \"/h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:1:1", "the name may only have"),
-        ("[network.sockets.a]\nhost = \"/h.sock\"\n", "airlock.toml:1:1", "needs `guest`"),
-    ])
+    @Test(
+        "bad forwards: file:line:column and what is wrong",
+        arguments: [
+            ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"run/a.sock\"\n", "airlock.toml:3:1", "it must be an absolute path"),
+            ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/p/src/a.sock\"\n", "airlock.toml:3:1", "inside the project (/p)"),
+            ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/p\"\n", "airlock.toml:3:1", "inside the project"),
+            ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/run/../p/a.sock\"\n", "airlock.toml:3:1", "without `.`, `..`"),
+            ("[network.sockets.a]\nhost = \"h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:2:1", "must be an absolute path (or start with ~/)"),
+            ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/run/\(String(repeating: "x", count: 100))\"\n", "airlock.toml:3:1", "at most 96"),
+            ("[network.sockets.\"a b\"]\nhost = \"/h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:1:1", "the name may only have"),
+            ("[network.sockets.a]\nhost = \"/h.sock\"\n", "airlock.toml:1:1", "needs `guest`"),
+        ])
     func invalid(text: String, location: String, message: String) {
         let found = diagnostics(project: text)
         #expect(found.count == 1, "\(found)")
@@ -212,7 +225,8 @@ struct SocketForwardValidationTests {
 
     @Test("two forwards may not share a guest path; a disabled one does not count")
     func duplicate() {
-        let base = "[network.sockets.a]\nhost = \"/a.sock\"\nguest = \"/run/x.sock\"\n[network.sockets.b]\nhost = \"/b.sock\"\nguest = \"/run/x.sock\"\n"
+        let base =
+            "[network.sockets.a]\nhost = \"/a.sock\"\nguest = \"/run/x.sock\"\n[network.sockets.b]\nhost = \"/b.sock\"\nguest = \"/run/x.sock\"\n"
         let found = diagnostics(project: base)
         #expect(found.count == 1 && found.first?.message.contains("also [network.sockets.a]'s") == true, "\(found)")
         #expect(diagnostics(project: base + "enabled = false\n").isEmpty)

@@ -1,10 +1,10 @@
 import Testing
 
+@testable import Sandbox
+
 #if canImport(Glibc)
 import Glibc
 #endif
-
-@testable import Sandbox
 
 @Suite("Doctor and backend selection")
 struct DoctorTests {
@@ -72,11 +72,15 @@ struct DoctorTests {
 
         let ch = Doctor.examine(Self.kvmHost(), requested: .auto)
         #expect(check(ch, "shares")?.summary.hasPrefix("virtio-fs through virtiofsd") == true)
-        #expect(ShareTransport.explain(backend: .cloudHypervisor, on: Self.kvmHost(), layers: .block).hasSuffix("the image's layers are read-only squashfs disks (built once by tar2sqfs, owners intact)"))
+        #expect(
+            ShareTransport.explain(backend: .cloudHypervisor, on: Self.kvmHost(), layers: .block).hasSuffix(
+                "the image's layers are read-only squashfs disks (built once by tar2sqfs, owners intact)"))
         #expect(check(Doctor.examine(Self.kvmHost(), requested: .qemu), "shares")?.summary.hasPrefix("virtio-fs") == true)
     }
 
-    @Test("image layers: block disks on Cloud Hypervisor (share refused there), 9p shares on QEMU unless block is asked for; block needs tar2sqfs, which doctor reports")
+    @Test(
+        "image layers: block disks on Cloud Hypervisor (share refused there), 9p shares on QEMU unless block is asked for; block needs tar2sqfs, which doctor reports"
+    )
     func layerTransports() throws {
         let kvm = Self.kvmHost(), pvm = Self.pvmHost()
         #expect(try LayerTransport.choose(.auto, backend: .cloudHypervisor, on: kvm) == .block)
@@ -93,7 +97,9 @@ struct DoctorTests {
             let error = error as? SandboxError
             return error?.message.contains("tar2sqfs") == true && error?.hint?.contains("squashfs-tools-ng") == true
         }
-        #expect { try LayerTransport.choose(.block, backend: .qemu, on: pvm) } throws: { ($0 as? SandboxError)?.message.contains("not installed") == true }
+        #expect { try LayerTransport.choose(.block, backend: .qemu, on: pvm) } throws: {
+            ($0 as? SandboxError)?.message.contains("not installed") == true
+        }
         #expect(check(Doctor.examine(kvm, requested: .auto), "tar2sqfs")?.status == .pass)
         let missing = check(Doctor.examine(pvm, requested: .auto), "tar2sqfs")
         #expect(missing?.status == .warn && missing?.fix == "sudo apt-get install squashfs-tools-ng")
@@ -154,9 +160,11 @@ struct DoctorTests {
         #expect(!report.canRunSandbox)
     }
 
-    @Test("low disk space warns, very low fails", arguments: [
-        (UInt64(100) << 20, Doctor.Status.fail), (UInt64(1) << 30, .warn), (UInt64(5) << 30, .pass),
-    ])
+    @Test(
+        "low disk space warns, very low fails",
+        arguments: [
+            (UInt64(100) << 20, Doctor.Status.fail), (UInt64(1) << 30, .warn), (UInt64(5) << 30, .pass),
+        ])
     func space(free: UInt64, status: Doctor.Status) {
         var host = Self.pvmHost()
         host.cacheFreeBytes = free
@@ -192,7 +200,11 @@ struct DoctorTests {
         #expect(facts.cacheFreeBytes != nil)
         #expect((facts.tar2sqfs != nil) == (access("/usr/bin/tar2sqfs", X_OK) == 0))
         let report = Doctor.examine(facts, requested: .auto)
-        #expect(report.checks.map(\.id) == ["kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "tar2sqfs", "vhost-vsock", "guest-assets", "libraries", "cache-space", "backend", "shares"])
+        #expect(
+            report.checks.map(\.id) == [
+                "kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "tar2sqfs", "vhost-vsock", "guest-assets", "libraries",
+                "cache-space", "backend", "shares",
+            ])
     }
 
     @Test("child processes: output, exit status, missing binary, deadline")

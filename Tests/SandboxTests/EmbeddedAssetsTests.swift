@@ -1,10 +1,10 @@
 import Testing
 
+@testable import Sandbox
+
 #if canImport(Glibc)
 import Glibc
 #endif
-
-@testable import Sandbox
 
 @Suite("Embedded assets")
 struct EmbeddedAssetsTests {
@@ -13,10 +13,11 @@ struct EmbeddedAssetsTests {
     private func extract(digest: String, into cache: String) throws -> String? {
         try Self.bytes.withUnsafeBufferPointer { buffer in
             try digest.withCString { text in
-                try EmbeddedAssets.extract({ size in
-                    size.pointee = buffer.count
-                    return buffer.baseAddress
-                }, { text }, name: "vmlinux", into: cache)
+                try EmbeddedAssets.extract(
+                    { size in
+                        size.pointee = buffer.count
+                        return buffer.baseAddress
+                    }, { text }, name: "vmlinux", into: cache)
             }
         }
     }

@@ -14,9 +14,10 @@ struct ConfigValidate: ParsableCommand {
         let context = try ProjectContext.load()
         let layers = context.loaded.layers.map(\.displayPath)
         if !global.quiet {
-            Terminal.standardOutput.write(layers.isEmpty
-                ? "ok: no configuration files; the defaults apply\n"
-                : "ok: " + layers.joined(separator: ", ") + "\n")
+            Terminal.standardOutput.write(
+                layers.isEmpty
+                    ? "ok: no configuration files; the defaults apply\n"
+                    : "ok: " + layers.joined(separator: ", ") + "\n")
         }
     }
 }

@@ -23,13 +23,16 @@ struct DoctorCommand: ParsableCommand {
         var requested = AirlockConfig.Backend.auto
         var configured = GuestAssets.Configured()
         let project = Project.discover(from: currentDirectory())
-        let loader = ConfigLoader(projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment), environment: environment)
+        let loader = ConfigLoader(
+            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment), environment: environment)
         do {
             let loaded = try loader.load()
             requested = loaded.config.vm.backend
             configured = GuestAssets.Configured(kernel: loaded.config.vm.kernel, initramfs: loaded.config.vm.initramfs)
             let files = loaded.layers.map(\.displayPath)
-            configCheck = Doctor.Check(id: "config", status: .pass, summary: files.isEmpty ? "no config files; using defaults" : "loaded " + files.joined(separator: ", "), fix: nil)
+            configCheck = Doctor.Check(
+                id: "config", status: .pass, summary: files.isEmpty ? "no config files; using defaults" : "loaded " + files.joined(separator: ", "),
+                fix: nil)
         } catch {
             configCheck = Doctor.Check(
                 id: "config", status: .fail,
@@ -49,11 +52,12 @@ struct DoctorCommand: ParsableCommand {
             let out = Terminal.standardOutput
             let width = report.checks.map(\.id.count).max() ?? 0
             for check in report.checks {
-                let mark = switch check.status {
-                case .pass: out.style("pass", .green)
-                case .warn: out.style("warn", .yellow)
-                case .fail: out.style("fail", .red)
-                }
+                let mark =
+                    switch check.status {
+                    case .pass: out.style("pass", .green)
+                    case .warn: out.style("warn", .yellow)
+                    case .fail: out.style("fail", .red)
+                    }
                 out.write("\(mark)  \(check.id.padding(to: width))  \(check.summary)\n")
                 if let fix = check.fix, check.status != .pass {
                     out.write("      \(String(repeating: " ", count: width))  \(out.style("fix:", .bold)) \(fix)\n")

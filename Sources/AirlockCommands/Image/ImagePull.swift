@@ -85,11 +85,16 @@ struct ImageContext {
             let image: DockerImage
             do {
                 if let reason = await daemon.ping() {
-                    throw OCIError(.transport, "resolution \"docker\": no Docker daemon answers on \(socket): \(reason)", hint: DockerDaemonClient.startHint(socket))
+                    throw OCIError(
+                        .transport, "resolution \"docker\": no Docker daemon answers on \(socket): \(reason)",
+                        hint: DockerDaemonClient.startHint(socket))
                 }
                 guard let found = try await daemon.inspect(reference) else {
-                    throw OCIError(.notFound, "the Docker daemon at \(socket) has no image \(reference)",
-                                   hint: "`docker pull \(reference)` (or build it) first, or read it from its registry: `--from registry` / [vm] resolution = \"registry\"")
+                    throw OCIError(
+                        .notFound, "the Docker daemon at \(socket) has no image \(reference)",
+                        hint:
+                            "`docker pull \(reference)` (or build it) first, or read it from its registry: `--from registry` / [vm] resolution = \"registry\""
+                    )
                 }
                 image = found
             } catch {
@@ -122,7 +127,9 @@ struct ImageContext {
                 note("pulling from the registry (\(why))")
                 return try await pullFromRegistry(reference, quiet: quiet)
             }
-            note("using the Docker daemon's copy (\(socket), image \(image.id.dropFirst(7).prefix(12))); [vm] resolution = \"registry\" or `--from registry` pulls instead")
+            note(
+                "using the Docker daemon's copy (\(socket), image \(image.id.dropFirst(7).prefix(12))); [vm] resolution = \"registry\" or `--from registry` pulls instead"
+            )
             return try await importFromDocker(reference, image: image, daemon: daemon, quiet: quiet)
         }
     }
@@ -166,7 +173,9 @@ struct ImageContext {
         defer { withExtendedLifetime(lock) {} }
         for (index, layer) in record.layers.enumerated() {
             guard store.hasLayer(layer.digest), let info = store.layerInfo(layer.digest) else {
-                throw SandboxError("layer \(layer.digest.short) of \(record.reference) is missing from \(store.root)", hint: "`airlock image pull \(record.reference)` again")
+                throw SandboxError(
+                    "layer \(layer.digest.short) of \(record.reference) is missing from \(store.root)",
+                    hint: "`airlock image pull \(record.reference)` again")
             }
             var blockImage: String?
             if let tar2sqfs {
@@ -175,19 +184,27 @@ struct ImageContext {
                     // Taken once, before the first build: `image prune` must not sweep tmp/ meanwhile.
                     if lock == nil { lock = try await store.lock() }
                     if !quiet {
-                        Terminal.standardError.write("airlock: \(record.reference): building the block image of layer \(index + 1)/\(record.layers.count) (\(layer.digest.short), \(formatBytes(info.bytes)))\n")
+                        Terminal.standardError.write(
+                            "airlock: \(record.reference): building the block image of layer \(index + 1)/\(record.layers.count) (\(layer.digest.short), \(formatBytes(info.bytes)))\n"
+                        )
                     }
                 }
                 let store = self.store
                 blockImage = try await NIOThreadPool.singleton.runIfActive {
                     try store.layerImage(layer.digest) { output, log in
-                        let status = try ChildProcess.feed(tar2sqfs, ["--quiet", "--no-skip", "--force", "--compressor", "zstd", "--defaults", "uid=0,gid=0,mode=0755", output], log: log) { fd in
+                        let status = try ChildProcess.feed(
+                            tar2sqfs, ["--quiet", "--no-skip", "--force", "--compressor", "zstd", "--defaults", "uid=0,gid=0,mode=0755", output],
+                            log: log
+                        ) { fd in
                             try LayerTar.write(layer: store.layerPath(layer.digest), to: fd)
                         }
                         guard status == 0 else {
                             let reason = tailLines(of: log, count: 5).joined(separator: "; ")
-                            throw SandboxError("tar2sqfs could not build the block image of layer \(layer.digest.short) (exit status \(status))\(reason.isEmpty ? "" : ": \(reason)")",
-                                               hint: "check the free space of \(store.root); `airlock image rm \(record.reference)` and pull it again if the layer is damaged")
+                            throw SandboxError(
+                                "tar2sqfs could not build the block image of layer \(layer.digest.short) (exit status \(status))\(reason.isEmpty ? "" : ": \(reason)")",
+                                hint:
+                                    "check the free space of \(store.root); `airlock image rm \(record.reference)` and pull it again if the layer is damaged"
+                            )
                         }
                     }
                 }

@@ -50,13 +50,16 @@ final class PullProgress: Sendable {
                 state.reference = reference
                 if let started = state.exportStarted {
                     let elapsed = now - started
-                    lines.append((terminal ? "\r\u{1B}[2K" : "") + "read \(formatBytes(state.exported)) from the Docker daemon in \(formatDecimal(elapsed)) s")
+                    lines.append(
+                        (terminal ? "\r\u{1B}[2K" : "") + "read \(formatBytes(state.exported)) from the Docker daemon in \(formatDecimal(elapsed)) s")
                 }
                 var seen = Set<Digest>()
                 state.layers = layers.filter { seen.insert($0.digest).inserted }.map { Layer(digest: $0.digest, total: $0.size) }
                 if !terminal {
                     let total = layers.reduce(0) { $0 + $1.size }
-                    lines.append((state.exportStarted != nil ? "importing " : "pulling ") + "\(reference) (\(manifest.short), \(layers.count) layers, \(formatBytes(total)))")
+                    lines.append(
+                        (state.exportStarted != nil ? "importing " : "pulling ")
+                            + "\(reference) (\(manifest.short), \(layers.count) layers, \(formatBytes(total)))")
                 }
             case .layerCached(let digest, _):
                 if let i = index(digest) {
@@ -80,7 +83,10 @@ final class PullProgress: Sendable {
                         lines.append("layer \(digest.short): \(formatBytes(state.layers[i].total)), its diff_id checked")
                     } else if !terminal {
                         let elapsed = now - (state.layers[i].started ?? now)
-                        lines.append("layer \(digest.short): downloaded \(formatBytes(state.layers[i].total))" + (elapsed > 0.001 ? " in \(formatDecimal(elapsed)) s (\(formatBytes(Int64(Double(state.layers[i].total) / elapsed)))/s)" : ""))
+                        lines.append(
+                            "layer \(digest.short): downloaded \(formatBytes(state.layers[i].total))"
+                                + (elapsed > 0.001
+                                    ? " in \(formatDecimal(elapsed)) s (\(formatBytes(Int64(Double(state.layers[i].total) / elapsed)))/s)" : ""))
                     }
                 }
             case .exportProgress(let bytes, let estimate):
@@ -89,8 +95,12 @@ final class PullProgress: Sendable {
                 state.exportEstimate = estimate
                 if terminal && now - state.lastDraw > 0.1 {
                     state.lastDraw = now
-                    let rate = now - (state.exportStarted ?? now) > 0.2 ? ", \(formatBytes(Int64(Double(bytes) / (now - (state.exportStarted ?? now)))))/s" : ""
-                    lines.append("\r\u{1B}[2Kreading from the Docker daemon: \(formatBytes(bytes))" + (estimate > 0 ? " of about \(formatBytes(estimate))" : "") + rate + "\u{1B}[1A")
+                    let rate =
+                        now - (state.exportStarted ?? now) > 0.2
+                        ? ", \(formatBytes(Int64(Double(bytes) / (now - (state.exportStarted ?? now)))))/s" : ""
+                    lines.append(
+                        "\r\u{1B}[2Kreading from the Docker daemon: \(formatBytes(bytes))"
+                            + (estimate > 0 ? " of about \(formatBytes(estimate))" : "") + rate + "\u{1B}[1A")
                 }
                 return
             case .layerDone(let digest, let info):

@@ -126,14 +126,17 @@ struct NetworkLogRenderer {
         // A Unix-socket forward has a host socket, not a name and port.
         let destination = text("socket").map { "unix:" + $0 } ?? (host.contains(":") ? "[\(host)]" : host) + ":" + port
         let verdict = text("verdict") ?? "?"
-        let style: Terminal.Style = switch verdict {
-        case "allow", "passthrough": .green
-        case "forward": .cyan
-        case "refused", "invalid": .yellow
-        default: .red
-        }
-        var cells = [formatClock(event.time), verdict, destination, text("ip") ?? "-", text("rule") ?? "(policy)",
-                     number("bytes_up").map(formatBytes) ?? "-", number("bytes_down").map(formatBytes) ?? "-"]
+        let style: Terminal.Style =
+            switch verdict {
+            case "allow", "passthrough": .green
+            case "forward": .cyan
+            case "refused", "invalid": .yellow
+            default: .red
+            }
+        var cells = [
+            formatClock(event.time), verdict, destination, text("ip") ?? "-", text("rule") ?? "(policy)",
+            number("bytes_up").map(formatBytes) ?? "-", number("bytes_down").map(formatBytes) ?? "-",
+        ]
         // The verdict is styled after padding, so escape codes don't break the columns.
         cells[1] = cells[1].padding(to: Self.widths[1])
         var result = row(cells, styled: { index, cell in index == 1 ? terminal.style(cell, style) : cell })

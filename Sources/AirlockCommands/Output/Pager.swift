@@ -11,7 +11,9 @@ import Glibc
 enum Pager {
     static func show(_ text: String, environment: [String: String]) {
         let command = environment["AIRLOCK_PAGER"] ?? environment["PAGER"] ?? "less"
-        guard isatty(1) == 1, !command.isEmpty, command != "cat", let shell = ["/bin/sh", "/usr/bin/sh"].first(where: { (path: String) in access(path, X_OK) == 0 }) else {
+        guard isatty(1) == 1, !command.isEmpty, command != "cat",
+            let shell = ["/bin/sh", "/usr/bin/sh"].first(where: { (path: String) in access(path, X_OK) == 0 })
+        else {
             Terminal.standardOutput.write(text)
             return
         }
@@ -50,7 +52,10 @@ func colorizeDiff(_ patch: String, for terminal: Terminal) -> String {
     var inHeader = false
     return patch.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
         if line.hasPrefix("diff --git ") { inHeader = true }
-        if line.hasPrefix("@@") { inHeader = false; return terminal.style(String(line), .cyan) }
+        if line.hasPrefix("@@") {
+            inHeader = false
+            return terminal.style(String(line), .cyan)
+        }
         if inHeader { return terminal.style(String(line), .bold) }
         if line.hasPrefix("+") { return terminal.style(String(line), .green) }
         if line.hasPrefix("-") { return terminal.style(String(line), .red) }

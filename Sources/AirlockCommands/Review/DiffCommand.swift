@@ -39,7 +39,8 @@ struct DiffCommand: ParsableCommand {
             let repository = try work.repository()
             let targetRef = try work.target(report, branch: branch)
             let target = try repository.resolveCommit(targetRef)
-            let from = try base.map { revision throws(GitError) in try repository.resolveCommit(revision) } ?? work.base(in: repository, target: target)
+            let from =
+                try base.map { revision throws(GitError) in try repository.resolveCommit(revision) } ?? work.base(in: repository, target: target)
             let differ = Differ(repository: repository)
             let output: String
             if nameOnly {

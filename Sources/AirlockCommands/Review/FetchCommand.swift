@@ -54,7 +54,9 @@ struct FetchCommand: ParsableCommand {
             case .rewritten: what = "rewritten, \(branch.newCommits) new commit\(branch.newCommits == 1 ? "" : "s")"
             default: what = "\(branch.newCommits) new commit\(branch.newCommits == 1 ? "" : "s")"
             }
-            if branch.name == SandboxFetch.uncommittedName { what = "\(report.uncommittedPaths.count) uncommitted file\(report.uncommittedPaths.count == 1 ? "" : "s")" }
+            if branch.name == SandboxFetch.uncommittedName {
+                what = "\(report.uncommittedPaths.count) uncommitted file\(report.uncommittedPaths.count == 1 ? "" : "s")"
+            }
             if branch.after != nil && branch.newCommits == 0 && branch.filesChanged == 0 && branch.name != SandboxFetch.uncommittedName {
                 what = "no changes since the start"
             } else if branch.after != nil {

@@ -40,9 +40,10 @@ struct LogCommand: ParsableCommand {
             for id in try repository.commits(from: target, excluding: base) {
                 let info = try repository.commitInfo(id)
                 let stats = try info.parents.first.map { parent throws(GitError) in try differ.lineStats(from: parent, to: id) } ?? []
-                entries.append(Entry(
-                    commit: info, files: stats.map(\.path),
-                    additions: stats.reduce(0) { $0 + $1.insertions }, deletions: stats.reduce(0) { $0 + $1.deletions }))
+                entries.append(
+                    Entry(
+                        commit: info, files: stats.map(\.path),
+                        additions: stats.reduce(0) { $0 + $1.insertions }, deletions: stats.reduce(0) { $0 + $1.deletions }))
             }
             if json {
                 try printJSON(entries)
@@ -54,7 +55,8 @@ struct LogCommand: ParsableCommand {
                 let date = formatTime(entry.commit.time)
                 text += out.style(entry.commit.id.short, .yellow) + " " + entry.commit.summary + "\n"
                 text += "    \(entry.commit.authorName) <\(entry.commit.authorEmail)>, \(date)\n"
-                text += "    \(entry.files.count) file\(entry.files.count == 1 ? "" : "s") changed, "
+                text +=
+                    "    \(entry.files.count) file\(entry.files.count == 1 ? "" : "s") changed, "
                     + out.style("+\(entry.additions)", .green) + " " + out.style("-\(entry.deletions)", .red) + "\n"
             }
             if entries.isEmpty { text = "sandbox \(work.paths.name): no commits since it started\n" }

@@ -40,7 +40,9 @@ struct MergeCommand: ParsableCommand {
             let merger = Merger(repository: repository)
             let current = try merger.currentBranchReference().dropFirst("refs/heads/".count)
             let shortRef = String(ref.dropFirst("refs/remotes/".count))
-            let outcome = try merger.merge(ref, squash: squash, fastForwardOnly: fastForwardOnly, message: "Merge \(shortRef) into \(current)\n\nAirlock-Sandbox: \(work.paths.name)\n")
+            let outcome = try merger.merge(
+                ref, squash: squash, fastForwardOnly: fastForwardOnly,
+                message: "Merge \(shortRef) into \(current)\n\nAirlock-Sandbox: \(work.paths.name)\n")
             let out = Terminal.standardOutput
             switch outcome {
             case .upToDate:
@@ -52,13 +54,16 @@ struct MergeCommand: ParsableCommand {
                 out.write("merged \(shortRef) into \(current) (\(id.short))\n")
                 work.audit("merge", ["ref": .text(ref), "into": .text(String(current)), "result": .text("merge \(id.hex)")])
             case .squashed(let paths):
-                out.write("staged \(shortRef) as one change (\(paths.count) file\(paths.count == 1 ? "" : "s")); review with `git diff --cached`, then `git commit`\n")
+                out.write(
+                    "staged \(shortRef) as one change (\(paths.count) file\(paths.count == 1 ? "" : "s")); review with `git diff --cached`, then `git commit`\n"
+                )
                 work.audit("merge", ["ref": .text(ref), "into": .text(String(current)), "result": .text("squash staged")])
             case .conflicts(let paths):
                 work.audit("merge", ["ref": .text(ref), "into": .text(String(current)), "result": .text("conflicts"), "paths": .list(paths)])
-                Terminal.standardError.write(Terminal.standardError.styleDiagnostics(
-                    "error: merging \(shortRef) into \(current) conflicts in:\n" + paths.map { "  \($0)\n" }.joined()
-                        + "  hint: fix them and `git commit`, or `git merge --abort` to go back") + "\n")
+                Terminal.standardError.write(
+                    Terminal.standardError.styleDiagnostics(
+                        "error: merging \(shortRef) into \(current) conflicts in:\n" + paths.map { "  \($0)\n" }.joined()
+                            + "  hint: fix them and `git commit`, or `git merge --abort` to go back") + "\n")
                 throw ExitCode(1)
             }
         } catch let exit as ExitCode {

@@ -73,7 +73,8 @@ struct ReviewCommand: ParsableCommand {
         } else if !acceptPaths.isEmpty {
             let unknown = acceptPaths.filter { path in !changes.contains { $0.path == path } }
             guard unknown.isEmpty else {
-                throw SandboxError("not changed by the agent: \(unknown.joined(separator: ", "))", hint: "`airlock diff --name-only` lists the changed files")
+                throw SandboxError(
+                    "not changed by the agent: \(unknown.joined(separator: ", "))", hint: "`airlock diff --name-only` lists the changed files")
             }
             decisions = changes.map { acceptPaths.contains($0.path) ? .accept : .reject }
         } else {
@@ -101,20 +102,32 @@ struct ReviewCommand: ParsableCommand {
         switch try reviewer.onto(head: head, base: base, accepted: acceptedTree) {
         case .success(let merged): tree = merged
         case .failure(let conflicts):
-            throw SandboxError("the accepted changes conflict with your branch in: \(conflicts.paths.joined(separator: ", "))", hint: "nothing was changed; merge instead (`airlock merge`) to resolve conflicts")
+            throw SandboxError(
+                "the accepted changes conflict with your branch in: \(conflicts.paths.joined(separator: ", "))",
+                hint: "nothing was changed; merge instead (`airlock merge`) to resolve conflicts")
         }
 
         if apply {
             try reviewer.applyToWorkingTree(tree: tree)
-            Terminal.standardOutput.write("applied \(acceptedPaths.count) file\(acceptedPaths.count == 1 ? "" : "s") to your working tree (not committed)\n")
-            work.audit("review", ["ref": .text(targetRef), "mode": .text("apply"), "accepted": .list(acceptedPaths), "rejected": .number(Int64(rejectedCount))])
+            Terminal.standardOutput.write(
+                "applied \(acceptedPaths.count) file\(acceptedPaths.count == 1 ? "" : "s") to your working tree (not committed)\n")
+            work.audit(
+                "review",
+                ["ref": .text(targetRef), "mode": .text("apply"), "accepted": .list(acceptedPaths), "rejected": .number(Int64(rejectedCount))])
             return
         }
         let text = try commitMessage(repository: repository, base: base, target: target, targetRef: targetRef, sandbox: work.paths.name)
         let commit = try reviewer.commit(tree: tree, message: text, branch: branchRef)
         let branchName = branchRef.dropFirst("refs/heads/".count)
-        Terminal.standardOutput.write("committed \(commit.short) on \(branchName): \(acceptedPaths.count) file\(acceptedPaths.count == 1 ? "" : "s") accepted, \(rejectedCount) rejected\n")
-        work.audit("review", ["ref": .text(targetRef), "mode": .text("commit \(commit.hex)"), "accepted": .list(acceptedPaths), "rejected": .number(Int64(rejectedCount))])
+        Terminal.standardOutput.write(
+            "committed \(commit.short) on \(branchName): \(acceptedPaths.count) file\(acceptedPaths.count == 1 ? "" : "s") accepted, \(rejectedCount) rejected\n"
+        )
+        work.audit(
+            "review",
+            [
+                "ref": .text(targetRef), "mode": .text("commit \(commit.hex)"), "accepted": .list(acceptedPaths),
+                "rejected": .number(Int64(rejectedCount)),
+            ])
     }
 
     /// The message (asked for on a terminal unless given) with the agent's attribution trailers.
@@ -164,13 +177,20 @@ struct InteractiveReview {
             case .file(let index):
                 guard index < changes.count else { return decisions.map { $0 ?? .reject } }
                 let change = changes[index]
-                out.write("\n" + out.style("(\(index + 1)/\(changes.count)) \(change.status.rawValue) \(change.path)", .bold)
-                    + "  " + out.style("+\(change.additions)", .green) + " " + out.style("-\(change.deletions)", .red)
-                    + (change.binary ? " (binary)" : " in \(change.hunks.count) hunk\(change.hunks.count == 1 ? "" : "s")") + "\n")
+                out.write(
+                    "\n" + out.style("(\(index + 1)/\(changes.count)) \(change.status.rawValue) \(change.path)", .bold)
+                        + "  " + out.style("+\(change.additions)", .green) + " " + out.style("-\(change.deletions)", .red)
+                        + (change.binary ? " (binary)" : " in \(change.hunks.count) hunk\(change.hunks.count == 1 ? "" : "s")") + "\n")
                 guard let answer = ask("accept this file? [y,n,h,d,u,q,?] ") else { return nil }
                 switch answer {
-                case "y": decisions[index] = .accept; history.append(position); position = .file(index + 1)
-                case "n": decisions[index] = .reject; history.append(position); position = .file(index + 1)
+                case "y":
+                    decisions[index] = .accept
+                    history.append(position)
+                    position = .file(index + 1)
+                case "n":
+                    decisions[index] = .reject
+                    history.append(position)
+                    position = .file(index + 1)
                 case "h":
                     if change.binary || change.hunks.isEmpty {
                         out.write("this file has no hunks to choose from (binary or mode change); accept or reject it whole\n")
@@ -234,7 +254,8 @@ struct InteractiveReview {
     }
 
     private func help() {
-        out.write("""
+        out.write(
+            """
             y - accept (this file / this hunk)
             n - reject
             h - choose hunk by hunk (files only)

@@ -20,7 +20,8 @@ struct SandboxWork {
             throw SandboxError("\(context.project.root) is not a git repository")
         }
         guard isDirectory(paths.stateDirectory) else {
-            throw SandboxError("this project has no sandbox \(paths.name)", hint: "`airlock ps` lists the sandboxes; `airlock start --name \(paths.name)` makes one")
+            throw SandboxError(
+                "this project has no sandbox \(paths.name)", hint: "`airlock ps` lists the sandboxes; `airlock start --name \(paths.name)` makes one")
         }
     }
 
@@ -40,7 +41,8 @@ struct SandboxWork {
             if let changed = modificationTime(path), changed >= fetched { return nil }
         }
         guard let text = try? LocalFiles().readText(lastFetchFile), let report = try? JSONDecoder().decode(FetchReport.self, from: Data(text.utf8)),
-              let repository = try? repository() else { return nil }
+            let repository = try? repository()
+        else { return nil }
         let refs = repository.references(under: SandboxFetch.referencePrefix(sandbox: paths.name))
         for branch in report.branches where refs[branch.ref] != branch.after { return nil }
         return report
@@ -55,11 +57,13 @@ struct SandboxWork {
             project: context.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name,
             base: SandboxRunner.recordedBase(paths), journal: journal)
         if !quietRefusals {
-            for refusal in report.refused { Terminal.standardError.write(Terminal.standardError.style("warning:", .yellow) + " refused in the clone: \(refusal)\n") }
+            for refusal in report.refused {
+                Terminal.standardError.write(Terminal.standardError.style("warning:", .yellow) + " refused in the clone: \(refusal)\n")
+            }
         }
         if report.hasNews || !report.refused.isEmpty {
             var details: [String: AuditEvent.Value] = [
-                "refs": .list(report.branches.filter { $0.change != .unchanged }.map { "\($0.change.rawValue) \($0.ref) \($0.after?.hex ?? "-")" }),
+                "refs": .list(report.branches.filter { $0.change != .unchanged }.map { "\($0.change.rawValue) \($0.ref) \($0.after?.hex ?? "-")" })
             ]
             if !report.refused.isEmpty { details["refused"] = .list(report.refused) }
             try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "fetch", details: details))
@@ -79,7 +83,8 @@ struct SandboxWork {
             let ref = SandboxFetch.referencePrefix(sandbox: paths.name) + branch
             guard report.branches.contains(where: { $0.ref == ref && $0.after != nil }) else {
                 let known = report.branches.filter { $0.after != nil }.map(\.name).joined(separator: ", ")
-                throw SandboxError("sandbox \(paths.name) has no branch \(branch)", hint: known.isEmpty ? "the clone has no branches" : "its branches: \(known)")
+                throw SandboxError(
+                    "sandbox \(paths.name) has no branch \(branch)", hint: known.isEmpty ? "the clone has no branches" : "its branches: \(known)")
             }
             return ref
         }

@@ -34,9 +34,10 @@ struct PsCommand: ParsableCommand {
             guard let paths = try? SandboxPaths(project: project, name: name) else { continue }
             let running = SandboxLock.isHeld(paths.lockFile)
             let state = running ? (try? LocalFiles().readText(paths.stateFile)).flatMap { $0.flatMap(SandboxState.init(text:)) } : nil
-            rows.append(Row(
-                name: name, state: running ? "running" : "stopped", backend: state?.backend, accelerator: state?.accelerator,
-                uptimeSeconds: state.map { Int64(time(nil)) - $0.startedAt }, pid: state?.pid, project: project.root))
+            rows.append(
+                Row(
+                    name: name, state: running ? "running" : "stopped", backend: state?.backend, accelerator: state?.accelerator,
+                    uptimeSeconds: state.map { Int64(time(nil)) - $0.startedAt }, pid: state?.pid, project: project.root))
         }
         if json {
             try printJSON(rows)
@@ -47,9 +48,11 @@ struct PsCommand: ParsableCommand {
             out.write("no sandboxes in \(project.root); `airlock start` creates one\n")
             return
         }
-        let table = [["NAME", "STATE", "BACKEND", "ACCEL", "UPTIME", "PROJECT"]] + rows.map {
-            [$0.name, $0.state, $0.backend ?? "-", $0.accelerator ?? "-", $0.uptimeSeconds.map(formatDuration) ?? "-", $0.project]
-        }
+        let table =
+            [["NAME", "STATE", "BACKEND", "ACCEL", "UPTIME", "PROJECT"]]
+            + rows.map {
+                [$0.name, $0.state, $0.backend ?? "-", $0.accelerator ?? "-", $0.uptimeSeconds.map(formatDuration) ?? "-", $0.project]
+            }
         let widths = (0..<6).map { column in table.map { $0[column].count }.max() ?? 0 }
         for row in table {
             out.write(zip(row, widths).map { $0.padding(to: $1) }.joined(separator: "  ").trimmingTrailingSpaces() + "\n")

@@ -26,7 +26,10 @@ struct RmCommand: AsyncParsableCommand {
                 throw SandboxError("there is no sandbox \(paths.name) in \(context.project.root)", hint: "`airlock ps` lists them")
             }
             if SandboxLock.isHeld(paths.lockFile) {
-                guard force else { throw SandboxError("sandbox \(paths.name) is running", hint: "stop it with `airlock stop --name \(paths.name)`, or use `airlock rm --force`") }
+                guard force else {
+                    throw SandboxError(
+                        "sandbox \(paths.name) is running", hint: "stop it with `airlock stop --name \(paths.name)`, or use `airlock rm --force`")
+                }
                 _ = try await stop(paths, environment: context.environment)
             }
             try removeTree(paths.stateDirectory)
@@ -41,4 +44,3 @@ func isDirectoryPath(_ path: String) -> Bool {
     var info = stat()
     return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
 }
-

@@ -124,7 +124,8 @@ struct SessionLauncher {
                 Terminal.standardError.write("airlock: shares: \(transport)\n")
             }
             if selection.accelerator == .tcg && !quiet {
-                Terminal.standardError.write(Terminal.standardError.style("airlock: warning: no usable KVM; the VM runs under TCG software emulation (slow)", .yellow) + "\n")
+                Terminal.standardError.write(
+                    Terminal.standardError.style("airlock: warning: no usable KVM; the VM runs under TCG software emulation (slow)", .yellow) + "\n")
             }
             let machine: SandboxRunner.MachineFactory
             switch backend {

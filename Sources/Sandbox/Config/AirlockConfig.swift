@@ -129,7 +129,8 @@ extension AirlockConfig {
         }
         func required(_ entry: ConfigNode, _ key: String, _ path: [String]) -> String? {
             if let value = entry[key]?.string { return value }
-            problems.append(ConfigDiagnostic(at: entry.origin.location, "[\(dotted(path))] needs `\(key)`", hint: "add `\(key) = \"…\"` to that table"))
+            problems.append(
+                ConfigDiagnostic(at: entry.origin.location, "[\(dotted(path))] needs `\(key)`", hint: "add `\(key) = \"…\"` to that table"))
             return nil
         }
         func patterns(_ node: ConfigNode?) -> [HostPattern] {
@@ -207,7 +208,9 @@ extension AirlockConfig {
         for (name, entry) in enabledEntries(root["daemons"]) {
             let command = (entry["command"]?.elements ?? []).compactMap(\.string)
             if command.isEmpty {
-                problems.append(ConfigDiagnostic(at: entry.origin.location, "[daemons.\(name)] needs a non-empty `command`", hint: "e.g. command = [\"redis-server\"]"))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: entry.origin.location, "[daemons.\(name)] needs a non-empty `command`", hint: "e.g. command = [\"redis-server\"]"))
             } else {
                 daemons[name] = Daemon(command: command)
             }

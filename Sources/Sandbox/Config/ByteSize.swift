@@ -1,4 +1,5 @@
 import NetworkPolicy
+
 /// A size written as `"512M"`, `"10G"`, `"1.5GiB"`, `"2048K"` or a plain number of bytes.
 /// Suffixes are binary (K = KiB = 1024), as VMMs and disk tools read them.
 public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible {

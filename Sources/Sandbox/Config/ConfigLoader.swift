@@ -107,33 +107,48 @@ public struct ConfigLoader: Sendable {
             let entry = merged["network"]?["sockets"]?[name]
             let table = "[network.sockets.\(name)]"
             if name.utf8.count > 64 || !name.utf8.allSatisfy({ nameBytes.contains($0) }) {
-                problems.append(ConfigDiagnostic(at: entry?.origin.location, "\(table): the name may only have letters, digits, `.`, `_` and `-` (at most 64)",
-                                                 hint: "rename the table, e.g. [network.sockets.ssh-agent]"))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: entry?.origin.location, "\(table): the name may only have letters, digits, `.`, `_` and `-` (at most 64)",
+                        hint: "rename the table, e.g. [network.sockets.ssh-agent]"))
             }
             let guest = socket.guest
             let guestAt = entry?["guest"]?.origin.location ?? entry?.origin.location
             let parts = guest.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
             if !guest.hasPrefix("/") || guest == "/" || parts.contains("..") || parts.contains(".") || parts.contains("") || guest.utf8.contains(0) {
-                problems.append(ConfigDiagnostic(at: guestAt, "\(table) guest is \"\(guest)\"; it must be an absolute path to a file, without `.`, `..` or `//`",
-                                                 hint: "for example guest = \"/run/airlock/\(name).sock\""))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: guestAt, "\(table) guest is \"\(guest)\"; it must be an absolute path to a file, without `.`, `..` or `//`",
+                        hint: "for example guest = \"/run/airlock/\(name).sock\""))
             } else if guest == projectRoot || guest.hasPrefix(projectRoot == "/" ? "/" : projectRoot + "/") {
-                problems.append(ConfigDiagnostic(at: guestAt, "\(table) guest is \"\(guest)\", inside the project (\(projectRoot)), where the sandbox's workspace appears",
-                                                 hint: "put the socket outside the project, e.g. guest = \"/run/airlock/\(name).sock\""))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: guestAt, "\(table) guest is \"\(guest)\", inside the project (\(projectRoot)), where the sandbox's workspace appears",
+                        hint: "put the socket outside the project, e.g. guest = \"/run/airlock/\(name).sock\""))
             } else if guest.utf8.count > 96 {
-                problems.append(ConfigDiagnostic(at: guestAt, "\(table) guest is \(guest.utf8.count) bytes long; a socket path may have at most 96",
-                                                 hint: "choose a shorter path, e.g. guest = \"/run/airlock/\(name).sock\""))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: guestAt, "\(table) guest is \(guest.utf8.count) bytes long; a socket path may have at most 96",
+                        hint: "choose a shorter path, e.g. guest = \"/run/airlock/\(name).sock\""))
             } else if let other = guestPaths[guest] {
-                problems.append(ConfigDiagnostic(at: guestAt, "\(table) guest \"\(guest)\" is also [network.sockets.\(other)]'s", hint: "give each forward its own guest path"))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: guestAt, "\(table) guest \"\(guest)\" is also [network.sockets.\(other)]'s", hint: "give each forward its own guest path")
+                )
             } else {
                 guestPaths[guest] = name
             }
             let hostAt = entry?["host"]?.origin.location ?? entry?.origin.location
             if !socket.host.hasPrefix("/") {
-                problems.append(ConfigDiagnostic(at: hostAt, "\(table) host is \"\(socket.host)\"; it must be an absolute path (or start with ~/)",
-                                                 hint: "for example host = \"~/.ssh/agent.sock\""))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: hostAt, "\(table) host is \"\(socket.host)\"; it must be an absolute path (or start with ~/)",
+                        hint: "for example host = \"~/.ssh/agent.sock\""))
             } else if socket.host.utf8.count > 107 {
-                problems.append(ConfigDiagnostic(at: hostAt, "\(table) host is \(socket.host.utf8.count) bytes long after expansion; a Unix socket path may have at most 107",
-                                                 hint: "link the socket from a shorter path and name that"))
+                problems.append(
+                    ConfigDiagnostic(
+                        at: hostAt, "\(table) host is \(socket.host.utf8.count) bytes long after expansion; a Unix socket path may have at most 107",
+                        hint: "link the socket from a shorter path and name that"))
             }
         }
         return problems

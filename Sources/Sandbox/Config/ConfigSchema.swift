@@ -45,48 +45,72 @@ enum AirlockSchema {
 
     static let root: Schema = .table([
         ("presets", .array(.choice(Presets.names))),
-        ("vm", .table([
-            ("image", .string),
-            ("cpus", .integer(1...256)),
-            ("memory", .size),
-            ("kernel", .absolutePath(hostSide: true)),
-            ("initramfs", .absolutePath(hostSide: true)),
-            ("backend", .choice(backends)),
-            ("resolution", .choice(resolutions)),
-            ("image_layers", .choice(AirlockConfig.ImageLayers.allCases.map(\.rawValue))),
-            ("boot_snapshot", .boolean),
-        ])),
-        ("workspace", .table([
-            ("mode", .choice(["clone", "mount"])),
-            ("read_only", .boolean),
-        ])),
-        ("network", .table([
-            ("policy", .choice(PolicyMode.allCases.map(\.rawValue))),
-            ("rules", .named([
-                ("allow", .array(.pattern)),
-                ("deny", .array(.pattern)),
-                ("passthrough", .array(.pattern)),
-                ("allow_private", .boolean),
-            ])),
-            ("ports", .named([
-                ("host", .array(.portForward)),
-                ("guest", .array(.portForward)),
-            ])),
-            ("sockets", .named([
-                ("host", .absolutePath(hostSide: true)),
-                ("guest", .absolutePath(hostSide: false)),
-            ])),
-        ])),
-        ("mounts", .named([
-            ("source", .absolutePath(hostSide: true)),
-            ("target", .absolutePath(hostSide: false)),
-            ("read_only", .boolean),
-            ("missing", .choice(["fail", "warn", "ignore", "create"])),
-        ])),
-        ("disk", .table([
-            ("size", .size),
-            ("cache", .named([("paths", .array(.absolutePath(hostSide: false)))])),
-        ])),
+        (
+            "vm",
+            .table([
+                ("image", .string),
+                ("cpus", .integer(1...256)),
+                ("memory", .size),
+                ("kernel", .absolutePath(hostSide: true)),
+                ("initramfs", .absolutePath(hostSide: true)),
+                ("backend", .choice(backends)),
+                ("resolution", .choice(resolutions)),
+                ("image_layers", .choice(AirlockConfig.ImageLayers.allCases.map(\.rawValue))),
+                ("boot_snapshot", .boolean),
+            ])
+        ),
+        (
+            "workspace",
+            .table([
+                ("mode", .choice(["clone", "mount"])),
+                ("read_only", .boolean),
+            ])
+        ),
+        (
+            "network",
+            .table([
+                ("policy", .choice(PolicyMode.allCases.map(\.rawValue))),
+                (
+                    "rules",
+                    .named([
+                        ("allow", .array(.pattern)),
+                        ("deny", .array(.pattern)),
+                        ("passthrough", .array(.pattern)),
+                        ("allow_private", .boolean),
+                    ])
+                ),
+                (
+                    "ports",
+                    .named([
+                        ("host", .array(.portForward)),
+                        ("guest", .array(.portForward)),
+                    ])
+                ),
+                (
+                    "sockets",
+                    .named([
+                        ("host", .absolutePath(hostSide: true)),
+                        ("guest", .absolutePath(hostSide: false)),
+                    ])
+                ),
+            ])
+        ),
+        (
+            "mounts",
+            .named([
+                ("source", .absolutePath(hostSide: true)),
+                ("target", .absolutePath(hostSide: false)),
+                ("read_only", .boolean),
+                ("missing", .choice(["fail", "warn", "ignore", "create"])),
+            ])
+        ),
+        (
+            "disk",
+            .table([
+                ("size", .size),
+                ("cache", .named([("paths", .array(.absolutePath(hostSide: false)))])),
+            ])
+        ),
         ("env", .environment),
         ("mask", .named([("paths", .array(.projectPath))])),
         ("daemons", .named([("command", .array(.string))])),
@@ -145,13 +169,16 @@ struct SchemaValidator {
             guard let text = node.string else { return wrongType() }
             let ok = text.hasPrefix("/") || (hostSide && (text == "~" || text.hasPrefix("~/")))
             if !ok {
-                diagnostics.append(ConfigDiagnostic(at: location, "\(name) is \"\(text)\"; it must be an absolute path" + (hostSide ? " (or start with ~/)" : "")))
+                diagnostics.append(
+                    ConfigDiagnostic(at: location, "\(name) is \"\(text)\"; it must be an absolute path" + (hostSide ? " (or start with ~/)" : "")))
             }
         case .projectPath:
             guard let text = node.string else { return wrongType() }
             let parts = text.split(separator: "/")
             if text.hasPrefix("/") || parts.contains("..") || parts.isEmpty {
-                diagnostics.append(ConfigDiagnostic(at: location, "\(name) is \"\(text)\"; it must be a path inside the project, relative to its root, without `..`"))
+                diagnostics.append(
+                    ConfigDiagnostic(at: location, "\(name) is \"\(text)\"; it must be a path inside the project, relative to its root, without `..`")
+                )
             }
         case .array(let element):
             guard case .array(let elements) = node.value else { return wrongType() }
@@ -165,9 +192,10 @@ struct SchemaValidator {
             guard case .table(let entries) = node.value else { return wrongType() }
             for (entryName, entry) in entries {
                 guard case .table(let entryFields) = entry.value else {
-                    diagnostics.append(ConfigDiagnostic(
-                        at: entry.origin.location,
-                        "`\(dotted(path + [entryName]))` must be a table ([\(dotted(path + [entryName]))]), not \(entry.typeName)"))
+                    diagnostics.append(
+                        ConfigDiagnostic(
+                            at: entry.origin.location,
+                            "`\(dotted(path + [entryName]))` must be a table ([\(dotted(path + [entryName]))]), not \(entry.typeName)"))
                     continue
                 }
                 checkFields(entryFields, fields: fields + [("enabled", .boolean)], path: path + [entryName])
@@ -193,7 +221,8 @@ struct SchemaValidator {
                 check(child, against: field.schema, path: path + [key])
             } else {
                 let known = fields.map(\.key)
-                let hint = suggestion(for: key, among: known).map { "did you mean `\($0)`?" }
+                let hint =
+                    suggestion(for: key, among: known).map { "did you mean `\($0)`?" }
                     ?? "known keys here: " + known.joined(separator: ", ")
                 let table = path.isEmpty ? "at the top level" : "in [\(dotted(path))]"
                 diagnostics.append(ConfigDiagnostic(at: child.origin.location, "unknown key `\(key)` \(table)", hint: hint))

@@ -25,15 +25,18 @@ extension AirlockConfig {
             ConfigNode(.table(entries.map { (key: $0.0, node: $0.1) }), origin: .builtIn)
         }
         return table([
-            ("vm", table([
-                ("image", leaf(.string(defaults.vm.image))),
-                ("cpus", leaf(.integer(defaults.vm.cpus))),
-                ("memory", leaf(.string(defaults.vm.memory.description))),
-                ("backend", leaf(.string(defaults.vm.backend.rawValue))),
-                ("resolution", leaf(.string(defaults.vm.resolution.rawValue))),
-                ("image_layers", leaf(.string(defaults.vm.imageLayers.rawValue))),
-                ("boot_snapshot", leaf(.boolean(defaults.vm.bootSnapshot))),
-            ])),
+            (
+                "vm",
+                table([
+                    ("image", leaf(.string(defaults.vm.image))),
+                    ("cpus", leaf(.integer(defaults.vm.cpus))),
+                    ("memory", leaf(.string(defaults.vm.memory.description))),
+                    ("backend", leaf(.string(defaults.vm.backend.rawValue))),
+                    ("resolution", leaf(.string(defaults.vm.resolution.rawValue))),
+                    ("image_layers", leaf(.string(defaults.vm.imageLayers.rawValue))),
+                    ("boot_snapshot", leaf(.boolean(defaults.vm.bootSnapshot))),
+                ])
+            ),
             ("workspace", table([("mode", leaf(.string(defaults.workspace.mode.rawValue)))])),
             ("network", table([("policy", leaf(.string(defaults.network.policy.rawValue)))])),
             ("disk", table([("size", leaf(.string(defaults.disk.size.description)))])),

@@ -42,7 +42,7 @@ public enum EnvTemplate {
                     fallback = nil
                 }
                 guard let first = name.first, first == "_" || (first.isASCII && first.isLetter),
-                      name.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) })
+                    name.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) })
                 else {
                     throw SyntaxError(message: "`${\(body)}` does not name an environment variable (letters, digits, `_`) in \"\(template)\"")
                 }

@@ -4,9 +4,11 @@ import NetworkProxy
 extension AirlockConfig.Network {
     /// The policy and the enabled rules, ready for the host proxy.
     public var networkRules: NetworkRules {
-        NetworkRules(policy: policy, rules: rules.map { name, rule in
-            NetworkRule(name: name, allow: rule.allow, deny: rule.deny, passthrough: rule.passthrough, allowPrivate: rule.allowPrivate)
-        })
+        NetworkRules(
+            policy: policy,
+            rules: rules.map { name, rule in
+                NetworkRule(name: name, allow: rule.allow, deny: rule.deny, passthrough: rule.passthrough, allowPrivate: rule.allowPrivate)
+            })
     }
 
     /// `guest = ["5000:4000"]` forwards (the guest's port → the host's 127.0.0.1 port). A
@@ -38,11 +40,13 @@ extension AirlockConfig.Network {
 extension AuditEvent {
     /// The audit line of one judged connection (event `network`).
     public init(sandbox: String, connection: ConnectionRecord) {
-        self.init(sandbox: sandbox, event: ConnectionRecord.event, details: connection.details.mapValues { value in
-            switch value {
-            case .text(let text): .text(text)
-            case .number(let number): .number(number)
-            }
-        })
+        self.init(
+            sandbox: sandbox, event: ConnectionRecord.event,
+            details: connection.details.mapValues { value in
+                switch value {
+                case .text(let text): .text(text)
+                case .number(let number): .number(number)
+                }
+            })
     }
 }

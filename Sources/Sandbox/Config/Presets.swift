@@ -3,7 +3,9 @@
 /// project can switch any of their entries off with `enabled = false`.
 public enum Presets {
     public static let all: [(name: String, text: String)] = [
-        ("claude-code", """
+        (
+            "claude-code",
+            """
             # Claude Code: the Anthropic API, sign-in (claude.ai for subscriptions, the Claude
             # Console at platform.claude.com, formerly console.anthropic.com) and the endpoints
             # the CLI reports to (Anthropic's published list: api.anthropic.com,
@@ -22,8 +24,11 @@ public enum Presets {
             [env]
             # /usr is read-only in the sandbox: the updater could only fail.
             DISABLE_AUTOUPDATER = "1"
-            """),
-        ("openai-codex", """
+            """
+        ),
+        (
+            "openai-codex",
+            """
             # OpenAI Codex CLI: the API and the ChatGPT sign-in endpoints.
             [network.rules.openai-codex]
             allow = [
@@ -34,8 +39,11 @@ public enum Presets {
 
             [env]
             CODEX_DISABLE_UPDATE_CHECK = "1"
-            """),
-        ("opencode", """
+            """
+        ),
+        (
+            "opencode",
+            """
             # OpenCode: its own service, the model catalogue and the common model providers.
             [network.rules.opencode]
             allow = [
@@ -48,24 +56,33 @@ public enum Presets {
 
             [env]
             OPENCODE_DISABLE_AUTOUPDATE = "1"
-            """),
-        ("python", """
+            """
+        ),
+        (
+            "python",
+            """
             # Python packages from PyPI.
             [network.rules.python]
             allow = ["pypi.org:443", "files.pythonhosted.org:443"]
 
             [env]
             PIP_DISABLE_PIP_VERSION_CHECK = "1"
-            """),
-        ("node", """
+            """
+        ),
+        (
+            "node",
+            """
             # Node packages from npm and Yarn's registry, and Node's own downloads.
             [network.rules.node]
             allow = ["registry.npmjs.org:443", "registry.yarnpkg.com:443", "nodejs.org:443"]
 
             [env]
             NPM_CONFIG_UPDATE_NOTIFIER = "false"
-            """),
-        ("rust", """
+            """
+        ),
+        (
+            "rust",
+            """
             # Rust crates from crates.io and toolchains from rust-lang.org.
             [network.rules.rust]
             allow = [
@@ -77,7 +94,8 @@ public enum Presets {
 
             [env]
             CARGO_REGISTRIES_CRATES_IO_PROTOCOL = "sparse"
-            """),
+            """
+        ),
     ]
 
     public static var names: [String] { all.map(\.name) }

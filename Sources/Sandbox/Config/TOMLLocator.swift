@@ -194,10 +194,14 @@ struct TOMLLocator {
         let literal = quote == UInt8(ascii: "'")
         var content: [UInt8] = []
         if multiline {
-            advance(); advance(); advance()
+            advance()
+            advance()
+            advance()
             while let c = current {
                 if c == quote, index + 2 < bytes.count, bytes[index + 1] == quote, bytes[index + 2] == quote {
-                    advance(); advance(); advance()
+                    advance()
+                    advance()
+                    advance()
                     // Up to two more quotes may belong to the content.
                     while current == quote { advance() }
                     break

@@ -32,12 +32,15 @@ public struct BackendSelection: Sendable, Equatable {
             return BackendSelection(backend: nil, accelerator: nil, reason: "cloud-hypervisor was requested but cannot run here", missing: chMissing)
         case .qemu:
             if host.qemu != nil {
-                return BackendSelection(backend: .qemu, accelerator: accelerator, reason: "requested in the config" + tcgNote(host, accelerator), missing: [])
+                return BackendSelection(
+                    backend: .qemu, accelerator: accelerator, reason: "requested in the config" + tcgNote(host, accelerator), missing: [])
             }
             return BackendSelection(backend: nil, accelerator: nil, reason: "qemu was requested but is not installed", missing: [Self.qemuMissing])
         case .auto:
             if chMissing.isEmpty {
-                return BackendSelection(backend: .cloudHypervisor, accelerator: .kvm, reason: "KVM runs standard guests and cloud-hypervisor and virtiofsd are installed", missing: [])
+                return BackendSelection(
+                    backend: .cloudHypervisor, accelerator: .kvm, reason: "KVM runs standard guests and cloud-hypervisor and virtiofsd are installed",
+                    missing: [])
             }
             if host.qemu != nil {
                 // KVM problems are explained by the TCG note; name the rest briefly.
@@ -46,7 +49,8 @@ public struct BackendSelection: Sendable, Equatable {
                 let why = "Cloud Hypervisor cannot run here" + (named.isEmpty ? "" : " (" + named.joined(separator: "; ") + ")")
                 return BackendSelection(backend: .qemu, accelerator: accelerator, reason: why + tcgNote(host, accelerator), missing: [])
             }
-            return BackendSelection(backend: nil, accelerator: nil, reason: "neither Cloud Hypervisor nor QEMU can run here", missing: chMissing + [Self.qemuMissing])
+            return BackendSelection(
+                backend: nil, accelerator: nil, reason: "neither Cloud Hypervisor nor QEMU can run here", missing: chMissing + [Self.qemuMissing])
         }
     }
 
@@ -54,7 +58,9 @@ public struct BackendSelection: Sendable, Equatable {
 
     private static func tcgNote(_ host: HostFacts, _ accelerator: Accelerator) -> String {
         guard accelerator == .tcg else { return "; using KVM" }
-        if host.kvmIsPVMOnly { return "; KVM here is PVM (kvm_pvm), which cannot boot a standard kernel, so QEMU uses TCG software emulation (slower)" }
+        if host.kvmIsPVMOnly {
+            return "; KVM here is PVM (kvm_pvm), which cannot boot a standard kernel, so QEMU uses TCG software emulation (slower)"
+        }
         return "; KVM is not usable, so QEMU uses TCG software emulation (slower)"
     }
 
@@ -62,10 +68,14 @@ public struct BackendSelection: Sendable, Equatable {
     public static func cloudHypervisorMissing(on host: HostFacts) -> [String] {
         var missing: [String] = []
         if host.cloudHypervisor == nil {
-            missing.append("cloud-hypervisor is not installed: on Debian 13 or Ubuntu 24.04 `sudo apt-get install cloud-hypervisor`; elsewhere put the static binary from github.com/cloud-hypervisor/cloud-hypervisor/releases in /usr/local/bin")
+            missing.append(
+                "cloud-hypervisor is not installed: on Debian 13 or Ubuntu 24.04 `sudo apt-get install cloud-hypervisor`; elsewhere put the static binary from github.com/cloud-hypervisor/cloud-hypervisor/releases in /usr/local/bin"
+            )
         }
         if host.virtiofsd == nil {
-            missing.append("virtiofsd is not installed: on Debian 13 or Ubuntu 24.04 `sudo apt-get install virtiofsd`; elsewhere build it from gitlab.com/virtio-fs/virtiofsd")
+            missing.append(
+                "virtiofsd is not installed: on Debian 13 or Ubuntu 24.04 `sudo apt-get install virtiofsd`; elsewhere build it from gitlab.com/virtio-fs/virtiofsd"
+            )
         }
         switch host.kvm {
         case .missing:
@@ -74,9 +84,10 @@ public struct BackendSelection: Sendable, Equatable {
             missing.append("/dev/kvm is not readable and writable by you: `sudo usermod -aG kvm $USER`, then log in again")
         case .ok:
             if !host.kvmRunsStandardGuests {
-                missing.append(host.kvmIsPVMOnly
-                    ? "KVM is PVM (kvm_pvm): a standard guest kernel hangs under it; Cloud Hypervisor needs hardware KVM (kvm_intel or kvm_amd)"
-                    : "no hardware KVM module (kvm_intel or kvm_amd) is loaded: `sudo modprobe kvm_intel` or `kvm_amd`")
+                missing.append(
+                    host.kvmIsPVMOnly
+                        ? "KVM is PVM (kvm_pvm): a standard guest kernel hangs under it; Cloud Hypervisor needs hardware KVM (kvm_intel or kvm_amd)"
+                        : "no hardware KVM module (kvm_intel or kvm_amd) is loaded: `sudo modprobe kvm_intel` or `kvm_amd`")
             }
         }
         return missing

@@ -44,18 +44,27 @@ public enum Doctor {
 
         switch host.kvm {
         case .ok: add("kvm-device", .pass, "/dev/kvm is readable and writable")
-        case .denied: add("kvm-device", .warn, "/dev/kvm exists but you cannot open it read-write", fix: "sudo usermod -aG kvm $USER, then log in again")
-        case .missing: add("kvm-device", .warn, "/dev/kvm does not exist: VMs will run under software emulation (slow)", fix: "enable VT-x/AMD-V in the firmware, then sudo modprobe kvm_intel (or kvm_amd)")
+        case .denied:
+            add("kvm-device", .warn, "/dev/kvm exists but you cannot open it read-write", fix: "sudo usermod -aG kvm $USER, then log in again")
+        case .missing:
+            add(
+                "kvm-device", .warn, "/dev/kvm does not exist: VMs will run under software emulation (slow)",
+                fix: "enable VT-x/AMD-V in the firmware, then sudo modprobe kvm_intel (or kvm_amd)")
         }
 
         if host.kvmRunsStandardGuests {
-            add("kvm-usable", .pass, "KVM is hardware virtualization (" + host.kvmModules.intersection(["kvm_intel", "kvm_amd"]).sorted().joined(separator: ", ") + ")")
+            add(
+                "kvm-usable", .pass,
+                "KVM is hardware virtualization (" + host.kvmModules.intersection(["kvm_intel", "kvm_amd"]).sorted().joined(separator: ", ") + ")")
         } else if host.kvmIsPVMOnly {
-            add("kvm-usable", .warn,
+            add(
+                "kvm-usable", .warn,
                 "KVM here is PVM (kvm_pvm): a standard guest kernel hangs under it, so VMs run under QEMU with TCG software emulation",
                 fix: "run on a host with hardware KVM (kvm_intel or kvm_amd) for full speed and Cloud Hypervisor")
         } else if host.kvm == .missing {
-            add("kvm-usable", .warn, "no KVM: VMs run under QEMU with TCG software emulation", fix: "use a host with hardware virtualization and load kvm_intel or kvm_amd")
+            add(
+                "kvm-usable", .warn, "no KVM: VMs run under QEMU with TCG software emulation",
+                fix: "use a host with hardware virtualization and load kvm_intel or kvm_amd")
         } else {
             add("kvm-usable", .warn, "no hardware KVM module (kvm_intel or kvm_amd) is loaded", fix: "sudo modprobe kvm_intel (or kvm_amd)")
         }
@@ -64,45 +73,65 @@ public enum Doctor {
         if let ch = host.cloudHypervisor {
             add("cloud-hypervisor", .pass, "\(ch.version ?? "unknown version") at \(ch.path)")
         } else {
-            add("cloud-hypervisor", .warn, "cloud-hypervisor is not installed (QEMU is used instead)", fix: fixPart(chProblems.first { $0.hasPrefix("cloud-hypervisor") }))
+            add(
+                "cloud-hypervisor", .warn, "cloud-hypervisor is not installed (QEMU is used instead)",
+                fix: fixPart(chProblems.first { $0.hasPrefix("cloud-hypervisor") }))
         }
         if let virtiofsd = host.virtiofsd {
             add("virtiofsd", .pass, "\(virtiofsd.version ?? "unknown version") at \(virtiofsd.path)")
         } else {
             let legacy = host.legacyVirtiofsd.map { " (\($0) is QEMU's retired C virtiofsd, which lacks --shared-dir and --readonly)" } ?? ""
-            add("virtiofsd", .warn, "the Rust virtiofsd is not installed\(legacy); QEMU shares use virtio-9p instead", fix: fixPart(chProblems.first { $0.hasPrefix("virtiofsd") }))
+            add(
+                "virtiofsd", .warn, "the Rust virtiofsd is not installed\(legacy); QEMU shares use virtio-9p instead",
+                fix: fixPart(chProblems.first { $0.hasPrefix("virtiofsd") }))
         }
         if let qemu = host.qemu {
             add("qemu", .pass, "\(qemu.version ?? "unknown version") at \(qemu.path)")
         } else {
-            add("qemu", host.cloudHypervisor == nil ? .fail : .warn, "qemu-system-x86_64 is not installed", fix: "sudo apt-get install qemu-system-x86")
+            add(
+                "qemu", host.cloudHypervisor == nil ? .fail : .warn, "qemu-system-x86_64 is not installed",
+                fix: "sudo apt-get install qemu-system-x86")
         }
 
         if let tar2sqfs = host.tar2sqfs {
-            add("tar2sqfs", .pass, "\(tar2sqfs.version ?? "unknown version") at \(tar2sqfs.path): OCI image layers can reach the guest as block images")
+            add(
+                "tar2sqfs", .pass,
+                "\(tar2sqfs.version ?? "unknown version") at \(tar2sqfs.path): OCI image layers can reach the guest as block images")
         } else {
-            add("tar2sqfs", .warn,
+            add(
+                "tar2sqfs", .warn,
                 "tar2sqfs is not installed: OCI images cannot be the root on Cloud Hypervisor, nor with [vm] image_layers = \"block\"",
                 fix: "sudo apt-get install squashfs-tools-ng")
         }
 
         switch host.vhostVsock {
         case .ok: add("vhost-vsock", .pass, "/dev/vhost-vsock is available: the QEMU link uses vsock")
-        case .denied: add("vhost-vsock", .warn, "/dev/vhost-vsock exists but you cannot open it: the QEMU link falls back to virtio-serial", fix: "sudo chmod 0666 /dev/vhost-vsock (or a udev rule giving group kvm access)")
-        case .missing: add("vhost-vsock", .warn, "/dev/vhost-vsock does not exist: the QEMU link uses virtio-serial instead, which works the same", fix: "sudo modprobe vhost_vsock")
+        case .denied:
+            add(
+                "vhost-vsock", .warn, "/dev/vhost-vsock exists but you cannot open it: the QEMU link falls back to virtio-serial",
+                fix: "sudo chmod 0666 /dev/vhost-vsock (or a udev rule giving group kvm access)")
+        case .missing:
+            add(
+                "vhost-vsock", .warn, "/dev/vhost-vsock does not exist: the QEMU link uses virtio-serial instead, which works the same",
+                fix: "sudo modprobe vhost_vsock")
         }
 
         switch (host.assets.kernel, host.assets.initramfs) {
         case (let kernel?, let initramfs?):
-            add("guest-assets", .pass, "kernel \(kernel.path) (\(kernel.source.rawValue)), initramfs \(initramfs.path) (\(initramfs.source.rawValue))")
+            add(
+                "guest-assets", .pass, "kernel \(kernel.path) (\(kernel.source.rawValue)), initramfs \(initramfs.path) (\(initramfs.source.rawValue))"
+            )
         case (let kernel, let initramfs):
             var absent: [String] = []
             if kernel == nil { absent.append("kernel") }
             if initramfs == nil { absent.append("initramfs") }
             var summary = "guest " + absent.joined(separator: " and ") + " not found"
             if !host.assets.broken.isEmpty { summary += "; not readable: " + host.assets.broken.joined(separator: ", ") }
-            add("guest-assets", .fail, summary,
-                fix: "use the single binary from `make release`, which carries them, or build them with `make kernel` and set AIRLOCK_KERNEL=out/assets/vmlinux AIRLOCK_INITRAMFS=out/assets/initramfs")
+            add(
+                "guest-assets", .fail, summary,
+                fix:
+                    "use the single binary from `make release`, which carries them, or build them with `make kernel` and set AIRLOCK_KERNEL=out/assets/vmlinux AIRLOCK_INITRAMFS=out/assets/initramfs"
+            )
         }
 
         if host.libraries.isEmpty {
@@ -116,7 +145,9 @@ public enum Doctor {
             if free < criticalSpace {
                 add("cache-space", .fail, text, fix: "free disk space or set XDG_CACHE_HOME to a larger file system")
             } else if free < lowSpace {
-                add("cache-space", .warn, text + " (images and disks need a few GiB)", fix: "free disk space or set XDG_CACHE_HOME to a larger file system")
+                add(
+                    "cache-space", .warn, text + " (images and disks need a few GiB)",
+                    fix: "free disk space or set XDG_CACHE_HOME to a larger file system")
             } else {
                 add("cache-space", .pass, text)
             }

@@ -22,10 +22,14 @@ public enum EmbeddedAssets {
             if found?.source == .embedded, let extracted = try embedded() { return extracted }
             throw SandboxError(
                 "no guest \(name) found",
-                hint: "use the single binary from `make release`, or build the assets with `make kernel` and set AIRLOCK_KERNEL and AIRLOCK_INITRAMFS")
+                hint: "use the single binary from `make release`, or build the assets with `make kernel` and set AIRLOCK_KERNEL and AIRLOCK_INITRAMFS"
+            )
         }
-        let kernel = try pick(lookup.kernel, embedded: { try extract(airlock_kernel_data, airlock_kernel_sha256, name: "vmlinux", into: cache) }, name: "kernel")
-        let initramfs = try pick(lookup.initramfs, embedded: { try extract(airlock_initramfs_data, airlock_initramfs_sha256, name: "initramfs", into: cache) }, name: "initramfs")
+        let kernel = try pick(
+            lookup.kernel, embedded: { try extract(airlock_kernel_data, airlock_kernel_sha256, name: "vmlinux", into: cache) }, name: "kernel")
+        let initramfs = try pick(
+            lookup.initramfs, embedded: { try extract(airlock_initramfs_data, airlock_initramfs_sha256, name: "initramfs", into: cache) },
+            name: "initramfs")
         return (kernel, initramfs)
     }
 
@@ -42,12 +46,14 @@ public enum EmbeddedAssets {
         // a file of the right size, ours and private, is that content. (Hashing 90 MB again
         // on every start would cost a noticeable part of a second.)
         var info = stat()
-        if lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_uid == getuid(), info.st_mode & 0o077 == 0, Int(info.st_size) == size {
+        if lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_uid == getuid(), info.st_mode & 0o077 == 0, Int(info.st_size) == size
+        {
             return path
         }
         let content = UnsafeRawBufferPointer(start: bytes, count: size)
         guard hexDigest(content) == expected else {
-            throw SandboxError("the \(name) inside this binary does not match its SHA-256", hint: "the binary is damaged: rebuild it with `make release`")
+            throw SandboxError(
+                "the \(name) inside this binary does not match its SHA-256", hint: "the binary is damaged: rebuild it with `make release`")
         }
         try makeDirectories(cache)
         let temporary = "\(path).\(getpid()).tmp"

@@ -1,4 +1,5 @@
 import NetworkPolicy
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -96,10 +97,12 @@ extension HostFacts {
         defer { versions.save() }
         func tool(_ name: String, at found: String?) -> Tool? {
             guard let found else { return nil }
-            return Tool(path: found, version: versions.version(of: found) {
-                let output = try? ChildProcess.capture(found, ["--version"], timeout: 5)
-                return output?.text.split(separator: "\n").first.map { String($0).trimmingWhitespace() }
-            })
+            return Tool(
+                path: found,
+                version: versions.version(of: found) {
+                    let output = try? ChildProcess.capture(found, ["--version"], timeout: 5)
+                    return output?.text.split(separator: "\n").first.map { String($0).trimmingWhitespace() }
+                })
         }
         func tool(_ name: String) -> Tool? { tool(name, at: findExecutable(name, in: searchPath)) }
         // The Rust virtiofsd prints "virtiofsd 1.x"; QEMU's retired C one "virtiofsd version 7.x".

@@ -29,12 +29,14 @@ public final class ProcessWaiter: @unchecked Sendable {
         pthread_cond_init(started, nil)
         var thread = pthread_t()
         let box = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { argument in
-            // `argument` is the waiter retained just above; released when the thread ends.
-            let waiter = Unmanaged<ProcessWaiter>.fromOpaque(argument!).takeRetainedValue()
-            waiter.run()
-            return nil
-        }, box)
+        pthread_create(
+            &thread, nil,
+            { argument in
+                // `argument` is the waiter retained just above; released when the thread ends.
+                let waiter = Unmanaged<ProcessWaiter>.fromOpaque(argument!).takeRetainedValue()
+                waiter.run()
+                return nil
+            }, box)
         pthread_detach(thread)
         pthread_mutex_lock(mutex)
         while spawnResult == nil { pthread_cond_wait(started, mutex) }

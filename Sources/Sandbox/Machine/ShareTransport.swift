@@ -32,7 +32,9 @@ public enum ShareTransport: String, Sendable, Equatable {
         case nil: return shares
         case .block?: return shares + "; the image's layers are read-only squashfs disks (built once by tar2sqfs, owners intact)"
         case .share?:
-            return shares + (host.virtiofsd == nil ? "" : "; the image's layers stay on virtio-9p (their owners live in 9p mapped-xattr form, which virtio-fs cannot present)")
+            return shares
+                + (host.virtiofsd == nil
+                    ? "" : "; the image's layers stay on virtio-9p (their owners live in 9p mapped-xattr form, which virtio-fs cannot present)")
         }
     }
 }
@@ -49,19 +51,26 @@ public enum LayerTransport: String, Sendable, Equatable {
     case block
 
     /// The transport for `configured` on `backend`, or why there is none.
-    public static func choose(_ configured: AirlockConfig.ImageLayers, backend: BackendSelection.Backend, on host: HostFacts) throws -> LayerTransport {
-        let transport: LayerTransport = switch configured {
-        case .auto: backend == .cloudHypervisor ? .block : .share
-        case .share: .share
-        case .block: .block
-        }
+    public static func choose(_ configured: AirlockConfig.ImageLayers, backend: BackendSelection.Backend, on host: HostFacts) throws -> LayerTransport
+    {
+        let transport: LayerTransport =
+            switch configured {
+            case .auto: backend == .cloudHypervisor ? .block : .share
+            case .share: .share
+            case .block: .block
+            }
         if transport == .share && backend == .cloudHypervisor {
-            throw SandboxError("[vm] image_layers = \"share\" needs QEMU: Cloud Hypervisor has no 9p, and virtio-fs cannot carry the layers' owners",
-                               hint: "remove the setting (Cloud Hypervisor uses block images) or set [vm] backend = \"qemu\"")
+            throw SandboxError(
+                "[vm] image_layers = \"share\" needs QEMU: Cloud Hypervisor has no 9p, and virtio-fs cannot carry the layers' owners",
+                hint: "remove the setting (Cloud Hypervisor uses block images) or set [vm] backend = \"qemu\"")
         }
         if transport == .block && host.tar2sqfs == nil {
-            let why = backend == .cloudHypervisor ? "on Cloud Hypervisor an OCI image's layers reach the guest as squashfs disks" : "[vm] image_layers = \"block\""
-            throw SandboxError("\(why), which tar2sqfs builds, and it is not installed", hint: "sudo apt-get install squashfs-tools-ng (or set [vm] backend = \"qemu\")")
+            let why =
+                backend == .cloudHypervisor
+                ? "on Cloud Hypervisor an OCI image's layers reach the guest as squashfs disks" : "[vm] image_layers = \"block\""
+            throw SandboxError(
+                "\(why), which tar2sqfs builds, and it is not installed",
+                hint: "sudo apt-get install squashfs-tools-ng (or set [vm] backend = \"qemu\")")
         }
         return transport
     }

@@ -60,7 +60,9 @@ public struct HostRoot: Sendable {
         [
             .init(path: "/etc/hostname", contents: Array("\(hostname)\n".utf8)),
             .init(path: "/etc/hosts", contents: Array("127.0.0.1 localhost\n127.0.1.1 \(hostname)\n::1 localhost ip6-localhost\n".utf8)),
-            .init(path: "/etc/resolv.conf", contents: Array("# airlock: names are resolved by the host when a connection is allowed\nnameserver 127.0.0.53\n".utf8)),
+            .init(
+                path: "/etc/resolv.conf",
+                contents: Array("# airlock: names are resolved by the host when a connection is allowed\nnameserver 127.0.0.53\n".utf8)),
         ]
     }
 
@@ -109,10 +111,11 @@ public struct HostRoot: Sendable {
         }
         passwd += "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
         group += "nogroup:x:65534:\n"
-        files += [
-            .init(path: "/etc/passwd", contents: Array(passwd.utf8)),
-            .init(path: "/etc/group", contents: Array(group.utf8)),
-        ] + Self.identityFiles(hostname: hostname)
+        files +=
+            [
+                .init(path: "/etc/passwd", contents: Array(passwd.utf8)),
+                .init(path: "/etc/group", contents: Array(group.utf8)),
+            ] + Self.identityFiles(hostname: hostname)
         if !files.contains(where: { $0.path == "/etc/nsswitch.conf" }) {
             files.append(.init(path: "/etc/nsswitch.conf", contents: Array("passwd: files\ngroup: files\nhosts: files dns\n".utf8)))
         }
@@ -167,7 +170,10 @@ public func directoryEntries(_ path: String) -> [String] {
     var names: [String] = []
     while let entry = readdir(directory) {
         let name = withUnsafePointer(to: entry.pointee.d_name) {
-            $0.withMemoryRebound(to: UInt8.self, capacity: 256) { String(decoding: UnsafeBufferPointer(start: $0, count: strlen(UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))), as: UTF8.self) }
+            $0.withMemoryRebound(to: UInt8.self, capacity: 256) {
+                String(
+                    decoding: UnsafeBufferPointer(start: $0, count: strlen(UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))), as: UTF8.self)
+            }
         }
         if name != "." && name != ".." { names.append(name) }
     }

@@ -71,10 +71,13 @@ public struct ImageRoot: Sendable, Equatable {
     /// RNG and the workspace.
     public static let maxLayers = 20
 
-    public func layout(projectRoot: String, workspace: String, hostname: String, stateDisk: String = "/dev/vda") throws -> (shares: [MachineSpec.Share], setup: SetupSpec) {
+    public func layout(projectRoot: String, workspace: String, hostname: String, stateDisk: String = "/dev/vda") throws -> (
+        shares: [MachineSpec.Share], setup: SetupSpec
+    ) {
         guard layers.count <= Self.maxLayers else {
-            throw SandboxError("\(reference) has \(layers.count) layers; a sandbox can stack at most \(Self.maxLayers)",
-                               hint: "squash the image (e.g. `docker build --squash`, or a multi-stage build copying into one layer)")
+            throw SandboxError(
+                "\(reference) has \(layers.count) layers; a sandbox can stack at most \(Self.maxLayers)",
+                hint: "squash the image (e.g. `docker build --squash`, or a multi-stage build copying into one layer)")
         }
         var shares: [MachineSpec.Share] = []
         var guestShares: [SetupSpec.Share] = []
@@ -140,7 +143,13 @@ public struct ImageRoot: Sendable, Equatable {
     /// Resolves a config `User` (`""`, `name`, `uid`, `name:group`, `uid:gid`) against the
     /// image's /etc/passwd and /etc/group contents.
     public static func resolveUser(_ spec: String?, passwd: String?, group: String?) throws -> User {
-        struct Entry { var name: String; var uid: UInt32; var gid: UInt32; var home: String; var shell: String }
+        struct Entry {
+            var name: String
+            var uid: UInt32
+            var gid: UInt32
+            var home: String
+            var shell: String
+        }
         let users: [Entry] = (passwd ?? "").split(separator: "\n").compactMap { line in
             let fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             guard fields.count >= 7, let uid = UInt32(fields[2]), let gid = UInt32(fields[3]) else { return nil }

@@ -23,7 +23,9 @@ public struct SandboxPaths: Sendable, Equatable {
         // The name is also a git reference component (refs/remotes/airlock/<name>/…).
         let referenceSafe = !name.contains("..") && !name.hasSuffix(".") && !name.hasSuffix(".lock")
         guard !name.isEmpty, name.count <= 63, allowed, referenceSafe, !name.hasPrefix("."), !name.hasPrefix("-") else {
-            throw SandboxError("invalid sandbox name \"\(name)\"", hint: "use 1 to 63 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`, without `..` and not ending in `.` or `.lock`")
+            throw SandboxError(
+                "invalid sandbox name \"\(name)\"",
+                hint: "use 1 to 63 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`, without `..` and not ending in `.` or `.lock`")
         }
     }
 

@@ -66,7 +66,9 @@ public struct SandboxRunner: Sendable {
             if relative.isEmpty || isDirectory(paths.workspace + relative) { directory = workingDirectory }
         }
         // The image's own command runs where the image says; the user's runs in the project.
-        if let image, command.isEmpty, !(image.entrypoint + image.command).isEmpty, let imageDirectory = image.workingDirectory, imageDirectory.hasPrefix("/") {
+        if let image, command.isEmpty, !(image.entrypoint + image.command).isEmpty, let imageDirectory = image.workingDirectory,
+            imageDirectory.hasPrefix("/")
+        {
             directory = imageDirectory
         }
         return ExecSpec(
@@ -78,7 +80,9 @@ public struct SandboxRunner: Sendable {
 
     /// Runs `spec` in the sandbox, booting it first unless it is already running (then the
     /// session attaches to it). Returns the session's exit status.
-    public func run(_ spec: ExecSpec, selection: BackendSelection, assets: (kernel: String, initramfs: String), machine: MachineFactory) async throws -> HostSession.Ended {
+    public func run(_ spec: ExecSpec, selection: BackendSelection, assets: (kernel: String, initramfs: String), machine: MachineFactory) async throws
+        -> HostSession.Ended
+    {
         try makeDirectory(paths.stateRoot, mode: 0o755)
         try makeDirectory(paths.stateDirectory, mode: 0o700)
         guard let lock = try SandboxLock.acquire(paths.lockFile) else {
@@ -113,7 +117,8 @@ public struct SandboxRunner: Sendable {
         do {
             return try await LinkClient.connect(unixSocket: socket)
         } catch {
-            throw SandboxError("sandbox \(paths.name) is not running (\(socket): \(error))", hint: "start it with `airlock start --name \(paths.name)`")
+            throw SandboxError(
+                "sandbox \(paths.name) is not running (\(socket): \(error))", hint: "start it with `airlock start --name \(paths.name)`")
         }
     }
 
@@ -136,14 +141,16 @@ public struct SandboxRunner: Sendable {
         let journal = ChangeJournal.Recorder.begin(
             project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, file: paths.changeJournal)
         defer { journal?.seal() }
-        logger.debug("change journal begun", metadata: ["milliseconds": "\(Int((monotonicSeconds() - journalStart) * 1000))", "watching": "\(journal != nil)"])
+        logger.debug(
+            "change journal begun", metadata: ["milliseconds": "\(Int((monotonicSeconds() - journalStart) * 1000))", "watching": "\(journal != nil)"])
         let runtime = paths.runtimeDirectory(environment: environment)
         try makeDirectory(paths.runtimeBase(environment: environment), mode: 0o700)
         try makeDirectory(runtime, mode: 0o700)
         // A fresh console log per boot.
         close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
 
-        var layout = try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
+        var layout =
+            try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
             ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
         layout.setup.forwardPorts = config.network.guestForwards.map(\.guestPort)
         layout.setup.forwardSockets = config.network.socketForwards.map { SetupSpec.SocketForward(name: $0.entry, path: $0.guestPath) }
@@ -156,12 +163,14 @@ public struct SandboxRunner: Sendable {
         let proxy = networkProxy(audit: audit)
         let elapsed = { "\(Int((monotonicSeconds() - started) * 1000)) ms" }
         logger.debug("starting the VMM", metadata: ["after": "\(elapsed())"])
-        let vm = try await factory(machineSpec, { channel in
-            proxy.configure(channel).map { connection in
-                // Served until the guest's egress connection ends (with the VM).
-                Task { try? await proxy.serve(connection) }
-            }
-        })
+        let vm = try await factory(
+            machineSpec,
+            { channel in
+                proxy.configure(channel).map { connection in
+                    // Served until the guest's egress connection ends (with the VM).
+                    Task { try? await proxy.serve(connection) }
+                }
+            })
         let state = SandboxState(
             pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
             startedAt: Int64(time(nil)), project: paths.project.root)
@@ -185,9 +194,11 @@ public struct SandboxRunner: Sendable {
             _ = try await withBootDeadline(vm) { try await client.call(LinkNames.Path.setup, body: setup) }
             logger.debug("the guest is set up", metadata: ["after": "\(elapsed())"])
             // Host port forwards (127.0.0.1 only) are carried into the guest over the control link.
-            let forwards = try await PortForwarder.bind(config.network.hostForwards, link: client, logger: logger, records: { record in
-                try? audit.append(AuditEvent(sandbox: paths.name, connection: record))
-            })
+            let forwards = try await PortForwarder.bind(
+                config.network.hostForwards, link: client, logger: logger,
+                records: { record in
+                    try? audit.append(AuditEvent(sandbox: paths.name, connection: record))
+                })
             forwarder = forwards
             Task { await forwards.run() }
             attachServer = try await AttachServer.start(path: paths.attachSocket(environment: environment), relayingTo: client)
@@ -226,9 +237,11 @@ public struct SandboxRunner: Sendable {
             resolver: StaticResolver.fromTestEnvironment(environment) ?? SystemResolver(),
             guestForwards: config.network.guestForwards,
             socketForwards: config.network.socketForwards)
-        return EgressServer(configuration: configuration, logger: logger, records: { record in
-            try? audit.append(AuditEvent(sandbox: sandbox, connection: record))
-        })
+        return EgressServer(
+            configuration: configuration, logger: logger,
+            records: { record in
+                try? audit.append(AuditEvent(sandbox: sandbox, connection: record))
+            })
     }
 
     /// Runs `body`, but fails as soon as the VMM exits or the boot deadline passes.
@@ -239,7 +252,8 @@ public struct SandboxRunner: Sendable {
             group.addTask {
                 // nil: cancelled because the body finished first.
                 guard let status = await vm.waitForExit() else { return nil }
-                throw MachineError("the VM stopped during boot (\(vm.backend.rawValue) exit status \(status >> 8))", consoleTail: tailLines(of: console))
+                throw MachineError(
+                    "the VM stopped during boot (\(vm.backend.rawValue) exit status \(status >> 8))", consoleTail: tailLines(of: console))
             }
             group.addTask {
                 do { try await Task.sleep(for: Self.bootTimeout) } catch { return nil }
@@ -277,7 +291,9 @@ public struct SandboxRunner: Sendable {
         guard !changes.isEmpty else { return }
         try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "security.project-changed", details: ["changes": .list(changes)]))
         let listed = changes.prefix(10).joined(separator: "\n  ") + (changes.count > 10 ? "\n  … and \(changes.count - 10) more" : "")
-        warn("the project changed while sandbox \(paths.name) ran:\n  \(listed)\nairlock never writes there during a session. If you did not make these changes, treat this as a security event (recorded in \(paths.auditLog.path)).")
+        warn(
+            "the project changed while sandbox \(paths.name) ran:\n  \(listed)\nairlock never writes there during a session. If you did not make these changes, treat this as a security event (recorded in \(paths.auditLog.path))."
+        )
     }
 
     /// The clone the VM works on: made at first start (every branch and the history, the
@@ -290,9 +306,12 @@ public struct SandboxRunner: Sendable {
             do {
                 let report = try SandboxFetch.run(
                     project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name, base: recordedBase)
-                try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "fetch", details: ["reason": .text("--fresh"), "refs": .list(report.branches.map(\.ref))]))
+                try? paths.auditLog.append(
+                    AuditEvent(sandbox: paths.name, event: "fetch", details: ["reason": .text("--fresh"), "refs": .list(report.branches.map(\.ref))]))
             } catch {
-                throw SandboxError("--fresh refused: the old clone's work could not be fetched first: \(error)", hint: "`airlock fetch --name \(paths.name)` shows why; `airlock rm --name \(paths.name)` discards the sandbox with its work")
+                throw SandboxError(
+                    "--fresh refused: the old clone's work could not be fetched first: \(error)",
+                    hint: "`airlock fetch --name \(paths.name)` shows why; `airlock rm --name \(paths.name)` discards the sandbox with its work")
             }
             try removeTree(paths.workspace)
             try removeTree(paths.mirror)
@@ -302,7 +321,9 @@ public struct SandboxRunner: Sendable {
             return
         }
         guard paths.project.gitCommonDir != nil else {
-            throw SandboxError("\(paths.project.root) is not a git repository", hint: "airlock gives the agent a clone of your repository: run `git init` and commit first")
+            throw SandboxError(
+                "\(paths.project.root) is not a git repository",
+                hint: "airlock gives the agent a clone of your repository: run `git init` and commit first")
         }
         progress?("cloning \(paths.project.root) for sandbox \(paths.name)")
         do {
@@ -317,7 +338,10 @@ public struct SandboxRunner: Sendable {
             if workspace.withChanges {
                 let patch = try project.uncommittedPatch()
                 let author = project.defaultSignature() ?? Repository.Signature(name: "airlock", email: "airlock@localhost")
-                if try clone.commitPatch(patch, message: "Uncommitted changes from \(paths.project.root)\n\nCarried over by `airlock start --with-changes`.\n", author: author) != nil {
+                if try clone.commitPatch(
+                    patch, message: "Uncommitted changes from \(paths.project.root)\n\nCarried over by `airlock start --with-changes`.\n",
+                    author: author) != nil
+                {
                     progress?("your uncommitted changes are a commit on top in the sandbox's clone")
                 }
             }

@@ -32,10 +32,11 @@ public struct SandboxState: Sendable, Equatable {
             values[String(line[..<equals])] = String(line[line.index(after: equals)...])
         }
         guard let pid = values["pid"].flatMap(Int32.init), let vmm = values["vmm_pid"].flatMap(Int32.init),
-              let started = values["started_at"].flatMap(Int64.init)
+            let started = values["started_at"].flatMap(Int64.init)
         else { return nil }
-        self.init(pid: pid, vmmPID: vmm, backend: values["backend"] ?? "?", accelerator: values["accelerator"] ?? "?",
-                  startedAt: started, project: values["project"] ?? "")
+        self.init(
+            pid: pid, vmmPID: vmm, backend: values["backend"] ?? "?", accelerator: values["accelerator"] ?? "?",
+            startedAt: started, project: values["project"] ?? "")
     }
 }
 

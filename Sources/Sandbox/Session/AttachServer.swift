@@ -17,7 +17,9 @@ public final class AttachServer: Sendable {
         self.channel = channel
     }
 
-    public static func start(path: String, relayingTo link: LinkClient, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> AttachServer {
+    public static func start(path: String, relayingTo link: LinkClient, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
+        async throws -> AttachServer
+    {
         unlink(path)
         let server = try await ServerBootstrap(group: group)
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { child in

@@ -43,7 +43,8 @@ indirect enum JSONValue: Decodable, Equatable, CustomStringConvertible {
         case .number(let value): "\(value)"
         case .string(let value): value.debugDescription
         case .array(let values): "[" + values.map(\.description).joined(separator: ",") + "]"
-        case .object(let members): "{" + members.sorted { $0.key < $1.key }.map { "\($0.key.debugDescription):\($0.value)" }.joined(separator: ",") + "}"
+        case .object(let members):
+            "{" + members.sorted { $0.key < $1.key }.map { "\($0.key.debugDescription):\($0.value)" }.joined(separator: ",") + "}"
         }
     }
 }
