@@ -36,22 +36,54 @@ let package = Package(
         .target(
             name: "AirlockCommands",
             dependencies: [
-                "Sandbox", "GitReview", "QEMU", "CloudHypervisor", "GuestLink", "CShim", "OCI",
+                "Sandbox", "Config", "GitReview", "GuestLink", "NetworkProxy", "AirlockSystem", "CShim", "OCI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["README.md"],
             swiftSettings: strict
         ),
-        // Core: configuration, host probing, backend selection.
+        // The orchestrator: host probing and backend choice, the sandbox manager, booting in
+        // phases, sessions and the control socket.
         .target(
             name: "Sandbox",
             dependencies: [
-                "NetworkPolicy", "NetworkProxy", "GuestLink", "GitReview", "CShim", "CAssets", "Clibarchive", "Clibseccomp",
+                "AirlockSystem", "Config", "Machine", "QEMU", "CloudHypervisor", "NetworkPolicy", "NetworkProxy", "GuestLink", "GitReview", "OCI",
+                "CShim", "CAssets", "Clibarchive", "Clibseccomp",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // The configuration: airlock.toml layers, schema, presets, diagnostics.
+        .target(
+            name: "Config",
+            dependencies: ["AirlockSystem", "NetworkPolicy", .product(name: "TOMLKit", package: "TOMLKit")],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // What host and guest share below everything: syscalls, errors, files, the confined
+        // directory reader, child processes, formatting.
+        .target(name: "AirlockSystem", dependencies: ["CShim"], exclude: ["README.md"], swiftSettings: strict),
+        // The machine layer: the VirtualMachine protocol, MachineSpec, VMM helper processes,
+        // virtiofsd, share transports. Backends depend on it and on nothing higher.
+        .target(
+            name: "Machine",
+            dependencies: ["AirlockSystem", "GuestLink", "CShim", .product(name: "NIOCore", package: "swift-nio")],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // Cloud Hypervisor's REST API: client and config types, with no airlock dependency.
+        .target(
+            name: "CloudHypervisorAPI",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             exclude: ["README.md"],
             swiftSettings: strict
@@ -69,10 +101,13 @@ let package = Package(
             swiftSettings: strict
         ),
         // PID 1 of the guest VM; built fully static by `make guest` and packed into the initramfs.
-        .executableTarget(
-            name: "airlock-guest",
+        .executableTarget(name: "airlock-guest", dependencies: ["GuestAgent"], swiftSettings: strict),
+        // What PID 1 does: mounts, root assembly, processes, the guest network (a library, so
+        // tests reach it without a VM).
+        .target(
+            name: "GuestAgent",
             dependencies: [
-                "GuestLink", "CShim", "CGuestInit",
+                "GuestLink", "AirlockSystem", "CShim", "CGuestInit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -85,7 +120,7 @@ let package = Package(
         .target(
             name: "QEMU",
             dependencies: [
-                "Sandbox", "GuestLink", "CShim",
+                "Machine", "AirlockSystem", "GuestLink", "CShim",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -96,7 +131,7 @@ let package = Package(
         .target(
             name: "CloudHypervisor",
             dependencies: [
-                "Sandbox", "GuestLink", "CShim",
+                "CloudHypervisorAPI", "Machine", "AirlockSystem", "GuestLink", "CShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -109,7 +144,7 @@ let package = Package(
         .target(
             name: "OCI",
             dependencies: [
-                "Clibarchive", "CShim",
+                "AirlockSystem", "Clibarchive", "CShim",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -121,13 +156,13 @@ let package = Package(
             swiftSettings: strict
         ),
         // Pure rule matching for the network policy; no I/O.
-        .target(name: "NetworkPolicy", exclude: ["README.md"], swiftSettings: strict),
+        .target(name: "NetworkPolicy", dependencies: ["AirlockSystem"], exclude: ["README.md"], swiftSettings: strict),
         // The host side of the guest's network: judges, resolves, connects and relays each
         // egress stream; port forwards; audit records.
         .target(
             name: "NetworkProxy",
             dependencies: [
-                "NetworkPolicy", "GuestLink",
+                "NetworkPolicy", "GuestLink", "AirlockSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -151,7 +186,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // libgit2 wrapper.
-        .target(name: "GitReview", dependencies: ["Clibgit2", "CShim"], exclude: ["README.md"], swiftSettings: strict),
+        .target(name: "GitReview", dependencies: ["AirlockSystem", "Clibgit2", "CShim"], exclude: ["README.md"], swiftSettings: strict),
 
         // Syscalls Swift can't reach: fork/exec with PDEATHSIG and setsid.
         .target(name: "CShim"),
@@ -165,9 +200,29 @@ let package = Package(
         .systemLibrary(name: "Clibseccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "Clibarchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
+        // Test helpers shared by the test targets: the CLI runner, stand-in servers, registries,
+        // fixtures, the VM environment.
+        .target(
+            name: "TestSupport",
+            dependencies: ["AirlockSystem", "CShim", "Sandbox", "OCI"],
+            path: "Tests/TestSupport",
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "AirlockSystemTests", dependencies: ["AirlockSystem", "CShim"], swiftSettings: strict),
+        .testTarget(name: "NetworkPolicyTests", dependencies: ["NetworkPolicy"], swiftSettings: strict),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "NetworkPolicy"], swiftSettings: strict),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "AirlockSystem"], swiftSettings: strict),
+        .testTarget(
+            name: "GuestAgentTests",
+            dependencies: ["GuestAgent", "GuestLink", "AirlockSystem", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "GitReviewTests", dependencies: ["GitReview", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "OCITests", dependencies: ["OCI", "Sandbox", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "SandboxTests",
-            dependencies: ["Sandbox", "NetworkPolicy"],
+            dependencies: ["Sandbox", "Config", "Machine", "NetworkProxy", "GuestLink", "AirlockSystem", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -189,13 +244,14 @@ let package = Package(
         ),
         .testTarget(
             name: "QEMUTests",
-            dependencies: ["QEMU", "Sandbox"],
+            dependencies: ["QEMU", "Machine", "AirlockSystem"],
             swiftSettings: strict
         ),
+        // Covers both Cloud Hypervisor modules: the API leaf and the machine share the stubs.
         .testTarget(
             name: "CloudHypervisorTests",
             dependencies: [
-                "CloudHypervisor", "Sandbox", "GuestLink", "CShim",
+                "CloudHypervisor", "CloudHypervisorAPI", "Machine", "AirlockSystem", "GuestLink", "CShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -204,10 +260,16 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
+        // The `airlock` binary as users run it (no VM).
         .testTarget(
             name: "AirlockCommandsTests",
-            dependencies: ["AirlockCommands", "Sandbox", "GitReview", "CShim", "OCI"],
-            exclude: ["Fixtures"],
+            dependencies: ["AirlockCommands", "Sandbox", "GitReview", "OCI", "AirlockSystem", "CShim", "TestSupport"],
+            swiftSettings: strict
+        ),
+        // Every suite that boots a VM, and only those: `make test` runs this target on its own.
+        .testTarget(
+            name: "VMTests",
+            dependencies: ["Sandbox", "OCI", "AirlockSystem", "TestSupport"],
             swiftSettings: strict
         ),
     ]

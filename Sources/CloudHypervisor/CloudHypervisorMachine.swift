@@ -1,8 +1,10 @@
+import AirlockSystem
 import CShim
+import CloudHypervisorAPI
 import GuestLink
 import Logging
+import Machine
 import NIOCore
-import Sandbox
 
 #if canImport(Glibc)
 import Glibc
@@ -17,19 +19,19 @@ import Glibc
 /// `vm.boot`. Stop: `vm.shutdown` → `vm.delete` → `vmm.shutdown` → SIGTERM → SIGKILL, then the
 /// virtiofsd processes; everything reaped.
 public final class CloudHypervisorMachine: VirtualMachine {
-    public let backend = BackendSelection.Backend.cloudHypervisor
+    public let backend = MachineBackend.cloudHypervisor
     public let processID: pid_t
     private let vmm: ProcessWaiter
     private let virtiofsd: [ProcessWaiter]
     private let listeners: [HybridVsockListener]
     private let client: CloudHypervisorClient
     private let vsockSocket: String
-    private let connectTimeout: Double
+    private let connectTimeout: Duration
     private let logger: Logger
 
     private init(
         vmm: ProcessWaiter, virtiofsd: [ProcessWaiter], listeners: [HybridVsockListener], client: CloudHypervisorClient,
-        vsockSocket: String, connectTimeout: Double, logger: Logger
+        vsockSocket: String, connectTimeout: Duration, logger: Logger
     ) {
         processID = vmm.pid
         self.vmm = vmm
@@ -100,7 +102,7 @@ public final class CloudHypervisorMachine: VirtualMachine {
     public static func start(
         _ spec: MachineSpec, cloudHypervisor: String, virtiofsd: String,
         guestListeners: [UInt32: @Sendable (any Channel) -> EventLoopFuture<Void>] = [:],
-        timeout: Double = 20, connectTimeout: Double = 120, logger: Logger = Logger(label: "airlock.cloud-hypervisor")
+        timeout: Duration = .seconds(20), connectTimeout: Duration = .seconds(120), logger: Logger = Logger(label: "airlock.cloud-hypervisor")
     ) async throws -> CloudHypervisorMachine {
         let sockets = Sockets(runtimeDirectory: spec.runtimeDirectory, shareCount: spec.shares.count)
         for path in [sockets.api, sockets.vsock] + sockets.shares { unlink(path) }
@@ -126,7 +128,9 @@ public final class CloudHypervisorMachine: VirtualMachine {
                 try await client.createVM(vmConfig(for: spec, sockets: sockets))
                 try await client.bootVM()
             } catch {
-                throw MachineError("Cloud Hypervisor did not boot the VM: \(error)", consoleTail: tailLines(of: log) + tailLines(of: spec.consoleLog))
+                throw MachineError(
+                    "Cloud Hypervisor did not boot the VM", cause: error,
+                    consoleTail: FileSystem.tailLines(of: log) + FileSystem.tailLines(of: spec.consoleLog))
             }
             logger.info("cloud-hypervisor booted the VM", metadata: ["pid": "\(vmm.pid)", "shares": "\(spec.shares.count)"])
             return CloudHypervisorMachine(
@@ -180,14 +184,14 @@ public final class CloudHypervisorMachine: VirtualMachine {
     }
 
     /// Cloud Hypervisor is ready once `vmm.ping` answers.
-    static func waitForPing(_ client: CloudHypervisorClient, of process: ProcessWaiter, timeout: Double, log: String) async throws {
+    static func waitForPing(_ client: CloudHypervisorClient, of process: ProcessWaiter, timeout: Duration, log: String) async throws {
         var probe = client
         probe.timeout = .seconds(1)
-        let deadline = monotonicSeconds() + timeout
+        let deadline = ContinuousClock.now + timeout
         var last: CloudHypervisorError?
         while true {
             if process.hasExited {
-                throw MachineError("cloud-hypervisor exited during start-up", consoleTail: tailLines(of: log))
+                throw MachineError("cloud-hypervisor exited during start-up", consoleTail: FileSystem.tailLines(of: log))
             }
             do {
                 _ = try await probe.ping()
@@ -195,16 +199,16 @@ public final class CloudHypervisorMachine: VirtualMachine {
             } catch {
                 last = error
             }
-            if monotonicSeconds() > deadline {
+            if ContinuousClock.now > deadline {
                 // A process that died just now may not be reaped yet: give it a moment so the
                 // error says what happened rather than "did not answer".
                 for _ in 0..<50 where !process.hasExited { try await Task.sleep(for: .milliseconds(10)) }
                 if process.hasExited {
-                    throw MachineError("cloud-hypervisor exited during start-up", consoleTail: tailLines(of: log))
+                    throw MachineError("cloud-hypervisor exited during start-up", consoleTail: FileSystem.tailLines(of: log))
                 }
                 throw MachineError(
-                    "cloud-hypervisor did not answer on its API socket within \(Int(timeout)) s" + (last.map { " (\($0))" } ?? ""),
-                    consoleTail: tailLines(of: log))
+                    "cloud-hypervisor did not answer on its API socket within \(timeout.text)", cause: last,
+                    consoleTail: FileSystem.tailLines(of: log))
             }
             try await Task.sleep(for: .milliseconds(10))
         }

@@ -1,3 +1,4 @@
+import AirlockSystem
 import NIOCore
 import NIOPosix
 
@@ -21,11 +22,11 @@ public enum HybridVsock {
         /// port in the guest yet.
         case closed(socket: String, port: UInt32)
         /// No `OK` line within the read deadline.
-        case silent(socket: String, port: UInt32, seconds: Double)
+        case silent(socket: String, port: UInt32, after: Duration)
         /// Something other than `OK <number>` came back.
         case unexpectedAnswer(socket: String, port: UInt32, answer: String)
         /// Retried until the overall deadline; `last` is the last attempt's failure.
-        case gaveUp(seconds: Double, last: Failure)
+        case gaveUp(after: Duration, last: Failure)
 
         public var description: String {
             switch self {
@@ -33,12 +34,12 @@ public enum HybridVsock {
                 "cannot connect to the VM's vsock socket \(socket): \(reason)"
             case .closed(let socket, let port):
                 "the guest closed vsock port \(port) (through \(socket)) before accepting it: nothing listens there yet"
-            case .silent(let socket, let port, let seconds):
-                "no answer to CONNECT \(port) on \(socket) within \(seconds) s"
+            case .silent(let socket, let port, let duration):
+                "no answer to CONNECT \(port) on \(socket) within \(duration.text)"
             case .unexpectedAnswer(let socket, let port, let answer):
                 "\(socket) answered CONNECT \(port) with \(answer.debugDescription) instead of OK <port>: is this Cloud Hypervisor's vsock socket?"
-            case .gaveUp(let seconds, let last):
-                "the guest did not accept the link within \(Int(seconds)) s (last attempt: \(last))"
+            case .gaveUp(let duration, let last):
+                "the guest did not accept the link within \(duration.text) (last attempt: \(last))"
             }
         }
 
@@ -60,33 +61,33 @@ public enum HybridVsock {
     ///
     /// The blocking socket calls run on NIO's blocking thread pool, never on the cooperative pool.
     public static func connect(
-        socket: String, port: UInt32, timeout: Double, readTimeout: Double = 2, pause: Duration = .milliseconds(50),
+        socket: String, port: UInt32, timeout: Duration, readTimeout: Duration = .seconds(2), pause: Duration = .milliseconds(50),
         threadPool: NIOThreadPool = .singleton
     ) async throws -> Int32 {
-        let deadline = monotonic() + timeout
+        let deadline = ContinuousClock.now + timeout
         while true {
-            let remaining = deadline - monotonic()
-            let attemptTimeout = max(0.05, min(readTimeout, remaining))
+            let remaining = deadline - ContinuousClock.now
+            let attemptTimeout = max(.milliseconds(50), min(readTimeout, remaining))
             do {
                 return try await threadPool.runIfActive {
                     try handshake(socket: socket, port: port, readTimeout: attemptTimeout)
                 }
             } catch let failure as Failure where failure.isTransient {
-                if monotonic() + 0.001 >= deadline { throw Failure.gaveUp(seconds: timeout, last: failure) }
+                if ContinuousClock.now + .milliseconds(1) >= deadline { throw Failure.gaveUp(after: timeout, last: failure) }
                 try await Task.sleep(for: pause)
             }
         }
     }
 
-    /// One attempt, blocking for at most about `readTimeout` seconds.
-    public static func handshake(socket path: String, port: UInt32, readTimeout: Double) throws(Failure) -> Int32 {
+    /// One attempt, blocking for at most about `readTimeout`.
+    public static func handshake(socket path: String, port: UInt32, readTimeout: Duration) throws(Failure) -> Int32 {
         let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .connect(socket: path, reason: errorText(errno)) }
         var keep = false
         defer { if !keep { close(fd) } }
 
         // A full backlog would block connect(2) indefinitely; SO_SNDTIMEO bounds that wait too.
-        var limit = timeval(tv_sec: Int(readTimeout), tv_usec: Int((readTimeout - readTimeout.rounded(.down)) * 1e6))
+        var limit = timeval(tv_sec: Int(readTimeout.components.seconds), tv_usec: Int(readTimeout.components.attoseconds / 1_000_000_000_000))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         let connected = withUnixAddress(path) { address, length in
             var result: Int32
@@ -96,11 +97,11 @@ public enum HybridVsock {
         guard let connected else { throw .connect(socket: path, reason: "the path is too long for a Unix socket") }
         guard connected == 0 else { throw .connect(socket: path, reason: errorText(connected)) }
 
-        let deadline = monotonic() + readTimeout
+        let deadline = ContinuousClock.now + readTimeout
         let request = Array("CONNECT \(port)\n".utf8)
         var sent = 0
         while sent < request.count {
-            guard wait(fd, for: Int16(POLLOUT), until: deadline) else { throw .silent(socket: path, port: port, seconds: readTimeout) }
+            guard wait(fd, for: Int16(POLLOUT), until: deadline) else { throw .silent(socket: path, port: port, after: readTimeout) }
             let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
@@ -113,7 +114,7 @@ public enum HybridVsock {
         // Byte by byte: whatever follows the newline is the guest's, and must stay in the socket.
         var line: [UInt8] = []
         while true {
-            guard wait(fd, for: Int16(POLLIN), until: deadline) else { throw .silent(socket: path, port: port, seconds: readTimeout) }
+            guard wait(fd, for: Int16(POLLIN), until: deadline) else { throw .silent(socket: path, port: port, after: readTimeout) }
             var byte: UInt8 = 0
             let n = recv(fd, &byte, 1, 0)
             if n < 0 {
@@ -149,41 +150,15 @@ public enum HybridVsock {
         "\(vsockSocket)_\(port)"
     }
 
-    static func wait(_ fd: Int32, for events: Int16, until deadline: Double) -> Bool {
+    static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant) -> Bool {
         while true {
-            let remaining = deadline - monotonic()
-            guard remaining > 0 else { return false }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { return false }
             var entry = pollfd(fd: fd, events: events, revents: 0)
-            let result = poll(&entry, 1, Int32(min(remaining * 1000, 60_000).rounded(.up)))
+            let result = poll(&entry, 1, Int32(min(remaining.milliseconds + 1, 60_000)))
             if result > 0 { return true }  // readable, writable, or an error/hang-up the next call reports
             if result < 0 && errno != EINTR { return true }
         }
-    }
-
-    static func monotonic() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-    }
-
-    static func errorText(_ code: Int32) -> String {
-        String(cString: strerror(code))
-    }
-}
-
-/// Runs `body` with a `sockaddr_un` for `path`; nil when the path does not fit.
-func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T? {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    let capacity = MemoryLayout.size(ofValue: address.sun_path)
-    guard !bytes.isEmpty, bytes.count < capacity else { return nil }
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        raw.copyBytes(from: bytes)
-        raw[bytes.count] = 0
-    }
-    return withUnsafePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
 }
 

@@ -1,3 +1,4 @@
+import AirlockSystem
 import Clibgit2
 import Dispatch
 import FoundationEssentials
@@ -108,6 +109,14 @@ public struct ChangeJournal: Codable, Sendable, Equatable {
             return (headTree, staged + scan.changedPaths)
         }
 
+        /// Waits until the baseline has been taken (it runs while the VM boots); whether one
+        /// could be taken.
+        public func waitForBaseline() -> Bool {
+            taken.wait()
+            taken.signal()
+            return baseline != nil
+        }
+
         /// Stops watching (the VM has exited, so nothing more can change) and writes the
         /// journal, unless something made it unreliable.
         public func seal() {
@@ -134,7 +143,7 @@ final class TreeWatcher: @unchecked Sendable {
     private let stopPipe: (read: Int32, write: Int32)
     private let root: String
     /// The root again, for looking at what the guest made (never through a symlink).
-    private let tree: GuestTree
+    private let tree: ConfinedDirectory
     private var recordedBytes = 0
     /// Watch descriptor → directory relative to the root ("" for the root).
     private var directories: [Int32: String] = [:]
@@ -162,7 +171,7 @@ final class TreeWatcher: @unchecked Sendable {
         self.fd = fd
         self.stopPipe = (pipeFDs[0], pipeFDs[1])
         self.root = root
-        guard let tree = try? GuestTree.open(root) else {
+        guard let tree = try? ConfinedDirectory.open(root) else {
             close(fd)
             close(pipeFDs[0])
             close(pipeFDs[1])

@@ -1,3 +1,4 @@
+import AirlockSystem
 import Clibgit2
 
 #if canImport(Glibc)
@@ -6,7 +7,7 @@ import Glibc
 
 /// A private copy of the git data in a sandbox's clone, which libgit2 then reads instead of
 /// the clone itself. The clone is hostile, so the copy takes only what a fetch needs, through
-/// `GuestTree` (no symlink is ever followed), with every file size bounded:
+/// `ConfinedDirectory` (no symlink is ever followed), with every file size bounded:
 /// - `HEAD`, branch refs (`refs/heads/…` and their `packed-refs` lines) with valid names only,
 /// - loose objects and pack files, and the index (for uncommitted work).
 /// Never copied: the clone's `config`, hooks, `info/` (attributes, excludes), `objects/info`
@@ -59,10 +60,10 @@ struct CloneMirror {
     }
 
     private mutating func sync(clone: String) throws(GitReviewError) {
-        let workspace: GuestTree
-        let git: GuestTree
+        let workspace: ConfinedDirectory
+        let git: ConfinedDirectory
         do {
-            workspace = try GuestTree.open(clone)
+            workspace = try ConfinedDirectory.open(clone)
         } catch {
             throw GitReviewError("cannot read the sandbox's clone: \(error)")
         }
@@ -90,7 +91,7 @@ struct CloneMirror {
         copyPackedRefs(from: git)
         try copyObjects(from: git)
         copyOptional("index", from: git)
-        if fileSize(path + "/index") != nil { indexTime = git.status("index")?.st_mtim }
+        if regularFileSize(path + "/index") != nil { indexTime = git.status("index")?.st_mtim }
         copyOptional("shallow", from: git)
     }
 
@@ -100,24 +101,28 @@ struct CloneMirror {
 
     private func makeDirectories() throws(GitReviewError) {
         for directory in ["", "/objects", "/objects/info", "/objects/pack", "/loose", "/loose/pack", "/refs", "/refs/heads", "/refs/tags"] {
-            if mkdir(path + directory, 0o700) != 0 && errno != EEXIST {
-                throw GitReviewError("cannot create \(path + directory): \(String(cString: strerror(errno)))")
+            do {
+                try FileSystem.makeDirectory(path + directory, mode: 0o700)
+            } catch {
+                throw GitReviewError("cannot make the clone's mirror", cause: error)
             }
         }
     }
 
     private func writeOwn(_ name: String, _ text: String) throws(GitReviewError) {
-        guard writeWhole(path + "/" + name, Array(text.utf8)) else {
-            throw GitReviewError("cannot write \(path)/\(name): \(String(cString: strerror(errno)))")
+        do {
+            try FileSystem.writeAtomically(path + "/" + name, text, durable: false)
+        } catch {
+            throw GitReviewError("cannot write the clone's mirror", cause: error)
         }
     }
 
     /// HEAD: `ref: refs/heads/<valid name>` or a commit id; anything else leaves the mirror
     /// with an unborn HEAD.
-    private mutating func copyHead(from git: GuestTree) {
+    private mutating func copyHead(from git: ConfinedDirectory) {
         var head = "ref: refs/heads/airlock-no-head\n"
         do {
-            let text = String(decoding: try git.read("HEAD", limit: 4096), as: UTF8.self).trimmed
+            let text = String(decoding: try git.read("HEAD", limit: 4096), as: UTF8.self).trimmingWhitespace()
             if text.hasPrefix("ref: "), Self.isValidBranchRef(String(text.dropFirst(5))) {
                 head = text + "\n"
             } else if Self.isObjectID(text) {
@@ -128,12 +133,12 @@ struct CloneMirror {
         } catch {
             refuse("\(git.path)/HEAD ignored: \(error)")
         }
-        _ = writeWhole(path + "/HEAD", Array(head.utf8))
+        try? FileSystem.writeAtomically(path + "/HEAD", head, durable: false)
     }
 
     /// `refs/heads/**`: the mirror's copy is rebuilt on every sync, so deleted branches vanish.
-    private mutating func copyRefs(from git: GuestTree) {
-        removeOwnTree(path + "/refs/heads")
+    private mutating func copyRefs(from git: ConfinedDirectory) {
+        try? FileSystem.removeTree(path + "/refs/heads")
         mkdir(path + "/refs/heads", 0o700)
         guard git.kind("refs/heads") == .directory else {
             if git.kind("refs") == .symlink || git.kind("refs/heads") == .symlink { refuse("\(git.path)/refs ignored: it is a symlink") }
@@ -142,7 +147,7 @@ struct CloneMirror {
         copyRefDirectory(git, relative: "refs/heads", depth: 0)
     }
 
-    private mutating func copyRefDirectory(_ git: GuestTree, relative: String, depth: Int) {
+    private mutating func copyRefDirectory(_ git: ConfinedDirectory, relative: String, depth: Int) {
         guard depth < 32, let directory = try? git.directory(relative) else {
             refuse("\(git.path)/\(relative) ignored: too deep or unreadable")
             return
@@ -162,12 +167,12 @@ struct CloneMirror {
                     refuse("\(git.path)/\(ref) ignored: unreadable")
                     continue
                 }
-                let text = String(decoding: bytes, as: UTF8.self).trimmed
+                let text = String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
                 guard Self.isObjectID(text) else {
                     refuse("\(git.path)/\(ref) ignored: it does not hold a commit id")
                     continue
                 }
-                _ = writeWhole(path + "/" + ref, Array((text + "\n").utf8))
+                try? FileSystem.writeAtomically(path + "/" + ref, (text + "\n"), durable: false)
             case .symlink:
                 refuse("\(git.path)/\(ref) ignored: it is a symlink")
             case .other:
@@ -177,7 +182,7 @@ struct CloneMirror {
     }
 
     /// `packed-refs`, keeping only well-formed branch lines (and their peel lines).
-    private mutating func copyPackedRefs(from git: GuestTree) {
+    private mutating func copyPackedRefs(from git: ConfinedDirectory) {
         unlink(path + "/packed-refs")
         switch git.kind("packed-refs") {
         case nil: return
@@ -215,17 +220,17 @@ struct CloneMirror {
             keepingPeel = true
         }
         if dropped > 0 { refuse("\(git.path)/packed-refs: \(dropped) malformed or invalid line(s) ignored") }
-        _ = writeWhole(path + "/packed-refs", Array(kept.utf8))
+        try? FileSystem.writeAtomically(path + "/packed-refs", kept, durable: false)
     }
 
     /// Loose objects (those neither the mirror nor the project has, imported as a pack) and
     /// packs (copied once).
-    private mutating func copyObjects(from git: GuestTree) throws(GitReviewError) {
+    private mutating func copyObjects(from git: ConfinedDirectory) throws(GitReviewError) {
         guard git.kind("objects") == .directory, let objects = try? git.directory("objects") else {
             throw GitReviewError("\(git.path)/objects is missing, a symlink or unreadable; nothing can be fetched")
         }
         var seenLoose = Set<String>()
-        var loose: [(directory: GuestTree, file: String, size: Int64)] = []
+        var loose: [(directory: ConfinedDirectory, file: String, size: Int64)] = []
         for (name, kind) in objects.entries() {
             if name == "info" {
                 if objects.kind("info/alternates") != nil || objects.kind("info/http-alternates") != nil {
@@ -259,7 +264,7 @@ struct CloneMirror {
         removeVanishedLooseObjects(keeping: seenLoose)
     }
 
-    private mutating func copyPacks(from objects: GuestTree) throws(GitReviewError) {
+    private mutating func copyPacks(from objects: ConfinedDirectory) throws(GitReviewError) {
         guard let pack = try? objects.directory("pack") else {
             refuse("\(objects.path)/pack ignored: unreadable or a symlink")
             return
@@ -280,12 +285,12 @@ struct CloneMirror {
                 )
                 continue
             }
-            if fileSize(projectObjects + "/pack/" + base + ".pack") != nil, fileSize(projectObjects + "/pack/" + base + ".idx") != nil {
+            if regularFileSize(projectObjects + "/pack/" + base + ".pack") != nil, regularFileSize(projectObjects + "/pack/" + base + ".idx") != nil {
                 continue  // the project's own copy serves (an alternate); a mirror copy goes
             }
             kept.insert(base)
             let target = path + "/objects/pack/" + base
-            if fileSize(target + ".pack") == size && fileSize(target + ".idx") == indexSize { continue }
+            if regularFileSize(target + ".pack") == size && regularFileSize(target + ".idx") == indexSize { continue }
             try account(size + indexSize)
             do {
                 // The index last: libgit2 only looks at packs that have one.
@@ -299,7 +304,7 @@ struct CloneMirror {
             }
         }
         // Packs gone from the clone (repacked) go from the mirror too.
-        if let mine = try? GuestTree.open(path + "/objects/pack") {
+        if let mine = try? ConfinedDirectory.open(path + "/objects/pack") {
             for (name, _) in mine.entries() {
                 let base = name.split(separator: ".").first.map(String.init) ?? name
                 if !kept.contains(base) { unlink(path + "/objects/pack/" + name) }
@@ -312,9 +317,9 @@ struct CloneMirror {
     /// is inflated (no further than its declared size and the limit), and its content must
     /// hash to its name. Packs, not a file per object: creating hundreds of small files cost
     /// more than everything else a fetch does. Past 16 packs, `loose/` starts over.
-    private mutating func importLooseObjects(_ candidates: [(directory: GuestTree, file: String, size: Int64)]) throws(GitReviewError) {
+    private mutating func importLooseObjects(_ candidates: [(directory: ConfinedDirectory, file: String, size: Int64)]) throws(GitReviewError) {
         let packs = path + "/loose/pack"
-        if let existing = try? GuestTree.open(packs), existing.entries().filter({ $0.name.hasSuffix(".pack") }).count > 16 {
+        if let existing = try? ConfinedDirectory.open(packs), existing.entries().filter({ $0.name.hasSuffix(".pack") }).count > 16 {
             for (name, _) in existing.entries() { unlink(packs + "/" + name) }
         }
         let repository: Repository
@@ -328,7 +333,7 @@ struct CloneMirror {
         var odb: OpaquePointer?
         defer { git_odb_free(odb) }
         try Self.check(git_repository_odb(&odb, repository.pointer), "open the mirror's objects")
-        var wanted: [(directory: GuestTree, file: String, size: Int64, id: git_oid)] = []
+        var wanted: [(directory: ConfinedDirectory, file: String, size: Int64, id: git_oid)] = []
         for candidate in candidates {
             var id = git_oid()
             guard git_oid_fromstr(&id, String(candidate.directory.path.suffix(2)) + candidate.file) == 0 else { continue }
@@ -462,7 +467,7 @@ struct CloneMirror {
     }
 
     private func removeVanishedLooseObjects(keeping seen: Set<String>) {
-        guard let objects = try? GuestTree.open(path + "/objects") else { return }
+        guard let objects = try? ConfinedDirectory.open(path + "/objects") else { return }
         for (name, kind) in objects.entries() where kind == .directory && name.count == 2 {
             guard let directory = try? objects.directory(name) else { continue }
             for (file, _) in directory.entries() where !seen.contains(name + "/" + file) {
@@ -471,7 +476,7 @@ struct CloneMirror {
         }
     }
 
-    private mutating func copyOptional(_ name: String, from git: GuestTree) {
+    private mutating func copyOptional(_ name: String, from git: ConfinedDirectory) {
         unlink(path + "/" + name)
         switch git.kind(name) {
         case nil: return
@@ -506,34 +511,8 @@ struct CloneMirror {
     }
 }
 
-func fileSize(_ path: String) -> Int64? {
-    var info = stat()
-    guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+/// The size of a regular file (lstat); nil when absent or not a regular file.
+func regularFileSize(_ path: String) -> Int64? {
+    guard let info = FileSystem.status(path), info.st_mode & S_IFMT == S_IFREG else { return nil }
     return Int64(info.st_size)
-}
-
-/// Writes `bytes` to `path` through a temporary name (0600); false on failure.
-func writeWhole(_ path: String, _ bytes: [UInt8]) -> Bool {
-    let temporary = path + ".airlock-tmp"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { return false }
-    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    close(fd)
-    guard written == bytes.count, rename(temporary, path) == 0 else {
-        unlink(temporary)
-        return false
-    }
-    return true
-}
-
-/// Removes a directory tree this process owns (never follows symlinks).
-func removeOwnTree(_ path: String) {
-    var info = stat()
-    guard lstat(path, &info) == 0 else { return }
-    if info.st_mode & S_IFMT == S_IFDIR, let tree = try? GuestTree.open(path) {
-        for (name, _) in tree.entries() { removeOwnTree(path + "/" + name) }
-        rmdir(path)
-    } else {
-        unlink(path)
-    }
 }

@@ -1,3 +1,4 @@
+import AirlockSystem
 import Clibgit2
 
 /// A libgit2 call failed: which operation, and libgit2's own message (read in the same call).
@@ -16,21 +17,22 @@ public struct GitError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// A review flow (fetch, diff, review, merge) cannot go on: what happened and how to fix it.
-public struct GitReviewError: Error, Sendable, CustomStringConvertible {
+/// A review flow (fetch, diff, review, merge) cannot go on: what happened, the error it came
+/// from, and how to fix it.
+public struct GitReviewError: ExplainedError, Sendable {
     public var message: String
+    public var cause: (any Error)?
     public var hint: String?
 
-    public init(_ message: String, hint: String? = nil) {
+    public init(_ message: String, cause: (any Error)? = nil, hint: String? = nil) {
         self.message = message
+        self.cause = cause
         self.hint = hint
     }
 
     init(_ error: GitError, hint: String? = nil) {
         self.init(error.description, hint: hint)
     }
-
-    public var description: String { hint.map { "\(message)\n  hint: \($0)" } ?? message }
 }
 
 /// libgit2 must be initialised once per process before use.
@@ -39,13 +41,4 @@ enum LibGit2Runtime {
         git_libgit2_init()
         return true
     }()
-}
-
-extension String {
-    /// Without leading and trailing spaces, tabs and line ends.
-    var trimmed: String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
-        return String(self[first...last])
-    }
 }

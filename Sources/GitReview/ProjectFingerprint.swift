@@ -1,3 +1,4 @@
+import AirlockSystem
 import Clibgit2
 
 #if canImport(Glibc)
@@ -44,7 +45,7 @@ public struct ProjectFingerprint: Sendable, Equatable {
     }
 
     private static func walk(_ root: String, relative: String, into items: inout [String: String], depth: Int) {
-        guard depth < 64, let directory = try? GuestTree.open(relative.isEmpty ? root : root + "/" + relative) else { return }
+        guard depth < 64, let directory = try? ConfinedDirectory.open(relative.isEmpty ? root : root + "/" + relative) else { return }
         for (name, _) in directory.entries() {
             if relative.isEmpty && (name == ".git" || name == ".airlock") { continue }
             let path = relative.isEmpty ? name : relative + "/" + name

@@ -1,3 +1,4 @@
+import AirlockSystem
 import Clibgit2
 import Dispatch
 
@@ -8,7 +9,7 @@ import Glibc
 /// The clone's uncommitted work as a tree: its index (staged changes) plus what differs in its
 /// working tree, found the way git's status finds it (stat data against the index entries,
 /// contents hashed only where those differ or are racy) but reading the guest's files only
-/// through `GuestTree`. Symlinks are stored as symlinks; large files, nested repositories and
+/// through `ConfinedDirectory`. Symlinks are stored as symlinks; large files, nested repositories and
 /// submodules are left out and named.
 struct WorkingTreeScan {
     /// An index entry: its path (bytes, as the index sorts them) and the stat data git keeps.
@@ -73,7 +74,7 @@ struct WorkingTreeScan {
         }
         for path in Set(conflicted) { git_index_conflict_remove(index, path) }
 
-        let root = try GuestTree.open(clone)
+        let root = try ConfinedDirectory.open(clone)
         if let only {
             check(only, in: root)
         } else {
@@ -101,7 +102,7 @@ struct WorkingTreeScan {
     /// entries at or below a path that is gone are deletions. A path below a directory the
     /// index tracks nothing in stands for that whole directory, which is then looked at as the
     /// full walk would (ignored, a nested repository, or walked).
-    private mutating func check(_ paths: [String], in root: GuestTree) {
+    private mutating func check(_ paths: [String], in root: ConfinedDirectory) {
         var normalized: Set<[UInt8]> = []
         for text in paths {
             var path = Array(text.utf8)
@@ -202,7 +203,7 @@ struct WorkingTreeScan {
     }
 
     /// Lists `directories` (beneath `root`, never through a symlink) on a few threads.
-    private static func prefetch(_ directories: [[UInt8]], in root: GuestTree) -> [[UInt8]: Listing] {
+    private static func prefetch(_ directories: [[UInt8]], in root: ConfinedDirectory) -> [[UInt8]: Listing] {
         let workers = max(1, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         guard workers > 1, directories.count > 64 else { return [:] }
         var results = [Listing?](repeating: nil, count: directories.count)
@@ -231,7 +232,7 @@ struct WorkingTreeScan {
 
     /// Walks the directory at `prefix` (open as `directory`, or nil when its listing was read
     /// ahead and it need not be opened again).
-    private mutating func walk(_ directory: GuestTree?, root: GuestTree, prefix: [UInt8], depth: Int) {
+    private mutating func walk(_ directory: ConfinedDirectory?, root: ConfinedDirectory, prefix: [UInt8], depth: Int) {
         let relative = String(decoding: prefix.dropLast(), as: UTF8.self)
         guard depth < 256 else {
             refused.append("\(clone)/\(relative) left out: nested too deep")
@@ -322,7 +323,7 @@ struct WorkingTreeScan {
     }
 
     /// Stores the working tree's version of `path` in the index (when it differs from `entry`).
-    private mutating func capture(_ path: String, entry indexEntry: Entry?, from root: GuestTree, into index: OpaquePointer?) throws {
+    private mutating func capture(_ path: String, entry indexEntry: Entry?, from root: ConfinedDirectory, into index: OpaquePointer?) throws {
         let bytes: [UInt8]
         let mode: UInt32
         switch root.kind(path) {

@@ -1,3 +1,5 @@
+import AirlockSystem
+
 /// A destination pattern from a network rule: `host`, `host:port`, `*:port`, `*.suffix`,
 /// `*.suffix:port` or `*`.
 ///
@@ -124,13 +126,4 @@ public struct PatternError: Error, Sendable, Equatable, CustomStringConvertible 
     public let pattern: String
     public let reason: String
     public var description: String { "invalid pattern \"\(pattern)\": \(reason)" }
-}
-
-extension String {
-    package func trimmingWhitespace() -> String {
-        var slice = Substring(self)
-        while let first = slice.first, first.isWhitespace { slice = slice.dropFirst() }
-        while let last = slice.last, last.isWhitespace { slice = slice.dropLast() }
-        return String(slice)
-    }
 }

@@ -30,61 +30,26 @@ public struct EgressLimits: Sendable {
     public init() {}
 }
 
-/// A `[network.ports.<name>] guest = ["5000:4000"]` forward, host side: an egress request for
-/// `EgressRequest.forwardHost` port 5000 is connected to the host's 127.0.0.1:4000.
-public struct GuestForward: Sendable, Equatable {
-    public var guestPort: UInt16
-    public var hostPort: UInt16
-    /// The `[network.ports.<entry>]` table it comes from.
-    public var entry: String
-
-    public init(guestPort: UInt16, hostPort: UInt16, entry: String) {
-        self.guestPort = guestPort
-        self.hostPort = hostPort
-        self.entry = entry
-    }
-}
-
-/// A `[network.sockets.<name>]` forward, host side: a `SocketRequest` naming `entry` is
-/// connected to the host's Unix socket `hostPath` (the guest listens at `guestPath`).
-public struct UnixSocketForward: Sendable, Equatable {
-    public var entry: String
-    /// Absolute (`~` already expanded).
-    public var hostPath: String
-    public var guestPath: String
-
-    public init(entry: String, hostPath: String, guestPath: String) {
-        self.entry = entry
-        self.hostPath = hostPath
-        self.guestPath = guestPath
-    }
-}
-
 /// What an `EgressServer` needs to judge and carry connections.
 public struct EgressConfiguration: Sendable {
-    public var rules: NetworkRules
+    /// Every decision: the rules, and the forwards the configuration names.
+    public var judge: EgressJudge
     /// The host's resolver by default; tests install a `StaticResolver`.
     public var resolver: any Resolver
-    /// By guest port.
-    public var guestForwards: [UInt16: GuestForward]
-    /// By entry name: the only host sockets a guest can reach.
-    public var socketForwards: [String: UnixSocketForward]
     public var limits: EgressLimits
 
     public init(
-        rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [],
-        socketForwards: [UnixSocketForward] = [], limits: EgressLimits = .init()
+        rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [], socketForwards: [UnixSocketForward] = [],
+        limits: EgressLimits = .init()
     ) {
-        self.rules = rules
+        self.judge = EgressJudge(rules: rules, guestForwards: guestForwards, socketForwards: socketForwards)
         self.resolver = resolver
-        self.guestForwards = Dictionary(guestForwards.map { ($0.guestPort, $0) }, uniquingKeysWith: { first, _ in first })
-        self.socketForwards = Dictionary(socketForwards.map { ($0.entry, $0) }, uniquingKeysWith: { first, _ in first })
         self.limits = limits
     }
 }
 
 /// The host side of the guest→host egress connection: an HTTP/2 server whose every stream is
-/// one TCP connection the guest captured (`EgressRequest`). Judges it with `NetworkRules`,
+/// one TCP connection the guest captured (`EgressRequest`). Judges it with `EgressJudge`,
 /// resolves and connects allowed ones, relays bytes both ways with back-pressure, and reports
 /// each as a `ConnectionRecord`.
 ///

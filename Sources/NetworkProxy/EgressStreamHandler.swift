@@ -6,12 +6,13 @@ import NIOHTTP2
 import NIOPosix
 import NetworkPolicy
 
-/// One egress stream: request → (sniff) → decision → resolve → connect → relay, and the record.
+/// One egress stream: request → (sniff) → the judge's first step → resolve → its second step →
+/// connect → relay, and the record.
 struct EgressStreamHandler {
     let server: EgressServer
     let stream: EgressStream
 
-    private var rules: NetworkRules { server.configuration.rules }
+    private var judge: EgressJudge { server.configuration.judge }
     private var limits: EgressLimits { server.configuration.limits }
 
     /// At most this many DATA frames are looked at while sniffing (each look parses from the
@@ -44,7 +45,8 @@ struct EgressStreamHandler {
     typealias Outbound = NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
 
     /// Returns the record of the connection; `progress` keeps the latest one so a relay that
-    /// fails still reports what it carried.
+    /// fails still reports what it carried. Reads, sniffs, resolves and relays; every decision
+    /// is the judge's.
     private func handle(_ frames: inout Frames, _ outbound: Outbound, progress: (ConnectionRecord) -> Void) async throws -> ConnectionRecord? {
         guard case .frame(.headers(let headers))? = try await frames.next() else { return nil }
         if headers.headers.first(name: ":path") == SocketRequest.path {
@@ -63,14 +65,11 @@ struct EgressStreamHandler {
             return try await forward(request, &frames, outbound, guestFinished: guestFinished, progress: progress)
         }
 
-        let literal = IPAddress(request.host).map(\.description)
-        let name = literal == nil ? request.host : nil
-        let preliminary = rules.decide(host: name, ip: literal, port: request.port)
-
         // The first bytes, when they can change the decision or the shape of a denial.
+        let target = EgressJudge.Target(host: request.host, port: request.port)
         var initial = ByteBuffer()
         var sniffed = Sniffed.other
-        if literal != nil || request.port == 80 || request.port == 443 || !preliminary.isAllowed, !guestFinished {
+        if judge.needsSniff(target), !guestFinished {
             sniffed = .needMore
             var looked = 0
             reading: while let element = try await frames.next() {
@@ -97,115 +96,55 @@ struct EgressStreamHandler {
             if sniffed == .needMore { sniffed = .other }
         }
 
-        // The decision, with the sniffed names.
-        let names = sniffed.names.filter { $0 != request.host }
-        var decision = preliminary
-        if let literal, let first = names.first {
-            // Judged by IP and name together (see `NetworkRules.decide`): the first denial, or
-            // the first name's allowance.
-            let judged = names.map { rules.decide(host: $0, ip: literal, port: request.port) }
-            decision = judged.first(where: { !$0.isAllowed }) ?? rules.decide(host: first, ip: literal, port: request.port)
-        } else if decision.isAllowed {
-            // A name that also carries another SNI/Host: that one must be allowed too.
-            if let denied = names.lazy.map({ rules.decide(host: $0, ip: nil, port: request.port) }).first(where: { !$0.isAllowed }) {
-                decision = denied
-            }
+        // Step 1: by the names; nothing denied here is ever resolved.
+        let pending: EgressJudge.Pending
+        switch judge.judge(target, sniffed: sniffed.names) {
+        case .deny(let denial):
+            try await deny(outbound, sniffed: sniffed, denial)
+            return ConnectionRecord(denial, target: target)
+        case .resolve(let allowed):
+            pending = allowed
         }
-        let shownName = name ?? names.first
         var record = ConnectionRecord(
-            name: shownName, ip: literal, port: request.port, rule: decision.rule,
-            verdict: decision.verdict == .passthrough ? .passthrough : decision.isAllowed ? .allow : .deny,
-            reason: decision.description)
-        guard decision.isAllowed else {
-            try await deny(outbound, sniffed: sniffed, reason: decision.description, fix: decision.fix)
-            return record
-        }
+            name: pending.shownName, ip: target.literal?.description, port: target.port, rule: pending.decision.rule,
+            verdict: pending.decision.verdict == .passthrough ? .passthrough : .allow, reason: pending.decision.description)
 
-        // An IP literal that only its names opened (no rule or policy allows the address
-        // itself) must be an address of each of those names: otherwise any server on the
-        // internet could be reached by sending an allowed name in its SNI or Host.
-        if let literal, !names.isEmpty, !rules.decide(host: nil, ip: literal, port: request.port).isAllowed {
-            for sniffedName in names {
-                let resolved = (try? await server.configuration.resolver.resolve(host: sniffedName, port: request.port)) ?? []
-                let ips = resolved.compactMap(\.ipAddress)
-                guard !ips.contains(where: { IPAddress($0) == IPAddress(literal) }) else { continue }
-                record.verdict = .refused
-                record.reason =
-                    "\(literal) is not an address of \(sniffedName)"
-                    + (ips.isEmpty ? " (it does not resolve here)" : " (it resolves to \(ips.prefix(4).joined(separator: ", ")))")
-                    + "; a connection to an IP literal is opened by the names it carries only when they resolve to it"
-                try await deny(
-                    outbound, sniffed: sniffed, reason: record.reason,
-                    fix:
-                        "connect by name, or add [network.rules.<name>] allow = [\"\(literal):\(request.port)\"] to airlock.toml if that address is meant to be reachable"
-                )
-                return record
-            }
-        }
-
-        // Where to connect: the literal, or the name's addresses that are not private (unless
-        // the rule allows it) and not named by a deny pattern.
-        var addresses: [SocketAddress] = []
-        if let literal {
-            if let address = IPAddress(literal), address.isPrivate, !decision.allowPrivate {
-                record.verdict = .refused
-                record.reason =
-                    "\(literal) is a loopback, private, link-local or metadata address; only a rule that names it with allow_private = true opens it"
-                try await deny(
-                    outbound, sniffed: sniffed, reason: record.reason,
-                    fix: "add [network.rules.<name>] allow = [\"\(decision.subject)\"] and allow_private = true to airlock.toml")
-                return record
-            }
-            addresses = [try SocketAddress(ipAddress: literal, port: Int(request.port))]
-        } else {
-            let resolved: [SocketAddress]
+        // Step 2: by the addresses the host resolves for the names the judge named.
+        var resolved: [String: [IPAddress]] = [:]
+        for name in pending.namesToResolve {
             do {
-                resolved = try await server.configuration.resolver.resolve(host: request.host, port: request.port)
-            } catch {
+                resolved[name] = try await server.configuration.resolver.resolve(host: name, port: target.port).compactMap {
+                    $0.ipAddress.flatMap(IPAddress.init)
+                }
+            } catch  where name == target.name {
                 record.verdict = .refused
                 record.reason = "\(error)"
                 try await Self.refuse(outbound, status: "502", reason: record.reason)
                 return record
+            } catch {
+                resolved[name] = []
             }
-            var refusedPrivate: [String] = []
-            for address in resolved {
-                guard let ip = address.ipAddress else { continue }
-                if let denied = rules.explicitlyDenied(ip: ip, port: request.port) {
-                    record.reason = "\(request.host) resolves to \(ip): \(denied.description)"
-                    continue
-                }
-                if IPAddress(ip)?.isPrivate ?? true, !decision.allowPrivate {
-                    refusedPrivate.append(ip)
-                    continue
-                }
-                addresses.append(address)
-            }
-            if addresses.isEmpty {
-                record.verdict = .refused
-                let fix: String
-                if !refusedPrivate.isEmpty {
-                    let rule = decision.rule.map { "[network.rules.\($0)]" } ?? "a rule allowing it"
-                    record.reason =
-                        "\(request.host) resolves only to loopback/private/link-local addresses (\(refusedPrivate.prefix(4).joined(separator: ", "))); refused without allow_private = true"
-                    fix = "add allow_private = true to \(rule) in airlock.toml if \(request.host) is meant to reach a private network"
-                } else {
-                    fix = "remove the deny pattern naming that address"
-                }
-                try await deny(outbound, sniffed: sniffed, reason: record.reason, fix: fix)
-                return record
-            }
+        }
+        let addresses: [IPAddress]
+        switch judge.settle(pending, resolved: resolved) {
+        case .refuse(let denial):
+            try await deny(outbound, sniffed: sniffed, denial)
+            return ConnectionRecord(denial, target: target)
+        case .connect(let allowed, _, _):
+            addresses = allowed
         }
 
         // Connect (each address in turn), answer, relay.
         var lastError: (any Error)?
         for address in addresses {
             do {
-                let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
-                record.ip = address.ipAddress
+                let socketAddress = try SocketAddress(ipAddress: address.description, port: Int(target.port))
+                let upstream = try await Self.connectGlued(to: socketAddress, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
+                record.ip = address.description
                 progress(record)
                 return await Relay.glue(
-                    frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial,
-                    stream: stream.channel, upstream: upstream, record: record, progress: progress)
+                    frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial, stream: stream.channel, upstream: upstream,
+                    record: record, progress: progress)
             } catch {
                 lastError = error
             }
@@ -218,16 +157,17 @@ struct EgressStreamHandler {
 
     /// `host.airlock.internal:<guest port>` → the host's 127.0.0.1:<host port>.
     private func forward(
-        _ request: EgressRequest, _ frames: inout Frames, _ outbound: Outbound, guestFinished: Bool,
-        progress: (ConnectionRecord) -> Void
+        _ request: EgressRequest, _ frames: inout Frames, _ outbound: Outbound, guestFinished: Bool, progress: (ConnectionRecord) -> Void
     ) async throws -> ConnectionRecord {
         var record = ConnectionRecord(name: request.host, ip: nil, port: request.port, rule: nil, verdict: .deny, reason: "")
-        guard let forward = server.configuration.guestForwards[request.port] else {
-            record.reason = "no guest port forward for \(EgressRequest.forwardHost):\(request.port)"
-            try await Self.refuse(
-                outbound, status: "403",
-                reason: record.reason + "; add [network.ports.<name>] guest = [\"\(request.port):<host port>\"] to airlock.toml")
+        let forward: GuestForward
+        switch judge.judgeForward(host: request.host, port: request.port) {
+        case .deny(let reason, let fix):
+            record.reason = reason
+            try await Self.refuse(outbound, status: "403", reason: reason + "; " + fix)
             return record
+        case .forward(let allowed):
+            forward = allowed
         }
         record.rule = "ports.\(forward.entry)"
         record.verdict = .forward
@@ -238,8 +178,8 @@ struct EgressStreamHandler {
             let upstream = try await Self.connectGlued(to: address, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
             progress(record)
             return await Relay.glue(
-                frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: ByteBuffer(),
-                stream: stream.channel, upstream: upstream, record: record, progress: progress)
+                frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: ByteBuffer(), stream: stream.channel, upstream: upstream,
+                record: record, progress: progress)
         } catch {
             record.verdict = .refused
             record.reason = "cannot connect to the host's 127.0.0.1:\(forward.hostPort) for [network.ports.\(forward.entry)]: \(error)"
@@ -251,8 +191,7 @@ struct EgressStreamHandler {
     /// A `[network.sockets.<name>]` forward: the guest names the entry, never a path; only a
     /// configured entry's host socket is connected.
     private func socketForward(
-        _ headers: HTTP2Frame.FramePayload.Headers, _ frames: inout Frames, _ outbound: Outbound,
-        progress: (ConnectionRecord) -> Void
+        _ headers: HTTP2Frame.FramePayload.Headers, _ frames: inout Frames, _ outbound: Outbound, progress: (ConnectionRecord) -> Void
     ) async throws -> ConnectionRecord {
         let request: SocketRequest
         do {
@@ -262,12 +201,14 @@ struct EgressStreamHandler {
             return ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .invalid, reason: error.description)
         }
         var record = ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .deny, reason: "")
-        guard let forward = server.configuration.socketForwards[request.name] else {
-            record.reason = "no Unix-socket forward named \"\(request.name)\""
-            try await Self.refuse(
-                outbound, status: "403",
-                reason: record.reason + "; add [network.sockets.\(request.name)] host = \"<host socket>\" guest = \"<guest path>\" to airlock.toml")
+        let forward: UnixSocketForward
+        switch judge.judgeSocket(named: request.name) {
+        case .deny(let reason, let fix):
+            record.reason = reason
+            try await Self.refuse(outbound, status: "403", reason: reason + "; " + fix)
             return record
+        case .forward(let allowed):
+            forward = allowed
         }
         record.rule = "sockets.\(forward.entry)"
         record.socket = forward.hostPath
@@ -285,14 +226,16 @@ struct EgressStreamHandler {
         }
         progress(record)
         return await Relay.glue(
-            frames: &frames, response: Self.ok, guestFinished: headers.endStream, initial: ByteBuffer(),
-            stream: stream.channel, upstream: upstream, record: record, progress: progress)
+            frames: &frames, response: Self.ok, guestFinished: headers.endStream, initial: ByteBuffer(), stream: stream.channel, upstream: upstream,
+            record: record, progress: progress)
     }
 
     private static let ok = HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"]))
 
     /// A denial: an HTTP 403 page for a plain HTTP request (agents read it), else `403`.
-    private func deny(_ outbound: Outbound, sniffed: Sniffed, reason: String, fix: String) async throws {
+    private func deny(_ outbound: Outbound, sniffed: Sniffed, _ denial: EgressJudge.Denial) async throws {
+        let reason = denial.reason
+        let fix = denial.fix
         guard case .http(_, let requestLine) = sniffed else {
             try await Self.refuse(outbound, status: "403", reason: reason + "; to allow: " + fix)
             return
@@ -347,5 +290,14 @@ enum DenialPage {
     /// Printable ASCII only (no CR/LF), bounded.
     static func headerValue(_ text: String) -> String {
         String(String.UnicodeScalarView(text.unicodeScalars.prefix(600).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? $0 : "?" }))
+    }
+}
+
+extension ConnectionRecord {
+    /// The record of a connection the judge turned away.
+    init(_ denial: EgressJudge.Denial, target: EgressJudge.Target) {
+        self.init(
+            name: denial.shownName, ip: target.literal?.description, port: target.port, rule: denial.rule,
+            verdict: denial.kind == .denied ? .deny : .refused, reason: denial.reason)
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP2
 import NIOPosix
+import NetworkPolicy
 
 /// Opens a request stream towards the guest on the control connection (`LinkClient`).
 public protocol GuestStreamOpener: Sendable {
@@ -10,21 +11,6 @@ public protocol GuestStreamOpener: Sendable {
 }
 
 extension LinkClient: GuestStreamOpener {}
-
-/// A `[network.ports.<name>] host = ["9000:3000"]` forward: the host listens on
-/// 127.0.0.1:9000 and carries each connection to the guest's 127.0.0.1:3000.
-public struct HostForward: Sendable, Equatable {
-    /// 0 picks a free port (tests); `PortForwarder.boundPorts` tells which.
-    public var listenPort: UInt16
-    public var guestPort: UInt16
-    public var entry: String
-
-    public init(listenPort: UInt16, guestPort: UInt16, entry: String) {
-        self.listenPort = listenPort
-        self.guestPort = guestPort
-        self.entry = entry
-    }
-}
 
 /// The host side of host → guest port forwards: one listener per forward, on 127.0.0.1 only;
 /// each accepted connection becomes a `ForwardRequest` stream on the control connection.

@@ -84,22 +84,6 @@ public struct StaticResolver: Resolver {
         self.fallback = fallback
     }
 
-    /// The test harness's override: `AIRLOCK_TEST_ONLY_RESOLVE="name=127.0.0.1,other=::1"`
-    /// in the environment of the `airlock` process (set by the VM tests; never read from a
-    /// file), layered over the system resolver. `nil` when the variable is unset.
-    public static let environmentVariable = "AIRLOCK_TEST_ONLY_RESOLVE"
-
-    public static func fromTestEnvironment(_ environment: [String: String], fallback: any Resolver = SystemResolver()) -> StaticResolver? {
-        guard let text = environment[environmentVariable], !text.isEmpty else { return nil }
-        var entries: [String: [String]] = [:]
-        for item in text.split(separator: ",") {
-            let pair = item.split(separator: "=", maxSplits: 1)
-            guard pair.count == 2 else { continue }
-            entries[String(pair[0]).lowercased(), default: []].append(String(pair[1]))
-        }
-        return StaticResolver(entries, fallback: fallback)
-    }
-
     public func resolve(host: String, port: UInt16) async throws -> [SocketAddress] {
         if let addresses = entries[host.lowercased()] {
             return try addresses.map { try SocketAddress(ipAddress: $0, port: Int(port)) }

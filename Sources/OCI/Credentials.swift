@@ -1,3 +1,4 @@
+import AirlockSystem
 import FoundationEssentials
 
 #if canImport(Glibc)
@@ -32,7 +33,7 @@ public struct Credentials: Sendable, Equatable {
 
     /// The credentials stored for `registry` (as written in the reference), or nil.
     public static func lookup(registry: String, environment: [String: String]) throws(OCIError) -> Credentials? {
-        guard let path = configPath(environment: environment), let bytes = readSmallFile(path, limit: 1 << 20) else { return nil }
+        guard let path = configPath(environment: environment), let bytes = ((try? FileSystem.read(path, limit: 1 << 20)) ?? nil) else { return nil }
         struct Config: Decodable {
             struct Entry: Decodable {
                 var auth: String?
@@ -65,22 +66,4 @@ public struct Credentials: Sendable, Equatable {
         }
         return nil
     }
-}
-
-/// Reads a regular file of at most `limit` bytes (nil when missing, not regular, or larger).
-func readSmallFile(_ path: String, limit: Int) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) <= limit else { return nil }
-    var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes[offset...].withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        offset += n
-    }
-    return Array(bytes[0..<offset])
 }

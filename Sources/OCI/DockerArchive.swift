@@ -1,3 +1,4 @@
+import AirlockSystem
 import Clibarchive
 import Crypto
 import FoundationEssentials
@@ -44,7 +45,7 @@ struct DockerArchive {
         defer { archive_read_free(archive) }
         archive_read_support_format_tar(archive)
         guard archive_read_open_fd(archive, fd, 1 << 17) == ARCHIVE_OK else {
-            throw OCIError(.archive, "\(what): the Docker daemon's export is not a tar archive: \(LayerExtractor.errorText(archive))")
+            throw OCIError(.archive, "\(what): the Docker daemon's export is not a tar archive: \(LayerExtractor.archiveError(archive))")
         }
         var total: Int64 = 0
         var count = 0
@@ -54,7 +55,7 @@ struct DockerArchive {
             let status = archive_read_next_header(archive, &entry)
             if status == ARCHIVE_EOF { break }
             guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
-                throw OCIError(.archive, "\(what): the Docker daemon's export is damaged or truncated: \(LayerExtractor.errorText(archive))")
+                throw OCIError(.archive, "\(what): the Docker daemon's export is damaged or truncated: \(LayerExtractor.archiveError(archive))")
             }
             count += 1
             guard count <= limits.entries else { throw result.hostile("more than \(limits.entries) entries in the export") }
@@ -69,7 +70,7 @@ struct DockerArchive {
             case FileType.regular:
                 let file = directory + "/\(count)"
                 let out = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-                guard out >= 0 else { throw OCIError(.store, "cannot create \(file): \(String(cString: strerror(errno)))") }
+                guard out >= 0 else { throw OCIError(.store, "cannot create \(file): \(errorText(errno))") }
                 defer { close(out) }
                 var hasher = SHA256()
                 var size: Int64 = 0
@@ -77,7 +78,7 @@ struct DockerArchive {
                     let n = buffer.withUnsafeMutableBytes { archive_read_data(archive, $0.baseAddress, $0.count) }
                     if n == 0 { break }
                     guard n > 0 else {
-                        throw OCIError(.archive, "\(what): the export broke off in \(raw.prefix(200)): \(LayerExtractor.errorText(archive))")
+                        throw OCIError(.archive, "\(what): the export broke off in \(raw.prefix(200)): \(LayerExtractor.archiveError(archive))")
                     }
                     size += Int64(n)
                     total += Int64(n)
@@ -88,7 +89,7 @@ struct DockerArchive {
                         let written = buffer.withUnsafeBytes { write(out, $0.baseAddress.map { $0 + done }, n - done) }
                         if written < 0 && errno == EINTR { continue }
                         guard written > 0 else {
-                            throw OCIError(.store, "\(what): writing \(file) failed: \(String(cString: strerror(errno)))", hint: "is the disk full?")
+                            throw OCIError(.store, "\(what): writing \(file) failed: \(errorText(errno))", hint: "is the disk full?")
                         }
                         done += written
                     }
@@ -162,7 +163,7 @@ struct DockerArchive {
 
     func readDocument(_ name: String, limit: Int) throws(OCIError) -> (bytes: [UInt8], entry: Entry) {
         let entry = try resolve(name)
-        guard entry.size <= Int64(limit), let bytes = readSmallFile(entry.file, limit: limit) else {
+        guard entry.size <= Int64(limit), let bytes = ((try? FileSystem.read(entry.file, limit: limit)) ?? nil) else {
             throw OCIError(.manifest, "\(what): \(name.prefix(200)) in the Docker daemon's export is larger than \(limit >> 20) MiB")
         }
         return (bytes, entry)
@@ -173,7 +174,7 @@ struct DockerArchive {
     /// layers). Blocking.
     static func uncompressedDigest(_ file: String, what: String) throws(OCIError) -> Digest {
         let fd = open(file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OCIError(.store, "cannot open \(file): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw OCIError(.store, "cannot open \(file): \(errorText(errno))") }
         defer { close(fd) }
         return try UncompressedStream(fd: fd, name: what).finish()
     }

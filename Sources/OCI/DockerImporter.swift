@@ -1,3 +1,4 @@
+import AirlockSystem
 import FoundationEssentials
 import Logging
 import NIOCore
@@ -45,8 +46,8 @@ public struct DockerImporter: Sendable {
         defer { withExtendedLifetime(lock) {} }
         try store.prepare()
         let staging = store.temporary + "/docker.\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
-        guard mkdir(staging, 0o700) == 0 else { throw OCIError(.store, "cannot create \(staging): \(String(cString: strerror(errno)))") }
-        defer { try? removeTree(staging) }
+        guard mkdir(staging, 0o700) == 0 else { throw OCIError(.store, "cannot create \(staging): \(errorText(errno))") }
+        defer { try? FileSystem.removeTree(staging) }
 
         let archive = try await receive(image, reference: reference, into: staging, what: what, progress: progress)
 
@@ -130,7 +131,7 @@ public struct DockerImporter: Sendable {
                 continue
             }
             guard let file = files[layer.digest], rename(file, store.blobPath(layer.digest)) == 0 else {
-                throw OCIError(.store, "cannot move layer \(layer.digest.short) into \(store.root): \(String(cString: strerror(errno)))")
+                throw OCIError(.store, "cannot move layer \(layer.digest.short) into \(store.root): \(errorText(errno))")
             }
             progress(.layerExtracting(layer.digest))
             let info = try await ImagePuller.unpack(
@@ -156,7 +157,7 @@ public struct DockerImporter: Sendable {
     ) async throws -> DockerArchive {
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-            throw OCIError(.store, "socketpair: \(String(cString: strerror(errno)))")
+            throw OCIError(.store, "socketpair: \(errorText(errno))")
         }
         let (readFD, writeFD) = (fds[0], fds[1])
         // libarchive blocks in read(2) for the whole export: a thread of its own, so it never

@@ -1,3 +1,4 @@
+import AirlockSystem
 import FoundationEssentials
 import Logging
 import NIOPosix
@@ -209,7 +210,7 @@ public struct ImagePuller: Sendable {
         let temporary = store.temporary + "/\(digest.hex).\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
         return try await NIOThreadPool.singleton.runIfActive { () throws(OCIError) -> LayerInfo in
             guard mkdir(temporary, 0o755) == 0 else {
-                throw OCIError(.store, "cannot create \(temporary): \(String(cString: strerror(errno)))")
+                throw OCIError(.store, "cannot create \(temporary): \(errorText(errno))")
             }
             do throws(OCIError) {
                 let info = try extractor.extract(blob: blob, into: temporary, name: name)
@@ -219,14 +220,14 @@ public struct ImagePuller: Sendable {
                     let code = errno
                     // Someone else finished it first: theirs is as good.
                     guard code == ENOTEMPTY || code == EEXIST else {
-                        throw OCIError(.store, "cannot move the extracted layer into place: \(String(cString: strerror(code)))")
+                        throw OCIError(.store, "cannot move the extracted layer into place: \(errorText(code))")
                     }
-                    try removeTree(temporary)
+                    try storeStep { try FileSystem.removeTree(temporary) }
                 }
                 unlink(blob)
                 return info
             } catch {
-                try? removeTree(temporary)
+                try? FileSystem.removeTree(temporary)
                 // A blob that verified but does not extract is useless; a hostile one must go.
                 unlink(blob)
                 throw error

@@ -1,3 +1,4 @@
+import AirlockSystem
 import CShim
 import Crypto
 import FoundationEssentials
@@ -75,7 +76,7 @@ public struct ImageStore: Sendable {
 
     public func prepare() throws(OCIError) {
         for directory in [root, root + "/blobs", blobs, root + "/layers", layers, images, sandboxes, temporary] {
-            try makeDirectories(directory)
+            try storeStep(hint: "set XDG_CACHE_HOME to a writable directory") { try FileSystem.makeDirectories(directory) }
         }
     }
 
@@ -86,13 +87,13 @@ public struct ImageStore: Sendable {
         try prepare()
         let path = root + "/lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw OCIError(.store, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw OCIError(.store, "cannot open \(path): \(errorText(errno))") }
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             guard errno == EWOULDBLOCK || errno == EINTR else {
                 close(fd)
-                throw OCIError(.store, "cannot lock \(path): \(String(cString: strerror(errno)))")
+                throw OCIError(.store, "cannot lock \(path): \(errorText(errno))")
             }
             guard clock.now < deadline else {
                 close(fd)
@@ -115,7 +116,7 @@ public struct ImageStore: Sendable {
 
     /// Every image record, sorted by reference.
     public func records() -> [ImageRecord] {
-        listDirectory(images).filter { $0.hasSuffix(".json") }.compactMap { readJSON(images + "/" + $0) as ImageRecord? }
+        FileSystem.entries(images).filter { $0.hasSuffix(".json") }.compactMap { readJSON(images + "/" + $0) as ImageRecord? }
             .sorted { $0.reference < $1.reference }
     }
 
@@ -159,7 +160,7 @@ public struct ImageStore: Sendable {
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)
-            throw OCIError(.store, "cannot rename \(temporary) to \(path): \(String(cString: strerror(code)))")
+            throw OCIError(.store, "cannot rename \(temporary) to \(path): \(errorText(code))")
         }
         return path
     }
@@ -173,7 +174,7 @@ public struct ImageStore: Sendable {
     }
 
     public func sandboxReferences() -> [SandboxReference] {
-        listDirectory(sandboxes).filter { $0.hasSuffix(".json") }.compactMap { readJSON(sandboxes + "/" + $0) as SandboxReference? }
+        FileSystem.entries(sandboxes).filter { $0.hasSuffix(".json") }.compactMap { readJSON(sandboxes + "/" + $0) as SandboxReference? }
     }
 
     // MARK: Garbage collection
@@ -196,7 +197,7 @@ public struct ImageStore: Sendable {
             keep.insert(record.configDigest.hex)
             for layer in record.layers { keep.insert(layer.digest.hex) }
         }
-        for name in listDirectory(sandboxes) where name.hasSuffix(".json") {
+        for name in FileSystem.entries(sandboxes) where name.hasSuffix(".json") {
             guard let reference: SandboxReference = readJSON(sandboxes + "/" + name) else { continue }
             var info = stat()
             if stat(reference.stateDirectory, &info) == 0 {
@@ -207,28 +208,28 @@ public struct ImageStore: Sendable {
                 report.staleSandboxes += 1
             }
         }
-        for name in listDirectory(layers) {
+        for name in FileSystem.entries(layers) {
             // `<hex>`, `<hex>.json`, `<hex>.sqfs`
             let hex = String(name.prefix { $0 != "." })
             guard !keep.contains(hex) else { continue }
             let path = layers + "/" + name
-            report.bytes += treeSize(path)
-            try removeTree(path)
+            report.bytes += FileSystem.allocatedSize(path)
+            try storeStep { try FileSystem.removeTree(path) }
             if hex == name { report.layers += 1 }
         }
-        for name in listDirectory(blobs) {
+        for name in FileSystem.entries(blobs) {
             let hex = name.hasSuffix(".partial") ? String(name.dropLast(8)) : name
             if keep.contains(hex) && !name.hasSuffix(".partial") { continue }
             if keepPartialDownloads && name.hasSuffix(".partial") { continue }
             let path = blobs + "/" + name
-            report.bytes += treeSize(path)
-            try removeTree(path)
+            report.bytes += FileSystem.allocatedSize(path)
+            try storeStep { try FileSystem.removeTree(path) }
             report.blobs += 1
         }
-        for name in listDirectory(temporary) {
+        for name in FileSystem.entries(temporary) {
             let path = temporary + "/" + name
-            report.bytes += treeSize(path)
-            try removeTree(path)
+            report.bytes += FileSystem.allocatedSize(path)
+            try storeStep { try FileSystem.removeTree(path) }
         }
         return report
     }
@@ -269,7 +270,7 @@ public struct ImageStore: Sendable {
     // MARK: Files
 
     func readJSON<T: Decodable>(_ path: String) -> T? {
-        guard let bytes = readSmallFile(path, limit: 16 << 20) else { return nil }
+        guard let bytes = ((try? FileSystem.read(path, limit: 16 << 20)) ?? nil) else { return nil }
         return try? JSONDecoder().decode(T.self, from: Data(bytes))
     }
 
@@ -282,26 +283,7 @@ public struct ImageStore: Sendable {
     }
 
     func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws(OCIError) {
-        let temporary = path + ".tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard fd >= 0 else { throw OCIError(.store, "cannot write \(path): \(String(cString: strerror(errno)))") }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let code = errno
-                close(fd)
-                unlink(temporary)
-                throw OCIError(.store, "cannot write \(path): \(String(cString: strerror(code)))")
-            }
-            done += n
-        }
-        close(fd)
-        guard rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw OCIError(.store, "cannot write \(path): \(String(cString: strerror(errno)))")
-        }
+        try storeStep { try FileSystem.writeAtomically(path, bytes, mode: 0o644) }
     }
 }
 
@@ -312,50 +294,12 @@ public final class StoreLock: Sendable {
     deinit { close(fd) }
 }
 
-func makeDirectories(_ path: String) throws(OCIError) {
-    var current = ""
-    for part in path.split(separator: "/") {
-        current += "/" + part
-        if mkdir(current, 0o755) != 0 && errno != EEXIST {
-            throw OCIError(
-                .store, "cannot create \(current): \(String(cString: strerror(errno)))", hint: "set XDG_CACHE_HOME to a writable directory")
-        }
+/// Runs one file-system step of the store; a failure becomes an `OCIError` of kind `store`
+/// that keeps the system error as its cause.
+func storeStep<T>(hint: String? = nil, _ body: () throws -> T) throws(OCIError) -> T {
+    do {
+        return try body()
+    } catch {
+        throw OCIError(.store, "cannot use the image store", cause: error, hint: hint)
     }
-}
-
-func listDirectory(_ path: String) -> [String] {
-    guard let directory = opendir(path) else { return [] }
-    defer { closedir(directory) }
-    var names: [String] = []
-    while let entry = readdir(directory) {
-        let name = withUnsafePointer(to: entry.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
-}
-
-/// Removes a tree without following symlinks (a layer holds none, but a damaged store might).
-func removeTree(_ path: String) throws(OCIError) {
-    var info = stat()
-    guard lstat(path, &info) == 0 else { return }
-    if (info.st_mode & S_IFMT) == S_IFDIR {
-        chmod(path, 0o755)
-        for name in listDirectory(path) { try removeTree(path + "/" + name) }
-        guard rmdir(path) == 0 else { throw OCIError(.store, "cannot remove \(path): \(String(cString: strerror(errno)))") }
-    } else {
-        guard unlink(path) == 0 else { throw OCIError(.store, "cannot remove \(path): \(String(cString: strerror(errno)))") }
-    }
-}
-
-/// Allocated bytes of a tree (what removing it frees).
-func treeSize(_ path: String) -> Int64 {
-    var info = stat()
-    guard lstat(path, &info) == 0 else { return 0 }
-    var total = Int64(info.st_blocks) * 512
-    if (info.st_mode & S_IFMT) == S_IFDIR {
-        for name in listDirectory(path) { total += treeSize(path + "/" + name) }
-    }
-    return total
 }

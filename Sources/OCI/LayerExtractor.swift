@@ -1,3 +1,4 @@
+import AirlockSystem
 import CShim
 import Clibarchive
 import Crypto
@@ -62,10 +63,10 @@ public struct LayerExtractor: Sendable {
     /// reader pulls through `UncompressedStream`.
     public func extract(blob: String, into directory: String, name: String) throws(OCIError) -> LayerInfo {
         let archiveFD = open(blob, O_RDONLY | O_CLOEXEC)
-        guard archiveFD >= 0 else { throw OCIError(.store, "cannot open \(blob): \(String(cString: strerror(errno)))") }
+        guard archiveFD >= 0 else { throw OCIError(.store, "cannot open \(blob): \(errorText(errno))") }
         defer { close(archiveFD) }
         let rootFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
-        guard rootFD >= 0 else { throw OCIError(.store, "cannot open \(directory): \(String(cString: strerror(errno)))") }
+        guard rootFD >= 0 else { throw OCIError(.store, "cannot open \(directory): \(errorText(errno))") }
         defer { close(rootFD) }
 
         let stream = try UncompressedStream(fd: archiveFD, name: name)
@@ -76,7 +77,7 @@ public struct LayerExtractor: Sendable {
             archive_read_open(archive, Unmanaged.passUnretained(stream).toOpaque(), nil, { UncompressedStream.read($0, $1, $2) }, nil)
         }
         guard opened == ARCHIVE_OK else {
-            throw OCIError(.archive, "\(name): not a tar archive libarchive can read: \(stream.failure ?? Self.errorText(archive))")
+            throw OCIError(.archive, "\(name): not a tar archive libarchive can read: \(stream.failure ?? Self.archiveError(archive))")
         }
         var writer = LayerWriter(rootFD: rootFD, name: name, limits: limits)
         try writer.setRoot(uid: 0, gid: 0, mode: FileType.directory | 0o755)
@@ -87,7 +88,7 @@ public struct LayerExtractor: Sendable {
                 if status == ARCHIVE_EOF { break }
                 guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
                     throw OCIError(
-                        .archive, "\(name): the archive is damaged or truncated: \(stream.failure ?? Self.errorText(archive))",
+                        .archive, "\(name): the archive is damaged or truncated: \(stream.failure ?? Self.archiveError(archive))",
                         hint: "the blob matched its digest, so the image itself is broken")
                 }
                 try writer.add(entry, archive: archive)
@@ -98,7 +99,7 @@ public struct LayerExtractor: Sendable {
         return info
     }
 
-    static func errorText(_ archive: OpaquePointer) -> String {
+    static func archiveError(_ archive: OpaquePointer) -> String {
         archive_error_string(archive).map { String(cString: $0) } ?? "unknown error"
     }
 }
@@ -146,7 +147,7 @@ final class UncompressedStream {
         archive_read_support_format_raw(outer)
         var entry: OpaquePointer?
         guard archive_read_open_fd(outer, fd, 1 << 17) == ARCHIVE_OK, archive_read_next_header(outer, &entry) == ARCHIVE_OK else {
-            throw OCIError(.archive, "\(name): cannot decompress the layer: \(LayerExtractor.errorText(outer))")
+            throw OCIError(.archive, "\(name): cannot decompress the layer: \(LayerExtractor.archiveError(outer))")
         }
     }
 
@@ -159,7 +160,7 @@ final class UncompressedStream {
     private func next() -> Int {
         let n = archive_read_data(outer, buffer, 1 << 17)
         if n < 0 {
-            failure = "the compressed layer is damaged: \(LayerExtractor.errorText(outer))"
+            failure = "the compressed layer is damaged: \(LayerExtractor.archiveError(outer))"
             return -1
         }
         hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
@@ -215,7 +216,7 @@ struct LayerWriter {
 
     func failure(_ call: String, _ path: String, _ code: Int32) -> OCIError {
         if code == ENOSPC { return OCIError(.store, "\(name): the disk is full while writing \(path)") }
-        return OCIError(.store, "\(name): \(call) \(path): \(String(cString: strerror(code)))")
+        return OCIError(.store, "\(name): \(call) \(path): \(errorText(code))")
     }
 
     /// Relative components of an archive path; absolute paths and `..` are refused.
@@ -457,7 +458,7 @@ struct LayerWriter {
             if status == ARCHIVE_EOF { break }
             guard status == ARCHIVE_OK || status == ARCHIVE_WARN else {
                 throw OCIError(
-                    .archive, "\(name): the archive is damaged or truncated at \"\(path)\": \(LayerExtractor.errorText(archive))",
+                    .archive, "\(name): the archive is damaged or truncated at \"\(path)\": \(LayerExtractor.archiveError(archive))",
                     hint: "the layer is truncated or corrupt")
             }
             guard offset >= 0, offset + Int64(length) <= size else { throw hostile("\"\(path)\" has data beyond its declared size") }

@@ -1,3 +1,4 @@
+import AirlockSystem
 import CShim
 import Clibarchive
 
@@ -45,7 +46,7 @@ private struct TarStream {
         archive_write_set_bytes_in_last_block(archive, 1)
         guard archive_write_open_fd(archive, fd) == ARCHIVE_OK else { throw failure(archive, layer) }
         let rootFD = open(layer, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard rootFD >= 0 else { throw OCIError(.store, "cannot open \(layer): \(String(cString: strerror(errno)))") }
+        guard rootFD >= 0 else { throw OCIError(.store, "cannot open \(layer): \(errorText(errno))") }
         try add(archive, fd: rootFD, name: "./", path: layer)
         try walk(archive, directoryFD: rootFD, prefix: "", path: layer)
         guard archive_write_close(archive) == ARCHIVE_OK else { throw failure(archive, layer) }
@@ -56,7 +57,7 @@ private struct TarStream {
     mutating func walk(_ archive: OpaquePointer, directoryFD: Int32, prefix: String, path: String) throws(OCIError) {
         guard let directory = fdopendir(directoryFD) else {
             close(directoryFD)
-            throw OCIError(.store, "cannot read \(path): \(String(cString: strerror(errno)))")
+            throw OCIError(.store, "cannot read \(path): \(errorText(errno))")
         }
         defer { closedir(directory) }
         var names: [String] = []
@@ -67,7 +68,7 @@ private struct TarStream {
         for name in names.sorted() {
             let childPath = path + "/" + name
             let fd = openat(dirfd(directory), name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-            guard fd >= 0 else { throw OCIError(.store, "cannot open \(childPath): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else { throw OCIError(.store, "cannot open \(childPath): \(errorText(errno))") }
             let isDirectory = try add(archive, fd: fd, name: prefix + name, path: childPath)
             if isDirectory {
                 try walk(archive, directoryFD: fd, prefix: prefix + name + "/", path: childPath)
@@ -81,7 +82,7 @@ private struct TarStream {
     @discardableResult
     mutating func add(_ archive: OpaquePointer, fd: Int32, name: String, path: String) throws(OCIError) -> Bool {
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw OCIError(.store, "cannot stat \(path): \(String(cString: strerror(errno)))") }
+        guard fstat(fd, &info) == 0 else { throw OCIError(.store, "cannot stat \(path): \(errorText(errno))") }
         let realType = UInt32(info.st_mode) & FileType.mask
         guard realType == FileType.directory || realType == FileType.regular else {
             throw OCIError(
@@ -134,7 +135,7 @@ private struct TarStream {
         while left > 0 {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, Int(left))) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw OCIError(.store, "\(path) changed while it was read (\(n < 0 ? String(cString: strerror(errno)) : "shorter"))") }
+            guard n > 0 else { throw OCIError(.store, "\(path) changed while it was read (\(n < 0 ? errorText(errno) : "shorter"))") }
             let written = buffer.withUnsafeBytes { archive_write_data(archive, $0.baseAddress, n) }
             guard written == n else { throw failure(archive, path) }
             left -= Int64(n)
@@ -146,7 +147,7 @@ private struct TarStream {
         var names = [CChar](repeating: 0, count: 65536)
         let size = airlock_oci_flistxattr(fd, &names, names.count)
         guard size > 0 else {
-            if size < 0 { throw OCIError(.store, "cannot list the xattrs of \(path): \(String(cString: strerror(Int32(-size))))") }
+            if size < 0 { throw OCIError(.store, "cannot list the xattrs of \(path): \(errorText(Int32(-size)))") }
             return
         }
         for rawName in names[..<Int(size)].split(separator: 0) {
@@ -154,7 +155,7 @@ private struct TarStream {
             guard name.hasPrefix("user."), !name.hasPrefix("user.virtfs."), name != "user.overlay.whiteout" else { continue }
             var value = [UInt8](repeating: 0, count: 65536)
             let length = airlock_oci_fgetxattr(fd, name, &value, value.count)
-            guard length >= 0 else { throw OCIError(.store, "cannot read xattr \(name) of \(path): \(String(cString: strerror(Int32(-length))))") }
+            guard length >= 0 else { throw OCIError(.store, "cannot read xattr \(name) of \(path): \(errorText(Int32(-length)))") }
             value.withUnsafeBytes { archive_entry_xattr_add_entry(entry, name, $0.baseAddress, Int(length)) }
         }
     }
@@ -178,6 +179,6 @@ private struct TarStream {
 
     func failure(_ archive: OpaquePointer, _ path: String) -> OCIError {
         // A closed pipe: tar2sqfs ended, and its log says why.
-        OCIError(.archive, "writing \(path) into the image: \(LayerExtractor.errorText(archive))")
+        OCIError(.archive, "writing \(path) into the image: \(LayerExtractor.archiveError(archive))")
     }
 }

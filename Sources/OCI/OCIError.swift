@@ -1,6 +1,8 @@
+import AirlockSystem
+
 /// Everything the OCI module reports. Each case carries what happened, on which object, and a
 /// hint the command prints under it; nothing here is a programming error.
-public struct OCIError: Error, Sendable, CustomStringConvertible, Equatable {
+public struct OCIError: ExplainedError, Sendable, Equatable {
     public enum Kind: String, Sendable {
         /// The reference does not parse.
         case reference
@@ -26,15 +28,19 @@ public struct OCIError: Error, Sendable, CustomStringConvertible, Equatable {
 
     public var kind: Kind
     public var message: String
+    /// The error it came from (a file-system call, a transport failure).
+    public var cause: (any Error)?
     public var hint: String?
 
-    public init(_ kind: Kind, _ message: String, hint: String? = nil) {
+    public init(_ kind: Kind, _ message: String, cause: (any Error)? = nil, hint: String? = nil) {
         self.kind = kind
         self.message = message
+        self.cause = cause
         self.hint = hint
     }
 
-    public var description: String {
-        hint.map { "\(message)\n  hint: \($0)" } ?? message
+    /// Equal in kind, message and hint (causes are not compared).
+    public static func == (lhs: OCIError, rhs: OCIError) -> Bool {
+        lhs.kind == rhs.kind && lhs.message == rhs.message && lhs.hint == rhs.hint
     }
 }

@@ -1,3 +1,4 @@
+import AirlockSystem
 import AsyncHTTPClient
 import Crypto
 import FoundationEssentials
@@ -146,7 +147,7 @@ public final class RegistryClient: Sendable {
         progress: @escaping @Sendable (Int64) -> Void
     ) async throws -> DownloadReport {
         let fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw OCIError(.store, "cannot open \(partial): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw OCIError(.store, "cannot open \(partial): \(errorText(errno))") }
         defer { close(fd) }
         let file = BlobFile(fd: fd)
         var hasher = SHA256()
@@ -256,7 +257,7 @@ public final class RegistryClient: Sendable {
         // No fsync: a layer blob lives only until it is unpacked (and the unpacked layer is
         // what the store keeps); a crash before that loses a download, never consistency.
         guard rename(partial, destination) == 0 else {
-            throw OCIError(.store, "cannot rename \(partial) to \(destination): \(String(cString: strerror(errno)))")
+            throw OCIError(.store, "cannot rename \(partial) to \(destination): \(errorText(errno))")
         }
         return DownloadReport(resumedFrom: resumedFrom, retries: retries)
     }
@@ -599,14 +600,14 @@ struct BlobFile: Sendable {
     func size() async throws -> Int64 {
         try await NIOThreadPool.singleton.runIfActive {
             var info = stat()
-            guard fstat(fd, &info) == 0 else { throw OCIError(.store, "fstat: \(String(cString: strerror(errno)))") }
+            guard fstat(fd, &info) == 0 else { throw OCIError(.store, "fstat: \(errorText(errno))") }
             return Int64(info.st_size)
         }
     }
 
     func truncate() async throws {
         try await NIOThreadPool.singleton.runIfActive {
-            guard ftruncate(fd, 0) == 0 else { throw OCIError(.store, "ftruncate: \(String(cString: strerror(errno)))") }
+            guard ftruncate(fd, 0) == 0 else { throw OCIError(.store, "ftruncate: \(errorText(errno))") }
         }
     }
 
@@ -619,7 +620,7 @@ struct BlobFile: Sendable {
                     let n = pwrite(fd, bytes.baseAddress.map { $0 + done }, bytes.count - done, off_t(offset) + off_t(done))
                     if n < 0 && errno == EINTR { continue }
                     guard n > 0 else {
-                        throw OCIError(.store, "writing a blob failed: \(String(cString: strerror(errno)))", hint: "is the disk full?")
+                        throw OCIError(.store, "writing a blob failed: \(errorText(errno))", hint: "is the disk full?")
                     }
                     done += n
                 }
@@ -637,7 +638,7 @@ struct BlobFile: Sendable {
                 let want = Int(min(Int64(buffer.count), length - offset))
                 let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(offset)) }
                 if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw OCIError(.store, "reading a partial blob failed: \(String(cString: strerror(errno)))") }
+                guard n > 0 else { throw OCIError(.store, "reading a partial blob failed: \(errorText(errno))") }
                 buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                 offset += Int64(n)
             }

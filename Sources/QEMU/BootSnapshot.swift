@@ -1,5 +1,6 @@
+import AirlockSystem
 import Crypto
-import Sandbox
+import Machine
 
 #if canImport(Glibc)
 import Glibc
@@ -32,7 +33,7 @@ public struct BootSnapshot: Sendable {
     public var directory: String
     public var keep = 3
     /// How long a snapshot boot may take before airlock boots normally instead.
-    public var bootTimeout: Double = 90
+    public var bootTimeout: Duration = .seconds(90)
 
     public init(directory: String) {
         self.directory = directory
@@ -71,7 +72,7 @@ public struct BootSnapshot: Sendable {
             _ = stat(file, &info)
             text += "\(file) \(info.st_size) \(info.st_ino) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)\n"
         }
-        text += "disk \(QEMUMachine.fileSize(spec.disk))\n"
+        text += "disk \(FileSystem.size(spec.disk) ?? 0)\n"
         // The guest saw this CPU's features (with KVM, `-cpu host`): a cache shared between
         // machines must not hand one's snapshot to another.
         text += cpu ?? Self.hostCPU()
@@ -82,7 +83,7 @@ public struct BootSnapshot: Sendable {
 
     /// The host CPU's model and feature flags (`/proc/cpuinfo`, first CPU).
     static func hostCPU() -> String {
-        guard let bytes = readBytes("/proc/cpuinfo") else { return "" }
+        guard let bytes = (try? FileSystem.read("/proc/cpuinfo", limit: 4 << 20)) ?? nil else { return "" }
         return String(decoding: bytes, as: UTF8.self).split(separator: "\n")
             .filter { $0.hasPrefix("model name") || $0.hasPrefix("flags") }.prefix(2).joined(separator: "\n") + "\n"
     }
@@ -95,7 +96,7 @@ public struct BootSnapshot: Sendable {
     /// Boots `spec` once as a snapshot boot and saves it under `key`. Blocking on QEMU's
     /// progress through QMP, polled.
     func make(_ spec: MachineSpec, key: String, qemu: String) async throws {
-        try makeDirectory(directory, mode: 0o700)
+        try FileSystem.makeDirectories(directory, mode: 0o700)
         removeLeftovers()
         let temporary = path(key: key) + ".\(getpid()).tmp"
         let scratch = path(key: key) + ".\(getpid()).disk"
@@ -107,16 +108,17 @@ public struct BootSnapshot: Sendable {
         }
         // `cat >` keeps the mode of the file it writes: no one else may read guest memory.
         let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard output >= 0 else { throw MachineError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        guard output >= 0 else { throw MachineError("cannot save a boot snapshot", cause: SystemError.last("open", temporary)) }
         close(output)
         // The scratch disk: sparse, the size of the sandbox's.
         let fd = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0, ftruncate(fd, off_t(QEMUMachine.fileSize(spec.disk))) == 0 else {
+        guard fd >= 0, ftruncate(fd, off_t(FileSystem.size(spec.disk) ?? 0)) == 0 else {
+            let error = SystemError.last(fd >= 0 ? "ftruncate" : "open", scratch)
             if fd >= 0 { close(fd) }
-            throw MachineError("cannot create the snapshot boot's scratch disk \(scratch): \(String(cString: strerror(errno)))")
+            throw MachineError("cannot create the snapshot boot's scratch disk", cause: error)
         }
         close(fd)
-        try makeDirectory(runtime, mode: 0o700)
+        try FileSystem.makeDirectory(runtime, mode: 0o700)
         var boot = spec
         boot.disk = scratch
         boot.runtimeDirectory = runtime
@@ -131,45 +133,45 @@ public struct BootSnapshot: Sendable {
                 kill(waiter.pid, SIGKILL)
             }
         }
-        let deadline = monotonicSeconds() + bootTimeout
+        let deadline = ContinuousClock.now + bootTimeout
         let client = try await QEMUMachine.connectQMP(qmp, process: waiter, deadline: deadline, timeout: bootTimeout)
         // The guest opens its control port when it is warm.
-        while try client.takeEvent(matching: { $0.event == "VSERPORT_CHANGE" && $0.data?.id == "control" && $0.data?.open == true }) == nil {
-            if waiter.hasExited { throw MachineError("the snapshot boot's QEMU exited", consoleTail: tailLines(of: boot.consoleLog)) }
-            if monotonicSeconds() > deadline { throw MachineError("the snapshot boot did not open its control port within \(Int(bootTimeout)) s") }
+        while try await client.takeEvent(matching: { $0.event == "VSERPORT_CHANGE" && $0.data?.id == "control" && $0.data?.open == true }) == nil {
+            if waiter.hasExited { throw MachineError("the snapshot boot's QEMU exited", consoleTail: FileSystem.tailLines(of: boot.consoleLog)) }
+            if ContinuousClock.now > deadline { throw MachineError("the snapshot boot did not open its control port within \(bootTimeout.text)") }
             try await Task.sleep(for: .milliseconds(10))
         }
-        try client.execute("stop")
-        try client.execute("migrate", arguments: ["uri": "exec:cat > " + Self.quoted(temporary)])
+        try await client.execute("stop")
+        try await client.execute("migrate", arguments: ["uri": "exec:cat > " + Self.quoted(temporary)])
         try await Self.waitForMigration(client, deadline: deadline, what: "saving the snapshot")
-        try? client.execute("quit")
+        try? await client.execute("quit")
         _ = await VMMProcess.exited(waiter, within: .seconds(5))
         guard rename(temporary, path(key: key)) == 0 else {
-            throw MachineError("cannot rename \(temporary): \(String(cString: strerror(errno)))")
+            throw MachineError("cannot save a boot snapshot", cause: SystemError.last("rename", temporary))
         }
         prune(keeping: key)
     }
 
     /// Loads the snapshot `key` into the QEMU behind `client` (started with `-incoming defer`)
     /// and lets the VM run on.
-    func restore(_ client: QMPClient, key: String, deadline: Double) async throws {
+    func restore(_ client: QMPClient, key: String, deadline: ContinuousClock.Instant) async throws {
         let file = path(key: key)
-        try client.execute("migrate-incoming", arguments: ["uri": "exec:cat " + Self.quoted(file)])
+        try await client.execute("migrate-incoming", arguments: ["uri": "exec:cat " + Self.quoted(file)])
         try await Self.waitForMigration(client, deadline: deadline, what: "restoring the snapshot")
-        try client.execute("cont")
+        try await client.execute("cont")
         // Most recently used: kept by `prune`.
         utimes(file, nil)
     }
 
-    static func waitForMigration(_ client: QMPClient, deadline: Double, what: String) async throws {
+    static func waitForMigration(_ client: QMPClient, deadline: ContinuousClock.Instant, what: String) async throws {
         while true {
-            let state = try client.execute("query-migrate", arguments: [String: String]?.none)
+            let state = try await client.execute("query-migrate", arguments: [String: String]?.none)
             switch state?.status {
             case "completed"?: return
             case "failed"?, "cancelled"?: throw MachineError("\(what) failed: \(state?.errorDescription ?? "QEMU gave no reason")")
             default: break
             }
-            if monotonicSeconds() > deadline { throw MachineError("\(what) did not finish in time") }
+            if ContinuousClock.now > deadline { throw MachineError("\(what) did not finish in time") }
             try await Task.sleep(for: .milliseconds(5))
         }
     }
@@ -177,7 +179,7 @@ public struct BootSnapshot: Sendable {
     /// Removes the snapshots beyond the `keep` most recently used (`key` is one of them).
     func prune(keeping key: String) {
         var snapshots: [(name: String, used: Int)] = []
-        for name in directoryEntries(directory) where name.hasSuffix(".state") {
+        for name in FileSystem.entries(directory) where name.hasSuffix(".state") {
             var info = stat()
             guard stat(directory + "/" + name, &info) == 0 else { continue }
             snapshots.append((name, info.st_mtim.tv_sec))
@@ -189,7 +191,7 @@ public struct BootSnapshot: Sendable {
 
     /// Files of snapshot boots whose airlock is gone (interrupted, killed): `<key>.state.<pid>.*`.
     func removeLeftovers() {
-        for name in directoryEntries(directory) {
+        for name in FileSystem.entries(directory) {
             let parts = name.split(separator: ".")
             guard parts.count == 4, parts[1] == "state", let pid = pid_t(parts[2]), ["tmp", "disk", "log"].contains(parts[3]) else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH { unlink(directory + "/" + name) }

@@ -1,7 +1,8 @@
+import AirlockSystem
 import CShim
 import GuestLink
+import Machine
 import NIOPosix
-import Sandbox
 
 #if canImport(Glibc)
 import Glibc
@@ -12,7 +13,7 @@ import Glibc
 /// `virtiofsd` each, when the Rust virtiofsd is installed) or virtio-9p, the state disk on
 /// virtio-blk, the serial console appended to the console log.
 public final class QEMUMachine: VirtualMachine {
-    public let backend = BackendSelection.Backend.qemu
+    public let backend = MachineBackend.qemu
     public let processID: pid_t
     private let waiter: ProcessWaiter
     private let qmpSocket: String
@@ -173,7 +174,7 @@ public final class QEMUMachine: VirtualMachine {
 
     /// QEMU option values separate with commas; a comma in a path is written twice.
     static func escape(_ value: String) -> String {
-        value.replacingOccurrences(of: ",", with: ",,")
+        value.replacing(",", with: ",,")
     }
 
     /// The guest context id to try on `attempt` (0, 1, …): derived from the sandbox's runtime
@@ -200,13 +201,14 @@ public final class QEMUMachine: VirtualMachine {
     /// VM that can be (see `BootSnapshot`) is restored from its boot snapshot, which is made
     /// first when there is none (`progress` says so: it takes a boot).
     public static func start(
-        _ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, virtiofsd: String? = nil, egress: EgressHandler? = nil, timeout: Double = 20,
+        _ spec: MachineSpec, qemu: String, vhostVsock: Bool = false, virtiofsd: String? = nil, egress: EgressHandler? = nil,
+        timeout: Duration = .seconds(20),
         snapshots: BootSnapshot? = nil, progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> QEMUMachine {
         let attempts = vhostVsock ? 8 : 1
         for attempt in 0..<attempts {
             let cid = vhostVsock ? vsockCID(runtimeDirectory: spec.runtimeDirectory, attempt: attempt) : nil
-            let logStart = fileSize(spec.consoleLog)
+            let logStart = Int(FileSystem.size(spec.consoleLog) ?? 0)
             do {
                 return try await start(
                     spec, qemu: qemu, vsockCID: cid, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: snapshots, progress: progress)
@@ -214,11 +216,11 @@ public final class QEMUMachine: VirtualMachine {
                 continue  // the next attempt reports its own failure
             }
         }
-        throw MachineError("no free vsock context id found for QEMU", consoleTail: tailLines(of: spec.consoleLog))
+        throw MachineError("no free vsock context id found for QEMU", consoleTail: FileSystem.tailLines(of: spec.consoleLog))
     }
 
     private static func start(
-        _ spec: MachineSpec, qemu: String, vsockCID: UInt32?, virtiofsd: String?, egress: EgressHandler?, timeout: Double,
+        _ spec: MachineSpec, qemu: String, vsockCID: UInt32?, virtiofsd: String?, egress: EgressHandler?, timeout: Duration,
         snapshots: BootSnapshot?, progress: (@Sendable (String) -> Void)?
     ) async throws -> QEMUMachine {
         let qmp = spec.runtimeDirectory + "/qmp.sock"
@@ -240,7 +242,7 @@ public final class QEMUMachine: VirtualMachine {
         }
         /// The console's last lines, after virtiofsd's when there are any.
         func failureTail() -> [String] {
-            (helperLog.map { tailLines(of: $0, count: 10) } ?? []) + tailLines(of: spec.consoleLog)
+            (helperLog.map { FileSystem.tailLines(of: $0, count: 10) } ?? []) + FileSystem.tailLines(of: spec.consoleLog)
         }
 
         var arguments = arguments(for: spec, vsockCID: vsockCID, virtiofsd: virtiofsd != nil)
@@ -274,13 +276,14 @@ public final class QEMUMachine: VirtualMachine {
             virtiofsd: zip(helpers, served).map { ($0, $1.share.hostPath) }, consoleLog: spec.consoleLog)
 
         // Ready when QMP answers; if QEMU dies first, say why.
-        let deadline = monotonicSeconds() + timeout
+        let deadline = ContinuousClock.now + timeout
         let client: QMPClient
         do {
             client = try await connectQMP(qmp, process: waiter, deadline: deadline, timeout: timeout)
-        } catch let error as MachineError {
+        } catch var error as MachineError {
             await machine.stop(grace: waiter.hasExited ? .zero : .seconds(1))
-            throw MachineError(error.message, consoleTail: failureTail())
+            error.consoleTail = failureTail()
+            throw error
         }
         if let snapshot {
             do {
@@ -303,7 +306,7 @@ public final class QEMUMachine: VirtualMachine {
                     .connect(unixDomainSocketPath: spec.runtimeDirectory + "/egress.sock").get()
             } catch {
                 await machine.stop(grace: .seconds(1))
-                throw MachineError("cannot connect to QEMU's egress port: \(error)", consoleTail: failureTail())
+                throw MachineError("cannot connect to QEMU's egress port", cause: error, consoleTail: failureTail())
             }
         }
         return machine
@@ -316,13 +319,13 @@ public final class QEMUMachine: VirtualMachine {
         case .vsock(let cid):
             // Refused or reset until the guest agent listens; the orchestrator's boot deadline
             // bounds this loop too.
-            let deadline = monotonicSeconds() + 120
+            let deadline = ContinuousClock.now + .seconds(120)
             while true {
                 do {
                     return try await LinkClient.connect(vsockCID: cid, port: LinkNames.controlVsockPort)
                 } catch {
-                    if monotonicSeconds() > deadline {
-                        throw MachineError("the guest did not accept vsock port \(LinkNames.controlVsockPort) (CID \(cid)): \(error)")
+                    if ContinuousClock.now > deadline {
+                        throw MachineError("the guest did not accept vsock port \(LinkNames.controlVsockPort) (CID \(cid))", cause: error)
                     }
                     try await Task.sleep(for: .milliseconds(50))
                 }
@@ -332,19 +335,13 @@ public final class QEMUMachine: VirtualMachine {
 
     /// A QMP connection to the QEMU `process` just started, once it listens; fails when it
     /// exits or `deadline` (`timeout` seconds after the start) passes first.
-    static func connectQMP(_ path: String, process: ProcessWaiter, deadline: Double, timeout: Double) async throws -> QMPClient {
+    static func connectQMP(_ path: String, process: ProcessWaiter, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> QMPClient {
         while true {
             if process.hasExited { throw MachineError("QEMU exited during start-up") }
-            if let client = try? QMPClient(path: path, timeout: 2) { return client }
-            if monotonicSeconds() > deadline { throw MachineError("QEMU did not open its QMP socket within \(Int(timeout)) s") }
+            if let client = try? await QMPClient.connect(path: path, timeout: .seconds(2)) { return client }
+            if ContinuousClock.now > deadline { throw MachineError("QEMU did not open its QMP socket within \(timeout.text)") }
             try await Task.sleep(for: .milliseconds(10))
         }
-    }
-
-    /// The size of `path` in bytes; 0 when it cannot be read.
-    static func fileSize(_ path: String) -> Int {
-        var info = stat()
-        return stat(path, &info) == 0 ? Int(info.st_size) : 0
     }
 
     /// The file's bytes from `offset` on (at most 64 KiB), as text.
@@ -373,8 +370,8 @@ public final class QEMUMachine: VirtualMachine {
         // The orchestrator has asked the guest to power off: let it sync its disk and go.
         if await VMMProcess.exited(waiter, within: grace) { return }
         // Then `quit` (QEMU ends at once), then signals.
-        if let client = try? QMPClient(path: qmpSocket, timeout: 1) {
-            try? client.execute("quit", timeout: 1)
+        if let client = try? await QMPClient.connect(path: qmpSocket, timeout: .seconds(1)) {
+            try? await client.execute("quit", timeout: .seconds(1))
         }
         for signal in [SIGTERM, SIGKILL] {
             if await VMMProcess.exited(waiter, within: grace) { return }

@@ -1,7 +1,9 @@
+import AirlockSystem
 import CShim
 import Foundation
 import OCI
 import Sandbox
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

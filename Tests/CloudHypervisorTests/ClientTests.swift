@@ -1,4 +1,5 @@
 import CloudHypervisor
+import CloudHypervisorAPI
 import Foundation
 import Testing
 
@@ -134,7 +135,7 @@ struct ClientTests {
     func slowServer() async throws {
         // The error being `.timeout` (not a hang, not a dropped connection) is the check.
         try await withStub(timeout: .milliseconds(300), reply: { _ in .silence }) { client, _ in
-            await #expect(throws: CloudHypervisorError.transport(endpoint: "GET /api/v1/vm.info", .timeout(seconds: 0.3))) {
+            await #expect(throws: CloudHypervisorError.transport(endpoint: "GET /api/v1/vm.info", .timeout(.milliseconds(300)))) {
                 _ = try await client.vmInfo()
             }
         }

@@ -1,6 +1,8 @@
+import AirlockSystem
 import CloudHypervisor
+import CloudHypervisorAPI
 import Foundation
-import Sandbox
+import Machine
 import Testing
 
 /// Every body the client sends validates against the request schema of its endpoint in the

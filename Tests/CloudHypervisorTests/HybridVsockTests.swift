@@ -30,7 +30,7 @@ struct HybridVsockTests {
         }
         defer { peer.stop() }
 
-        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 5)
+        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: .seconds(5))
         defer { close(fd) }
         #expect(UnixStubServer.read(fd, count: 5) == Array("hello".utf8))
         UnixStubServer.write(fd, Array("ping".utf8))
@@ -51,7 +51,7 @@ struct HybridVsockTests {
         }
         defer { peer.stop() }
 
-        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: LinkNames.controlVsockPort, timeout: 5)
+        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: LinkNames.controlVsockPort, timeout: .seconds(5))
         let client = try await LinkClient.connect(connectedSocket: fd)
         let deadline = Date().addingTimeInterval(5)
         while preface.withLock({ $0.count }) < 24 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
@@ -65,7 +65,8 @@ struct HybridVsockTests {
         defer { directory.remove() }
         let started = Date()
         do {
-            _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 0.5, pause: .milliseconds(20))
+            _ = try await HybridVsock.connect(
+                socket: directory.path + "/vsock.sock", port: 1024, timeout: .milliseconds(500), pause: .milliseconds(20))
             Issue.record("connected to nothing")
         } catch let failure as HybridVsock.Failure {
             guard case .gaveUp(_, .connect(let socket, _)) = failure else {
@@ -93,7 +94,7 @@ struct HybridVsockTests {
         }
         defer { peer.stop() }
         // A generous deadline: three attempts take milliseconds, but not on a loaded machine.
-        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 60, pause: .milliseconds(10))
+        let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: .seconds(60), pause: .milliseconds(10))
         close(fd)
         #expect(attempts.withLock { $0 } == 3)
     }
@@ -106,8 +107,11 @@ struct HybridVsockTests {
             _ = UnixStubServer.read(fd, through: [UInt8(ascii: "\n")])
         }
         defer { peer.stop() }
-        await #expect(throws: HybridVsock.Failure.gaveUp(seconds: 0.4, last: .closed(socket: directory.path + "/vsock.sock", port: 1024))) {
-            _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 0.4, pause: .milliseconds(20))
+        await #expect(
+            throws: HybridVsock.Failure.gaveUp(after: .milliseconds(400), last: .closed(socket: directory.path + "/vsock.sock", port: 1024))
+        ) {
+            _ = try await HybridVsock.connect(
+                socket: directory.path + "/vsock.sock", port: 1024, timeout: .milliseconds(400), pause: .milliseconds(20))
         }
     }
 
@@ -120,7 +124,8 @@ struct HybridVsockTests {
         }
         defer { peer.stop() }
         do {
-            _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 0.3, readTimeout: 0.3)
+            _ = try await HybridVsock.connect(
+                socket: directory.path + "/vsock.sock", port: 1024, timeout: .milliseconds(300), readTimeout: .milliseconds(300))
             Issue.record("a silent peer was taken for a guest")
         } catch let failure as HybridVsock.Failure {
             guard case .gaveUp(_, .silent(_, 1024, _)) = failure else {
@@ -145,7 +150,7 @@ struct HybridVsockTests {
         defer { peer.stop() }
         let line = String(answer.dropLast())
         await #expect(throws: HybridVsock.Failure.unexpectedAnswer(socket: directory.path + "/vsock.sock", port: 1024, answer: line)) {
-            _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 5)
+            _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: .seconds(5))
         }
         #expect(attempts.withLock { $0 } == 1)
     }
@@ -160,7 +165,7 @@ struct HybridVsockTests {
         }
         defer { peer.stop() }
         do {
-            _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: 5)
+            _ = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: .seconds(5))
             Issue.record("accepted an endless line")
         } catch let failure as HybridVsock.Failure {
             guard case .unexpectedAnswer(_, _, let answer) = failure else {

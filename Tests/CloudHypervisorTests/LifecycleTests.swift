@@ -1,7 +1,9 @@
+import AirlockSystem
 import CloudHypervisor
+import CloudHypervisorAPI
 import Foundation
 import GuestLink
-import Sandbox
+import Machine
 import Testing
 
 #if canImport(Glibc)
@@ -83,7 +85,7 @@ struct LifecycleTests {
 
         let machine = try await CloudHypervisorMachine.start(
             spec, cloudHypervisor: vmm, virtiofsd: virtiofsd,
-            guestListeners: [LinkNames.egressVsockPort: { $0.eventLoop.makeSucceededVoidFuture() }], timeout: 10)
+            guestListeners: [LinkNames.egressVsockPort: { $0.eventLoop.makeSucceededVoidFuture() }], timeout: .seconds(10))
         let api = directory.path + "/ch.sock"
         let sent = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: api + ".create.json"))))
         let expected = try JSONValue.parse(

@@ -1,7 +1,9 @@
+import AirlockSystem
 import CloudHypervisor
+import CloudHypervisorAPI
 import Foundation
 import GuestLink
-import Sandbox
+import Machine
 import Testing
 
 #if canImport(Glibc)
@@ -87,7 +89,8 @@ struct MachineTests {
             kernel: "/nonexistent/vmlinux", initramfs: "/nonexistent/initramfs", cpus: 1, memoryMiB: 256, shares: shares,
             disk: directory.path + "/disk.img", runtimeDirectory: directory.path, consoleLog: directory.path + "/console.log", accelerator: .kvm)
         do {
-            let machine = try await CloudHypervisorMachine.start(spec, cloudHypervisor: tool, virtiofsd: script == nil ? virtiofsd : tool, timeout: 2)
+            let machine = try await CloudHypervisorMachine.start(
+                spec, cloudHypervisor: tool, virtiofsd: script == nil ? virtiofsd : tool, timeout: .seconds(2))
             await machine.stop(grace: .milliseconds(100))
             return nil
         } catch let error as MachineError {

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
+import NetworkPolicy
 import Testing
 
 @testable import NetworkProxy

@@ -1,5 +1,6 @@
+import AirlockSystem
 import Foundation
-import Sandbox
+import Machine
 import Testing
 
 @testable import QEMU

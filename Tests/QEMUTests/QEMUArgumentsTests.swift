@@ -1,10 +1,11 @@
+import AirlockSystem
+import Machine
 import QEMU
-import Sandbox
 import Testing
 
 @Suite("QEMU command line")
 struct QEMUArgumentsTests {
-    static func spec(accelerator: BackendSelection.Accelerator) -> MachineSpec {
+    static func spec(accelerator: Accelerator) -> MachineSpec {
         MachineSpec(
             kernel: "/k/vmlinuz", initramfs: "/k/initramfs", cpus: 2, memoryMiB: 2048,
             shares: [

@@ -1,6 +1,7 @@
+import AirlockSystem
 import Foundation
+import Machine
 import QEMU
-import Sandbox
 import Testing
 
 #if canImport(Glibc)
@@ -68,7 +69,7 @@ struct QEMUVirtiofsStartTests {
         let virtiofsd = try directory.executable("virtiofsd", "#!/bin/sh\necho 'virtiofsd: cannot open the shared directory' >&2\nexit 1\n")
         let qemu = try directory.executable("qemu", "#!/bin/sh\ntouch \"$(dirname \"$0\")/qemu-ran\"\nexec sleep 30\n")
         let spec = directory.spec(shares: [.init(tag: "usr", hostPath: "/usr", readOnly: true)])
-        let error = try #require(await failure { try await QEMUMachine.start(spec, qemu: qemu, virtiofsd: virtiofsd, timeout: 2) })
+        let error = try #require(await failure { try await QEMUMachine.start(spec, qemu: qemu, virtiofsd: virtiofsd, timeout: .seconds(2)) })
         #expect(error.message.contains("virtiofsd for /usr exited before creating its socket"), "\(error)")
         #expect(error.consoleTail.contains { $0.contains("cannot open the shared directory") })
         #expect(!FileManager.default.fileExists(atPath: directory.path + "/qemu-ran"))
@@ -94,7 +95,7 @@ struct QEMUVirtiofsStartTests {
             .init(tag: "layer0", hostPath: "/nonexistent/layer", readOnly: true, mappedOwnership: true),
             .init(tag: "workspace", hostPath: directory.path, readOnly: false),
         ])
-        let error = try #require(await failure { try await QEMUMachine.start(spec, qemu: qemu, virtiofsd: virtiofsd, timeout: 5) })
+        let error = try #require(await failure { try await QEMUMachine.start(spec, qemu: qemu, virtiofsd: virtiofsd, timeout: .seconds(5)) })
         #expect(error.message.contains("QEMU exited during start-up"), "\(error)")
         #expect(error.consoleTail.contains { $0.contains("Failed to connect") })
 

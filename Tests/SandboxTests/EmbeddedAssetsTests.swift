@@ -1,3 +1,6 @@
+import AirlockSystem
+import Config
+import Machine
 import Testing
 
 @testable import Sandbox

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Sandbox
+import Config
 
 struct ConfigShow: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,21 +9,19 @@ struct ConfigShow: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(help: "Print {\"config\": …, \"origins\": {\"dotted.path\": \"file:line:column\"}} instead.")
-    var json = false
+    /// JSON: {"config": …, "origins": {"dotted.path": "file:line:column"}}.
+    @OptionGroup var output: FormatOption
 
     func run() throws {
         let context = try ProjectContext.load()
         let effective = context.loaded.effective
-        if json {
-            var origins: [String: String] = [:]
-            collectOrigins(effective, path: [], into: &origins)
-            try printJSON(ShowOutput(config: JSONValue(effective), origins: origins))
-        } else {
+        var origins: [String: String] = [:]
+        collectOrigins(effective, path: [], into: &origins)
+        try Render.emit(ShowOutput(config: JSONValue(effective), origins: origins), format: output) {
             let out = Terminal.standardOutput
             var renderer = ConfigRenderer(comment: { out.style("# \($0)", .dim) })
             renderer.render(effective)
-            out.write(renderer.output)
+            return renderer.output
         }
     }
 

@@ -1,4 +1,6 @@
+import AirlockSystem
 import ArgumentParser
+import Config
 import GitReview
 import Sandbox
 
@@ -14,11 +16,10 @@ struct DoctorCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(help: "Print the checks as a JSON array, one object per check.")
-    var json = false
+    @OptionGroup var output: FormatOption
 
     func run() throws {
-        let environment = ProcessEnvironment.current
+        let environment = processEnvironment()
         var configCheck: Doctor.Check
         var requested = AirlockConfig.Backend.auto
         var configured = GuestAssets.Configured()
@@ -46,30 +47,23 @@ struct DoctorCommand: ParsableCommand {
         var report = Doctor.examine(facts, requested: requested)
         report.checks.insert(configCheck, at: 0)
 
-        if json {
-            try printJSON(report.checks)
-        } else {
+        try Render.emit(report.checks, format: output) {
             let out = Terminal.standardOutput
             let width = report.checks.map(\.id.count).max() ?? 0
-            for check in report.checks {
+            return report.checks.map { check in
                 let mark =
                     switch check.status {
                     case .pass: out.style("pass", .green)
                     case .warn: out.style("warn", .yellow)
                     case .fail: out.style("fail", .red)
                     }
-                out.write("\(mark)  \(check.id.padding(to: width))  \(check.summary)\n")
+                var text = "\(mark)  \(check.id.padding(to: width))  \(check.summary)\n"
                 if let fix = check.fix, check.status != .pass {
-                    out.write("      \(String(repeating: " ", count: width))  \(out.style("fix:", .bold)) \(fix)\n")
+                    text += "      \(String(repeating: " ", count: width))  \(out.style("fix:", .bold)) \(fix)\n"
                 }
-            }
+                return text
+            }.joined()
         }
         if !report.canRunSandbox { throw ExitCode(1) }
-    }
-}
-
-extension String {
-    func padding(to width: Int) -> String {
-        count >= width ? self : self + String(repeating: " ", count: width - count)
     }
 }

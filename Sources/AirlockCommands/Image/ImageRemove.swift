@@ -1,3 +1,4 @@
+import AirlockSystem
 import ArgumentParser
 import OCI
 
@@ -15,7 +16,7 @@ struct ImageRemove: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let store = ImageStore(root: ImageStore.defaultRoot(environment: ProcessEnvironment.current))
+            let store = ImageStore(root: ImageStore.defaultRoot(environment: processEnvironment()))
             let lock = try await store.lock()
             defer { withExtendedLifetime(lock) {} }
             var missing: [String] = []
@@ -34,8 +35,6 @@ struct ImageRemove: AsyncParsableCommand {
             if !missing.isEmpty {
                 throw OCIError(.store, "no such image: " + missing.joined(separator: ", "), hint: "`airlock image ls` lists the pulled ones")
             }
-        } catch let error as ExitCode {
-            throw error
         } catch {
             throw reportAndExit(error)
         }
@@ -52,13 +51,11 @@ struct ImagePrune: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let store = ImageStore(root: ImageStore.defaultRoot(environment: ProcessEnvironment.current))
+            let store = ImageStore(root: ImageStore.defaultRoot(environment: processEnvironment()))
             let lock = try await store.lock()
             defer { withExtendedLifetime(lock) {} }
             let report = try store.prune()
             Terminal.standardOutput.write("removed \(report.layers) layer(s) and \(report.blobs) blob(s), \(formatBytes(report.bytes)) freed\n")
-        } catch let error as ExitCode {
-            throw error
         } catch {
             throw reportAndExit(error)
         }

@@ -1,4 +1,6 @@
+import AirlockSystem
 import OCI
+import Sandbox
 import Synchronization
 
 #if canImport(Glibc)
@@ -8,7 +10,7 @@ import Glibc
 /// Pull progress on stderr: on a terminal, one line per layer redrawn in place (bytes, total,
 /// rate, state) and an overall line; otherwise plain lines as layers finish. Events come from
 /// concurrent downloads, so the state is behind a mutex.
-final class PullProgress: Sendable {
+final class PullProgress: PullReporting {
     struct Layer {
         var digest: Digest
         var total: Int64
@@ -23,7 +25,7 @@ final class PullProgress: Sendable {
         var layers: [Layer] = []
         var drawnLines = 0
         var lastDraw = 0.0
-        var started = monotonicNow()
+        var started = 0.0
         /// A Docker daemon export: bytes so far, the daemon's size estimate, when it started.
         var exported: Int64 = 0
         var exportEstimate: Int64 = 0
@@ -32,6 +34,8 @@ final class PullProgress: Sendable {
 
     let quiet: Bool
     let terminal: Bool
+    /// Times here are seconds since the reporter was made (rates and elapsed times).
+    private let origin = ContinuousClock.now
     private let state = Mutex(State())
 
     init(quiet: Bool) {
@@ -39,11 +43,13 @@ final class PullProgress: Sendable {
         self.terminal = isatty(2) == 1 && getenv("TERM").map { String(cString: $0) } != "dumb"
     }
 
+    private func clockNow() -> Double { (ContinuousClock.now - origin).seconds }
+
     func handle(_ event: PullEvent) {
         guard !quiet else { return }
         var lines: [String] = []
         state.withLock { state in
-            let now = monotonicNow()
+            let now = clockNow()
             func index(_ digest: Digest) -> Int? { state.layers.firstIndex { $0.digest == digest } }
             switch event {
             case .resolved(let reference, let manifest, let layers):
@@ -148,8 +154,8 @@ final class PullProgress: Sendable {
     func finish(succeeded: Bool = true) {
         guard !quiet else { return }
         let lines: [String] = state.withLock { state in
-            if terminal { return state.layers.isEmpty ? [] : redraw(&state, now: monotonicNow()) }
-            let elapsed = monotonicNow() - state.started
+            if terminal { return state.layers.isEmpty ? [] : redraw(&state, now: clockNow()) }
+            let elapsed = clockNow() - state.started
             return state.reference.isEmpty || !succeeded ? [] : ["\(state.reference): done in \(formatDecimal(elapsed)) s"]
         }
         write(lines)
@@ -160,10 +166,4 @@ final class PullProgress: Sendable {
             Terminal.standardError.write(line.hasSuffix("\n") ? line : line + "\n")
         }
     }
-}
-
-func monotonicNow() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }

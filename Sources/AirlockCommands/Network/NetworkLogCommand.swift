@@ -1,3 +1,4 @@
+import AirlockSystem
 import ArgumentParser
 // FoundationEssentials for the JSON coders only (no ICU).
 import FoundationEssentials
@@ -20,15 +21,16 @@ struct NetworkLogCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Keep printing decisions as they are made, until interrupted.")
     var follow = false
 
-    @Flag(help: "Print each decision as one JSON object per line (the audit log's own lines).")
-    var json = false
+    /// JSON: one object per decision and line (the audit log's own lines), so --follow streams.
+    @OptionGroup var output: FormatOption
 
     func run() async throws {
+        let json = output.isJSON
         let project = Project.discover(from: currentDirectory())
         let paths: SandboxPaths
         do {
-            paths = try sandbox.paths(in: project)
-            guard isDirectory(paths.stateDirectory) else {
+            paths = try SandboxPaths(project: project, name: sandbox.name)
+            guard FileSystem.isDirectory(paths.stateDirectory) else {
                 throw SandboxError("this project has no sandbox \(paths.name)", hint: "`airlock ps` lists the sandboxes")
             }
         } catch {

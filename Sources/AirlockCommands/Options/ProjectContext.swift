@@ -1,9 +1,10 @@
+import AirlockSystem
 import ArgumentParser
+import Config
+import Logging
+import NetworkProxy
+import OCI
 import Sandbox
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The project in the working directory and its loaded configuration. Config errors are
 /// printed with their locations and end the command with exit status 2.
@@ -12,7 +13,7 @@ struct ProjectContext {
     var loaded: ConfigLoader.Result
     var environment: [String: String]
 
-    static func load(environment: [String: String] = ProcessEnvironment.current) throws -> ProjectContext {
+    static func load(environment: [String: String] = processEnvironment()) throws -> ProjectContext {
         let project = Project.discover(from: currentDirectory())
         do {
             try project.ensureExcluded()
@@ -20,36 +21,65 @@ struct ProjectContext {
             Terminal.standardError.write("warning: could not add airlock's files to .git/info/exclude: \(error)\n")
         }
         let loader = ConfigLoader(
-            projectRoot: project.root,
-            userConfigPath: ConfigLoader.userConfigPath(environment: environment),
-            environment: environment)
+            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment), environment: environment)
         do {
             let loaded = try loader.load()
             return ProjectContext(project: project, loaded: loaded, environment: environment)
         } catch {
-            Terminal.standardError.write(Terminal.standardError.styleDiagnostics(error.description) + "\n")
-            throw ExitCode(2)
+            throw reportAndExit(error)
         }
+    }
+
+    /// The sandbox manager for this project, its messages going to stderr: progress on a
+    /// terminal (or with `verbose`), notices unless `quiet`, warnings always.
+    func manager(verbose: Bool = false, quiet: Bool) -> SandboxManager {
+        var logger = Logger(label: "airlock")
+        if verbose { logger.logLevel = min(logger.logLevel, .info) }
+        return SandboxManager(
+            project: project, config: loaded.config, environment: environment, logger: logger, reporter: .terminal(verbose: verbose, quiet: quiet),
+            resolver: TestOnlyOverrides.resolver(environment) ?? SystemResolver(), images: images(quiet: quiet))
+    }
+
+    /// The image store and registries for this configuration, asking for credentials and
+    /// drawing pulls on the terminal.
+    func images(quiet: Bool) -> Images {
+        let stderr = Terminal.standardError
+        var note: (@Sendable (String) -> Void)?
+        if !quiet { note = { stderr.write("airlock: \($0)\n") } }
+        return Images(
+            config: loaded.config, environment: environment, credentials: CredentialPrompt.forTerminal(),
+            reporter: { PullProgress(quiet: quiet) }, note: note)
     }
 }
 
-func currentDirectory() -> String {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    guard getcwd(&buffer, buffer.count) != nil else { return "." }
-    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+extension SandboxReporter {
+    /// Messages on stderr: progress (dim) on a terminal or with `verbose`, verbose details,
+    /// notices (yellow) unless `quiet`, warnings (yellow) always.
+    static func terminal(verbose: Bool, quiet: Bool) -> SandboxReporter {
+        let stderr = Terminal.standardError
+        var reporter = SandboxReporter(warning: { stderr.write(stderr.style("airlock: warning: ", .yellow) + $0 + "\n") })
+        if !quiet && (verbose || stderr.isTerminal) { reporter.progress = { stderr.write(stderr.style("airlock: \($0)", .dim) + "\n") } }
+        if verbose { reporter.verbose = { stderr.write("airlock: \($0)\n") } }
+        if !quiet { reporter.notice = { stderr.write(stderr.style("airlock: warning: \($0)", .yellow) + "\n") } }
+        return reporter
+    }
 }
 
-enum ProcessEnvironment {
-    static var current: [String: String] {
-        var result: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            pointer += 1
+/// The one way tests that run the `airlock` binary bend it: `AIRLOCK_TEST_ONLY_RESOLVE =
+/// name=ip,…` answers those names from the map (others from the host's resolver), so an
+/// unprivileged test can point names at its servers on 127.0.0.1. Read from this process's
+/// environment only, never from a configuration file.
+enum TestOnlyOverrides {
+    static let resolveVariable = "AIRLOCK_TEST_ONLY_RESOLVE"
+
+    static func resolver(_ environment: [String: String]) -> StaticResolver? {
+        guard let text = environment[resolveVariable], !text.isEmpty else { return nil }
+        var entries: [String: [String]] = [:]
+        for item in text.split(separator: ",") {
+            let pair = item.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2 else { continue }
+            entries[String(pair[0]).lowercased(), default: []].append(String(pair[1]))
         }
-        return result
+        return StaticResolver(entries, fallback: SystemResolver())
     }
 }

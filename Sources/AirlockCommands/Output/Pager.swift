@@ -1,3 +1,4 @@
+import AirlockSystem
 import CShim
 import Sandbox
 

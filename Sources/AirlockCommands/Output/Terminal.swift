@@ -1,3 +1,5 @@
+import AirlockSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,6 +8,8 @@ import Glibc
 struct Terminal: Sendable {
     let fd: Int32
     let colored: Bool
+    /// The file descriptor is a terminal.
+    var isTerminal: Bool { isatty(fd) == 1 }
 
     static let standardOutput = Terminal(fd: 1)
     static let standardError = Terminal(fd: 2)
@@ -23,16 +27,9 @@ struct Terminal: Sendable {
         colored ? "\u{1B}[\(style.rawValue)m\(text)\u{1B}[0m" : text
     }
 
+    /// Writes all of `text`; a closed reader (a pager that quit) is not an error worth more.
     func write(_ text: String) {
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            bytes = bytes.dropFirst(n)
-        }
+        try? Syscall.writeAll(fd, Array(text.utf8), subject: "output")
     }
 
     /// Colours "error:" and "hint:" in compiler-style diagnostics.

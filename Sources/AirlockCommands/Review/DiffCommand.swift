@@ -34,7 +34,7 @@ struct DiffCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let work = try SandboxWork(sandbox: sandbox)
+            let (context, work) = try loadWork(sandbox, quiet: global.quiet)
             let report = try work.current()
             let repository = try work.repository()
             let targetRef = try work.target(report, branch: branch)
@@ -52,7 +52,7 @@ struct DiffCommand: ParsableCommand {
             } else {
                 output = colorizeDiff(try differ.patch(from: from, to: target), for: .standardOutput)
             }
-            Pager.show(output, environment: work.context.environment)
+            Pager.show(output, environment: context.environment)
         } catch {
             throw reportAndExit(error)
         }

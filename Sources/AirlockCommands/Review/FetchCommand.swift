@@ -19,33 +19,25 @@ struct FetchCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var sandbox: SandboxNameOption
 
-    @Flag(help: "Print the result as JSON.")
-    var json = false
+    @OptionGroup var output: FormatOption
 
     @Flag(help: "Read every file of the clone's working tree, not just those the last session touched.")
     var rescan = false
 
     func run() throws {
         do {
-            let work = try SandboxWork(sandbox: sandbox)
+            let work = try loadWork(sandbox, quiet: global.quiet).work
             let report = try work.fetch(rescan: rescan)
-            if json {
-                try printJSON(report)
-                return
-            }
-            print(report, terminal: .standardOutput)
+            try Render.emit(report, format: output) { text(report, terminal: .standardOutput) }
         } catch {
             throw reportAndExit(error)
         }
     }
 
-    private func print(_ report: FetchReport, terminal: Terminal) {
+    private func text(_ report: FetchReport, terminal: Terminal) -> String {
         let prefix = SandboxFetch.referencePrefix(sandbox: report.sandbox)
-        guard report.hasNews else {
-            terminal.write("sandbox \(report.sandbox): nothing new (\(prefix)*)\n")
-            return
-        }
-        terminal.write("sandbox \(report.sandbox) → \(prefix)\n")
+        guard report.hasNews else { return "sandbox \(report.sandbox): nothing new (\(prefix)*)\n" }
+        var text = "sandbox \(report.sandbox) → \(prefix)\n"
         for branch in report.branches where branch.change != .unchanged {
             let name = branch.name + (branch.name == report.currentBranch ? " (current)" : "")
             var what: String
@@ -62,16 +54,9 @@ struct FetchCommand: ParsableCommand {
             } else if branch.after != nil {
                 what += ", \(branch.filesChanged) file\(branch.filesChanged == 1 ? "" : "s") changed since the start"
             }
-            let label = terminal.style(branch.change.rawValue.padding(9), branch.change == .deleted ? .red : .green)
-            terminal.write("  \(label) \(name.padding(24)) \(what)\n")
+            let label = terminal.style(branch.change.rawValue.padding(to: 9), branch.change == .deleted ? .red : .green)
+            text += "  \(label) \(name.padding(to: 24)) \(what)\n"
         }
-        terminal.write("next: `airlock diff`, `airlock review` or `airlock merge`\n")
-    }
-}
-
-extension String {
-    /// Padded with spaces to `width` characters (never truncated).
-    func padding(_ width: Int) -> String {
-        count >= width ? self : self + String(repeating: " ", count: width - count)
+        return text + "next: `airlock diff`, `airlock review` or `airlock merge`\n"
     }
 }

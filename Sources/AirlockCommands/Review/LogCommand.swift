@@ -18,8 +18,7 @@ struct LogCommand: ParsableCommand {
     @Option(help: "A branch of the sandbox's clone instead of its current work.")
     var branch: String?
 
-    @Flag(help: "Print a JSON array, one object per commit.")
-    var json = false
+    @OptionGroup var output: FormatOption
 
     struct Entry: Encodable {
         var commit: CommitInfo
@@ -30,7 +29,7 @@ struct LogCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let work = try SandboxWork(sandbox: sandbox)
+            let (context, work) = try loadWork(sandbox, quiet: global.quiet)
             let report = try work.current()
             let repository = try work.repository()
             let target = try repository.resolveCommit(try work.target(report, branch: branch))
@@ -45,7 +44,7 @@ struct LogCommand: ParsableCommand {
                         commit: info, files: stats.map(\.path),
                         additions: stats.reduce(0) { $0 + $1.insertions }, deletions: stats.reduce(0) { $0 + $1.deletions }))
             }
-            if json {
+            if output.isJSON {
                 try printJSON(entries)
                 return
             }
@@ -60,7 +59,7 @@ struct LogCommand: ParsableCommand {
                     + out.style("+\(entry.additions)", .green) + " " + out.style("-\(entry.deletions)", .red) + "\n"
             }
             if entries.isEmpty { text = "sandbox \(work.paths.name): no commits since it started\n" }
-            Pager.show(text, environment: work.context.environment)
+            Pager.show(text, environment: context.environment)
         } catch {
             throw reportAndExit(error)
         }

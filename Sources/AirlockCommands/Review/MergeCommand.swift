@@ -32,7 +32,7 @@ struct MergeCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let work = try SandboxWork(sandbox: sandbox)
+            let work = try loadWork(sandbox, quiet: global.quiet).work
             let report = try work.current()
             let name = branch ?? report.currentBranch ?? SandboxFetch.detachedName
             let ref = try work.target(report, branch: name)

@@ -52,7 +52,7 @@ struct ReviewCommand: ParsableCommand {
     }
 
     private func review() throws {
-        let work = try SandboxWork(sandbox: sandbox)
+        let work = try loadWork(sandbox, quiet: global.quiet).work
         let report = try work.current()
         let repository = try work.repository()
         let targetRef = try work.target(report, branch: branch)

@@ -11,26 +11,31 @@ struct ExecCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var sandbox: SandboxNameOption
 
-    @Option(name: .shortAndLong, parsing: .unconditionalSingleValue, help: ArgumentHelp("Set a variable in the session.", valueName: "NAME=VALUE"))
+    @Option(
+        name: .shortAndLong, parsing: .unconditionalSingleValue, help: ArgumentHelp("Set a variable in the session.", valueName: "NAME=VALUE"))
     var env: [String] = []
 
     @Argument(parsing: .captureForPassthrough, help: "The command to run (after --).")
     var command: [String] = []
 
+    func validate() throws {
+        try validateAssignments(env)
+    }
+
     func run() async throws {
-        let context = try ProjectContext.load()
-        let launcher = SessionLauncher(context: context, sandbox: sandbox, verbose: false, quiet: global.quiet)
-        let arguments = command.first == "--" ? Array(command.dropFirst()) : command
+        let manager = try ProjectContext.load().manager(quiet: global.quiet)
         do {
-            var runner = try launcher.runner()
-            try await launcher.applyImage(&runner, booting: nil, pullIfMissing: false)
-            let spec = launcher.spec(runner, command: arguments, environment: Dictionary(env.map(splitAssignment), uniquingKeysWith: { $1 }))
-            let ended = try await runner.attach(spec)
+            let ended = try await manager.exec(sandbox.name, sessionRequest(command: command, environment: env))
             throw ExitCode(ended.code)
-        } catch let exit as ExitCode {
-            throw exit
         } catch {
             throw reportAndExit(error)
         }
+    }
+}
+
+/// `-e` values must be NAME=VALUE with a name.
+func validateAssignments(_ entries: [String]) throws {
+    for entry in entries where !entry.contains("=") || entry.hasPrefix("=") {
+        throw ValidationError("-e \(entry): write NAME=VALUE")
     }
 }

@@ -1,10 +1,6 @@
 import ArgumentParser
 import Sandbox
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 struct RmCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rm",
@@ -19,28 +15,12 @@ struct RmCommand: AsyncParsableCommand {
     var force = false
 
     func run() async throws {
-        let context = try ProjectContext.load()
+        let manager = try ProjectContext.load().manager(quiet: global.quiet)
         do {
-            let paths = try sandbox.paths(in: context.project)
-            guard isDirectoryPath(paths.stateDirectory) else {
-                throw SandboxError("there is no sandbox \(paths.name) in \(context.project.root)", hint: "`airlock ps` lists them")
-            }
-            if SandboxLock.isHeld(paths.lockFile) {
-                guard force else {
-                    throw SandboxError(
-                        "sandbox \(paths.name) is running", hint: "stop it with `airlock stop --name \(paths.name)`, or use `airlock rm --force`")
-                }
-                _ = try await stop(paths, environment: context.environment)
-            }
-            try removeTree(paths.stateDirectory)
-            if !global.quiet { Terminal.standardError.write("removed sandbox \(paths.name)\n") }
+            try await manager.remove(sandbox.name, force: force)
+            if !global.quiet { Terminal.standardError.write("removed sandbox \(sandbox.name)\n") }
         } catch {
             throw reportAndExit(error)
         }
     }
-}
-
-func isDirectoryPath(_ path: String) -> Bool {
-    var info = stat()
-    return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
 }

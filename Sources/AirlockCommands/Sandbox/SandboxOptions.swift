@@ -1,4 +1,5 @@
 import ArgumentParser
+import Config
 import Sandbox
 
 /// `--name`, shared by the commands that act on one sandbox.
@@ -13,14 +14,17 @@ struct SandboxNameOption: ParsableArguments {
             throw ValidationError(error.description)
         }
     }
-
-    func paths(in project: Project) throws -> SandboxPaths {
-        try SandboxPaths(project: project, name: name)
-    }
 }
 
-/// Prints a sandbox error and exits 1 (the user's command never ran).
+/// Prints an error and gives the exit status for it: 2 for configuration errors (each with its
+/// `file:line:column`), 1 for everything else (the user's command never ran). An `ExitCode`
+/// passes through unchanged.
 func reportAndExit(_ error: any Error) -> ExitCode {
+    if let exit = error as? ExitCode { return exit }
+    if let config = error as? ConfigError {
+        Terminal.standardError.write(Terminal.standardError.styleDiagnostics(config.description) + "\n")
+        return ExitCode(2)
+    }
     Terminal.standardError.write(Terminal.standardError.styleDiagnostics("error: \(error)") + "\n")
     return ExitCode(1)
 }

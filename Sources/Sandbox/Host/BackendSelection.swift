@@ -1,19 +1,12 @@
+import Config
+import Machine
+
 /// Which VMM runs the sandbox, and why. `auto` prefers Cloud Hypervisor on a host whose KVM
 /// runs standard guests and that has `cloud-hypervisor` and `virtiofsd`; otherwise QEMU, with
 /// KVM when usable, else TCG (software emulation).
 public struct BackendSelection: Sendable, Equatable {
-    public enum Backend: String, Sendable, Equatable {
-        case cloudHypervisor = "cloud-hypervisor"
-        case qemu
-    }
-
-    public enum Accelerator: String, Sendable, Equatable {
-        case kvm
-        case tcg
-    }
-
     /// The choice, or `nil` when nothing can run a sandbox here.
-    public var backend: Backend?
+    public var backend: MachineBackend?
     public var accelerator: Accelerator?
     /// Why this choice, in one sentence.
     public var reason: String

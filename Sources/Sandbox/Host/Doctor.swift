@@ -1,3 +1,7 @@
+import AirlockSystem
+import Config
+import Machine
+
 /// The checks `airlock doctor` reports: each says what it found and, when something is wrong,
 /// exactly how to fix it. Pure: computed from `HostFacts`, so tests give it any host.
 public enum Doctor {

@@ -1,3 +1,4 @@
+import AirlockSystem
 import CAssets
 import Crypto
 
@@ -55,26 +56,12 @@ public enum EmbeddedAssets {
             throw SandboxError(
                 "the \(name) inside this binary does not match its SHA-256", hint: "the binary is damaged: rebuild it with `make release`")
         }
-        try makeDirectories(cache)
-        let temporary = "\(path).\(getpid()).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SandboxError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        var offset = 0
-        while offset < size {
-            let n = write(fd, bytes + offset, size - offset)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                close(fd)
-                unlink(temporary)
-                throw SandboxError("cannot write \(temporary): \(String(cString: strerror(errno)))", hint: "free some disk space in \(cache)")
-            }
-            offset += n
-        }
-        fsync(fd)
-        close(fd)
-        guard rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw SandboxError("cannot rename \(temporary): \(String(cString: strerror(errno)))")
+        do {
+            try FileSystem.makeDirectories(cache)
+            // Written whole under a temporary name, then renamed: a reader never sees half of it.
+            try FileSystem.writeAtomically(path, content, mode: 0o600)
+        } catch {
+            throw SandboxError("cannot unpack the guest \(name)", cause: error, hint: "free some disk space in \(cache)")
         }
         return path
     }
@@ -84,15 +71,5 @@ public enum EmbeddedAssets {
             let hex = String(byte, radix: 16)
             return byte < 16 ? "0" + hex : hex
         }.joined()
-    }
-
-    static func makeDirectories(_ path: String) throws {
-        var current = ""
-        for part in path.split(separator: "/") {
-            current += "/" + part
-            if mkdir(current, 0o700) != 0 && errno != EEXIST {
-                throw SandboxError("cannot create \(current): \(String(cString: strerror(errno)))")
-            }
-        }
     }
 }

@@ -1,4 +1,5 @@
-import NetworkPolicy
+import AirlockSystem
+import Config
 
 #if canImport(Glibc)
 import Glibc
@@ -100,7 +101,7 @@ extension HostFacts {
             return Tool(
                 path: found,
                 version: versions.version(of: found) {
-                    let output = try? ChildProcess.capture(found, ["--version"], timeout: 5)
+                    let output = try? ChildProcess.capture(found, ["--version"], timeout: .seconds(5))
                     return output?.text.split(separator: "\n").first.map { String($0).trimmingWhitespace() }
                 })
         }
@@ -119,7 +120,7 @@ extension HostFacts {
         }
         return HostFacts(
             kvm: access("/dev/kvm"),
-            kvmModules: Set(["kvm_intel", "kvm_amd", "kvm_pvm"].filter { isDirectory("/sys/module/" + $0) }),
+            kvmModules: Set(["kvm_intel", "kvm_amd", "kvm_pvm"].filter { FileSystem.isDirectoryFollowingLinks("/sys/module/" + $0) }),
             cloudHypervisor: tool("cloud-hypervisor"),
             virtiofsd: virtiofsd,
             legacyVirtiofsd: legacyVirtiofsd,
@@ -180,7 +181,7 @@ struct ToolVersions {
 
     init(file: String) {
         self.file = file
-        let text = (try? LocalFiles().readText(file)) ?? ""
+        let text = ((try? FileSystem.readText(file, limit: 1 << 20)) ?? nil) ?? ""
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
             guard fields.count == 3 else { continue }
@@ -203,11 +204,11 @@ struct ToolVersions {
     func save() {
         guard changed else { return }
         let text = entries.keys.sorted().map { path in
-            let entry = entries[path]!
-            let version = String((entry.version ?? "").map { $0 == "\t" || $0 == "\n" ? " " : $0 })
-            return [path, entry.identity, version].joined(separator: "\t") + "\n"
+            let entry = entries[path]
+            let version = String((entry?.version ?? "").map { $0 == "\t" || $0 == "\n" ? " " : $0 })
+            return [path, entry?.identity ?? "", version].joined(separator: "\t") + "\n"
         }.joined()
-        if let slash = file.lastIndex(of: "/") { try? EmbeddedAssets.makeDirectories(String(file[..<slash])) }
-        try? writeFileAtomically(file, text)
+        try? FileSystem.makeDirectories(FileSystem.parent(of: file))
+        try? FileSystem.writeAtomically(file, text)
     }
 }

@@ -1,3 +1,4 @@
+import AirlockSystem
 import CShim
 import Dispatch
 import GuestLink
@@ -164,7 +165,7 @@ public struct HostSession: Sendable {
                     let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
                     if n < 0 {
                         if errno == EINTR { continue }
-                        throw SandboxError("cannot write output: \(String(cString: strerror(errno)))")
+                        throw SandboxError("cannot write the session's output", cause: SystemError.last("write", "fd \(fd)"))
                     }
                     offset += n
                 }

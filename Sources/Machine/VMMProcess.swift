@@ -1,0 +1,73 @@
+import AirlockSystem
+import CShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How both backends run their helper processes (the VMM itself, virtiofsd): in a session of
+/// their own, with `PDEATHSIG` (they die with airlock, even after `kill -9`), a minimal
+/// environment, stdin from /dev/null and their output appended to a log; ended by signals to
+/// the process and its group and always reaped.
+public enum VMMProcess {
+    /// The environment a helper gets: nothing of the user's.
+    static let environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]
+
+    /// Starts `path` with `arguments` (never through a shell).
+    public static func spawn(_ path: String, _ arguments: [String], log: String) throws -> ProcessWaiter {
+        let logFD = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer {
+            if logFD >= 0 { close(logFD) }
+            if devNull >= 0 { close(devNull) }
+        }
+        let argv = [path] + arguments
+        do {
+            // ProcessWaiter runs the closure on its own thread and returns only after it ran,
+            // so the descriptors closed by the `defer` above are still open while it runs.
+            return try ProcessWaiter {
+                withCStrings(argv) { args in
+                    withCStrings(environment) { env in
+                        airlock_spawn(path, args, env, devNull, logFD, logFD, Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG))
+                    }
+                }
+            }
+        } catch {
+            throw MachineError("cannot start \(path)", cause: SystemError("spawn", path, errno: error.errno))
+        }
+    }
+
+    /// SIGTERM at once, then SIGKILL after `grace`, to the process and its group; then reaped.
+    public static func terminate(_ process: ProcessWaiter, grace: Duration) async {
+        for signal in [SIGTERM, SIGKILL] {
+            if await exited(process, within: signal == SIGTERM ? .zero : grace) { return }
+            kill(-process.pid, signal)
+            kill(process.pid, signal)
+        }
+        _ = await process.wait()
+    }
+
+    /// Whether the process ends within `duration`. Both racers end on cancellation, so the
+    /// group returns as soon as the first is done.
+    public static func exited(_ process: ProcessWaiter, within duration: Duration) async -> Bool {
+        if process.hasExited { return true }
+        if duration == .zero { return false }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await process.wait() != nil }
+            group.addTask {
+                try? await Task.sleep(for: duration)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// Where a VM's helper processes write (virtiofsd, Cloud Hypervisor): `vmm.log` beside the
+    /// console log, which the VMM itself writes.
+    public static func log(for spec: MachineSpec) -> String {
+        let directory = spec.consoleLog.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return (directory.isEmpty ? "." : directory) + "/vmm.log"
+    }
+}

@@ -1,0 +1,259 @@
+import AirlockSystem
+import Config
+import GitReview
+import GuestLink
+import Logging
+import Machine
+import NIOCore
+import NetworkProxy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Boots a sandbox and runs the session of the process that owns it, in phases:
+///
+/// 1. host preparation (the clone, the state disk, the project's fingerprint, the change
+///    journal, the runtime directory), on NIO's blocking pool;
+/// 2. the backend's start (`MachineLauncher`);
+/// 3. the guest connection and its setup, within the boot deadline;
+/// 4. the services (egress proxy, host port forwards, control socket) and the session, all
+///    children of one task group.
+///
+/// Every way out, a failed boot included, goes through `shutDown`; the host preparation's
+/// counterpart (sealing the journal, comparing the fingerprint) runs after it.
+struct SandboxBoot: Sendable {
+    var paths: SandboxPaths
+    var config: AirlockConfig
+    var environment: [String: String]
+    var logger: Logger
+    var reporter: SandboxReporter
+    var resolver: any Resolver
+    var workspace: WorkspaceOptions
+    var image: ImageRoot?
+    var launcher: MachineLauncher
+    var assets: (kernel: String, initramfs: String)
+    var bootTimeout: Duration
+    var hostname: String
+
+    /// What phase 1 leaves for the end of the session.
+    struct Prepared: Sendable {
+        var fingerprint: ProjectFingerprint
+        var journal: ChangeJournal.Recorder?
+        var runtime: String
+    }
+
+    /// Runs `spec` as the owner's session; `lock` is held until everything has been torn down.
+    func run(_ spec: ExecSpec, lock: SandboxLock) async throws -> HostSession.Ended {
+        let started = ContinuousClock.now
+        unlink(paths.stopMarker)
+        defer { unlink(paths.stopMarker) }
+        let prepared = try await Blocking.run { [self] in try prepareHost(spec) }
+        let result: Result<HostSession.Ended, any Error>
+        do {
+            result = .success(try await boot(spec, prepared: prepared, started: started))
+        } catch {
+            result = .failure(error)
+        }
+        // Sealed only now: every way out of `boot` has shut the VM down.
+        await
+            (try? Blocking.run { [self] in
+                prepared.journal?.seal()
+                checkFingerprint(prepared.fingerprint)
+            }) ?? ()
+        withExtendedLifetime(lock) {}
+        return try result.get()
+    }
+
+    // MARK: Phase 1: the host side
+
+    private func prepareHost(_ spec: ExecSpec) throws -> Prepared {
+        let files = Workspace(paths: paths, config: config, options: workspace, reporter: reporter)
+        try files.prepareClone()
+        try files.prepareDisk()
+        try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]))
+        try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n")
+        // The project must look the same after the session: nothing in the VM can reach it.
+        let fingerprint = ProjectFingerprint.take(project: paths.project.root)
+        let journalStart = ContinuousClock.now
+        let journal = ChangeJournal.Recorder.begin(
+            project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, file: paths.changeJournal)
+        logger.debug(
+            "change journal begun",
+            metadata: ["milliseconds": "\((ContinuousClock.now - journalStart).milliseconds)", "watching": "\(journal != nil)"])
+        let runtime = paths.runtimeDirectory(environment: environment)
+        try FileSystem.makeDirectory(paths.runtimeBase(environment: environment), mode: 0o700)
+        try FileSystem.makeDirectory(runtime, mode: 0o700)
+        // A fresh console log per boot.
+        close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
+        return Prepared(fingerprint: fingerprint, journal: journal, runtime: runtime)
+    }
+
+    /// Reports a change of the project during the session as a security event.
+    private func checkFingerprint(_ before: ProjectFingerprint) {
+        let changes = ProjectFingerprint.take(project: paths.project.root).differences(since: before)
+        guard !changes.isEmpty else { return }
+        try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "security.project-changed", details: ["changes": .list(changes)]))
+        let listed = changes.prefix(10).joined(separator: "\n  ") + (changes.count > 10 ? "\n  … and \(changes.count - 10) more" : "")
+        reporter.warning(
+            "the project changed while sandbox \(paths.name) ran:\n  \(listed)\nairlock never writes there during a session. If you did not make these changes, treat this as a security event (recorded in \(paths.auditLog.path))."
+        )
+    }
+
+    // MARK: Phases 2 to 4
+
+    private func boot(_ spec: ExecSpec, prepared: Prepared, started: ContinuousClock.Instant) async throws -> HostSession.Ended {
+        let elapsed = { "\((ContinuousClock.now - started).milliseconds) ms" }
+        var layout =
+            try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
+            ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
+        layout.setup.forwardPorts = config.network.guestForwards.map(\.guestPort)
+        layout.setup.forwardSockets = config.network.socketForwards.map { SetupSpec.SocketForward(name: $0.entry, path: $0.guestPath) }
+        let machineSpec = MachineSpec(
+            kernel: assets.kernel, initramfs: assets.initramfs, cpus: config.vm.cpus, memoryMiB: max(256, config.vm.memory.bytes >> 20),
+            shares: layout.shares, disk: paths.disk, readOnlyDisks: image?.blockDisks ?? [], runtimeDirectory: prepared.runtime,
+            consoleLog: paths.consoleLog, accelerator: launcher.accelerator)
+        reporter.progress?("booting sandbox \(paths.name) (\(launcher.backend.rawValue), \(launcher.accelerator.rawValue))")
+
+        let events = EventHub()
+        let audit = paths.auditLog
+        let sandbox = paths.name
+        let record: @Sendable (AuditEvent) -> Void = { event in
+            try? audit.append(event)
+            events.publish(event)
+        }
+        let proxy = EgressServer(
+            configuration: EgressConfiguration(
+                rules: config.network.networkRules, resolver: resolver, guestForwards: config.network.guestForwards,
+                socketForwards: config.network.socketForwards),
+            logger: logger, records: { record(AuditEvent(sandbox: sandbox, connection: $0)) })
+        // The guest's egress connections, as the backend hands them over (during its start or
+        // later); served by a child of the task group below.
+        let (egress, arrivals) = AsyncStream<EgressServer.Connection>.makeStream()
+
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withDiscardingTaskGroup { connections in
+                    for await connection in egress {
+                        connections.addTask { try? await proxy.serve(connection) }
+                    }
+                }
+            }
+            var running = RunningParts(events: events)
+            let link: LinkClient
+            do {
+                // Phase 2: the backend.
+                logger.debug("starting the VMM", metadata: ["after": "\(elapsed())"])
+                let vm = try await launcher.start(machineSpec) { channel in
+                    proxy.configure(channel).map { arrivals.yield($0) }
+                }
+                running.vm = vm
+                let state = SandboxState(
+                    pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
+                    startedAt: Int64(time(nil)), project: paths.project.root)
+                try FileSystem.writeAtomically(paths.stateFile, state.text)
+
+                // Phase 3: the guest.
+                logger.debug("VMM started; connecting to the guest", metadata: ["after": "\(elapsed())"])
+                link = try await withBootDeadline(vm) { try await vm.connectControl() }
+                running.link = link
+                logger.debug("connected; sending the setup", metadata: ["after": "\(elapsed())"])
+                let setup = layout.setup.encoded()
+                _ = try await withBootDeadline(vm) { try await link.call(LinkNames.Path.setup, body: setup) }
+                logger.debug("the guest is set up", metadata: ["after": "\(elapsed())"])
+
+                // Phase 4: the services, then the session.
+                // Host port forwards (127.0.0.1 only) are carried into the guest over the control link.
+                let forwarder = try await PortForwarder.bind(
+                    config.network.hostForwards, link: link, logger: logger, records: { record(AuditEvent(sandbox: sandbox, connection: $0)) })
+                running.forwarder = forwarder
+                let control = try await ControlServer.bind(
+                    path: paths.controlSocket(environment: environment), link: link,
+                    handlers: .init(
+                        state: { SandboxStatus(paths: paths, state: state) },
+                        stop: {
+                            // The guest syncs its disk and powers off; every session then ends.
+                            _ = try? await link.call(LinkNames.Path.powerOff, body: .init())
+                        },
+                        events: events))
+                running.control = control
+                group.addTask { await forwarder.run() }
+                group.addTask { await control.run() }
+                logger.info("sandbox ready", metadata: ["milliseconds": "\((ContinuousClock.now - started).milliseconds)"])
+            } catch {
+                await running.shutDown(paths: paths, arrivals: arrivals)
+                group.cancelAll()
+                if error is MachineError { throw error }
+                throw MachineError("the sandbox did not start", cause: error, consoleTail: FileSystem.tailLines(of: paths.consoleLog))
+            }
+
+            let outcome: Result<HostSession.Ended, any Error>
+            do {
+                outcome = .success(try await HostSession(spec: spec).run(on: link))
+            } catch {
+                outcome = .failure(SandboxManager.explained(error, paths: paths))
+            }
+            await running.shutDown(paths: paths, arrivals: arrivals)
+            group.cancelAll()
+            if case .success(let ended) = outcome {
+                record(AuditEvent(sandbox: sandbox, event: "session.end", details: ["exit": .number(Int64(ended.code))]))
+            }
+            return try outcome.get()
+        }
+    }
+
+    /// Runs `body`, but fails as soon as the VMM exits or the boot deadline passes.
+    private func withBootDeadline<T: Sendable>(_ vm: any VirtualMachine, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let console = paths.consoleLog
+        let timeout = bootTimeout
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                // nil: cancelled because the body finished first.
+                guard let status = await vm.waitForExit() else { return nil }
+                throw MachineError(
+                    "the VM stopped during boot (\(vm.backend.rawValue) exit status \(status >> 8))", consoleTail: FileSystem.tailLines(of: console))
+            }
+            group.addTask {
+                do { try await Task.sleep(for: timeout) } catch { return nil }
+                throw MachineError("the guest did not answer within \(timeout.text)", consoleTail: FileSystem.tailLines(of: console))
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let value = result { return value }
+            }
+            throw CancellationError()
+        }
+    }
+}
+
+/// What a boot has started so far, and the one way to end it all.
+private struct RunningParts {
+    var events: EventHub
+    var vm: (any VirtualMachine)?
+    var link: LinkClient?
+    var forwarder: PortForwarder?
+    var control: ControlServer?
+
+    /// Stops accepting on the control socket, powers the guest off (it syncs its disk; the VMM
+    /// then ends by itself), stops the VMM and its helpers, ends the forwards and the event
+    /// subscriptions, and removes the state file.
+    func shutDown(paths: SandboxPaths, arrivals: AsyncStream<EgressServer.Connection>.Continuation) async {
+        defer { try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n") }
+        await control?.close()
+        if let link {
+            _ = try? await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { _ = try await link.call(LinkNames.Path.powerOff, body: .init()) }
+                group.addTask { try await Task.sleep(for: .seconds(5)) }
+                try await group.next()
+                group.cancelAll()
+            }
+            await link.close()
+        }
+        await vm?.stop(grace: link == nil ? .seconds(1) : .seconds(10))
+        await forwarder?.close()
+        arrivals.finish()
+        events.finish()
+        unlink(paths.stateFile)
+    }
+}

@@ -1,0 +1,374 @@
+import AirlockSystem
+import Config
+import FoundationEssentials
+import GitReview
+import GuestLink
+import Logging
+import Machine
+import NetworkProxy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a sandbox's messages for people go. The command layer decides what reaches the
+/// terminal; the manager only says what happened.
+public struct SandboxReporter: Sendable {
+    /// Status lines while something takes time (nil: not shown).
+    public var progress: (@Sendable (String) -> Void)?
+    /// Details for `--verbose` (nil: not shown).
+    public var verbose: (@Sendable (String) -> Void)?
+    /// Things worth knowing that are not a problem of the user's making (nil: quiet).
+    public var notice: (@Sendable (String) -> Void)?
+    /// Warnings, shown even when quiet (security events among them).
+    public var warning: @Sendable (String) -> Void
+
+    public init(
+        progress: (@Sendable (String) -> Void)? = nil, verbose: (@Sendable (String) -> Void)? = nil, notice: (@Sendable (String) -> Void)? = nil,
+        warning: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.progress = progress
+        self.verbose = verbose
+        self.notice = notice
+        self.warning = warning
+    }
+}
+
+/// A command to run in a sandbox, as the caller sees it.
+public struct SessionRequest: Sendable, Equatable {
+    /// Empty: the login shell (or an image's own command).
+    public var command: [String]
+    /// Set in the session after `[env]`.
+    public var environment: [String: String]
+    /// The caller's terminal size when it is a terminal (the session gets a PTY).
+    public var terminal: WindowSize?
+    /// The caller's directory: the session starts at the same place inside the workspace.
+    public var workingDirectory: String
+
+    public init(command: [String], environment: [String: String] = [:], terminal: WindowSize? = nil, workingDirectory: String) {
+        self.command = command
+        self.environment = environment
+        self.terminal = terminal
+        self.workingDirectory = workingDirectory
+    }
+}
+
+/// One sandbox of a project, as `list` and the control socket report it.
+public struct SandboxStatus: Sendable, Codable, Equatable {
+    public var name: String
+    /// `running` or `stopped`.
+    public var state: String
+    public var backend: String?
+    public var accelerator: String?
+    public var uptimeSeconds: Int64?
+    /// The airlock process that runs it.
+    public var pid: Int32?
+    /// Its VMM process.
+    public var vmmPID: Int32?
+    public var project: String
+
+    init(paths: SandboxPaths, state: SandboxState?) {
+        self.name = paths.name
+        self.state = state == nil ? "stopped" : "running"
+        self.backend = state?.backend
+        self.accelerator = state?.accelerator
+        self.uptimeSeconds = state.map { Int64(time(nil)) - $0.startedAt }
+        self.pid = state?.pid
+        self.vmmPID = state?.vmmPID
+        self.project = paths.project.root
+    }
+}
+
+/// Everything front ends do with a project's sandboxes: start (or join), exec, stop, remove,
+/// list, fetch. The CLI's commands and the web monitor call this; neither knows how a sandbox
+/// boots. The process that starts a sandbox owns it (its VMM dies with it) and serves its
+/// control socket; every other operation on a running sandbox goes through that socket.
+public struct SandboxManager: Sendable {
+    public let project: Project
+    public let config: AirlockConfig
+    public let environment: [String: String]
+    public var logger: Logger
+    public var reporter: SandboxReporter
+    /// How the egress proxy resolves names the policy allows.
+    public var resolver: any Resolver
+    public var images: Images
+    /// How long a guest may take from the VMM's start to answering setup (TCG is slow; a first
+    /// boot formats the disk).
+    public var bootTimeout: Duration = .seconds(180)
+
+    public init(
+        project: Project, config: AirlockConfig, environment: [String: String], logger: Logger, reporter: SandboxReporter = .init(),
+        resolver: any Resolver = SystemResolver(), images: Images? = nil
+    ) {
+        self.project = project
+        self.config = config
+        self.environment = environment
+        self.logger = logger
+        self.reporter = reporter
+        self.resolver = resolver
+        self.images = images ?? Images(config: config, environment: environment)
+    }
+
+    public func paths(_ name: String) throws -> SandboxPaths {
+        try SandboxPaths(project: project, name: name)
+    }
+
+    // MARK: The host
+
+    /// What this host can run (child processes and file probes, on the blocking pool).
+    public func probeHost(libraries: [HostFacts.Library] = []) async throws -> HostFacts {
+        let configured = GuestAssets.Configured(kernel: config.vm.kernel, initramfs: config.vm.initramfs)
+        return try await Blocking.run { [environment] in
+            HostFacts.probe(environment: environment, configuredAssets: configured, libraries: libraries)
+        }
+    }
+
+    // MARK: Sessions
+
+    /// Runs `request` in sandbox `name`: boots it when it is not running (this process then
+    /// owns it until the session ends), else joins it. Returns the session's exit status.
+    public func start(_ name: String, _ request: SessionRequest, workspace: WorkspaceOptions = .init()) async throws -> HostSession.Ended {
+        let paths = try paths(name)
+        try FileSystem.makeDirectory(paths.stateRoot, mode: 0o755)
+        try FileSystem.makeDirectory(paths.stateDirectory, mode: 0o700)
+        guard let lock = try SandboxLock.acquire(paths.lockFile) else {
+            if workspace.fresh {
+                throw SandboxError("sandbox \(name) is running; --fresh needs it stopped", hint: "`airlock stop --name \(name)` first")
+            }
+            reporter.progress?("sandbox \(name) is running: attaching a new session")
+            return try await join(paths, request)
+        }
+        let host = try await probeHost()
+        let selection = BackendSelection.choose(config.vm.backend, on: host)
+        let launcher = try MachineLauncher.make(selection, host: host, config: config, progress: reporter.progress)
+        reporter.verbose?("backend \(launcher.backend.rawValue): \(selection.reason)")
+        let layers = config.vm.image == "host" ? nil : try? LayerTransport.choose(config.vm.imageLayers, backend: launcher.backend, on: host)
+        reporter.verbose?("shares: \(ShareTransport.explain(backend: launcher.backend, on: host, layers: layers))")
+        if launcher.accelerator == .tcg {
+            reporter.notice?("no usable KVM; the VM runs under TCG software emulation (slow)")
+        }
+        var image: ImageRoot?
+        if config.vm.image != "host" {
+            // Checked before a pull: a missing tar2sqfs is said at once.
+            let transport = try LayerTransport.choose(config.vm.imageLayers, backend: launcher.backend, on: host)
+            image = try await images.sandboxRoot(
+                config.vm.image, stateDirectory: paths.stateDirectory, pullIfMissing: true, transport: transport, tar2sqfs: host.tar2sqfs?.path)
+        }
+        let assets = try await Blocking.run { [environment] in try EmbeddedAssets.locate(host.assets, environment: environment) }
+        let boot = SandboxBoot(
+            paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver, workspace: workspace,
+            image: image, launcher: launcher, assets: assets, bootTimeout: bootTimeout, hostname: Self.hostname(paths))
+        return try await boot.run(sessionSpec(request, paths: paths, image: image), lock: lock)
+    }
+
+    /// Runs `request` in the running sandbox `name` (never boots it).
+    public func exec(_ name: String, _ request: SessionRequest) async throws -> HostSession.Ended {
+        try await join(try paths(name), request)
+    }
+
+    private func join(_ paths: SandboxPaths, _ request: SessionRequest) async throws -> HostSession.Ended {
+        var image: ImageRoot?
+        if config.vm.image != "host" {
+            image = try await images.sandboxRoot(
+                config.vm.image, stateDirectory: paths.stateDirectory, pullIfMissing: false, transport: nil, tar2sqfs: nil)
+        }
+        let client = try await connectControl(paths)
+        defer { Task { await client.close() } }
+        do {
+            return try await HostSession(spec: sessionSpec(request, paths: paths, image: image)).run(on: client)
+        } catch {
+            throw Self.explained(error, paths: paths)
+        }
+    }
+
+    /// A session that ended because `airlock stop` powered the sandbox off says so.
+    static func explained(_ error: any Error, paths: SandboxPaths) -> any Error {
+        guard FileSystem.exists(paths.stopMarker) else { return error }
+        return SandboxError("sandbox \(paths.name) was stopped (`airlock stop`) before the command ended")
+    }
+
+    private func connectControl(_ paths: SandboxPaths) async throws -> LinkClient {
+        let socket = paths.controlSocket(environment: environment)
+        do {
+            return try await LinkClient.connect(unixSocket: socket)
+        } catch {
+            throw SandboxError("sandbox \(paths.name) is not running", cause: error, hint: "start it with `airlock start --name \(paths.name)`")
+        }
+    }
+
+    static func hostname(_ paths: SandboxPaths) -> String { "airlock-" + paths.name }
+
+    /// The session's spec: the command (the login shell, or the image's own, when empty), the
+    /// environment (the root's, `[env]`, then the request's), started in the directory matching
+    /// the caller's inside the workspace.
+    func sessionSpec(_ request: SessionRequest, paths: SandboxPaths, image: ImageRoot?) -> ExecSpec {
+        let hostname = Self.hostname(paths)
+        let root = HostRoot(hostname: hostname)
+        let terminalName = request.terminal == nil ? nil : (environment["TERM"] ?? "xterm-256color")
+        var variables = image?.baseEnvironment(terminal: terminalName, hostname: hostname) ?? root.baseEnvironment(terminal: terminalName)
+        for (key, value) in config.env { variables[key] = value }
+        for (key, value) in request.environment { variables[key] = value }
+        let command = request.command
+        let arguments = image?.arguments(for: command) ?? (command.isEmpty ? [root.user.shell, "-l"] : command)
+        var directory = paths.project.root
+        let caller = request.workingDirectory
+        if caller == paths.project.root || caller.hasPrefix(paths.project.root + "/") {
+            let relative = caller.dropFirst(paths.project.root.count)
+            if relative.isEmpty || FileSystem.isDirectoryFollowingLinks(paths.workspace + relative) { directory = caller }
+        }
+        // The image's own command runs where the image says; the user's runs in the project.
+        if let image, command.isEmpty, !(image.entrypoint + image.command).isEmpty, let imageDirectory = image.workingDirectory,
+            imageDirectory.hasPrefix("/")
+        {
+            directory = imageDirectory
+        }
+        return ExecSpec(
+            arguments: arguments, environment: variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }, workingDirectory: directory,
+            terminal: request.terminal, user: image?.user.uid ?? root.user.uid, group: image?.user.gid ?? root.user.gid)
+    }
+
+    // MARK: Lifecycle
+
+    /// Powers sandbox `name` off through its control socket; if its owner is still there after
+    /// 5 s, SIGTERM to it (the VMM dies with it). False when it was not running.
+    public func stop(_ name: String) async throws -> Bool {
+        let paths = try paths(name)
+        guard SandboxLock.isHeld(paths.lockFile) else { return false }
+        try? FileSystem.writeAtomically(paths.stopMarker, "\(getpid())\n")
+        if let client = try? await LinkClient.connect(unixSocket: paths.controlSocket(environment: environment)) {
+            _ = try? await client.call(ControlServer.Path.stop, body: .init())
+            await client.close()
+        }
+        for attempt in 0..<300 {
+            if !SandboxLock.isHeld(paths.lockFile) { return true }
+            if attempt == 100, let state = Self.state(paths) { kill(state.pid, SIGTERM) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw SandboxError("sandbox \(name) did not stop within 15 s", hint: "its process may be stuck; see `airlock ps` for its pid")
+    }
+
+    /// Deletes sandbox `name` (disk, clone, logs); a running one only with `force`, stopped first.
+    public func remove(_ name: String, force: Bool) async throws {
+        let paths = try paths(name)
+        guard FileSystem.isDirectory(paths.stateDirectory) else {
+            throw SandboxError("there is no sandbox \(name) in \(project.root)", hint: "`airlock ps` lists them")
+        }
+        if SandboxLock.isHeld(paths.lockFile) {
+            guard force else {
+                throw SandboxError("sandbox \(name) is running", hint: "stop it with `airlock stop --name \(name)`, or use `airlock rm --force`")
+            }
+            _ = try await stop(name)
+        }
+        try FileSystem.removeTree(paths.stateDirectory)
+    }
+
+    /// The project's sandboxes, by name.
+    public func list() -> [SandboxStatus] {
+        let root = project.root + "/.airlock"
+        return FileSystem.entries(root).compactMap { name in
+            guard !name.hasPrefix("."), FileSystem.isDirectory(root + "/" + name), let paths = try? paths(name) else { return nil }
+            return SandboxStatus(paths: paths, state: SandboxLock.isHeld(paths.lockFile) ? Self.state(paths) : nil)
+        }
+    }
+
+    static func state(_ paths: SandboxPaths) -> SandboxState? {
+        ((try? FileSystem.readText(paths.stateFile, limit: 64 << 10)) ?? nil).flatMap(SandboxState.init(text:))
+    }
+
+    // MARK: The agent's work
+
+    /// The work of sandbox `name`, for fetch, diff, log, review and merge.
+    public func work(_ name: String) throws -> SandboxWork {
+        let paths = try paths(name)
+        guard project.gitCommonDir != nil else { throw SandboxError("\(project.root) is not a git repository") }
+        guard FileSystem.isDirectory(paths.stateDirectory) else {
+            throw SandboxError(
+                "this project has no sandbox \(name)", hint: "`airlock ps` lists the sandboxes; `airlock start --name \(name)` makes one")
+        }
+        return SandboxWork(paths: paths, reporter: reporter)
+    }
+}
+
+/// A sandbox's clone as the review commands see it: fetched into the project (or the last
+/// fetch's report when nothing can have changed since), the refs it made, where the agent
+/// started, and the audit log. Blocking (libgit2).
+public struct SandboxWork: Sendable {
+    public let paths: SandboxPaths
+    let reporter: SandboxReporter
+
+    /// The last fetch's report when nothing can have changed the clone since (the sandbox is
+    /// stopped, no session ended and no git operation ran in the clone after that fetch, and the
+    /// fetched refs are as they were); otherwise a new fetch.
+    public func current() throws -> FetchReport {
+        if let report = reusableReport() { return report }
+        return try fetch()
+    }
+
+    private func reusableReport() -> FetchReport? {
+        guard !SandboxLock.isHeld(paths.lockFile), let fetched = FileSystem.modificationTime(paths.lastFetchFile) else { return nil }
+        for path in [paths.sessionMarker, paths.workspace + "/.git/index", paths.workspace + "/.git/HEAD", paths.workspace + "/.git/logs/HEAD"] {
+            if let changed = FileSystem.modificationTime(path), changed >= fetched { return nil }
+        }
+        guard let bytes = (try? FileSystem.read(paths.lastFetchFile, limit: 64 << 20)) ?? nil,
+            let report = try? JSONDecoder().decode(FetchReport.self, from: Data(bytes)), let repository = try? repository()
+        else { return nil }
+        let refs = repository.references(under: SandboxFetch.referencePrefix(sandbox: paths.name))
+        for branch in report.branches where refs[branch.ref] != branch.after { return nil }
+        return report
+    }
+
+    /// Fetches the clone's branches and uncommitted work; refusals are reported as warnings
+    /// unless `quietRefusals`. With the sandbox stopped, the last session's change journal
+    /// spares a scan of the whole working tree, unless `rescan`.
+    public func fetch(quietRefusals: Bool = false, rescan: Bool = false) throws -> FetchReport {
+        let journal = rescan || SandboxLock.isHeld(paths.lockFile) ? nil : ChangeJournal.load(paths.changeJournal)
+        let report = try SandboxFetch.run(
+            project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name, base: Workspace.recordedBase(paths),
+            journal: journal)
+        if !quietRefusals {
+            for refusal in report.refused { reporter.warning("refused in the clone: \(refusal)") }
+        }
+        if report.hasNews || !report.refused.isEmpty {
+            var details: [String: AuditEvent.Value] = [
+                "refs": .list(report.branches.filter { $0.change != .unchanged }.map { "\($0.change.rawValue) \($0.ref) \($0.after?.hex ?? "-")" })
+            ]
+            if !report.refused.isEmpty { details["refused"] = .list(report.refused) }
+            audit("fetch", details)
+        }
+        if let data = try? JSONEncoder().encode(report) { try? FileSystem.writeAtomically(paths.lastFetchFile, Array(data)) }
+        return report
+    }
+
+    public func repository() throws -> Repository {
+        try Repository.open(paths.project.root)
+    }
+
+    /// The fetched ref for `branch` (a clone branch name, `uncommitted` or `detached`), or the
+    /// agent's work (uncommitted capture, else its current branch) when nil.
+    public func target(_ report: FetchReport, branch: String?) throws -> String {
+        if let branch {
+            let ref = SandboxFetch.referencePrefix(sandbox: paths.name) + branch
+            guard report.branches.contains(where: { $0.ref == ref && $0.after != nil }) else {
+                let known = report.branches.filter { $0.after != nil }.map(\.name).joined(separator: ", ")
+                throw SandboxError(
+                    "sandbox \(paths.name) has no branch \(branch)", hint: known.isEmpty ? "the clone has no branches" : "its branches: \(known)")
+            }
+            return ref
+        }
+        guard let ref = report.workRef else {
+            throw SandboxError("sandbox \(paths.name) has no work to show: its clone has no commits")
+        }
+        return ref
+    }
+
+    /// Where the agent started: the recorded base, else where the target and HEAD meet.
+    public func base(in repository: Repository, target: ObjectID) throws -> ObjectID {
+        if let base = Workspace.recordedBase(paths) { return base }
+        if let head = repository.headCommit, let base = repository.mergeBase(head, target) { return base }
+        throw SandboxError("cannot tell where sandbox \(paths.name) started", hint: "name a base commit: `airlock diff main`")
+    }
+
+    public func audit(_ event: String, _ details: [String: AuditEvent.Value]) {
+        try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: event, details: details))
+    }
+}

@@ -1,0 +1,31 @@
+@testable import Config
+
+/// Files held in memory, for loader tests that must not depend on the disk.
+struct MemoryFiles: FileReading {
+    var files: [String: String]
+    func readText(_ path: String) throws -> String? { files[path] }
+}
+
+/// Loads a project at /p with the given files (keys relative to /p, or absolute for the user file).
+func load(
+    project: String? = nil, local: String? = nil, user: String? = nil, environment: [String: String] = ["HOME": "/home/u"]
+) throws(ConfigError) -> ConfigLoader.Result {
+    var files: [String: String] = [:]
+    if let project { files["/p/airlock.toml"] = project }
+    if let local { files["/p/airlock.local.toml"] = local }
+    if let user { files["/home/u/.config/airlock/config.toml"] = user }
+    return try ConfigLoader(
+        projectRoot: "/p", userConfigPath: "/home/u/.config/airlock/config.toml", environment: environment,
+        fileSystem: MemoryFiles(files: files)
+    ).load()
+}
+
+/// The diagnostics a failing load produces, or an empty array when it loads.
+func diagnostics(project: String? = nil, local: String? = nil, user: String? = nil) -> [ConfigDiagnostic] {
+    do {
+        _ = try load(project: project, local: local, user: user)
+        return []
+    } catch {
+        return error.diagnostics
+    }
+}

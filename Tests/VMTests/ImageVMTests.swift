@@ -1,0 +1,105 @@
+import Foundation
+import OCI
+import TestSupport
+import Testing
+
+/// One real session booted from an OCI image pulled from a local registry.
+@Suite(
+    "Sandboxes booted from OCI images (VM)", .tags(.vm), .serialized, .timeLimit(.minutes(4)),
+    .enabled(if: VMEnvironment.available, VMEnvironment.skipReason),
+    .enabled(if: TestRegistry.available, TestRegistry.skipReason),
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/busybox"), "needs a static busybox (busybox-static) to put in the image"))
+struct ImageVMTests {
+    @Test(
+        "[vm] image = REF: start pulls it, runs its Cmd as its User in its WorkingDir with its Env; files, owners, links, devices and deletions are the image's"
+    )
+    func bootFromImage() throws {
+        try boot()
+    }
+
+    /// The same with virtiofsd on PATH (QEMU's C virtiofsd behind the test-only stand-in, see
+    /// `VirtiofsStandIn`): the workspace is virtio-fs, the layers stay on 9p, and the image's
+    /// owners, modes and devices come out the same.
+    @Test(
+        "the same image with virtiofsd: the workspace over virtio-fs, the layers over 9p (mapped-xattr ownership intact)",
+        .enabled(if: VirtiofsStandIn.available, VirtiofsStandIn.skipReason))
+    func bootFromImageWithVirtiofs() throws {
+        let (bin, environment) = try VirtiofsStandIn.install()
+        defer { try? FileManager.default.removeItem(at: bin) }
+        let result = try boot(extraEnvironment: environment, verbose: true)
+        #expect(result.stderr.contains("setup: shares mounted (virtio-fs: workspace)"), "\(result.stderr)")
+        #expect(result.stderr.contains("the image's layers stay on virtio-9p"), "\(result.stderr)")
+        let calls = VirtiofsStandIn.calls(bin)
+        #expect(
+            calls.count == 1 && calls.first?.directory.hasSuffix("/.airlock/default/workspace") == true,
+            "only the workspace is served by virtiofsd: \(calls)")
+    }
+
+    /// Layers as squashfs disks (what Cloud Hypervisor boots an image from, since its virtio-fs
+    /// cannot carry mapped-xattr owners), on QEMU: the same checks pass. With the virtiofsd
+    /// stand-in (root) the workspace is virtio-fs too, which is Cloud Hypervisor's layout.
+    @Test(
+        "[vm] image_layers = \"block\": the layers reach the guest as squashfs disks with the same owners, modes, devices and deletions",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tar2sqfs"), "needs tar2sqfs (squashfs-tools-ng)"))
+    func bootFromBlockLayers() throws {
+        var environment: [String: String] = [:]
+        var bin: URL?
+        if VirtiofsStandIn.available { (bin, environment) = try VirtiofsStandIn.install() }
+        defer { if let bin { try? FileManager.default.removeItem(at: bin) } }
+        let result = try boot(vmSettings: "image_layers = \"block\"\n", extraEnvironment: environment, verbose: true)
+        #expect(result.stderr.contains("building the block image of layer 1/3"), "\(result.stderr)")
+        #expect(result.stderr.contains("setup: image layers mounted (squashfs disks: oci0, oci1, oci2)"), "\(result.stderr)")
+        if let bin {
+            #expect(result.stderr.contains("setup: shares mounted (virtio-fs: workspace)"), "\(result.stderr)")
+            #expect(VirtiofsStandIn.calls(bin).count == 1, "virtiofsd serves the workspace only")
+        }
+    }
+
+    /// The same on Cloud Hypervisor, where block layers are the default (`image_layers = "auto"`).
+    @Test(
+        "on Cloud Hypervisor: the image boots from its layers' squashfs disks, the workspace over virtio-fs",
+        .enabled(if: CloudHypervisorHost.available, CloudHypervisorHost.skipReason))
+    func bootFromImageOnCloudHypervisor() throws {
+        let result = try boot(backend: "cloud-hypervisor", verbose: true)
+        #expect(result.stderr.contains("backend cloud-hypervisor"), "\(result.stderr)")
+        #expect(result.stderr.contains("setup: image layers mounted (squashfs disks: oci0, oci1"), "\(result.stderr)")
+    }
+
+    @discardableResult
+    func boot(backend: String = "qemu", vmSettings: String = "", extraEnvironment: [String: String] = [:], verbose: Bool = false) throws -> CLI.Run {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let pushed = try registry.push("team/vm", tag: "v1", ImageFixtures.rich(busybox: true))
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        try FileManager.default.createDirectory(at: project.appendingPathComponent(".xdg/airlock"), withIntermediateDirectories: true)
+        try "[registries.\"\(registry.host)\"]\ninsecure = true\n".write(
+            to: project.appendingPathComponent(".xdg/airlock/config.toml"), atomically: true, encoding: .utf8)
+        try "[vm]\nimage = \"\(registry.host)/team/vm:v1\"\nbackend = \"\(backend)\"\n\(vmSettings)".write(
+            to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        var environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+        for (key, value) in extraEnvironment { environment[key] = value }
+
+        // No command: the image's Cmd (/checks.sh), as its User, in its WorkingDir.
+        let result = try CLI.run(
+            ["start"] + (verbose ? ["--verbose"] : []) + ["-e", "PROJECT=\(project.path)"], in: project, environment: environment)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        func line(_ key: String) -> String { lines.first { $0.hasPrefix(key + "=") } ?? "(missing \(key)= in \(result.stdout))" }
+        #expect(line("uid") == "uid=1000 gid=1000 pwd=/home/dev greeting=hello from the image home=/home/dev")
+        #expect(line("notes") == "notes=1000:1000:640 tool=0:4755:2")
+        #expect(line("link") == "link=usr/bin/tool null=character special file:1:3")
+        #expect(line("old").contains("No such file or directory"), "\(line("old"))")
+        #expect(line("keep") == "keep=[y ] opaque=[upper-file ] recreated=[new ]")
+        #expect(line("motd") == "motd=welcome long=a long path survives")
+        #expect(line("workspace") == "workspace=hello")
+        #expect(line("write") == "write=written")
+
+        let store = ImageStore(root: sandbox.store)
+        let record = try #require(store.record(for: try ImageReference(parsing: "\(registry.host)/team/vm:v1")))
+        #expect(record.manifestDigest.description == pushed.manifest)
+        #expect(store.sandboxReferences().contains { $0.manifestDigest == record.manifestDigest }, "prune keeps what the sandbox boots")
+        return result
+    }
+}

@@ -1,0 +1,503 @@
+import Foundation
+import TestSupport
+import Testing
+
+@Suite(
+    "Sandboxes in real VMs", .tags(.vm), .serialized, .timeLimit(.minutes(3)),
+    .enabled(if: VMEnvironment.available, VMEnvironment.skipReason))
+struct SandboxVMTests {
+    @Test("start -- sh -c 'echo hello; exit 7': prints hello, exits 7")
+    func exitStatus() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let result = try CLI.run(["start", "--", "sh", "-c", "echo hello; echo oops >&2; exit 7"], in: project)
+        #expect(result.status == 7, "stderr: \(result.stderr)")
+        #expect(result.stdout == "hello\n")
+        #expect(result.stderr.contains("oops"))
+    }
+
+    @Test("stdin through a pipe, with its end of file: printf 'a\\nb\\n' | airlock start -- wc -l → 2")
+    func stdinPipe() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let result = try CLI.run(["start", "--", "wc", "-l"], in: project, stdin: Data("a\nb\n".utf8))
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
+    }
+
+    @Test("100 MB through stdout arrive intact")
+    func largeOutput() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        // `seq` prints the same bytes on both sides; the host computes its own expectation.
+        let count = 14_000_000
+        let result = try CLI.run(["start", "--", "seq", "1", "\(count)"], in: project)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let reference = Data(try Spawned.run(["/usr/bin/seq", "1", "\(count)"], directory: "/", environment: [:], stdin: nil).stdout)
+        #expect(reference.count > 100_000_000)
+        #expect(result.stdoutData.count == reference.count)
+        #expect(result.stdoutData == reference)
+    }
+
+    @Test("a file the command writes lands in the sandbox's clone, not in the project; the project itself is not visible")
+    func writesGoToTheClone() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        // An untracked file of the project (like a .env): the VM sees the clone, never the project.
+        try "TOKEN=secret\n".write(to: project.appendingPathComponent("untracked.env"), atomically: true, encoding: .utf8)
+        let result = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                """
+                pwd; echo agent > made-in-vm.txt; cat README
+                test -e untracked.env && echo project-visible
+                exit 0
+                """,
+            ], in: project)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout == project.path + "\nhello\n")
+        #expect(!FileManager.default.fileExists(atPath: project.appendingPathComponent("made-in-vm.txt").path))
+        let clone = project.appendingPathComponent(".airlock/default/workspace/made-in-vm.txt")
+        #expect((try? String(contentsOf: clone, encoding: .utf8)) == "agent\n")
+    }
+
+    @Test("/usr/local changes persist in the same sandbox and are absent from another")
+    func persistence() throws {
+        let project = try VMEnvironment.repository()
+        defer {
+            _ = try? CLI.run(["rm", "--force", "--name", "other"], in: project)
+            VMEnvironment.cleanUp(project)
+        }
+        let install = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool",
+            ], in: project)
+        #expect(install.status == 0, "stderr: \(install.stderr)")
+        let again = try CLI.run(["start", "--", "tool"], in: project)
+        #expect(again.status == 0, "stderr: \(again.stderr)")
+        #expect(again.stdout == "installed\n")
+        let other = try CLI.run(["start", "--name", "other", "--", "sh", "-c", "test ! -e /usr/local/bin/tool"], in: project)
+        #expect(other.status == 0, "stderr: \(other.stderr)")
+        // And the host's own /usr/local is untouched.
+        #expect(
+            !FileManager.default.fileExists(atPath: "/usr/local/bin/tool")
+                || (try? String(contentsOfFile: "/usr/local/bin/tool", encoding: .utf8)) != "#!/bin/sh\necho installed\n")
+    }
+
+    /// The first start of a VM configuration boots once more to save a boot snapshot; every
+    /// start resumes it. What a resumed guest must renew, it does: its state disk is read
+    /// afresh (not from the snapshot boot's scratch disk: the file written in the first start
+    /// is there in the second), its randomness differs, and a snapshot that does not load is
+    /// dropped for a normal boot.
+    @Test(
+        "boot snapshots: made once per configuration, resumed by every start; the state disk and randomness are the VM's own; a damaged one is dropped"
+    )
+    func bootSnapshots() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let cache = project.appendingPathComponent(".cache")
+        let environment = ["XDG_CACHE_HOME": cache.path]
+        let random = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"
+        let first = try CLI.run(
+            ["start", "--verbose", "--", "sh", "-c", "echo kept > /usr/local/kept; \(random)"], in: project, environment: environment)
+        #expect(first.status == 0, "stderr: \(first.stderr)")
+        #expect(first.stderr.contains("preparing a boot snapshot"), "\(first.stderr)")
+        #expect(first.stderr.contains("resumed the boot snapshot"), "\(first.stderr)")
+        let snapshots = cache.appendingPathComponent("airlock/snapshots")
+        let files = try FileManager.default.contentsOfDirectory(atPath: snapshots.path)
+        #expect(files.count == 1 && files[0].hasSuffix(".state"), "one snapshot, no leftovers: \(files)")
+        let state = snapshots.appendingPathComponent(files[0]).path
+        #expect(((try? FileManager.default.attributesOfItem(atPath: state)[.posixPermissions]) as? Int) == 0o600)
+
+        let second = try CLI.run(["start", "--verbose", "--", "sh", "-c", "cat /usr/local/kept; \(random)"], in: project, environment: environment)
+        #expect(second.status == 0, "stderr: \(second.stderr)")
+        #expect(!second.stderr.contains("preparing a boot snapshot"), "\(second.stderr)")
+        #expect(second.stderr.contains("resumed the boot snapshot"), "\(second.stderr)")
+        let lines = second.stdout.split(separator: "\n")
+        #expect(lines.first == "kept", "the state disk written by the first start, not the snapshot boot's: \(second.stdout)")
+        #expect(
+            lines.count == 2 && lines[1].count == 32 && lines[1] != first.stdout.split(separator: "\n").first,
+            "fresh randomness: \(first.stdout) / \(second.stdout)")
+
+        // A snapshot that does not load: dropped, and the VM boots normally.
+        try Data(repeating: 0, count: 4096).write(to: URL(fileURLWithPath: state))
+        let damaged = try CLI.run(["start", "--verbose", "--", "cat", "/usr/local/kept"], in: project, environment: environment)
+        #expect(damaged.status == 0, "stderr: \(damaged.stderr)")
+        #expect(damaged.stdout == "kept\n")
+        #expect(damaged.stderr.contains("the boot snapshot did not load"), "\(damaged.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: state))
+    }
+
+    @Test("a corrupt initramfs: a clear error with the console's last lines")
+    func corruptInitramfs() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let corrupt = project.appendingPathComponent("corrupt-initramfs")
+        try Data(repeating: 0x5A, count: 4096).write(to: corrupt)
+        let result = try CLI.run(["start", "--", "true"], in: project, environment: ["AIRLOCK_INITRAMFS": corrupt.path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("error:"))
+        #expect(result.stderr.contains("last lines of the console"))
+        #expect(result.stderr.contains("  | "))
+    }
+
+    @Test("while a sandbox runs: ps shows it, exec and a second start join it, another sandbox runs alongside, stop ends it")
+    func concurrentSessions() async throws {
+        let project = try VMEnvironment.repository()
+        defer {
+            _ = try? CLI.run(["rm", "--force", "--name", "second"], in: project)
+            VMEnvironment.cleanUp(project)
+        }
+        let ownerErrors = project.appendingPathComponent(".airlock-owner-stderr")
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project, stderr: ownerErrors)
+        defer { main.terminate() }
+        try await CLI.waitUntilRunning(project, name: "default", process: main)
+
+        let ps = try CLI.run(["ps", "--json"], in: project)
+        let rows = try JSONSerialization.jsonObject(with: ps.stdoutData) as? [[String: Any]]
+        let row = rows?.first { $0["name"] as? String == "default" }
+        #expect(row?["state"] as? String == "running")
+        #expect(row?["backend"] as? String == "qemu")
+
+        let exec = try CLI.run(["exec", "--", "cat", "/etc/hostname"], in: project)
+        #expect(exec.status == 0, "stderr: \(exec.stderr)")
+        #expect(exec.stdout == "airlock-default\n")
+        // A large output through the attach socket arrives whole, followed by its status.
+        let relayed = try CLI.run(["exec", "--", "sh", "-c", "seq 1 3000000; exit 5"], in: project)
+        #expect(relayed.status == 5, "stderr: \(relayed.stderr)")
+        let reference = try Spawned.run(["/usr/bin/seq", "1", "3000000"], directory: "/", environment: [:], stdin: nil).stdout
+        #expect(relayed.stdoutData == Data(reference))
+        let joined = try CLI.run(["start", "--", "sh", "-c", "hostname; exit 4"], in: project)
+        #expect(joined.status == 4, "stderr: \(joined.stderr)")
+        #expect(joined.stdout == "airlock-default\n")
+
+        let other = try CLI.run(["start", "--name", "second", "--", "cat", "/etc/hostname"], in: project)
+        #expect(other.status == 0, "stderr: \(other.stderr)")
+        #expect(other.stdout == "airlock-second\n")
+        #expect(main.isRunning)
+
+        let stop = try CLI.run(["stop"], in: project)
+        #expect(stop.status == 0, "stderr: \(stop.stderr)")
+        main.waitUntilExit()
+        let owner = (try? String(contentsOf: ownerErrors, encoding: .utf8)) ?? ""
+        #expect(owner.contains("sandbox default was stopped (`airlock stop`) before the command ended"), "owner said: \(owner)")
+        let after = try CLI.run(["exec", "--", "true"], in: project)
+        #expect(after.status == 1)
+        #expect(after.stderr.contains("is not running"))
+    }
+
+    @Test("kill -9 of airlock: no QEMU remains")
+    func killNine() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project)
+        let vmm = try await CLI.waitUntilRunning(project, name: "default", process: main)
+        #expect(kill(vmm, 0) == 0)
+        kill(main.processIdentifier, SIGKILL)
+        main.waitUntilExit()
+        var gone = false
+        for _ in 0..<100 {
+            if kill(vmm, 0) != 0 || CLI.isZombie(vmm) {
+                gone = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(gone, "QEMU (pid \(vmm)) still runs after its airlock was killed")
+        // The next start works on the same sandbox.
+        let again = try CLI.run(["start", "--", "true"], in: project)
+        #expect(again.status == 0, "stderr: \(again.stderr)")
+    }
+
+    @Test("^C during boot: airlock ends, QEMU goes with it, the sandbox starts again")
+    func interruptDuringBoot() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let main = try CLI.launch(["start", "--", "true"], in: project)
+        // The state file names QEMU as soon as it runs; the guest is still booting then.
+        let stateFile = project.appendingPathComponent(".airlock/default/state")
+        var vmm: Int32?
+        let deadline = Date().addingTimeInterval(60)
+        while vmm == nil, Date() < deadline, main.isRunning {
+            vmm = (try? String(contentsOf: stateFile, encoding: .utf8))?.split(separator: "\n")
+                .first { $0.hasPrefix("vmm_pid=") }.flatMap { Int32($0.dropFirst("vmm_pid=".count)) }
+            if vmm == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let pid = try #require(vmm, "QEMU never started")
+        kill(main.processIdentifier, SIGINT)
+        main.waitUntilExit()
+        #expect(main.terminationReason == .uncaughtSignal || main.terminationStatus != 0)
+        var gone = false
+        for _ in 0..<100 {
+            if kill(pid, 0) != 0 || CLI.isZombie(pid) {
+                gone = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(gone, "QEMU (pid \(pid)) still runs after ^C")
+        let ps = try CLI.run(["ps", "--json"], in: project)
+        #expect(ps.stdout.contains("\"stopped\""), "\(ps.stdout)")
+        let again = try CLI.run(["start", "--", "echo", "again"], in: project)
+        #expect(again.status == 0 && again.stdout == "again\n", "stderr: \(again.stderr)")
+    }
+
+    @Test("a real session's work comes home: fetch, diff --stat, merge; --fresh and --with-changes")
+    func workComesHome() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let files = FileManager.default
+        for name in ["one.txt", "two.txt", "gone.txt", "kept.txt"] {
+            try "\(name)\n".write(to: project.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        try VMEnvironment.git(["add", "-A"], in: project)
+        try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "files"], in: project)
+        func userState() throws -> String {
+            let result = try Spawned.run(
+                [
+                    "/bin/sh", "-c",
+                    """
+                    git for-each-ref --format='%(refname) %(objectname)' | grep -v '^refs/remotes/airlock/'; git rev-parse HEAD; sha1sum .git/index
+                    find . -path ./.git -prune -o -path ./.airlock -prune -o -type f -print0 | sort -z | xargs -0 sha1sum
+                    """,
+                ], directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+            return String(decoding: result.stdout, as: UTF8.self)
+        }
+        let before = try userState()
+
+        // The agent: a new branch, two commits (two edits, one file added, one deleted), one uncommitted edit.
+        let session = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                """
+                set -e
+                git switch -q -c agent-work
+                echo edited >> one.txt; echo edited >> two.txt; git commit -q -a -m 'edit two files'
+                echo new > three.txt; git rm -q gone.txt; git add three.txt; git commit -q -m 'add one, delete one'
+                echo uncommitted >> kept.txt
+                """,
+            ], in: project)
+        #expect(session.status == 0, "stderr: \(session.stderr)")
+        #expect(!session.stderr.contains("project changed"), "\(session.stderr)")
+        #expect(try userState() == before, "the session changed the user's repository")
+
+        // The session's change journal (inotify on the clone while the guest wrote it through
+        // the VMM) names what changed: the fetch reads only those files, and finds what a
+        // rescan of every file finds.
+        let journalled = try CLI.run(["fetch", "--json"], in: project)
+        let report = try JSONSerialization.jsonObject(with: Data(journalled.stdout.utf8)) as? [String: Any]
+        #expect(report?["workingTreeCheck"] as? String == "journal", "\(journalled.stdout)\(journalled.stderr)")
+        #expect(report?["uncommittedPaths"] as? [String] == ["kept.txt"])
+        let fetch = try CLI.run(["fetch", "--rescan"], in: project)
+        #expect(fetch.status == 0, "stderr: \(fetch.stderr)")
+        #expect(fetch.stdout.contains("nothing new"), "the rescan found what the journal did: \(fetch.stdout)")
+        let reset = try Spawned.run(
+            ["/bin/sh", "-c", "git for-each-ref --format='delete %(refname)' refs/remotes/airlock/ | git update-ref --stdin"],
+            directory: project.path, environment: ProcessInfo.processInfo.environment, stdin: nil)
+        #expect(reset.status == 0)
+        let fresh = try CLI.run(["fetch"], in: project)
+        #expect(fresh.stdout.contains("agent-work (current)") && fresh.stdout.contains("2 new commits"), "\(fresh.stdout)")
+        #expect(fresh.stdout.contains("uncommitted"))
+        let committed = try CLI.run(["diff", "--name-only", "--branch", "agent-work"], in: project)
+        #expect(committed.stdout == "gone.txt\none.txt\nthree.txt\ntwo.txt\n")
+        let all = try CLI.run(["diff", "--stat"], in: project)
+        #expect(all.stdout.contains("5 files changed"), "\(all.stdout)")
+        #expect(try userState() == before, "fetch or diff changed the user's repository")
+
+        let merge = try CLI.run(["merge"], in: project)
+        #expect(merge.status == 0, "stderr: \(merge.stderr)")
+        #expect(files.fileExists(atPath: project.appendingPathComponent("three.txt").path))
+        #expect(!files.fileExists(atPath: project.appendingPathComponent("gone.txt").path))
+
+        // --with-changes carries the user's uncommitted edit into a fresh clone; --fresh first
+        // fetches the old clone (its uncommitted work is kept on airlock/default/uncommitted).
+        try "mine\n".write(to: project.appendingPathComponent("kept.txt"), atomically: true, encoding: .utf8)
+        let restart = try CLI.run(["start", "--fresh", "--with-changes", "--", "sh", "-c", "cat kept.txt; git log --format=%s -1; ls"], in: project)
+        #expect(restart.status == 0, "stderr: \(restart.stderr)")
+        #expect(restart.stdout.hasPrefix("mine\nUncommitted changes from"), "\(restart.stdout)")
+        #expect(restart.stdout.contains("three.txt"), "the fresh clone starts from the merged branch")
+    }
+
+    @Test("the guest's network: fake DNS, nothing but TCP leaves, no DNS query leaves, loopback is the VM's own")
+    func guestNetwork() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        // A service on the host's loopback that the VM must not reach.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        listen(listener, 8)
+        let port = UInt16(bigEndian: address.sin_port)
+
+        let probe = TestFixtures.path("network-probe.py")
+        // Through stdin: the VM sees the clone, and an untracked file of the project is not in it.
+        let result = try CLI.run(["start", "--", "/usr/bin/python3", "-", "\(port)"], in: project, stdin: try Data(contentsOf: probe))
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let lines = Dictionary(
+            result.stdout.split(separator: "\n").map { line -> (String, String) in
+                let parts = line.split(separator: " ", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            }, uniquingKeysWith: { $1 })
+        let fake = lines["dns-a"] ?? ""
+        #expect(fake.hasPrefix("rcode=0 answers=1 address=198.1"), "\(result.stdout)")
+        #expect(lines["dns-a-again"] == fake, "the same name (any case, trailing dot) keeps its address")
+        #expect(lines["dns-a-tcp"] == fake)
+        #expect(lines["dns-aaaa"] == "rcode=0 answers=0 address=-")
+        for type in ["txt", "mx", "any"] { #expect(lines["dns-" + type] == "rcode=5 answers=0 address=-", "\(type): \(result.stdout)") }
+        #expect(lines["dns-long"]?.hasPrefix("rcode=0 answers=1 address=198.1") == true)
+        #expect(lines["localhost"] == "127.0.0.1")
+        #expect(lines["getaddrinfo"]?.hasPrefix("198.1") == true, "the system resolver in the VM uses the guest's DNS")
+        #expect(lines["udp-external"]?.hasPrefix("blocked") == true, "\(result.stdout)")
+        #expect(lines["ipv6"] == "blocked")
+        #expect(lines["icmp"] == "blocked")
+        #expect(lines["loopback"] == "refused", "127.0.0.1 in the VM must be the VM's own loopback")
+        // No DNS query reached the host: nothing was judged, nothing resolved there.
+        let log = try CLI.run(["network", "log", "--json"], in: project)
+        #expect(!log.stdout.contains("denied.example") && !log.stdout.contains("example.com"), "\(log.stdout)")
+    }
+
+    @Test(
+        "the network policy end to end: allowed, private refused, denied with a 403 that explains, IP literals, TLS by SNI, port and socket forwards, 200 connections"
+    )
+    func egressPolicy() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let servers = try TestServers.start(in: project)
+        defer { servers.stop() }
+        // Names point at 127.0.0.1 through the test-only resolver override (environment only).
+        try """
+        [network.rules.test]
+        allow = ["allowed.test:\(servers.http)", "allowed.test:\(servers.tls)", "both.test", "192.0.2.7"]
+        deny = ["both.test"]
+        allow_private = true
+
+        [network.rules.public]
+        allow = ["public.test"]
+
+        [network.ports.back]
+        guest = ["\(servers.http + 2):\(servers.http)"]
+
+        [network.sockets.echo]
+        host = "\(servers.unix)"
+        guest = "/run/airlock/echo.sock"
+
+        [network.sockets.gone]
+        host = "\(servers.unix).gone"
+        guest = "/run/airlock/gone.sock"
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        try VMEnvironment.git(["add", "airlock.toml"], in: project)
+        try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "rules"], in: project)
+        let probe = TestFixtures.path("egress-probe.py")
+        let names = ["allowed.test", "public.test", "denied.test", "both.test"].map { "\($0)=127.0.0.1" }.joined(separator: ",")
+        let result = try CLI.run(
+            [
+                "start", "--", "/usr/bin/python3", "-", "\(servers.http)", "\(servers.tls)", "\(servers.http + 2)", "/run/airlock/echo.sock",
+                "/run/airlock/gone.sock",
+            ], in: project,
+            environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names], stdin: try Data(contentsOf: probe))
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        var lines: [String: String] = [:]
+        for line in result.stdout.split(separator: "\n") {
+            let parts = line.split(separator: "|", maxSplits: 1)
+            if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
+        }
+        #expect(lines["allowed"]?.hasPrefix("200 hello") == true, "\(result.stdout)")
+        #expect(
+            lines["no-private"]?.hasPrefix("failed") == true, "public.test resolves to 127.0.0.1 and its rule has no allow_private: \(result.stdout)")
+        #expect(
+            lines["denied"]?.hasPrefix("403") == true && lines["denied"]?.contains("allow = [\"denied.test:\(servers.http)\"]") == true,
+            "\(result.stdout)")
+        #expect(lines["denied-port"]?.hasPrefix("403") == true)
+        #expect(lines["both"]?.hasPrefix("403") == true, "deny wins over allow")
+        #expect(lines["ip-literal"]?.hasPrefix("failed") == true || lines["ip-literal"]?.hasPrefix("403") == true)
+        #expect(lines["tls-allowed"] == "ok HTTP/1.0 200 ok", "\(result.stdout)")
+        #expect(lines["tls-denied"]?.hasPrefix("failed") == true)
+        #expect(
+            lines["tls-ip-with-allowed-sni"]?.hasPrefix("failed") == true,
+            "an allowed SNI must not carry a connection to an address no rule names with allow_private")
+        #expect(lines["forward"]?.hasPrefix("200 hello") == true, "guest forward: \(result.stdout)")
+        #expect(lines["concurrent"] == "200/200")
+        #expect(lines["unix"] == "15000 ping over unix ", "socket forward: \(result.stdout)")
+        // No server at the host path: the guest's connection is reset (or just closed).
+        #expect(lines["unix-gone"]?.hasPrefix("failed") == true || lines["unix-gone"]?.hasPrefix("0 ") == true, "\(result.stdout)")
+
+        // Every decision is in the audit log.
+        let log = try CLI.run(["network", "log", "--json"], in: project)
+        #expect(log.stdout.contains("\"denied.test\"") && log.stdout.contains("\"allowed.test\""), "\(log.stdout.prefix(2000))")
+        #expect(
+            log.stdout.contains("\"sockets.echo\"") && log.stdout.contains(servers.unix)
+                && log.stdout.contains("cannot connect to the host socket \(servers.unix).gone"),
+            "the socket forwards are audited: \(log.stdout.suffix(2000))")
+    }
+
+    @Test("a host port forward reaches a server in the guest, on 127.0.0.1 only")
+    func hostForward() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let hostPort = 20000 + Int(getpid() % 10000)
+        try """
+        [network.ports.web]
+        host = ["\(hostPort):8000"]
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        try VMEnvironment.git(["add", "airlock.toml"], in: project)
+        try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ports"], in: project)
+        let main = try CLI.launch(["start", "--", "/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1"], in: project)
+        defer { _ = try? CLI.run(["stop"], in: project) }
+        try await CLI.waitUntilRunning(project, name: "default", process: main)
+        var answer = ""
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let result = try Spawned.run(
+                ["/usr/bin/curl", "-s", "-m", "5", "http://127.0.0.1:\(hostPort)/"], directory: "/", environment: [:], stdin: nil)
+            answer = String(decoding: result.stdout, as: UTF8.self)
+            if answer.contains("Directory listing") { break }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(answer.contains("Directory listing"), "the forward never answered: \(answer)")
+        let listening = try Spawned.run(
+            ["/bin/sh", "-c", "ss -ltnH 'sport = :\(hostPort)'"], directory: "/", environment: ProcessInfo.processInfo.environment, stdin: nil)
+        let text = String(decoding: listening.stdout, as: UTF8.self)
+        #expect(text.contains("127.0.0.1:\(hostPort)") && !text.contains("0.0.0.0:\(hostPort)") && !text.contains("*:\(hostPort)"), "\(text)")
+    }
+
+    @Test("an interactive shell through tmux: output, window size, ^C, exit status", .enabled(if: Tmux.available, "needs tmux"))
+    func interactive() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let session = "airlock-test-\(getpid())"
+        let status = project.appendingPathComponent("exit-status")
+        let environment = ["AIRLOCK_KERNEL", "AIRLOCK_INITRAMFS"].compactMap { name in
+            ProcessInfo.processInfo.environment[name].map { "\(name)='\($0)'" }
+        }.joined(separator: " ")
+        let command = "cd '\(project.path)' && env \(environment) '\(CLI.binary)' start -- bash --norc -i; echo $? > '\(status.path)'; sleep 30"
+        try Tmux.run(["new-session", "-d", "-s", session, "-x", "100", "-y", "30", command])
+        defer { _ = try? Tmux.run(["kill-session", "-t", session]) }
+
+        try await Tmux.waitFor(session, toShow: "bash")
+        try Tmux.run(["send-keys", "-t", session, "echo marker-$((6*7))", "Enter"])
+        try await Tmux.waitFor(session, toShow: "marker-42")
+
+        try Tmux.run(["resize-window", "-t", session, "-x", "120", "-y", "40"])
+        try Tmux.run(["send-keys", "-t", session, "stty size", "Enter"])
+        try await Tmux.waitFor(session, toShow: "40 120")
+
+        try Tmux.run(["send-keys", "-t", session, "sleep 100", "Enter"])
+        try await Task.sleep(for: .milliseconds(500))
+        try Tmux.run(["send-keys", "-t", session, "C-c"])
+        try Tmux.run(["send-keys", "-t", session, "echo still-$((1+1))", "Enter"])
+        try await Tmux.waitFor(session, toShow: "still-2", timeout: 20)
+
+        try Tmux.run(["send-keys", "-t", session, "exit 3", "Enter"])
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, (try? String(contentsOf: status, encoding: .utf8)) == nil {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect((try? String(contentsOf: status, encoding: .utf8)) == "3\n")
+    }
+}
