@@ -65,7 +65,7 @@ struct CloneMirror {
         do {
             workspace = try ConfinedDirectory.open(clone)
         } catch {
-            throw GitReviewError("cannot read the sandbox's clone: \(error)")
+            throw GitReviewError("cannot read the sandbox's clone", cause: error)
         }
         switch workspace.kind(".git") {
         case .directory?: break
@@ -79,7 +79,7 @@ struct CloneMirror {
         do {
             git = try workspace.directory(".git")
         } catch {
-            throw GitReviewError("cannot read \(clone)/.git: \(error)")
+            throw GitReviewError("cannot read \(clone)/.git", cause: error)
         }
 
         try makeDirectories()

@@ -119,7 +119,7 @@ public struct Merger {
         } catch let error as GitError {
             throw GitReviewError(error)
         } catch {
-            throw GitReviewError("\(error)")
+            throw GitReviewError("the merge failed", cause: error)
         }
     }
 

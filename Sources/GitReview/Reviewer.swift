@@ -133,7 +133,9 @@ public struct Reviewer {
         } catch let error as GitReviewError {
             throw error
         } catch {
-            throw GitReviewError("\(error)", hint: "your working tree has changes in the same files; commit or stash them first")
+            throw GitReviewError(
+                "cannot apply the accepted changes", cause: error, hint: "your working tree has changes in the same files; commit or stash them first"
+            )
         }
     }
 

@@ -121,7 +121,7 @@ public enum SandboxFetch {
                     targets[prefix + detachedName] = head
                 }
             } catch {
-                throw GitReviewError("cannot capture the sandbox's uncommitted work: \(error)")
+                throw GitReviewError("cannot capture the sandbox's uncommitted work", cause: error)
             }
         }
 
@@ -130,7 +130,7 @@ public enum SandboxFetch {
             try user.receive(Array(Set(targets.values)), from: source)
             for (name, id) in targets where before[name] != id { try user.setReference(name, to: id, message: "airlock fetch") }
         } catch {
-            throw GitReviewError("cannot fetch from the sandbox's clone: \(error)")
+            throw GitReviewError("cannot fetch from the sandbox's clone", cause: error)
         }
         // Branches deleted in the clone (and a capture that is gone) are removed here too.
         for name in user.references(under: prefix).keys where targets[name] == nil {

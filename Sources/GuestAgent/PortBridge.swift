@@ -35,15 +35,11 @@ enum PortBridge {
                 shutdown(destination, Int32(SHUT_WR))
                 return
             }
-            var offset = 0
-            while offset < n {
-                let written = buffer[offset..<n].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    System.log("\(name): write: \(errorText(errno))")
-                    return
-                }
-                offset += written
+            do {
+                try buffer.withUnsafeBytes { try Syscall.writeAll(destination, UnsafeRawBufferPointer(rebasing: $0[0..<n]), subject: name) }
+            } catch {
+                System.log("\(name): \(error)")
+                return
             }
         }
     }

@@ -44,7 +44,7 @@ public struct Credentials: Sendable, Equatable {
         }
         let config: Config
         do { config = try JSONDecoder().decode(Config.self, from: Data(bytes)) } catch {
-            throw OCIError(.authentication, "\(path) is not valid JSON: \(error)", hint: "fix or remove the file")
+            throw OCIError(.authentication, "\(path) is not valid JSON", cause: error, hint: "fix or remove the file")
         }
         // Docker Hub's entry is keyed by its v1 index URL.
         let keys =

@@ -84,14 +84,10 @@ struct DockerArchive {
                     total += Int64(n)
                     guard total <= limits.totalBytes else { throw result.hostile("the export holds more than \(limits.totalBytes >> 30) GiB") }
                     buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-                    var done = 0
-                    while done < n {
-                        let written = buffer.withUnsafeBytes { write(out, $0.baseAddress.map { $0 + done }, n - done) }
-                        if written < 0 && errno == EINTR { continue }
-                        guard written > 0 else {
-                            throw OCIError(.store, "\(what): writing \(file) failed: \(errorText(errno))", hint: "is the disk full?")
-                        }
-                        done += written
+                    do {
+                        try buffer.withUnsafeBytes { try Syscall.writeAll(out, UnsafeRawBufferPointer(rebasing: $0[0..<n]), subject: file) }
+                    } catch {
+                        throw OCIError(.store, "\(what): writing a staged file failed", cause: error, hint: "is the disk full?")
                     }
                 }
                 result.entries[name] = Entry(file: file, digest: Digest(hasher.finalize()), size: size)

@@ -85,7 +85,7 @@ public final class DockerDaemonClient: Sendable {
         do {
             return try await http.execute(request, deadline: .now() + .nanoseconds(Int64(deadline.components.seconds) * 1_000_000_000))
         } catch {
-            throw OCIError(.transport, "the Docker daemon at \(socketPath) does not answer \(path): \(error)", hint: Self.startHint(socketPath))
+            throw OCIError(.transport, "the Docker daemon at \(socketPath) does not answer \(path)", cause: error, hint: Self.startHint(socketPath))
         }
     }
 
@@ -121,7 +121,7 @@ public final class DockerDaemonClient: Sendable {
         let response = try await get(Self.imagePath(reference) + "/json", deadline: .seconds(30))
         let body: ByteBuffer
         do { body = try await response.body.collect(upTo: 4 << 20) } catch {
-            throw OCIError(.manifest, "the Docker daemon's description of \(reference) is larger than 4 MiB or broke off: \(error)")
+            throw OCIError(.manifest, "the Docker daemon's description of \(reference) is larger than 4 MiB or broke off", cause: error)
         }
         switch response.status.code {
         case 200:
@@ -130,7 +130,7 @@ public final class DockerDaemonClient: Sendable {
                 _ = try Digest(parsing: image.id)
                 return image
             } catch {
-                throw OCIError(.manifest, "the Docker daemon's description of \(reference) is not what the Engine API documents: \(error)")
+                throw OCIError(.manifest, "the Docker daemon's description of \(reference) is not what the Engine API documents", cause: error)
             }
         case 404:
             return nil
@@ -153,7 +153,8 @@ public final class DockerDaemonClient: Sendable {
         while true {
             let next: ByteBuffer?
             do { next = try await body.next() } catch {
-                throw OCIError(.transport, "reading \(reference) from the Docker daemon broke off after \(total) bytes: \(error)", hint: "try again")
+                throw OCIError(
+                    .transport, "reading \(reference) from the Docker daemon broke off after \(total) bytes", cause: error, hint: "try again")
             }
             guard let chunk = next else { return }
             total += Int64(chunk.readableBytes)

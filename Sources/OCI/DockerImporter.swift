@@ -55,7 +55,7 @@ public struct DockerImporter: Sendable {
         let manifestBytes = try archive.readDocument("manifest.json", limit: 1 << 20).bytes
         let saved: [DockerSaveManifest]
         do { saved = try JSONDecoder().decode([DockerSaveManifest].self, from: Data(manifestBytes)) } catch {
-            throw OCIError(.manifest, "\(what): the export's manifest.json is not what `docker save` writes: \(error)")
+            throw OCIError(.manifest, "\(what): the export's manifest.json is not what `docker save` writes", cause: error)
         }
         guard let entry = saved.count == 1 ? saved.first : saved.first(where: { (try? archive.resolve($0.config).digest.description) == image.id })
         else {
@@ -72,7 +72,7 @@ public struct DockerImporter: Sendable {
         }
         let configuration: ImageConfiguration
         do { configuration = try JSONDecoder().decode(ImageConfiguration.self, from: Data(configBytes)) } catch {
-            throw OCIError(.manifest, "\(what): the image config is not valid JSON: \(error)")
+            throw OCIError(.manifest, "\(what): the image config is not valid JSON", cause: error)
         }
         if let os = configuration.os, os != platform.os {
             throw OCIError(.manifest, "\(what): the image is for \(os), this host runs \(platform.os)")
@@ -118,7 +118,7 @@ public struct DockerImporter: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let manifestData: [UInt8]
-        do { manifestData = Array(try encoder.encode(manifest)) } catch { throw OCIError(.store, "cannot encode a manifest: \(error)") }
+        do { manifestData = Array(try encoder.encode(manifest)) } catch { throw OCIError(.store, "cannot encode a manifest", cause: error) }
         let manifestDigest = Digest(of: manifestData)
         progress(.resolved(reference: reference.description, manifest: manifestDigest, layers: layers))
 

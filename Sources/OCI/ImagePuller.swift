@@ -86,7 +86,7 @@ public struct ImagePuller: Sendable {
         let configBytes = try await client.fetchSmallBlob(reference, manifest.config)
         let configuration: ImageConfiguration
         do { configuration = try JSONDecoder().decode(ImageConfiguration.self, from: Data(configBytes)) } catch {
-            throw OCIError(.manifest, "\(reference): the image config is not valid JSON: \(error)")
+            throw OCIError(.manifest, "\(reference): the image config is not valid JSON", cause: error)
         }
         if let os = configuration.os, os != platform.os {
             throw OCIError(.manifest, "\(reference): the image is for \(os), this host runs \(platform.os)")

@@ -254,15 +254,7 @@ public struct ImageStore: Sendable {
             var mode: UInt32 = 0
             guard airlock_oci_fgetxattr(fd, MappedXattr.mode, &mode, 4) == 4 else { continue }
             guard UInt32(littleEndian: mode) & UInt32(S_IFMT) == UInt32(S_IFREG) else { return nil }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while bytes.count < limit {
-                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                bytes += chunk[0..<n]
-            }
-            return bytes
+            return try? Syscall.readAll(fd, limit: limit, subject: path)
         }
         return nil
     }
@@ -278,7 +270,7 @@ public struct ImageStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         let data: Data
-        do { data = try encoder.encode(value) } catch { throw OCIError(.store, "cannot encode \(path): \(error)") }
+        do { data = try encoder.encode(value) } catch { throw OCIError(.store, "cannot encode \(path)", cause: error) }
         try writeFileAtomically(path, Array(data))
     }
 

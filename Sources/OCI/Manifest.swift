@@ -134,7 +134,7 @@ enum ManifestDocument {
         let data = Data(bytes)
         let probe: Probe
         do { probe = try JSONDecoder().decode(Probe.self, from: data) } catch {
-            throw OCIError(.manifest, "\(what): the manifest is not valid JSON (\(error))")
+            throw OCIError(.manifest, "\(what): the manifest is not valid JSON", cause: error)
         }
         let type = probe.mediaType ?? contentType.map { String($0.split(separator: ";")[0]).trimmingSpaces() }
         guard probe.schemaVersion == 2 else {
@@ -153,7 +153,7 @@ enum ManifestDocument {
         } catch let error as OCIError {
             throw OCIError(.manifest, "\(what): \(error.message)")
         } catch {
-            throw OCIError(.manifest, "\(what): malformed manifest (\(error))")
+            throw OCIError(.manifest, "\(what): malformed manifest", cause: error)
         }
         throw OCIError(.manifest, "\(what): neither an image index nor an image manifest (media type \(type ?? "missing"))")
     }

@@ -95,7 +95,7 @@ public final class RegistryClient: Sendable {
             _ = error
             throw OCIError(.manifest, "\(reference): the manifest is larger than \(limit >> 20) MiB")
         } catch {
-            throw OCIError(.transport, "\(reference): reading the manifest failed: \(error)")
+            throw OCIError(.transport, "\(reference): reading the manifest failed", cause: error)
         }
         let bytes = Array(body.readableBytesView)
         let digest = Digest(of: bytes)
@@ -451,7 +451,7 @@ public final class RegistryClient: Sendable {
                 do {
                     return try await http.execute(request, deadline: .now() + .seconds(30))
                 } catch {
-                    throw OCIError(.transport, "\(what): cannot reach the token service \(Self.host(of: realm) ?? realm): \(error)")
+                    throw OCIError(.transport, "\(what): cannot reach the token service \(Self.host(of: realm) ?? realm)", cause: error)
                 }
             }
             var response = try await requestToken(credentials)

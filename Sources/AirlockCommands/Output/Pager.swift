@@ -41,8 +41,7 @@ enum Pager {
         signal(SIGPIPE, SIG_IGN)
         Terminal(fd: pipe[1]).write(text)
         close(pipe[1])
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        _ = Syscall.waitStatus(pid)
     }
 }
 

@@ -107,10 +107,18 @@ final class ControlServer: Sendable {
                 try await Self.answer(outbound, status: "200", body: Array(try encoder.encode(handlers.state())))
             case Path.events?:
                 try await outbound.write(.headers(.init(headers: [":status": "200"])))
-                for await line in handlers.events.subscribe() {
-                    try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer(bytes: line)))))
+                let lines = handlers.events.subscribe()
+                // Until the sandbox stops (the subscription ends) or the client goes (its
+                // stream closes), whichever is first.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await line in lines { try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer(bytes: line))))) }
+                        try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
+                    }
+                    group.addTask { try await stream.channel.closeFuture.get() }
+                    try await group.next()
+                    group.cancelAll()
                 }
-                try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
             default:
                 try await Self.answer(outbound, status: "404", body: [])
             }

@@ -158,17 +158,10 @@ public struct HostSession: Sendable {
     /// holds back the guest through HTTP/2 flow control).
     static func write(_ fd: Int32, _ bytes: ByteBuffer) async throws {
         try await io.runIfActive {
-            try bytes.withUnsafeReadableBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    // `raw` is non-empty inside this loop, so it has a base address.
-                    let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw SandboxError("cannot write the session's output", cause: SystemError.last("write", "fd \(fd)"))
-                    }
-                    offset += n
-                }
+            do {
+                try bytes.withUnsafeReadableBytes { try Syscall.writeAll(fd, $0, subject: "fd \(fd)") }
+            } catch {
+                throw SandboxError("cannot write the session's output", cause: error)
             }
         }
     }

@@ -1,0 +1,98 @@
+import AirlockSystem
+import Config
+import Foundation
+import Testing
+
+@testable import Sandbox
+
+@Suite("The sandbox manager without a VM")
+struct SandboxManagerTests {
+    /// A project directory (a git repository when `git`), removed by the caller.
+    func project(git: Bool = true) throws -> (Project, SandboxManager) {
+        let root = NSTemporaryDirectory() + "airlock-manager-\(UUID().uuidString.prefix(8))"
+        try FileSystem.makeDirectories(root + (git ? "/.git/info" : ""))
+        let project = Project.discover(from: root)
+        let manager = SandboxManager(project: project, config: AirlockConfig(), environment: ["HOME": root], logger: .init(label: "test"))
+        return (project, manager)
+    }
+
+    @Test("list: every sandbox directory with its state; dot-directories and files are not sandboxes")
+    func listing() throws {
+        let (project, manager) = try project()
+        defer { try? FileSystem.removeTree(project.root) }
+        #expect(manager.list().isEmpty)
+        try FileSystem.makeDirectories(project.root + "/.airlock/web")
+        try FileSystem.makeDirectories(project.root + "/.airlock/.hidden")
+        try FileSystem.write(project.root + "/.airlock/file", [])
+        let list = manager.list()
+        #expect(list.map(\.name) == ["web"])
+        #expect(list.first?.state == "stopped" && list.first?.pid == nil && list.first?.project == project.root)
+    }
+
+    @Test("a running sandbox is one whose lock is held; its state file says by whom")
+    func running() throws {
+        let (project, manager) = try project()
+        defer { try? FileSystem.removeTree(project.root) }
+        let paths = try manager.paths("default")
+        try FileSystem.makeDirectories(paths.stateDirectory)
+        let lock = try #require(try SandboxLock.acquire(paths.lockFile))
+        let state = SandboxState(
+            pid: getpid(), vmmPID: 12345, backend: "qemu", accelerator: "tcg", startedAt: Int64(time(nil)), project: project.root)
+        try FileSystem.writeAtomically(paths.stateFile, state.text)
+        let status = try #require(manager.list().first)
+        #expect(status.state == "running" && status.vmmPID == 12345 && status.backend == "qemu")
+        #expect(try SandboxLock.acquire(paths.lockFile) == nil, "a second owner cannot take it")
+        withExtendedLifetime(lock) {}
+    }
+
+    @Test("stop of a sandbox that is not running says so; rm refuses a missing one and removes a stopped one")
+    func stopAndRemove() async throws {
+        let (project, manager) = try project()
+        defer { try? FileSystem.removeTree(project.root) }
+        #expect(try await manager.stop("default") == false)
+        let missing = await #expect(throws: SandboxError.self) { try await manager.remove("default", force: false) }
+        #expect(missing?.hint?.contains("airlock ps") == true)
+        let paths = try manager.paths("default")
+        try FileSystem.makeDirectories(paths.workspace)
+        try await manager.remove("default", force: false)
+        #expect(!FileSystem.exists(paths.stateDirectory))
+    }
+
+    @Test("rm refuses a running sandbox without --force")
+    func removeRunning() async throws {
+        let (project, manager) = try project()
+        defer { try? FileSystem.removeTree(project.root) }
+        let paths = try manager.paths("busy")
+        try FileSystem.makeDirectories(paths.stateDirectory)
+        let lock = try #require(try SandboxLock.acquire(paths.lockFile))
+        let error = await #expect(throws: SandboxError.self) { try await manager.remove("busy", force: false) }
+        #expect(error?.message == "sandbox busy is running")
+        #expect(FileSystem.isDirectory(paths.stateDirectory))
+        withExtendedLifetime(lock) {}
+    }
+
+    @Test("the agent's work needs a git project and an existing sandbox; names are checked")
+    func work() throws {
+        let (plain, plainManager) = try project(git: false)
+        defer { try? FileSystem.removeTree(plain.root) }
+        #expect(throws: SandboxError.self) { try plainManager.work("default") }
+        let (project, manager) = try project()
+        defer { try? FileSystem.removeTree(project.root) }
+        let error = #expect(throws: SandboxError.self) { try manager.work("default") }
+        #expect(error?.message == "this project has no sandbox default")
+        #expect(throws: SandboxError.self) { try manager.paths("../escape") }
+    }
+
+    @Test("a session that ended because of `airlock stop` says so; any other error is kept")
+    func explainedStops() throws {
+        let (project, manager) = try project()
+        defer { try? FileSystem.removeTree(project.root) }
+        let paths = try manager.paths("default")
+        try FileSystem.makeDirectories(paths.stateDirectory)
+        let lost = HostSession.Failure.lost
+        #expect(SandboxManager.explained(lost, paths: paths) is HostSession.Failure)
+        try FileSystem.writeAtomically(paths.stopMarker, "1\n")
+        let explained = SandboxManager.explained(lost, paths: paths)
+        #expect("\(explained)".contains("was stopped (`airlock stop`)"))
+    }
+}
