@@ -58,9 +58,9 @@ $(ASSETS)/initramfs: $(ASSETS)/airlock-guest $(ASSETS)/vmlinux Kernel/build-init
 
 # The single binary, in $(OUT)/airlock, with the kernel and initramfs inside.
 release: deps kernel
-	$(SWIFT) build -c release --static-swift-stdlib -Xcc -DAIRLOCK_EMBED_ASSETS -Xcc -I$(abspath $(ASSETS))
+	$(SWIFT) build -c release --product airlock --static-swift-stdlib -Xcc -DAIRLOCK_EMBED_ASSETS -Xcc -I$(abspath $(ASSETS))
 	@mkdir -p $(OUT)
-	strip -o $(OUT)/airlock "$$($(SWIFT) build -c release --show-bin-path)/airlock"
+	strip -o $(OUT)/airlock "$$($(SWIFT) build -c release --product airlock --show-bin-path)/airlock"
 	@ls -l $(OUT)/airlock | awk '{ printf "make release: %s (%.1f MB)\n", $$9, $$5 / 1e6 }' >&2
 
 # Unit tests, then the VM tests on their own (they boot the assets built by `make kernel`;

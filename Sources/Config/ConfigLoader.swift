@@ -17,6 +17,12 @@ public struct ConfigLoader: Sendable {
         /// The merged tree, each value carrying where it was written.
         public var merged: ConfigNode
         public var layers: [Layer]
+
+        public init(config: AirlockConfig, merged: ConfigNode = .emptyTable(origin: .builtIn), layers: [Layer] = []) {
+            self.config = config
+            self.merged = merged
+            self.layers = layers
+        }
     }
 
     public static let projectFileName = "airlock.toml"
@@ -47,8 +53,15 @@ public struct ConfigLoader: Sendable {
 
         func read(_ path: String, display: String, kind: Layer.Kind) {
             do {
-                guard let text = try fileSystem.readText(path) else { return }
-                let tree = try ConfigParser.parse(text, file: display)
+                guard let bytes = try fileSystem.read(path) else { return }
+                if let (line, column) = firstInvalidUTF8(in: bytes) {
+                    diagnostics.append(
+                        ConfigDiagnostic(
+                            at: SourceLocation(file: display, line: line, column: column), "the file is not valid UTF-8 here",
+                            hint: "TOML files are UTF-8: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"))
+                    return
+                }
+                let tree = try ConfigParser.parse(String(decoding: bytes, as: UTF8.self), file: display)
                 var validator = SchemaValidator()
                 validator.check(tree, against: AirlockSchema.root, path: [])
                 diagnostics += validator.diagnostics

@@ -85,7 +85,9 @@ public struct SandboxStatus: Sendable, Codable, Equatable {
 /// control socket; every other operation on a running sandbox goes through that socket.
 public struct SandboxManager: Sendable {
     public let project: Project
-    public let config: AirlockConfig
+    /// The loaded configuration: the typed values and where each was written.
+    public let loaded: ConfigLoader.Result
+    public var config: AirlockConfig { loaded.config }
     public let environment: [String: String]
     public var logger: Logger
     public var reporter: SandboxReporter
@@ -97,16 +99,23 @@ public struct SandboxManager: Sendable {
     public var bootTimeout: Duration = .seconds(180)
 
     public init(
-        project: Project, config: AirlockConfig, environment: [String: String], logger: Logger, reporter: SandboxReporter = .init(),
+        project: Project, loaded: ConfigLoader.Result, environment: [String: String], logger: Logger, reporter: SandboxReporter = .init(),
         resolver: any Resolver = SystemResolver(), images: Images? = nil
     ) {
         self.project = project
-        self.config = config
+        self.loaded = loaded
         self.environment = environment
         self.logger = logger
         self.reporter = reporter
         self.resolver = resolver
-        self.images = images ?? Images(config: config, environment: environment)
+        self.images = images ?? Images(config: loaded.config, environment: environment)
+    }
+
+    /// The configuration's problems on this host: more CPUs or memory than it has, a state
+    /// disk larger than the free space (less what sandbox `name`'s disk already holds).
+    public func capacityProblems(_ name: String) throws -> [ConfigDiagnostic] {
+        let paths = try paths(name)
+        return loaded.problems(on: HostFacts.capacity(at: paths.stateDirectory), existingDisk: UInt64(max(0, FileSystem.allocatedSize(paths.disk))))
     }
 
     public func paths(_ name: String) throws -> SandboxPaths {
@@ -126,18 +135,42 @@ public struct SandboxManager: Sendable {
     // MARK: Sessions
 
     /// Runs `request` in sandbox `name`: boots it when it is not running (this process then
-    /// owns it until the session ends), else joins it. Returns the session's exit status.
+    /// owns it until the last session ends), else joins it: at once when it runs, once it is
+    /// up when another airlock is booting it, and by booting it again when it is shutting
+    /// down. Returns the session's exit status.
     public func start(_ name: String, _ request: SessionRequest, workspace: WorkspaceOptions = .init()) async throws -> HostSession.Ended {
         let paths = try paths(name)
+        let problems = try capacityProblems(name)
+        if !problems.isEmpty { throw ConfigError(problems) }
         try FileSystem.makeDirectory(paths.stateRoot, mode: 0o755)
         try FileSystem.makeDirectory(paths.stateDirectory, mode: 0o700)
-        guard let lock = try SandboxLock.acquire(paths.lockFile) else {
+        let deadline = ContinuousClock.now + bootTimeout + .seconds(60)
+        var waiting = false
+        while true {
+            if let lock = try SandboxLock.acquire(paths.lockFile) {
+                return try await boot(paths, request, workspace: workspace, lock: lock)
+            }
             if workspace.fresh {
                 throw SandboxError("sandbox \(name) is running; --fresh needs it stopped", hint: "`airlock stop --name \(name)` first")
             }
-            reporter.progress?("sandbox \(name) is running: attaching a new session")
-            return try await join(paths, request)
+            if let ended = try await join(paths, request, announce: !waiting) { return ended }
+            // Another airlock holds the sandbox: booting it (no control socket yet) or shutting
+            // it down (no new session taken). Join it once it is up, or boot it once it is down.
+            if !waiting { reporter.progress?("sandbox \(name) is starting or stopping in another airlock: waiting for it") }
+            waiting = true
+            guard ContinuousClock.now < deadline else {
+                throw SandboxError(
+                    "sandbox \(name) neither came up nor went down within \((bootTimeout + .seconds(60)).text)",
+                    hint: "`airlock ps` shows which process holds it; `airlock stop --name \(name)` ends it")
+            }
+            try await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// Boots sandbox `paths` for `request`, holding `lock` until its last session has ended.
+    private func boot(_ paths: SandboxPaths, _ request: SessionRequest, workspace: WorkspaceOptions, lock: SandboxLock) async throws
+        -> HostSession.Ended
+    {
         let host = try await probeHost()
         let selection = BackendSelection.choose(config.vm.backend, on: host)
         let launcher = try MachineLauncher.make(selection, host: host, config: config, progress: reporter.progress)
@@ -163,37 +196,40 @@ public struct SandboxManager: Sendable {
 
     /// Runs `request` in the running sandbox `name` (never boots it).
     public func exec(_ name: String, _ request: SessionRequest) async throws -> HostSession.Ended {
-        try await join(try paths(name), request)
+        let paths = try paths(name)
+        guard let ended = try await join(paths, request, announce: false) else {
+            let why = SandboxLock.isHeld(paths.lockFile) ? "is starting or shutting down" : "is not running"
+            throw SandboxError("sandbox \(name) \(why)", hint: "start it with `airlock start --name \(name)`")
+        }
+        return ended
     }
 
-    private func join(_ paths: SandboxPaths, _ request: SessionRequest) async throws -> HostSession.Ended {
-        var image: ImageRoot?
-        if config.vm.image != "host" {
-            image = try await images.sandboxRoot(
-                config.vm.image, stateDirectory: paths.stateDirectory, pullIfMissing: false, transport: nil, tar2sqfs: nil)
-        }
-        let client = try await connectControl(paths)
-        defer { Task { await client.close() } }
+    /// The session in the running sandbox `paths`, or nil when it takes none now: its control
+    /// socket is not up (not running, or still booting) or it is shutting down.
+    private func join(_ paths: SandboxPaths, _ request: SessionRequest, announce: Bool) async throws -> HostSession.Ended? {
+        guard let client = try? await LinkClient.connect(unixSocket: paths.controlSocket(environment: environment)) else { return nil }
+        let ended: Result<HostSession.Ended?, any Error>
         do {
-            return try await HostSession(spec: sessionSpec(request, paths: paths, image: image)).run(on: client)
+            var image: ImageRoot?
+            if config.vm.image != "host" {
+                image = try await images.sandboxRoot(
+                    config.vm.image, stateDirectory: paths.stateDirectory, pullIfMissing: false, transport: nil, tar2sqfs: nil)
+            }
+            if announce { reporter.progress?("sandbox \(paths.name) is running: attaching a new session") }
+            ended = .success(try await HostSession(spec: sessionSpec(request, paths: paths, image: image)).run(on: client))
+        } catch HostSession.Failure.stopping {
+            ended = .success(nil)
         } catch {
-            throw Self.explained(error, paths: paths)
+            ended = .failure(Self.explained(error, paths: paths))
         }
+        await client.close()
+        return try ended.get()
     }
 
     /// A session that ended because `airlock stop` powered the sandbox off says so.
     static func explained(_ error: any Error, paths: SandboxPaths) -> any Error {
         guard FileSystem.exists(paths.stopMarker) else { return error }
         return SandboxError("sandbox \(paths.name) was stopped (`airlock stop`) before the command ended")
-    }
-
-    private func connectControl(_ paths: SandboxPaths) async throws -> LinkClient {
-        let socket = paths.controlSocket(environment: environment)
-        do {
-            return try await LinkClient.connect(unixSocket: socket)
-        } catch {
-            throw SandboxError("sandbox \(paths.name) is not running", cause: error, hint: "start it with `airlock start --name \(paths.name)`")
-        }
     }
 
     static func hostname(_ paths: SandboxPaths) -> String { "airlock-" + paths.name }
@@ -234,7 +270,7 @@ public struct SandboxManager: Sendable {
     public func stop(_ name: String) async throws -> Bool {
         let paths = try paths(name)
         guard SandboxLock.isHeld(paths.lockFile) else { return false }
-        try? FileSystem.writeAtomically(paths.stopMarker, "\(getpid())\n")
+        try? FileSystem.writeAtomically(paths.stopMarker, "\(getpid())\n", durable: false)
         if let client = try? await LinkClient.connect(unixSocket: paths.controlSocket(environment: environment)) {
             _ = try? await client.call(ControlServer.Path.stop, body: .init())
             await client.close()
@@ -335,7 +371,7 @@ public struct SandboxWork: Sendable {
             if !report.refused.isEmpty { details["refused"] = .list(report.refused) }
             audit("fetch", details)
         }
-        if let data = try? JSONEncoder().encode(report) { try? FileSystem.writeAtomically(paths.lastFetchFile, Array(data)) }
+        if let data = try? JSONEncoder().encode(report) { try? FileSystem.writeAtomically(paths.lastFetchFile, Array(data), durable: false) }
         return report
     }
 

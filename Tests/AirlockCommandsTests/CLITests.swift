@@ -16,6 +16,19 @@ struct CLITests {
         #expect(result.stderr.contains("hint: did you mean `image`?"))
     }
 
+    @Test("config validate and start refuse more memory or CPUs than this host has, at the value's file:line:column, exit 2")
+    func validateAgainstHost() throws {
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\nmemory = \"99999T\"\ncpus = 256\n"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for command in [["config", "validate"], ["start", "--", "true"]] {
+            let result = try CLI.run(command, in: directory)
+            #expect(result.status == 2, "\(command): \(result.stderr)")
+            #expect(result.stderr.contains("airlock.toml:2:1: error: [vm] memory is 99999T, but this host has"), "\(result.stderr)")
+            #expect(result.stderr.contains("airlock.toml:3:1: error: [vm] cpus is 256, but this host has"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent(".airlock/default/disk.img").path))
+    }
+
     @Test("config validate on a good file exits 0 and adds airlock.local.toml to .git/info/exclude")
     func validateGood() throws {
         let directory = try CLI.project(files: ["airlock.toml": "presets = [\"claude-code\"]\n[vm]\ncpus = 2\n"])
@@ -95,5 +108,38 @@ struct CLITests {
         let bad = try CLI.run(["doctor", "--nope"], in: directory)
         #expect(bad.status == 64)
         #expect(bad.stderr.contains("--nope"))
+    }
+
+    @Test(
+        "a broken configuration ends every command that loads it with exit 2 and the error's file:line:column",
+        arguments: [
+            ["image", "pull", "alpine"], ["ps"], ["start", "--", "true"], ["fetch"], ["stop"],
+        ])
+    func configErrorsExitTwo(_ arguments: [String]) throws {
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = \"many\"\n"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try CLI.run(arguments, in: directory)
+        #expect(result.status == 2, "\(arguments): \(result.stderr)")
+        #expect(result.stderr.contains("airlock.toml:2:"), "\(result.stderr)")
+        #expect(!result.stderr.contains("ExitCode"))
+    }
+
+    @Test("--format json and its alias --json print the same JSON; --format table prints a table")
+    func formats() throws {
+        let directory = try CLI.project(files: [:])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent(".airlock/web"), withIntermediateDirectories: true)
+        let long = try CLI.run(["ps", "--format", "json"], in: directory)
+        let alias = try CLI.run(["ps", "--json"], in: directory)
+        #expect(long.status == 0 && alias.status == 0)
+        #expect(long.stdout == alias.stdout)
+        let rows = try JSONSerialization.jsonObject(with: Data(long.stdout.utf8)) as? [[String: Any]]
+        #expect(rows?.count == 1 && rows?.first?["name"] as? String == "web" && rows?.first?["state"] as? String == "stopped")
+        let table = try CLI.run(["ps", "--format", "table"], in: directory)
+        #expect(table.stdout.hasPrefix("NAME") && table.stdout.contains("web") && table.stdout.contains("stopped"))
+        let doctor = try CLI.run(["doctor", "--format", "json"], in: directory)
+        #expect((try? JSONSerialization.jsonObject(with: Data(doctor.stdout.utf8))) is [[String: Any]])
+        let bad = try CLI.run(["ps", "--format", "yaml"], in: directory)
+        #expect(bad.status == 64)
     }
 }

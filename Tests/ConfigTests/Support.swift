@@ -3,7 +3,7 @@
 /// Files held in memory, for loader tests that must not depend on the disk.
 struct MemoryFiles: FileReading {
     var files: [String: String]
-    func readText(_ path: String) throws -> String? { files[path] }
+    func read(_ path: String) throws -> [UInt8]? { files[path].map { Array($0.utf8) } }
 }
 
 /// Loads a project at /p with the given files (keys relative to /p, or absolute for the user file).

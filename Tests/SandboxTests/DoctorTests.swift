@@ -1,5 +1,6 @@
 import AirlockSystem
 import Config
+import Foundation
 import Machine
 import Testing
 
@@ -19,7 +20,8 @@ struct DoctorTests {
         HostFacts(
             kvm: .ok, kvmModules: ["kvm_pvm"], cloudHypervisor: nil, virtiofsd: nil, legacyVirtiofsd: "/usr/lib/qemu/virtiofsd",
             qemu: .init(path: "/usr/bin/qemu-system-x86_64", version: "QEMU emulator version 7.2.22"),
-            vhostVsock: .missing, assets: assets, libraries: [.init(name: "libgit2", version: "1.5.1")],
+            vhostVsock: .missing, distribution: .init(id: "debian", version: "12"), assets: assets,
+            libraries: [.init(name: "libgit2", version: "1.5.1")],
             cacheDirectory: "/home/u/.cache/airlock", cacheFreeBytes: 50 << 30)
     }
 
@@ -45,13 +47,56 @@ struct DoctorTests {
         #expect(check(report, "kvm-usable")?.summary.contains("PVM (kvm_pvm)") == true)
         #expect(check(report, "kvm-usable")?.summary.contains("hangs") == true)
         #expect(check(report, "cloud-hypervisor")?.status == .warn)
-        #expect(check(report, "cloud-hypervisor")?.fix?.contains("apt-get install cloud-hypervisor") == true)
-        #expect(check(report, "virtiofsd")?.fix?.contains("apt-get install virtiofsd") == true)
+        // Debian 12 packages neither: the fixes say where to get them instead.
+        #expect(check(report, "cloud-hypervisor")?.fix?.contains("debian 12 does not package it") == true)
+        #expect(check(report, "cloud-hypervisor")?.fix?.contains("github.com/cloud-hypervisor/cloud-hypervisor/releases") == true)
+        #expect(check(report, "virtiofsd")?.fix?.contains("gitlab.com/virtio-fs/virtiofsd") == true)
         #expect(check(report, "virtiofsd")?.summary.contains("retired C virtiofsd") == true)
         #expect(check(report, "qemu")?.status == .pass)
         #expect(report.selection == BackendSelection(backend: .qemu, accelerator: .tcg, reason: report.selection.reason, missing: []))
         #expect(report.selection.reason.contains("TCG"))
         #expect(report.canRunSandbox)
+    }
+
+    @Test(
+        "install hints are true for the distribution: which of Debian 12/13 and Ubuntu 22.04/24.04 package cloud-hypervisor and virtiofsd",
+        arguments: [
+            ("debian", "12", false, false), ("debian", "13", false, true), ("ubuntu", "22.04", false, false), ("ubuntu", "24.04", true, true),
+        ])
+    func installHints(id: String, version: String, packagesCloudHypervisor: Bool, packagesVirtiofsd: Bool) {
+        var host = Self.pvmHost()
+        host.distribution = .init(id: id, version: version)
+        let report = Doctor.examine(host, requested: .auto)
+        let cloudHypervisor = check(report, "cloud-hypervisor")?.fix ?? ""
+        let virtiofsd = check(report, "virtiofsd")?.fix ?? ""
+        #expect(cloudHypervisor.contains("apt-get install cloud-hypervisor") == packagesCloudHypervisor, "\(cloudHypervisor)")
+        #expect(cloudHypervisor.contains("does not package it") == !packagesCloudHypervisor)
+        #expect(virtiofsd.contains("apt-get install virtiofsd") == packagesVirtiofsd, "\(virtiofsd)")
+        #expect(virtiofsd.contains("gitlab.com/virtio-fs/virtiofsd") == !packagesVirtiofsd)
+        #expect(HostFacts.Distribution(osRelease: "PRETTY_NAME=\"X\"\nID=\(id)\nVERSION_ID=\"\(version)\"\n") == host.distribution)
+    }
+
+    @Test("a virtiofsd is the Rust one by what it takes, not by the first line it prints")
+    func virtiofsdRecognition() {
+        // What Debian 12's /usr/lib/qemu/virtiofsd prints for a non-root user, for --version and --help alike.
+        #expect(!HostFacts.isRustVirtiofsd(help: "setgroups() failed with error=1:Operation not permitted"))
+        #expect(!HostFacts.isRustVirtiofsd(help: "usage: /usr/lib/qemu/virtiofsd [options]\n    -o source=PATH   shared directory tree"))
+        #expect(
+            HostFacts.isRustVirtiofsd(
+                help: "Usage: virtiofsd [OPTIONS] --socket-path <SOCKET_PATH>\n      --shared-dir <SHARED_DIR>  Shared directory path\n"))
+    }
+
+    @Test(
+        "QEMU's C virtiofsd is never taken for the Rust one, as root or as another user",
+        .enabled(
+            if: FileManager.default.isExecutableFile(atPath: "/usr/lib/qemu/virtiofsd"), "needs QEMU's C virtiofsd (qemu-system-x86 on Debian 12)"))
+    func realLegacyVirtiofsd() throws {
+        let output = try ChildProcess.capture("/usr/lib/qemu/virtiofsd", ["--help"])
+        #expect(!HostFacts.isRustVirtiofsd(help: output.text), "\(output.text)")
+        let facts = HostFacts.probe(
+            environment: ["PATH": "/usr/lib/qemu:/usr/bin:/bin", "HOME": NSTemporaryDirectory()], configuredAssets: .init(), libraries: [])
+        #expect(facts.virtiofsd?.path != "/usr/lib/qemu/virtiofsd")
+        #expect(facts.legacyVirtiofsd == "/usr/lib/qemu/virtiofsd")
     }
 
     @Test("shares: QEMU uses virtio-fs when the Rust virtiofsd is there (image layers stay on 9p), 9p otherwise; Cloud Hypervisor always virtio-fs")

@@ -27,7 +27,7 @@ struct ImageSessionTests {
         let project = try CLI.project(files: [:])
         defer { try? FileManager.default.removeItem(at: project) }
         let manager = SandboxManager(
-            project: Project.discover(from: project.path), config: AirlockConfig(), environment: [:], logger: .init(label: "test"))
+            project: Project.discover(from: project.path), loaded: .init(config: AirlockConfig()), environment: [:], logger: .init(label: "test"))
         let paths = try manager.paths("default")
         var image = ImageRoot(
             reference: "r/x", manifestDigest: "sha256:00", layers: [], environment: ["PATH=/opt/bin:/bin", "GREETING=hi"],

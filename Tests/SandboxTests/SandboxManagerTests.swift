@@ -12,7 +12,8 @@ struct SandboxManagerTests {
         let root = NSTemporaryDirectory() + "airlock-manager-\(UUID().uuidString.prefix(8))"
         try FileSystem.makeDirectories(root + (git ? "/.git/info" : ""))
         let project = Project.discover(from: root)
-        let manager = SandboxManager(project: project, config: AirlockConfig(), environment: ["HOME": root], logger: .init(label: "test"))
+        let manager = SandboxManager(
+            project: project, loaded: .init(config: AirlockConfig()), environment: ["HOME": root], logger: .init(label: "test"))
         return (project, manager)
     }
 

@@ -96,10 +96,62 @@ public enum CLI {
         throw CocoaError(.executableLoad)
     }
 
+    /// Runs each argument list at the same moment, each on a thread of its own (the calls
+    /// block), and returns their results in order (nil for one that could not be run).
+    public static func runConcurrently(_ commands: [[String]], in directory: URL, environment: [String: String] = [:]) -> [Run?] {
+        let results = ResultsBox(count: commands.count)
+        let done = DispatchGroup()
+        for (index, arguments) in commands.enumerated() {
+            done.enter()
+            Thread.detachNewThread {
+                results.set(index, try? run(arguments, in: directory, environment: environment))
+                done.leave()
+            }
+        }
+        done.wait()
+        return results.values
+    }
+
+    /// Starts `run` on a thread of its own; the returned function waits for its result.
+    public static func runInBackground(_ arguments: [String], in directory: URL, environment: [String: String] = [:]) -> @Sendable () -> Run? {
+        let result = ResultsBox(count: 1)
+        let done = DispatchGroup()
+        done.enter()
+        Thread.detachNewThread {
+            result.set(0, try? run(arguments, in: directory, environment: environment))
+            done.leave()
+        }
+        return {
+            done.wait()
+            return result.values[0]
+        }
+    }
+
     /// A process that has ended but not yet been reaped by its parent.
     public static func isZombie(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
         return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
+}
+
+/// Each slot written by one thread, all read after every thread is done.
+final class ResultsBox: @unchecked Sendable {
+    // @unchecked: writes go through `lock`; `values` is read after the DispatchGroup wait.
+    private let lock = NSLock()
+    private var slots: [CLI.Run?]
+
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ value: CLI.Run?) {
+        lock.lock()
+        slots[index] = value
+        lock.unlock()
+    }
+
+    var values: [CLI.Run?] {
+        lock.lock()
+        defer { lock.unlock() }
+        return slots
     }
 }
 

@@ -112,6 +112,7 @@ public enum VirtiofsStandIn {
         # Test-only stand-in for the Rust virtiofsd (not packaged for Debian 12): QEMU 7.2's C
         # virtiofsd behind the Rust one's command line. Lives only on a test's temporary PATH.
         if [ "$1" = "--version" ]; then echo "virtiofsd 1.10.0"; exit 0; fi
+        if [ "$1" = "--help" ]; then echo "Usage: virtiofsd [OPTIONS] --socket-path <SOCKET_PATH> --shared-dir <SHARED_DIR>"; exit 0; fi
         socket= directory= readonly=no
         while [ $# -gt 0 ]; do
           case "$1" in

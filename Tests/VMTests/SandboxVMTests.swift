@@ -187,6 +187,33 @@ struct SandboxVMTests {
         #expect(after.stderr.contains("is not running"))
     }
 
+    @Test("starts at the same moment: one boots, the others wait and join; the sandbox lives until its last session ends")
+    func simultaneousStarts() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        // The first start owns the sandbox and runs the shortest command; two more start while
+        // it boots, wait for it and join; they must still finish after the owner's command.
+        let commands = [
+            "sleep 3; echo one > one.txt", "sleep 8; echo two > two.txt", "sleep 10; cat README > three.txt",
+        ]
+        let first = CLI.runInBackground(["start", "--", "sh", "-c", commands[0]], in: project)
+        let state = project.appendingPathComponent(".airlock/default/state")
+        for _ in 0..<600 where !FileManager.default.fileExists(atPath: state.path) { try await Task.sleep(for: .milliseconds(50)) }
+        let others = CLI.runConcurrently(commands.dropFirst().map { ["start", "--", "sh", "-c", $0] }, in: project)
+        let results = [first()] + others
+        for (command, result) in zip(commands, results) {
+            #expect(result?.status == 0, "\(command): \(result?.stderr ?? "did not run")")
+        }
+        let clone = project.appendingPathComponent(".airlock/default/workspace")
+        for (file, text) in [("one.txt", "one\n"), ("two.txt", "two\n"), ("three.txt", "hello\n")] {
+            #expect((try? String(contentsOf: clone.appendingPathComponent(file), encoding: .utf8)) == text, "\(file)")
+        }
+        // One boot: the owner's session is the only one in the audit log.
+        let audit = (try? String(contentsOf: project.appendingPathComponent(".airlock/default/audit.jsonl"), encoding: .utf8)) ?? ""
+        #expect(audit.components(separatedBy: "\"session.start\"").count - 1 == 1, "\(audit)")
+        #expect(results[0]?.stderr.contains("other sessions still run in sandbox default") == true, "\(results[0]?.stderr ?? "")")
+    }
+
     @Test("kill -9 of airlock: no QEMU remains")
     func killNine() async throws {
         let project = try VMEnvironment.repository()

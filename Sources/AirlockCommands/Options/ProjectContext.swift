@@ -36,7 +36,7 @@ struct ProjectContext {
         var logger = Logger(label: "airlock")
         if verbose { logger.logLevel = min(logger.logLevel, .info) }
         return SandboxManager(
-            project: project, config: loaded.config, environment: environment, logger: logger, reporter: .terminal(verbose: verbose, quiet: quiet),
+            project: project, loaded: loaded, environment: environment, logger: logger, reporter: .terminal(verbose: verbose, quiet: quiet),
             resolver: TestOnlyOverrides.resolver(environment) ?? SystemResolver(), images: images(quiet: quiet))
     }
 

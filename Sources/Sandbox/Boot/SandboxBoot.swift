@@ -72,7 +72,7 @@ struct SandboxBoot: Sendable {
         try files.prepareClone()
         try files.prepareDisk()
         try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]))
-        try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n")
+        try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false)
         // The project must look the same after the session: nothing in the VM can reach it.
         let fingerprint = ProjectFingerprint.take(project: paths.project.root)
         let journalStart = ContinuousClock.now
@@ -151,7 +151,7 @@ struct SandboxBoot: Sendable {
                 let state = SandboxState(
                     pid: getpid(), vmmPID: vm.processID, backend: vm.backend.rawValue, accelerator: machineSpec.accelerator.rawValue,
                     startedAt: Int64(time(nil)), project: paths.project.root)
-                try FileSystem.writeAtomically(paths.stateFile, state.text)
+                try FileSystem.writeAtomically(paths.stateFile, state.text, durable: false)
 
                 // Phase 3: the guest.
                 logger.debug("VMM started; connecting to the guest", metadata: ["after": "\(elapsed())"])
@@ -192,6 +192,16 @@ struct SandboxBoot: Sendable {
                 outcome = .success(try await HostSession(spec: spec).run(on: link))
             } catch {
                 outcome = .failure(SandboxManager.explained(error, paths: paths))
+            }
+            // The sandbox lives until its last session ends: others may have joined this one.
+            if let control = running.control {
+                let others = control.runningSessions
+                if others > 0 {
+                    reporter.notice?(
+                        "\(others) other session\(others == 1 ? "" : "s") still run in sandbox \(paths.name); it stops when \(others == 1 ? "it ends" : "they end") (`airlock stop --name \(paths.name)` stops it now)"
+                    )
+                }
+                await control.drain()
             }
             await running.shutDown(paths: paths, arrivals: arrivals)
             group.cancelAll()
@@ -239,7 +249,7 @@ private struct RunningParts {
     /// then ends by itself), stops the VMM and its helpers, ends the forwards and the event
     /// subscriptions, and removes the state file.
     func shutDown(paths: SandboxPaths, arrivals: AsyncStream<EgressServer.Connection>.Continuation) async {
-        defer { try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n") }
+        defer { try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false) }
         await control?.close()
         if let link {
             _ = try? await withThrowingTaskGroup(of: Void.self) { group in

@@ -61,14 +61,10 @@ public struct BackendSelection: Sendable, Equatable {
     public static func cloudHypervisorMissing(on host: HostFacts) -> [String] {
         var missing: [String] = []
         if host.cloudHypervisor == nil {
-            missing.append(
-                "cloud-hypervisor is not installed: on Debian 13 or Ubuntu 24.04 `sudo apt-get install cloud-hypervisor`; elsewhere put the static binary from github.com/cloud-hypervisor/cloud-hypervisor/releases in /usr/local/bin"
-            )
+            missing.append("cloud-hypervisor is not installed: " + Self.install(.cloudHypervisor, on: host.distribution))
         }
         if host.virtiofsd == nil {
-            missing.append(
-                "virtiofsd is not installed: on Debian 13 or Ubuntu 24.04 `sudo apt-get install virtiofsd`; elsewhere build it from gitlab.com/virtio-fs/virtiofsd"
-            )
+            missing.append("virtiofsd is not installed: " + Self.install(.virtiofsd, on: host.distribution))
         }
         switch host.kvm {
         case .missing:
@@ -84,5 +80,28 @@ public struct BackendSelection: Sendable, Equatable {
             }
         }
         return missing
+    }
+
+    enum Package {
+        case cloudHypervisor, virtiofsd
+    }
+
+    /// How to get `package` on `distribution`: Debian 13 and Ubuntu 24.04 package the Rust
+    /// virtiofsd; of those four only Ubuntu 24.04 packages cloud-hypervisor; Debian 12 and
+    /// Ubuntu 22.04 package neither (their QEMU ships the retired C virtiofsd).
+    static func install(_ package: Package, on distribution: HostFacts.Distribution?) -> String {
+        let id = distribution?.id
+        let major = distribution?.major ?? 0
+        switch package {
+        case .cloudHypervisor:
+            if id == "ubuntu" && major >= 24 { return "`sudo apt-get install cloud-hypervisor`" }
+            let here = distribution.map { "\($0.description) does not package it; " } ?? ""
+            return here + "put the static binary from github.com/cloud-hypervisor/cloud-hypervisor/releases in /usr/local/bin"
+        case .virtiofsd:
+            if (id == "debian" && major >= 13) || (id == "ubuntu" && major >= 24) { return "`sudo apt-get install virtiofsd`" }
+            let here = distribution.map { "\($0.description) does not package the Rust virtiofsd; " } ?? ""
+            return here
+                + "build it from gitlab.com/virtio-fs/virtiofsd (`cargo build --release`, with libseccomp-dev and libcap-ng-dev) and put it in /usr/local/libexec; without it QEMU shares use virtio-9p"
+        }
     }
 }

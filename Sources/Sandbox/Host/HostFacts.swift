@@ -39,6 +39,8 @@ public struct HostFacts: Sendable, Equatable {
     /// guest as where a share cannot carry their owners (Cloud Hypervisor; see `LayerTransport`).
     public var tar2sqfs: Tool?
     public var vhostVsock: Access
+    /// The Linux distribution (`/etc/os-release`), for fixes that name its packages.
+    public var distribution: Distribution?
     public var assets: GuestAssets.Lookup
     /// `(name, version)` of the C libraries linked in.
     public var libraries: [Library]
@@ -56,9 +58,37 @@ public struct HostFacts: Sendable, Equatable {
         }
     }
 
+    /// `ID` and `VERSION_ID` of `/etc/os-release`: `debian` `12`, `ubuntu` `24.04`.
+    public struct Distribution: Sendable, Equatable {
+        public var id: String
+        public var version: String
+
+        public init(id: String, version: String) {
+            self.id = id
+            self.version = version
+        }
+
+        /// The version's leading number (`24` of `24.04`), 0 when there is none.
+        public var major: Int { Int(version.prefix { $0.isNumber }) ?? 0 }
+
+        /// Reads `/etc/os-release` text.
+        public init?(osRelease text: String) {
+            var values: [String: String] = [:]
+            for line in text.split(separator: "\n") {
+                guard let equals = line.firstIndex(of: "=") else { continue }
+                values[String(line[..<equals])] = String(line[line.index(after: equals)...]).filter { $0 != "\"" && $0 != "'" }
+            }
+            guard let id = values["ID"] else { return nil }
+            self.init(id: id, version: values["VERSION_ID"] ?? "")
+        }
+
+        public var description: String { version.isEmpty ? id : "\(id) \(version)" }
+    }
+
     public init(
         kvm: Access, kvmModules: Set<String>, cloudHypervisor: Tool?, virtiofsd: Tool?, legacyVirtiofsd: String? = nil, qemu: Tool?,
-        tar2sqfs: Tool? = nil, vhostVsock: Access, assets: GuestAssets.Lookup, libraries: [Library], cacheDirectory: String, cacheFreeBytes: UInt64?
+        tar2sqfs: Tool? = nil, vhostVsock: Access, distribution: Distribution? = nil, assets: GuestAssets.Lookup, libraries: [Library],
+        cacheDirectory: String, cacheFreeBytes: UInt64?
     ) {
         self.kvm = kvm
         self.kvmModules = kvmModules
@@ -68,6 +98,7 @@ public struct HostFacts: Sendable, Equatable {
         self.qemu = qemu
         self.tar2sqfs = tar2sqfs
         self.vhostVsock = vhostVsock
+        self.distribution = distribution
         self.assets = assets
         self.libraries = libraries
         self.cacheDirectory = cacheDirectory
@@ -106,17 +137,21 @@ extension HostFacts {
                 })
         }
         func tool(_ name: String) -> Tool? { tool(name, at: findExecutable(name, in: searchPath)) }
-        // The Rust virtiofsd prints "virtiofsd 1.x"; QEMU's retired C one "virtiofsd version 7.x".
+        // A virtiofsd is the Rust one when it takes the options airlock passes (its --help
+        // lists --shared-dir); QEMU's retired C one does not, and run by a non-root user it
+        // prints a setgroups() failure instead of its version or its help.
         var virtiofsd: Tool?
         var legacyVirtiofsd: String?
         for directory in searchPath + virtiofsdDirectories {
             guard let candidate = tool("virtiofsd", at: findExecutable("virtiofsd", in: [directory])) else { continue }
-            if candidate.version?.hasPrefix("virtiofsd version") == true {
-                legacyVirtiofsd = legacyVirtiofsd ?? candidate.path
-            } else {
+            let help = versions.output(of: candidate.path, arguments: ["--help"]) {
+                (try? ChildProcess.capture(candidate.path, ["--help"], timeout: .seconds(5)))?.text ?? ""
+            }
+            if isRustVirtiofsd(help: help) {
                 virtiofsd = candidate
                 break
             }
+            legacyVirtiofsd = legacyVirtiofsd ?? candidate.path
         }
         return HostFacts(
             kvm: access("/dev/kvm"),
@@ -127,11 +162,18 @@ extension HostFacts {
             qemu: tool("qemu-system-x86_64"),
             tar2sqfs: tool("tar2sqfs"),
             vhostVsock: access("/dev/vhost-vsock"),
+            distribution: ((try? FileSystem.readText("/etc/os-release", limit: 64 << 10)) ?? nil).flatMap(Distribution.init(osRelease:)),
             assets: GuestAssets.locate(configured: configuredAssets, environment: environment),
             libraries: libraries,
             cacheDirectory: cache,
             cacheFreeBytes: freeBytes(at: cache)
         )
+    }
+
+    /// Whether a virtiofsd's `--help` is the Rust virtiofsd's: it takes `--shared-dir` and
+    /// `--socket-path`, the flags airlock runs it with.
+    public static func isRustVirtiofsd(help: String) -> Bool {
+        help.contains("--shared-dir") && help.contains("--socket-path")
     }
 
     /// `$XDG_CACHE_HOME/airlock`, else `~/.cache/airlock`.
@@ -156,6 +198,14 @@ extension HostFacts {
             }
         }
         return nil
+    }
+
+    /// What the host can give a sandbox whose state lives at `path`.
+    public static func capacity(at path: String) -> HostCapacity {
+        HostCapacity(
+            cpus: max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+            memoryBytes: UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE)))),
+            freeDiskBytes: freeBytes(at: path))
     }
 
     /// Free space for an unprivileged user on the file system that holds `path` (or would
@@ -190,12 +240,25 @@ struct ToolVersions {
     }
 
     mutating func version(of path: String, ask: () -> String?) -> String? {
+        remembered(path, ask: ask)
+    }
+
+    /// What `path` printed for `arguments` (asked once per binary, like its version). Kept to
+    /// its first 4 KiB, on one line.
+    mutating func output(of path: String, arguments: [String], ask: () -> String) -> String {
+        remembered(path + "\u{1F}" + arguments.joined(separator: " ")) {
+            String(ask().prefix(4096).map { $0 == "\n" || $0 == "\t" ? " " : $0 })
+        } ?? ""
+    }
+
+    private mutating func remembered(_ key: String, ask: () -> String?) -> String? {
+        let path = key.split(separator: "\u{1F}", maxSplits: 1).first.map(String.init) ?? key
         var info = stat()
         guard stat(path, &info) == 0 else { return ask() }
-        let identity = "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
-        if let known = entries[path], known.identity == identity { return known.version }
+        let identity = "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(getuid())"
+        if let known = entries[key], known.identity == identity { return known.version }
         let version = ask()
-        entries[path] = (identity, version)
+        entries[key] = (identity, version)
         changed = true
         return version
     }
@@ -209,6 +272,6 @@ struct ToolVersions {
             return [path, entry?.identity ?? "", version].joined(separator: "\t") + "\n"
         }.joined()
         try? FileSystem.makeDirectories(FileSystem.parent(of: file))
-        try? FileSystem.writeAtomically(file, text)
+        try? FileSystem.writeAtomically(file, text, durable: false)
     }
 }

@@ -16,7 +16,7 @@ import Glibc
 /// airlock processes reach the sandbox. One stream per request:
 ///
 /// - `POST /v1/exec`: a session, relayed frame for frame to a new stream on the guest link
-///   (`airlock exec`, a second `airlock start`).
+///   (`airlock exec`, a second `airlock start`); `503` once the sandbox is shutting down.
 /// - `POST /v1/stop`: power the sandbox off (`airlock stop`); answered before it goes.
 /// - `GET /v1/state`: the sandbox's `SandboxStatus` as JSON.
 /// - `GET /v1/events`: every audit event from now on (connections, sessions), one JSON line
@@ -39,6 +39,18 @@ final class ControlServer: Sendable {
 
     typealias Server = NIOAsyncChannel<NIOHTTP2Handler.AsyncStreamMultiplexer<LinkStream>, Never>
 
+    /// The answer to a session that arrives while the sandbox shuts down: the client starts the
+    /// sandbox again once it is down (`SandboxManager.start`).
+    static let stoppingStatus = "503"
+
+    /// The sessions relayed now, whether new ones are taken, and who waits for none to be left.
+    private struct Sessions {
+        var running = 0
+        var accepting = true
+        var idle: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let sessions = Mutex(Sessions())
     private let server: Server
     private let link: LinkClient
     private let handlers: Handlers
@@ -85,8 +97,39 @@ final class ControlServer: Sendable {
         }
     }
 
+    /// Waits until no relayed session is left, then takes no new one (they get `503`): the
+    /// sandbox lives until its last session ends.
+    func drain() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let idle = sessions.withLock { sessions in
+                guard sessions.running > 0 else {
+                    sessions.accepting = false
+                    return true
+                }
+                sessions.idle.append(continuation)
+                return false
+            }
+            if idle { continuation.resume() }
+        }
+    }
+
+    /// The sessions relayed now.
+    var runningSessions: Int { sessions.withLock { $0.running } }
+
+    private func sessionEnded() {
+        let waiters = sessions.withLock { sessions in
+            sessions.running -= 1
+            guard sessions.running == 0, !sessions.idle.isEmpty else { return [CheckedContinuation<Void, Never>]() }
+            sessions.accepting = false
+            defer { sessions.idle = [] }
+            return sessions.idle
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
     /// Stops accepting and removes the socket; running streams end with the guest link.
     func close() async {
+        sessions.withLock { $0.accepting = false }
         try? await server.channel.close()
         unlink(path)
     }
@@ -97,6 +140,16 @@ final class ControlServer: Sendable {
             guard case .headers(let head)? = try await frames.next() else { return }
             switch head.headers.first(name: ":path") {
             case Path.exec?:
+                let admitted = sessions.withLock { sessions in
+                    guard sessions.accepting else { return false }
+                    sessions.running += 1
+                    return true
+                }
+                guard admitted else {
+                    try await Self.answer(outbound, status: Self.stoppingStatus, body: Array("the sandbox is shutting down".utf8))
+                    return
+                }
+                defer { sessionEnded() }
                 try await relay(head, &frames, outbound)
             case Path.stop?:
                 try await Self.answer(outbound, status: "200", body: [])

@@ -28,12 +28,15 @@ public struct HostSession: Sendable {
 
     public enum Failure: Error, Sendable, CustomStringConvertible {
         case couldNotStart(String)
+        /// The sandbox is shutting down and takes no new session (control socket status 503).
+        case stopping
         case lost
         case protocolError(String)
 
         public var description: String {
             switch self {
             case .couldNotStart(let message): message
+            case .stopping: "the sandbox is shutting down"
             case .lost: "the connection to the sandbox was lost before the command ended"
             case .protocolError(let message): "the guest broke the session protocol: \(message)"
             }
@@ -91,34 +94,41 @@ public struct HostSession: Sendable {
                 for number in forwarded { signal(number, SIG_DFL) }
             }
 
-            let stdin = Task {
-                while !Task.isCancelled {
-                    let chunk: [UInt8]? = try? await Self.io.runIfActive {
-                        var buffer = [UInt8](repeating: 0, count: 65536)
-                        while true {
-                            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-                            if n < 0 && errno == EINTR { continue }
-                            return n > 0 ? Array(buffer[0..<n]) : nil
+            // stdin is read only once the session is accepted (the guest answers 200 as soon as
+            // it has the spec): a session turned away reads none of it, so a retry gets it all.
+            let readStdin = {
+                Task {
+                    while !Task.isCancelled {
+                        let chunk: [UInt8]? = try? await Self.io.runIfActive {
+                            var buffer = [UInt8](repeating: 0, count: 65536)
+                            while true {
+                                let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+                                if n < 0 && errno == EINTR { continue }
+                                return n > 0 ? Array(buffer[0..<n]) : nil
+                            }
+                        }
+                        guard let chunk, !Task.isCancelled else { break }
+                        do {
+                            try await outbound.write(Self.data(.stdin(ByteBuffer(bytes: chunk))))
+                        } catch {
+                            return
                         }
                     }
-                    guard let chunk, !Task.isCancelled else { break }
-                    do {
-                        try await outbound.write(Self.data(.stdin(ByteBuffer(bytes: chunk))))
-                    } catch {
-                        return
-                    }
+                    try? await outbound.write(Self.data(.stdinClosed))
                 }
-                try? await outbound.write(Self.data(.stdinClosed))
             }
-            defer { stdin.cancel() }
+            var stdin: Task<Void, Never>?
+            defer { stdin?.cancel() }
 
             var parser = SessionFrameParser()
             for try await payload in inbound {
                 switch payload {
                 case .headers(let headers):
                     if let status = headers.headers.first(name: ":status"), status != "200" {
+                        if status == ControlServer.stoppingStatus { throw Failure.stopping }
                         throw Failure.couldNotStart("the guest refused the session (status \(status))")
                     }
+                    if stdin == nil { stdin = readStdin() }
                 case .data(let data):
                     guard case .byteBuffer(let bytes) = data.data else { continue }
                     parser.append(bytes)
@@ -130,7 +140,7 @@ public struct HostSession: Sendable {
                             case .exited(let code, let signal):
                                 // Close our half cleanly (END_STREAM, not a reset), so that
                                 // nothing still in flight towards us is thrown away.
-                                stdin.cancel()
+                                stdin?.cancel()
                                 try? await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
                                 return Ended(code: code, signal: signal)
                             case .failed(let message): throw Failure.couldNotStart(message)
