@@ -220,4 +220,40 @@ extension AirlockConfig {
         }
         if !problems.isEmpty { throw ConfigError(problems) }
     }
+
+    /// Keys the schema knows (from airlock's design and the Rust airlock's) whose behaviour
+    /// this airlock does not have yet: `config validate` and `start` refuse them where they are
+    /// written rather than ignore them.
+    static func notYetSupported(_ root: ConfigNode) -> [ConfigDiagnostic] {
+        var problems: [ConfigDiagnostic] = []
+        func enabledEntries(_ node: ConfigNode?) -> [(name: String, node: ConfigNode)] {
+            (node?.entries ?? []).filter { $0.node["enabled"]?.boolean ?? true }.map { ($0.key, $0.node) }
+        }
+        func refuse(_ node: ConfigNode, _ what: String, _ hint: String) {
+            problems.append(ConfigDiagnostic(at: node.origin.location, "\(what) is not supported by this airlock yet", hint: hint))
+        }
+        for (section, what, hint) in [
+            ("mounts", "[mounts.NAME]", "remove the entry (or set enabled = false); meanwhile the VM sees only the project's clone"),
+            ("mask", "[mask.NAME]", "remove the entry (or set enabled = false); files the project does not track are never copied into the clone"),
+            ("daemons", "[daemons.NAME]", "remove the entry (or set enabled = false), and start the process in your command instead"),
+        ] {
+            for (name, entry) in enabledEntries(root[section]) {
+                refuse(entry, what.replacing("NAME", with: name), hint)
+            }
+        }
+        for (name, entry) in enabledEntries(root["disk"]?["cache"]) {
+            refuse(
+                entry, "[disk.cache.\(name)]",
+                "remove the entry (or set enabled = false); the state disk already keeps what the VM writes outside the project")
+        }
+        if let mode = root["workspace"]?["mode"], mode.string == "mount" {
+            refuse(
+                mode, "[workspace] mode = \"mount\"",
+                "use mode = \"clone\" (the default): the VM works on a clone, its work comes home with `airlock fetch`")
+        }
+        if let readOnly = root["workspace"]?["read_only"] {
+            refuse(readOnly, "[workspace] read_only", "remove it: the clone is the VM's to change")
+        }
+        return problems
+    }
 }

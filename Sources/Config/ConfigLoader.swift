@@ -23,6 +23,10 @@ public struct ConfigLoader: Sendable {
             self.merged = merged
             self.layers = layers
         }
+
+        /// Entries whose behaviour this airlock does not have yet (see
+        /// `AirlockConfig.notYetSupported`): `config validate` and `start` refuse them.
+        public var notYetSupported: [ConfigDiagnostic] { AirlockConfig.notYetSupported(merged) }
     }
 
     public static let projectFileName = "airlock.toml"

@@ -111,11 +111,13 @@ public struct SandboxManager: Sendable {
         self.images = images ?? Images(config: loaded.config, environment: environment)
     }
 
-    /// The configuration's problems on this host: more CPUs or memory than it has, a state
-    /// disk larger than the free space (less what sandbox `name`'s disk already holds).
-    public func capacityProblems(_ name: String) throws -> [ConfigDiagnostic] {
+    /// The configuration's problems for a start on this host: entries this airlock cannot act
+    /// on yet, more CPUs or memory than the host has, a state disk larger than the free space
+    /// (less what sandbox `name`'s disk already holds).
+    public func startProblems(_ name: String) throws -> [ConfigDiagnostic] {
         let paths = try paths(name)
-        return loaded.problems(on: HostFacts.capacity(at: paths.stateDirectory), existingDisk: UInt64(max(0, FileSystem.allocatedSize(paths.disk))))
+        return loaded.notYetSupported
+            + loaded.problems(on: HostFacts.capacity(at: paths.stateDirectory), existingDisk: UInt64(max(0, FileSystem.allocatedSize(paths.disk))))
     }
 
     public func paths(_ name: String) throws -> SandboxPaths {
@@ -140,7 +142,7 @@ public struct SandboxManager: Sendable {
     /// down. Returns the session's exit status.
     public func start(_ name: String, _ request: SessionRequest, workspace: WorkspaceOptions = .init()) async throws -> HostSession.Ended {
         let paths = try paths(name)
-        let problems = try capacityProblems(name)
+        let problems = try startProblems(name)
         if !problems.isEmpty { throw ConfigError(problems) }
         try FileSystem.makeDirectory(paths.stateRoot, mode: 0o755)
         try FileSystem.makeDirectory(paths.stateDirectory, mode: 0o700)

@@ -29,6 +29,17 @@ struct CLITests {
         #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent(".airlock/default/disk.img").path))
     }
 
+    @Test("config validate and start refuse an entry this airlock cannot act on yet, at its file:line:column, exit 2")
+    func validateNotYetSupported() throws {
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = 1\n\n[mask.secrets]\npaths = [\".env\"]\n"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for command in [["config", "validate"], ["start", "--", "true"]] {
+            let result = try CLI.run(command, in: directory)
+            #expect(result.status == 2, "\(command): \(result.stderr)")
+            #expect(result.stderr.contains("airlock.toml:4:1: error: [mask.secrets] is not supported by this airlock yet"), "\(result.stderr)")
+        }
+    }
+
     @Test("config validate on a good file exits 0 and adds airlock.local.toml to .git/info/exclude")
     func validateGood() throws {
         let directory = try CLI.project(files: ["airlock.toml": "presets = [\"claude-code\"]\n[vm]\ncpus = 2\n"])

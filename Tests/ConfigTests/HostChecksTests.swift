@@ -43,4 +43,38 @@ struct HostChecksTests {
         #expect(firstInvalidUTF8(in: Array("ok\nstill é ok\n".utf8)) == nil)
         #expect(firstInvalidUTF8(in: [0x61, 0x0A, 0x62, 0xFF]).map { [$0.line, $0.column] } == [2, 2])
     }
+
+    @Test("entries this airlock cannot act on yet are refused where they are written, never silently ignored")
+    func notYetSupported() throws {
+        let loaded = try load(
+            project: """
+                [mounts.data]
+                source = "/srv"
+                target = "/data"
+
+                [mask.secrets]
+                paths = [".env"]
+
+                [daemons.redis]
+                command = ["redis-server"]
+
+                [disk.cache.cargo]
+                paths = ["/root/.cargo"]
+
+                [workspace]
+                mode = "mount"
+                read_only = true
+                """)
+        let refused = loaded.notYetSupported.map { "\($0.location?.description ?? "?") \($0.message)" }
+        #expect(
+            Set(refused) == [
+                "airlock.toml:1:1 [mounts.data] is not supported by this airlock yet",
+                "airlock.toml:5:1 [mask.secrets] is not supported by this airlock yet",
+                "airlock.toml:8:1 [daemons.redis] is not supported by this airlock yet",
+                "airlock.toml:11:1 [disk.cache.cargo] is not supported by this airlock yet",
+                "airlock.toml:15:1 [workspace] mode = \"mount\" is not supported by this airlock yet",
+                "airlock.toml:16:1 [workspace] read_only is not supported by this airlock yet",
+            ], "\(refused)")
+        #expect(try load(project: "[mounts.data]\nsource = \"/srv\"\ntarget = \"/d\"\nenabled = false\n").notYetSupported.isEmpty)
+    }
 }

@@ -15,7 +15,7 @@ struct ConfigValidate: ParsableCommand {
 
     func run() throws {
         let context = try ProjectContext.load()
-        let problems = try context.manager(quiet: global.quiet).capacityProblems(sandbox.name)
+        let problems = try context.manager(quiet: global.quiet).startProblems(sandbox.name)
         if !problems.isEmpty { throw reportAndExit(ConfigError(problems)) }
         let layers = context.loaded.layers.map(\.displayPath)
         if !global.quiet {
