@@ -74,6 +74,8 @@ test: deps kernel
 	@# running them side by side starves the others.
 	$(SWIFT) test --skip-build --skip '^VMTests\.' --no-parallel
 	$(VM_ENV) $(SWIFT) test --skip-build --filter '^VMTests\.'
+	@# Run as root, both passes again as an ordinary user (most users are not root).
+	scripts/test-as-user $(ASSETS)
 
 integration: deps kernel
 	$(SWIFT) build --build-tests

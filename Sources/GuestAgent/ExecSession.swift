@@ -158,8 +158,9 @@ final class RunningProcess: Sendable {
 
     static func start(_ spec: ExecSpec) async throws -> RunningProcess {
         let chroot = FileSystem.exists(RootBuilder.root + "/proc/1") ? RootBuilder.root : nil
+        // No PR_SET_NO_NEW_PRIVS: the agent may become root through the guest's own sudo
+        // (setuid root); the VM is the boundary.
         var options = airlock_spawn_options()
-        options.no_new_privs = 1
         if spec.user != 0 || spec.group != 0 {
             options.set_ids = 1
             options.uid = spec.user

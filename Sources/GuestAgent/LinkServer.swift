@@ -103,6 +103,7 @@ struct LinkServer {
                         }()
                         await EarlyInit.fileSystemModules.wait()
                         try await RootBuilder.build(spec)
+                        try Sudo.install(root: RootBuilder.root)
                         let link = try await network
                         // Unix-socket forwards live in the new root: once it exists.
                         for forward in spec.forwardSockets {

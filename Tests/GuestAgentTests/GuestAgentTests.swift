@@ -180,3 +180,50 @@ struct WhiteoutTests {
         #expect(FileSystem.status(root + "/whiteouts/etc/private").map { $0.st_mode & 0o777 } == 0o700)
     }
 }
+
+@Suite("The guest's sudo")
+struct SudoTests {
+    @Test("options agents and scripts use; only root; a command is needed unless a shell is asked for")
+    func parsing() throws {
+        #expect(try Sudo.parse(["apt-get", "install", "-y", "x"]).command == ["apt-get", "install", "-y", "x"])
+        let preserved = try Sudo.parse(["-E", "-n", "--", "npm", "i", "-g", "x"])
+        #expect(preserved.preserveEnvironment && preserved.command == ["npm", "i", "-g", "x"])
+        #expect(try Sudo.parse(["-u", "root", "id"]).command == ["id"])
+        #expect(try Sudo.parse(["-uroot", "id"]).command == ["id"])
+        #expect(try Sudo.parse(["--user=0", "id"]).command == ["id"])
+        #expect(try Sudo.parse(["-i"]).login)
+        #expect(try Sudo.parse(["-s", "echo", "hi"]).shell)
+        #expect(try Sudo.parse(["-v"]).nothing)
+        #expect(throws: Sudo.UsageError.otherUser("nobody")) { try Sudo.parse(["-u", "nobody", "id"]) }
+        #expect(throws: Sudo.UsageError.noCommand) { try Sudo.parse(["-E"]) }
+        #expect(throws: Sudo.UsageError.unknownOption("-Z")) { try Sudo.parse(["-Z", "id"]) }
+        #expect(throws: Sudo.UsageError.missingValue("-u")) { try Sudo.parse(["-u"]) }
+        #expect(Sudo.invoked(as: ["/usr/local/bin/sudo", "id"]) && Sudo.invoked(as: ["sudo"]) && !Sudo.invoked(as: ["/init"]))
+    }
+
+    @Test("the environment: reset to root's with terminal and locale kept, or the caller's with -E; SUDO_* either way")
+    func environment() throws {
+        let caller = ["HOME": "/home/u", "USER": "u", "TERM": "xterm", "LANG": "C.UTF-8", "SECRET": "x", "PATH": "/home/u/bin:/usr/bin"]
+        let reset = Sudo.environment(caller, invocation: try Sudo.parse(["id"]), uid: 1000, gid: 1000, shell: "/bin/bash")
+        #expect(reset["HOME"] == "/root" && reset["USER"] == "root" && reset["TERM"] == "xterm" && reset["LANG"] == "C.UTF-8")
+        #expect(reset["SECRET"] == nil && reset["PATH"] == Sudo.securePath && reset["SHELL"] == "/bin/bash")
+        #expect(reset["SUDO_USER"] == "u" && reset["SUDO_UID"] == "1000" && reset["SUDO_COMMAND"] == "id")
+        let kept = Sudo.environment(caller, invocation: try Sudo.parse(["-E", "id"]), uid: 1000, gid: 1000, shell: "/bin/sh")
+        #expect(kept["HOME"] == "/home/u" && kept["SECRET"] == "x" && kept["SUDO_UID"] == "1000")
+        #expect(Sudo.resolve("sh", path: "/nonexistent:/bin") == "/bin/sh")
+        #expect(Sudo.resolve("./x", path: "/bin") == "./x")
+        #expect(Sudo.resolve("no-such-tool-anywhere", path: "/bin:/usr/bin") == nil)
+    }
+
+    @Test("apt in a root without a package database gets what to do instead; with one, nothing is said")
+    func packageManagerHint() throws {
+        let root = NSTemporaryDirectory() + "airlock-sudo-\(UUID().uuidString.prefix(8))"
+        defer { try? FileSystem.removeTree(root) }
+        try FileSystem.makeDirectories(root)
+        let hint = try #require(Sudo.packageManagerHint(["/usr/bin/apt-get", "install", "-y", "jq"], root: root))
+        #expect(hint.contains("apt-get cannot install anything here") && hint.contains("[vm] image = \"debian:bookworm\""))
+        #expect(Sudo.packageManagerHint(["pip", "install", "x"], root: root) == nil)
+        try FileSystem.write(root + "/var/lib/dpkg/status", [])
+        #expect(Sudo.packageManagerHint(["apt-get", "install", "jq"], root: root) == nil)
+    }
+}

@@ -8,7 +8,11 @@ import Glibc
 
 /// The test fixtures (stand-in servers, probes, image builders) in Tests/TestSupport/Fixtures.
 public enum TestFixtures {
-    public static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+    /// `AIRLOCK_TEST_FIXTURES` when set (the bundle run as another user from a copy), else the
+    /// checkout's.
+    public static let directory =
+        ProcessInfo.processInfo.environment["AIRLOCK_TEST_FIXTURES"].map { URL(fileURLWithPath: $0) }
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
 
     public static func path(_ name: String) -> URL { directory.appendingPathComponent(name) }
 }

@@ -71,7 +71,8 @@ struct SandboxVMTests {
         let install = try CLI.run(
             [
                 "start", "--", "sh", "-c",
-                "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool",
+                // As an installer would: root inside the VM, whoever runs airlock on the host.
+                "sudo sh -c \"mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool\"",
             ], in: project)
         #expect(install.status == 0, "stderr: \(install.stderr)")
         let again = try CLI.run(["start", "--", "tool"], in: project)
@@ -83,6 +84,32 @@ struct SandboxVMTests {
         #expect(
             !FileManager.default.fileExists(atPath: "/usr/local/bin/tool")
                 || (try? String(contentsOfFile: "/usr/local/bin/tool", encoding: .utf8)) != "#!/bin/sh\necho installed\n")
+    }
+
+    @Test("root inside the VM: sudo without a password, whoever runs airlock; files the agent makes in the clone stay the user's")
+    func sudoInTheVM() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let result = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                """
+                id -u; sudo id -u; sudo -n true && echo non-interactive; sudo -E sh -c 'echo $HOME'; sudo sh -c 'echo $HOME $SUDO_UID'
+                touch mine.txt; sudo -u nobody true 2>&1 || echo refused-other-user
+                sudo apt-get install -y hello 2>&1 | head -1
+                """,
+            ], in: project)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        let uid = getuid()
+        #expect(Array(lines.prefix(3)) == ["\(uid)", "0", "non-interactive"], "\(result.stdout)")
+        #expect(lines.count > 4 && lines[4] == "/root \(uid)", "\(result.stdout)")
+        if uid != 0 { #expect(lines.count > 3 && lines[3] != "/root", "-E keeps the caller's HOME: \(result.stdout)") }
+        #expect(result.stdout.contains("airlock's sudo runs commands as root only, not as nobody\nrefused-other-user"), "\(result.stdout)")
+        #expect(result.stdout.contains("has no package database"), "an agent trying apt in the host root reads what to do: \(result.stdout)")
+        let mine = project.appendingPathComponent(".airlock/default/workspace/mine.txt").path
+        let owner = (try? FileManager.default.attributesOfItem(atPath: mine)[.ownerAccountID]) as? Int
+        #expect(owner == Int(uid), "a file the agent made in the clone is the user's")
     }
 
     /// The first start of a VM configuration boots once more to save a boot snapshot; every
@@ -100,7 +127,8 @@ struct SandboxVMTests {
         let environment = ["XDG_CACHE_HOME": cache.path]
         let random = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"
         let first = try CLI.run(
-            ["start", "--verbose", "--", "sh", "-c", "echo kept > /usr/local/kept; \(random)"], in: project, environment: environment)
+            ["start", "--verbose", "--", "sh", "-c", "echo kept | sudo tee /usr/local/kept > /dev/null; \(random)"], in: project,
+            environment: environment)
         #expect(first.status == 0, "stderr: \(first.stderr)")
         #expect(first.stderr.contains("preparing a boot snapshot"), "\(first.stderr)")
         #expect(first.stderr.contains("resumed the boot snapshot"), "\(first.stderr)")
