@@ -24,7 +24,7 @@ struct HybridVsockTests {
             guard line == Array("CONNECT 1024\n".utf8) else { return }
             // The OK line and the guest's first bytes in one write, as a fast guest would.
             UnixStubServer.write(fd, Array("OK 1073741824\nhello".utf8))
-            let ping = UnixStubServer.read(fd, count: 4)
+            let ping = UnixStubServer.read(fd, count: 4, timeout: 60)
             heard.withLock { $0 = ping }
             UnixStubServer.write(fd, Array("pong".utf8))
         }
@@ -32,9 +32,9 @@ struct HybridVsockTests {
 
         let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: 1024, timeout: .seconds(5))
         defer { close(fd) }
-        #expect(UnixStubServer.read(fd, count: 5) == Array("hello".utf8))
+        #expect(UnixStubServer.read(fd, count: 5, timeout: 60) == Array("hello".utf8))
         UnixStubServer.write(fd, Array("ping".utf8))
-        #expect(UnixStubServer.read(fd, count: 4) == Array("pong".utf8))
+        #expect(UnixStubServer.read(fd, count: 4, timeout: 60) == Array("pong".utf8))
         #expect(heard.withLock { $0 } == Array("ping".utf8))
     }
 
@@ -46,14 +46,14 @@ struct HybridVsockTests {
         let peer = try UnixStubServer(path: directory.path + "/vsock.sock") { fd in
             _ = UnixStubServer.read(fd, through: [UInt8(ascii: "\n")])
             UnixStubServer.write(fd, Array("OK 7\n".utf8))
-            let bytes = UnixStubServer.read(fd, count: 24)
+            let bytes = UnixStubServer.read(fd, count: 24, timeout: 60)
             preface.withLock { $0 = bytes }
         }
         defer { peer.stop() }
 
         let fd = try await HybridVsock.connect(socket: directory.path + "/vsock.sock", port: LinkNames.controlVsockPort, timeout: .seconds(5))
         let client = try await LinkClient.connect(connectedSocket: fd)
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(60)
         while preface.withLock({ $0.count }) < 24 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(preface.withLock { $0 } == Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8))
         await client.close()

@@ -86,18 +86,32 @@ public enum CLI {
     public static func waitUntilRunning(_ project: URL, name: String, process: Process, timeout: Double = 120) async throws -> Int32 {
         let deadline = Date().addingTimeInterval(timeout)
         let stateFile = project.appendingPathComponent(".airlock/\(name)/state")
+        var lastExec: Run?
         while Date() < deadline {
-            guard process.isRunning else { throw CocoaError(.executableLoad) }
+            guard process.isRunning else {
+                throw NotRunning(what: "airlock exited with status \(process.terminationStatus)", project: project, name: name)
+            }
             if let text = try? String(contentsOf: stateFile, encoding: .utf8),
                 let line = text.split(separator: "\n").first(where: { $0.hasPrefix("vmm_pid=") }),
-                let pid = Int32(line.dropFirst("vmm_pid=".count)),
-                (try? run(["exec", "--name", name, "--", "true"], in: project))?.status == 0
+                let pid = Int32(line.dropFirst("vmm_pid=".count))
             {
-                return pid
+                lastExec = try? run(["exec", "--name", name, "--", "true"], in: project)
+                if lastExec?.status == 0 { return pid }
             }
             try await Task.sleep(for: .milliseconds(200))
         }
-        throw CocoaError(.executableLoad)
+        let exec = lastExec.map { "the last exec ended \($0.status): \($0.stderr.suffix(500))" } ?? "no state file with vmm_pid"
+        throw NotRunning(what: "not running after \(Int(timeout)) s; \(exec)", project: project, name: name)
+    }
+
+    /// A sandbox that never came up, with the end of its console log.
+    public struct NotRunning: Error, CustomStringConvertible {
+        public var description: String
+
+        init(what: String, project: URL, name: String) {
+            let console = (try? String(contentsOf: project.appendingPathComponent(".airlock/\(name)/console.log"), encoding: .utf8)) ?? ""
+            description = "sandbox \(name): \(what)\n--- console.log (end) ---\n\(console.suffix(3000))"
+        }
     }
 
     /// Runs each argument list at the same moment, each on a thread of its own (the calls

@@ -63,10 +63,16 @@ struct VirtiofsVMTests {
         defer { VMEnvironment.cleanUp(project) }
         let (bin, environment) = try VirtiofsStandIn.install()
         defer { try? FileManager.default.removeItem(at: bin) }
-        let main = try CLI.launch(
-            ["start", "--", "sleep", "600"], in: project, environment: environment, stderr: bin.appendingPathComponent("stderr"))
+        let stderr = bin.appendingPathComponent("stderr")
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project, environment: environment, stderr: stderr)
         defer { if main.isRunning { kill(main.processIdentifier, SIGKILL) } }
-        let vmm = try await CLI.waitUntilRunning(project, name: "default", process: main)
+        let vmm: Int32
+        do {
+            vmm = try await CLI.waitUntilRunning(project, name: "default", process: main)
+        } catch {
+            Issue.record("\(error)\n--- airlock's stderr ---\n\((try? String(contentsOf: stderr, encoding: .utf8)) ?? "")")
+            return
+        }
         let calls = VirtiofsStandIn.calls(bin)
         let usr = try #require(calls.first { $0.directory == "/usr" })
         kill(usr.pid, SIGKILL)
