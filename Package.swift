@@ -211,7 +211,7 @@ let package = Package(
         ),
         .testTarget(name: "AirlockSystemTests", dependencies: ["AirlockSystem", "CShim"], swiftSettings: strict),
         .testTarget(name: "NetworkPolicyTests", dependencies: ["NetworkPolicy"], swiftSettings: strict),
-        .testTarget(name: "ConfigTests", dependencies: ["Config", "NetworkPolicy"], swiftSettings: strict),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "NetworkPolicy", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "AirlockSystem"], swiftSettings: strict),
         .testTarget(
             name: "GuestAgentTests",

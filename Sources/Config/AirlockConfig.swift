@@ -39,6 +39,9 @@ public struct AirlockConfig: Sendable, Equatable {
         public var backend = Backend.auto
         /// Where `image` is read from when it is not in the store yet.
         public var resolution = Resolution.auto
+        /// The image's registry is spoken to over plain HTTP (the Rust airlock's
+        /// `image = { name, insecure = true }`; `[registries."host:port"]` says the same).
+        public var imageInsecure = false
         public var imageLayers = ImageLayers.auto
         /// QEMU resumes a VM saved once after boot instead of booting (QEMU's BootSnapshot).
         public var bootSnapshot = true
@@ -60,10 +63,12 @@ public struct AirlockConfig: Sendable, Equatable {
     }
 
     public struct Ports: Sendable, Equatable {
-        /// Host listens, guest is connected to.
-        public var host: [PortForward] = []
-        /// Guest listens, host is connected to.
-        public var guest: [PortForward] = []
+        /// `host = […]`: reach the host. The guest listens on each guest port; a connection
+        /// reaches the host's 127.0.0.1 port.
+        public var toHost: [PortForward] = []
+        /// `guest = […]`: reach the guest. The host listens on 127.0.0.1 at each host port; a
+        /// connection reaches the guest's 127.0.0.1 port.
+        public var toGuest: [PortForward] = []
     }
 
     public struct SocketForward: Sendable, Equatable {
@@ -81,7 +86,11 @@ public struct AirlockConfig: Sendable, Equatable {
     }
 
     public struct Mount: Sendable, Equatable {
-        public enum Missing: String, Sendable { case fail, warn, ignore, create }
+        public enum Missing: String, Sendable {
+            case fail, warn, ignore, create
+            case createDir = "create-dir"
+            case createFile = "create-file"
+        }
         public var source: String
         public var target: String
         public var readOnly = true
@@ -110,6 +119,8 @@ public struct AirlockConfig: Sendable, Equatable {
     public var daemons: [String: Daemon] = [:]
     /// `[registries."host:port"]`: registries spoken to over plain HTTP (`insecure = true`).
     public var insecureRegistries: Set<String> = []
+    /// `[env]` values a start cannot give: a table's required host variable is unset.
+    public var unsetVariables: [ConfigDiagnostic] = []
 
     public init() {}
 }
@@ -146,7 +157,6 @@ extension AirlockConfig {
         presets = (root["presets"]?.elements ?? []).compactMap(\.string).filter { seen.insert($0).inserted }
 
         if let vmNode = root["vm"] {
-            vm.image = vmNode["image"]?.string ?? vm.image
             vm.cpus = vmNode["cpus"]?.integer ?? vm.cpus
             vm.memory = size(vmNode["memory"]) ?? vm.memory
             vm.kernel = vmNode["kernel"]?.string.map(expandHome)
@@ -155,6 +165,18 @@ extension AirlockConfig {
             vm.resolution = vmNode["resolution"]?.string.flatMap(Resolution.init(rawValue:)) ?? vm.resolution
             vm.imageLayers = vmNode["image_layers"]?.string.flatMap(ImageLayers.init(rawValue:)) ?? vm.imageLayers
             vm.bootSnapshot = vmNode["boot_snapshot"]?.boolean ?? vm.bootSnapshot
+            if let image = vmNode["image"] {
+                // A reference, or the Rust airlock's { name, resolution, insecure } (its
+                // resolution over [vm] resolution).
+                if let name = image.string ?? image["name"]?.string {
+                    vm.image = name
+                } else {
+                    problems.append(
+                        ConfigDiagnostic(at: image.origin.location, "[vm.image] needs `name`", hint: "e.g. image = { name = \"debian:bookworm\" }"))
+                }
+                vm.imageInsecure = image["insecure"]?.boolean ?? vm.imageInsecure
+                vm.resolution = image["resolution"]?.string.flatMap(Resolution.init(rawValue:)) ?? vm.resolution
+            }
         }
         if let node = root["workspace"] {
             workspace.mode = node["mode"]?.string.flatMap(Workspace.Mode.init(rawValue:)) ?? workspace.mode
@@ -163,20 +185,39 @@ extension AirlockConfig {
         if let node = root["network"] {
             network.policy = node["policy"]?.string.flatMap(PolicyMode.init(rawValue:)) ?? network.policy
             for (name, entry) in enabledEntries(node["rules"]) {
+                // `passthrough = true` (the Rust airlock's form): the rule's allowed destinations
+                // are passed through.
+                let passAll = entry["passthrough"]?.boolean == true
                 network.rules[name] = Rule(
-                    allow: patterns(entry["allow"]), deny: patterns(entry["deny"]),
-                    passthrough: patterns(entry["passthrough"]), allowPrivate: entry["allow_private"]?.boolean ?? false)
+                    allow: passAll ? [] : patterns(entry["allow"]), deny: patterns(entry["deny"]),
+                    passthrough: passAll ? patterns(entry["allow"]) : patterns(entry["passthrough"]),
+                    allowPrivate: entry["allow_private"]?.boolean ?? false)
             }
             for (name, entry) in enabledEntries(node["ports"]) {
                 network.ports[name] = Ports(
-                    host: (entry["host"]?.elements ?? []).compactMap { try? PortForward($0) },
-                    guest: (entry["guest"]?.elements ?? []).compactMap { try? PortForward($0) })
+                    toHost: (entry["host"]?.elements ?? []).compactMap { try? PortForward($0) },
+                    toGuest: (entry["guest"]?.elements ?? []).compactMap { try? PortForward($0) })
             }
             for (name, entry) in enabledEntries(node["sockets"]) {
-                let path = ["network", "sockets", name]
-                if let host = required(entry, "host", path), let guest = required(entry, "guest", path) {
-                    network.sockets[name] = SocketForward(host: expandHome(host), guest: guest)
+                // `host` and `guest`, or the Rust airlock's `host = "host-path:guest-path"` (or one
+                // path, the same on both sides).
+                guard let host = required(entry, "host", ["network", "sockets", name]) else { continue }
+                var mapping = (host: host, guest: entry["guest"]?.string ?? host)
+                if entry["guest"] == nil {
+                    let colon = host.lastIndex(of: ":")
+                    let guest = colon.map { host[host.index(after: $0)...] } ?? host[...]
+                    if let colon, guest.hasPrefix("/") {
+                        mapping = (String(host[..<colon]), String(guest))
+                    } else if guest.hasPrefix("~") {
+                        problems.append(
+                            ConfigDiagnostic(
+                                at: entry["host"]?.origin.location ?? entry.origin.location,
+                                "[network.sockets.\(name)] host puts the socket at \"\(guest)\" in the guest; a guest path starting with ~ is not supported",
+                                hint: "add guest = \"/run/airlock/\(name).sock\" (an absolute path in the guest)"))
+                        continue
+                    }
                 }
+                network.sockets[name] = SocketForward(host: expandHome(mapping.host), guest: mapping.guest)
             }
         }
         for (name, entry) in enabledEntries(root["mounts"]) {
@@ -195,8 +236,30 @@ extension AirlockConfig {
             }
         }
         for (variable, node) in root["env"]?.entries ?? [] {
-            guard let template = node.string else { continue }
+            // `NAME = "template"`, or `NAME = { value = "template", optional = true }` (the Rust
+            // airlock's forms). A `${VAR}` without a default whose host variable is unset leaves
+            // the value incomplete: an optional one is left out; any other is refused at start.
+            guard let template = node.string ?? node["value"]?.string else {
+                problems.append(
+                    ConfigDiagnostic(
+                        at: node.origin.location, "`env.\(variable)` needs `value`", hint: "e.g. \(variable) = { value = \"${\(variable)}\" }"))
+                continue
+            }
             do {
+                var seen = Set<String>()
+                let unset = try EnvTemplate.requiredVariables(in: template).filter { environment[$0] == nil && seen.insert($0).inserted }
+                if !unset.isEmpty {
+                    if node["optional"]?.boolean != true {
+                        let names = unset.map { "$" + $0 }.joined(separator: ", ")
+                        unsetVariables.append(
+                            ConfigDiagnostic(
+                                at: node.origin.location, "`env.\(variable)` needs \(names), unset on this host",
+                                hint:
+                                    "set it, give a default (${\(unset[0]):value}), or write \(variable) = { value = \"…\", optional = true } to leave it out when unset"
+                            ))
+                    }
+                    continue
+                }
                 env[variable] = try EnvTemplate.expand(template) { environment[$0] }
             } catch {
                 problems.append(ConfigDiagnostic(at: node.origin.location, "`env.\(variable)`: \(error.message)"))
@@ -232,19 +295,23 @@ extension AirlockConfig {
         func refuse(_ node: ConfigNode, _ what: String, _ hint: String) {
             problems.append(ConfigDiagnostic(at: node.origin.location, "\(what) is not supported by this airlock yet", hint: hint))
         }
-        for (section, what, hint) in [
-            ("mounts", "[mounts.NAME]", "remove the entry (or set enabled = false); meanwhile the VM sees only the project's clone"),
-            ("mask", "[mask.NAME]", "remove the entry (or set enabled = false); files the project does not track are never copied into the clone"),
-            ("daemons", "[daemons.NAME]", "remove the entry (or set enabled = false), and start the process in your command instead"),
-        ] {
-            for (name, entry) in enabledEntries(root[section]) {
-                refuse(entry, what.replacing("NAME", with: name), hint)
+        // Each `notYet` path in an enabled entry (a flag set to false asks for nothing); nothing
+        // inside a refused entry again.
+        func matches(_ node: ConfigNode, _ pattern: ArraySlice<Substring>, _ path: [String]) -> [(path: [String], node: ConfigNode)] {
+            guard let first = pattern.first else { return [(path, node)] }
+            if first == "*" {
+                return enabledEntries(node).flatMap { matches($0.node, pattern.dropFirst(), path + [$0.name]) }
             }
+            guard case .table = node.value, let child = node[String(first)] else { return [] }
+            return matches(child, pattern.dropFirst(), path + [String(first)])
         }
-        for (name, entry) in enabledEntries(root["disk"]?["cache"]) {
-            refuse(
-                entry, "[disk.cache.\(name)]",
-                "remove the entry (or set enabled = false); the state disk already keeps what the VM writes outside the project")
+        var refused: [[String]] = []
+        for (pattern, hint) in AirlockSchema.notYet {
+            for (path, node) in matches(root, pattern.split(separator: ".")[...], [])
+            where node.boolean != false && !refused.contains(where: { path.starts(with: $0) }) {
+                refused.append(path)
+                refuse(node, pattern.hasSuffix("*") ? "[\(dotted(path))]" : "`\(dotted(path))`", hint)
+            }
         }
         if let mode = root["workspace"]?["mode"], mode.string == "mount" {
             refuse(
@@ -253,6 +320,11 @@ extension AirlockConfig {
         }
         if let readOnly = root["workspace"]?["read_only"] {
             refuse(readOnly, "[workspace] read_only", "remove it: the clone is the VM's to change")
+        }
+        for (variable, node) in root["env"]?.entries ?? [] where node["mask"]?.boolean == true {
+            refuse(
+                node["mask"] ?? node, "`env.\(variable)` with mask = true",
+                "remove mask (the value then enters the VM as it is), or leave the variable out until masked values arrive")
         }
         return problems
     }

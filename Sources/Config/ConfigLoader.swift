@@ -1,7 +1,9 @@
 /// Loads the configuration layers of a project and merges them:
-/// user (`~/.config/airlock/config.toml`) → presets → project (`airlock.toml`) →
-/// local (`airlock.local.toml`). Tables merge, arrays concatenate, scalars override; an entry
-/// with `enabled = false` is switched off whatever lower layer defined it.
+/// user (the Rust airlock's `~/.airlock/config.toml` or `~/.airlock.toml`, then
+/// `~/.config/airlock/config.toml`) →
+/// presets → project (`airlock.toml`) → local (`airlock.local.toml`). Tables merge, arrays
+/// concatenate, scalars override; an entry with `enabled = false` is switched off whatever lower
+/// layer defined it.
 public struct ConfigLoader: Sendable {
     /// One layer that took part, in merge order.
     public struct Layer: Sendable, Equatable {
@@ -24,9 +26,10 @@ public struct ConfigLoader: Sendable {
             self.layers = layers
         }
 
-        /// Entries whose behaviour this airlock does not have yet (see
-        /// `AirlockConfig.notYetSupported`): `config validate` and `start` refuse them.
-        public var notYetSupported: [ConfigDiagnostic] { AirlockConfig.notYetSupported(merged) }
+        /// What `config validate` and `start` refuse: entries whose behaviour this airlock does
+        /// not have yet (`AirlockConfig.notYetSupported`) and `[env]` values whose required host
+        /// variables are unset.
+        public var startRefusals: [ConfigDiagnostic] { AirlockConfig.notYetSupported(merged) + config.unsetVariables }
     }
 
     public static let projectFileName = "airlock.toml"
@@ -34,14 +37,27 @@ public struct ConfigLoader: Sendable {
 
     public var projectRoot: String
     public var userConfigPath: String?
+    /// The Rust airlock's user files, the first present one read below `userConfigPath`.
+    public var sharedUserConfigPaths: [String]
     public var environment: [String: String]
     public var fileSystem: any FileReading
 
-    public init(projectRoot: String, userConfigPath: String?, environment: [String: String], fileSystem: any FileReading = LocalFiles()) {
+    public init(
+        projectRoot: String, userConfigPath: String?, sharedUserConfigPaths: [String] = [], environment: [String: String],
+        fileSystem: any FileReading = LocalFiles()
+    ) {
         self.projectRoot = projectRoot
         self.userConfigPath = userConfigPath
+        self.sharedUserConfigPaths = sharedUserConfigPaths
         self.environment = environment
         self.fileSystem = fileSystem
+    }
+
+    /// The user files the Rust airlock reads, the first present one: `~/.airlock/config.toml`,
+    /// `~/.airlock.toml`.
+    public static func sharedUserConfigPaths(environment: [String: String]) -> [String] {
+        guard let home = environment["HOME"], !home.isEmpty else { return [] }
+        return [home + "/.airlock/config.toml", home + "/.airlock.toml"]
     }
 
     /// The user's file: `$XDG_CONFIG_HOME/airlock/config.toml`, else `~/.config/airlock/config.toml`.
@@ -55,15 +71,17 @@ public struct ConfigLoader: Sendable {
         var diagnostics: [ConfigDiagnostic] = []
         var fileLayers: [Layer] = []
 
-        func read(_ path: String, display: String, kind: Layer.Kind) {
+        /// Whether the file is there.
+        @discardableResult
+        func read(_ path: String, display: String, kind: Layer.Kind) -> Bool {
             do {
-                guard let bytes = try fileSystem.read(path) else { return }
+                guard let bytes = try fileSystem.read(path) else { return false }
                 if let (line, column) = firstInvalidUTF8(in: bytes) {
                     diagnostics.append(
                         ConfigDiagnostic(
                             at: SourceLocation(file: display, line: line, column: column), "the file is not valid UTF-8 here",
                             hint: "TOML files are UTF-8: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"))
-                    return
+                    return true
                 }
                 let tree = try ConfigParser.parse(String(decoding: bytes, as: UTF8.self), file: display)
                 var validator = SchemaValidator()
@@ -75,8 +93,10 @@ public struct ConfigLoader: Sendable {
             } catch {
                 diagnostics.append(ConfigDiagnostic(at: nil, "cannot read \(display): \(error)", hint: "check the file's permissions"))
             }
+            return true
         }
 
+        for path in sharedUserConfigPaths where read(path, display: displayPath(path), kind: .user) { break }
         if let userConfigPath {
             read(userConfigPath, display: displayPath(userConfigPath), kind: .user)
         }
@@ -130,7 +150,7 @@ public struct ConfigLoader: Sendable {
                         hint: "rename the table, e.g. [network.sockets.ssh-agent]"))
             }
             let guest = socket.guest
-            let guestAt = entry?["guest"]?.origin.location ?? entry?.origin.location
+            let guestAt = (entry?["guest"] ?? entry?["host"])?.origin.location ?? entry?.origin.location
             let parts = guest.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
             if !guest.hasPrefix("/") || guest == "/" || parts.contains("..") || parts.contains(".") || parts.contains("") || guest.utf8.contains(0) {
                 problems.append(

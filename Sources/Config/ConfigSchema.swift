@@ -11,18 +11,25 @@ indirect enum Schema: Sendable {
     case choice([String])
     /// A network destination pattern (see `HostPattern`).
     case pattern
+    /// An array of patterns, or `true`/`false`.
+    case patternsOrFlag
     /// A port forward: `5432` or `"9000:3000"`.
     case portForward
-    /// An absolute path (a `~/` prefix is allowed where the path is on the host).
-    case absolutePath(hostSide: Bool)
+    /// An absolute path; with `homeRelative`, `~/…` too (the host user's home on the host side,
+    /// the agent's in the VM).
+    case absolutePath(homeRelative: Bool)
     /// A path relative to the project, never leaving it.
     case projectPath
     case array(Schema)
     case table([(key: String, schema: Schema)])
     /// Entries named by the user (`[mounts.<name>]`), each a table of the given fields plus `enabled`.
     case named([(key: String, schema: Schema)])
-    /// `[env]`: any variable name to a template string.
+    /// `[env]`: any variable name to a template string, or to a table `{ value, mask, optional }`
+    /// (the Rust airlock's form).
     case environment
+    /// `[vm] image`: a reference, or a table `{ name, resolution, insecure }` (the Rust airlock's
+    /// form).
+    case image
 
     var expectation: String {
         switch self {
@@ -32,14 +39,53 @@ indirect enum Schema: Sendable {
         case .size: "a size such as \"512M\" or \"10G\""
         case .choice(let values): "one of " + values.map { "\"\($0)\"" }.joined(separator: ", ")
         case .pattern: "a pattern string such as \"example.com\", \"*.example.com:443\" or \"*:22\""
+        case .patternsOrFlag: "an array of patterns, or true"
         case .portForward: "a port (5432) or \"host:guest\" (\"9000:3000\")"
         case .array: "an array"
         case .table, .named, .environment: "a table"
+        case .image: "an image reference (\"debian:bookworm\") or a table with `name`"
         }
     }
 }
 
 enum AirlockSchema {
+    /// What the configuration (this airlock's or the Rust airlock's) can say and this airlock
+    /// does not act on yet, by dotted path (`*`: any named entry), with the fix. A file may
+    /// hold these keys (they are not "unknown"); `config validate` and `start` refuse them in the
+    /// merged configuration (`AirlockConfig.notYetSupported`), so `enabled = false` on an entry
+    /// silences them, as does a flag set to false; nothing inside a refused entry is listed
+    /// again.
+    static let notYet: [(path: String, hint: String)] = [
+        ("mounts.*", "remove the entry (or set enabled = false); meanwhile the VM sees only the project's clone"),
+        ("mask.*", "remove the entry (or set enabled = false); files the project does not track are never copied into the clone"),
+        ("daemons.*", "remove the entry (or set enabled = false), and start the process in your command instead"),
+        ("disk.cache.*", "remove the entry (or set enabled = false); the state disk already keeps what the VM writes outside the project"),
+        (
+            "network.middleware.*",
+            "remove the entry (or set enabled = false); give the agent what the request needs another way until middleware arrives"
+        ),
+        ("vm.harden", "remove it (or set it to false): the agent may become root inside the VM (sudo); the VM is the boundary"),
+        ("vm.kvm", "remove it (or set it to false): nested KVM is not offered"),
+        ("vm.image.pull-policy", "remove it: a stored image is used as it is; `airlock image pull` fetches the newest"),
+        ("mounts.*.file_content", "remove it"),
+        ("mounts.*.create_mode", "remove it"),
+        ("daemons.*.cwd", "remove it"),
+        ("daemons.*.env", "remove it"),
+        ("daemons.*.signal", "remove it"),
+        ("daemons.*.timeout", "remove it"),
+        ("daemons.*.restart", "remove it"),
+        ("daemons.*.max_restarts", "remove it"),
+        ("daemons.*.harden", "remove it"),
+    ]
+
+    /// Whether `path` is a `notYet` path or leads into one (a file may hold it).
+    static func isNotYet(_ path: [String]) -> Bool {
+        notYet.contains { entry in
+            let pattern = entry.path.split(separator: ".")
+            return pattern.count >= path.count && zip(pattern, path).allSatisfy { $0 == "*" || $0 == $1 }
+        }
+    }
+
     static let backends = ["auto", "cloud-hypervisor", "qemu"]
     static let resolutions = AirlockConfig.Resolution.allCases.map(\.rawValue)
 
@@ -48,11 +94,11 @@ enum AirlockSchema {
         (
             "vm",
             .table([
-                ("image", .string),
+                ("image", .image),
                 ("cpus", .integer(1...256)),
                 ("memory", .size),
-                ("kernel", .absolutePath(hostSide: true)),
-                ("initramfs", .absolutePath(hostSide: true)),
+                ("kernel", .absolutePath(homeRelative: true)),
+                ("initramfs", .absolutePath(homeRelative: true)),
                 ("backend", .choice(backends)),
                 ("resolution", .choice(resolutions)),
                 ("image_layers", .choice(AirlockConfig.ImageLayers.allCases.map(\.rawValue))),
@@ -75,7 +121,9 @@ enum AirlockSchema {
                     .named([
                         ("allow", .array(.pattern)),
                         ("deny", .array(.pattern)),
-                        ("passthrough", .array(.pattern)),
+                        // Patterns, or the Rust airlock's `passthrough = true` (the rule's allow
+                        // patterns are passed through).
+                        ("passthrough", .patternsOrFlag),
                         ("allow_private", .boolean),
                     ])
                 ),
@@ -89,8 +137,9 @@ enum AirlockSchema {
                 (
                     "sockets",
                     .named([
-                        ("host", .absolutePath(hostSide: true)),
-                        ("guest", .absolutePath(hostSide: false)),
+                        // A path, or the Rust airlock's "host-path:guest-path" when `guest` is absent.
+                        ("host", .absolutePath(homeRelative: true)),
+                        ("guest", .absolutePath(homeRelative: false)),
                     ])
                 ),
             ])
@@ -98,17 +147,19 @@ enum AirlockSchema {
         (
             "mounts",
             .named([
-                ("source", .absolutePath(hostSide: true)),
-                ("target", .absolutePath(hostSide: false)),
+                ("source", .absolutePath(homeRelative: true)),
+                // `~/` is the agent's home in the VM.
+                ("target", .absolutePath(homeRelative: true)),
                 ("read_only", .boolean),
-                ("missing", .choice(["fail", "warn", "ignore", "create"])),
+                ("missing", .choice(["fail", "warn", "ignore", "create", "create-dir", "create-file"])),
             ])
         ),
         (
             "disk",
             .table([
                 ("size", .size),
-                ("cache", .named([("paths", .array(.absolutePath(hostSide: false)))])),
+                // Absolute, `~/` (the agent's home) or relative to the project, as the Rust airlock's.
+                ("cache", .named([("paths", .array(.string))])),
             ])
         ),
         ("env", .environment),
@@ -156,6 +207,10 @@ struct SchemaValidator {
                 let hint = suggestion(for: text, among: values).map { "did you mean \"\($0)\"?" }
                 diagnostics.append(ConfigDiagnostic(at: location, "\(name) is \"\(text)\"; expected \(schema.expectation)", hint: hint))
             }
+        case .patternsOrFlag:
+            if node.boolean != nil { return }
+            guard case .array = node.value else { return wrongType() }
+            check(node, against: .array(.pattern), path: path)
         case .pattern:
             guard let text = node.string else { return wrongType() }
             do { _ = try HostPattern(parsing: text) } catch {
@@ -165,12 +220,13 @@ struct SchemaValidator {
             do { _ = try PortForward(node) } catch {
                 diagnostics.append(ConfigDiagnostic(at: location, "\(name): \(error.message)"))
             }
-        case .absolutePath(let hostSide):
+        case .absolutePath(let homeRelative):
             guard let text = node.string else { return wrongType() }
-            let ok = text.hasPrefix("/") || (hostSide && (text == "~" || text.hasPrefix("~/")))
+            let ok = text.hasPrefix("/") || (homeRelative && (text == "~" || text.hasPrefix("~/")))
             if !ok {
                 diagnostics.append(
-                    ConfigDiagnostic(at: location, "\(name) is \"\(text)\"; it must be an absolute path" + (hostSide ? " (or start with ~/)" : "")))
+                    ConfigDiagnostic(
+                        at: location, "\(name) is \"\(text)\"; it must be an absolute path" + (homeRelative ? " (or start with ~/)" : "")))
             }
         case .projectPath:
             guard let text = node.string else { return wrongType() }
@@ -204,14 +260,29 @@ struct SchemaValidator {
             guard case .table(let entries) = node.value else { return wrongType() }
             for (variable, value) in entries {
                 let valuePath = path + [variable]
-                guard let text = value.string else {
-                    diagnostics.append(ConfigDiagnostic(at: value.origin.location, "`\(dotted(valuePath))` must be a string, not \(value.typeName)"))
+                var template = value
+                if case .table(let fields) = value.value {
+                    // `value` may come from another layer: its absence is found after the merge.
+                    checkFields(fields, fields: [("value", .string), ("mask", .boolean), ("optional", .boolean)], path: valuePath)
+                    guard let given = value["value"], given.string != nil else { continue }
+                    template = given
+                }
+                guard let text = template.string else {
+                    diagnostics.append(
+                        ConfigDiagnostic(
+                            at: value.origin.location, "`\(dotted(valuePath))` must be a string or a table with `value`, not \(value.typeName)"))
                     continue
                 }
                 do { _ = try EnvTemplate.variables(in: text) } catch {
-                    diagnostics.append(ConfigDiagnostic(at: value.origin.location, "`\(dotted(valuePath))`: \(error.message)"))
+                    diagnostics.append(ConfigDiagnostic(at: template.origin.location, "`\(dotted(valuePath))`: \(error.message)"))
                 }
             }
+        case .image:
+            if node.string != nil { return }
+            guard case .table(let fields) = node.value else { return wrongType() }
+            // `name` may come from another layer: its absence is found after the merge.
+            checkFields(
+                fields, fields: [("name", .string), ("resolution", .choice(AirlockSchema.resolutions)), ("insecure", .boolean)], path: path)
         }
     }
 
@@ -219,6 +290,8 @@ struct SchemaValidator {
         for (key, child) in entries {
             if let field = fields.first(where: { $0.key == key }) {
                 check(child, against: field.schema, path: path + [key])
+            } else if AirlockSchema.isNotYet(path + [key]) {
+                continue  // Refused after the merge, unless its entry is switched off.
             } else {
                 let known = fields.map(\.key)
                 let hint =

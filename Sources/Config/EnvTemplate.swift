@@ -1,8 +1,9 @@
 /// Expands `${HOST_VAR}` and `${HOST_VAR:default}` in `[env]` values from the host environment.
 ///
-/// `${VAR}` is the host's value, or empty when unset. `${VAR:default}` is the host's value when
-/// set and non-empty, otherwise `default` (as the shell's `${VAR:-default}`). `$$` is a literal
-/// `$`; any other `$` is kept as written.
+/// `${VAR}` is the host's value (empty when set empty; an unset one is refused at start, see
+/// `requiredVariables`). `${VAR:default}` is the host's value when set and non-empty, otherwise
+/// `default` (as the shell's `${VAR:-default}`). `$$` is a literal `$`; any other `$` is kept as
+/// written.
 public enum EnvTemplate {
     public struct SyntaxError: Error, Sendable, Equatable {
         public var message: String
@@ -18,7 +19,21 @@ public enum EnvTemplate {
         return names
     }
 
+    /// Names of the host variables `template` reads without a default: the value is
+    /// incomplete when one of them is unset.
+    public static func requiredVariables(in template: String) throws(SyntaxError) -> [String] {
+        var names: [String] = []
+        _ = try expand(template, lookup: { _ in nil }, required: { names.append($0) })
+        return names
+    }
+
     public static func expand(_ template: String, lookup: (String) -> String?) throws(SyntaxError) -> String {
+        try expand(template, lookup: lookup, required: { _ in })
+    }
+
+    private static func expand(
+        _ template: String, lookup: (String) -> String?, required: (String) -> Void
+    ) throws(SyntaxError) -> String {
         var output = ""
         var rest = Substring(template)
         while let dollar = rest.firstIndex(of: "$") {
@@ -50,6 +65,7 @@ public enum EnvTemplate {
                 if let fallback {
                     output += (value?.isEmpty ?? true) ? String(fallback) : (value ?? "")
                 } else {
+                    required(String(name))
                     output += value ?? ""
                 }
                 rest = after[after.index(after: close)...]

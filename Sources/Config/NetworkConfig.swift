@@ -10,12 +10,12 @@ extension AirlockConfig.Network {
             })
     }
 
-    /// `guest = ["5000:4000"]` forwards (the guest's port → the host's 127.0.0.1 port). A
+    /// `host = ["4000:5000"]` forwards (the guest's port 5000 → the host's 127.0.0.1:4000). A
     /// guest port named twice keeps the entry first by name.
     public var guestForwards: [GuestForward] {
         var seen = Set<UInt16>()
         return ports.sorted(by: { $0.key < $1.key }).flatMap { name, ports in
-            ports.guest.map { GuestForward(guestPort: $0.listen, hostPort: $0.connect, entry: name) }
+            ports.toHost.map { GuestForward(guestPort: $0.guest, hostPort: $0.host, entry: name) }
         }.filter { seen.insert($0.guestPort).inserted }
     }
 
@@ -27,11 +27,11 @@ extension AirlockConfig.Network {
         }
     }
 
-    /// `host = [5432, "9000:3000"]` forwards (the host's 127.0.0.1 port → the guest's port).
+    /// `guest = [5432, "9000:3000"]` forwards (the host's 127.0.0.1:9000 → the guest's port 3000).
     public var hostForwards: [HostForward] {
         var seen = Set<UInt16>()
         return ports.sorted(by: { $0.key < $1.key }).flatMap { name, ports in
-            ports.host.map { HostForward(listenPort: $0.listen, guestPort: $0.connect, entry: name) }
+            ports.toGuest.map { HostForward(listenPort: $0.host, guestPort: $0.guest, entry: name) }
         }.filter { seen.insert($0.listenPort).inserted }
     }
 }

@@ -1,6 +1,10 @@
 /// Configuration layers shipped inside the binary. A file names them with
 /// `presets = ["claude-code"]`; they sit between the user's file and the project's, so a
 /// project can switch any of their entries off with `enabled = false`.
+///
+/// The names of the presets and of their rules are the Rust airlock's, so a file written for it
+/// (`[network.rules.debian-packages] enabled = false`) means the same here. Its presets'
+/// `[mounts.*]` and `[network.middleware.*]` are left out until this airlock has them.
 public enum Presets {
     public static let all: [(name: String, text: String)] = [
         (
@@ -30,7 +34,7 @@ public enum Presets {
             "openai-codex",
             """
             # OpenAI Codex CLI: the API and the ChatGPT sign-in endpoints.
-            [network.rules.openai-codex]
+            [network.rules.codex]
             allow = [
               "api.openai.com:443",
               "auth.openai.com:443",
@@ -62,29 +66,20 @@ public enum Presets {
             "python",
             """
             # Python packages from PyPI.
-            [network.rules.python]
+            [network.rules.python-packages]
             allow = ["pypi.org:443", "files.pythonhosted.org:443"]
 
             [env]
             PIP_DISABLE_PIP_VERSION_CHECK = "1"
             """
         ),
-        (
-            "node",
-            """
-            # Node packages from npm and Yarn's registry, and Node's own downloads.
-            [network.rules.node]
-            allow = ["registry.npmjs.org:443", "registry.yarnpkg.com:443", "nodejs.org:443"]
-
-            [env]
-            NPM_CONFIG_UPDATE_NOTIFIER = "false"
-            """
-        ),
+        ("nodejs", node),
+        ("node", node),
         (
             "rust",
             """
             # Rust crates from crates.io and toolchains from rust-lang.org.
-            [network.rules.rust]
+            [network.rules.rust-packages]
             allow = [
               "crates.io:443",
               "index.crates.io:443",
@@ -96,7 +91,79 @@ public enum Presets {
             CARGO_REGISTRIES_CRATES_IO_PROTOCOL = "sparse"
             """
         ),
+        (
+            "copilot-cli",
+            """
+            # GitHub Copilot CLI: GitHub's API and Copilot's endpoints.
+            [network.rules.copilot-cli]
+            allow = ["api.github.com:443", "*.githubcopilot.com:443"]
+            """
+        ),
+        (
+            "debian",
+            """
+            # Debian and Ubuntu packages (apt), for an image root (`[vm] image`).
+            [network.rules.debian-packages]
+            allow = [
+              "deb.debian.org",
+              "security.debian.org",
+              "archive.ubuntu.com",
+              "security.ubuntu.com",
+              "ppa.launchpad.net",
+              "keyserver.ubuntu.com",
+            ]
+            """
+        ),
+        (
+            "alpine",
+            """
+            # Alpine packages (apk), for an image root (`[vm] image`).
+            [network.rules.alpine-packages]
+            allow = ["dl-cdn.alpinelinux.org", "*.alpinelinux.org"]
+            """
+        ),
+        (
+            "arch",
+            """
+            # Arch Linux packages (pacman), for an image root (`[vm] image`).
+            [network.rules.arch-packages]
+            allow = ["*.archlinux.org", "archlinux.org", "aur.archlinux.org"]
+            """
+        ),
+        (
+            "fedora",
+            """
+            # Fedora, RHEL and CentOS packages (dnf, yum), for an image root (`[vm] image`).
+            [network.rules.fedora-packages]
+            allow = [
+              "mirrors.fedoraproject.org",
+              "download.fedoraproject.org",
+              "dl.fedoraproject.org",
+              "mirror.centos.org",
+              "vault.centos.org",
+              "cdn-ubi.redhat.com",
+            ]
+            """
+        ),
+        (
+            "suse",
+            """
+            # openSUSE and SLES packages (zypper), for an image root (`[vm] image`).
+            [network.rules.suse-packages]
+            allow = ["download.opensuse.org", "mirrorcache.opensuse.org", "scc.suse.com", "updates.suse.com"]
+            """
+        ),
     ]
+
+    /// `nodejs` (the Rust airlock's name) and `node`.
+    private static let node = """
+        # Node packages from npm and Yarn's registry, and Node's own downloads.
+        [network.rules.nodejs-packages]
+        allow = ["registry.npmjs.org:443", "registry.yarnpkg.com:443", "nodejs.org:443"]
+
+        [env]
+        NPM_CONFIG_UPDATE_NOTIFIER = "false"
+        """
 
     public static var names: [String] { all.map(\.name) }
 

@@ -9,9 +9,9 @@ import Glibc
 #endif
 
 /// Port forwards, guest side.
-/// - Host → guest (`[network.ports.<name>] host = ["9000:3000"]`): the host asks on the control
+/// - Host → guest (`[network.ports.<name>] guest = ["9000:3000"]`): the host asks on the control
 ///   link (`ForwardRequest`) and the guest connects to its own 127.0.0.1:3000.
-/// - Guest → host (`guest = ["5000:4000"]`): the guest listens on its 127.0.0.1:5000 and carries
+/// - Guest → host (`host = ["4000:5000"]`): the guest listens on its 127.0.0.1:5000 and carries
 ///   each connection as an egress request for `EgressRequest.forwardHost`; the host connects it
 ///   to its 127.0.0.1:4000.
 enum GuestForwards {

@@ -1,6 +1,6 @@
 import NIOHPACK
 
-/// A host port forward (`[network.ports.<name>] host = ["9000:3000"]`): the host accepted a
+/// A host port forward (`[network.ports.<name>] guest = ["9000:3000"]`): the host accepted a
 /// connection on 127.0.0.1:9000 and asks the guest to carry it to the guest's port 3000. One
 /// HTTP/2 stream on the *control* connection (host = client, guest = server).
 ///
@@ -41,8 +41,8 @@ public struct ForwardRequest: Sendable, Equatable {
 }
 
 extension EgressRequest {
-    /// The reserved destination name of guest port forwards (`[network.ports.<name>] guest =
-    /// ["5000:4000"]`): the guest listens on its 127.0.0.1:5000 and carries each connection as
+    /// The reserved destination name of guest port forwards (`[network.ports.<name>] host =
+    /// ["4000:5000"]`): the guest listens on its 127.0.0.1:5000 and carries each connection as
     /// an egress request for `host.airlock.internal` port 5000; the host connects it to its own
     /// 127.0.0.1:4000. No network rule applies to this name: only the forwards do.
     public static let forwardHost = "host.airlock.internal"

@@ -87,7 +87,7 @@ public struct SetupSpec: Sendable, Equatable {
     public var group: UInt32
     /// nil: the host root (`image = "host"`).
     public var image: Image?
-    /// Guest ports that reach host services (`[network.ports.<name>] guest = ["5000:4000"]`):
+    /// Guest ports that reach host services (`[network.ports.<name>] host = ["4000:5000"]`):
     /// the guest listens on its 127.0.0.1 at each and carries connections to the host.
     public var forwardPorts: [UInt16] = []
     /// Unix-socket forwards (`[network.sockets.<name>]`): the guest listens at each `path` in

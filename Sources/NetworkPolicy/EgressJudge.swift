@@ -190,8 +190,8 @@ public struct EgressJudge: Sendable {
     public func judgeForward(host: String, port: UInt16) -> ForwardVerdict {
         guard let forward = guestForwards[port] else {
             return .deny(
-                reason: "no guest port forward for \(host):\(port)",
-                fix: "add [network.ports.<name>] guest = [\"\(port):<host port>\"] to airlock.toml")
+                reason: "no port forward to the host for \(host):\(port)",
+                fix: "add [network.ports.<name>] host = [\"<host port>:\(port)\"] to airlock.toml")
         }
         return .forward(forward)
     }

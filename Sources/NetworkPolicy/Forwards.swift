@@ -1,6 +1,6 @@
 // The forwards a sandbox's configuration names: the only ways through besides the rules.
 
-/// A `[network.ports.<name>] guest = ["5000:4000"]` forward, host side: an egress request for
+/// A `[network.ports.<name>] host = ["4000:5000"]` forward, host side: an egress request for
 /// `EgressRequest.forwardHost` port 5000 is connected to the host's 127.0.0.1:4000.
 public struct GuestForward: Sendable, Equatable {
     public var guestPort: UInt16
@@ -30,7 +30,7 @@ public struct UnixSocketForward: Sendable, Equatable {
     }
 }
 
-/// A `[network.ports.<name>] host = ["9000:3000"]` forward: the host listens on
+/// A `[network.ports.<name>] guest = ["9000:3000"]` forward: the host listens on
 /// 127.0.0.1:9000 and carries each connection to the guest's 127.0.0.1:3000.
 public struct HostForward: Sendable, Equatable {
     /// 0 picks a free port (tests); `PortForwarder.boundPorts` tells which.

@@ -112,11 +112,12 @@ public struct SandboxManager: Sendable {
     }
 
     /// The configuration's problems for a start on this host: entries this airlock cannot act
-    /// on yet, more CPUs or memory than the host has, a state disk larger than the free space
-    /// (less what sandbox `name`'s disk already holds).
+    /// on yet, `[env]` values whose host variables are unset, more CPUs or memory than the host
+    /// has, a state disk larger than the free space (less what sandbox `name`'s disk already
+    /// holds).
     public func startProblems(_ name: String) throws -> [ConfigDiagnostic] {
         let paths = try paths(name)
-        return loaded.notYetSupported
+        return loaded.startRefusals
             + loaded.problems(on: HostFacts.capacity(at: paths.stateDirectory), existingDisk: UInt64(max(0, FileSystem.allocatedSize(paths.disk))))
     }
 

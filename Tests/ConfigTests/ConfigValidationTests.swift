@@ -42,7 +42,7 @@ struct ConfigValidationTests {
         "wrong types",
         arguments: [
             ("[vm]\ncpus = \"four\"\n", "airlock.toml:2:1", "must be an integer"),
-            ("[vm]\nimage = 3\n", "airlock.toml:2:1", "must be a string, not an integer"),
+            ("[vm]\nimage = 3\n", "airlock.toml:2:1", "must be an image reference (\"debian:bookworm\") or a table with `name`, not an integer"),
             ("[mounts.x]\nsource = \"/a\"\ntarget = \"/b\"\nread_only = \"yes\"\n", "airlock.toml:4:1", "must be true or false"),
             ("[vm]\ncpus = 2\nboot_snapshot = \"no\"\n", "airlock.toml:3:1", "must be true or false"),
             ("presets = \"claude-code\"\n", "airlock.toml:1:1", "must be an array"),
@@ -214,7 +214,9 @@ struct SocketForwardValidationTests {
             ("[network.sockets.a]\nhost = \"h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:2:1", "must be an absolute path (or start with ~/)"),
             ("[network.sockets.a]\nhost = \"/h.sock\"\nguest = \"/run/\(String(repeating: "x", count: 100))\"\n", "airlock.toml:3:1", "at most 96"),
             ("[network.sockets.\"a b\"]\nhost = \"/h.sock\"\nguest = \"/run/a.sock\"\n", "airlock.toml:1:1", "the name may only have"),
-            ("[network.sockets.a]\nhost = \"/h.sock\"\n", "airlock.toml:1:1", "needs `guest`"),
+            ("[network.sockets.a]\nhost = \"/h.sock:~/a.sock\"\n", "airlock.toml:2:1", "a guest path starting with ~ is not supported"),
+            ("[network.sockets.a]\nhost = \"~/h.sock\"\n", "airlock.toml:2:1", "a guest path starting with ~ is not supported"),
+            ("[network.sockets.a]\nguest = \"/run/a.sock\"\n", "airlock.toml:1:1", "needs `host`"),
         ])
     func invalid(text: String, location: String, message: String) {
         let found = diagnostics(project: text)

@@ -65,7 +65,7 @@ struct HostChecksTests {
                 mode = "mount"
                 read_only = true
                 """)
-        let refused = loaded.notYetSupported.map { "\($0.location?.description ?? "?") \($0.message)" }
+        let refused = loaded.startRefusals.map { "\($0.location?.description ?? "?") \($0.message)" }
         #expect(
             Set(refused) == [
                 "airlock.toml:1:1 [mounts.data] is not supported by this airlock yet",
@@ -75,6 +75,6 @@ struct HostChecksTests {
                 "airlock.toml:15:1 [workspace] mode = \"mount\" is not supported by this airlock yet",
                 "airlock.toml:16:1 [workspace] read_only is not supported by this airlock yet",
             ], "\(refused)")
-        #expect(try load(project: "[mounts.data]\nsource = \"/srv\"\ntarget = \"/d\"\nenabled = false\n").notYetSupported.isEmpty)
+        #expect(try load(project: "[mounts.data]\nsource = \"/srv\"\ntarget = \"/d\"\nenabled = false\n").startRefusals.isEmpty)
     }
 }

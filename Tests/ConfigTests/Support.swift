@@ -6,16 +6,20 @@ struct MemoryFiles: FileReading {
     func read(_ path: String) throws -> [UInt8]? { files[path].map { Array($0.utf8) } }
 }
 
-/// Loads a project at /p with the given files (keys relative to /p, or absolute for the user file).
+/// Loads a project at /p with the given files: the project's, the local one, the user's and the
+/// Rust airlock's user file (`~/.airlock/config.toml`).
 func load(
-    project: String? = nil, local: String? = nil, user: String? = nil, environment: [String: String] = ["HOME": "/home/u"]
+    project: String? = nil, local: String? = nil, user: String? = nil, rustUser: String? = nil,
+    environment: [String: String] = ["HOME": "/home/u"]
 ) throws(ConfigError) -> ConfigLoader.Result {
     var files: [String: String] = [:]
     if let project { files["/p/airlock.toml"] = project }
     if let local { files["/p/airlock.local.toml"] = local }
     if let user { files["/home/u/.config/airlock/config.toml"] = user }
+    if let rustUser { files["/home/u/.airlock/config.toml"] = rustUser }
     return try ConfigLoader(
-        projectRoot: "/p", userConfigPath: "/home/u/.config/airlock/config.toml", environment: environment,
+        projectRoot: "/p", userConfigPath: "/home/u/.config/airlock/config.toml",
+        sharedUserConfigPaths: ConfigLoader.sharedUserConfigPaths(environment: environment), environment: environment,
         fileSystem: MemoryFiles(files: files)
     ).load()
 }

@@ -236,7 +236,7 @@ struct EgressJudgeTests {
             Issue.record("an unconfigured port must be denied")
             return
         }
-        #expect(reason == "no guest port forward for host.airlock.internal:5001" && fix.contains("guest = [\"5001:<host port>\"]"))
+        #expect(reason == "no port forward to the host for host.airlock.internal:5001" && fix.contains("host = [\"<host port>:5001\"]"))
         guard case .forward(let socket) = judge.judgeSocket(named: "ssh") else {
             Issue.record("a configured socket forward")
             return

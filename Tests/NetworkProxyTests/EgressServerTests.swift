@@ -178,7 +178,7 @@ struct EgressServerTests {
             #expect(answer.text == "ping")
             let other = try await setup.guest.exchange(host: EgressRequest.forwardHost, port: 5001, send: "ping")
             #expect(other.status == "403")
-            #expect(other.reason?.contains("no guest port forward") == true)
+            #expect(other.reason?.contains("no port forward to the host") == true)
             let records = await setup.records.wait(for: 2)
             #expect(records.contains { $0.verdict == .forward && $0.rule == "ports.api" && $0.bytesUp == 4 && $0.bytesDown == 4 })
             await setup.guest.close()

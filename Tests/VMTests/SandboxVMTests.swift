@@ -436,7 +436,7 @@ struct SandboxVMTests {
         allow = ["public.test"]
 
         [network.ports.back]
-        guest = ["\(servers.http + 2):\(servers.http)"]
+        host = ["\(servers.http):\(servers.http + 2)"]
 
         [network.sockets.echo]
         host = "\(servers.unix)"
@@ -491,14 +491,14 @@ struct SandboxVMTests {
             "the socket forwards are audited: \(log.stdout.suffix(2000))")
     }
 
-    @Test("a host port forward reaches a server in the guest, on 127.0.0.1 only")
+    @Test("guest = [\"host:guest\"]: the host's port reaches a server in the guest, on 127.0.0.1 only")
     func hostForward() async throws {
         let project = try VMEnvironment.repository()
         defer { VMEnvironment.cleanUp(project) }
         let hostPort = 20000 + Int(getpid() % 10000)
         try """
         [network.ports.web]
-        host = ["\(hostPort):8000"]
+        guest = ["\(hostPort):8000"]
         """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
         try VMEnvironment.git(["add", "airlock.toml"], in: project)
         try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "ports"], in: project)

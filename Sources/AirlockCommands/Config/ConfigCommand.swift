@@ -5,7 +5,8 @@ struct ConfigCommand: ParsableCommand {
         commandName: "config",
         abstract: "Show or check the configuration of this project.",
         discussion: """
-            Layers, lowest first: ~/.config/airlock/config.toml (user), presets named by \
+            Layers, lowest first: ~/.airlock/config.toml or ~/.airlock.toml (the Rust \
+            airlock's user file), ~/.config/airlock/config.toml (user), presets named by \
             `presets = [...]`, airlock.toml (project, shared), airlock.local.toml (personal, \
             git-ignored). Tables merge, arrays concatenate, scalars override; `enabled = false` \
             switches off a named entry from a lower layer.

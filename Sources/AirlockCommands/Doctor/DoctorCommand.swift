@@ -25,7 +25,8 @@ struct DoctorCommand: ParsableCommand {
         var configured = GuestAssets.Configured()
         let project = Project.discover(from: currentDirectory())
         let loader = ConfigLoader(
-            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment), environment: environment)
+            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment),
+            sharedUserConfigPaths: ConfigLoader.sharedUserConfigPaths(environment: environment), environment: environment)
         do {
             let loaded = try loader.load()
             requested = loaded.config.vm.backend

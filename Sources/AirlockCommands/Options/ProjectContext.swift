@@ -21,7 +21,8 @@ struct ProjectContext {
             Terminal.standardError.write("warning: could not add airlock's files to .git/info/exclude: \(error)\n")
         }
         let loader = ConfigLoader(
-            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment), environment: environment)
+            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment),
+            sharedUserConfigPaths: ConfigLoader.sharedUserConfigPaths(environment: environment), environment: environment)
         do {
             let loaded = try loader.load()
             return ProjectContext(project: project, loaded: loaded, environment: environment)

@@ -31,7 +31,9 @@ public struct Images: Sendable {
         config: AirlockConfig, environment: [String: String], credentials: (@Sendable (String) -> Credentials?)? = nil,
         reporter: (@Sendable () -> any PullReporting)? = nil, note: (@Sendable (String) -> Void)? = nil
     ) {
-        var options = RegistryClient.Options(insecureRegistries: config.insecureRegistries, environment: environment)
+        var insecure = config.insecureRegistries
+        if config.vm.imageInsecure, let reference = try? ImageReference(parsing: config.vm.image) { insecure.insert(reference.registry) }
+        var options = RegistryClient.Options(insecureRegistries: insecure, environment: environment)
         options.prompt = credentials
         self.store = ImageStore(root: ImageStore.defaultRoot(environment: environment))
         self.options = options
