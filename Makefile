@@ -17,7 +17,7 @@ APT_PACKAGES := git pkg-config libgit2-dev zlib1g-dev libseccomp-dev libarchive-
 # The guest: the static PID 1, the Debian kernel and the initramfs, in $(ASSETS).
 ASSETS := $(OUT)/assets
 GUEST_BUILD := .build-guest
-GUEST_SOURCES := $(shell find Sources/airlock-guest Sources/GuestLink Sources/CShim Sources/CGuestInit -type f) Package.swift
+GUEST_SOURCES := $(shell find Sources/airlock-guest Sources/GuestAgent Sources/GuestLink Sources/AirlockSystem Sources/CShim Sources/CGuestInit -type f) Package.swift
 
 .PHONY: deps build guest kernel release test integration bench demo fmt fmt-check clean
 

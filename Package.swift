@@ -222,7 +222,7 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI", "Sandbox", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "SandboxTests",
-            dependencies: ["Sandbox", "Config", "Machine", "NetworkProxy", "GuestLink", "AirlockSystem", "TestSupport"],
+            dependencies: ["Sandbox", "Config", "Machine", "NetworkProxy", "GuestLink", "GitReview", "AirlockSystem", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

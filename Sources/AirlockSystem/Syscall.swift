@@ -31,12 +31,41 @@ public enum Syscall {
         }
     }
 
+    /// Sends every byte of `bytes` on the socket `fd`. MSG_NOSIGNAL: a peer that went away is
+    /// an error (EPIPE), not a SIGPIPE.
+    public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, subject: String) throws(SystemError) {
+        guard let base = bytes.baseAddress else { return }
+        var sent = 0
+        while sent < bytes.count {
+            sent += try retrying("send", subject) { send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
+        }
+    }
+
+    public static func sendAll(_ fd: Int32, _ bytes: [UInt8], subject: String) throws(SystemError) {
+        var sent = 0
+        while sent < bytes.count {
+            sent += try retrying("send", subject) { bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+        }
+    }
+
+    /// Reads `count` bytes from `fd`, fewer only when its end comes first.
+    public static func read(_ fd: Int32, exactly count: Int, subject: String) throws(SystemError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let n = try retrying("read", subject) { bytes[filled...].withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+            if n == 0 { break }
+            filled += n
+        }
+        return Array(bytes[0..<filled])
+    }
+
     /// Reads `fd` to its end, at most `limit` bytes; more is an error (EFBIG).
     public static func readAll(_ fd: Int32, limit: Int, subject: String) throws(SystemError) -> [UInt8] {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let count = try retrying("read", subject) { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
+            let count = try retrying("read", subject) { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
             if count == 0 { return bytes }
             guard bytes.count + count <= limit else { throw SystemError("read", subject, errno: EFBIG) }
             bytes += chunk[0..<count]

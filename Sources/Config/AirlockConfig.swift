@@ -85,25 +85,101 @@ public struct AirlockConfig: Sendable, Equatable {
         public var sockets: [String: SocketForward] = [:]
     }
 
+    /// `[mounts.<name>]`: a host directory or file shared into the VM.
     public struct Mount: Sendable, Equatable {
-        public enum Missing: String, Sendable {
-            case fail, warn, ignore, create
+        /// What a start does when `source` does not exist.
+        public enum Missing: String, Sendable, CaseIterable {
+            case fail, warn, ignore
+            /// The Rust airlock's older name for `create-dir`.
+            case create
             case createDir = "create-dir"
             case createFile = "create-file"
         }
+        /// On the host: absolute (`~/` expanded), or relative to the project.
         public var source: String
+        /// In the VM: absolute, `~/…` (the agent's home), or relative to the project.
         public var target: String
         public var readOnly = true
         public var missing = Missing.fail
+        /// The contents a `create-file` source starts with.
+        public var fileContent = ""
+        /// The permission bits a created source gets (0o755 for a directory, 0o644 for a file).
+        public var createMode: UInt32?
+
+        public init(
+            source: String, target: String, readOnly: Bool = true, missing: Missing = .fail, fileContent: String = "", createMode: UInt32? = nil
+        ) {
+            self.source = source
+            self.target = target
+            self.readOnly = readOnly
+            self.missing = missing
+            self.fileContent = fileContent
+            self.createMode = createMode
+        }
+
+        /// Permission bits from an octal string (`"644"`, `"0755"`).
+        public static func mode(_ text: String) -> UInt32? {
+            guard !text.isEmpty, text.count <= 5, let value = UInt32(text, radix: 8), value <= 0o7777 else { return nil }
+            return value
+        }
     }
 
     public struct Disk: Sendable, Equatable {
         public var size = ByteSize.gibibytes(10)
+        /// `[disk.cache.<name>] paths`, enabled entries: in the VM (absolute, `~/…` for the
+        /// agent's home, or relative to the project), each kept on the state disk.
         public var caches: [String: [String]] = [:]
+        /// Every declared cache, enabled or not: the state disk keeps their contents (switching
+        /// one off and on again loses nothing); the others' are deleted at the next start.
+        public var keptCaches: [String] = []
+
+        public static func isValidCacheName(_ name: String) -> Bool {
+            !name.isEmpty && name.count <= 64 && !name.hasPrefix(".")
+                && name.unicodeScalars.allSatisfy {
+                    ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)
+                }
+        }
     }
 
+    /// `[daemons.<name>]`: a process the VM runs beside its sessions (the Rust airlock's keys).
     public struct Daemon: Sendable, Equatable {
+        public enum Restart: String, Sendable, CaseIterable {
+            /// Whenever it ends, up to `maxRestarts` times.
+            case always
+            /// Only when it fails (a non-zero exit or a signal).
+            case onFailure = "on-failure"
+        }
+
+        /// The signals a daemon may be asked to stop with.
+        public static let signals: [(name: String, number: Int32)] = [
+            ("SIGTERM", 15), ("SIGINT", 2), ("SIGHUP", 1), ("SIGQUIT", 3), ("SIGUSR1", 10), ("SIGUSR2", 12), ("SIGKILL", 9),
+        ]
+
         public var command: [String]
+        /// In the VM: absolute, or `~/…` (the agent's home).
+        public var cwd = "/"
+        /// Set on top of the root's base environment (not the sessions' `[env]`), templates
+        /// expanded from the host environment.
+        public var env: [String: String] = [:]
+        public var signal: Int32 = 15
+        /// Seconds between `signal` and SIGKILL; 0 waits without end.
+        public var timeout = 10
+        public var restart = Restart.always
+        /// Restarts after the first start; 0: no limit.
+        public var maxRestarts = 10
+
+        public init(
+            command: [String], cwd: String = "/", env: [String: String] = [:], signal: Int32 = 15, timeout: Int = 10, restart: Restart = .always,
+            maxRestarts: Int = 10
+        ) {
+            self.command = command
+            self.cwd = cwd
+            self.env = env
+            self.signal = signal
+            self.timeout = timeout
+            self.restart = restart
+            self.maxRestarts = maxRestarts
+        }
     }
 
     public var presets: [String] = []
@@ -223,48 +299,78 @@ extension AirlockConfig {
         for (name, entry) in enabledEntries(root["mounts"]) {
             let path = ["mounts", name]
             if let source = required(entry, "source", path), let target = required(entry, "target", path) {
+                let missing = entry["missing"]?.string.flatMap(Mount.Missing.init(rawValue:)) ?? .fail
+                // Parse nothing that does nothing: these two act only when a start creates the source.
+                if let content = entry["file_content"], missing != .createFile {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: content.origin.location, "[mounts.\(name)] file_content is used only with missing = \"create-file\"",
+                            hint: "add missing = \"create-file\", or remove file_content"))
+                }
+                if let mode = entry["create_mode"], ![.create, .createDir, .createFile].contains(missing) {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: mode.origin.location, "[mounts.\(name)] create_mode is used only with missing = \"create-dir\" or \"create-file\"",
+                            hint: "add missing = \"create-dir\" or \"create-file\", or remove create_mode"))
+                }
                 mounts[name] = Mount(
-                    source: expandHome(source), target: target,
-                    readOnly: entry["read_only"]?.boolean ?? true,
-                    missing: entry["missing"]?.string.flatMap(Mount.Missing.init(rawValue:)) ?? .fail)
+                    source: expandHome(source), target: target, readOnly: entry["read_only"]?.boolean ?? true, missing: missing,
+                    fileContent: entry["file_content"]?.string ?? "", createMode: entry["create_mode"]?.string.flatMap(Mount.mode))
             }
         }
         if let node = root["disk"] {
             disk.size = size(node["size"]) ?? disk.size
-            for (name, entry) in enabledEntries(node["cache"]) {
-                disk.caches[name] = (entry["paths"]?.elements ?? []).compactMap(\.string)
-            }
-        }
-        for (variable, node) in root["env"]?.entries ?? [] {
-            // `NAME = "template"`, or `NAME = { value = "template", optional = true }` (the Rust
-            // airlock's forms). A `${VAR}` without a default whose host variable is unset leaves
-            // the value incomplete: an optional one is left out; any other is refused at start.
-            guard let template = node.string ?? node["value"]?.string else {
-                problems.append(
-                    ConfigDiagnostic(
-                        at: node.origin.location, "`env.\(variable)` needs `value`", hint: "e.g. \(variable) = { value = \"${\(variable)}\" }"))
-                continue
-            }
-            do {
-                var seen = Set<String>()
-                let unset = try EnvTemplate.requiredVariables(in: template).filter { environment[$0] == nil && seen.insert($0).inserted }
-                if !unset.isEmpty {
-                    if node["optional"]?.boolean != true {
-                        let names = unset.map { "$" + $0 }.joined(separator: ", ")
-                        unsetVariables.append(
-                            ConfigDiagnostic(
-                                at: node.origin.location, "`env.\(variable)` needs \(names), unset on this host",
-                                hint:
-                                    "set it, give a default (${\(unset[0]):value}), or write \(variable) = { value = \"…\", optional = true } to leave it out when unset"
-                            ))
-                    }
+            for (name, entry) in node["cache"]?.entries ?? [] {
+                guard Disk.isValidCacheName(name) else {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: entry.origin.location, "[disk.cache.\(name)]: a cache's name names its directory on the state disk",
+                            hint: "use letters, digits, `-`, `_` and `.`, not starting with `.`"))
                     continue
                 }
-                env[variable] = try EnvTemplate.expand(template) { environment[$0] }
-            } catch {
-                problems.append(ConfigDiagnostic(at: node.origin.location, "`env.\(variable)`: \(error.message)"))
+                disk.keptCaches.append(name)
+                if entry["enabled"]?.boolean ?? true {
+                    disk.caches[name] = (entry["paths"]?.elements ?? []).compactMap(\.string)
+                }
             }
+            disk.keptCaches.sort()
         }
+        // `NAME = "template"`, or `NAME = { value = "template", optional = true }` (the Rust
+        // airlock's forms). A `${VAR}` without a default whose host variable is unset leaves the
+        // value incomplete: an optional one is left out; any other is refused at start.
+        func expandEnvironment(_ table: ConfigNode?, _ prefix: String) -> [String: String] {
+            var expanded: [String: String] = [:]
+            for (variable, node) in table?.entries ?? [] {
+                guard let template = node.string ?? node["value"]?.string else {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: node.origin.location, "`\(prefix).\(variable)` needs `value`",
+                            hint: "e.g. \(variable) = { value = \"${\(variable)}\" }"))
+                    continue
+                }
+                do {
+                    var seen = Set<String>()
+                    let unset = try EnvTemplate.requiredVariables(in: template).filter { environment[$0] == nil && seen.insert($0).inserted }
+                    if !unset.isEmpty {
+                        if node["optional"]?.boolean != true {
+                            let names = unset.map { "$" + $0 }.joined(separator: ", ")
+                            unsetVariables.append(
+                                ConfigDiagnostic(
+                                    at: node.origin.location, "`\(prefix).\(variable)` needs \(names), unset on this host",
+                                    hint:
+                                        "set it, give a default (${\(unset[0]):value}), or write \(variable) = { value = \"…\", optional = true } to leave it out when unset"
+                                ))
+                        }
+                        continue
+                    }
+                    expanded[variable] = try EnvTemplate.expand(template) { environment[$0] }
+                } catch {
+                    problems.append(ConfigDiagnostic(at: node.origin.location, "`\(prefix).\(variable)`: \(error.message)"))
+                }
+            }
+            return expanded
+        }
+        env = expandEnvironment(root["env"], "env")
         for (name, entry) in enabledEntries(root["mask"]) {
             masks[name] = (entry["paths"]?.elements ?? []).compactMap(\.string)
         }
@@ -275,7 +381,11 @@ extension AirlockConfig {
                     ConfigDiagnostic(
                         at: entry.origin.location, "[daemons.\(name)] needs a non-empty `command`", hint: "e.g. command = [\"redis-server\"]"))
             } else {
-                daemons[name] = Daemon(command: command)
+                let signal = entry["signal"]?.string.flatMap { name in Daemon.signals.first { $0.name == name }?.number } ?? 15
+                daemons[name] = Daemon(
+                    command: command, cwd: entry["cwd"]?.string ?? "/", env: expandEnvironment(entry["env"], "daemons.\(name).env"), signal: signal,
+                    timeout: entry["timeout"]?.integer ?? 10, restart: entry["restart"]?.string.flatMap(Daemon.Restart.init(rawValue:)) ?? .always,
+                    maxRestarts: entry["max_restarts"]?.integer ?? 10)
             }
         }
         for (name, entry) in enabledEntries(root["registries"]) where entry["insecure"]?.boolean == true {
@@ -321,10 +431,13 @@ extension AirlockConfig {
         if let readOnly = root["workspace"]?["read_only"] {
             refuse(readOnly, "[workspace] read_only", "remove it: the clone is the VM's to change")
         }
-        for (variable, node) in root["env"]?.entries ?? [] where node["mask"]?.boolean == true {
-            refuse(
-                node["mask"] ?? node, "`env.\(variable)` with mask = true",
-                "remove mask (the value then enters the VM as it is), or leave the variable out until masked values arrive")
+        let daemonEnvironments = enabledEntries(root["daemons"]).map { ("daemons.\($0.name).env", $0.node["env"]) }
+        for (prefix, table) in [("env", root["env"])] + daemonEnvironments {
+            for (variable, node) in table?.entries ?? [] where node["mask"]?.boolean == true {
+                refuse(
+                    node["mask"] ?? node, "`\(prefix).\(variable)` with mask = true",
+                    "remove mask (the value then enters the VM as it is), or leave the variable out until masked values arrive")
+            }
         }
         return problems
     }

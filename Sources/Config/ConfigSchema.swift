@@ -20,6 +20,10 @@ indirect enum Schema: Sendable {
     case absolutePath(homeRelative: Bool)
     /// A path relative to the project, never leaving it.
     case projectPath
+    /// A `[mounts.*]` path: absolute, `~/…`, or relative to the project.
+    case mountPath
+    /// Permission bits as an octal string (`"755"`), as the Rust airlock writes them.
+    case fileMode
     case array(Schema)
     case table([(key: String, schema: Schema)])
     /// Entries named by the user (`[mounts.<name>]`), each a table of the given fields plus `enabled`.
@@ -33,7 +37,8 @@ indirect enum Schema: Sendable {
 
     var expectation: String {
         switch self {
-        case .string, .absolutePath, .projectPath: "a string"
+        case .string, .absolutePath, .projectPath, .mountPath: "a string"
+        case .fileMode: "an octal mode string such as \"644\""
         case .integer(let range): "an integer from \(range.lowerBound) to \(range.upperBound)"
         case .boolean: "true or false"
         case .size: "a size such as \"512M\" or \"10G\""
@@ -56,10 +61,6 @@ enum AirlockSchema {
     /// silences them, as does a flag set to false; nothing inside a refused entry is listed
     /// again.
     static let notYet: [(path: String, hint: String)] = [
-        ("mounts.*", "remove the entry (or set enabled = false); meanwhile the VM sees only the project's clone"),
-        ("mask.*", "remove the entry (or set enabled = false); files the project does not track are never copied into the clone"),
-        ("daemons.*", "remove the entry (or set enabled = false), and start the process in your command instead"),
-        ("disk.cache.*", "remove the entry (or set enabled = false); the state disk already keeps what the VM writes outside the project"),
         (
             "network.middleware.*",
             "remove the entry (or set enabled = false); give the agent what the request needs another way until middleware arrives"
@@ -67,15 +68,10 @@ enum AirlockSchema {
         ("vm.harden", "remove it (or set it to false): the agent may become root inside the VM (sudo); the VM is the boundary"),
         ("vm.kvm", "remove it (or set it to false): nested KVM is not offered"),
         ("vm.image.pull-policy", "remove it: a stored image is used as it is; `airlock image pull` fetches the newest"),
-        ("mounts.*.file_content", "remove it"),
-        ("mounts.*.create_mode", "remove it"),
-        ("daemons.*.cwd", "remove it"),
-        ("daemons.*.env", "remove it"),
-        ("daemons.*.signal", "remove it"),
-        ("daemons.*.timeout", "remove it"),
-        ("daemons.*.restart", "remove it"),
-        ("daemons.*.max_restarts", "remove it"),
-        ("daemons.*.harden", "remove it"),
+        (
+            "daemons.*.harden",
+            "remove it (or set it to false): daemons run as the agent does, which may become root inside the VM (sudo)"
+        ),
     ]
 
     /// Whether `path` is a `notYet` path or leads into one (a file may hold it).
@@ -147,11 +143,14 @@ enum AirlockSchema {
         (
             "mounts",
             .named([
-                ("source", .absolutePath(homeRelative: true)),
-                // `~/` is the agent's home in the VM.
-                ("target", .absolutePath(homeRelative: true)),
+                // On the host: `~/` is the user's home, a relative path the project's.
+                ("source", .mountPath),
+                // In the VM: `~/` is the agent's home, a relative path the project's.
+                ("target", .mountPath),
                 ("read_only", .boolean),
-                ("missing", .choice(["fail", "warn", "ignore", "create", "create-dir", "create-file"])),
+                ("missing", .choice(AirlockConfig.Mount.Missing.allCases.map(\.rawValue))),
+                ("file_content", .string),
+                ("create_mode", .fileMode),
             ])
         ),
         (
@@ -159,12 +158,24 @@ enum AirlockSchema {
             .table([
                 ("size", .size),
                 // Absolute, `~/` (the agent's home) or relative to the project, as the Rust airlock's.
-                ("cache", .named([("paths", .array(.string))])),
+                ("cache", .named([("paths", .array(.mountPath))])),
             ])
         ),
         ("env", .environment),
         ("mask", .named([("paths", .array(.projectPath))])),
-        ("daemons", .named([("command", .array(.string))])),
+        (
+            "daemons",
+            .named([
+                ("command", .array(.string)),
+                // In the VM: absolute, or `~/…` (the agent's home).
+                ("cwd", .absolutePath(homeRelative: true)),
+                ("env", .environment),
+                ("signal", .choice(AirlockConfig.Daemon.signals.map(\.name))),
+                ("timeout", .integer(0...86_400)),
+                ("restart", .choice(AirlockConfig.Daemon.Restart.allCases.map(\.rawValue))),
+                ("max_restarts", .integer(0...1_000_000)),
+            ])
+        ),
         // OCI registries by host[:port] as written in image references.
         ("registries", .named([("insecure", .boolean)])),
     ])
@@ -231,10 +242,26 @@ struct SchemaValidator {
         case .projectPath:
             guard let text = node.string else { return wrongType() }
             let parts = text.split(separator: "/")
-            if text.hasPrefix("/") || parts.contains("..") || parts.isEmpty {
+            if text.hasPrefix("/") || text.hasPrefix("~") || parts.contains("..") || parts.allSatisfy({ $0 == "." }) {
                 diagnostics.append(
                     ConfigDiagnostic(at: location, "\(name) is \"\(text)\"; it must be a path inside the project, relative to its root, without `..`")
                 )
+            }
+        case .mountPath:
+            guard let text = node.string else { return wrongType() }
+            if text.isEmpty || text.contains("\0") || (text.hasPrefix("~") && text != "~" && !text.hasPrefix("~/")) {
+                diagnostics.append(
+                    ConfigDiagnostic(
+                        at: location, "\(name) is \"\(text)\"; it must be an absolute path, start with ~/, or be relative to the project",
+                        hint: text.hasPrefix("~") ? "~user is not expanded: write the whole path" : nil))
+            }
+        case .fileMode:
+            guard let text = node.string else { return wrongType() }
+            if AirlockConfig.Mount.mode(text) == nil {
+                diagnostics.append(
+                    ConfigDiagnostic(
+                        at: location, "\(name) is \"\(text)\"; it must be octal permission bits, at most 7777",
+                        hint: "for example \"644\" or \"0600\""))
             }
         case .array(let element):
             guard case .array(let elements) = node.value else { return wrongType() }

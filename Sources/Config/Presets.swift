@@ -4,7 +4,8 @@
 ///
 /// The names of the presets and of their rules are the Rust airlock's, so a file written for it
 /// (`[network.rules.debian-packages] enabled = false`) means the same here. Its presets'
-/// `[mounts.*]` and `[network.middleware.*]` are left out until this airlock has them.
+/// `[mounts.*]` (the agents' settings) and `[network.middleware.*]` (their tokens) come with
+/// the agents' sign-in support.
 public enum Presets {
     public static let all: [(name: String, text: String)] = [
         (

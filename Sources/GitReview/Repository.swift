@@ -112,8 +112,9 @@ public final class Repository {
 
 extension Repository {
     /// The working tree's changes against HEAD (staged, unstaged and untracked files), as a
-    /// patch with binary content; empty when the tree is clean.
-    public func uncommittedPatch() throws(GitError) -> [UInt8] {
+    /// patch with binary content, leaving out the files `masks` hide; empty when the tree is
+    /// clean.
+    public func uncommittedPatch(excluding masks: MaskedPaths = MaskedPaths([:])) throws(GitError) -> [UInt8] {
         guard let head = headCommit else { return [] }
         let tree = try treeOfCommit(head)
         defer { git_tree_free(tree) }
@@ -126,11 +127,21 @@ extension Repository {
         try GitError.check(git_diff_tree_to_workdir_with_index(&diff, pointer, tree, &options), "diff your working tree")
         defer { git_diff_free(diff) }
         guard git_diff_num_deltas(diff) > 0 else { return [] }
-        var buffer = git_buf()
-        defer { git_buf_dispose(&buffer) }
-        try GitError.check(git_diff_to_buf(&buffer, diff, GIT_DIFF_FORMAT_PATCH), "format your changes")
-        guard let bytes = buffer.ptr else { return [] }
-        return Array(UnsafeRawBufferPointer(start: bytes, count: buffer.size))
+        var patch: [UInt8] = []
+        // One file's patch at a time, leaving out what a mask hides.
+        for index in 0..<git_diff_num_deltas(diff) {
+            guard let delta = git_diff_get_delta(diff, index) else { continue }
+            let paths = [delta.pointee.old_file.path, delta.pointee.new_file.path].compactMap { $0.map { String(cString: $0) } }
+            if paths.contains(where: { masks.covering($0) != nil }) { continue }
+            var filePatch: OpaquePointer?
+            try GitError.check(git_patch_from_diff(&filePatch, diff, index), "format your changes")
+            defer { git_patch_free(filePatch) }
+            var buffer = git_buf()
+            defer { git_buf_dispose(&buffer) }
+            try GitError.check(git_patch_to_buf(&buffer, filePatch), "format your changes")
+            if let bytes = buffer.ptr { patch += UnsafeRawBufferPointer(start: bytes, count: buffer.size) }
+        }
+        return patch
     }
 
     /// Applies `patch` (from `uncommittedPatch`) to this repository's working tree and index

@@ -65,8 +65,11 @@ public enum SandboxFetch {
     ///   - base: the commit the sandbox started from, when recorded.
     ///   - journal: what the last session changed, when it can be used (the sandbox is
     ///     stopped); nil scans the whole working tree.
+    ///   - masks: paths never brought home: left out of the uncommitted capture; a branch
+    ///     whose new commits hold a `[mask.*]` path is not fetched.
     public static func run(
-        project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?, journal: ChangeJournal? = nil
+        project: String, clone: String, mirror: String, sandbox: String, base: ObjectID?, journal: ChangeJournal? = nil,
+        masks: MaskedPaths = MaskedPaths([:])
     ) throws(GitReviewError) -> FetchReport {
         _ = LibGit2Runtime.initialised
         let user: Repository
@@ -77,7 +80,7 @@ public enum SandboxFetch {
         }
         let mirrored = try CloneMirror.sync(clone: clone, into: mirror, projectObjects: user.objectsDirectory)
         do {
-            return try fetch(user: user, mirror: mirrored, clone: clone, sandbox: sandbox, base: base, journal: journal)
+            return try fetch(user: user, mirror: mirrored, clone: clone, sandbox: sandbox, base: base, journal: journal, masks: masks)
         } catch {
             // What was refused usually explains the failure (a pack left out, say).
             guard !mirrored.refusals.isEmpty else { throw error }
@@ -87,7 +90,8 @@ public enum SandboxFetch {
     }
 
     private static func fetch(
-        user: Repository, mirror: CloneMirror, clone: String, sandbox: String, base: ObjectID?, journal: ChangeJournal?
+        user: Repository, mirror: CloneMirror, clone: String, sandbox: String, base: ObjectID?, journal: ChangeJournal?,
+        masks: MaskedPaths
     ) throws(GitReviewError) -> FetchReport {
         var refused = mirror.refusals
         let source: Repository
@@ -108,7 +112,7 @@ public enum SandboxFetch {
         if let head = source.headCommit {
             do {
                 let captured = try captureUncommitted(
-                    in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, journal: journal, refused: &refused)
+                    in: source, mirror: mirror, clone: clone, head: head, sandbox: sandbox, journal: journal, masks: masks, refused: &refused)
                 check = captured.check
                 if let captured = captured.work {
                     if targets[prefix + uncommittedName] != nil {
@@ -126,6 +130,21 @@ public enum SandboxFetch {
         }
 
         let before = user.references(under: prefix)
+        // A masked path in a new commit: that ref keeps what an earlier fetch brought, if any.
+        for (name, id) in targets.sorted(by: { $0.key < $1.key }) {
+            let found: MaskedPathInHistory?
+            do {
+                found = try source.maskedPath(in: masks.fromMasks, from: id, notIn: user)
+            } catch {
+                throw GitReviewError("cannot look for masked paths in the sandbox's commits", cause: error)
+            }
+            guard let found else { continue }
+            refused.append(
+                "`\(name.dropFirst(prefix.count))` is not fetched: commit \(found.commit.short) has \(found.path.path), which [\(found.path.entry)] hides; "
+                    + "remove it from that history in the sandbox, or drop the mask")
+            targets[name] = before[name]
+            if name == prefix + uncommittedName { uncommittedPaths = [] }
+        }
         do {
             try user.receive(Array(Set(targets.values)), from: source)
             for (name, id) in targets where before[name] != id { try user.setReference(name, to: id, message: "airlock fetch") }
@@ -176,7 +195,7 @@ public enum SandboxFetch {
     /// `journal` that can vouch for the rest, only the paths it names are looked at.
     static func captureUncommitted(
         in source: Repository, mirror: CloneMirror, clone: String, head: ObjectID, sandbox: String, journal: ChangeJournal?,
-        refused: inout [String]
+        masks: MaskedPaths, refused: inout [String]
     ) throws -> (work: (commit: ObjectID, paths: [String])?, check: FetchReport.WorkingTreeCheck) {
         var index: OpaquePointer?
         defer { git_index_free(index) }
@@ -195,7 +214,7 @@ public enum SandboxFetch {
                 only = journal.paths(indexTreeNow: ObjectID(tree), in: source)
             }
         }
-        var scan = WorkingTreeScan(repository: source, clone: clone, indexTime: mirror.indexTime)
+        var scan = WorkingTreeScan(repository: source, clone: clone, indexTime: mirror.indexTime, masks: masks)
         var tree = try scan.tree(index: index, only: only)
         if only != nil && scan.sawHardLink {
             // A second name for a file: what changed through it can't be told. Everything.
@@ -203,7 +222,7 @@ public enum SandboxFetch {
             index = nil
             try GitError.check(git_index_open(&index, mirror.path + "/index"), "read the clone's index")
             only = nil
-            scan = WorkingTreeScan(repository: source, clone: clone, indexTime: mirror.indexTime)
+            scan = WorkingTreeScan(repository: source, clone: clone, indexTime: mirror.indexTime, masks: masks)
             tree = try scan.tree(index: index)
         }
         let check: FetchReport.WorkingTreeCheck = only == nil ? .scan : .journal

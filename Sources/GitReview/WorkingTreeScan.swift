@@ -24,6 +24,8 @@ struct WorkingTreeScan {
 
     let repository: Repository
     let clone: String
+    /// Paths left out whatever the clone holds there (and named in `refused`).
+    let masks: MaskedPaths
     /// When the clone's index was written: files changed in that same instant are hashed.
     let indexTime: timespec?
     private(set) var refused: [String] = []
@@ -39,9 +41,10 @@ struct WorkingTreeScan {
     /// Paths whose working-tree version must be read, with their index entry when tracked.
     private var candidates: [(path: String, entry: Entry?)] = []
 
-    init(repository: Repository, clone: String, indexTime: timespec?) {
+    init(repository: Repository, clone: String, indexTime: timespec?, masks: MaskedPaths = MaskedPaths([:])) {
         self.repository = repository
         self.clone = clone
+        self.masks = masks
         self.indexTime = indexTime
     }
 
@@ -90,7 +93,29 @@ struct WorkingTreeScan {
             changedPaths.append(path)
         }
         for path in Set(conflicted) where !candidates.contains(where: { $0.path == path }) { candidates.append((path, nil)) }
-        for candidate in candidates { try capture(candidate.path, entry: candidate.entry, from: root, into: index) }
+        var masked: [String] = []
+        for candidate in candidates {
+            if masks.covering(candidate.path) != nil {
+                masked.append(candidate.path)
+                continue
+            }
+            try capture(candidate.path, entry: candidate.entry, from: root, into: index)
+        }
+        // Staged there too: out of the index as well.
+        if !masks.isEmpty {
+            for position in (0..<git_index_entrycount(index)).reversed() {
+                guard let entry = git_index_get_byindex(index, position), let cPath = entry.pointee.path else { continue }
+                let path = String(cString: cPath)
+                if masks.covering(path) != nil {
+                    masked.append(path)
+                    git_index_remove(index, path, 0)
+                }
+            }
+        }
+        for path in Set(masked).sorted() {
+            refused.append("\(path) left out: [\(masks.covering(path)?.entry ?? "mask")] hides it")
+        }
+        changedPaths.removeAll { masks.covering($0) != nil }
         var tree = git_oid()
         try GitError.check(git_index_write_tree_to(&tree, index, repository.pointer), "write the uncommitted tree")
         changedPaths.sort()

@@ -111,14 +111,7 @@ enum DNSServer {
     }
 
     private static func readExactly(_ fd: Int32, _ count: Int) -> [UInt8]? {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = bytes[done...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return nil }
-            done += n
-        }
+        guard let bytes = try? Syscall.read(fd, exactly: count, subject: "a DNS client"), bytes.count == count else { return nil }
         return bytes
     }
 }

@@ -110,6 +110,7 @@ struct LinkServer {
                             try await GuestForwards.listen(socket: forward, root: RootBuilder.root, spec: spec, link: link)
                         }
                         System.log("setup: network ready (no card; TCP through the host)")
+                        await Daemons.shared.start(spec.daemons, user: spec.user, group: spec.group)
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     } catch {
                         System.log("setup failed: \(error)")
@@ -120,7 +121,10 @@ struct LinkServer {
                     try await session.run()
                 case ForwardRequest.path:
                     try await GuestForwards.forward(try ForwardRequest(headers: headers.headers), frames: Handoff(value: frames), outbound: outbound)
+                case LinkNames.Path.daemons:
+                    try await Self.respond(outbound, status: "200", body: DaemonStatus.encode(await Daemons.shared.all))
                 case LinkNames.Path.powerOff:
+                    await Daemons.shared.stopAll()
                     try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     EarlyInit.powerOff()
                 default:

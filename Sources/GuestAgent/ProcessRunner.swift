@@ -23,7 +23,7 @@ enum ProcessRunner {
     /// Spawns `arguments` with the given stdio and options; returns its pid.
     static func spawn(
         _ arguments: [String], environment: [String], stdin: Int32, stdout: Int32, stderr: Int32,
-        options: airlock_spawn_options? = nil, root: String? = nil, workingDirectory: String? = nil
+        options: airlock_spawn_options? = nil, root: String? = nil, workingDirectory: String? = nil, flags: Int32 = 0
     ) throws -> pid_t {
         var failedStep: UnsafePointer<CChar>?
         let pid = Reaper.shared.spawn {
@@ -34,7 +34,7 @@ enum ProcessRunner {
                             var settings = options ?? airlock_spawn_options()
                             settings.root = rootPointer
                             settings.cwd = cwdPointer
-                            return airlock_spawn_ex(arguments[0], argv, envp, stdin, stdout, stderr, 0, &settings, &failedStep)
+                            return airlock_spawn_ex(arguments[0], argv, envp, stdin, stdout, stderr, flags, &settings, &failedStep)
                         }
                     }
                 }

@@ -63,15 +63,8 @@ enum RootBuilder {
             return
         }
         defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 64)
-        var filled = 0
-        while filled < bytes.count {
-            let n = bytes[filled...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            filled += n
-        }
-        let result = filled == bytes.count ? bytes.withUnsafeBytes { airlock_guest_reseed($0.baseAddress, Int32($0.count)) } : -EIO
+        let bytes = (try? Syscall.read(fd, exactly: 64, subject: "/dev/hwrng")) ?? []
+        let result = bytes.count == 64 ? bytes.withUnsafeBytes { airlock_guest_reseed($0.baseAddress, Int32($0.count)) } : -EIO
         if result != 0 { System.log("setup: reseeding the CRNG failed: \(errorText(-result))") }
     }
 
@@ -124,7 +117,10 @@ enum RootBuilder {
             chmod(skeleton + "/tmp", 0o1777)
             chmod(skeleton + "/var/tmp", 0o1777)
             for link in spec.links { try System.symlink(link.target, at: skeleton + link.path) }
-            for share in spec.shares { try FileSystem.makeDirectories(skeleton + share.path) }
+            // The system's mount points; those in the home are made in the root below, the user's.
+            for share in spec.shares where share.kind != .staging && !isInHome(share.path, spec) {
+                try FileSystem.makeDirectories(skeleton + share.path)
+            }
             for directory in spec.directories { try FileSystem.makeDirectories(skeleton + directory) }
             for file in spec.files { try FileSystem.write(skeleton + file.path, file.contents, mode: mode_t(file.mode)) }
             try FileSystem.makeDirectories(skeleton + spec.home)
@@ -139,7 +135,11 @@ enum RootBuilder {
         try System.mount("tmpfs", root + "/run", "tmpfs", flags: UInt(MS_NOSUID | MS_NODEV), options: "mode=0755")
         let transport = transports()
         var virtiofsTags: [String] = []
-        for share in spec.shares where share.kind != .layer {
+        // Parents before what they hold: a mount's target may lie in the project or in another.
+        let placed = spec.shares.filter { $0.kind != .layer }.enumerated()
+            .sorted { ($0.element.path.split(separator: "/").count, $0.offset) < ($1.element.path.split(separator: "/").count, $1.offset) }
+            .map(\.element)
+        for share in placed {
             if transport(share.tag) == .virtiofs { virtiofsTags.append(share.tag) }
             let mountPoint = shares + "/" + share.tag
             // Under 9p, read-only host directories can be cached freely; the writable workspace
@@ -156,12 +156,18 @@ enum RootBuilder {
                 try System.mount(
                     "overlay", root + share.path, "overlay", options: "lowerdir=\(mountPoint),upperdir=\(layer)/upper,workdir=\(layer)/work")
             case .direct:
-                try FileSystem.makeDirectories(root + share.path)
+                try makeMountPoint(share.path, directory: true, spec)
                 try System.mount(mountPoint, root + share.path, "none", flags: UInt(MS_BIND) | (share.readOnly ? UInt(MS_RDONLY) : 0))
-            case .layer:
+            case .layer, .staging:
                 break
             }
         }
+        // Single files, each from its staging share (which holds nothing but mounted files).
+        for file in spec.fileMounts {
+            try makeMountPoint(file.path, directory: false, spec)
+            try System.mount(shares + "/" + file.tag + "/" + file.name, root + file.path, "none", flags: UInt(MS_BIND))
+        }
+        try bindCaches(spec)
 
         System.log("setup: shares mounted" + (virtiofsTags.isEmpty ? " (9p)" : " (virtio-fs: " + virtiofsTags.joined(separator: ", ") + ")"))
         try System.mount("proc", root + "/proc", "proc", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
@@ -171,6 +177,67 @@ enum RootBuilder {
         var info = stat()
         if stat(root + spec.home, &info) == 0, info.st_uid != spec.user, spec.home != "/" {
             _ = chown(root + spec.home, spec.user, spec.group)
+        }
+    }
+
+    /// `[disk.cache.*]`: a directory of the state disk bound over each path, apart from the
+    /// root's writable layer (reset with a new image) and from the clone (replaced by `start
+    /// --fresh`). A new cache directory is the user's in the home and the project, else it
+    /// takes the owner of the one it covers. Directories of caches no entry declares any more
+    /// are deleted.
+    static func bindCaches(_ spec: SetupSpec) throws {
+        let caches = state + "/cache"
+        let project = spec.shares.first { $0.tag == LinkNames.workspaceTag }?.path
+        try FileSystem.makeDirectories(caches)
+        for name in FileSystem.entries(caches) where !spec.keptCaches.contains(name) {
+            System.log("setup: deleting cache \(name) (no [disk.cache.\(name)] any more)")
+            try? FileSystem.removeTree(caches + "/" + name)
+        }
+        for cache in spec.caches {
+            try makeMountPoint(cache.path, directory: true, spec)
+            let directory = caches + "/" + cache.name + cache.path
+            if !FileSystem.exists(directory) {
+                try FileSystem.makeDirectories(directory)
+                var info = stat()
+                if isInHome(cache.path, spec) || project.map({ cache.path.hasPrefix($0 + "/") }) == true {
+                    _ = chown(directory, spec.user, spec.group)
+                } else if stat(root + cache.path, &info) == 0 {
+                    _ = chown(directory, info.st_uid, info.st_gid)
+                }
+            }
+            try System.mount(directory, root + cache.path, "none", flags: UInt(MS_BIND))
+        }
+    }
+
+    static func isInHome(_ path: String, _ spec: SetupSpec) -> Bool {
+        spec.home != "/" && (path == spec.home || path.hasPrefix(spec.home + "/"))
+    }
+
+    /// Makes the missing parts of `path` in the root (a directory, or an empty file at the end
+    /// for a file mount), those in the home owned by the user. A symbolic link on the way is
+    /// refused (the root's upper layer persists, and a link there could steer the mount), one
+    /// at the end replaced.
+    static func makeMountPoint(_ path: String, directory: Bool, _ spec: SetupSpec) throws {
+        let parts = path.split(separator: "/")
+        var current = ""
+        for (index, part) in parts.enumerated() {
+            current += "/" + part
+            let full = root + current
+            let last = index == parts.count - 1
+            var info = stat()
+            if lstat(full, &info) == 0 {
+                guard (info.st_mode & S_IFMT) == S_IFLNK else { continue }
+                guard last else { throw SystemError("mount", "\(current) (a symbolic link, on the way to \(path))", errno: ELOOP) }
+                unlink(full)
+            }
+            if last && !directory {
+                let fd = open(full, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+                guard fd >= 0 else { throw SystemError.last("create", full) }
+                close(fd)
+            } else {
+                guard mkdir(full, 0o755) == 0 || errno == EEXIST else { throw SystemError.last("mkdir", full) }
+            }
+            if isInHome(current, spec) { _ = lchown(full, spec.user, spec.group) }
         }
     }
 

@@ -14,8 +14,11 @@ public enum LinkNames {
         public static let setup = "/v1/setup"
         /// Body: `ExecSpec` as the first session frame; then a session (see `SessionFrame`).
         public static let exec = "/v1/exec"
-        /// The guest syncs its disks and powers off.
+        /// The guest stops its daemons (each with its signal and timeout), syncs its disks and
+        /// powers off; it answers once the daemons are stopped.
         public static let powerOff = "/v1/poweroff"
+        /// Answer: `DaemonStatus.encode` of every `[daemons.*]` entry.
+        public static let daemons = "/v1/daemons"
     }
 
     /// 9p/virtiofs mount tag of the workspace share.

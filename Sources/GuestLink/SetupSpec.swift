@@ -12,6 +12,9 @@ public struct SetupSpec: Sendable, Equatable {
             /// A layer of the OCI image root (`SetupSpec.image`): mounted read-only under
             /// /mnt/shares, stacked by the root's overlayfs, never placed in the root itself.
             case layer = 2
+            /// A directory of single files (`SetupSpec.fileMounts`): mounted under /mnt/shares
+            /// only; each file is bind-mounted at its target.
+            case staging = 3
         }
 
         /// The 9p/virtiofs mount tag.
@@ -94,6 +97,80 @@ public struct SetupSpec: Sendable, Equatable {
     /// its root and carries connections to the host as `SocketRequest`s naming `name`.
     public var forwardSockets: [SocketForward] = []
 
+    /// `[mounts.*]` entries of single files: `name` in the `.staging` share `tag`, bind-mounted
+    /// at `path`. Mounted after every share, so a target may lie in a mounted directory.
+    public var fileMounts: [FileMount] = []
+
+    /// `[disk.cache.<name>]` paths: each a directory on the state disk (`cache/<name>/<path>`),
+    /// bound at `path` after every share and file mount.
+    public var caches: [Cache] = []
+    /// Every declared cache, enabled or not; the state disk's other cache directories are deleted.
+    public var keptCaches: [String] = []
+
+    /// `[daemons.*]`: started after setup, before the first session; stopped before power-off.
+    public var daemons: [Daemon] = []
+
+    public struct Daemon: Sendable, Equatable {
+        public enum Restart: UInt8, Sendable {
+            case always = 0
+            case onFailure = 1
+        }
+
+        /// One path component, not starting with `.` (its log directory's name).
+        public var name: String
+        public var arguments: [String]
+        /// `NAME=value` entries, complete (the root's base environment and the daemon's own).
+        public var environment: [String]
+        /// Absolute, in the guest's root.
+        public var workingDirectory: String
+        public var signal: Int32
+        /// Seconds between `signal` and SIGKILL; 0 waits without end.
+        public var timeout: UInt32
+        public var restart: Restart
+        /// 0: no limit.
+        public var maxRestarts: UInt32
+
+        public init(
+            name: String, arguments: [String], environment: [String], workingDirectory: String, signal: Int32, timeout: UInt32, restart: Restart,
+            maxRestarts: UInt32
+        ) {
+            self.name = name
+            self.arguments = arguments
+            self.environment = environment
+            self.workingDirectory = workingDirectory
+            self.signal = signal
+            self.timeout = timeout
+            self.restart = restart
+            self.maxRestarts = maxRestarts
+        }
+    }
+
+    public struct Cache: Sendable, Equatable {
+        /// One path component, not starting with `.`.
+        public var name: String
+        /// Absolute, in the guest's root.
+        public var path: String
+
+        public init(name: String, path: String) {
+            self.name = name
+            self.path = path
+        }
+    }
+
+    public struct FileMount: Sendable, Equatable {
+        public var tag: String
+        /// One path component.
+        public var name: String
+        /// Absolute, in the guest's root.
+        public var path: String
+
+        public init(tag: String, name: String, path: String) {
+            self.tag = tag
+            self.name = name
+            self.path = path
+        }
+    }
+
     public struct SocketForward: Sendable, Equatable {
         /// The `[network.sockets.<name>]` entry (`SocketRequest.isValidName`).
         public var name: String
@@ -173,6 +250,29 @@ public struct SetupSpec: Sendable, Equatable {
             writer.write(socket.name)
             writer.write(socket.path)
         }
+        writer.write(UInt32(fileMounts.count))
+        for mount in fileMounts {
+            writer.write(mount.tag)
+            writer.write(mount.name)
+            writer.write(mount.path)
+        }
+        writer.write(UInt32(caches.count))
+        for cache in caches {
+            writer.write(cache.name)
+            writer.write(cache.path)
+        }
+        writer.write(keptCaches)
+        writer.write(UInt32(daemons.count))
+        for daemon in daemons {
+            writer.write(daemon.name)
+            writer.write(daemon.arguments)
+            writer.write(daemon.environment)
+            writer.write(daemon.workingDirectory)
+            writer.write(daemon.signal)
+            writer.write(daemon.timeout)
+            writer.write(daemon.restart.rawValue)
+            writer.write(daemon.maxRestarts)
+        }
         return writer.buffer
     }
 
@@ -240,7 +340,55 @@ public struct SetupSpec: Sendable, Equatable {
             guard path != "/", path.utf8.count <= 96 else { throw WireError("invalid socket forward path \"\(path)\"") }
             forwardSockets.append(SocketForward(name: name, path: path))
         }
+        let fileMountCount = Int(try reader.read(UInt32.self))
+        guard fileMountCount <= 256 else { throw WireError("too many file mounts") }
+        fileMounts = []
+        for _ in 0..<fileMountCount {
+            let tag = try reader.readString()
+            let name = try Self.relative(try reader.readString())
+            guard !name.contains("/"), shares.contains(where: { $0.tag == tag && $0.kind == .staging }) else {
+                throw WireError("invalid file mount \"\(tag)/\(name)\"")
+            }
+            let path = try Self.absolute(try reader.readString())
+            guard path != "/" else { throw WireError("a file mount at /") }
+            fileMounts.append(FileMount(tag: tag, name: name, path: path))
+        }
+        let cacheCount = Int(try reader.read(UInt32.self))
+        guard cacheCount <= 256 else { throw WireError("too many cache paths") }
+        caches = []
+        for _ in 0..<cacheCount {
+            let name = try Self.cacheName(try reader.readString())
+            let path = try Self.absolute(try reader.readString())
+            guard path != "/" else { throw WireError("a cache at /") }
+            caches.append(Cache(name: name, path: path))
+        }
+        keptCaches = try reader.readStrings().map { (name) throws(WireError) in try Self.cacheName(name) }
+        guard keptCaches.count <= 256 else { throw WireError("too many caches") }
+        let daemonCount = Int(try reader.read(UInt32.self))
+        guard daemonCount <= 64 else { throw WireError("too many daemons") }
+        daemons = []
+        for _ in 0..<daemonCount {
+            let name = try Self.cacheName(try reader.readString())
+            let arguments = try reader.readStrings()
+            guard !arguments.isEmpty, arguments.count <= 4096 else { throw WireError("daemon \(name) without a command") }
+            let environment = try reader.readStrings()
+            let directory = try Self.absolute(try reader.readString())
+            let signal: Int32 = try reader.read()
+            guard (1...64).contains(signal) else { throw WireError("daemon \(name): signal \(signal)") }
+            let timeout: UInt32 = try reader.read()
+            guard let restart = Daemon.Restart(rawValue: try reader.read()) else { throw WireError("daemon \(name): unknown restart policy") }
+            daemons.append(
+                Daemon(
+                    name: name, arguments: arguments, environment: environment, workingDirectory: directory, signal: signal, timeout: timeout,
+                    restart: restart, maxRestarts: try reader.read()))
+        }
         try reader.expectEnd()
+    }
+
+    /// A cache's or a daemon's directory name: one component, not hidden.
+    private static func cacheName(_ name: String) throws(WireError) -> String {
+        guard !name.hasPrefix("."), !name.contains("/") else { throw WireError("invalid cache name \"\(name)\"") }
+        return try relative(name)
     }
 
     /// Relative paths (image whiteouts): no leading slash, no `.`/`..`/empty components, no NUL.

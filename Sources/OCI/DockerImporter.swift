@@ -204,14 +204,10 @@ public struct DockerImporter: Sendable {
     struct ReaderGone: Error {}
 
     static func sendAll(_ fd: Int32, _ buffer: ByteBuffer) throws {
-        try buffer.withUnsafeReadableBytes { bytes in
-            var done = 0
-            while done < bytes.count {
-                let n = send(fd, bytes.baseAddress.map { $0 + done }, bytes.count - done, Int32(MSG_NOSIGNAL))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw ReaderGone() }
-                done += n
-            }
+        do {
+            try buffer.withUnsafeReadableBytes { bytes in try Syscall.sendAll(fd, bytes, subject: "the image reader") }
+        } catch {
+            throw ReaderGone()
         }
     }
 }

@@ -134,15 +134,7 @@ final class QMPClient: Sendable {
     ) throws -> Message.Return? {
         var bytes = [UInt8](try JSONEncoder().encode(Command(execute: command, arguments: arguments)))
         bytes.append(UInt8(ascii: "\n"))
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure.closed
-            }
-            offset += n
-        }
+        do { try Syscall.sendAll(fd, bytes, subject: "QMP") } catch { throw Failure.closed }
         let deadline = ContinuousClock.now + timeout
         while true {
             let reply = try readMessage(fd, &state, deadline: deadline, what: command)

@@ -5,6 +5,7 @@ import GitReview
 import GuestLink
 import Logging
 import Machine
+import NIOCore
 import NetworkProxy
 
 #if canImport(Glibc)
@@ -66,8 +67,22 @@ public struct SandboxStatus: Sendable, Codable, Equatable {
     /// Its VMM process.
     public var vmmPID: Int32?
     public var project: String
+    /// `[disk.cache.*]`: what its state disk keeps apart from the root's writable layer.
+    public var caches: [Cache]
+    /// `[daemons.*]`: as the guest reports them while the sandbox runs (`SandboxManager.live`),
+    /// else each `stopped`.
+    public var daemons: [DaemonStatus]
 
-    init(paths: SandboxPaths, state: SandboxState?) {
+    public struct Cache: Sendable, Codable, Equatable {
+        public var name: String
+        /// As configured: absolute, `~/…` (the agent's home) or relative to the project.
+        public var paths: [String]
+        /// A switched-off cache keeps its contents on the disk, unused.
+        public var enabled: Bool
+    }
+
+    init(paths: SandboxPaths, state: SandboxState?, config: AirlockConfig = .init()) {
+        let disk = config.disk
         self.name = paths.name
         self.state = state == nil ? "stopped" : "running"
         self.backend = state?.backend
@@ -76,6 +91,8 @@ public struct SandboxStatus: Sendable, Codable, Equatable {
         self.pid = state?.pid
         self.vmmPID = state?.vmmPID
         self.project = paths.project.root
+        self.caches = disk.keptCaches.map { Cache(name: $0, paths: disk.caches[$0] ?? [], enabled: disk.caches[$0] != nil) }
+        self.daemons = config.daemons.keys.sorted().map { DaemonStatus(name: $0, state: .stopped) }
     }
 }
 
@@ -112,13 +129,44 @@ public struct SandboxManager: Sendable {
     }
 
     /// The configuration's problems for a start on this host: entries this airlock cannot act
-    /// on yet, `[env]` values whose host variables are unset, more CPUs or memory than the host
-    /// has, a state disk larger than the free space (less what sandbox `name`'s disk already
-    /// holds).
+    /// on yet, `[env]` values whose host variables are unset, masks of paths git tracks, more
+    /// CPUs or memory than the host has, a state disk larger than the free space (less what
+    /// sandbox `name`'s disk already holds).
     public func startProblems(_ name: String) throws -> [ConfigDiagnostic] {
         let paths = try paths(name)
-        return loaded.startRefusals
+        return loaded.startRefusals + trackedMasks(paths)
             + loaded.problems(on: HostFacts.capacity(at: paths.stateDirectory), existingDisk: UInt64(max(0, FileSystem.allocatedSize(paths.disk))))
+    }
+
+    /// `[mask.*]` paths git has in a commit the clone holds or would hold: no mask can hide
+    /// them. With a clone already made, the tips of the branches, tags and HEAD are looked at
+    /// (quick enough for every start); before the first clone, the whole history.
+    private func trackedMasks(_ paths: SandboxPaths) -> [ConfigDiagnostic] {
+        let masks = MaskedPaths(config.masks)
+        let cloned = FileSystem.isDirectory(paths.workspace + "/.git")
+        guard !masks.isEmpty, project.gitCommonDir != nil, let repository = try? Repository.open(project.root),
+            let found = try? repository.maskedPathsInHistory(masks, history: !cloned)
+        else { return [] }
+        return found.map { hit in
+            let written = loaded.merged["mask"]?[String(hit.path.entry.dropFirst("mask.".count))]?["paths"]?.elements.first {
+                $0.string.map(MaskedPaths.Path.normalised) == hit.path.path
+            }
+            return ConfigDiagnostic(at: written?.origin.location, Self.trackedMaskMessage(hit), hint: Self.trackedMaskHint(hit.path.path))
+        }
+    }
+
+    /// What a mask of a path git has in a commit is told.
+    static func trackedMaskMessage(_ hit: MaskedPathInHistory) -> String {
+        if let reference = hit.reference {
+            return "[\(hit.path.entry)] hides \(hit.path.path), which git tracks (in \(reference)): the sandbox's clone has it"
+        }
+        return "[\(hit.path.entry)] hides \(hit.path.path), which git has in commit \(hit.commit.short): the sandbox's clone would hold it"
+    }
+
+    /// How to hide a path git tracks.
+    static func trackedMaskHint(_ path: String) -> String {
+        "a mask hides only what git does not track: stop tracking it (`git rm --cached -r \(path)`, commit, and add it to "
+            + ".gitignore; remove it from older commits too if it is secret), or drop the mask"
     }
 
     public func paths(_ name: String) throws -> SandboxPaths {
@@ -278,12 +326,16 @@ public struct SandboxManager: Sendable {
             _ = try? await client.call(ControlServer.Path.stop, body: .init())
             await client.close()
         }
-        for attempt in 0..<300 {
+        // 5 s (plus the daemons' timeouts) for the guest to power off, then the owner's turn.
+        let grace = Int(daemonGrace.components.seconds)
+        let term = 100 + grace * 20
+        for attempt in 0..<(term + 200) {
             if !SandboxLock.isHeld(paths.lockFile) { return true }
-            if attempt == 100, let state = Self.state(paths) { kill(state.pid, SIGTERM) }
+            if attempt == term, let state = Self.state(paths) { kill(state.pid, SIGTERM) }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw SandboxError("sandbox \(name) did not stop within 15 s", hint: "its process may be stuck; see `airlock ps` for its pid")
+        throw SandboxError(
+            "sandbox \(name) did not stop within \(15 + grace) s", hint: "its process may be stuck; see `airlock ps` for its pid")
     }
 
     /// Deletes sandbox `name` (disk, clone, logs); a running one only with `force`, stopped first.
@@ -306,9 +358,32 @@ public struct SandboxManager: Sendable {
         let root = project.root + "/.airlock"
         return FileSystem.entries(root).compactMap { name in
             guard !name.hasPrefix("."), FileSystem.isDirectory(root + "/" + name), let paths = try? paths(name) else { return nil }
-            return SandboxStatus(paths: paths, state: SandboxLock.isHeld(paths.lockFile) ? Self.state(paths) : nil)
+            return SandboxStatus(paths: paths, state: SandboxLock.isHeld(paths.lockFile) ? Self.state(paths) : nil, config: config)
         }
     }
+
+    /// `status` as its owner reports it (its daemons live), when it runs and answers within 2 s.
+    public func live(_ status: SandboxStatus) async -> SandboxStatus {
+        guard status.state == "running", let paths = try? paths(status.name),
+            let client = try? await LinkClient.connect(unixSocket: paths.controlSocket(environment: environment))
+        else { return status }
+        let answer = try? await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await client.call(ControlServer.Path.state, body: .init()) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(2))
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        await client.close()
+        guard let answer, let decoded = try? JSONDecoder().decode(SandboxStatus.self, from: Data(answer.readableBytesView)) else { return status }
+        return decoded
+    }
+
+    /// How long a stop may take: the guest gives each daemon its timeout before power-off.
+    var daemonGrace: Duration { .seconds(config.daemons.values.map(\.timeout).max() ?? 0) }
 
     static func state(_ paths: SandboxPaths) -> SandboxState? {
         ((try? FileSystem.readText(paths.stateFile, limit: 64 << 10)) ?? nil).flatMap(SandboxState.init(text:))
@@ -324,7 +399,10 @@ public struct SandboxManager: Sendable {
             throw SandboxError(
                 "this project has no sandbox \(name)", hint: "`airlock ps` lists the sandboxes; `airlock start --name \(name)` makes one")
         }
-        return SandboxWork(paths: paths, reporter: reporter)
+        // What a mount covers in the project is the mount's, not the agent's work. (A `~/`
+        // target is placed in the host root's home; an image's user may have another.)
+        let mounted = Mounts.projectTargets(config.mounts, project: project.root, guestHome: HostRoot.User.current.home)
+        return SandboxWork(paths: paths, reporter: reporter, masks: MaskedPaths(config.masks) + MaskedPaths(paths: mounted))
     }
 }
 
@@ -334,6 +412,8 @@ public struct SandboxManager: Sendable {
 public struct SandboxWork: Sendable {
     public let paths: SandboxPaths
     let reporter: SandboxReporter
+    /// `[mask.*]` paths and the project paths `[mounts.*]` cover: never brought home.
+    let masks: MaskedPaths
 
     /// The last fetch's report when nothing can have changed the clone since (the sandbox is
     /// stopped, no session ended and no git operation ran in the clone after that fetch, and the
@@ -363,7 +443,7 @@ public struct SandboxWork: Sendable {
         let journal = rescan || SandboxLock.isHeld(paths.lockFile) ? nil : ChangeJournal.load(paths.changeJournal)
         let report = try SandboxFetch.run(
             project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name, base: Workspace.recordedBase(paths),
-            journal: journal)
+            journal: journal, masks: masks)
         if !quietRefusals {
             for refusal in report.refused { reporter.warning("refused in the clone: \(refusal)") }
         }

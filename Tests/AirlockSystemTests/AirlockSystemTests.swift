@@ -195,4 +195,22 @@ struct SystemMiscTests {
         #expect(error?.errno == ENOENT && error?.subject == "/nonexistent/socket")
         #expect(withUnixAddress(String(repeating: "x", count: 200)) { _, _ in true } == nil)
     }
+
+    @Test("sendAll and read(exactly:): every byte across short reads; fewer only at the end; a gone peer is EPIPE, not a signal")
+    func socketIO() throws {
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        let (reader, writer) = (pair[0], pair[1])
+        let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let sender = Thread { try? Syscall.sendAll(writer, payload, subject: "test") }
+        sender.start()
+        #expect(try Syscall.read(reader, exactly: 100_000, subject: "test") == Array(payload[0..<100_000]))
+        #expect(try Syscall.read(reader, exactly: 200_000, subject: "test") == Array(payload[100_000...]))
+        shutdown(writer, Int32(SHUT_WR))
+        #expect(try Syscall.read(reader, exactly: 10, subject: "test").isEmpty)
+        close(reader)
+        let error = #expect(throws: SystemError.self) { try Syscall.sendAll(writer, [1, 2, 3], subject: "peer") }
+        #expect(error?.errno == EPIPE && error?.call == "send")
+        close(writer)
+    }
 }

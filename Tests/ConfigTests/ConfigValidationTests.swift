@@ -102,8 +102,10 @@ struct ConfigValidationTests {
             ("[vm]\ncpus = 0\n", "outside 1...256"),
             ("[network.ports.db]\nhost = [70000]\n", "not a port number"),
             ("[network.ports.db]\nguest = [\"80:x\"]\n", "not a port forward"),
-            ("[mounts.m]\nsource = \"/a\"\ntarget = \"data\"\n", "must be an absolute path"),
-            ("[mounts.m]\nsource = \"data\"\ntarget = \"/data\"\n", "must be an absolute path (or start with ~/)"),
+            ("[mounts.m]\nsource = \"/a\"\ntarget = \"~root/x\"\n", "must be an absolute path, start with ~/, or be relative to the project"),
+            ("[mounts.m]\nsource = \"\"\ntarget = \"/data\"\n", "must be an absolute path, start with ~/, or be relative to the project"),
+            ("[mounts.m]\nsource = \"/a\"\ntarget = \"/b\"\ncreate_mode = \"999\"\nmissing = \"create-dir\"\n", "must be octal permission bits"),
+            ("[mounts.m]\nsource = \"/a\"\ntarget = \"/b\"\ncreate_mode = 644\nmissing = \"create-dir\"\n", "must be an octal mode string"),
             ("[mask.m]\npaths = [\"../outside\"]\n", "inside the project"),
             ("[mask.m]\npaths = [\"/etc\"]\n", "inside the project"),
             ("[env]\nA = \"${UNCLOSED\"\n", "never closed"),
@@ -140,6 +142,87 @@ struct ConfigValidationTests {
         #expect(completed.config.mounts["data"]?.target == "/srv")
         // A disabled incomplete entry is no error.
         #expect(diagnostics(project: "[mounts.data]\nsource = \"/srv\"\nenabled = false\n").isEmpty)
+    }
+
+    @Test(
+        "[mounts.*]: relative and ~ paths kept for the start to place, octal create_mode, and the keys that act only when a source is created refused elsewhere"
+    )
+    func mountKeys() throws {
+        let config = try load(
+            project: """
+                [mounts.cfg]
+                source = "~/.airlock/gitconfig"
+                target = "~/.gitconfig"
+                missing = "create-file"
+                file_content = "[user]\\n"
+                create_mode = "0600"
+                [mounts.data]
+                source = "data"
+                target = "fixtures/data"
+                read_only = false
+                missing = "create"
+                """, environment: ["HOME": "/home/u"]
+        ).config
+        #expect(
+            config.mounts["cfg"]
+                == .init(
+                    source: "/home/u/.airlock/gitconfig", target: "~/.gitconfig", missing: .createFile, fileContent: "[user]\n", createMode: 0o600))
+        #expect(config.mounts["data"] == .init(source: "data", target: "fixtures/data", readOnly: false, missing: .create))
+        let misplaced = diagnostics(project: "[mounts.m]\nsource = \"/a\"\ntarget = \"/b\"\nfile_content = \"x\"\ncreate_mode = \"644\"\n")
+        #expect(
+            misplaced.map { "\($0.location?.description ?? "?") \($0.message)" } == [
+                "airlock.toml:4:1 [mounts.m] file_content is used only with missing = \"create-file\"",
+                "airlock.toml:5:1 [mounts.m] create_mode is used only with missing = \"create-dir\" or \"create-file\"",
+            ], "\(misplaced)")
+    }
+
+    @Test("[disk.cache.*]: the enabled entries' paths; every declared name kept; a name that cannot be a directory is refused")
+    func cacheKeys() throws {
+        let config = try load(project: "[disk.cache.cargo]\npaths = [\"~/.cargo/registry\"]\n[disk.cache.old]\nenabled = false\npaths = [\"/x\"]\n")
+            .config
+        #expect(config.disk.caches == ["cargo": ["~/.cargo/registry"]])
+        #expect(config.disk.keptCaches == ["cargo", "old"])
+        for name in ["\".hidden\"", "\"a/b\"", "\"a b\""] {
+            let found = diagnostics(project: "[disk.cache.\(name)]\npaths = [\"/x\"]\n")
+            #expect(found.first?.message.contains("names its directory on the state disk") == true, "\(name): \(found)")
+        }
+        #expect(diagnostics(project: "[disk.cache.c]\npaths = [\"~x\"]\n").first?.message.contains("must be an absolute path") == true)
+    }
+
+    @Test("[daemons.*]: every key of the Rust airlock's but harden; env templates from the host, an unset one refused at start")
+    func daemonKeys() throws {
+        let loaded = try load(
+            project: """
+                [daemons.db]
+                command = ["postgres", "-D", "/var/lib/pg"]
+                cwd = "~/data"
+                signal = "SIGINT"
+                timeout = 0
+                restart = "on-failure"
+                max_restarts = 0
+                env = { PGUSER = "${USER:dev}", TOKEN = "${HOST_TOKEN}", MISSING = { value = "${NOPE}", optional = true } }
+                [daemons.later]
+                command = ["x"]
+                env.NEED = "${UNSET_HERE}"
+                """, environment: ["HOME": "/home/u", "HOST_TOKEN": "t"])
+        #expect(
+            loaded.config.daemons["db"]
+                == .init(
+                    command: ["postgres", "-D", "/var/lib/pg"], cwd: "~/data", env: ["PGUSER": "dev", "TOKEN": "t"], signal: 2, timeout: 0,
+                    restart: .onFailure, maxRestarts: 0))
+        #expect(loaded.startRefusals.map(\.message) == ["`daemons.later.env.NEED` needs $UNSET_HERE, unset on this host"])
+        #expect(
+            diagnostics(project: "[daemons.d]\ncommand = [\"x\"]\nsignal = \"SIGSEGV\"\n").first?.message.contains("expected one of \"SIGTERM\"")
+                == true)
+        #expect(
+            diagnostics(project: "[daemons.d]\ncommand = [\"x\"]\nrestart = \"never\"\n").first?.message.contains(
+                "expected one of \"always\", \"on-failure\"") == true)
+        #expect(diagnostics(project: "[daemons.d]\ncommand = [\"x\"]\ncwd = \"data\"\n").first?.message.contains("must be an absolute path") == true)
+        #expect(diagnostics(project: "[daemons.d]\ncommand = []\n").first?.message == "[daemons.d] needs a non-empty `command`")
+        #expect(
+            try load(project: "[daemons.d]\ncommand = [\"x\"]\nenv.K = { value = \"v\", mask = true }\n").startRefusals.map(\.message) == [
+                "`daemons.d.env.K` with mask = true is not supported by this airlock yet"
+            ])
     }
 
     @Test("the error text reads like a compiler's")

@@ -68,10 +68,6 @@ struct HostChecksTests {
         let refused = loaded.startRefusals.map { "\($0.location?.description ?? "?") \($0.message)" }
         #expect(
             Set(refused) == [
-                "airlock.toml:1:1 [mounts.data] is not supported by this airlock yet",
-                "airlock.toml:5:1 [mask.secrets] is not supported by this airlock yet",
-                "airlock.toml:8:1 [daemons.redis] is not supported by this airlock yet",
-                "airlock.toml:11:1 [disk.cache.cargo] is not supported by this airlock yet",
                 "airlock.toml:15:1 [workspace] mode = \"mount\" is not supported by this airlock yet",
                 "airlock.toml:16:1 [workspace] read_only is not supported by this airlock yet",
             ], "\(refused)")

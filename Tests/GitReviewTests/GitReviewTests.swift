@@ -115,3 +115,85 @@ struct LooseImportLimitTests {
         #expect(refused.count == 2, "\(synced.refusals)")
     }
 }
+
+@Suite("[mask.*]: what git does not track, never in the clone and never brought home")
+struct MaskTests {
+    static let masks = MaskedPaths(["secrets": ["secrets", "./config/key.pem"], "notes": ["private/"]])
+
+    @Test("paths are normalised; a mask covers its path and everything below, nothing beside it")
+    func covering() {
+        #expect(Self.masks.paths.map(\.path) == ["private", "secrets", "config/key.pem"])
+        #expect(Self.masks.covering("secrets/a/b")?.entry == "mask.secrets")
+        #expect(Self.masks.covering("config/key.pem")?.entry == "mask.secrets")
+        #expect(Self.masks.covering("secrets-not")?.entry == nil)
+        #expect(Self.masks.covering("config/key.pem.bak") == nil)
+        #expect(MaskedPaths(["x": ["", "."]]).isEmpty)
+    }
+
+    @Test("a masked path git tracks is found: at a tip quickly, in an older commit only by the history walk")
+    func trackedPaths() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n", "config/key.pem": "KEY\n"])
+        defer { fixture.cleanUp() }
+        let project = try Repository.open(fixture.project.path)
+        let atTip = try project.maskedPathsInHistory(Self.masks, history: false)
+        #expect(atTip.map(\.path.path) == ["config/key.pem"])
+        #expect(atTip.first?.reference == "HEAD" || atTip.first?.reference == "main")
+
+        // Removed since: still in the history a clone holds.
+        try fixture.sh("git rm -q config/key.pem && git commit -q -m 'drop the key'", in: fixture.project)
+        #expect(try Repository.open(fixture.project.path).maskedPathsInHistory(Self.masks, history: false).isEmpty)
+        let inHistory = try Repository.open(fixture.project.path).maskedPathsInHistory(Self.masks, history: true)
+        #expect(inHistory.map(\.path.path) == ["config/key.pem"] && inHistory.first?.reference == nil)
+        // On another branch's tip, or a tag's.
+        try fixture.sh("git checkout -q -b other && mkdir -p secrets && echo s > secrets/s && git add -A && git commit -q -m s", in: fixture.project)
+        try fixture.sh("git checkout -q main && git tag -a -m t v1 other && git branch -D -q other", in: fixture.project)
+        let tagged = try Repository.open(fixture.project.path).maskedPathsInHistory(Self.masks, history: false)
+        #expect(tagged.map { "\($0.path.path) \($0.reference ?? "-")" } == ["secrets refs/tags/v1"])
+    }
+
+    @Test("--with-changes: a masked untracked file is not carried over; the rest is")
+    func withChanges() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n"])
+        defer { fixture.cleanUp() }
+        try fixture.write("token\n", to: "secrets/token")
+        try fixture.write("mine\n", to: "notes.txt")
+        try fixture.write("b\n", to: "a.txt")
+        let patch = String(decoding: try Repository.open(fixture.project.path).uncommittedPatch(excluding: Self.masks), as: UTF8.self)
+        #expect(patch.contains("notes.txt") && patch.contains("a.txt"))
+        #expect(!patch.contains("secrets") && !patch.contains("token"))
+        let all = String(decoding: try Repository.open(fixture.project.path).uncommittedPatch(), as: UTF8.self)
+        #expect(all.contains("secrets/token"))
+    }
+
+    @Test("fetch: masked files are left out of the uncommitted capture (staged or not) and named; a branch whose new commit has one is not fetched")
+    func fetch() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n"])
+        defer { fixture.cleanUp() }
+        let mirror = fixture.project.appendingPathComponent(".airlock/default/mirror.git").path
+        func fetch() throws -> FetchReport {
+            try SandboxFetch.run(
+                project: fixture.project.path, clone: fixture.clone.path, mirror: mirror, sandbox: "default", base: nil, masks: Self.masks)
+        }
+        try fixture.agent("git checkout -q -b work && echo w > work.txt && git add work.txt && git commit -q -m work")
+        #expect(try fetch().branches.contains { $0.name == "work" && $0.after != nil })
+        let fetchedWork = try fixture.sh("git rev-parse refs/remotes/airlock/default/work", in: fixture.project)
+
+        try fixture.agent("mkdir -p secrets private && echo s > secrets/new && echo p > private/staged && git add private/staged && echo n > new.txt")
+        var report = try fetch()
+        #expect(report.uncommittedPaths == ["new.txt"], "\(report.uncommittedPaths)")
+        #expect(report.refused.contains("secrets/new left out: [mask.secrets] hides it"), "\(report.refused)")
+        #expect(report.refused.contains("private/staged left out: [mask.notes] hides it"), "\(report.refused)")
+        let captured = try fixture.sh("git ls-tree -r --name-only refs/remotes/airlock/default/uncommitted", in: fixture.project)
+        #expect(!captured.contains("secrets") && !captured.contains("private") && captured.contains("new.txt"))
+
+        // Committed in the clone: the branch keeps what the last fetch brought.
+        try fixture.agent("git reset -q && git add secrets/new && git commit -q -m 'add a secret' && echo more > work.txt && git commit -q -am more")
+        report = try fetch()
+        #expect(
+            report.refused.contains { $0.hasPrefix("`work` is not fetched: commit ") && $0.contains("has secrets, which [mask.secrets] hides") },
+            "\(report.refused)")
+        #expect(try fixture.sh("git rev-parse refs/remotes/airlock/default/work", in: fixture.project) == fetchedWork)
+        // The uncommitted capture sits on that history: not fetched either.
+        #expect(report.uncommittedPaths.isEmpty)
+    }
+}

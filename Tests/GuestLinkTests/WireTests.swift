@@ -47,6 +47,41 @@ struct WireTests {
         forwarding.forwardSockets = [.init(name: "ssh-agent", path: "/run/airlock/ssh-agent.sock")]
         let decoded = try SetupSpec(decoding: forwarding.encoded())
         #expect(decoded.forwardSockets == forwarding.forwardSockets && decoded.forwardPorts == [5000])
+        var mounting = setup
+        mounting.shares.append(.init(tag: "mounts-ro", path: "/", readOnly: true, kind: .staging))
+        mounting.fileMounts = [.init(tag: "mounts-ro", name: "file0", path: "/home/u/.gitconfig")]
+        #expect(try SetupSpec(decoding: mounting.encoded()).fileMounts == mounting.fileMounts)
+        var caching = setup
+        caching.caches = [.init(name: "cargo", path: "/home/u/.cargo/registry"), .init(name: "node", path: "/home/u/p/node_modules")]
+        caching.keptCaches = ["cargo", "node", "off"]
+        let cached = try SetupSpec(decoding: caching.encoded())
+        #expect(cached.caches == caching.caches && cached.keptCaches == caching.keptCaches)
+        for name in ["", ".", "..", ".hidden", "a/b"] {
+            var bad = setup
+            bad.caches = [.init(name: name, path: "/x")]
+            #expect(throws: WireError.self, "\(name)") { try SetupSpec(decoding: bad.encoded()) }
+            bad.caches = []
+            bad.keptCaches = [name]
+            #expect(throws: WireError.self, "\(name)") { try SetupSpec(decoding: bad.encoded()) }
+        }
+    }
+
+    @Test(
+        "setup specs: a file mount outside a staging share, with a path in its name, or at / is refused",
+        arguments: [
+            ("workspace", "file0", "/x"), ("mounts-ro", "a/b", "/x"), ("mounts-ro", "..", "/x"), ("mounts-ro", "file0", "/"),
+            ("mounts-ro", "file0", "x"),
+        ])
+    func badFileMount(tag: String, name: String, path: String) {
+        var setup = SetupSpec(
+            clockSeconds: 0, clockNanoseconds: 0, hostname: "h", stateDisk: "/dev/vda",
+            shares: [
+                .init(tag: "workspace", path: "/p", readOnly: false, kind: .direct),
+                .init(tag: "mounts-ro", path: "/", readOnly: true, kind: .staging),
+            ],
+            links: [], files: [], directories: [], home: "/root", user: 0, group: 0)
+        setup.fileMounts = [.init(tag: tag, name: name, path: path)]
+        #expect(throws: WireError.self) { try SetupSpec(decoding: setup.encoded()) }
     }
 
     @Test(

@@ -38,9 +38,20 @@ public enum CLI {
         public var stdout: String { String(decoding: stdoutData, as: UTF8.self) }
     }
 
-    public static func run(_ arguments: [String], in directory: URL, environment extra: [String: String] = [:], stdin: Data? = nil) throws -> Run {
+    /// The environment airlock runs with in a test of `directory`: the caller's, but with the
+    /// user's configuration layers in the project's `.xdg` and `.home` (a developer's own
+    /// `~/.airlock/config.toml` or `~/.config/airlock/config.toml` never reaches a test), and
+    /// the cache where it was (kernels, images and boot snapshots are reused across tests).
+    public static func environment(for directory: URL) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment
+        if environment["XDG_CACHE_HOME"] == nil { environment["XDG_CACHE_HOME"] = (environment["HOME"] ?? NSHomeDirectory()) + "/.cache" }
+        environment["HOME"] = directory.appendingPathComponent(".home").path
         environment["XDG_CONFIG_HOME"] = directory.appendingPathComponent(".xdg").path
+        return environment
+    }
+
+    public static func run(_ arguments: [String], in directory: URL, environment extra: [String: String] = [:], stdin: Data? = nil) throws -> Run {
+        var environment = environment(for: directory)
         environment["NO_COLOR"] = "1"
         for (key, value) in extra { environment[key] = value }
         let result = try Spawned.run([binary] + arguments, directory: directory.path, environment: environment, stdin: stdin.map { [UInt8]($0) })
@@ -64,8 +75,7 @@ public enum CLI {
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
         process.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        environment["XDG_CONFIG_HOME"] = directory.appendingPathComponent(".xdg").path
+        var environment = environment(for: directory)
         for (key, value) in extra { environment[key] = value }
         process.environment = environment
         process.standardInput = FileHandle.nullDevice

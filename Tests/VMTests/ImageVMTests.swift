@@ -65,6 +65,60 @@ struct ImageVMTests {
         #expect(result.stderr.contains("setup: image layers mounted (squashfs disks: oci0, oci1"), "\(result.stderr)")
     }
 
+    @Test(
+        "[disk.cache.*]: kept on the state disk through a change of image (which resets the root's writable layer) and a re-clone; ps --json lists them; a removed entry's contents are deleted"
+    )
+    func caches() throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        var second = ImageFixtures.rich(busybox: true)
+        var config = second["config"] as? [String: Any] ?? [:]
+        config["Env"] = ["PATH=/bin:/usr/bin", "GREETING=the second image"]
+        second["config"] = config
+        try registry.push("team/vm", tag: "v1", ImageFixtures.rich(busybox: true))
+        try registry.push("team/vm", tag: "v2", second)
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        try FileManager.default.createDirectory(at: project.appendingPathComponent(".xdg/airlock"), withIntermediateDirectories: true)
+        try "[registries.\"\(registry.host)\"]\ninsecure = true\n".write(
+            to: project.appendingPathComponent(".xdg/airlock/config.toml"), atomically: true, encoding: .utf8)
+        func configure(_ tag: String, caches: String) throws {
+            try "[vm]\nimage = \"\(registry.host)/team/vm:\(tag)\"\n\(caches)".write(
+                to: project.appendingPathComponent("airlock.local.toml"), atomically: true, encoding: .utf8)
+        }
+        let both = "[disk.cache.tool]\npaths = [\"~/.cache/tool\"]\n[disk.cache.deps]\npaths = [\"deps\"]\n"
+        let environment = ["XDG_CACHE_HOME": sandbox.cache.path]
+        func run(_ arguments: [String], _ script: String) throws -> String {
+            let result = try CLI.run(
+                ["start"] + arguments + ["-e", "PROJECT=\(project.path)", "--", "/bin/sh", "-c", script], in: project, environment: environment)
+            #expect(result.status == 0, "stderr: \(result.stderr)")
+            return result.stdout
+        }
+
+        try configure("v1", caches: both)
+        _ = try run([], "echo cached > ~/.cache/tool/data; echo upper > ~/plain; echo dep > \"$PROJECT/deps/x\"; echo $GREETING")
+        let listed = try CLI.run(["ps", "--json"], in: project, environment: environment)
+        #expect(listed.stdout.contains("\"name\":\"tool\"") || listed.stdout.contains("\"name\" : \"tool\""), "\(listed.stdout)")
+        #expect(listed.stdout.contains("~\\/.cache\\/tool") || listed.stdout.contains("~/.cache/tool"), "\(listed.stdout)")
+
+        // A new image and a new clone: the caches are still there, the root's own writes are not.
+        try configure("v2", caches: both)
+        let after = try run(
+            ["--fresh"], "echo $GREETING; cat ~/.cache/tool/data; cat ~/plain 2>/dev/null || echo no-plain; cat \"$PROJECT/deps/x\"")
+        #expect(after == "the second image\ncached\nno-plain\ndep\n", "\(after)")
+
+        // Switched off: not bound, kept. Removed: deleted.
+        try configure("v2", caches: both.replacingOccurrences(of: "[disk.cache.tool]\n", with: "[disk.cache.tool]\nenabled = false\n"))
+        #expect(try run([], "cat ~/.cache/tool/data 2>/dev/null || echo unbound") == "unbound\n")
+        try configure("v2", caches: both)
+        #expect(try run([], "cat ~/.cache/tool/data") == "cached\n")
+        try configure("v2", caches: "[disk.cache.deps]\npaths = [\"deps\"]\n")
+        _ = try run([], "true")
+        try configure("v2", caches: both)
+        #expect(try run([], "cat ~/.cache/tool/data 2>/dev/null || echo gone") == "gone\n")
+    }
+
     @discardableResult
     func boot(backend: String = "qemu", vmSettings: String = "", extraEnvironment: [String: String] = [:], verbose: Bool = false) throws -> CLI.Run {
         let registry = try TestRegistry()

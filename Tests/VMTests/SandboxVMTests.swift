@@ -1,3 +1,4 @@
+import AirlockSystem
 import Foundation
 import TestSupport
 import Testing
@@ -372,6 +373,187 @@ struct SandboxVMTests {
         #expect(restart.status == 0, "stderr: \(restart.stderr)")
         #expect(restart.stdout.hasPrefix("mine\nUncommitted changes from"), "\(restart.stdout)")
         #expect(restart.stdout.contains("three.txt"), "the fresh clone starts from the merged branch")
+    }
+
+    @Test(
+        "[mask.*] in a real VM: a masked untracked file never reaches the VM (--with-changes included); what the agent writes there never comes home")
+    func masks() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        try "[mask.secrets]\npaths = [\"secrets\", \"deploy.key\"]\n".write(
+            to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        try VMEnvironment.git(["add", "airlock.toml"], in: project)
+        try VMEnvironment.git(["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "masks"], in: project)
+        let files = FileManager.default
+        try files.createDirectory(at: project.appendingPathComponent("secrets"), withIntermediateDirectories: true)
+        try "TOKEN=host-secret\n".write(to: project.appendingPathComponent("secrets/token"), atomically: true, encoding: .utf8)
+        try "KEY\n".write(to: project.appendingPathComponent("deploy.key"), atomically: true, encoding: .utf8)
+        try "mine\n".write(to: project.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
+
+        let session = try CLI.run(
+            [
+                "start", "--with-changes", "--", "sh", "-c",
+                "cat notes.txt; ls -a; git log --all --format=%H | while read c; do git ls-tree -r --name-only $c; done | sort -u; "
+                    + "mkdir -p secrets; echo agent > secrets/made; echo agent > deploy.key; echo ok > work.txt",
+            ], in: project)
+        #expect(session.status == 0, "stderr: \(session.stderr)")
+        #expect(session.stdout.hasPrefix("mine\n"), "the unmasked change is carried over: \(session.stdout)")
+        // Neither in the working tree nor in any commit of the clone.
+        #expect(!session.stdout.contains("secrets") && !session.stdout.contains("deploy.key"), "\(session.stdout)")
+
+        let fetch = try CLI.run(["fetch", "--json"], in: project)
+        #expect(fetch.status == 0, "stderr: \(fetch.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(fetch.stdout.utf8)) as? [String: Any]
+        #expect(report?["uncommittedPaths"] as? [String] == ["work.txt"], "\(fetch.stdout)")
+        let refused = report?["refused"] as? [String] ?? []
+        #expect(
+            refused.contains("deploy.key left out: [mask.secrets] hides it") && refused.contains("secrets/made left out: [mask.secrets] hides it"),
+            "\(refused)")
+        // The project's own files are untouched.
+        #expect(try String(contentsOf: project.appendingPathComponent("deploy.key"), encoding: .utf8) == "KEY\n")
+    }
+
+    @Test(
+        "[mounts.*] in a real VM: directories and single files, read-only against root (write, remount, umount), a file without its siblings, read-write both ways"
+    )
+    func mounts() throws {
+        let project = try VMEnvironment.repository()
+        let host = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-mount-src-\(UUID().uuidString.prefix(8))").path
+        defer {
+            VMEnvironment.cleanUp(project)
+            try? FileSystem.removeTree(host)
+        }
+        for directory in ["ro", "rw", "etc"] { try FileSystem.makeDirectories(host + "/" + directory) }
+        try FileSystem.write(host + "/ro/hello.txt", Array("from the host\n".utf8))
+        try FileSystem.write(host + "/etc/app.conf", Array("setting = 1\n".utf8))
+        try FileSystem.write(host + "/etc/secret", Array("sibling\n".utf8))
+        try FileSystem.write(host + "/state.json", Array("{}\n".utf8))
+        try """
+        [mounts.a-ro-dir]
+        source = "\(host)/ro"
+        target = "/srv/ro"
+        [mounts.b-rw-dir]
+        source = "\(host)/rw"
+        target = "~/rw"
+        read_only = false
+        [mounts.c-ro-file]
+        source = "\(host)/etc/app.conf"
+        target = "~/.config/app/app.conf"
+        [mounts.d-rw-file]
+        source = "\(host)/state.json"
+        target = "config/state.json"
+        read_only = false
+        [mounts.e-created]
+        source = "\(host)/created/new.json"
+        target = "/etc/new.json"
+        missing = "create-file"
+        file_content = "{\\"made\\": true}"
+        """.write(toFile: project.path + "/airlock.local.toml", atomically: true, encoding: .utf8)
+        let script = #"""
+            cat /srv/ro/hello.txt; cat /etc/new.json; echo
+            echo x > /srv/ro/new 2>/dev/null && echo BAD-user-write-ro-dir
+            sudo sh -c 'echo x > /srv/ro/new' 2>/dev/null && echo BAD-root-write-ro-dir
+            sudo mount -o remount,rw /srv/ro 2>/dev/null; sudo sh -c 'echo x > /srv/ro/new2' 2>/dev/null && echo BAD-remount-write-ro-dir
+            echo agent > ~/rw/made.txt && echo rw-dir-ok
+            cat ~/.config/app/app.conf; stat -c %u ~/.config ~/.config/app | tr '\n' ' '; id -u
+            sudo sh -c "echo x >> $HOME/.config/app/app.conf" 2>/dev/null && echo BAD-root-write-ro-file
+            sudo mount -o remount,rw,bind "$HOME/.config/app/app.conf" 2>/dev/null
+            sudo sh -c "echo x >> $HOME/.config/app/app.conf" 2>/dev/null && echo BAD-remount-write-ro-file
+            echo '{"agent": 1}' > config/state.json && echo rw-file-ok
+            echo "staged: $(sudo ls -A /proc/1/root/mnt/shares/mounts-ro | tr '\n' ' ')"
+            sudo umount "$HOME/.config/app/app.conf" && echo "under the mount: $(wc -c < "$HOME/.config/app/app.conf") bytes"
+            """#
+        let session = try CLI.run(["start", "--", "sh", "-c", script], in: project)
+        #expect(session.status == 0, "stderr: \(session.stderr)")
+        let out = session.stdout
+        #expect(out.hasPrefix("from the host\n{\"made\": true}\n"), "\(out)")
+        #expect(!out.contains("BAD-"), "\(out)")
+        #expect(out.contains("rw-dir-ok") && out.contains("rw-file-ok"), "\(out)")
+        let uid = getuid()
+        #expect(out.contains("setting = 1\n\(uid) \(uid) \(uid)\n"), "parents of a mount in the home are the user's: \(out)")
+        #expect(out.contains("staged: file2 file4 \n"), "the staging share holds the mounted files only, never a sibling: \(out)")
+        #expect(out.contains("under the mount: 0 bytes"), "\(out)")
+        // The host sees the read-write writes, and nothing else changed.
+        #expect(try FileSystem.readText(host + "/rw/made.txt") == "agent\n")
+        #expect(try FileSystem.readText(host + "/state.json") == "{\"agent\": 1}\n")
+        #expect(try FileSystem.readText(host + "/etc/app.conf") == "setting = 1\n")
+        #expect(try FileSystem.list(host + "/ro") == ["hello.txt"])
+        // What a mount covers in the project is not the agent's work.
+        let fetch = try CLI.run(["fetch", "--json"], in: project)
+        #expect(fetch.status == 0, "stderr: \(fetch.stderr)")
+        #expect(!fetch.stdout.contains("\"config/state.json\"") && !fetch.stdout.contains("\"config\""), "\(fetch.stdout)")
+    }
+
+    @Test(
+        "[daemons.*] in a real VM: started before sessions as the agent, restarted as configured, logs in the root, ps shows them live, stopped with their signal (SIGKILL after the timeout)"
+    )
+    func daemons() async throws {
+        let project = try VMEnvironment.repository()
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-daemon-out-\(UUID().uuidString.prefix(8))").path
+        try FileSystem.makeDirectories(out)
+        defer {
+            VMEnvironment.cleanUp(project)
+            try? FileSystem.removeTree(out)
+        }
+        try #"""
+        [mounts.out]
+        source = "\#(out)"
+        target = "/srv/out"
+        read_only = false
+        [daemons.web]
+        command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "8123", "--directory", "/srv/out"]
+        [daemons.flaky]
+        command = ["sh", "-c", "echo run; echo oops >&2; exit 3"]
+        max_restarts = 2
+        [daemons.once]
+        command = ["sh", "-c", "echo done"]
+        restart = "on-failure"
+        [daemons.graceful]
+        command = ["sh", "-c", "trap 'echo \"$GREETING from $(pwd) as $(id -u)\" > /srv/out/stopped; exit 0' INT; while :; do sleep 0.2; done"]
+        signal = "SIGINT"
+        cwd = "~"
+        env = { GREETING = "${TEST_GREETING}" }
+        [daemons.stubborn]
+        command = ["sh", "-c", "trap '' TERM; while :; do sleep 0.2; done"]
+        timeout = 1
+        """#.write(toFile: project.path + "/airlock.local.toml", atomically: true, encoding: .utf8)
+        let main = try CLI.launch(["start", "--", "sleep", "600"], in: project, environment: ["TEST_GREETING": "hello"])
+        defer { main.terminate() }
+        try await CLI.waitUntilRunning(project, name: "default", process: main)
+
+        let probe = #"""
+            for i in $(seq 100); do
+              python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:8123/")' 2>/dev/null \
+                && [ "$(wc -l < /airlock/daemons/flaky/stdout.log)" -ge 3 ] && break
+              sleep 0.3
+            done
+            echo "web: $(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:8123/").status)')"
+            echo "flaky: $(tr '\n' ' ' < /airlock/daemons/flaky/stdout.log)/ $(wc -l < /airlock/daemons/flaky/stderr.log)"
+            echo "once: $(cat /airlock/daemons/once/stdout.log)"
+            """#
+        let seen = try CLI.run(["exec", "--", "sh", "-c", probe], in: project)
+        #expect(seen.status == 0, "stderr: \(seen.stderr)")
+        #expect(seen.stdout == "web: 200\nflaky: run run run / 3\nonce: done\n", "\(seen.stdout)")
+
+        let ps = try CLI.run(["ps", "--json"], in: project)
+        let rows = try JSONSerialization.jsonObject(with: ps.stdoutData) as? [[String: Any]]
+        let daemons = (rows?.first?["daemons"] as? [[String: Any]] ?? []).reduce(into: [String: [String: Any]]()) {
+            $0[$1["name"] as? String ?? ""] = $1
+        }
+        #expect(daemons["web"]?["state"] as? String == "running" && (daemons["web"]?["pid"] as? Int ?? 0) > 0, "\(ps.stdout)")
+        #expect(daemons["flaky"]?["state"] as? String == "failed" && daemons["flaky"]?["restarts"] as? Int == 2, "\(ps.stdout)")
+        #expect(daemons["flaky"]?["lastExit"] as? Int == 3, "\(ps.stdout)")
+        #expect(daemons["once"]?["state"] as? String == "exited" && daemons["once"]?["lastExit"] as? Int == 0, "\(ps.stdout)")
+        #expect(try CLI.run(["ps"], in: project).stdout.contains("flaky failed, graceful running, once exited, stubborn running, web running"))
+
+        let stop = try CLI.run(["stop"], in: project)
+        #expect(stop.status == 0, "stderr: \(stop.stderr)")
+        let user = try CLI.run(["exec", "--", "true"], in: project)
+        #expect(user.status != 0, "stopped")
+        let home = getuid() == 0 ? "/root" : "/home/" + (getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "")
+        #expect(try FileSystem.readText(out + "/stopped") == "hello from \(home) as \(getuid())\n")
+        let console = try FileSystem.readText(project.path + "/.airlock/default/console.log", limit: 8 << 20) ?? ""
+        #expect(console.contains("daemon stubborn: still running 1 s after its signal; killed"), "\(console.suffix(2000))")
     }
 
     @Test("the guest's network: fake DNS, nothing but TCP leaves, no DNS query leaves, loopback is the VM's own")

@@ -2,22 +2,26 @@ import AirlockSystem
 import ArgumentParser
 import Sandbox
 
-struct PsCommand: ParsableCommand {
+struct PsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps",
-        abstract: "List this project's sandboxes: name, state, backend, accelerator, uptime."
+        abstract: "List this project's sandboxes: name, state, backend, accelerator, uptime, daemons (and, with --json, their [disk.cache.*])."
     )
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var output: FormatOption
 
-    func run() throws {
+    func run() async throws {
         let manager = try ProjectContext.load().manager(quiet: global.quiet)
+        var sandboxes: [SandboxStatus] = []
+        for sandbox in manager.list() { sandboxes.append(await manager.live(sandbox)) }
         try Render.list(
-            manager.list(), format: output, empty: "no sandboxes in \(manager.project.root); `airlock start` creates one",
+            sandboxes, format: output, empty: "no sandboxes in \(manager.project.root); `airlock start` creates one",
             columns: [
                 ("NAME", \.name), ("STATE", \.state), ("BACKEND", { $0.backend ?? "-" }), ("ACCEL", { $0.accelerator ?? "-" }),
-                ("UPTIME", { $0.uptimeSeconds.map(formatDuration) ?? "-" }), ("PROJECT", \.project),
+                ("UPTIME", { $0.uptimeSeconds.map(formatDuration) ?? "-" }),
+                ("DAEMONS", { $0.daemons.isEmpty ? "-" : $0.daemons.map { "\($0.name) \($0.state.rawValue)" }.joined(separator: ", ") }),
+                ("PROJECT", \.project),
             ])
     }
 }

@@ -36,6 +36,9 @@ struct SandboxBoot: Sendable {
     var bootTimeout: Duration
     var hostname: String
 
+    /// The virtio-mmio transports QEMU's microvm machine offers.
+    static let maxTransports = 24
+
     /// What phase 1 leaves for the end of the session.
     struct Prepared: Sendable {
         var fingerprint: ProjectFingerprint
@@ -100,6 +103,19 @@ struct SandboxBoot: Sendable {
         )
     }
 
+    /// `[daemons.*]` as the guest runs them: the root's base environment (a session's, without
+    /// `[env]` or a terminal) and the daemon's own, `cwd` with `~` the agent's home.
+    private func daemons(home: String) -> [SetupSpec.Daemon] {
+        let base = image?.baseEnvironment(terminal: nil, hostname: hostname) ?? HostRoot(hostname: hostname).baseEnvironment(terminal: nil)
+        return config.daemons.sorted { $0.key < $1.key }.map { name, daemon in
+            let environment = base.merging(daemon.env) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+            let directory = daemon.cwd == "~" ? home : daemon.cwd.hasPrefix("~/") ? home + daemon.cwd.dropFirst(1) : daemon.cwd
+            return SetupSpec.Daemon(
+                name: name, arguments: daemon.command, environment: environment, workingDirectory: directory, signal: daemon.signal,
+                timeout: UInt32(daemon.timeout), restart: daemon.restart == .always ? .always : .onFailure, maxRestarts: UInt32(daemon.maxRestarts))
+        }
+    }
+
     // MARK: Phases 2 to 4
 
     private func boot(_ spec: ExecSpec, prepared: Prepared, started: ContinuousClock.Instant) async throws -> HostSession.Ended {
@@ -107,6 +123,24 @@ struct SandboxBoot: Sendable {
         var layout =
             try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
             ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
+        let home = layout.setup.home
+        let mounts = try await Blocking.run { [self] in
+            let mounts = try Mounts.resolve(
+                config.mounts, project: paths.project.root, guestHome: home, masks: MaskedPaths(config.masks),
+                protected: Mounts.protectedPaths(environment: environment), reporter: reporter)
+            try mounts.stage(in: paths.mountStaging, reporter: reporter)
+            return mounts
+        }
+        mounts.add(to: &layout, staging: paths.mountStaging)
+        layout.setup.caches = try Mounts.caches(config.disk, project: paths.project.root, guestHome: home)
+        layout.setup.keptCaches = config.disk.keptCaches
+        layout.setup.daemons = daemons(home: home)
+        let transports = layout.shares.count + (image?.blockDisks.count ?? 0) + 3
+        if transports > Self.maxTransports {
+            throw SandboxError(
+                "this sandbox needs \(transports) virtio devices (\(layout.shares.count) shares, the state disk, the console, the RNG); a VM has at most \(Self.maxTransports)",
+                hint: "mount fewer directories (a common parent instead of several), or use an image with fewer layers")
+        }
         layout.setup.forwardPorts = config.network.guestForwards.map(\.guestPort)
         layout.setup.forwardSockets = config.network.socketForwards.map { SetupSpec.SocketForward(name: $0.entry, path: $0.guestPath) }
         let machineSpec = MachineSpec(
@@ -140,6 +174,9 @@ struct SandboxBoot: Sendable {
                 }
             }
             var running = RunningParts(events: events)
+            // The guest stops each daemon within its timeout (0: waits for it) before it powers off.
+            running.powerOffGrace =
+                config.daemons.values.contains { $0.timeout == 0 } ? nil : .seconds(5 + (config.daemons.values.map(\.timeout).max() ?? 0))
             let link: LinkClient
             do {
                 // Phase 2: the backend.
@@ -170,7 +207,15 @@ struct SandboxBoot: Sendable {
                 let control = try await ControlServer.bind(
                     path: paths.controlSocket(environment: environment), link: link,
                     handlers: .init(
-                        state: { SandboxStatus(paths: paths, state: state) },
+                        state: { [config] in
+                            var status = SandboxStatus(paths: paths, state: state, config: config)
+                            if !config.daemons.isEmpty, let answer = try? await link.call(LinkNames.Path.daemons, body: .init()),
+                                let daemons = try? DaemonStatus.decode(answer)
+                            {
+                                status.daemons = daemons
+                            }
+                            return status
+                        },
                         stop: {
                             // The guest syncs its disk and powers off; every session then ends.
                             _ = try? await link.call(LinkNames.Path.powerOff, body: .init())
@@ -244,6 +289,8 @@ private struct RunningParts {
     var link: LinkClient?
     var forwarder: PortForwarder?
     var control: ControlServer?
+    /// How long the guest may take to power off; nil: as long as it takes.
+    var powerOffGrace: Duration? = .seconds(5)
 
     /// Stops accepting on the control socket, powers the guest off (it syncs its disk; the VMM
     /// then ends by itself), stops the VMM and its helpers, ends the forwards and the event
@@ -254,7 +301,7 @@ private struct RunningParts {
         if let link {
             _ = try? await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { _ = try await link.call(LinkNames.Path.powerOff, body: .init()) }
-                group.addTask { try await Task.sleep(for: .seconds(5)) }
+                if let grace = powerOffGrace { group.addTask { try await Task.sleep(for: grace) } }
                 try await group.next()
                 group.cancelAll()
             }

@@ -37,7 +37,8 @@ struct Workspace {
             reporter.progress?("fetching the old clone's work before re-cloning")
             do {
                 let report = try SandboxFetch.run(
-                    project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name, base: Self.recordedBase(paths))
+                    project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, sandbox: paths.name, base: Self.recordedBase(paths),
+                    masks: MaskedPaths(config.masks))
                 try? paths.auditLog.append(
                     AuditEvent(sandbox: paths.name, event: "fetch", details: ["reason": .text("--fresh"), "refs": .list(report.branches.map(\.ref))]))
             } catch {
@@ -59,6 +60,13 @@ struct Workspace {
                 "\(paths.project.root) is not a git repository",
                 hint: "airlock gives the agent a clone of your repository: run `git init` and commit first")
         }
+        let masks = MaskedPaths(config.masks)
+        if !masks.isEmpty {
+            reporter.progress?("looking for masked paths in the project's history")
+            if let hit = try Repository.open(paths.project.root).maskedPathsInHistory(masks, history: true).first {
+                throw SandboxError(SandboxManager.trackedMaskMessage(hit), hint: SandboxManager.trackedMaskHint(hit.path.path))
+            }
+        }
         reporter.progress?("cloning \(paths.project.root) for sandbox \(paths.name)")
         do {
             let project = try Repository.open(paths.project.root)
@@ -70,7 +78,7 @@ struct Workspace {
                 reporter.warning("submodules left uninitialised in the clone (not checked out in your project): " + missing.joined(separator: ", "))
             }
             if options.withChanges {
-                let patch = try project.uncommittedPatch()
+                let patch = try project.uncommittedPatch(excluding: masks)
                 let author = project.defaultSignature() ?? Repository.Signature(name: "airlock", email: "airlock@localhost")
                 let message = "Uncommitted changes from \(paths.project.root)\n\nCarried over by `airlock start --with-changes`.\n"
                 if try clone.commitPatch(patch, message: message, author: author) != nil {

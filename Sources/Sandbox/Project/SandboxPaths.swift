@@ -38,6 +38,8 @@ public struct SandboxPaths: Sendable, Equatable {
     public var workspace: String { stateDirectory + "/workspace" }
     public var disk: String { stateDirectory + "/disk.img" }
     public var consoleLog: String { stateDirectory + "/console.log" }
+    /// `[mounts.*]` single files, staged for their shares (`Mounts`).
+    public var mountStaging: String { stateDirectory + "/mounts" }
     public var stateFile: String { stateDirectory + "/state" }
     /// Held (flock) by the process that runs the VM, for as long as it runs.
     public var lockFile: String { stateDirectory + "/lock" }

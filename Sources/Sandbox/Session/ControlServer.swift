@@ -32,7 +32,7 @@ final class ControlServer: Sendable {
 
     /// What the server asks of the sandbox that runs it.
     struct Handlers: Sendable {
-        var state: @Sendable () -> SandboxStatus
+        var state: @Sendable () async -> SandboxStatus
         var stop: @Sendable () async -> Void
         var events: EventHub
     }
@@ -157,7 +157,7 @@ final class ControlServer: Sendable {
             case Path.state?:
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
-                try await Self.answer(outbound, status: "200", body: Array(try encoder.encode(handlers.state())))
+                try await Self.answer(outbound, status: "200", body: Array(try encoder.encode(await handlers.state())))
             case Path.events?:
                 try await outbound.write(.headers(.init(headers: [":status": "200"])))
                 let lines = handlers.events.subscribe()
