@@ -270,7 +270,9 @@ struct SandboxVMTests {
     func interruptDuringBoot() async throws {
         let project = try VMEnvironment.repository()
         defer { VMEnvironment.cleanUp(project) }
-        let main = try CLI.launch(["start", "--", "true"], in: project)
+        // A command that outlasts the boot: a ^C that lands after a resumed snapshot's quick
+        // boot still ends a running command, never a finished one.
+        let main = try CLI.launch(["start", "--", "sleep", "30"], in: project)
         // The state file names QEMU as soon as it runs; the guest is still booting then.
         let stateFile = project.appendingPathComponent(".airlock/default/state")
         var vmm: Int32?
