@@ -191,7 +191,8 @@ public struct SandboxManager: Sendable {
     /// down. Returns the session's exit status.
     public func start(_ name: String, _ request: SessionRequest, workspace: WorkspaceOptions = .init()) async throws -> HostSession.Ended {
         let paths = try paths(name)
-        let problems = try startProblems(name)
+        // A first clone's mask check walks the project's history: off the cooperative pool.
+        let problems = try await Blocking.run { [self] in try startProblems(name) }
         if !problems.isEmpty { throw ConfigError(problems) }
         try FileSystem.makeDirectory(paths.stateRoot, mode: 0o755)
         try FileSystem.makeDirectory(paths.stateDirectory, mode: 0o700)

@@ -86,6 +86,10 @@ public enum CLI {
         } else {
             process.standardError = FileHandle.nullDevice
         }
+        // As a user's shell starts it: SIGINT and SIGQUIT at their defaults, even when the
+        // tests run as a background job (which inherits them ignored, as airlock then would).
+        signal(SIGINT, SIG_DFL)
+        signal(SIGQUIT, SIG_DFL)
         try process.run()
         return process
     }

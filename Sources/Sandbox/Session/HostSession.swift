@@ -62,9 +62,10 @@ public struct HostSession: Sendable {
 
             // Signals: window size on a terminal; forwarded to the process on pipes.
             var sources: [any DispatchSourceSignal] = []
+            var previous: [(Int32, sighandler_t?)] = []
             let forwarded = spec.terminal != nil ? [SIGWINCH, SIGTERM, SIGHUP] : [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
             for number in forwarded {
-                signal(number, SIG_IGN)
+                previous.append((number, signal(number, SIG_IGN)))
                 let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
                 source.setEventHandler {
                     let frame: SessionFrame
@@ -91,7 +92,8 @@ public struct HostSession: Sendable {
             }
             defer {
                 for source in sources { source.cancel() }
-                for number in forwarded { signal(number, SIG_DFL) }
+                // As they were: a signal ignored from the start (a background job's SIGINT) stays so.
+                for (number, handler) in previous { signal(number, handler) }
             }
 
             // stdin is read only once the session is accepted (the guest answers 200 as soon as
