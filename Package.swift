@@ -228,7 +228,7 @@ let package = Package(
         .testTarget(
             name: "NetworkProxyTests",
             dependencies: [
-                "NetworkProxy", "NetworkPolicy", "GuestLink",
+                "NetworkProxy", "NetworkPolicy", "GuestLink", "AirlockSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -193,6 +193,12 @@ public struct AirlockConfig: Sendable, Equatable {
     /// Project paths hidden from the guest, by entry name.
     public var masks: [String: [String]] = [:]
     public var daemons: [String: Daemon] = [:]
+
+    /// The longest a stop may spend on the daemons (the largest `timeout`); nil when one waits
+    /// without end (`timeout = 0`).
+    public var daemonStopTime: Int? {
+        daemons.values.contains { $0.timeout == 0 } ? nil : daemons.values.map(\.timeout).max() ?? 0
+    }
     /// `[registries."host:port"]`: registries spoken to over plain HTTP (`insecure = true`).
     public var insecureRegistries: Set<String> = []
     /// `[env]` values a start cannot give: a table's required host variable is unset.

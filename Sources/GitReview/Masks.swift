@@ -69,14 +69,9 @@ extension Repository {
         guard !masks.isEmpty else { return [] }
         var found: [MaskedPathInHistory] = []
         func look(at commit: ObjectID, reference: String?) throws(GitError) {
-            let tree = try treeOfCommit(commit)
-            defer { git_tree_free(tree) }
-            for path in masks.paths where !found.contains(where: { $0.path == path }) {
-                var entry: OpaquePointer?
-                if git_tree_entry_bypath(&entry, tree, path.path) == 0 {
-                    git_tree_entry_free(entry)
-                    found.append(MaskedPathInHistory(path: path, commit: commit, reference: reference))
-                }
+            let missing = masks.paths.filter { path in !found.contains { $0.path == path } }
+            for path in try held(missing, byTreeOf: commit) {
+                found.append(MaskedPathInHistory(path: path, commit: commit, reference: reference))
             }
         }
         var tips = references(under: "refs/heads/").merging(references(under: "refs/tags/")) { first, _ in first }
@@ -105,29 +100,27 @@ extension Repository {
     /// a masked path, with that path.
     func maskedPath(in masks: MaskedPaths, from tip: ObjectID, notIn known: Repository) throws(GitError) -> MaskedPathInHistory? {
         guard !masks.isEmpty else { return nil }
-        var walker: OpaquePointer?
-        try GitError.check(git_revwalk_new(&walker, pointer), "walk the new commits")
+        let walker = try walk(from: [tip], hidingWhatReaches: known)
         defer { git_revwalk_free(walker) }
-        var raw = tip.raw
-        try GitError.check(git_revwalk_push(walker, &raw), "walk from \(tip.short)")
-        for id in Set(known.references(under: "refs/").values).union(known.headCommit.map { [$0] } ?? []) {
-            var hidden = id.raw
-            _ = git_revwalk_hide(walker, &hidden)  // a ref to a tag or a blob hides nothing
-        }
         var next = git_oid()
         while true {
             let step = git_revwalk_next(&next, walker)
             if step == GIT_ITEROVER.rawValue { return nil }
             try GitError.check(step, "walk the new commits")
-            let tree = try treeOfCommit(ObjectID(next))
-            defer { git_tree_free(tree) }
-            for path in masks.paths {
-                var entry: OpaquePointer?
-                if git_tree_entry_bypath(&entry, tree, path.path) == 0 {
-                    git_tree_entry_free(entry)
-                    return MaskedPathInHistory(path: path, commit: ObjectID(next), reference: nil)
-                }
+            if let path = try held(masks.paths, byTreeOf: ObjectID(next)).first {
+                return MaskedPathInHistory(path: path, commit: ObjectID(next), reference: nil)
             }
+        }
+    }
+
+    /// Those of `paths` that commit `commit`'s tree holds, in their order.
+    private func held(_ paths: [MaskedPaths.Path], byTreeOf commit: ObjectID) throws(GitError) -> [MaskedPaths.Path] {
+        let tree = try treeOfCommit(commit)
+        defer { git_tree_free(tree) }
+        return paths.filter { path in
+            var entry: OpaquePointer?
+            defer { git_tree_entry_free(entry) }
+            return git_tree_entry_bypath(&entry, tree, path.path) == 0
         }
     }
 }

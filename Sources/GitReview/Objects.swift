@@ -125,17 +125,8 @@ extension Repository {
     /// 5,000 on a repository of 50,000 files). An object already here may be packed again,
     /// never one missing (a first parent's objects are here, or packed with it).
     func receive(_ tips: [ObjectID], from source: Repository) throws(GitError) {
-        var walk: OpaquePointer?
-        try GitError.check(git_revwalk_new(&walk, source.pointer), "walk the new commits")
+        let walk = try source.walk(from: tips, hidingWhatReaches: self)
         defer { git_revwalk_free(walk) }
-        for tip in tips {
-            var raw = tip.raw
-            try GitError.check(git_revwalk_push(walk, &raw), "walk from \(tip.short)")
-        }
-        for id in Set(references(under: "refs/").values).union(headCommit.map { [$0] } ?? []) {
-            var raw = id.raw
-            _ = git_revwalk_hide(walk, &raw)  // a ref to a tag or a blob hides nothing
-        }
         var builder: OpaquePointer?
         try GitError.check(git_packbuilder_new(&builder, source.pointer), "pack the new objects")
         defer { git_packbuilder_free(builder) }
@@ -244,6 +235,27 @@ extension Repository {
             authorEmail: author?.pointee.email.map { String(cString: $0) } ?? "",
             time: Int64(git_commit_time(commit)),
             parents: parents)
+    }
+
+    /// A walk (the caller frees it) over the commits of this repository reachable from `tips`
+    /// and from no reference (nor HEAD) of `known`: the commits `known` lacks.
+    func walk(from tips: [ObjectID], hidingWhatReaches known: Repository) throws(GitError) -> OpaquePointer? {
+        var walk: OpaquePointer?
+        try GitError.check(git_revwalk_new(&walk, pointer), "walk the new commits")
+        for tip in tips {
+            var raw = tip.raw
+            do {
+                try GitError.check(git_revwalk_push(walk, &raw), "walk from \(tip.short)")
+            } catch {
+                git_revwalk_free(walk)
+                throw error
+            }
+        }
+        for id in Set(known.references(under: "refs/").values).union(known.headCommit.map { [$0] } ?? []) {
+            var raw = id.raw
+            _ = git_revwalk_hide(walk, &raw)  // a ref to a tag or a blob hides nothing
+        }
+        return walk
     }
 
     /// The commits reachable from `tip` but not from `base`, newest first.

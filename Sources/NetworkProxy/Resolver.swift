@@ -1,4 +1,4 @@
-import NIOConcurrencyHelpers
+import AirlockSystem
 import NIOCore
 import NIOPosix
 
@@ -90,43 +90,5 @@ public struct StaticResolver: Resolver {
         }
         if let fallback { return try await fallback.resolve(host: host, port: port) }
         throw ResolutionError(host: host, reason: "not in the test resolver's map")
-    }
-}
-
-/// A wait that gave up.
-public struct DeadlineExceeded: Error, Sendable, CustomStringConvertible {
-    public var what: String
-    public var after: Duration
-    public var description: String { "\(what) took longer than \(after)" }
-}
-
-/// Runs `operation` and returns its result, or throws `DeadlineExceeded` after `timeout`
-/// without waiting for it (an operation that ignores cancellation, like a blocking lookup on
-/// a thread, finishes in the background and its result is dropped).
-func withDeadline<T: Sendable>(_ timeout: Duration, what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-    let waiting = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
-    let finish: @Sendable (Result<T, any Error>) -> Void = { result in
-        let continuation = waiting.withLockedValue { value -> CheckedContinuation<T, any Error>? in
-            defer { value = nil }
-            return value
-        }
-        continuation?.resume(with: result)
-    }
-    let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
-    defer { tasks.withLockedValue { $0.forEach { $0.cancel() } } }
-    return try await withTaskCancellationHandler {
-        try await withCheckedThrowingContinuation { continuation in
-            waiting.withLockedValue { $0 = continuation }
-            let operationTask = Task {
-                do { finish(.success(try await operation())) } catch { finish(.failure(error)) }
-            }
-            let timer = Task {
-                try? await Task.sleep(for: timeout)
-                finish(.failure(DeadlineExceeded(what: what, after: timeout)))
-            }
-            tasks.withLockedValue { $0 = [operationTask, timer] }
-        }
-    } onCancel: {
-        finish(.failure(CancellationError()))
     }
 }

@@ -5,7 +5,6 @@ import GitReview
 import GuestLink
 import Logging
 import Machine
-import NIOCore
 import NetworkProxy
 
 #if canImport(Glibc)
@@ -328,7 +327,7 @@ public struct SandboxManager: Sendable {
             await client.close()
         }
         // 5 s (plus the daemons' timeouts) for the guest to power off, then the owner's turn.
-        let grace = Int(daemonGrace.components.seconds)
+        let grace = config.daemonStopTime ?? 0
         let term = 100 + grace * 20
         for attempt in 0..<(term + 200) {
             if !SandboxLock.isHeld(paths.lockFile) { return true }
@@ -368,23 +367,13 @@ public struct SandboxManager: Sendable {
         guard status.state == "running", let paths = try? paths(status.name),
             let client = try? await LinkClient.connect(unixSocket: paths.controlSocket(environment: environment))
         else { return status }
-        let answer = try? await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-            group.addTask { try await client.call(ControlServer.Path.state, body: .init()) }
-            group.addTask {
-                try await Task.sleep(for: .seconds(2))
-                return nil
-            }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            return first
+        let answer = try? await withDeadline(.seconds(2), what: "the state of sandbox \(status.name)") {
+            try await client.call(ControlServer.Path.state, body: .init())
         }
         await client.close()
         guard let answer, let decoded = try? JSONDecoder().decode(SandboxStatus.self, from: Data(answer.readableBytesView)) else { return status }
         return decoded
     }
-
-    /// How long a stop may take: the guest gives each daemon its timeout before power-off.
-    var daemonGrace: Duration { .seconds(config.daemons.values.map(\.timeout).max() ?? 0) }
 
     static func state(_ paths: SandboxPaths) -> SandboxState? {
         ((try? FileSystem.readText(paths.stateFile, limit: 64 << 10)) ?? nil).flatMap(SandboxState.init(text:))

@@ -109,7 +109,7 @@ struct SandboxBoot: Sendable {
         let base = image?.baseEnvironment(terminal: nil, hostname: hostname) ?? HostRoot(hostname: hostname).baseEnvironment(terminal: nil)
         return config.daemons.sorted { $0.key < $1.key }.map { name, daemon in
             let environment = base.merging(daemon.env) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-            let directory = daemon.cwd == "~" ? home : daemon.cwd.hasPrefix("~/") ? home + daemon.cwd.dropFirst(1) : daemon.cwd
+            let directory = Mounts.expandingHome(daemon.cwd, home: home)
             return SetupSpec.Daemon(
                 name: name, arguments: daemon.command, environment: environment, workingDirectory: directory, signal: daemon.signal,
                 timeout: UInt32(daemon.timeout), restart: daemon.restart == .always ? .always : .onFailure, maxRestarts: UInt32(daemon.maxRestarts))
@@ -175,8 +175,7 @@ struct SandboxBoot: Sendable {
             }
             var running = RunningParts(events: events)
             // The guest stops each daemon within its timeout (0: waits for it) before it powers off.
-            running.powerOffGrace =
-                config.daemons.values.contains { $0.timeout == 0 } ? nil : .seconds(5 + (config.daemons.values.map(\.timeout).max() ?? 0))
+            running.powerOffGrace = config.daemonStopTime.map { .seconds(5 + $0) }
             let link: LinkClient
             do {
                 // Phase 2: the backend.

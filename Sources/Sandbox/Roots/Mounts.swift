@@ -68,7 +68,7 @@ struct Mounts: Sendable, Equatable {
                 SandboxError("[mounts.\(name)] \(message)", hint: hint)
             }
             let written = mount.source.hasPrefix("/") ? mount.source : project + "/" + mount.source
-            if FileSystem.status(written) == nil, lstat(written) == nil {
+            if FileSystem.status(written) == nil {  // lstat: a dangling symbolic link is not missing
                 switch mount.missing {
                 case .fail:
                     throw refuse(
@@ -136,13 +136,18 @@ struct Mounts: Sendable, Equatable {
         return Mounts(entries: entries)
     }
 
+    /// `path` with a leading `~` as the agent's `home` in the VM.
+    static func expandingHome(_ path: String, home: String) -> String {
+        path == "~" ? home : path.hasPrefix("~/") ? home + path.dropFirst(1) : path
+    }
+
     /// `target` as an absolute path in the VM: `~` is `home`, a relative path the project's.
     /// `what` names it in a refusal.
     static func guestTarget(
         _ target: String, _ what: String, home: String, project: String, refuse: (String, String?) -> SandboxError
     ) throws -> String {
-        let absolute =
-            target == "~" ? home : target.hasPrefix("~/") ? home + target.dropFirst(1) : target.hasPrefix("/") ? target : project + "/" + target
+        let expanded = expandingHome(target, home: home)
+        let absolute = expanded.hasPrefix("/") ? expanded : project + "/" + expanded
         let parts = absolute.split(separator: "/").filter { $0 != "." }
         guard !parts.contains("..") else { throw refuse("\(what) \(target) has `..`", "write the path without `..`") }
         let path = "/" + parts.joined(separator: "/")
@@ -220,18 +225,14 @@ struct Mounts: Sendable, Equatable {
     }
 }
 
-private func lstat(_ path: String) -> stat? {
-    var info = stat()
-    return Glibc.lstat(path, &info) == 0 ? info : nil
-}
-
 private func realPath(_ path: String) -> String? {
     guard let resolved = realpath(path, nil) else { return nil }
     defer { free(resolved) }
     return String(cString: resolved)
 }
 
-/// Copies a regular file's bytes (the fallback where a hard link cannot be made).
+/// Copies a regular file's bytes (the fallback where a hard link cannot be made: across file
+/// systems, where `copy_file_range` fails the same way, hence read and write).
 private func copy(_ source: String, to destination: String) throws {
     let input = open(source, O_RDONLY | O_CLOEXEC)
     guard input >= 0 else { throw SystemError.last("open", source) }
@@ -245,6 +246,6 @@ private func copy(_ source: String, to destination: String) throws {
     while true {
         let count = try Syscall.retrying("read", source) { buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) } }
         if count == 0 { return }
-        try Syscall.writeAll(output, Array(buffer[0..<count]), subject: destination)
+        try buffer.withUnsafeBytes { try Syscall.writeAll(output, UnsafeRawBufferPointer(rebasing: $0[0..<count]), subject: destination) }
     }
 }
