@@ -160,6 +160,14 @@ public enum FileSystem {
 
     public static func exists(_ path: String) -> Bool { status(path) != nil }
 
+    /// The path with every symbolic link and `.`/`..` resolved (realpath(3)); nil when some
+    /// part of it does not exist.
+    public static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     /// A directory, not a symlink to one.
     public static func isDirectory(_ path: String) -> Bool {
         status(path).map { $0.st_mode & S_IFMT == S_IFDIR } ?? false

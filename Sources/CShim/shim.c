@@ -17,14 +17,18 @@
 #include <time.h>
 #include <x86intrin.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <sched.h>
 #include <linux/vm_sockets.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-static const char *const steps[] = {"fork", "setsid", "prctl", "dup2", "ioctl(TIOCSCTTY)", "chroot", "chdir", "setgroups/setgid/setuid", "exec"};
-enum { STEP_FORK, STEP_SETSID, STEP_PRCTL, STEP_DUP2, STEP_CTTY, STEP_CHROOT, STEP_CHDIR, STEP_IDS, STEP_EXEC };
+static const char *const steps[] = {
+    "fork", "setsid", "prctl", "dup2", "unshare", "uid_map/gid_map", "mount", "ioctl(TIOCSCTTY)", "chroot", "chdir", "setgroups/setgid/setuid", "exec"};
+enum { STEP_FORK, STEP_SETSID, STEP_PRCTL, STEP_DUP2, STEP_UNSHARE, STEP_ID_MAP, STEP_MOUNT, STEP_CTTY, STEP_CHROOT, STEP_CHDIR, STEP_IDS, STEP_EXEC };
 
 static void child_fail_step(int report_fd, int step) {
     int report[2] = {errno, step};
@@ -33,6 +37,118 @@ static void child_fail_step(int report_fd, int step) {
     _exit(127);
 }
 #define child_fail(fd) child_fail_step(fd, step)
+
+/// "/proc/self/fd/<fd>" into `buffer` (at least 32 bytes). Async-signal-safe.
+static const char *fd_path(int fd, char *buffer) {
+    static const char prefix[] = "/proc/self/fd/";
+    memcpy(buffer, prefix, sizeof prefix - 1);
+    char digits[12];
+    int count = 0;
+    do {
+        digits[count++] = (char)('0' + fd % 10);
+        fd /= 10;
+    } while (fd > 0 && count < 11);
+    char *out = buffer + sizeof prefix - 1;
+    while (count > 0) *out++ = digits[--count];
+    *out = 0;
+    return buffer;
+}
+
+/// Writes `id id 1` (or `deny`, when `id` is negative) to /proc/self/<file>. Async-signal-safe.
+static int write_id_map(const char *file, long id) {
+    char line[48];
+    int length = 0;
+    if (id < 0) {
+        memcpy(line, "deny", 4);
+        length = 4;
+    } else {
+        char digits[24];
+        int count = 0;
+        do {
+            digits[count++] = (char)('0' + id % 10);
+            id /= 10;
+        } while (id > 0);
+        for (int copy = 0; copy < 2; copy++) {
+            for (int i = count - 1; i >= 0; i--) line[length++] = digits[i];
+            line[length++] = ' ';
+        }
+        line[length++] = '1';
+    }
+    int fd = open(file, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t written = write(fd, line, (size_t)length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return written == length ? 0 : -1;
+}
+
+/// The mount flags the kernel locks in a less privileged namespace, as a remount must repeat them.
+static unsigned long locked_flags(int fd) {
+    struct statvfs info;
+    if (fstatvfs(fd, &info) != 0) return 0;
+    unsigned long flags = 0;
+    if (info.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+    if (info.f_flag & ST_NODEV) flags |= MS_NODEV;
+    if (info.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+    if (info.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+    if (info.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+    if (info.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+    return flags;
+}
+
+/// A mount namespace (and, for a caller that is not root, a user namespace mapping only its
+/// own ids) with `mounts` applied. Runs in the forked child; sets `*step` for the report.
+static int confine(const struct airlock_spawn_mount *mounts, int count, int *step) {
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    *step = STEP_UNSHARE;
+    if (unshare(CLONE_NEWNS | (uid != 0 ? CLONE_NEWUSER : 0)) != 0) return -1;
+    if (uid != 0) {
+        *step = STEP_ID_MAP;
+        if (write_id_map("/proc/self/setgroups", -1) != 0 || write_id_map("/proc/self/uid_map", (long)uid) != 0 ||
+            write_id_map("/proc/self/gid_map", (long)gid) != 0) {
+            return -1;
+        }
+    }
+    *step = STEP_MOUNT;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
+    for (int i = 0; i < count; i++) {
+        const struct airlock_spawn_mount *m = &mounts[i];
+        char target_path[32], source_path[32];
+        int target = open(m->target, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (target < 0) return -1;
+        int result = 0;
+        if (m->kind == AIRLOCK_MOUNT_EMPTY_DIRECTORY) {
+            result = mount("tmpfs", fd_path(target, target_path), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555");
+        } else {
+            int source = open(m->source, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (source < 0) {
+                result = -1;
+            } else {
+                // Recursive: a bind that left out mounts below would be refused in a user
+                // namespace (it could uncover what they cover).
+                result = mount(fd_path(source, source_path), fd_path(target, target_path), NULL, MS_BIND | MS_REC, NULL);
+                close(source);
+            }
+            if (result == 0 && m->kind == AIRLOCK_MOUNT_BIND_READ_ONLY) {
+                // The new mount, on top of the old descriptor's.
+                int mounted = open(m->target, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+                if (mounted < 0) {
+                    result = -1;
+                } else {
+                    result = mount(NULL, fd_path(mounted, target_path), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(mounted), NULL);
+                    close(mounted);
+                }
+            }
+        }
+        int saved = errno;
+        close(target);
+        errno = saved;
+        if (result != 0) return -1;
+    }
+    return 0;
+}
 
 pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
                     int stdin_fd, int stdout_fd, int stderr_fd, int flags) {
@@ -123,6 +239,7 @@ pid_t airlock_spawn_ex(const char *path, char *const argv[], char *const envp[],
                 }
             }
         }
+        if (options && options->mount_count > 0 && confine(options->mounts, options->mount_count, &step) != 0) child_fail(report[1]);
         if (options) {
             step = STEP_CTTY;
             if (options->controlling_terminal && ioctl(0, TIOCSCTTY, 0) != 0) child_fail(report[1]);

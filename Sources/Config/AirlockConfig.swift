@@ -50,7 +50,8 @@ public struct AirlockConfig: Sendable, Equatable {
     public struct Workspace: Sendable, Equatable {
         public enum Mode: String, Sendable { case clone, mount }
         public var mode = Mode.clone
-        /// Only for `mount`: share the project read-only.
+        /// Only for `mount`: share the project read-only (`.git`, the configuration and
+        /// `.airlock/` are read-only or hidden in either case).
         public var readOnly = false
     }
 
@@ -263,6 +264,12 @@ extension AirlockConfig {
         if let node = root["workspace"] {
             workspace.mode = node["mode"]?.string.flatMap(Workspace.Mode.init(rawValue:)) ?? workspace.mode
             workspace.readOnly = node["read_only"]?.boolean ?? workspace.readOnly
+            if workspace.readOnly, workspace.mode == .clone, let readOnly = node["read_only"] {
+                problems.append(
+                    ConfigDiagnostic(
+                        at: readOnly.origin.location, "[workspace] read_only applies only with mode = \"mount\"",
+                        hint: "the clone is the VM's to change: remove read_only, or share the project itself with mode = \"mount\""))
+            }
         }
         if let node = root["network"] {
             network.policy = node["policy"]?.string.flatMap(PolicyMode.init(rawValue:)) ?? network.policy
@@ -428,14 +435,6 @@ extension AirlockConfig {
                 refused.append(path)
                 refuse(node, pattern.hasSuffix("*") ? "[\(dotted(path))]" : "`\(dotted(path))`", hint)
             }
-        }
-        if let mode = root["workspace"]?["mode"], mode.string == "mount" {
-            refuse(
-                mode, "[workspace] mode = \"mount\"",
-                "use mode = \"clone\" (the default): the VM works on a clone, its work comes home with `airlock fetch`")
-        }
-        if let readOnly = root["workspace"]?["read_only"] {
-            refuse(readOnly, "[workspace] read_only", "remove it: the clone is the VM's to change")
         }
         let daemonEnvironments = enabledEntries(root["daemons"]).map { ("daemons.\($0.name).env", $0.node["env"]) }
         for (prefix, table) in [("env", root["env"])] + daemonEnvironments {

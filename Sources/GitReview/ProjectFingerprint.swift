@@ -13,7 +13,9 @@ public struct ProjectFingerprint: Sendable, Equatable {
     /// What each item looked like, by name (`HEAD`, `ref refs/heads/main`, `index`, `file src/a.c`).
     var items: [String: String]
 
-    public static func take(project: String) -> ProjectFingerprint {
+    /// `files`: the working tree's files too (a project shared with the VM, `[workspace] mode =
+    /// "mount"`, is the agent's to change; its git data is not).
+    public static func take(project: String, files: Bool = true) -> ProjectFingerprint {
         _ = LibGit2Runtime.initialised
         var items: [String: String] = [:]
         if let repository = try? Repository.open(project) {
@@ -26,7 +28,7 @@ public struct ProjectFingerprint: Sendable, Equatable {
                 if git_odb_hashfile(&id, gitDirectory + "index", GIT_OBJECT_BLOB) == 0 { items["index"] = ObjectID(id).hex }
             }
         }
-        walk(project, relative: "", into: &items, depth: 0)
+        if files { walk(project, relative: "", into: &items, depth: 0) }
         return ProjectFingerprint(items: items)
     }
 

@@ -13,28 +13,52 @@ public enum VMMProcess {
     /// The environment a helper gets: nothing of the user's.
     static let environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]
 
-    /// Starts `path` with `arguments` (never through a shell).
-    public static func spawn(_ path: String, _ arguments: [String], log: String) throws -> ProcessWaiter {
+    /// Starts `path` with `arguments` (never through a shell). With `views`, in a mount
+    /// namespace of its own where each view is shown at its mount point.
+    public static func spawn(_ path: String, _ arguments: [String], log: String, views: [(ShareView, at: String)] = []) throws
+        -> ProcessWaiter
+    {
         let logFD = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer {
             if logFD >= 0 { close(logFD) }
             if devNull >= 0 { close(devNull) }
         }
-        let argv = [path] + arguments
+        let failed = FailedStep()
         do {
             // ProcessWaiter runs the closure on its own thread and returns only after it ran,
             // so the descriptors closed by the `defer` above are still open while it runs.
             return try ProcessWaiter {
-                withCStrings(argv) { args in
+                withCStrings([path] + arguments) { args in
                     withCStrings(environment) { env in
-                        airlock_spawn(path, args, env, devNull, logFD, logFD, Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG))
+                        let flags = Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG)
+                        var options = airlock_spawn_options()
+                        guard !views.isEmpty else {
+                            return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                        }
+                        return ShareView.withSpawnMounts(views) { mounts, count in
+                            options.mounts = mounts
+                            options.mount_count = count
+                            return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                        }
                     }
                 }
             }
         } catch {
-            throw MachineError("cannot start \(path)", cause: SystemError("spawn", path, errno: error.errno))
+            let step = failed.step.map { String(cString: $0) }
+            if let step, ["unshare", "uid_map/gid_map", "mount"].contains(step) {
+                throw MachineError(
+                    "cannot give \(path) a mount namespace of its own for its view of \(views.map(\.0.source).joined(separator: ", ")) (\(step): \(errorText(error.errno)))",
+                    hint: "`airlock doctor` says whether this host allows it (user namespaces)")
+            }
+            throw MachineError("cannot start \(path)", cause: SystemError(step ?? "spawn", path, errno: error.errno))
         }
+    }
+
+    /// Where airlock_spawn_ex names the step that failed (a static string), written on the
+    /// waiter's thread before `ProcessWaiter.init` returns.
+    private final class FailedStep: @unchecked Sendable {
+        var step: UnsafePointer<CChar>?
     }
 
     /// SIGTERM at once, then SIGKILL after `grace`, to the process and its group; then reaped.

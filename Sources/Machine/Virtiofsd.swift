@@ -54,7 +54,9 @@ public enum Virtiofsd {
         do {
             for served in shares {
                 unlink(served.socket)
-                let process = try VMMProcess.spawn(binary, arguments(socket: served.socket, share: served.share), log: log)
+                let process = try VMMProcess.spawn(
+                    binary, arguments(socket: served.socket, share: served.share), log: log,
+                    views: served.share.view.map { [($0, served.share.hostPath)] } ?? [])
                 started.append(process)
                 try await waitForSocketFile(served.socket, of: process, timeout: timeout) {
                     MachineError("virtiofsd for \(served.share.hostPath) \($0)", consoleTail: FileSystem.tailLines(of: log))

@@ -28,12 +28,15 @@ public struct MachineSpec: Sendable, Equatable {
         /// layer): QEMU shares it with 9p `security_model=mapped-xattr`, even when the other
         /// shares are virtio-fs (`ShareTransport.qemu`).
         public var mappedOwnership: Bool
+        /// Parts of `hostPath` read-only or hidden on the host side (`ShareView`).
+        public var view: ShareView?
 
-        public init(tag: String, hostPath: String, readOnly: Bool, mappedOwnership: Bool = false) {
+        public init(tag: String, hostPath: String, readOnly: Bool, mappedOwnership: Bool = false, view: ShareView? = nil) {
             self.tag = tag
             self.hostPath = hostPath
             self.readOnly = readOnly
             self.mappedOwnership = mappedOwnership
+            self.view = view
         }
     }
 

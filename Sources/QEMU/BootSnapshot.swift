@@ -125,7 +125,8 @@ public struct BootSnapshot: Sendable {
         boot.consoleLog = log
         let qmp = runtime + "/qmp.sock"
         unlink(qmp)
-        let waiter = try VMMProcess.spawn(qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), log: boot.consoleLog)
+        let waiter = try VMMProcess.spawn(
+            qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), log: boot.consoleLog, views: QEMUMachine.views(of: boot, virtiofsd: false))
         defer {
             // Not once it has been reaped: its pid may belong to another process by then.
             if !waiter.hasExited {

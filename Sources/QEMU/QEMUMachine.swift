@@ -240,6 +240,7 @@ public final class QEMUMachine: VirtualMachine {
             helperLog = log
             helpers = try await Virtiofsd.start(virtiofsd, serving: served, log: log)
         }
+
         /// The console's last lines, after virtiofsd's when there are any.
         func failureTail() -> [String] {
             (helperLog.map { FileSystem.tailLines(of: $0, count: 10) } ?? []) + FileSystem.tailLines(of: spec.consoleLog)
@@ -266,7 +267,7 @@ public final class QEMUMachine: VirtualMachine {
         // QEMU's own complaints (a bad path, a missing device) go to the console log too.
         let waiter: ProcessWaiter
         do {
-            waiter = try VMMProcess.spawn(qemu, arguments, log: spec.consoleLog)
+            waiter = try VMMProcess.spawn(qemu, arguments, log: spec.consoleLog, views: views(of: spec, virtiofsd: virtiofsd != nil))
         } catch {
             await Virtiofsd.stop(helpers)
             throw error
@@ -294,7 +295,8 @@ public final class QEMUMachine: VirtualMachine {
                 unlink(snapshot.store.path(key: snapshot.key))
                 progress?("the boot snapshot did not load (\(error)); booting normally")
                 return try await start(
-                    spec, qemu: qemu, vsockCID: vsockCID, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: nil, progress: progress)
+                    spec, qemu: qemu, vsockCID: vsockCID, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: nil,
+                    progress: progress)
             }
             progress?("resumed the boot snapshot \(snapshot.key.prefix(12))")
         }
@@ -364,6 +366,16 @@ public final class QEMUMachine: VirtualMachine {
         for watcher in watchers { watcher.cancel() }
         await stopQEMU(grace: grace)
         await Virtiofsd.stop(virtiofsd)
+    }
+
+    /// The views of `spec`'s 9p shares, which QEMU serves itself: it then runs in their mount
+    /// namespace (the mounts there must be its own, or a rename or unlink through the share
+    /// would reach what they cover).
+    static func views(of spec: MachineSpec, virtiofsd: Bool) -> [(ShareView, at: String)] {
+        spec.shares.compactMap { share in
+            guard let view = share.view, ShareTransport.qemu(for: share, virtiofsd: virtiofsd) == .ninep else { return nil }
+            return (view, share.hostPath)
+        }
     }
 
     private func stopQEMU(grace: Duration) async {

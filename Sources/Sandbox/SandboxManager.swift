@@ -142,7 +142,8 @@ public struct SandboxManager: Sendable {
     /// (quick enough for every start); before the first clone, the whole history.
     private func trackedMasks(_ paths: SandboxPaths) -> [ConfigDiagnostic] {
         let masks = MaskedPaths(config.masks)
-        let cloned = FileSystem.isDirectory(paths.workspace + "/.git")
+        // In mount mode the VM sees the project's .git, every commit in it.
+        let cloned = config.workspace.mode == .clone && FileSystem.isDirectory(paths.workspace + "/.git")
         guard !masks.isEmpty, project.gitCommonDir != nil, let repository = try? Repository.open(project.root),
             let found = try? repository.maskedPathsInHistory(masks, history: !cloned)
         else { return [] }
@@ -157,9 +158,9 @@ public struct SandboxManager: Sendable {
     /// What a mask of a path git has in a commit is told.
     static func trackedMaskMessage(_ hit: MaskedPathInHistory) -> String {
         if let reference = hit.reference {
-            return "[\(hit.path.entry)] hides \(hit.path.path), which git tracks (in \(reference)): the sandbox's clone has it"
+            return "[\(hit.path.entry)] hides \(hit.path.path), which git tracks (in \(reference)): the sandbox's git data has it"
         }
-        return "[\(hit.path.entry)] hides \(hit.path.path), which git has in commit \(hit.commit.short): the sandbox's clone would hold it"
+        return "[\(hit.path.entry)] hides \(hit.path.path), which git has in commit \(hit.commit.short): the sandbox's git data would hold it"
     }
 
     /// How to hide a path git tracks.
@@ -388,6 +389,12 @@ public struct SandboxManager: Sendable {
         guard FileSystem.isDirectory(paths.stateDirectory) else {
             throw SandboxError(
                 "this project has no sandbox \(name)", hint: "`airlock ps` lists the sandboxes; `airlock start --name \(name)` makes one")
+        }
+        // A clone from before a switch to mount mode still has its work to bring home.
+        if config.workspace.mode == .mount && !FileSystem.isDirectory(paths.workspace + "/.git") {
+            throw SandboxError(
+                "sandbox \(name) shares the project itself ([workspace] mode = \"mount\"): its work is already in \(project.root), there is no clone to fetch from",
+                hint: "look at it with `git status` and `git diff`, and commit what you keep (the VM cannot: .git is read-only there)")
         }
         // What a mount covers in the project is the mount's, not the agent's work. (A `~/`
         // target is placed in the host root's home; an image's user may have another.)

@@ -176,6 +176,17 @@ struct ConfigValidationTests {
             ], "\(misplaced)")
     }
 
+    @Test("[workspace]: mode = \"mount\" with or without read_only; read_only with the clone is refused where it is written")
+    func workspaceKeys() throws {
+        #expect(try load(project: "[workspace]\nmode = \"mount\"\nread_only = true\n").config.workspace == .init(mode: .mount, readOnly: true))
+        #expect(try load(project: "[workspace]\nmode = \"mount\"\n").config.workspace == .init(mode: .mount, readOnly: false))
+        let refused = diagnostics(project: "[workspace]\nread_only = true\n")
+        #expect(
+            refused.map { "\($0.location?.description ?? "?") \($0.message)" } == [
+                "airlock.toml:2:1 [workspace] read_only applies only with mode = \"mount\""
+            ], "\(refused)")
+    }
+
     @Test("[disk.cache.*]: the enabled entries' paths; every declared name kept; a name that cannot be a directory is refused")
     func cacheKeys() throws {
         let config = try load(project: "[disk.cache.cargo]\npaths = [\"~/.cargo/registry\"]\n[disk.cache.old]\nenabled = false\npaths = [\"/x\"]\n")

@@ -76,3 +76,137 @@ struct MachineLayerTests {
         #expect(error.description == "the VM stopped: open /dev/kvm: Permission denied\nlast lines of the console:\n  | panic")
     }
 }
+
+@Suite("A share's view: read-only and hidden parts, held in a mount namespace on the host")
+struct ShareViewTests {
+    /// A project with what mount mode protects, a masked file and directory, and work.
+    func project() throws -> String {
+        let root = NSTemporaryDirectory() + "airlock-view-\(UUID().uuidString.prefix(8))"
+        for directory in [".git/hooks", "src", "secrets", ".airlock/default"] { try FileSystem.makeDirectories(root + "/" + directory) }
+        for (path, text) in [
+            (".git/config", "[core]\n"), ("airlock.toml", "[vm]\ncpus = 1\n"), ("src/a.txt", "a\n"), ("secret.env", "TOKEN=real\n"),
+            ("secrets/key", "private\n"), (".airlock/default/empty", ""),
+        ] {
+            try FileSystem.writeAtomically(root + "/" + path, text)
+        }
+        return root
+    }
+
+    func view(_ root: String, readOnly: Bool = false) -> ShareView {
+        ShareView(
+            source: root,
+            steps: (readOnly ? [.readOnly("")] : []) + [
+                .readOnly(".git"), .readOnly("airlock.toml"), .hideFile("secret.env", emptyFile: root + "/.airlock/default/empty"),
+                .hideDirectory("secrets"), .hideDirectory(".airlock"),
+            ])
+    }
+
+    /// Where the view is shown: an empty directory in the project's `.airlock/`.
+    func mountPoint(_ root: String) throws -> String {
+        try FileSystem.makeDirectories(root + "/.airlock/default/view")
+        return root + "/.airlock/default/view"
+    }
+
+    /// Runs `script` with sh in the view's directory; returns its exit status and output.
+    func run(_ script: String, in view: ShareView) async throws -> (status: Int32?, output: String) {
+        let log = NSTemporaryDirectory() + "airlock-view-\(UUID().uuidString.prefix(8)).log"
+        defer { unlink(log) }
+        let at = try mountPoint(view.source)
+        let process = try VMMProcess.spawn("/bin/sh", ["-c", "cd \(at) && " + script], log: log, views: [(view, at)])
+        let status = await process.wait().map { ExitStatus(waitStatus: $0).code }
+        return (status, try FileSystem.readText(log) ?? "")
+    }
+
+    @Test(
+        "inside the view: the work is writable; .git and the configuration cannot be written, moved or removed; masks and .airlock are empty; the host's files stay"
+    )
+    func inside() async throws {
+        let root = try project()
+        defer { try? FileSystem.removeTree(root) }
+        let (status, output) = try await run(
+            """
+            echo new > src/new.txt && echo wrote-work
+            echo x > .git/hooks/pre-commit && echo wrote-hook
+            echo x >> .git/config && echo wrote-git-config
+            echo x >> airlock.toml && echo wrote-config
+            mv .git git-moved && echo moved-git
+            rm airlock.toml && echo removed-config
+            mv secret.env exposed && echo moved-mask
+            rm -r secrets && echo removed-masked-dir
+            cat secret.env secrets/key
+            echo y > secret.env && echo wrote-mask
+            touch secrets/new && echo wrote-masked-dir
+            echo "listing: $(ls -A secrets .airlock)"
+            echo done
+            """, in: view(root))
+        #expect(status == 0)
+        #expect(output.contains("wrote-work") && output.contains("done"), "\(output)")
+        for leak in [
+            "wrote-hook", "wrote-git-config", "wrote-config", "moved-git", "removed-config", "moved-mask", "removed-masked-dir", "TOKEN", "private",
+            "wrote-mask", "wrote-masked-dir", "default",
+        ] {
+            #expect(!output.contains(leak), "\(leak): \(output)")
+        }
+        #expect(FileSystem.exists(root + "/src/new.txt"), "the work reaches the project")
+        #expect(try FileSystem.readText(root + "/secret.env") == "TOKEN=real\n")
+        #expect(try FileSystem.readText(root + "/secrets/key") == "private\n")
+        #expect(try FileSystem.readText(root + "/airlock.toml") == "[vm]\ncpus = 1\n")
+        #expect(try FileSystem.readText(root + "/.git/config") == "[core]\n")
+        #expect(!FileSystem.exists(root + "/.git/hooks/pre-commit") && !FileSystem.exists(root + "/exposed"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/.airlock") == ["default"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/.airlock/default/view").isEmpty, "the view is only in its namespace")
+    }
+
+    @Test("read_only: nothing of the project is writable through the view")
+    func readOnlyView() async throws {
+        let root = try project()
+        defer { try? FileSystem.removeTree(root) }
+        let (status, output) = try await run(
+            "echo x > src/new.txt && echo wrote-new; echo x >> src/a.txt && echo wrote-a; rm src/a.txt && echo removed; cat src/a.txt; echo done",
+            in: view(root, readOnly: true))
+        #expect(status == 0)
+        #expect(output.contains("a\ndone"), "\(output)")
+        #expect(!output.contains("wrote") && !output.contains("removed"), "\(output)")
+        #expect(try FileSystem.readText(root + "/src/a.txt") == "a\n" && !FileSystem.exists(root + "/src/new.txt"))
+    }
+
+    @Test("a process in the view cannot take a mount away to uncover what it hides, even with the capabilities of a user namespace of its own")
+    func lockedMounts() async throws {
+        let root = try project()
+        defer { try? FileSystem.removeTree(root) }
+        let log = root + "/out.log"
+        let at = try mountPoint(root)
+        // A new user namespace gives every capability in it, as a compromised VMM could get;
+        // the mounts it copies from the view's namespace are locked together.
+        let script = """
+            unshare -Urm sh -c '
+              umount \(at)/.git && echo umounted-git
+              umount -l \(at)/secrets && echo umounted-secrets
+              mount -o remount,rw,bind \(at)/.git && echo remounted
+              cat \(at)/secrets/key
+              echo x > \(at)/.git/hooks/post-checkout && echo wrote-hook
+              echo inner-done'
+            echo done
+            """
+        let process = try VMMProcess.spawn("/bin/sh", ["-c", script], log: log, views: [(view(root), at)])
+        #expect(await process.wait().map { ExitStatus(waitStatus: $0).code } == 0)
+        let output = try FileSystem.readText(log) ?? ""
+        #expect(output.contains("inner-done") && output.contains("done"), "\(output)")
+        for uncovered in ["umounted-git", "umounted-secrets", "remounted", "private", "wrote-hook"] {
+            #expect(!output.contains(uncovered), "\(output)")
+        }
+        #expect(!FileSystem.exists(root + "/.git/hooks/post-checkout"))
+    }
+
+    @Test("a symbolic link where the view mounts is refused, not followed")
+    func symlinkRefused() async throws {
+        let root = try project()
+        defer { try? FileSystem.removeTree(root) }
+        try FileSystem.removeTree(root + "/secrets")
+        #expect(symlink("/etc", root + "/secrets") == 0)
+        let error = #expect(throws: MachineError.self) {
+            try VMMProcess.spawn("/bin/true", [], log: root + "/vmm.log", views: [(view(root), try mountPoint(root))])
+        }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("mount"))
+    }
+}

@@ -96,4 +96,66 @@ struct SandboxManagerTests {
         let explained = SandboxManager.explained(lost, paths: paths)
         #expect("\(explained)".contains("was stopped (`airlock stop`)"))
     }
+
+    @Test(
+        "mount mode's view: .git and both configuration files read-only (missing ones created empty), masks and .airlock hidden; no git or a link leading out is refused"
+    )
+    func projectView() throws {
+        let (project, manager) = try project()
+        defer { try? FileSystem.removeTree(project.root) }
+        let root = project.root
+        var config = AirlockConfig()
+        config.workspace.mode = .mount
+        config.masks = ["secrets": ["secret.env", "private", "private/inner", "absent"]]
+        try FileSystem.makeDirectories(root + "/private")
+        try FileSystem.write(root + "/secret.env", Array("T\n".utf8))
+        try FileSystem.write(root + "/airlock.toml", [])
+        let paths = try manager.paths("default")
+        try FileSystem.makeDirectories(paths.stateDirectory)
+        let notices = Notices()
+        let workspace = Workspace(paths: paths, config: config, options: .init(), reporter: .init(notice: { notices.add($0) }))
+        let view = try workspace.projectView()
+        #expect(view.source == root)
+        #expect(
+            view.steps == [
+                .readOnly(".git"), .readOnly("airlock.toml"), .readOnly("airlock.local.toml"),
+                .hideFile("secret.env", emptyFile: paths.stateDirectory + "/empty"), .hideDirectory("private"), .hideDirectory(".airlock"),
+            ])
+        #expect(try FileSystem.readText(root + "/airlock.local.toml") == "")
+        #expect(notices.all == ["created an empty airlock.local.toml: in mount mode the VM could otherwise write one for the next start to read"])
+        #expect(FileSystem.isDirectory(paths.projectView) && FileSystem.size(paths.stateDirectory + "/empty") == 0)
+
+        config.workspace.readOnly = true
+        #expect(try Workspace(paths: paths, config: config, options: .init(), reporter: .init()).projectView().steps.first == .readOnly(""))
+
+        // A mask that leads out of the project through a link.
+        #expect(symlink("/etc", root + "/outside") == 0)
+        config.masks = ["out": ["outside/passwd"]]
+        let out = #expect(throws: SandboxError.self) {
+            try Workspace(paths: paths, config: config, options: .init(), reporter: .init()).projectView()
+        }
+        #expect(out?.message.contains("leads out of the project") == true)
+
+        // .git as a link cannot be held read-only; no .git at all is no repository.
+        config.masks = [:]
+        try FileSystem.removeTree(root + "/.git")
+        #expect(symlink("/tmp", root + "/.git") == 0)
+        let link = #expect(throws: SandboxError.self) {
+            try Workspace(paths: paths, config: config, options: .init(), reporter: .init()).projectView()
+        }
+        #expect(link?.message.contains(".git is a symbolic link") == true)
+        unlink(root + "/.git")
+        let none = #expect(throws: SandboxError.self) {
+            try Workspace(paths: paths, config: config, options: .init(), reporter: .init()).projectView()
+        }
+        #expect(none?.message.contains("needs a git repository") == true)
+    }
+}
+
+/// Notices a reporter gave, in order.
+final class Notices: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func add(_ text: String) { lock.withLock { list.append(text) } }
+    var all: [String] { lock.withLock { list } }
 }

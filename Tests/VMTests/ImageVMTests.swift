@@ -119,6 +119,72 @@ struct ImageVMTests {
         #expect(try run([], "cat ~/.cache/tool/data 2>/dev/null || echo gone") == "gone\n")
     }
 
+    @Test(
+        "root in an image's VM: `sudo apt-get install` works through the policy when a rule allows the archive; apt refuses the agent itself; without the rule the archive is out of reach"
+    )
+    func aptInstall() throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        let archive = sandbox.root.appendingPathComponent("archive")
+        try FileManager.default.createDirectory(at: archive, withIntermediateDirectories: true)
+        let port = try TestRegistry.freePort()
+        // An image of this host's apt and dpkg, and a one-package archive on 127.0.0.1, which the
+        // VM reaches as deb.test (the test-only resolver override).
+        let built = try Spawned.run(
+            ["/usr/bin/python3", TestFixtures.path("aptimage.py").path, archive.path, "http://deb.test:\(port)/"], directory: archive.path,
+            environment: ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin"], stdin: nil, timeout: 120)
+        #expect(built.status == 0, "\(String(decoding: built.stderr, as: UTF8.self))")
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(built.stdout)) as? [[String: Any]])
+        try registry.push(
+            "team/apt", tag: "v1",
+            [
+                "layers": [["compression": "gzip", "entries": entries]],
+                "config": [
+                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "User": "dev", "WorkingDir": "/home/dev",
+                ] as [String: Any],
+            ])
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", archive.path]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { server.terminate() }
+        let deadline = Date().addingTimeInterval(20)
+        while !TestRegistry.canConnect(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        try FileManager.default.createDirectory(at: project.appendingPathComponent(".xdg/airlock"), withIntermediateDirectories: true)
+        try "[registries.\"\(registry.host)\"]\ninsecure = true\n".write(
+            to: project.appendingPathComponent(".xdg/airlock/config.toml"), atomically: true, encoding: .utf8)
+        let image = "[vm]\nimage = \"\(registry.host)/team/apt:v1\"\n"
+        let rule = "[network.rules.archive]\nallow = [\"deb.test:\(port)\"]\nallow_private = true\n"
+        let environment = ["XDG_CACHE_HOME": sandbox.cache.path, "AIRLOCK_TEST_ONLY_RESOLVE": "deb.test=127.0.0.1"]
+        try (image + rule).write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let script = """
+            apt-get install -y airlock-hello >/dev/null 2>&1 || echo "as the agent: refused ($(id -u))"
+            sudo apt-get update >/tmp/update.log 2>&1 || { echo update-failed; cat /tmp/update.log; }
+            sudo apt-get install -y airlock-hello >/tmp/install.log 2>&1 || { echo install-failed; cat /tmp/install.log; }
+            airlock-hello
+            dpkg-query -W -f='${Status}\\n' airlock-hello
+            """
+        let installed = try CLI.run(["start", "--", "/bin/sh", "-c", script], in: project, environment: environment)
+        #expect(installed.status == 0, "stderr: \(installed.stderr)")
+        #expect(
+            installed.stdout == "as the agent: refused (1000)\nhello from the test archive\ninstall ok installed\n",
+            "\(installed.stdout)\n\(installed.stderr)")
+
+        // Without the rule, the policy keeps the archive out of reach.
+        try image.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let denied = try CLI.run(
+            ["start", "--", "/bin/sh", "-c", "sudo apt-get update >/dev/null 2>&1 && echo BAD-reached || echo unreachable"], in: project,
+            environment: environment)
+        #expect(denied.status == 0, "stderr: \(denied.stderr)")
+        #expect(denied.stdout == "unreachable\n", "\(denied.stdout)")
+    }
+
     @discardableResult
     func boot(backend: String = "qemu", vmSettings: String = "", extraEnvironment: [String: String] = [:], verbose: Bool = false) throws -> CLI.Run {
         let registry = try TestRegistry()

@@ -416,6 +416,65 @@ struct SandboxVMTests {
     }
 
     @Test(
+        "[workspace] mode = \"mount\" in a real VM: the agent's work lands in the project; even as root it cannot write, move or remove .git, the configuration or .airlock, nor see a mask; read_only holds"
+    )
+    func mountMode() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let root = project.path
+        try "[workspace]\nmode = \"mount\"\n\n[mask.secrets]\npaths = [\"secret.env\", \"private\"]\n".write(
+            toFile: root + "/airlock.toml", atomically: true, encoding: .utf8)
+        try FileSystem.makeDirectories(root + "/private")
+        try FileSystem.write(root + "/private/key", Array("PRIVATE\n".utf8))
+        try FileSystem.write(root + "/secret.env", Array("TOKEN=host-secret\n".utf8))
+        let gitConfig = try FileSystem.readText(root + "/.git/config") ?? ""
+        let script = #"""
+            echo agent > work.txt && echo wrote-work
+            cat secret.env private/key; sudo cat secret.env private/key
+            echo "airlock entries: $(sudo ls -A .airlock | wc -l)"
+            sudo sh -c 'echo x > .git/hooks/pre-commit' 2>/dev/null && echo BAD-hook
+            sudo sh -c 'echo x >> .git/config' 2>/dev/null && echo BAD-git-config
+            sudo sh -c 'echo x >> airlock.toml' 2>/dev/null && echo BAD-config
+            sudo sh -c 'echo x > airlock.local.toml' 2>/dev/null && echo BAD-local-config
+            sudo rm airlock.local.toml 2>/dev/null && echo BAD-rm-local-config
+            sudo mv .git git-moved 2>/dev/null && echo BAD-mv-git
+            sudo mv secret.env exposed 2>/dev/null && echo BAD-mv-mask
+            sudo mkdir .airlock/x 2>/dev/null && echo BAD-airlock
+            sudo mount -o remount,rw "$PWD" 2>/dev/null; sudo sh -c 'echo x > .git/hooks/post-checkout' 2>/dev/null && echo BAD-remount-hook
+            git add work.txt 2>/dev/null && echo BAD-git-add
+            echo done
+            """#
+        let session = try CLI.run(["start", "--", "sh", "-c", script], in: project)
+        #expect(session.status == 0, "stderr: \(session.stderr)")
+        let out = session.stdout
+        #expect(out.hasPrefix("wrote-work\nairlock entries: 0\n") && out.hasSuffix("done\n"), "\(out)")
+        #expect(!out.contains("BAD-") && !out.contains("host-secret") && !out.contains("PRIVATE"), "\(out)")
+        #expect(session.stderr.contains("created an empty airlock.local.toml"), "\(session.stderr)")
+        // The work is in the project; nothing the host acts on changed.
+        #expect(try FileSystem.readText(root + "/work.txt") == "agent\n")
+        #expect(try FileSystem.readText(root + "/secret.env") == "TOKEN=host-secret\n")
+        #expect(try FileSystem.readText(root + "/airlock.local.toml") == "")
+        #expect(try FileSystem.readText(root + "/.git/config") == gitConfig)
+        #expect(!FileSystem.exists(root + "/.git/hooks/pre-commit") && !FileSystem.exists(root + "/.git/hooks/post-checkout"))
+        #expect(!FileSystem.exists(root + "/git-moved") && !FileSystem.exists(root + "/exposed") && !FileSystem.exists(root + "/.airlock/x"))
+        // Nothing to fetch: the work is already there.
+        let fetch = try CLI.run(["fetch"], in: project)
+        #expect(fetch.status != 0 && fetch.stderr.contains("shares the project itself"), "\(fetch.stderr)")
+
+        // read_only: the project as it is, nothing written.
+        try "[workspace]\nread_only = true\n".write(toFile: root + "/airlock.local.toml", atomically: true, encoding: .utf8)
+        let readOnly = try CLI.run(
+            [
+                "start", "--", "sh", "-c",
+                "cat work.txt; echo x > new.txt 2>/dev/null && echo BAD-write; sudo rm work.txt 2>/dev/null && echo BAD-rm; true",
+            ],
+            in: project)
+        #expect(readOnly.status == 0, "stderr: \(readOnly.stderr)")
+        #expect(readOnly.stdout == "agent\n", "\(readOnly.stdout)")
+        #expect(!FileSystem.exists(root + "/new.txt") && FileSystem.exists(root + "/work.txt"))
+    }
+
+    @Test(
         "[mounts.*] in a real VM: directories and single files, read-only against root (write, remount, umount), a file without its siblings, read-write both ways"
     )
     func mounts() throws {

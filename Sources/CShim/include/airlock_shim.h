@@ -24,7 +24,26 @@ enum {
 pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
                     int stdin_fd, int stdout_fd, int stderr_fd, int flags);
 
-/// What else the child does before exec (used by the guest agent).
+/// One step of a mount namespace's set-up (`airlock_spawn_options.mounts`). Paths are
+/// absolute; the last component of each is opened with O_NOFOLLOW (a symlink there fails with
+/// ELOOP) and the mount is made through the descriptor.
+enum {
+    /// Bind `source` (with the mounts below it) onto `target`.
+    AIRLOCK_MOUNT_BIND = 0,
+    /// Bind `source` onto `target` likewise, then make that mount read-only (keeping the flags
+    /// the kernel locks, such as nosuid and nodev; mounts below it keep their own).
+    AIRLOCK_MOUNT_BIND_READ_ONLY = 1,
+    /// An empty read-only tmpfs on the directory `target` (`source` unused).
+    AIRLOCK_MOUNT_EMPTY_DIRECTORY = 2,
+};
+
+struct airlock_spawn_mount {
+    const char *source;
+    const char *target;
+    int kind;
+};
+
+/// What else the child does before exec (the guest agent; the VMM's helpers on the host).
 struct airlock_spawn_options {
     /// chroot into this directory first (NULL: no chroot).
     const char *root;
@@ -38,6 +57,11 @@ struct airlock_spawn_options {
     int set_ids;
     unsigned int uid;
     unsigned int gid;
+    /// When `mount_count` > 0: a mount namespace of the child's own (with a user namespace
+    /// that maps only the caller's uid and gid to themselves when the caller is not root, so no
+    /// privilege is needed), every mount made private, then these steps in order.
+    const struct airlock_spawn_mount *mounts;
+    int mount_count;
 };
 
 /// airlock_spawn with options. When `path` has no slash, it is searched in the PATH given in

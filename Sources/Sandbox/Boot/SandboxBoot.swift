@@ -42,6 +42,8 @@ struct SandboxBoot: Sendable {
     /// What phase 1 leaves for the end of the session.
     struct Prepared: Sendable {
         var fingerprint: ProjectFingerprint
+        /// `[workspace] mode = "mount"`: the project's view, shared as the workspace.
+        var projectView: ShareView?
         var journal: ChangeJournal.Recorder?
         var runtime: String
     }
@@ -62,7 +64,7 @@ struct SandboxBoot: Sendable {
         await
             (try? Blocking.run { [self] in
                 prepared.journal?.seal()
-                checkFingerprint(prepared.fingerprint)
+                checkFingerprint(prepared.fingerprint, files: prepared.projectView == nil)
             }) ?? ()
         withExtendedLifetime(lock) {}
         return try result.get()
@@ -72,15 +74,25 @@ struct SandboxBoot: Sendable {
 
     private func prepareHost(_ spec: ExecSpec) throws -> Prepared {
         let files = Workspace(paths: paths, config: config, options: workspace, reporter: reporter)
-        try files.prepareClone()
+        let mountMode = config.workspace.mode == .mount
+        if mountMode && (workspace.fresh || workspace.withChanges) {
+            throw SandboxError(
+                "\(workspace.fresh ? "--fresh" : "--with-changes") makes a new clone, and sandbox \(paths.name) shares the project itself ([workspace] mode = \"mount\")",
+                hint: "leave it out: the VM already sees your working tree as it is")
+        }
+        let projectView = mountMode ? try files.projectView() : nil
+        if !mountMode { try files.prepareClone() }
         try files.prepareDisk()
         try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]))
         try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false)
-        // The project must look the same after the session: nothing in the VM can reach it.
-        let fingerprint = ProjectFingerprint.take(project: paths.project.root)
+        // The project must look the same after the session: nothing in the VM can reach it (in
+        // mount mode: nothing but its working tree).
+        let fingerprint = ProjectFingerprint.take(project: paths.project.root, files: !mountMode)
         let journalStart = ContinuousClock.now
-        let journal = ChangeJournal.Recorder.begin(
-            project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, file: paths.changeJournal)
+        let journal =
+            mountMode
+            ? nil
+            : ChangeJournal.Recorder.begin(project: paths.project.root, clone: paths.workspace, mirror: paths.mirror, file: paths.changeJournal)
         logger.debug(
             "change journal begun",
             metadata: ["milliseconds": "\((ContinuousClock.now - journalStart).milliseconds)", "watching": "\(journal != nil)"])
@@ -89,12 +101,12 @@ struct SandboxBoot: Sendable {
         try FileSystem.makeDirectory(runtime, mode: 0o700)
         // A fresh console log per boot.
         close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
-        return Prepared(fingerprint: fingerprint, journal: journal, runtime: runtime)
+        return Prepared(fingerprint: fingerprint, projectView: projectView, journal: journal, runtime: runtime)
     }
 
     /// Reports a change of the project during the session as a security event.
-    private func checkFingerprint(_ before: ProjectFingerprint) {
-        let changes = ProjectFingerprint.take(project: paths.project.root).differences(since: before)
+    private func checkFingerprint(_ before: ProjectFingerprint, files: Bool) {
+        let changes = ProjectFingerprint.take(project: paths.project.root, files: files).differences(since: before)
         guard !changes.isEmpty else { return }
         try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "security.project-changed", details: ["changes": .list(changes)]))
         let listed = changes.prefix(10).joined(separator: "\n  ") + (changes.count > 10 ? "\n  … and \(changes.count - 10) more" : "")
@@ -120,9 +132,20 @@ struct SandboxBoot: Sendable {
 
     private func boot(_ spec: ExecSpec, prepared: Prepared, started: ContinuousClock.Instant) async throws -> HostSession.Ended {
         let elapsed = { "\((ContinuousClock.now - started).milliseconds) ms" }
+        let workspace = prepared.projectView == nil ? paths.workspace : paths.projectView
         var layout =
-            try image.map { try $0.layout(projectRoot: paths.project.root, workspace: paths.workspace, hostname: hostname) }
-            ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: paths.workspace)
+            try image.map { try $0.layout(projectRoot: paths.project.root, workspace: workspace, hostname: hostname) }
+            ?? HostRoot(hostname: hostname).layout(projectRoot: paths.project.root, workspace: workspace)
+        if let view = prepared.projectView {
+            let readOnly = config.workspace.readOnly
+            for index in layout.shares.indices where layout.shares[index].tag == LinkNames.workspaceTag {
+                layout.shares[index].view = view
+                layout.shares[index].readOnly = readOnly
+            }
+            for index in layout.setup.shares.indices where layout.setup.shares[index].tag == LinkNames.workspaceTag {
+                layout.setup.shares[index].readOnly = readOnly
+            }
+        }
         let home = layout.setup.home
         let mounts = try await Blocking.run { [self] in
             let mounts = try Mounts.resolve(

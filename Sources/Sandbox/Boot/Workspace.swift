@@ -1,6 +1,7 @@
 import AirlockSystem
 import Config
 import GitReview
+import Machine
 import NIOPosix
 
 #if canImport(Glibc)
@@ -91,6 +92,64 @@ struct Workspace {
             try? FileSystem.removeTree(paths.workspace)
             throw SandboxError("cannot clone the project", cause: error, hint: "a repository needs at least one commit to be cloned")
         }
+    }
+
+    /// `[workspace] mode = "mount"`: the project itself is the VM's workspace. What the host
+    /// acts on stays out of the agent's reach, on the host side (`ShareView`, which even root in
+    /// the VM cannot undo): `.git` (hooks, config), `airlock.toml` and `airlock.local.toml` are
+    /// read-only, `.airlock/` and the masked paths are hidden; with `read_only`, everything is
+    /// read-only. Missing configuration files are created empty, or the agent could write one
+    /// for the next start to obey. The view is shown at `paths.projectView`.
+    func projectView() throws -> ShareView {
+        let root = paths.project.root
+        func kind(_ path: String) -> mode_t? {
+            var info = stat()
+            return lstat(path, &info) == 0 ? info.st_mode & S_IFMT : nil
+        }
+        guard kind(root + "/.git") != nil else {
+            throw SandboxError(
+                "[workspace] mode = \"mount\" needs a git repository at \(root)",
+                hint:
+                    "run `git init` there: mount mode keeps .git read-only in the VM, so the agent cannot give git hooks or config to run on your machine"
+            )
+        }
+        for name in ["airlock.toml", "airlock.local.toml"] where kind(root + "/" + name) == nil {
+            let fd = open(root + "/" + name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw SandboxError("cannot create \(name)", cause: SystemError.last("open", root + "/" + name)) }
+            close(fd)
+            reporter.notice?("created an empty \(name): in mount mode the VM could otherwise write one for the next start to read")
+        }
+        var steps: [ShareView.Step] = config.workspace.readOnly ? [.readOnly("")] : []
+        for name in [".git", "airlock.toml", "airlock.local.toml"] {
+            guard kind(root + "/" + name) != S_IFLNK else {
+                throw SandboxError(
+                    "\(root)/\(name) is a symbolic link: mount mode cannot keep it read-only in the VM",
+                    hint: "replace the link with what it points to, or use mode = \"clone\"")
+            }
+            steps.append(.readOnly(name))
+        }
+        let empty = paths.stateDirectory + "/empty"
+        unlink(empty)  // read-only: made anew, so it is surely empty
+        let fd = open(empty, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+        guard fd >= 0 else { throw SandboxError("cannot create \(empty)", cause: SystemError.last("open", empty)) }
+        close(fd)
+        let masks = MaskedPaths(config.masks)
+        for (index, mask) in masks.paths.enumerated() {
+            // One below another is hidden with it.
+            if masks.paths[..<index].contains(where: { mask.path == $0.path || mask.path.hasPrefix($0.path + "/") }) { continue }
+            if masks.paths[(index + 1)...].contains(where: { mask.path.hasPrefix($0.path + "/") }) { continue }
+            guard kind(root + "/" + mask.path) != nil else { continue }  // nothing there to hide
+            guard let real = FileSystem.realPath(root + "/" + mask.path), real.hasPrefix(root + "/"), let type = kind(real) else {
+                throw SandboxError(
+                    "[\(mask.entry)] hides \(mask.path), which leads out of the project through a symbolic link",
+                    hint: "mask the path the link points to, inside the project")
+            }
+            let relative = String(real.dropFirst(root.count + 1))
+            steps.append(type == S_IFDIR ? .hideDirectory(relative) : .hideFile(relative, emptyFile: empty))
+        }
+        steps.append(.hideDirectory(".airlock"))
+        try FileSystem.makeDirectory(paths.projectView, mode: 0o700)
+        return ShareView(source: root, steps: steps)
     }
 
     /// The sparse state disk, created at `[disk] size` or grown to it (never shrunk).

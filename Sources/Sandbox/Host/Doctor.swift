@@ -159,6 +159,21 @@ public enum Doctor {
             add("cache-space", .warn, "cannot tell the free space for \(host.cacheDirectory)", fix: "check that the directory (or its parent) exists")
         }
 
+        if let problem = host.shareViewProblem {
+            let fix =
+                host.distribution?.id == "ubuntu" && host.distribution.map { $0.major >= 24 } == true
+                ? "Ubuntu restricts user namespaces with AppArmor: allow them for airlock with a profile (/etc/apparmor.d/airlock: `abi <abi/4.0>, include <tunables/global> profile airlock /usr/local/bin/airlock flags=(unconfined) { userns, }`, then sudo apparmor_parser -r /etc/apparmor.d/airlock), or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+                : "allow unprivileged user namespaces: sudo sysctl -w user.max_user_namespaces=10000 (and on older Debian kernels kernel.unprivileged_userns_clone=1)"
+            add(
+                "share-views", .warn,
+                "a share's server cannot get a mount namespace of its own (\(problem)): [workspace] mode = \"mount\" cannot start; clone mode is unaffected",
+                fix: fix)
+        } else {
+            add(
+                "share-views", .pass,
+                "share servers get a mount namespace of their own: [workspace] mode = \"mount\" keeps .git and the configuration read-only")
+        }
+
         let selection = BackendSelection.choose(requested, on: host)
         if let backend = selection.backend {
             add("backend", .pass, "\(requested.rawValue) → \(backend.rawValue) with \(selection.accelerator?.rawValue ?? "?"): \(selection.reason)")

@@ -1,5 +1,6 @@
 import AirlockSystem
 import Config
+import Machine
 
 #if canImport(Glibc)
 import Glibc
@@ -45,6 +46,9 @@ public struct HostFacts: Sendable, Equatable {
     /// `(name, version)` of the C libraries linked in.
     public var libraries: [Library]
     public var cacheDirectory: String
+    /// Why a helper cannot have a mount namespace of its own (`ShareView`), which
+    /// `[workspace] mode = "mount"` needs; nil when it can.
+    public var shareViewProblem: String?
     /// Free bytes where the cache lives (or would be created), `nil` when unknown.
     public var cacheFreeBytes: UInt64?
 
@@ -88,8 +92,9 @@ public struct HostFacts: Sendable, Equatable {
     public init(
         kvm: Access, kvmModules: Set<String>, cloudHypervisor: Tool?, virtiofsd: Tool?, legacyVirtiofsd: String? = nil, qemu: Tool?,
         tar2sqfs: Tool? = nil, vhostVsock: Access, distribution: Distribution? = nil, assets: GuestAssets.Lookup, libraries: [Library],
-        cacheDirectory: String, cacheFreeBytes: UInt64?
+        cacheDirectory: String, cacheFreeBytes: UInt64?, shareViewProblem: String? = nil
     ) {
+        self.shareViewProblem = shareViewProblem
         self.kvm = kvm
         self.kvmModules = kvmModules
         self.cloudHypervisor = cloudHypervisor
@@ -166,7 +171,8 @@ extension HostFacts {
             assets: GuestAssets.locate(configured: configuredAssets, environment: environment),
             libraries: libraries,
             cacheDirectory: cache,
-            cacheFreeBytes: freeBytes(at: cache)
+            cacheFreeBytes: freeBytes(at: cache),
+            shareViewProblem: ShareView.probe()
         )
     }
 

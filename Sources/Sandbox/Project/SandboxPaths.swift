@@ -36,6 +36,9 @@ public struct SandboxPaths: Sendable, Equatable {
     public var stateDirectory: String { stateRoot + "/" + name }
     /// The sandbox's clone of the project, shared read-write at the project's path in the VM.
     public var workspace: String { stateDirectory + "/workspace" }
+    /// `[workspace] mode = "mount"`: where the project's view (`ShareView`) is shown to the
+    /// process that shares it; an empty directory for everyone else.
+    public var projectView: String { stateDirectory + "/view" }
     public var disk: String { stateDirectory + "/disk.img" }
     public var consoleLog: String { stateDirectory + "/console.log" }
     /// `[mounts.*]` single files, staged for their shares (`Mounts`).

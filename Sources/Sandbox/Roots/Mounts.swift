@@ -52,7 +52,7 @@ struct Mounts: Sendable, Equatable {
         let configured =
             [ConfigLoader.userConfigPath(environment: environment).map(FileSystem.parent(of:)), HostFacts.cacheDirectory(environment: environment)]
             + ConfigLoader.sharedUserConfigPaths(environment: environment).map { $0.hasSuffix("/config.toml") ? FileSystem.parent(of: $0) : $0 }
-        return configured.compactMap { $0 }.map { realPath($0) ?? $0 }
+        return configured.compactMap { $0 }.map { FileSystem.realPath($0) ?? $0 }
     }
 
     /// Resolves the configuration's mounts, making what a `missing = "create-…"` entry asks for
@@ -61,7 +61,7 @@ struct Mounts: Sendable, Equatable {
         _ mounts: [String: AirlockConfig.Mount], project: String, guestHome: String, masks: MaskedPaths, protected: [String],
         reporter: SandboxReporter
     ) throws -> Mounts {
-        let projectReal = realPath(project) ?? project
+        let projectReal = FileSystem.realPath(project) ?? project
         var entries: [Entry] = []
         for (name, mount) in mounts.sorted(by: { $0.key < $1.key }) {
             func refuse(_ message: String, hint: String? = nil) -> SandboxError {
@@ -91,7 +91,7 @@ struct Mounts: Sendable, Equatable {
                     fchmod(fd, mode_t(mount.createMode ?? 0o644))
                 }
             }
-            guard let source = realPath(written), let info = FileSystem.status(source) else {
+            guard let source = FileSystem.realPath(written), let info = FileSystem.status(source) else {
                 throw refuse("source \(written) cannot be resolved: \(errorText(errno))", hint: "fix the path or its symbolic links")
             }
             let kind = info.st_mode & S_IFMT
@@ -223,12 +223,6 @@ struct Mounts: Sendable, Equatable {
             layout.setup.shares.append(.init(tag: tag, path: "/", readOnly: readOnly, kind: .staging))
         }
     }
-}
-
-private func realPath(_ path: String) -> String? {
-    guard let resolved = realpath(path, nil) else { return nil }
-    defer { free(resolved) }
-    return String(cString: resolved)
 }
 
 /// Copies a regular file's bytes (the fallback where a hard link cannot be made: across file
