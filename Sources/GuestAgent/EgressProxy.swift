@@ -46,33 +46,35 @@ enum EgressProxy {
     }
 
     private static func handle(_ tcp: TCPChannel, link: EgressLink) async {
+        let destination: (ip: String, port: UInt16)
         do {
-            let (ip, port) = try await originalDestination(tcp.channel)
-            let host = FakeAddresses.shared.name(for: ip) ?? ip
-            if host == ip, isFake(ip) {
-                // A fake address nobody was given (guessed or stale): there is nothing to ask for.
-                try await reset(tcp)
-                return
-            }
-            await carry(tcp, opening: .headers(.init(headers: EgressRequest(host: host, ip: ip, port: port).headers)), link: link)
+            destination = try await originalDestination(tcp.channel)
         } catch {
-            System.log("egress connection failed: \(error)")
+            await carry(tcp, opening: nil, link: link)
+            return
         }
+        let host = FakeAddresses.shared.name(for: destination.ip) ?? destination.ip
+        // A fake address nobody was given (guessed or stale): there is nothing to ask for.
+        let opening = host == destination.ip && isFake(destination.ip) ? nil : EgressRequest(host: host, ip: destination.ip, port: destination.port)
+        await carry(tcp, opening: opening.map { .headers(.init(headers: $0.headers)) }, link: link)
     }
 
     /// Carries `tcp` (a TCP or Unix connection) to the host as one egress stream opened with
-    /// `opening` (the HEADERS of an `EgressRequest` or a `SocketRequest`).
-    static func carry(_ tcp: TCPChannel, opening: HTTP2Frame.FramePayload, link: EgressLink) async {
+    /// `opening` (the HEADERS of an `EgressRequest` or a `SocketRequest`); nil resets it. Every
+    /// way out closes `tcp` through its `executeThenClose` (NIO stops the process for an async
+    /// channel dropped unfinished), with a reset when the host refused or could not be reached.
+    static func carry(_ tcp: TCPChannel, opening: HTTP2Frame.FramePayload?, link: EgressLink) async {
         do {
-            let stream = try await link.openStream()
             try await tcp.executeThenClose { tcpIn, tcpOut in
                 do {
+                    guard let opening else { throw Refused() }
+                    let stream = try await link.openStream()
                     try await stream.executeThenClose { streamIn, streamOut in
                         try await streamOut.write(opening)
                         try await relay(tcpIn: tcpIn, tcpOut: tcpOut, streamIn: streamIn, streamOut: streamOut)
                     }
                 } catch {
-                    // Refused by the host, or the stream was reset: the program sees a reset.
+                    // Refused by the host, the stream was reset, or no link: the program sees a reset.
                     try? await setLingerZero(tcp.channel)
                     throw error
                 }
@@ -138,11 +140,6 @@ enum EgressProxy {
         return value >= GuestNetwork.fakeRange.first && value < GuestNetwork.fakeRange.first + GuestNetwork.fakeRange.count
     }
 
-    private static func reset(_ tcp: TCPChannel) async throws {
-        try await setLingerZero(tcp.channel)
-        try await tcp.channel.close()
-    }
-
     /// Closing after this sends RST instead of FIN.
     static func setLingerZero(_ channel: any Channel) async throws {
         guard let provider = channel as? SocketOptionProvider else { return }
@@ -154,25 +151,52 @@ enum EgressProxy {
 /// the `airlock.egress` virtio-serial port, else vsock to the host (CID 2). Connected on first
 /// use; a vsock connection that died is made again, a serial port only once.
 actor EgressLink {
-    private var client: LinkClient?
+    /// The connection made or being made: every stream waits for the same one (the actor is
+    /// reentrant across the connect's awaits, and a serial port can be opened only once).
+    private var connection: Task<LinkClient, any Error>?
     private var serialUsed = false
 
     func openStream() async throws -> LinkStream {
-        if let client, client.channel.isActive { return try await client.openStream() }
-        let client = try await connect()
-        self.client = client
-        return try await client.openStream()
+        try await client().openStream()
+    }
+
+    private func client() async throws -> LinkClient {
+        if let connection {
+            if let client = try? await connection.value, client.channel.isActive { return client }
+            // It failed or ended: another (vsock), unless someone already started one.
+            if self.connection == connection { self.connection = nil }
+        }
+        if let connection { return try await connection.value }
+        let made = Task { try await connect() }
+        connection = made
+        return try await made.value
     }
 
     private func connect() async throws -> LinkClient {
+        let client: LinkClient
         if let port = EarlyInit.virtioPort(named: LinkNames.egressPort, timeout: 0) {
             guard !serialUsed else { throw SystemError("egress", port, errno: ECONNRESET) }
             serialUsed = true
             let fd = open(port, O_RDWR | O_CLOEXEC | O_NOCTTY)
             guard fd >= 0 else { throw SystemError("open", port, errno: errno) }
             guard let socket = PortBridge.start(port: fd) else { throw SystemError("bridge", port, errno: EIO) }
-            return try await LinkClient.connect(connectedSocket: socket)
+            client = try await LinkClient.connect(connectedSocket: socket, configuration: LinkTuning.http2ToHost)
+        } else {
+            client = try await LinkClient.connect(vsockCID: 2, port: LinkNames.egressVsockPort, configuration: LinkTuning.http2ToHost)
         }
-        return try await LinkClient.connect(vsockCID: 2, port: LinkNames.egressVsockPort)
+        // Why it ended, for the console: the sandbox's network ends with it on a serial port.
+        try? await client.channel.pipeline.addHandler(LinkErrorLogger(), position: .first).get()
+        client.channel.closeFuture.whenComplete { _ in System.log("the egress link to the host closed") }
+        return client
+    }
+}
+
+/// Logs the error that ends the egress link (a protocol error NIO found, say).
+private final class LinkErrorLogger: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        System.log("egress link: \(error)")
+        context.fireErrorCaught(error)
     }
 }

@@ -38,37 +38,40 @@ public final class LinkClient: Sendable {
     /// sends at once (its SETTINGS) are never read before there is a handler to take them.
     public static func connect(unixSocket path: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> LinkClient
     {
-        let (channel, multiplexer) = try await ClientBootstrap(group: group).connect(unixDomainSocketPath: path, channelInitializer: configure)
+        let (channel, multiplexer) = try await ClientBootstrap(group: group).connect(unixDomainSocketPath: path) { configure($0, LinkTuning.http2) }
         return LinkClient(channel: channel, multiplexer: multiplexer)
     }
 
     /// Speaks HTTP/2 on a stream socket that is already connected (and past any handshake of
     /// its transport, such as Cloud Hypervisor's hybrid vsock `CONNECT`/`OK`). NIO takes `fd` over
     /// and closes it with the channel.
-    public static func connect(connectedSocket fd: Int32, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws
-        -> LinkClient
-    {
-        let (channel, multiplexer) = try await ClientBootstrap(group: group).withConnectedSocket(fd, channelInitializer: configure)
+    public static func connect(
+        connectedSocket fd: Int32, configuration: NIOHTTP2Handler.Configuration = LinkTuning.http2,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> LinkClient {
+        let (channel, multiplexer) = try await ClientBootstrap(group: group).withConnectedSocket(fd) { configure($0, configuration) }
         return LinkClient(channel: channel, multiplexer: multiplexer)
     }
 
     /// Speaks HTTP/2 over an `AF_VSOCK` connection to `port` of the guest with context id `cid`
     /// (QEMU with vhost-vsock). One attempt: the caller retries while the guest boots.
-    public static func connect(vsockCID cid: UInt32, port: UInt32, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws
-        -> LinkClient
-    {
+    public static func connect(
+        vsockCID cid: UInt32, port: UInt32, configuration: NIOHTTP2Handler.Configuration = LinkTuning.http2,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> LinkClient {
         let address = VsockAddress(cid: .init(rawValue: cid), port: .init(rawValue: port))
-        let (channel, multiplexer) = try await ClientBootstrap(group: group).connect(to: address, channelInitializer: configure)
+        let (channel, multiplexer) = try await ClientBootstrap(group: group).connect(to: address) { configure($0, configuration) }
         return LinkClient(channel: channel, multiplexer: multiplexer)
     }
 
     /// The same pipeline for every transport, tuned by `LinkTuning`.
-    @Sendable
-    private static func configure(_ channel: any Channel) -> EventLoopFuture<(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<Void>)> {
+    private static func configure(
+        _ channel: any Channel, _ configuration: NIOHTTP2Handler.Configuration
+    ) -> EventLoopFuture<(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<Void>)> {
         channel.eventLoop.makeCompletedFuture {
             LinkTuning.apply(to: channel)
             let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
-                mode: .client, configuration: LinkTuning.http2
+                mode: .client, configuration: configuration
             ) { stream in
                 stream.eventLoop.makeSucceededVoidFuture()
             }

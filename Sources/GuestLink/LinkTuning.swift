@@ -38,4 +38,20 @@ public enum LinkTuning {
         stream.targetWindowSize = 4 << 20
         return .init(connection: connection, stream: stream)
     }
+
+    /// The guest's egress link to the host: as `http2`, but the host may reset streams (and
+    /// streams may fail) as fast as the agent makes connections: it resets one whenever a
+    /// connection ends abruptly (an upstream reset, a stream over the limit). NIO's default
+    /// guard against a peer's rapid resets (200 in 30 s) would end the whole link, and with it
+    /// the sandbox's network, for an agent that makes many short connections. The host is the
+    /// guest's trusted end: 20,000 a second (NIO keeps one timestamp per event in the window,
+    /// so the window is short).
+    public static var http2ToHost: NIOHTTP2Handler.Configuration {
+        var configuration = http2
+        configuration.stream.streamResetFrameRateLimit.maximumCount = 20_000
+        configuration.stream.streamResetFrameRateLimit.windowLength = .seconds(1)
+        configuration.stream.streamErrorRateLimit.maximumCount = 20_000
+        configuration.stream.streamErrorRateLimit.windowLength = .seconds(1)
+        return configuration
+    }
 }
