@@ -205,22 +205,33 @@ public enum FileSystem {
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
-    /// The last `count` non-empty lines of a (console) log, read from its last `maxBytes`.
+    /// The last `count` non-empty lines of a (console) log, read from its last `maxBytes`; a
+    /// log that was rotated (`<path>.1`, the bounded logs) is read across both.
     /// Control characters are dropped: the serial console ends lines with CR LF and the guest
     /// may write anything.
     public static func tailLines(of path: String, count: Int = 20, maxBytes: Int = 64 << 10) -> [String] {
+        var bytes = tailBytes(of: path, maxBytes: maxBytes)
+        if bytes.count < maxBytes && bytes.filter({ $0 == UInt8(ascii: "\n") }).count <= count {
+            bytes = tailBytes(of: path + ".1", maxBytes: maxBytes - bytes.count) + bytes
+        }
+        let lines = bytes.split(separator: UInt8(ascii: "\n")).map { line in
+            String(decoding: line.filter { $0 >= 32 || $0 == 9 }, as: UTF8.self)
+        }.filter { !$0.isEmpty }
+        return Array(lines.suffix(count))
+    }
+
+    private static func tailBytes(of path: String, maxBytes: Int) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return [] }
+        guard fd >= 0, maxBytes > 0 else {
+            if fd >= 0 { close(fd) }
+            return []
+        }
         defer { close(fd) }
         let size = lseek(fd, 0, SEEK_END)
         guard size > 0 else { return [] }
         let start = max(0, Int(size) - maxBytes)
         var bytes = [UInt8](repeating: 0, count: Int(size) - start)
         let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
-        guard got > 0 else { return [] }
-        let lines = bytes[0..<got].split(separator: UInt8(ascii: "\n")).map { line in
-            String(decoding: line.filter { $0 >= 32 || $0 == 9 }, as: UTF8.self)
-        }.filter { !$0.isEmpty }
-        return Array(lines.suffix(count))
+        return got > 0 ? Array(bytes[0..<got]) : []
     }
 }

@@ -22,6 +22,8 @@ public final class CloudHypervisorMachine: VirtualMachine {
     public let backend = MachineBackend.cloudHypervisor
     public let processID: pid_t
     private let vmm: ProcessWaiter
+    /// Writes the serial console and CH's output to the console log.
+    private let console: ConsoleRecorder?
     private let virtiofsd: [ProcessWaiter]
     private let listeners: [HybridVsockListener]
     private let client: CloudHypervisorClient
@@ -30,11 +32,12 @@ public final class CloudHypervisorMachine: VirtualMachine {
     private let logger: Logger
 
     private init(
-        vmm: ProcessWaiter, virtiofsd: [ProcessWaiter], listeners: [HybridVsockListener], client: CloudHypervisorClient,
-        vsockSocket: String, connectTimeout: Duration, logger: Logger
+        vmm: ProcessWaiter, console: ConsoleRecorder?, virtiofsd: [ProcessWaiter], listeners: [HybridVsockListener],
+        client: CloudHypervisorClient, vsockSocket: String, connectTimeout: Duration, logger: Logger
     ) {
         processID = vmm.pid
         self.vmm = vmm
+        self.console = console
         self.virtiofsd = virtiofsd
         self.listeners = listeners
         self.client = client
@@ -59,8 +62,8 @@ public final class CloudHypervisorMachine: VirtualMachine {
         }
     }
 
-    /// Where the VMM's and virtiofsd's own messages go: beside the console log (which CH
-    /// itself writes, from the start of the file, so nothing else may append to it).
+    /// Where virtiofsd's messages go: beside the console log (which holds CH's serial console
+    /// and its own messages, through a `ConsoleRecorder`).
     public static func processLog(for spec: MachineSpec) -> String {
         VMMProcess.log(for: spec)
     }
@@ -90,7 +93,8 @@ public final class CloudHypervisorMachine: VirtualMachine {
                 : zip(spec.shares, sockets.shares).map { share, socket in
                     FsConfig(tag: share.tag, socket: socket, numQueues: 1, queueSize: 1024)
                 },
-            serial: SerialConfig(mode: .file, file: spec.consoleLog),
+            // `tty`: to CH's stdout, which is a `ConsoleRecorder`'s pipe (bounded log).
+            serial: SerialConfig(mode: .tty),
             console: ConsoleConfig(mode: .off),
             vsock: VsockConfig(cid: guestCID, socket: sockets.vsock)
         )
@@ -116,9 +120,15 @@ public final class CloudHypervisorMachine: VirtualMachine {
             started.virtiofsd = try await Virtiofsd.start(
                 virtiofsd, serving: zip(spec.shares, sockets.shares).map { Virtiofsd.Served(share: $0, socket: $1) }, log: log)
 
-            let vmm = try VMMProcess.spawn(cloudHypervisor, arguments(sockets: sockets), log: log)
+            let console = try ConsoleRecorder(socket: nil, log: spec.consoleLog)
+            started.console = console
+            let vmm: ProcessWaiter
+            do {
+                defer { console.spawned() }
+                vmm = try VMMProcess.spawn(cloudHypervisor, arguments(sockets: sockets), output: console.output)
+            }
             started.vmm = vmm
-            try await waitForPing(client, of: vmm, timeout: timeout, log: log)
+            try await waitForPing(client, of: vmm, timeout: timeout, log: spec.consoleLog)
 
             for (port, initializer) in guestListeners.sorted(by: { $0.key < $1.key }) {
                 started.listeners.append(try await HybridVsockListener.bind(vsockSocket: sockets.vsock, port: port, initializer: initializer))
@@ -130,14 +140,16 @@ public final class CloudHypervisorMachine: VirtualMachine {
             } catch {
                 throw MachineError(
                     "Cloud Hypervisor did not boot the VM", cause: error,
-                    consoleTail: FileSystem.tailLines(of: log) + FileSystem.tailLines(of: spec.consoleLog))
+                    consoleTail: FileSystem.tailLines(of: log, count: 10) + FileSystem.tailLines(of: spec.consoleLog))
             }
             logger.info("cloud-hypervisor booted the VM", metadata: ["pid": "\(vmm.pid)", "shares": "\(spec.shares.count)"])
             return CloudHypervisorMachine(
-                vmm: vmm, virtiofsd: started.virtiofsd, listeners: started.listeners, client: client,
+                vmm: vmm, console: started.console, virtiofsd: started.virtiofsd, listeners: started.listeners, client: client,
                 vsockSocket: sockets.vsock, connectTimeout: connectTimeout, logger: logger)
         } catch {
-            await teardown(vmm: started.vmm, client: client, virtiofsd: started.virtiofsd, listeners: started.listeners, grace: .seconds(1))
+            await teardown(
+                vmm: started.vmm, console: started.console, client: client, virtiofsd: started.virtiofsd, listeners: started.listeners,
+                grace: .seconds(1))
             throw error
         }
     }
@@ -146,6 +158,7 @@ public final class CloudHypervisorMachine: VirtualMachine {
     /// starting task touches it.
     private final class StartedParts {
         var vmm: ProcessWaiter?
+        var console: ConsoleRecorder?
         var virtiofsd: [ProcessWaiter] = []
         var listeners: [HybridVsockListener] = []
     }
@@ -160,13 +173,14 @@ public final class CloudHypervisorMachine: VirtualMachine {
     }
 
     public func stop(grace: Duration) async {
-        await Self.teardown(vmm: vmm, client: client, virtiofsd: virtiofsd, listeners: listeners, grace: grace)
+        await Self.teardown(vmm: vmm, console: console, client: client, virtiofsd: virtiofsd, listeners: listeners, grace: grace)
     }
 
     /// Ends everything `start` started, the VMM first (virtiofsd ends by itself when its VMM
     /// goes; it gets signals only if it does not).
     private static func teardown(
-        vmm: ProcessWaiter?, client: CloudHypervisorClient, virtiofsd: [ProcessWaiter], listeners: [HybridVsockListener], grace: Duration
+        vmm: ProcessWaiter?, console: ConsoleRecorder?, client: CloudHypervisorClient, virtiofsd: [ProcessWaiter],
+        listeners: [HybridVsockListener], grace: Duration
     ) async {
         if let vmm {
             // After the guest powered off, the VMM ends by itself.
@@ -179,6 +193,7 @@ public final class CloudHypervisorMachine: VirtualMachine {
                 await VMMProcess.terminate(vmm, grace: grace)
             }
         }
+        console?.finish()
         await Virtiofsd.stop(virtiofsd)
         for listener in listeners { await listener.close() }
     }

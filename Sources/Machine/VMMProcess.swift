@@ -13,17 +13,23 @@ public enum VMMProcess {
     /// The environment a helper gets: nothing of the user's.
     static let environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]
 
-    /// Starts `path` with `arguments` (never through a shell). With `views`, in a mount
-    /// namespace of its own where each view is shown at its mount point.
+    /// Starts `path` with `arguments` (never through a shell), its stdout and stderr appended
+    /// to `log`. With `views`, in a mount namespace of its own where each view is shown at its
+    /// mount point.
     public static func spawn(_ path: String, _ arguments: [String], log: String, views: [(ShareView, at: String)] = []) throws
         -> ProcessWaiter
     {
         let logFD = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        defer { if logFD >= 0 { close(logFD) } }
+        return try spawn(path, arguments, output: logFD, views: views)
+    }
+
+    /// The same with stdout and stderr to `output` (a `ConsoleRecorder`'s pipe).
+    public static func spawn(_ path: String, _ arguments: [String], output logFD: Int32, views: [(ShareView, at: String)] = []) throws
+        -> ProcessWaiter
+    {
         let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
-        defer {
-            if logFD >= 0 { close(logFD) }
-            if devNull >= 0 { close(devNull) }
-        }
+        defer { if devNull >= 0 { close(devNull) } }
         let failed = FailedStep()
         do {
             // ProcessWaiter runs the closure on its own thread and returns only after it ran,

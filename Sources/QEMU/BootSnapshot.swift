@@ -125,8 +125,15 @@ public struct BootSnapshot: Sendable {
         boot.consoleLog = log
         let qmp = runtime + "/qmp.sock"
         unlink(qmp)
-        let waiter = try VMMProcess.spawn(
-            qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), log: boot.consoleLog, views: QEMUMachine.views(of: boot, virtiofsd: false))
+        let console = try ConsoleRecorder(socket: QEMUMachine.consoleSocket(boot), log: boot.consoleLog)
+        let waiter: ProcessWaiter
+        do {
+            defer { console.spawned() }
+            waiter = try VMMProcess.spawn(
+                qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), output: console.output,
+                views: QEMUMachine.views(of: boot, virtiofsd: false))
+        }
+        defer { console.finish() }
         defer {
             // Not once it has been reaped: its pid may belong to another process by then.
             if !waiter.hasExited {

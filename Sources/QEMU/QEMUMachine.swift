@@ -20,6 +20,8 @@ public final class QEMUMachine: VirtualMachine {
     private let control: Control
     /// The virtiofsd processes serving this VM's virtio-fs shares (none with 9p).
     private let virtiofsd: [ProcessWaiter]
+    /// Writes the serial console and QEMU's output to the console log.
+    private let console: ConsoleRecorder
     /// One per virtiofsd: stops the VM when it ends while QEMU runs (cancelled by `stop`).
     private let watchers: [Task<Void, Never>]
 
@@ -31,8 +33,11 @@ public final class QEMUMachine: VirtualMachine {
         case vsock(cid: UInt32)
     }
 
-    private init(waiter: ProcessWaiter, qmpSocket: String, control: Control, virtiofsd: [(process: ProcessWaiter, share: String)], consoleLog: String)
-    {
+    private init(
+        waiter: ProcessWaiter, qmpSocket: String, control: Control, virtiofsd: [(process: ProcessWaiter, share: String)], console: ConsoleRecorder,
+        consoleLog: String
+    ) {
+        self.console = console
         processID = waiter.pid
         self.waiter = waiter
         self.qmpSocket = qmpSocket
@@ -121,7 +126,8 @@ public final class QEMUMachine: VirtualMachine {
             "-kernel", spec.kernel,
             "-initrd", spec.initramfs,
             "-append", kernelCommandLine(for: spec, tscKilohertz: tscKilohertz, snapshotBoot: snapshotBoot),
-            "-chardev", "file,id=console,path=\(escape(spec.consoleLog))",
+            // The serial console goes to a `ConsoleRecorder` listening there (bounded log).
+            "-chardev", "socket,id=console,path=\(escape(consoleSocket(spec)))",
             "-serial", "chardev:console",
             "-qmp", "unix:\(escape(qmp)),server=on,wait=off",
             "-device", "virtio-serial-device,max_ports=4",
@@ -170,6 +176,11 @@ public final class QEMUMachine: VirtualMachine {
             }
         }
         return arguments
+    }
+
+    /// Where QEMU connects with the serial console: the recorder's socket.
+    static func consoleSocket(_ spec: MachineSpec) -> String {
+        spec.runtimeDirectory + "/console.sock"
     }
 
     /// QEMU option values separate with commas; a comma in a path is written twice.
@@ -230,7 +241,7 @@ public final class QEMUMachine: VirtualMachine {
         unlink(spec.runtimeDirectory + "/egress.sock")
 
         // virtiofsd first (ready = its socket exists): QEMU connects to the sockets as it starts.
-        // Their output goes to vmm.log: QEMU's file chardev truncates the console log.
+        // Their output goes to vmm.log, beside the console log.
         let served = virtiofsShares(of: spec, virtiofsd: virtiofsd != nil)
         var helpers: [ProcessWaiter] = []
         var helperLog: String?
@@ -264,17 +275,21 @@ public final class QEMUMachine: VirtualMachine {
             }
         }
 
-        // QEMU's own complaints (a bad path, a missing device) go to the console log too.
+        // The console and QEMU's own complaints (a bad path, a missing device) go to the
+        // console log, within its size.
         let waiter: ProcessWaiter
+        let console: ConsoleRecorder
         do {
-            waiter = try VMMProcess.spawn(qemu, arguments, log: spec.consoleLog, views: views(of: spec, virtiofsd: virtiofsd != nil))
+            console = try ConsoleRecorder(socket: consoleSocket(spec), log: spec.consoleLog)
+            defer { console.spawned() }
+            waiter = try VMMProcess.spawn(qemu, arguments, output: console.output, views: views(of: spec, virtiofsd: virtiofsd != nil))
         } catch {
             await Virtiofsd.stop(helpers)
             throw error
         }
         let machine = QEMUMachine(
             waiter: waiter, qmpSocket: qmp, control: vsockCID.map { .vsock(cid: $0) } ?? .serial(socket: control),
-            virtiofsd: zip(helpers, served).map { ($0, $1.share.hostPath) }, consoleLog: spec.consoleLog)
+            virtiofsd: zip(helpers, served).map { ($0, $1.share.hostPath) }, console: console, consoleLog: spec.consoleLog)
 
         // Ready when QMP answers; if QEMU dies first, say why.
         let deadline = ContinuousClock.now + timeout
@@ -365,6 +380,7 @@ public final class QEMUMachine: VirtualMachine {
     public func stop(grace: Duration) async {
         for watcher in watchers { watcher.cancel() }
         await stopQEMU(grace: grace)
+        console.finish()
         await Virtiofsd.stop(virtiofsd)
     }
 

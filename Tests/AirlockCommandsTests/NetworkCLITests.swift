@@ -58,4 +58,28 @@ struct NetworkCLITests {
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("no sandbox nope"))
     }
+
+    @Test("network log: the rotated file first, then the current one; coalesced denials say how many more came")
+    func rotatedAndCoalesced() throws {
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = 2\n"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let state = directory.appendingPathComponent(".airlock/default")
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        let older =
+            #"{"details":{"direction":"egress","name":"older.test","port":80,"reason":"older.test:80 denied","verdict":"deny"},"event":"network","sandbox":"default","time":1795000000}"#
+        let lines = [
+            #"{"details":{"dropped_bytes":100,"dropped_events":2,"limit_bytes":64},"event":"audit.rotated","sandbox":"","time":1795000001}"#,
+            #"{"details":{"direction":"egress","name":"flood.test","port":80,"reason":"flood.test:80 denied","verdict":"deny"},"event":"network","sandbox":"default","time":1795000002}"#,
+            #"{"details":{"direction":"egress","name":"flood.test","port":80,"reason":"flood.test:80 denied","repeated":19999,"verdict":"deny"},"event":"network","sandbox":"default","time":1795000050}"#,
+        ]
+        try (older + "\n").write(to: state.appendingPathComponent("audit.1.jsonl"), atomically: true, encoding: .utf8)
+        try (lines.joined(separator: "\n") + "\n").write(to: state.appendingPathComponent("audit.jsonl"), atomically: true, encoding: .utf8)
+        let table = try CLI.run(["network", "log"], in: directory)
+        #expect(table.status == 0)
+        let out = table.stdout
+        let olderAt = try #require(out.range(of: "older.test:80"))
+        let floodAt = try #require(out.range(of: "flood.test:80"))
+        #expect(olderAt.lowerBound < floodAt.lowerBound, "\(out)")
+        #expect(out.contains("flood.test:80 denied (19999 more like it until"), "\(out)")
+    }
 }

@@ -31,7 +31,7 @@ struct MachineTests {
         #expect(config.memory == MemoryConfig(size: 1536 * 1024 * 1024, shared: true))
         #expect(config.payload.kernel == "/c/vmlinux" && config.payload.initramfs == "/c/initramfs")
         #expect(config.payload.cmdline?.contains("console=ttyS0") == true)
-        #expect(config.serial == SerialConfig(mode: .file, file: "/p/.airlock/default/console.log"))
+        #expect(config.serial == SerialConfig(mode: .tty))
         #expect(config.console == ConsoleConfig(mode: .off))
         #expect(config.vsock == VsockConfig(cid: 3, socket: "/run/user/1000/airlock/abcd/vsock.sock"))
         #expect(

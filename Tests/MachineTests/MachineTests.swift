@@ -77,6 +77,63 @@ struct MachineLayerTests {
     }
 }
 
+@Suite("The console log: bounded, whatever the VM writes")
+struct ConsoleRecorderTests {
+    @Test("a flood on the serial socket and the VMM's output stays within the limit; the last lines of both are there")
+    func bounded() async throws {
+        let root = NSTemporaryDirectory() + "airlock-console-\(UUID().uuidString.prefix(8))"
+        try FileSystem.makeDirectories(root)
+        defer { try? FileSystem.removeTree(root) }
+        let log = root + "/console.log"
+        let recorder = try ConsoleRecorder(socket: root + "/console.sock", log: log, limit: 64 << 10)
+        let script = """
+            import socket, sys
+            s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+            for i in range(40000): s.sendall(b"serial line %d\\r\\n" % i)
+            s.sendall(b"serial end\\r\\n"); s.close()
+            for i in range(20000): sys.stdout.write("output line %d\\n" % i)
+            print("output end")
+            """
+        let process: ProcessWaiter
+        do {
+            defer { recorder.spawned() }
+            process = try VMMProcess.spawn("/usr/bin/python3", ["-c", script, root + "/console.sock"], output: recorder.output)
+        }
+        #expect(await process.wait().map { ExitStatus(waitStatus: $0).code } == 0)
+        // The recorder ends by itself once both are closed.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !FileSystem.tailLines(of: log, count: 1).contains("output end") && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let sizes = (FileSystem.size(log) ?? 0) + (FileSystem.size(log + ".1") ?? 0)
+        #expect(sizes <= 64 << 10 && sizes > 32 << 10, "\(sizes) bytes")
+        #expect(FileSystem.tailLines(of: log, count: 1) == ["output end"])
+        let both = (try FileSystem.readText(log + ".1") ?? "") + (try FileSystem.readText(log) ?? "")
+        #expect(both.contains("serial end") || !both.contains("serial line"), "the serial's last line, unless the output pushed it out")
+        #expect(FileSystem.exists(log + ".1"), "rotated")
+    }
+
+    @Test("a VMM that never connects its console: its own output is recorded all the same")
+    func endings() async throws {
+        let root = NSTemporaryDirectory() + "airlock-console-\(UUID().uuidString.prefix(8))"
+        try FileSystem.makeDirectories(root)
+        defer { try? FileSystem.removeTree(root) }
+        let recorder = try ConsoleRecorder(socket: root + "/console.sock", log: root + "/console.log")
+        let process: ProcessWaiter
+        do {
+            defer { recorder.spawned() }
+            process = try VMMProcess.spawn("/bin/sh", ["-c", "echo started"], output: recorder.output)
+        }
+        _ = await process.wait()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while FileSystem.tailLines(of: root + "/console.log") != ["started"] && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(FileSystem.tailLines(of: root + "/console.log") == ["started"])
+        recorder.finish()
+    }
+}
+
 @Suite("A share's view: read-only and hidden parts, held in a mount namespace on the host")
 struct ShareViewTests {
     /// A project with what mount mode protects, a masked file and directory, and work.

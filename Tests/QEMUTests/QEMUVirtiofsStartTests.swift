@@ -100,7 +100,9 @@ struct QEMUVirtiofsStartTests {
         #expect(error.consoleTail.contains { $0.contains("Failed to connect") })
 
         let sockets = try String(contentsOfFile: directory.path + "/sockets-at-qemu-start", encoding: .utf8)
-        #expect(sockets == "fs0.sock\nfs2.sock\n", "both virtiofsd sockets exist before QEMU starts; the layer (fs1) has none")
+        #expect(
+            sockets == "console.sock\nfs0.sock\nfs2.sock\n",
+            "both virtiofsd sockets (and the console recorder's) exist before QEMU starts; the layer (fs1) has none")
         for (index, share) in [(0, spec.shares[0]), (2, spec.shares[2])] {
             let lines = try String(contentsOfFile: directory.path + "/fs\(index).sock.args", encoding: .utf8).split(separator: "\n").map(String.init)
             let socket = directory.path + "/fs\(index).sock"

@@ -734,6 +734,43 @@ struct SandboxVMTests {
             "the socket forwards are audited: \(log.stdout.suffix(2000))")
     }
 
+    @Test(
+        "a hostile guest's floods stay bounded: the console log within 1 MiB (rotated), thousands of identical denials coalesced into a few audit records that count them"
+    )
+    func floods() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let script = #"""
+            sudo sh -c 'head -c 1500000 /dev/zero | tr "\0" x > /dev/ttyS0; echo; echo flood-end > /dev/ttyS0'
+            python3 - <<'EOF'
+            import socket
+            for i in range(2000):
+                try:
+                    socket.create_connection(("flood.test", 80), timeout=10).close()
+                except OSError:
+                    pass
+            print("connections done")
+            EOF
+            """#
+        let session = try CLI.run(["start", "--", "sh", "-c", script], in: project)
+        #expect(session.status == 0, "stderr: \(session.stderr)")
+        #expect(session.stdout.contains("connections done"), "\(session.stdout)")
+        let state = project.path + "/.airlock/default"
+        let console = (FileSystem.size(state + "/console.log") ?? 0) + (FileSystem.size(state + "/console.log.1") ?? 0)
+        #expect(console <= 1 << 20 && FileSystem.exists(state + "/console.log.1"), "\(console) bytes of console log")
+        #expect(FileSystem.tailLines(of: state + "/console.log", count: 40).contains { $0.contains("flood-end") })
+        let records = ((try FileSystem.readText(state + "/audit.jsonl", limit: 64 << 20)) ?? "").split(separator: "\n").filter {
+            $0.contains(#""event":"network""#) && $0.contains("flood.test")
+        }
+        let counted = try records.map { line -> Int in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return 1 + ((object?["details"] as? [String: Any])?["repeated"] as? Int ?? 0)
+        }
+        // Every judged denial is counted (a connection the program closes before the guest asks
+        // the host is never judged, so not all 2,000 need reach it).
+        #expect(records.count <= 6 && counted.reduce(0, +) > 1000, "\(records.count) records counting \(counted.reduce(0, +)) denials")
+    }
+
     @Test("guest = [\"host:guest\"]: the host's port reaches a server in the guest, on 127.0.0.1 only")
     func hostForward() async throws {
         let project = try VMEnvironment.repository()

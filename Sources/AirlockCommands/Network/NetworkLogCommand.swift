@@ -36,64 +36,31 @@ struct NetworkLogCommand: AsyncParsableCommand {
         } catch {
             throw reportAndExit(error)
         }
-        var reader = AuditTail(path: paths.auditLog.path)
         let renderer = NetworkLogRenderer(json: json, terminal: .standardOutput)
         var printedHeader = false
         var printedAny = false
-        while true {
-            let events = reader.readNew().filter { $0.event == "network" }
-            if !events.isEmpty {
-                if !json && !printedHeader {
-                    Terminal.standardOutput.write(renderer.header())
-                    printedHeader = true
-                }
-                Terminal.standardOutput.write(events.map(renderer.line).joined())
-                printedAny = true
+        func show(_ batch: [AuditEvent]) {
+            let events = batch.filter { $0.event == "network" }
+            guard !events.isEmpty else { return }
+            if !json && !printedHeader {
+                Terminal.standardOutput.write(renderer.header())
+                printedHeader = true
             }
+            Terminal.standardOutput.write(events.map(renderer.line).joined())
+            printedAny = true
+        }
+        // The rotated file first, then the current one, streamed (never the whole log in memory).
+        var previous = AuditTail(path: paths.auditLog.previousPath)
+        previous.readNew(show)
+        var current = AuditTail(path: paths.auditLog.path)
+        while true {
+            current.readNew(show)
             guard follow else { break }
             try await Task.sleep(for: .milliseconds(250))
         }
         if !printedAny && !json {
             Terminal.standardError.write("sandbox \(paths.name): no network decisions yet\n")
         }
-    }
-}
-
-/// Reads an append-only JSON Lines file from where it left off; a torn last line waits for
-/// its end. A file that shrank (a new log) is read again from the start.
-struct AuditTail {
-    let path: String
-    private var offset: Int64 = 0
-    private var partial: [UInt8] = []
-
-    init(path: String) {
-        self.path = path
-    }
-
-    mutating func readNew() -> [AuditEvent] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        var status = stat()
-        if fstat(fd, &status) == 0, Int64(status.st_size) < offset {
-            offset = 0
-            partial = []
-        }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { break }
-            bytes += buffer[0..<count]
-            offset += Int64(count)
-        }
-        partial += bytes
-        guard let lastNewline = partial.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
-        let complete = partial[...lastNewline]
-        partial = Array(partial[(lastNewline + 1)...])
-        let decoder = JSONDecoder()
-        return complete.split(separator: UInt8(ascii: "\n")).compactMap { try? decoder.decode(AuditEvent.self, from: Data($0)) }
     }
 }
 
@@ -143,7 +110,8 @@ struct NetworkLogRenderer {
         cells[1] = cells[1].padding(to: Self.widths[1])
         var result = row(cells, styled: { index, cell in index == 1 ? terminal.style(cell, style) : cell })
         if verdict != "allow" && verdict != "passthrough" && verdict != "forward", let reason = text("reason") {
-            result += "    " + terminal.style(reason, .dim) + "\n"
+            let repeated = number("repeated").map { " (\($0) more like it until \(formatClock(event.time)))" } ?? ""
+            result += "    " + terminal.style(reason + repeated, .dim) + "\n"
         }
         return result
     }

@@ -101,6 +101,7 @@ struct SandboxBoot: Sendable {
         try FileSystem.makeDirectory(runtime, mode: 0o700)
         // A fresh console log per boot.
         close(open(paths.consoleLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600))
+        unlink(paths.consoleLog + ".1")
         return Prepared(fingerprint: fingerprint, projectView: projectView, journal: journal, runtime: runtime)
     }
 
@@ -175,8 +176,10 @@ struct SandboxBoot: Sendable {
         let events = EventHub()
         let audit = paths.auditLog
         let sandbox = paths.name
+        // Identical denials are counted, not written one by one; subscribers see each.
+        let coalescer = AuditCoalescer()
         let record: @Sendable (AuditEvent) -> Void = { event in
-            try? audit.append(event)
+            for admitted in coalescer.admit(event) { try? audit.append(admitted) }
             events.publish(event)
         }
         let proxy = EgressServer(
@@ -196,7 +199,7 @@ struct SandboxBoot: Sendable {
                     }
                 }
             }
-            var running = RunningParts(events: events)
+            var running = RunningParts(events: events, coalescer: coalescer)
             // The guest stops each daemon within its timeout (0: waits for it) before it powers off.
             running.powerOffGrace = config.daemonStopTime.map { .seconds(5 + $0) }
             let link: LinkClient
@@ -307,6 +310,7 @@ struct SandboxBoot: Sendable {
 /// What a boot has started so far, and the one way to end it all.
 private struct RunningParts {
     var events: EventHub
+    var coalescer: AuditCoalescer
     var vm: (any VirtualMachine)?
     var link: LinkClient?
     var forwarder: PortForwarder?
@@ -316,7 +320,8 @@ private struct RunningParts {
 
     /// Stops accepting on the control socket, powers the guest off (it syncs its disk; the VMM
     /// then ends by itself), stops the VMM and its helpers, ends the forwards and the event
-    /// subscriptions, and removes the state file.
+    /// subscriptions, writes the denials counted but not written yet, and removes the state
+    /// file.
     func shutDown(paths: SandboxPaths, arrivals: AsyncStream<EgressServer.Connection>.Continuation) async {
         defer { try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false) }
         await control?.close()
@@ -333,6 +338,7 @@ private struct RunningParts {
         await forwarder?.close()
         arrivals.finish()
         events.finish()
+        for counted in coalescer.flush() { try? paths.auditLog.append(counted) }
         unlink(paths.stateFile)
     }
 }
