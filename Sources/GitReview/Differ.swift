@@ -167,6 +167,13 @@ public struct Differ {
         }
     }
 
+    /// The unified diff of only the files at `paths`.
+    public func patch(from old: ObjectID, to new: ObjectID, only paths: [String]) throws(GitError) -> String {
+        // Each file's part starts with its `diff --git a/<path> b/<path>` line.
+        let parts = try patch(from: old, to: new).split(separator: "diff --git ", omittingEmptySubsequences: true)
+        return parts.filter { part in paths.contains { part.hasPrefix("a/\($0) ") } }.map { "diff --git " + $0 }.joined()
+    }
+
     /// One file's line counts between two commits (`git diff --numstat`).
     public struct FileStat: Sendable, Equatable {
         public var path: String

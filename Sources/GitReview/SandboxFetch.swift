@@ -34,6 +34,9 @@ public struct FetchReport: Sendable, Codable, Equatable {
     /// `ChangeJournal` names.
     public var workingTreeCheck: WorkingTreeCheck = .scan
     public enum WorkingTreeCheck: String, Sendable, Codable { case scan, journal }
+    /// Changes (in any fetched branch, since the base) to files the host or the user's tools
+    /// act on (`FlaggedChange`).
+    public var flagged: [FlaggedChange] = []
 
     /// What the agent's work is: the uncommitted capture when there is one, else the
     /// current branch, else the detached HEAD.
@@ -158,6 +161,7 @@ public enum SandboxFetch {
         let after = user.references(under: prefix)
 
         var branches: [FetchReport.Branch] = []
+        var flagged: [FlaggedChange] = []
         for name in Set(before.keys).union(after.keys).sorted() {
             let old = before[name], new = after[name]
             let change: FetchReport.Branch.Change
@@ -179,7 +183,11 @@ public enum SandboxFetch {
                 continue
             }
             var files = 0
-            if let new, let from = base ?? user.headCommit { files = (try? Differ(repository: user).changedPaths(from: from, to: new).count) ?? 0 }
+            if let new, let from = base ?? user.headCommit {
+                let paths = (try? Differ(repository: user).changedPaths(from: from, to: new)) ?? []
+                files = paths.count
+                for flag in FlaggedChange.among(paths) where !flagged.contains(flag) { flagged.append(flag) }
+            }
             branches.append(
                 .init(
                     name: String(name.dropFirst(prefix.count)), ref: name, change: change, before: old, after: new,
@@ -187,7 +195,7 @@ public enum SandboxFetch {
         }
         return FetchReport(
             sandbox: sandbox, currentBranch: currentBranch, base: base, branches: branches,
-            uncommittedPaths: uncommittedPaths, refused: refused, workingTreeCheck: check)
+            uncommittedPaths: uncommittedPaths, refused: refused, workingTreeCheck: check, flagged: flagged.sorted { $0.path < $1.path })
     }
 
     /// The clone's index and working tree against its HEAD, as one commit on top of HEAD (in

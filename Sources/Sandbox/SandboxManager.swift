@@ -196,6 +196,11 @@ public struct SandboxManager: Sendable {
         if !problems.isEmpty { throw ConfigError(problems) }
         try FileSystem.makeDirectory(paths.stateRoot, mode: 0o755)
         try FileSystem.makeDirectory(paths.stateDirectory, mode: 0o700)
+        // The first start after a merge or review took the agent's change to the configuration.
+        if let change = (try? FileSystem.readText(paths.policyChange, limit: 64 << 10)) ?? nil {
+            reporter.warning("this start runs with a configuration the agent changed; " + change)
+            unlink(paths.policyChange)
+        }
         let deadline = ContinuousClock.now + bootTimeout + .seconds(60)
         var waiting = false
         while true {
@@ -482,6 +487,13 @@ public struct SandboxWork: Sendable {
         if let base = Workspace.recordedBase(paths) { return base }
         if let head = repository.headCommit, let base = repository.mergeBase(head, target) { return base }
         throw SandboxError("cannot tell where sandbox \(paths.name) started", hint: "name a base commit: `airlock diff main`")
+    }
+
+    /// Kept for the next start to show (`SandboxPaths.policyChange`): what a merge or review
+    /// took from the agent's changes to the sandbox's configuration.
+    public func notePolicyChange(_ text: String) {
+        try? FileSystem.writeAtomically(paths.policyChange, String(text.utf8.prefix(16 << 10)) ?? text)
+        audit("security.policy-changed", ["text": .text(String(text.prefix(4096)))])
     }
 
     public func audit(_ event: String, _ details: [String: AuditEvent.Value]) {

@@ -109,6 +109,51 @@ struct ReviewFlowTests {
         #expect(try fixture.sh("git status --porcelain --untracked-files=no", in: fixture.project) == "")
     }
 
+    @Test(
+        "changes to files the host or the user's tools act on are flagged by fetch, diff, log, review and merge; a change to the sandbox's configuration is taken only when confirmed (--yes), and the next start is told"
+    )
+    func flaggedChanges() throws {
+        let fixture = try ReviewFixture()
+        defer { fixture.cleanUp() }
+        try fixture.sh("git config user.name User && git config user.email user@example.com", in: fixture.project)
+        try fixture.write("[network]\npolicy = \"allow-always\"\n", to: "airlock.toml", inClone: true)
+        try fixture.write("on: push\n", to: ".github/workflows/ci.yml", inClone: true)
+        try fixture.write("export X=1\n", to: "sub/.envrc", inClone: true)
+        try fixture.agent("echo more >> a.txt && git add -A && git commit -q -m 'agent work'")
+
+        let fetch = try fixture.airlock(["fetch"])
+        #expect(fetch.status == 0, "\(fetch.stderr)")
+        #expect(fetch.stdout.contains("security-relevant changes"), "\(fetch.stdout)")
+        for path in ["airlock.toml", ".github/workflows/ci.yml", "sub/.envrc"] { #expect(fetch.stdout.contains(path), "\(path): \(fetch.stdout)") }
+        #expect(!fetch.stdout.contains("  a.txt"))
+        let json = try fixture.airlock(["fetch", "--json"])
+        let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        let flagged = report?["flagged"] as? [[String: Any]] ?? []
+        #expect(flagged.map { $0["path"] as? String } == [".github/workflows/ci.yml", "airlock.toml", "sub/.envrc"], "\(json.stdout)")
+        #expect(flagged.first { $0["path"] as? String == "airlock.toml" }?["policy"] as? Bool == true)
+        let diff = try fixture.airlock(["diff", "--name-only"])
+        #expect(diff.stderr.contains("security-relevant changes") && diff.stdout.hasPrefix(".github/workflows/ci.yml\n"), "\(diff.stdout)")
+        let log = try fixture.airlock(["log", "--json"])
+        #expect(log.stdout.contains("\"policy\":true") || log.stdout.contains("\"policy\" : true"), "\(log.stdout)")
+
+        // Without a terminal and without --yes, neither merge nor review takes the configuration.
+        let before = try fixture.userState()
+        let merge = try fixture.airlock(["merge"])
+        #expect(merge.status == 1 && merge.stderr.contains("the sandbox's own configuration") && merge.stderr.contains("--yes"), "\(merge.stderr)")
+        let review = try fixture.airlock(["review", "--accept-all"])
+        #expect(review.status == 1 && review.stderr.contains("the sandbox's own configuration"), "\(review.stderr)")
+        #expect(try fixture.userState() == before)
+        // Files that are flagged but not the configuration are taken without a question.
+        let other = try fixture.airlock(["review", "--accept", "sub/.envrc", "a.txt"])
+        #expect(other.status == 0, "\(other.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: fixture.project.path + "/.airlock/policy-changed"))
+
+        let confirmed = try fixture.airlock(["merge", "--yes"])
+        #expect(confirmed.status == 0, "\(confirmed.stderr)")
+        let note = try String(contentsOfFile: fixture.project.path + "/.airlock/policy-changed", encoding: .utf8)
+        #expect(note.contains("`airlock merge`") && note.contains("+policy = \"allow-always\"") && !note.contains("ci.yml"), "\(note)")
+    }
+
     @Test("review --accept takes exactly the named files, as one commit with the agent in a trailer")
     func reviewAcceptPaths() throws {
         let fixture = try ReviewFixture()

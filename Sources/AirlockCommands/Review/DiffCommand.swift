@@ -42,6 +42,9 @@ struct DiffCommand: ParsableCommand {
             let from =
                 try base.map { revision throws(GitError) in try repository.resolveCommit(revision) } ?? work.base(in: repository, target: target)
             let differ = Differ(repository: repository)
+            // On stderr: the diff on stdout stays what git would print.
+            Terminal.standardError.write(
+                flaggedSection(FlaggedChange.among(try differ.changedPaths(from: from, to: target)), terminal: .standardError))
             let output: String
             if nameOnly {
                 output = try differ.changedPaths(from: from, to: target).map { $0 + "\n" }.joined()

@@ -57,6 +57,6 @@ struct FetchCommand: ParsableCommand {
             let label = terminal.style(branch.change.rawValue.padding(to: 9), branch.change == .deleted ? .red : .green)
             text += "  \(label) \(name.padding(to: 24)) \(what)\n"
         }
-        return text + "next: `airlock diff`, `airlock review` or `airlock merge`\n"
+        return text + flaggedSection(report.flagged, terminal: terminal) + "next: `airlock diff`, `airlock review` or `airlock merge`\n"
     }
 }

@@ -25,6 +25,8 @@ struct LogCommand: ParsableCommand {
         var files: [String]
         var additions: Int
         var deletions: Int
+        /// Changes to files the host or the user's tools act on.
+        var flagged: [FlaggedChange]
     }
 
     func run() throws {
@@ -42,7 +44,8 @@ struct LogCommand: ParsableCommand {
                 entries.append(
                     Entry(
                         commit: info, files: stats.map(\.path),
-                        additions: stats.reduce(0) { $0 + $1.insertions }, deletions: stats.reduce(0) { $0 + $1.deletions }))
+                        additions: stats.reduce(0) { $0 + $1.insertions }, deletions: stats.reduce(0) { $0 + $1.deletions },
+                        flagged: FlaggedChange.among(stats.map(\.path))))
             }
             if output.isJSON {
                 try printJSON(entries)
@@ -57,6 +60,9 @@ struct LogCommand: ParsableCommand {
                 text +=
                     "    \(entry.files.count) file\(entry.files.count == 1 ? "" : "s") changed, "
                     + out.style("+\(entry.additions)", .green) + " " + out.style("-\(entry.deletions)", .red) + "\n"
+                for flag in entry.flagged {
+                    text += "    " + out.style("security-relevant: \(flag.path)", .yellow) + " (\(flag.reason))\n"
+                }
             }
             if entries.isEmpty { text = "sandbox \(work.paths.name): no commits since it started\n" }
             Pager.show(text, environment: context.environment)

@@ -26,6 +26,9 @@ struct MergeCommand: ParsableCommand {
     @Flag(name: .customLong("ff-only"), help: "Refuse unless your branch can fast-forward.")
     var fastForwardOnly = false
 
+    @Flag(help: "Take a change to the sandbox's configuration (airlock.toml, airlock.local.toml) without asking.")
+    var yes = false
+
     func validate() throws {
         if squash && fastForwardOnly { throw ValidationError("--squash and --ff-only exclude each other") }
     }
@@ -40,10 +43,21 @@ struct MergeCommand: ParsableCommand {
             let merger = Merger(repository: repository)
             let current = try merger.currentBranchReference().dropFirst("refs/heads/".count)
             let shortRef = String(ref.dropFirst("refs/remotes/".count))
+            // What the merge would bring: from where both meet to the agent's work.
+            let target = try repository.resolveCommit(ref)
+            let from = try repository.headCommit.flatMap { repository.mergeBase($0, target) } ?? work.base(in: repository, target: target)
+            let flags = FlaggedChange.among(try Differ(repository: repository).changedPaths(from: from, to: target))
+            Terminal.standardError.write(flaggedSection(flags, terminal: .standardError))
+            try confirmPolicyChanges(flags, yes: yes, action: "merge")
             let outcome = try merger.merge(
                 ref, squash: squash, fastForwardOnly: fastForwardOnly,
                 message: "Merge \(shortRef) into \(current)\n\nAirlock-Sandbox: \(work.paths.name)\n")
             let out = Terminal.standardOutput
+            switch outcome {
+            case .fastForwarded, .merged, .squashed:
+                notePolicyChange(flags, work: work, repository: repository, from: from, to: target, how: "`airlock merge` of \(shortRef)")
+            default: break
+            }
             switch outcome {
             case .upToDate:
                 out.write("\(current) already contains \(shortRef)\n")

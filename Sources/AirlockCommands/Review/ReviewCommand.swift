@@ -37,6 +37,9 @@ struct ReviewCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The commit message (default: asked on a terminal, else generated).")
     var message: String?
 
+    @Flag(help: "Take a change to the sandbox's configuration (airlock.toml, airlock.local.toml) without asking.")
+    var yes = false
+
     func validate() throws {
         if acceptAll && !acceptPaths.isEmpty { throw ValidationError("--accept-all and --accept exclude each other") }
     }
@@ -66,6 +69,7 @@ struct ReviewCommand: ParsableCommand {
             Terminal.standardOutput.write("sandbox \(work.paths.name) has no changes to review\n")
             return
         }
+        Terminal.standardError.write(flaggedSection(FlaggedChange.among(changes.map(\.path)), terminal: .standardError))
 
         let decisions: [FileDecision]
         if acceptAll {
@@ -95,6 +99,8 @@ struct ReviewCommand: ParsableCommand {
             work.audit("review", ["ref": .text(targetRef), "accepted": .list([]), "rejected": .number(Int64(rejectedCount))])
             return
         }
+        let acceptedFlags = FlaggedChange.among(acceptedPaths)
+        try confirmPolicyChanges(acceptedFlags, yes: yes, action: apply ? "apply" : "commit")
         let reviewer = Reviewer(repository: repository)
         let acceptedTree = try reviewer.acceptedTree(base: base, changes: changes, decisions: decisions)
         guard let head = repository.headCommit else { throw SandboxError("your branch has no commit yet") }
@@ -109,6 +115,7 @@ struct ReviewCommand: ParsableCommand {
 
         if apply {
             try reviewer.applyToWorkingTree(tree: tree)
+            notePolicyChange(acceptedFlags, work: work, repository: repository, from: base, to: target, how: "`airlock review --apply`")
             Terminal.standardOutput.write(
                 "applied \(acceptedPaths.count) file\(acceptedPaths.count == 1 ? "" : "s") to your working tree (not committed)\n")
             work.audit(
@@ -118,6 +125,7 @@ struct ReviewCommand: ParsableCommand {
         }
         let text = try commitMessage(repository: repository, base: base, target: target, targetRef: targetRef, sandbox: work.paths.name)
         let commit = try reviewer.commit(tree: tree, message: text, branch: branchRef)
+        notePolicyChange(acceptedFlags, work: work, repository: repository, from: base, to: target, how: "`airlock review` (commit \(commit.short))")
         let branchName = branchRef.dropFirst("refs/heads/".count)
         Terminal.standardOutput.write(
             "committed \(commit.short) on \(branchName): \(acceptedPaths.count) file\(acceptedPaths.count == 1 ? "" : "s") accepted, \(rejectedCount) rejected\n"

@@ -33,6 +33,9 @@ public struct SandboxPaths: Sendable, Equatable {
     }
 
     public var stateRoot: String { project.root + "/.airlock" }
+    /// What a merge or review last took from an agent's change to the project's airlock
+    /// configuration, for the next start of any sandbox to show (then removed).
+    public var policyChange: String { stateRoot + "/policy-changed" }
     public var stateDirectory: String { stateRoot + "/" + name }
     /// The sandbox's clone of the project, shared read-write at the project's path in the VM.
     public var workspace: String { stateDirectory + "/workspace" }
