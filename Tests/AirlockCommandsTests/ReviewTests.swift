@@ -152,6 +152,12 @@ struct ReviewFlowTests {
         #expect(confirmed.status == 0, "\(confirmed.stderr)")
         let note = try String(contentsOfFile: fixture.project.path + "/.airlock/policy-changed", encoding: .utf8)
         #expect(note.contains("`airlock merge`") && note.contains("+policy = \"allow-always\"") && !note.contains("ci.yml"), "\(note)")
+        // The next start says so once (here it then fails for want of a guest kernel, which is after).
+        let start = try fixture.airlock(["start", "--", "true"], environment: ["AIRLOCK_KERNEL": "/nonexistent/vmlinux"])
+        #expect(
+            start.stderr.contains("this start runs with a configuration the agent changed") && start.stderr.contains("allow-always"),
+            "\(start.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: fixture.project.path + "/.airlock/policy-changed"))
     }
 
     @Test("review --accept takes exactly the named files, as one commit with the agent in a trailer")
