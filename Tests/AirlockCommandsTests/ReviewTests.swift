@@ -539,9 +539,10 @@ struct MirrorSharingTests {
         let diff = try fixture.airlock(["diff", "--name-only"])
         #expect(diff.stdout == "a.txt\n", "\(diff.stdout)\(diff.stderr)")
 
-        // The clone's copy of that pack replaced by other bytes: the project's pack is read.
-        try fixture.agent("chmod u+w .git/objects/pack/\(pack) && head -c 4096 /dev/urandom > .git/objects/pack/\(pack)")
+        // The clone's copy of that pack replaced by other bytes: the project's pack is read. (After
+        // the agent's commit: git in the clone may itself need that pack, and fail on it.)
         try fixture.agent("echo again >> a.txt && git -c user.name=agent -c user.email=agent@example.com commit -q -am again")
+        try fixture.agent("chmod u+w .git/objects/pack/\(pack) && head -c 4096 /dev/urandom > .git/objects/pack/\(pack)")
         let again = try fixture.airlock(["fetch"])
         #expect(again.status == 0, "\(again.stderr)")
         let log = try fixture.sh("git log --format=%s refs/remotes/airlock/default/main -3", in: fixture.project)
