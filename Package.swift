@@ -73,7 +73,7 @@ let package = Package(
         // virtiofsd, share transports. Backends depend on it and on nothing higher.
         .target(
             name: "Machine",
-            dependencies: ["AirlockSystem", "GuestLink", "CShim", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["AirlockSystem", "GuestLink", "CShim", "Clibseccomp", .product(name: "NIOCore", package: "swift-nio")],
             exclude: ["README.md"],
             swiftSettings: strict
         ),

@@ -20,6 +20,9 @@
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <sched.h>
+#include <sys/resource.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <linux/vm_sockets.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -27,8 +30,8 @@
 #endif
 
 static const char *const steps[] = {
-    "fork", "setsid", "prctl", "dup2", "unshare", "uid_map/gid_map", "mount", "ioctl(TIOCSCTTY)", "chroot", "chdir", "setgroups/setgid/setuid", "exec"};
-enum { STEP_FORK, STEP_SETSID, STEP_PRCTL, STEP_DUP2, STEP_UNSHARE, STEP_ID_MAP, STEP_MOUNT, STEP_CTTY, STEP_CHROOT, STEP_CHDIR, STEP_IDS, STEP_EXEC };
+    "fork", "setsid", "prctl", "dup2", "unshare", "uid_map/gid_map", "mount", "ioctl(TIOCSCTTY)", "chroot", "chdir", "setgroups/setgid/setuid", "setrlimit", "seccomp", "exec"};
+enum { STEP_FORK, STEP_SETSID, STEP_PRCTL, STEP_DUP2, STEP_UNSHARE, STEP_ID_MAP, STEP_MOUNT, STEP_CTTY, STEP_CHROOT, STEP_CHDIR, STEP_IDS, STEP_RLIMIT, STEP_SECCOMP, STEP_EXEC };
 
 static void child_fail_step(int report_fd, int step) {
     int report[2] = {errno, step};
@@ -253,8 +256,18 @@ pid_t airlock_spawn_ex(const char *path, char *const argv[], char *const envp[],
                 if (setgid(options->gid) != 0) child_fail(report[1]);
                 if (setuid(options->uid) != 0) child_fail(report[1]);
             }
+            step = STEP_RLIMIT;
+            for (int i = 0; i < options->rlimit_count; i++) {
+                struct rlimit limit = {.rlim_cur = options->rlimits[i].soft, .rlim_max = options->rlimits[i].hard};
+                if (setrlimit(options->rlimits[i].resource, &limit) != 0) child_fail(report[1]);
+            }
             step = STEP_PRCTL;
-            if (options->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(report[1]);
+            if ((options->no_new_privs || options->seccomp_filter) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(report[1]);
+            step = STEP_SECCOMP;
+            if (options->seccomp_filter) {
+                struct sock_fprog program = {.len = (unsigned short)(options->seccomp_filter_size / sizeof(struct sock_filter)), .filter = (struct sock_filter *)options->seccomp_filter};
+                if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) != 0) child_fail(report[1]);
+            }
         }
         step = STEP_EXEC;
         exec_searching(path, argv, envp);

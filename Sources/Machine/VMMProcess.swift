@@ -6,9 +6,10 @@ import Glibc
 #endif
 
 /// How both backends run their helper processes (the VMM itself, virtiofsd): in a session of
-/// their own, with `PDEATHSIG` (they die with airlock, even after `kill -9`), a minimal
-/// environment, stdin from /dev/null and their output appended to a log; ended by signals to
-/// the process and its group and always reaped.
+/// their own, with `PDEATHSIG` (they die with airlock, even after `kill -9`), in a `VMMJail`
+/// (a seccomp filter, no new privileges, limits), a minimal environment, stdin from /dev/null
+/// and their output appended to a log; ended by signals to the process and its group and
+/// always reaped.
 public enum VMMProcess {
     /// The environment a helper gets: nothing of the user's.
     static let environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]
@@ -16,36 +17,48 @@ public enum VMMProcess {
     /// Starts `path` with `arguments` (never through a shell), its stdout and stderr appended
     /// to `log`. With `views`, in a mount namespace of its own where each view is shown at its
     /// mount point.
-    public static func spawn(_ path: String, _ arguments: [String], log: String, views: [(ShareView, at: String)] = []) throws
-        -> ProcessWaiter
-    {
+    public static func spawn(
+        _ path: String, _ arguments: [String], log: String, views: [(ShareView, at: String)] = [], jail: VMMJail = .vmm
+    ) throws -> ProcessWaiter {
         let logFD = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         defer { if logFD >= 0 { close(logFD) } }
-        return try spawn(path, arguments, output: logFD, views: views)
+        return try spawn(path, arguments, output: logFD, views: views, jail: jail)
     }
 
     /// The same with stdout and stderr to `output` (a `ConsoleRecorder`'s pipe).
-    public static func spawn(_ path: String, _ arguments: [String], output logFD: Int32, views: [(ShareView, at: String)] = []) throws
-        -> ProcessWaiter
-    {
+    public static func spawn(
+        _ path: String, _ arguments: [String], output logFD: Int32, views: [(ShareView, at: String)] = [], jail: VMMJail = .vmm
+    ) throws -> ProcessWaiter {
         let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { if devNull >= 0 { close(devNull) } }
         let failed = FailedStep()
+        // Built before the fork (libseccomp allocates; the child may only make system calls).
+        let program = try jail.program()
+        let limits = jail.limits()
         do {
             // ProcessWaiter runs the closure on its own thread and returns only after it ran,
             // so the descriptors closed by the `defer` above are still open while it runs.
             return try ProcessWaiter {
                 withCStrings([path] + arguments) { args in
                     withCStrings(environment) { env in
-                        let flags = Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG)
-                        var options = airlock_spawn_options()
-                        guard !views.isEmpty else {
-                            return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
-                        }
-                        return ShareView.withSpawnMounts(views) { mounts, count in
-                            options.mounts = mounts
-                            options.mount_count = count
-                            return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                        program.withUnsafeBytes { filter in
+                            limits.withUnsafeBufferPointer { rlimits in
+                                let flags = Int32(AIRLOCK_SPAWN_SETSID | AIRLOCK_SPAWN_PDEATHSIG)
+                                var options = airlock_spawn_options()
+                                options.no_new_privs = 1
+                                options.seccomp_filter = filter.baseAddress
+                                options.seccomp_filter_size = UInt(filter.count)
+                                options.rlimits = rlimits.baseAddress
+                                options.rlimit_count = Int32(rlimits.count)
+                                guard !views.isEmpty else {
+                                    return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                                }
+                                return ShareView.withSpawnMounts(views) { mounts, count in
+                                    options.mounts = mounts
+                                    options.mount_count = count
+                                    return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                                }
+                            }
                         }
                     }
                 }
@@ -56,6 +69,11 @@ public enum VMMProcess {
                 throw MachineError(
                     "cannot give \(path) a mount namespace of its own for its view of \(views.map(\.0.source).joined(separator: ", ")) (\(step): \(errorText(error.errno)))",
                     hint: "`airlock doctor` says whether this host allows it (user namespaces)")
+            }
+            if let step, ["seccomp", "setrlimit", "prctl"].contains(step) {
+                throw MachineError(
+                    "cannot jail \(path) (\(step): \(errorText(error.errno)))",
+                    hint: "`airlock doctor` says what the VMM jail can apply on this host (seccomp filters)")
             }
             throw MachineError("cannot start \(path)", cause: SystemError(step ?? "spawn", path, errno: error.errno))
         }

@@ -56,7 +56,7 @@ public enum Virtiofsd {
                 unlink(served.socket)
                 let process = try VMMProcess.spawn(
                     binary, arguments(socket: served.socket, share: served.share), log: log,
-                    views: served.share.view.map { [($0, served.share.hostPath)] } ?? [])
+                    views: served.share.view.map { [($0, served.share.hostPath)] } ?? [], jail: .fileServer)
                 started.append(process)
                 try await waitForSocketFile(served.socket, of: process, timeout: timeout) {
                     MachineError("virtiofsd for \(served.share.hostPath) \($0)", consoleTail: FileSystem.tailLines(of: log))

@@ -233,8 +233,9 @@ struct ShareViewTests {
         defer { try? FileSystem.removeTree(root) }
         let log = root + "/out.log"
         let at = try mountPoint(root)
-        // A new user namespace gives every capability in it, as a compromised VMM could get;
-        // the mounts it copies from the view's namespace are locked together.
+        // A new user namespace gives every capability in it, as a compromised virtiofsd could
+        // get (its jail lets it unshare, for its own sandbox); the mounts it copies from the
+        // view's namespace are locked together.
         let script = """
             unshare -Urm sh -c '
               umount \(at)/.git && echo umounted-git
@@ -245,7 +246,7 @@ struct ShareViewTests {
               echo inner-done'
             echo done
             """
-        let process = try VMMProcess.spawn("/bin/sh", ["-c", script], log: log, views: [(view(root), at)])
+        let process = try VMMProcess.spawn("/bin/sh", ["-c", script], log: log, views: [(view(root), at)], jail: .fileServer)
         #expect(await process.wait().map { ExitStatus(waitStatus: $0).code } == 0)
         let output = try FileSystem.readText(log) ?? ""
         #expect(output.contains("inner-done") && output.contains("done"), "\(output)")
@@ -253,6 +254,13 @@ struct ShareViewTests {
             #expect(!output.contains(uncovered), "\(output)")
         }
         #expect(!FileSystem.exists(root + "/.git/hooks/post-checkout"))
+
+        // A VMM (QEMU serving 9p) cannot even make the namespace.
+        let vmmLog = root + "/vmm.log"
+        let vmm = try VMMProcess.spawn("/bin/sh", ["-c", script], log: vmmLog, views: [(view(root), at)])
+        #expect(await vmm.wait().map { ExitStatus(waitStatus: $0).code } == 0)
+        let refused = try FileSystem.readText(vmmLog) ?? ""
+        #expect(refused.contains("Operation not permitted") && !refused.contains("inner-done") && refused.contains("done"), "\(refused)")
     }
 
     @Test("a symbolic link where the view mounts is refused, not followed")
@@ -265,5 +273,91 @@ struct ShareViewTests {
             try VMMProcess.spawn("/bin/true", [], log: root + "/vmm.log", views: [(view(root), try mountPoint(root))])
         }
         #expect("\(error.map { "\($0)" } ?? "")".contains("mount"))
+    }
+}
+
+@Suite("The VMM jail: what a taken-over VMM still cannot do")
+struct VMMJailTests {
+    /// Tries each call the jail refuses (and some it allows), through ctypes; prints
+    /// `name=result` lines, where the result is 0 or the errno name. The calls that would act on
+    /// the host if let through (module loading, kexec, mount) run only with the argument `jailed`.
+    static let probe = """
+        import ctypes, errno, os, resource, socket, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        def call(name, number, *args):
+            result = libc.syscall(number, *args)
+            print(f"{name}={'0' if result >= 0 else errno.errorcode[ctypes.get_errno()]}")
+        # x86_64 system call numbers.
+        call("ptrace", 101, 0, 0, 0, 0)                       # PTRACE_TRACEME
+        call("bpf", 321, 0, 0, 0)
+        call("keyctl", 250, 0, -3, 0)                        # KEYCTL_GET_KEYRING_ID of the session keyring
+        call("personality_change", 135, 0x0040000)           # ADDR_NO_RANDOMIZE
+        call("personality_linux", 135, 0)
+        if sys.argv[1:] == ["jailed"]:
+            call("init_module", 175, 0, 0, b"")
+            call("kexec_load", 246, 0, 1, 0, 0)
+            call("mount", 165, b"none", b"/nonexistent-airlock-target", b"tmpfs", 0, 0)
+            call("unshare", 272, 0x10000000)                 # CLONE_NEWUSER
+        for family, name in [(socket.AF_INET, "inet"), (socket.AF_INET6, "inet6"), (socket.AF_NETLINK, "netlink"), (socket.AF_UNIX, "unix")]:
+            try:
+                socket.socket(family, socket.SOCK_DGRAM).close(); print(f"socket_{name}=0")
+            except OSError as error:
+                print(f"socket_{name}={errno.errorcode[error.errno]}")
+        print("core=%d,%d" % resource.getrlimit(resource.RLIMIT_CORE))
+        print("nofile=%d,%d" % resource.getrlimit(resource.RLIMIT_NOFILE))
+        for line in open("/proc/self/status"):
+            if line.startswith(("Seccomp:", "NoNewPrivs:")): print(line.split(":")[0] + "=" + line.split()[1])
+        """
+
+    func results(_ output: String) -> [String: String] {
+        Dictionary(
+            output.split(separator: "\n").compactMap { line in
+                let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+                return parts.count == 2 ? (parts[0], parts[1]) : nil
+            }, uniquingKeysWith: { $1 })
+    }
+
+    /// Runs the probe through `VMMProcess.spawn` with `jail`; returns what it printed.
+    func jailed(_ jail: VMMJail) async throws -> [String: String] {
+        let log = NSTemporaryDirectory() + "airlock-jail-\(UUID().uuidString.prefix(8)).log"
+        defer { unlink(log) }
+        let process = try VMMProcess.spawn("/usr/bin/python3", ["-c", Self.probe, "jailed"], log: log, jail: jail)
+        let status = await process.wait().map { ExitStatus(waitStatus: $0).code }
+        let output = try FileSystem.readText(log) ?? ""
+        #expect(status == 0, "\(output)")
+        return results(output)
+    }
+
+    @Test(
+        "a process started through the VMM spawn path cannot ptrace, load modules, kexec, use bpf or keys, change personality, or open other than Unix sockets"
+    )
+    func refused() async throws {
+        // The same probe outside the jail: these calls get as far as the kernel's own checks.
+        let free = try ChildProcess.capture("/usr/bin/python3", ["-c", Self.probe])
+        let unjailed = results(free.text)
+        #expect(unjailed["ptrace"] == "0" && unjailed["socket_inet"] == "0" && unjailed["Seccomp"] == "0", "\(free.text)")
+        #expect(unjailed["personality_change"] == "0")
+
+        for jail in [VMMJail.vmm, .fileServer] {
+            let result = try await jailed(jail)
+            for call in [
+                "ptrace", "bpf", "keyctl", "personality_change", "init_module", "kexec_load", "socket_inet", "socket_inet6", "socket_netlink",
+            ] {
+                #expect(result[call] == "EPERM", "\(jail.kind): \(call) gave \(result[call] ?? "nothing")")
+            }
+            #expect(result["personality_linux"] == "0" && result["socket_unix"] == "0", "\(result)")
+            #expect(result["Seccomp"] == "2" && result["NoNewPrivs"] == "1", "\(result)")
+            #expect(result["core"] == "0,0", "\(result)")
+            let openFiles = result["nofile"]?.split(separator: ",").compactMap { Int($0) } ?? []
+            #expect(openFiles.count == 2 && openFiles.allSatisfy { $0 <= 1 << 20 }, "\(result)")
+            if jail.kind == .vmm {
+                #expect(result["mount"] == "EPERM" && result["unshare"] == "EPERM", "\(result)")
+                #expect(openFiles == [4096, 4096] || openFiles.allSatisfy { $0 < 4096 }, "\(result)")
+            } else {
+                // virtiofsd sets up its own sandbox: mount reaches the kernel, which finds no
+                // such target (it looks the path up before it checks privileges).
+                #expect(result["mount"] == "ENOENT", "\(result)")
+            }
+        }
     }
 }

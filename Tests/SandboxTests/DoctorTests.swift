@@ -54,6 +54,17 @@ struct DoctorTests {
         #expect(Doctor.examine(host, requested: .auto).canRunSandbox, "clone mode still runs")
     }
 
+    @Test("the VMM jail: a host where it cannot be applied fails the check, with the fix; no sandbox runs unjailed")
+    func vmmJail() {
+        var host = Self.pvmHost()
+        #expect(check(Doctor.examine(host, requested: .auto), "vmm-jail")?.status == .pass)
+        host.vmmJailProblem = "a jailed process runs without its seccomp filter (Seccomp: 0)"
+        let report = Doctor.examine(host, requested: .auto)
+        let found = check(report, "vmm-jail")
+        #expect(found?.status == .fail && found?.summary.contains("Seccomp: 0") == true && found?.fix?.contains("CONFIG_SECCOMP_FILTER") == true)
+        #expect(!report.canRunSandbox)
+    }
+
     @Test("PVM host: says plainly that KVM can't run a standard guest, picks QEMU with TCG")
     func pvm() {
         let report = Doctor.examine(Self.pvmHost(), requested: .auto)
@@ -265,10 +276,13 @@ struct DoctorTests {
         #expect(
             report.checks.map(\.id) == [
                 "kvm-device", "kvm-usable", "cloud-hypervisor", "virtiofsd", "qemu", "tar2sqfs", "vhost-vsock", "guest-assets", "libraries",
-                "cache-space", "share-views", "backend", "shares",
+                "cache-space", "share-views", "vmm-jail", "backend", "shares",
             ])
         // This machine allows user namespaces (mount mode's VM test runs here, as root and not).
         #expect(facts.shareViewProblem == nil, "\(facts.shareViewProblem ?? "")")
+        // And seccomp filters: the probe found the filter in force in a jailed process.
+        #expect(facts.vmmJailProblem == nil, "\(facts.vmmJailProblem ?? "")")
+        #expect(check(report, "vmm-jail")?.summary.contains("seccomp filter") == true)
     }
 }
 

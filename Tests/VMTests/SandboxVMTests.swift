@@ -188,6 +188,12 @@ struct SandboxVMTests {
         let row = rows?.first { $0["name"] as? String == "default" }
         #expect(row?["state"] as? String == "running")
         #expect(row?["backend"] as? String == "qemu")
+        // Its VMM runs jailed: the seccomp filter in force, no new privileges, no core dumps.
+        let vmm = row?["vmmPID"] as? Int ?? 0
+        let status = (try? String(contentsOfFile: "/proc/\(vmm)/status", encoding: .utf8)) ?? ""
+        #expect(vmm > 0 && status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"), "vmmPid \(vmm): \(status)")
+        let limits = (try? String(contentsOfFile: "/proc/\(vmm)/limits", encoding: .utf8)) ?? ""
+        #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max core file size") && $0.contains(" 0 ") }, "\(limits)")
 
         let exec = try CLI.run(["exec", "--", "cat", "/etc/hostname"], in: project)
         #expect(exec.status == 0, "stderr: \(exec.stderr)")

@@ -1,6 +1,9 @@
 #ifndef AIRLOCK_FILES_H
 #define AIRLOCK_FILES_H
 
+/// fts(3), which Swift's Glibc module does not export (FileSystem.allocatedSize walks with it).
+#include <fts.h>
+
 /// openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
 /// RESOLVE_NO_XDEV: opens `path` below the directory `dirfd` without following any symlink on
 /// the way (not even in the last component) and without crossing a mount point. Used to read

@@ -43,6 +43,13 @@ struct airlock_spawn_mount {
     int kind;
 };
 
+/// One resource limit (`airlock_spawn_options.rlimits`): RLIMIT_* with its soft and hard value.
+struct airlock_spawn_rlimit {
+    int resource;
+    unsigned long long soft;
+    unsigned long long hard;
+};
+
 /// What else the child does before exec (the guest agent; the VMM's helpers on the host).
 struct airlock_spawn_options {
     /// chroot into this directory first (NULL: no chroot).
@@ -62,6 +69,14 @@ struct airlock_spawn_options {
     /// privilege is needed), every mount made private, then these steps in order.
     const struct airlock_spawn_mount *mounts;
     int mount_count;
+    /// Limits set (setrlimit) after the mounts, before exec; each no higher than the caller's.
+    const struct airlock_spawn_rlimit *rlimits;
+    int rlimit_count;
+    /// A seccomp filter (`struct sock_filter` instructions, as libseccomp exports them) loaded
+    /// last before exec, after PR_SET_NO_NEW_PRIVS (which it implies); NULL for none.
+    const void *seccomp_filter;
+    /// Its size in bytes.
+    unsigned long seccomp_filter_size;
 };
 
 /// airlock_spawn with options. When `path` has no slash, it is searched in the PATH given in

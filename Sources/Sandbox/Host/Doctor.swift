@@ -174,6 +174,16 @@ public enum Doctor {
                 "share servers get a mount namespace of their own: [workspace] mode = \"mount\" keeps .git and the configuration read-only")
         }
 
+        if let problem = host.vmmJailProblem {
+            add(
+                "vmm-jail", .fail, "the VMM cannot be jailed (\(problem)): no VM starts without its jail",
+                fix:
+                    "use a kernel built with CONFIG_SECCOMP_FILTER (every distribution kernel is); inside a container, allow seccomp and no_new_privs"
+            )
+        } else {
+            add("vmm-jail", .pass, VMMJail.summary + "; mount namespace of their own: only for a shared view (mode = \"mount\")")
+        }
+
         let selection = BackendSelection.choose(requested, on: host)
         if let backend = selection.backend {
             add("backend", .pass, "\(requested.rawValue) → \(backend.rawValue) with \(selection.accelerator?.rawValue ?? "?"): \(selection.reason)")

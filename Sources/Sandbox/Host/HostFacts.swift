@@ -49,6 +49,9 @@ public struct HostFacts: Sendable, Equatable {
     /// Why a helper cannot have a mount namespace of its own (`ShareView`), which
     /// `[workspace] mode = "mount"` needs; nil when it can.
     public var shareViewProblem: String?
+    /// Why the VMM jail (`VMMJail`: seccomp, no new privileges, limits) cannot be applied, which
+    /// every VM needs; nil when it can.
+    public var vmmJailProblem: String?
     /// Free bytes where the cache lives (or would be created), `nil` when unknown.
     public var cacheFreeBytes: UInt64?
 
@@ -92,9 +95,10 @@ public struct HostFacts: Sendable, Equatable {
     public init(
         kvm: Access, kvmModules: Set<String>, cloudHypervisor: Tool?, virtiofsd: Tool?, legacyVirtiofsd: String? = nil, qemu: Tool?,
         tar2sqfs: Tool? = nil, vhostVsock: Access, distribution: Distribution? = nil, assets: GuestAssets.Lookup, libraries: [Library],
-        cacheDirectory: String, cacheFreeBytes: UInt64?, shareViewProblem: String? = nil
+        cacheDirectory: String, cacheFreeBytes: UInt64?, shareViewProblem: String? = nil, vmmJailProblem: String? = nil
     ) {
         self.shareViewProblem = shareViewProblem
+        self.vmmJailProblem = vmmJailProblem
         self.kvm = kvm
         self.kvmModules = kvmModules
         self.cloudHypervisor = cloudHypervisor
@@ -172,7 +176,8 @@ extension HostFacts {
             libraries: libraries,
             cacheDirectory: cache,
             cacheFreeBytes: freeBytes(at: cache),
-            shareViewProblem: ShareView.probe()
+            shareViewProblem: ShareView.probe(),
+            vmmJailProblem: VMMJail.probe()
         )
     }
 
