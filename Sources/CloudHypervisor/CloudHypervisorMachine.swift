@@ -21,6 +21,7 @@ import Glibc
 public final class CloudHypervisorMachine: VirtualMachine {
     public let backend = MachineBackend.cloudHypervisor
     public let processID: pid_t
+    public var shareServerIDs: [pid_t] { [processID] + virtiofsd.map(\.pid) }
     private let vmm: ProcessWaiter
     /// Writes the serial console and CH's output to the console log.
     private let console: ConsoleRecorder?
@@ -170,6 +171,15 @@ public final class CloudHypervisorMachine: VirtualMachine {
 
     public func waitForExit() async -> Int32? {
         await vmm.wait()
+    }
+
+    public func pause() async throws {
+        try await client.pauseVM()
+    }
+
+    public func resume() async throws {
+        // Cloud Hypervisor refuses to resume a VM that is not paused.
+        if try await client.vmInfo().state == "Paused" { try await client.resumeVM() }
     }
 
     public func stop(grace: Duration) async {

@@ -41,6 +41,8 @@ public struct CloudHypervisorClient: Sendable {
         public static let vmInfo = Endpoint(method: .GET, path: "/api/v1/vm.info")
         public static let vmShutdown = Endpoint(method: .PUT, path: "/api/v1/vm.shutdown")
         public static let vmDelete = Endpoint(method: .PUT, path: "/api/v1/vm.delete")
+        public static let vmPause = Endpoint(method: .PUT, path: "/api/v1/vm.pause")
+        public static let vmResume = Endpoint(method: .PUT, path: "/api/v1/vm.resume")
         public static let vmAddFs = Endpoint(method: .PUT, path: "/api/v1/vm.add-fs")
         public static let vmAddDisk = Endpoint(method: .PUT, path: "/api/v1/vm.add-disk")
         public static let vmResize = Endpoint(method: .PUT, path: "/api/v1/vm.resize")
@@ -76,6 +78,16 @@ public struct CloudHypervisorClient: Sendable {
     /// `PUT /api/v1/vm.delete`: forgets the VM (the VMM stays).
     public func deleteVM() async throws(CloudHypervisorError) {
         _ = try await send(.vmDelete)
+    }
+
+    /// `PUT /api/v1/vm.pause`: stops the VM's vCPUs (its memory and devices stay).
+    public func pauseVM() async throws(CloudHypervisorError) {
+        _ = try await send(.vmPause)
+    }
+
+    /// `PUT /api/v1/vm.resume`: runs a paused VM again.
+    public func resumeVM() async throws(CloudHypervisorError) {
+        _ = try await send(.vmResume)
     }
 
     /// `PUT /api/v1/vmm.shutdown`: ends the cloud-hypervisor process.

@@ -53,6 +53,10 @@ public struct AirlockConfig: Sendable, Equatable {
         /// Only for `mount`: share the project read-only (`.git`, the configuration and
         /// `.airlock/` are read-only or hidden in either case).
         public var readOnly = false
+        /// The most the workspace (the clone, or the project in mount mode, without `.airlock/`)
+        /// may hold on the host's disk: a VM that writes past it is paused (`DiskGuard`), and a
+        /// start that finds it over is refused.
+        public var maxSize = ByteSize.gibibytes(20)
     }
 
     public struct Rule: Sendable, Equatable {
@@ -264,6 +268,7 @@ extension AirlockConfig {
         if let node = root["workspace"] {
             workspace.mode = node["mode"]?.string.flatMap(Workspace.Mode.init(rawValue:)) ?? workspace.mode
             workspace.readOnly = node["read_only"]?.boolean ?? workspace.readOnly
+            workspace.maxSize = size(node["max_size"]) ?? workspace.maxSize
             if workspace.readOnly, workspace.mode == .clone, let readOnly = node["read_only"] {
                 problems.append(
                     ConfigDiagnostic(

@@ -106,6 +106,7 @@ enum AirlockSchema {
             .table([
                 ("mode", .choice(["clone", "mount"])),
                 ("read_only", .boolean),
+                ("max_size", .size),
             ])
         ),
         (

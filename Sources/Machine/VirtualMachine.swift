@@ -94,11 +94,19 @@ public protocol VirtualMachine: Sendable {
     var backend: MachineBackend { get }
     /// The VMM process.
     var processID: pid_t { get }
+    /// The processes that write the guest's shared files on the host: the VMM and the
+    /// virtiofsd helpers (a file the guest deleted but keeps open stays open in one of them).
+    var shareServerIDs: [pid_t] { get }
     /// Connects the host side of the control link (the guest answers once it has booted).
     func connectControl() async throws -> LinkClient
     /// Waits for the VMM process to end; its wait status, or nil when the waiting task is
     /// cancelled first.
     func waitForExit() async -> Int32?
+    /// Stops the guest's vCPUs where they are (QMP `stop`, Cloud Hypervisor's `vm.pause`): it
+    /// writes nothing more until `resume`. Its memory, devices and connections stay.
+    func pause() async throws
+    /// Runs a paused guest again; a running one is left as it is.
+    func resume() async throws
     /// Ends the VM: gives it `grace` to exit by itself (after a guest power-off), then asks the
     /// VMM to quit, then SIGTERM, then SIGKILL, `grace` apart; reaped.
     func stop(grace: Duration) async

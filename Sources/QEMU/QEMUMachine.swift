@@ -15,6 +15,7 @@ import Glibc
 public final class QEMUMachine: VirtualMachine {
     public let backend = MachineBackend.qemu
     public let processID: pid_t
+    public var shareServerIDs: [pid_t] { [processID] + virtiofsd.map(\.pid) }
     private let waiter: ProcessWaiter
     private let qmpSocket: String
     private let control: Control
@@ -373,6 +374,14 @@ public final class QEMUMachine: VirtualMachine {
 
     public func waitForExit() async -> Int32? {
         await waiter.wait()
+    }
+
+    public func pause() async throws {
+        try await QMPClient.connect(path: qmpSocket, timeout: .seconds(2)).execute("stop", timeout: .seconds(2))
+    }
+
+    public func resume() async throws {
+        try await QMPClient.connect(path: qmpSocket, timeout: .seconds(2)).execute("cont", timeout: .seconds(2))
     }
 
     /// QEMU first, then its virtiofsd processes (they end by themselves when QEMU goes; they

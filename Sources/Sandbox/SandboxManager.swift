@@ -135,6 +135,27 @@ public struct SandboxManager: Sendable {
         let paths = try paths(name)
         return loaded.startRefusals + trackedMasks(paths)
             + loaded.problems(on: HostFacts.capacity(at: paths.stateDirectory), existingDisk: UInt64(max(0, FileSystem.allocatedSize(paths.disk))))
+            + diskBudgetProblems(paths)
+    }
+
+    /// The sandbox's disk budget (`DiskBudget`) as a start finds it: the workspace already over
+    /// `[workspace] max_size`, or the host's disk already under airlock's floor.
+    private func diskBudgetProblems(_ paths: SandboxPaths) -> [ConfigDiagnostic] {
+        let budget = diskBudget(paths)
+        guard FileSystem.isDirectory(budget.workspace), let breach = budget.breach() else { return [] }
+        let (message, hint) = DiskBudget.explain(breach, sandbox: paths.name, workspace: budget.workspace)
+        let location = loaded.merged["workspace"]?["max_size"]?.origin.location
+        if case .workspace = breach { return [ConfigDiagnostic(at: location, message, hint: hint)] }
+        return [ConfigDiagnostic(at: nil, message, hint: hint)]
+    }
+
+    /// What sandbox `paths` may take of the host's disk.
+    func diskBudget(_ paths: SandboxPaths) -> DiskBudget {
+        let mountMode = config.workspace.mode == .mount
+        let workspace = mountMode ? project.root : paths.workspace
+        return DiskBudget(
+            workspace: workspace, excluding: mountMode ? [paths.stateRoot] : [], maxSize: config.workspace.maxSize.bytes,
+            watched: [project.root])
     }
 
     /// `[mask.*]` paths git has in a commit the clone holds or would hold: no mask can hide
@@ -247,7 +268,14 @@ public struct SandboxManager: Sendable {
         let assets = try await Blocking.run { [environment] in try EmbeddedAssets.locate(host.assets, environment: environment) }
         let boot = SandboxBoot(
             paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver, workspace: workspace,
-            image: image, launcher: launcher, assets: assets, bootTimeout: bootTimeout, hostname: Self.hostname(paths))
+            image: image, launcher: launcher, assets: assets, bootTimeout: bootTimeout, hostname: Self.hostname(paths),
+            budget: diskBudget(paths),
+            currentMaxSize: { [project, environment] in
+                let loader = ConfigLoader(
+                    projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment),
+                    sharedUserConfigPaths: ConfigLoader.sharedUserConfigPaths(environment: environment), environment: environment)
+                return (try? loader.load())?.config.workspace.maxSize.bytes
+            })
         return try await boot.run(sessionSpec(request, paths: paths, image: image), lock: lock)
     }
 
@@ -285,7 +313,12 @@ public struct SandboxManager: Sendable {
 
     /// A session that ended because `airlock stop` powered the sandbox off says so.
     static func explained(_ error: any Error, paths: SandboxPaths) -> any Error {
-        guard FileSystem.exists(paths.stopMarker) else { return error }
+        guard let marker = (try? FileSystem.readText(paths.stopMarker, limit: 64 << 10)) ?? nil else { return error }
+        // The disk guard's: "limit", what went over, how to go on.
+        let lines = marker.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.first == "limit", lines.count >= 3 {
+            return SandboxError("sandbox \(paths.name) was stopped, paused too long at its disk limit: \(lines[1])", hint: lines[2])
+        }
         return SandboxError("sandbox \(paths.name) was stopped (`airlock stop`) before the command ended")
     }
 

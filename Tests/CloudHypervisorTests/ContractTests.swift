@@ -109,6 +109,8 @@ struct ContractTests {
         try check(await recorded { try await $0.bootVM() })
         try check(await recorded { try await $0.shutdownVM() })
         try check(await recorded { try await $0.deleteVM() })
+        try check(await recorded { try await $0.pauseVM() })
+        try check(await recorded { try await $0.resumeVM() })
         try check(await recorded { try await $0.shutdownVMM() })
     }
 

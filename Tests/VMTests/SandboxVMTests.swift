@@ -777,6 +777,58 @@ struct SandboxVMTests {
         #expect(records.count <= 6 && counted.reduce(0, +) > 1000, "\(records.count) records counting \(counted.reduce(0, +)) denials")
     }
 
+    @Test(
+        "[workspace] max_size: a guest writing past it is paused and the host's usage stays near the limit; without a terminal the session ends; a start over the limit is refused, fetch still works; a limit raised while paused lets it go on"
+    )
+    func diskGuard() async throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        try "[workspace]\nmax_size = \"48M\"\n".write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let clone = project.path + "/.airlock/default/workspace"
+
+        // 200 MB written without a terminal: paused past 48 MiB, ended after the grace.
+        let started = Date()
+        let flood = try CLI.run(["start", "--", "sh", "-c", "dd if=/dev/zero of=fill bs=1M count=200 2>&1; echo dd-finished"], in: project)
+        #expect(flood.status != 0 && !flood.stdout.contains("dd-finished"), "stdout: \(flood.stdout) stderr: \(flood.stderr)")
+        #expect(flood.stderr.contains("sandbox default is paused: sandbox default's workspace holds"), "\(flood.stderr)")
+        #expect(flood.stderr.contains("over [workspace] max_size = 48"), "\(flood.stderr)")
+        #expect(flood.stderr.contains("paused too long at its disk limit"), "\(flood.stderr)")
+        let written = FileSystem.size(clone + "/fill") ?? 0
+        let usage = FileSystem.allocatedSize(clone)
+        print(
+            "disk guard: the guest wrote \(written) bytes (workspace \(usage) bytes) against a 48 MiB limit, in \(Date().timeIntervalSince(started)) s"
+        )
+        #expect(written > 48 << 20 && usage < 150 << 20, "written \(written), workspace \(usage)")
+        let audit = (try FileSystem.readText(project.path + "/.airlock/default/audit.jsonl", limit: 16 << 20)) ?? ""
+        #expect(audit.split(separator: "\n").filter { $0.contains(#""event":"limit.disk""#) }.count == 1, "one record per pause")
+
+        // A start finds the workspace over: refused, with the way out; fetch works.
+        let refused = try CLI.run(["start", "--", "true"], in: project)
+        #expect(refused.status != 0 && refused.stderr.contains("airlock.toml:2:"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("airlock fetch") && refused.stderr.contains("max_size"), "\(refused.stderr)")
+        let fetch = try CLI.run(["fetch"], in: project)
+        #expect(fetch.status == 0, "\(fetch.stderr)")
+
+        // A limit above what it holds: it starts; past the new limit it pauses, and raising the
+        // limit again while paused lets it finish.
+        let local = project.appendingPathComponent("airlock.local.toml")
+        try "[workspace]\nmax_size = \"160M\"\n".write(to: local, atomically: true, encoding: .utf8)
+        let errors = project.appendingPathComponent(".airlock-owner-stderr")
+        let more = try CLI.launch(
+            ["start", "--", "sh", "-c", "dd if=/dev/zero of=more bs=1M count=150 2>/dev/null && echo more-finished"], in: project, stderr: errors)
+        defer { more.terminate() }
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, more.isRunning, !((try? String(contentsOf: errors, encoding: .utf8)) ?? "").contains("is paused") {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try "[workspace]\nmax_size = \"1G\"\n".write(to: local, atomically: true, encoding: .utf8)
+        more.waitUntilExit()
+        let said = (try? String(contentsOf: errors, encoding: .utf8)) ?? ""
+        #expect(more.terminationStatus == 0, "\(said)")
+        #expect(said.contains("is paused") && said.contains("goes on: there is room again"), "\(said)")
+        #expect(FileSystem.size(clone + "/more") == 150 << 20)
+    }
+
     @Test("guest = [\"host:guest\"]: the host's port reaches a server in the guest, on 127.0.0.1 only")
     func hostForward() async throws {
         let project = try VMEnvironment.repository()

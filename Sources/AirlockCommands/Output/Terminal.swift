@@ -28,7 +28,15 @@ struct Terminal: Sendable {
     }
 
     /// Writes all of `text`; a closed reader (a pager that quit) is not an error worth more.
+    /// On a terminal in raw mode (a session is attached to it), a message starts on a line of
+    /// its own and each line ends with "\r\n", as the terminal no longer adds the return.
     func write(_ text: String) {
+        var settings = termios()
+        if tcgetattr(fd, &settings) == 0, settings.c_oflag & tcflag_t(OPOST) == 0 {
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\r\n")
+            try? Syscall.writeAll(fd, Array(("\r" + lines).utf8), subject: "output")
+            return
+        }
         try? Syscall.writeAll(fd, Array(text.utf8), subject: "output")
     }
 

@@ -35,6 +35,11 @@ struct SandboxBoot: Sendable {
     var assets: (kernel: String, initramfs: String)
     var bootTimeout: Duration
     var hostname: String
+    /// What the sandbox may take of the host's disk.
+    var budget: DiskBudget
+    /// `[workspace] max_size` as the configuration files say now (the disk guard reads it
+    /// again while the VM is paused for it).
+    var currentMaxSize: @Sendable () -> UInt64? = { nil }
 
     /// The virtio-mmio transports QEMU's microvm machine offers.
     static let maxTransports = 24
@@ -229,6 +234,17 @@ struct SandboxBoot: Sendable {
                 let forwarder = try await PortForwarder.bind(
                     config.network.hostForwards, link: link, logger: logger, records: { record(AuditEvent(sandbox: sandbox, connection: $0)) })
                 running.forwarder = forwarder
+                let guarding = DiskGuard(
+                    budget: budget,
+                    sandbox: sandbox, vm: vm, interactive: spec.terminal != nil, reporter: reporter, record: record,
+                    reloadMaxSize: currentMaxSize,
+                    giveUp: { [paths] message, hint in
+                        // The owner's command fails with this (`SandboxManager.explained`).
+                        try? FileSystem.writeAtomically(paths.stopMarker, "limit\n\(message)\n\(hint)\n", durable: false)
+                        try? await vm.resume()
+                        _ = try? await link.call(LinkNames.Path.powerOff, body: .init())
+                    })
+                running.diskGuard = guarding
                 let control = try await ControlServer.bind(
                     path: paths.controlSocket(environment: environment), link: link,
                     handlers: .init(
@@ -243,12 +259,14 @@ struct SandboxBoot: Sendable {
                         },
                         stop: {
                             // The guest syncs its disk and powers off; every session then ends.
+                            await guarding.release()
                             _ = try? await link.call(LinkNames.Path.powerOff, body: .init())
                         },
                         events: events))
                 running.control = control
                 group.addTask { await forwarder.run() }
                 group.addTask { await control.run() }
+                group.addTask { await guarding.run() }
                 logger.info("sandbox ready", metadata: ["milliseconds": "\((ContinuousClock.now - started).milliseconds)"])
             } catch {
                 await running.shutDown(paths: paths, arrivals: arrivals)
@@ -315,6 +333,7 @@ private struct RunningParts {
     var link: LinkClient?
     var forwarder: PortForwarder?
     var control: ControlServer?
+    var diskGuard: DiskGuard?
     /// How long the guest may take to power off; nil: as long as it takes.
     var powerOffGrace: Duration? = .seconds(5)
 
@@ -324,6 +343,8 @@ private struct RunningParts {
     /// file.
     func shutDown(paths: SandboxPaths, arrivals: AsyncStream<EgressServer.Connection>.Continuation) async {
         defer { try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false) }
+        // A VM paused at its disk limit runs again, to power off with its disk synced.
+        await diskGuard?.release()
         await control?.close()
         if let link {
             _ = try? await withThrowingTaskGroup(of: Void.self) { group in
