@@ -8,14 +8,25 @@ import NIOPosix
 import NetworkPolicy
 
 /// Bounds on what one guest may make the host hold. Everything from the guest is hostile.
+/// What the host buffers for a sandbox is bounded by construction: per stream, the guest's
+/// data up to the stream's flow-control window, the upstream's up to the outbound watermark
+/// and one upstream read (256 KiB each); at most `maxConcurrentStreams` streams: 256 × 768 KiB
+/// = 192 MiB at the very worst, a few MiB in practice.
 public struct EgressLimits: Sendable {
-    /// Streams (connections) open at once on one egress connection; more are reset.
-    public var maxConcurrentStreams = 512
+    /// Streams (connections, forwards included) open at once, over every egress connection of
+    /// the sandbox; more are reset and recorded.
+    public var maxConcurrentStreams = 256
+    /// New streams a second, and how many may come at once: more are reset and recorded.
+    public var maxNewStreamsPerSecond = 200
+    public var newStreamBurst = 400
+    /// Upstream bytes waiting for the guest to take them, per stream: above it the upstream
+    /// is not read.
+    public var outboundHighWatermark = 256 << 10
     /// HPACK-decoded header list size of one request.
     public var maxHeaderListSize = 16 * 1024
     /// HTTP/2 flow-control window per stream: the most the guest can send ahead of the
     /// upstream reading it.
-    public var streamWindow = 1 << 20
+    public var streamWindow = 256 << 10
     /// The connection-wide window.
     public var connectionWindow = 8 << 20
     /// Largest DATA frame the guest may send.
@@ -70,6 +81,8 @@ public final class EgressServer: Sendable {
     let group: any EventLoopGroup
     let logger: Logger
     let sink: ConnectionRecordSink
+    /// The sandbox's streams, over all its egress connections.
+    let budget: ConnectionBudget
 
     public init(
         configuration: EgressConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -79,6 +92,9 @@ public final class EgressServer: Sendable {
         self.group = group
         self.logger = logger
         self.sink = records
+        let limits = configuration.limits
+        budget = ConnectionBudget(
+            .init(concurrent: limits.maxConcurrentStreams, perSecond: limits.maxNewStreamsPerSecond, burst: limits.newStreamBurst))
     }
 
     /// Serves the egress connection on a connected stream socket (an accepted vsock or Unix
@@ -133,8 +149,8 @@ public final class EgressServer: Sendable {
             connection.targetWindowSize = limits.connectionWindow
             var stream = NIOHTTP2Handler.StreamConfiguration()
             stream.targetWindowSize = limits.streamWindow
-            stream.outboundBufferSizeHighWatermark = 1 << 20
-            stream.outboundBufferSizeLowWatermark = 1 << 19
+            stream.outboundBufferSizeHighWatermark = limits.outboundHighWatermark
+            stream.outboundBufferSizeLowWatermark = limits.outboundHighWatermark / 2
             // Every TCP reset in the guest is a RST_STREAM here: NIO's rapid-reset guard (200
             // per 30 s) would end a busy but honest guest's connection. Its own connection is
             // all a flood can end anyway.
@@ -165,24 +181,19 @@ public final class EgressServer: Sendable {
         // However serving ends (the guest closed, a protocol error, cancellation), the
         // connection and every stream on it close.
         defer { connection.channel.close(promise: nil) }
-        let active = NIOLockedValueBox(0)
-        let limit = configuration.limits.maxConcurrentStreams
         try await withThrowingDiscardingTaskGroup { tasks in
             for try await stream in multiplexer.inbound {
-                let admitted = active.withLockedValue { count in
-                    guard count < limit else { return false }
-                    count += 1
-                    return true
-                }
-                guard admitted else {
+                if let refusal = budget.admit() {
                     // SETTINGS_MAX_CONCURRENT_STREAMS binds only once the guest acknowledged
-                    // it; this holds before that too. Closing resets the stream.
+                    // it (and per connection); this holds before that too, for the sandbox.
+                    // Closing resets the stream; the audit log coalesces a flood of records.
                     stream.channel.close(promise: nil)
+                    record(ConnectionRecord(name: nil, ip: nil, port: 0, rule: nil, verdict: .refused, reason: refusal.reason))
                     continue
                 }
                 connection.keeper.take(stream)
                 tasks.addTask {
-                    defer { active.withLockedValue { $0 -= 1 } }
+                    defer { self.budget.release() }
                     await EgressStreamHandler(server: self, stream: stream).run()
                 }
             }

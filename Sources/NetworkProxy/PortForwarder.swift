@@ -22,8 +22,15 @@ public final class PortForwarder: Sendable {
     private let link: any GuestStreamOpener
     private let logger: Logger
     private let sink: ConnectionRecordSink
+    /// Host connections carried at once and new a second, over all of the sandbox's forwards:
+    /// more are closed and recorded.
+    public static let limits = ConnectionBudget.Limits(concurrent: 256, perSecond: 100, burst: 200)
+    private let budget: ConnectionBudget
     /// How long the guest may take to answer a forward request.
     public static let answerTimeout = TimeAmount.seconds(10)
+
+    /// Host connections carried now.
+    public var openConnections: Int { budget.open }
 
     /// The port each forward listens on, in the order given.
     public var boundPorts: [UInt16] {
@@ -36,12 +43,14 @@ public final class PortForwarder: Sendable {
     }
 
     private init(
-        listeners: [(forward: HostForward, server: Listener)], link: any GuestStreamOpener, logger: Logger, sink: @escaping ConnectionRecordSink
+        listeners: [(forward: HostForward, server: Listener)], link: any GuestStreamOpener, logger: Logger, sink: @escaping ConnectionRecordSink,
+        limits: ConnectionBudget.Limits
     ) {
         self.listeners = listeners
         self.link = link
         self.logger = logger
         self.sink = sink
+        self.budget = ConnectionBudget(limits)
     }
 
     /// Binds every listener on 127.0.0.1 at once, so a taken port fails the start with a
@@ -49,7 +58,7 @@ public final class PortForwarder: Sendable {
     public static func bind(
         _ forwards: [HostForward], link: any GuestStreamOpener,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger, records: @escaping ConnectionRecordSink
+        logger: Logger, records: @escaping ConnectionRecordSink, limits: ConnectionBudget.Limits = PortForwarder.limits
     ) async throws -> PortForwarder {
         var listeners: [(forward: HostForward, server: Listener)] = []
         do {
@@ -78,7 +87,7 @@ public final class PortForwarder: Sendable {
             for listener in listeners { try? await listener.server.channel.close() }
             throw error
         }
-        return PortForwarder(listeners: listeners, link: link, logger: logger, sink: records)
+        return PortForwarder(listeners: listeners, link: link, logger: logger, sink: records, limits: limits)
     }
 
     /// Accepts and carries connections until the task is cancelled or `close()` is called.
@@ -90,7 +99,14 @@ public final class PortForwarder: Sendable {
                         try await listener.server.executeThenClose { connections in
                             try await withThrowingDiscardingTaskGroup { tasks in
                                 for try await connection in connections {
-                                    tasks.addTask { await self.carry(connection, listener.forward) }
+                                    if let refusal = self.budget.admit() {
+                                        tasks.addTask { await self.refuse(connection, listener.forward, refusal) }
+                                        continue
+                                    }
+                                    tasks.addTask {
+                                        defer { self.budget.release() }
+                                        await self.carry(connection, listener.forward)
+                                    }
                                 }
                             }
                         }
@@ -105,6 +121,16 @@ public final class PortForwarder: Sendable {
     /// Stops listening (connections already carried go on until they end).
     public func close() async {
         for listener in listeners { try? await listener.server.channel.close() }
+    }
+
+    /// Closes a connection over the budget (through `executeThenClose`: an async channel
+    /// dropped unfinished stops the process), and records it.
+    private func refuse(_ connection: Connection, _ forward: HostForward, _ refusal: ConnectionBudget.Refusal) async {
+        try? await connection.executeThenClose { _, _ in }
+        sink(
+            ConnectionRecord(
+                name: nil, ip: "127.0.0.1", port: forward.listenPort, rule: "ports.\(forward.entry)", verdict: .refused, reason: refusal.reason,
+                direction: .hostForward))
     }
 
     private func carry(_ connection: Connection, _ forward: HostForward) async {

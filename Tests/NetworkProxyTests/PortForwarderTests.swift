@@ -114,6 +114,58 @@ struct PortForwarderTests {
         }
     }
 
+    @Test("host forwards over the budget: a connection past the limit open at once is closed and recorded; the others go on")
+    func budget() async throws {
+        try await within {
+            let echo = try await TestServer.echo()
+            let (hostEnd, guestEnd) = try socketPair()
+            let guest = Task { try? await FakeGuestControl.serve(guestEnd) }
+            let link = try await LinkClient.connect(connectedSocket: hostEnd)
+            let records = Records()
+            let forwarder = try await PortForwarder.bind(
+                [HostForward(listenPort: 0, guestPort: echo.port, entry: "echo")], link: link, logger: testLogger, records: records.sink,
+                limits: .init(concurrent: 2, perSecond: 100, burst: 100))
+            let running = Task { await forwarder.run() }
+            let port = forwarder.boundPorts[0]
+            // Two connections held open (they send nothing and do not close), then a third.
+            var held: [NIOAsyncChannel<ByteBuffer, ByteBuffer>] = []
+            for _ in 0..<2 {
+                held.append(
+                    try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: Int(port)) { channel in
+                        channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+                    })
+            }
+            for _ in 0..<100 where forwarder.openConnections < 2 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(try await roundTrip(port: port, text: "third") == "", "closed at once")
+            let refused = await records.wait(for: 1)
+            #expect(refused.first?.verdict == .refused && refused.first?.reason == "over this sandbox's limit of 2 connections open at once")
+            #expect(refused.first?.rule == "ports.echo" && refused.first?.direction == .hostForward)
+            for channel in held { try await channel.executeThenClose { _, outbound in outbound.finish() } }
+            for _ in 0..<100 where forwarder.openConnections > 0 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(try await roundTrip(port: port, text: "again") == "again", "room again once they closed")
+
+            await forwarder.close()
+            running.cancel()
+            _ = await running.value
+            await link.close()
+            _ = await guest.value
+            await echo.close()
+        }
+    }
+
+    @Test("the budget: places held open count against the limit, and new ones against the rate (a token bucket)")
+    func budgetArithmetic() {
+        let budget = ConnectionBudget(.init(concurrent: 3, perSecond: 10, burst: 2))
+        let start = ContinuousClock.now
+        #expect(budget.admit(at: start) == nil && budget.admit(at: start) == nil)
+        #expect(budget.admit(at: start) == .rate(10), "the burst is spent")
+        #expect(budget.admit(at: start + .milliseconds(100)) == nil, "a tenth of a second buys one")
+        #expect(budget.admit(at: start + .seconds(5)) == .concurrent(3), "three are open")
+        budget.release()
+        #expect(budget.open == 2 && budget.admit(at: start + .seconds(5)) == nil)
+        #expect(ConnectionBudget.Refusal.rate(200).reason == "over this sandbox's limit of 200 new connections a second")
+    }
+
     @Test("listeners bind 127.0.0.1 only, and a taken port fails the start with the entry's name")
     func binding() async throws {
         try await within {
