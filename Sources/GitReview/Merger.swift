@@ -1,5 +1,9 @@
 import Clibgit2
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How a merge of the agent's branch into the user's ended.
 public enum MergeOutcome: Sendable, Equatable {
     case upToDate
@@ -75,8 +79,13 @@ public struct Merger {
             if analysis.rawValue & GIT_MERGE_ANALYSIS_UP_TO_DATE.rawValue != 0 { return .upToDate }
             let canFastForward = analysis.rawValue & (GIT_MERGE_ANALYSIS_FASTFORWARD.rawValue | GIT_MERGE_ANALYSIS_UNBORN.rawValue) != 0
             if canFastForward && !squash {
-                try checkout(commit: theirs)
-                try repository.setReference(branch, to: theirs, message: "airlock merge: fast-forward to \(reference)")
+                if let head = repository.headCommit {
+                    try PendingCheckout(branch: branch, from: head, to: theirs, message: "airlock merge: fast-forward to \(reference)")
+                        .perform(in: repository)
+                } else {
+                    try checkout(commit: theirs)
+                    try repository.setReference(branch, to: theirs, message: "airlock merge: fast-forward to \(reference)")
+                }
                 return .fastForwarded(to: theirs)
             }
             if fastForwardOnly && !canFastForward {
@@ -86,6 +95,19 @@ public struct Merger {
             }
             var mergeOptions = git_merge_options()
             try GitError.check(git_merge_options_init(&mergeOptions, UInt32(GIT_MERGE_OPTIONS_VERSION)), "merge options")
+            // Without conflicts, the merge commit is made from objects alone and then checked
+            // out as one `PendingCheckout` (a crash leaves the project before or after it).
+            if !squash, let head = repository.headCommit, let merged = try mergedTree(head, theirs, &mergeOptions) {
+                guard let author = repository.defaultSignature() else {
+                    throw GitReviewError(
+                        "cannot commit the merge: git's user.name and user.email are not set",
+                        hint: "git config --global user.name 'You' && git config --global user.email you@example.com")
+                }
+                let commit = try repository.createCommit(tree: merged, parents: [head, theirs], message: message, author: author)
+                try PendingCheckout(branch: branch, from: head, to: commit, message: "airlock merge \(reference)").perform(in: repository)
+                return .merged(commit: commit)
+            }
+            // With conflicts (or for --squash): git_merge writes them into the working tree.
             var checkoutOptions = git_checkout_options()
             try GitError.check(git_checkout_options_init(&checkoutOptions, UInt32(GIT_CHECKOUT_OPTIONS_VERSION)), "checkout options")
             checkoutOptions.checkout_strategy = UInt32(
@@ -125,12 +147,47 @@ public struct Merger {
 
     /// Checks out `commit`'s tree over the current one (safe: never overwrites local changes).
     func checkout(commit: ObjectID) throws(GitError) {
+        try checkout(commit: commit, forcing: nil)
+    }
+
+    /// With `forcing`: only those paths, overwritten whatever the working tree holds (to finish
+    /// a `PendingCheckout` a crash interrupted part way).
+    func checkout(commit: ObjectID, forcing paths: [String]?) throws(GitError) {
         let tree = try repository.treeOfCommit(commit)
         defer { git_tree_free(tree) }
         var options = git_checkout_options()
         try GitError.check(git_checkout_options_init(&options, UInt32(GIT_CHECKOUT_OPTIONS_VERSION)), "checkout options")
-        options.checkout_strategy = UInt32(GIT_CHECKOUT_SAFE.rawValue)
-        try GitError.check(git_checkout_tree(repository.pointer, tree, &options), "check out \(commit.short)")
+        options.checkout_strategy = UInt32(paths == nil ? GIT_CHECKOUT_SAFE.rawValue : GIT_CHECKOUT_FORCE.rawValue)
+        guard let paths else {
+            try GitError.check(git_checkout_tree(repository.pointer, tree, &options), "check out \(commit.short)")
+            return
+        }
+        guard !paths.isEmpty else { return }
+        options.checkout_strategy |= UInt32(GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH.rawValue)
+        let strings = paths.map { strdup($0) }
+        defer { for string in strings { free(string) } }
+        var pointers = strings
+        let result = pointers.withUnsafeMutableBufferPointer { buffer in
+            options.paths = git_strarray(strings: buffer.baseAddress, count: buffer.count)
+            return git_checkout_tree(repository.pointer, tree, &options)
+        }
+        try GitError.check(result, "check out \(commit.short)")
+    }
+
+    /// The tree merging `theirs` into `ours` makes, without touching the working tree; nil
+    /// when it has conflicts.
+    private func mergedTree(_ ours: ObjectID, _ theirs: ObjectID, _ options: inout git_merge_options) throws(GitError) -> ObjectID? {
+        let ourCommit = try repository.lookupCommit(ours)
+        defer { git_commit_free(ourCommit) }
+        let theirCommit = try repository.lookupCommit(theirs)
+        defer { git_commit_free(theirCommit) }
+        var index: OpaquePointer?
+        try GitError.check(git_merge_commits(&index, repository.pointer, ourCommit, theirCommit, &options), "merge \(theirs.short)")
+        defer { git_index_free(index) }
+        if git_index_has_conflicts(index) == 1 { return nil }
+        var tree = git_oid()
+        try GitError.check(git_index_write_tree_to(&tree, index, repository.pointer), "write the merged tree")
+        return ObjectID(tree)
     }
 
     private func conflictPaths(_ index: OpaquePointer?) -> [String] {

@@ -107,8 +107,7 @@ public struct Reviewer {
         }
         do {
             let commit = try repository.createCommit(tree: tree, parents: [head], message: message, author: author)
-            try Merger(repository: repository).checkout(commit: commit)
-            try repository.setReference(branch, to: commit, message: "airlock review")
+            try PendingCheckout(branch: branch, from: head, to: commit, message: "airlock review").perform(in: repository)
             return commit
         } catch {
             throw GitReviewError(error)

@@ -197,3 +197,43 @@ struct MaskTests {
         #expect(report.uncommittedPaths.isEmpty)
     }
 }
+
+@Suite("A merge or review a crash interrupted is finished by the next command")
+struct PendingCheckoutTests {
+    @Test("a checkout recorded as begun, with the working tree half updated, is finished: the branch moves and the tree is clean")
+    func resumes() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n", "b.txt": "b\n", "gone.txt": "g\n"])
+        defer { fixture.cleanUp() }
+        let base = try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingWhitespace()
+        _ = try fixture.sh(
+            "git checkout -q -b next && echo A > a.txt && echo B > b.txt && git rm -q gone.txt && echo n > new.txt && git add -A && git commit -q -m next && git checkout -q main",
+            in: fixture.project)
+        let target = try fixture.sh("git rev-parse next", in: fixture.project).trimmingWhitespace()
+        // As a kill in the middle of the checkout leaves it: one file written, the rest not.
+        try "refs/heads/main\n\(base)\n\(target)\nairlock merge\n".write(
+            to: fixture.project.appendingPathComponent(".git/airlock-checkout"), atomically: true, encoding: .utf8)
+        try fixture.write("A\n", to: "a.txt")
+        let said = PendingCheckout.resume(repositoryAt: fixture.project.path)
+        #expect(said?.contains("finished the airlock merge that was interrupted: main is at") == true, "\(said ?? "nothing")")
+        #expect(try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingWhitespace() == target)
+        #expect(try fixture.sh("git status --porcelain --untracked-files=no", in: fixture.project).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: fixture.project.appendingPathComponent("gone.txt").path))
+        #expect(!FileManager.default.fileExists(atPath: fixture.project.appendingPathComponent(".git/airlock-checkout").path))
+        #expect(PendingCheckout.resume(repositoryAt: fixture.project.path) == nil, "nothing left to do")
+    }
+
+    @Test("a branch moved since, or a record that names nothing, is left alone and the record removed")
+    func leftAlone() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n"])
+        defer { fixture.cleanUp() }
+        let record = fixture.project.appendingPathComponent(".git/airlock-checkout")
+        let zero = String(repeating: "0", count: 40)
+        try "refs/heads/main\n\(zero)\n\(zero)\nairlock review\n".write(to: record, atomically: true, encoding: .utf8)
+        let head = try fixture.sh("git rev-parse HEAD", in: fixture.project)
+        #expect(PendingCheckout.resume(repositoryAt: fixture.project.path)?.contains("left main alone") == true)
+        #expect(try fixture.sh("git rev-parse HEAD", in: fixture.project) == head)
+        try "garbage".write(to: record, atomically: true, encoding: .utf8)
+        #expect(PendingCheckout.resume(repositoryAt: fixture.project.path)?.contains("did not name a checkout") == true)
+        #expect(!FileManager.default.fileExists(atPath: record.path))
+    }
+}

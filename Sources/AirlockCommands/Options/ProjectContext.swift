@@ -1,6 +1,7 @@
 import AirlockSystem
 import ArgumentParser
 import Config
+import GitReview
 import Logging
 import NetworkProxy
 import OCI
@@ -19,6 +20,10 @@ struct ProjectContext {
             try project.ensureExcluded()
         } catch {
             Terminal.standardError.write("warning: could not add airlock's files to .git/info/exclude: \(error)\n")
+        }
+        // A merge or review that a crash interrupted is finished before anything else.
+        if project.gitCommonDir != nil, let done = PendingCheckout.resume(repositoryAt: project.root) {
+            Terminal.standardError.write("airlock: \(done)\n")
         }
         let loader = ConfigLoader(
             projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment),
