@@ -159,19 +159,22 @@ public struct Differ {
 
     /// The unified diff (`git diff old new`), binary files as "Binary files differ".
     public func patch(from old: ObjectID, to new: ObjectID) throws(GitError) -> String {
-        try withDiff(old, new, empty: "") { diff throws(GitError) in
+        try patch(from: old, to: new, restrictedTo: nil)
+    }
+
+    /// The unified diff of only the files at `paths` (a pathspec of exact paths: whatever the
+    /// files hold, nothing of another file's diff can appear in it).
+    public func patch(from old: ObjectID, to new: ObjectID, only paths: [String]) throws(GitError) -> String {
+        try patch(from: old, to: new, restrictedTo: Set(paths))
+    }
+
+    private func patch(from old: ObjectID, to new: ObjectID, restrictedTo only: Set<String>?) throws(GitError) -> String {
+        try withDiff(old, new, only: only, empty: "") { diff throws(GitError) in
             var buffer = git_buf()
             defer { git_buf_dispose(&buffer) }
             try GitError.check(git_diff_to_buf(&buffer, diff, GIT_DIFF_FORMAT_PATCH), "format the diff")
             return buffer.ptr.map { String(cString: $0) } ?? ""
         }
-    }
-
-    /// The unified diff of only the files at `paths`.
-    public func patch(from old: ObjectID, to new: ObjectID, only paths: [String]) throws(GitError) -> String {
-        // Each file's part starts with its `diff --git a/<path> b/<path>` line.
-        let parts = try patch(from: old, to: new).split(separator: "diff --git ", omittingEmptySubsequences: true)
-        return parts.filter { part in paths.contains { part.hasPrefix("a/\($0) ") } }.map { "diff --git " + $0 }.joined()
     }
 
     /// One file's line counts between two commits (`git diff --numstat`).
@@ -447,12 +450,14 @@ public struct Differ {
     /// it as a pathspec (names starting with `!` or `#`, with backslashes, stars or spaces are
     /// taken literally today, and tested): unless the limited diff names exactly those paths,
     /// the whole diff is made instead.
-    private func withDiff<R>(_ old: ObjectID, _ new: ObjectID, empty: R, _ body: (OpaquePointer?) throws(GitError) -> R) throws(GitError) -> R {
+    private func withDiff<R>(
+        _ old: ObjectID, _ new: ObjectID, only: Set<String>? = nil, empty: R, _ body: (OpaquePointer?) throws(GitError) -> R
+    ) throws(GitError) -> R {
         let oldTree = try repository.treeOfCommit(old)
         defer { git_tree_free(oldTree) }
         let newTree = try repository.treeOfCommit(new)
         defer { git_tree_free(newTree) }
-        let paths = try treeChanges(oldTree, newTree).map(\.path)
+        let paths = try treeChanges(oldTree, newTree).map(\.path).filter { only?.contains($0) ?? true }
         guard !paths.isEmpty else { return empty }
         var options = git_diff_options()
         try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
@@ -463,12 +468,22 @@ public struct Differ {
             return git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options)
         }
         try GitError.check(code, "diff \(old.short)..\(new.short)")
+        // The exact paths cover what the tree walk found; else (a type change libgit2 splits)
+        // the whole diff, or for `only`, its paths matched as git does.
         if Set(Self.deltaPaths(diff)) != Set(paths) {
             git_diff_free(diff)
             diff = nil
             options.flags &= ~GIT_DIFF_DISABLE_PATHSPEC_MATCH.rawValue
-            options.pathspec = git_strarray()
-            try GitError.check(git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options), "diff \(old.short)..\(new.short)")
+            if only == nil {
+                options.pathspec = git_strarray()
+                try GitError.check(git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options), "diff \(old.short)..\(new.short)")
+            } else {
+                let code = withStringArray(paths) { pathspec in
+                    options.pathspec = pathspec.pointee
+                    return git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options)
+                }
+                try GitError.check(code, "diff \(old.short)..\(new.short)")
+            }
         }
         defer { git_diff_free(diff) }
         return try body(diff)

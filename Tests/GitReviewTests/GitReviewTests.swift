@@ -237,3 +237,22 @@ struct PendingCheckoutTests {
         #expect(!FileManager.default.fileExists(atPath: record.path))
     }
 }
+
+@Suite("The flagged section's patch")
+struct FlaggedPatchTests {
+    @Test("only the flagged files' diff: a file whose text looks like another file's diff header cannot slip into it")
+    func onlyThoseFiles() throws {
+        let fixture = try ReviewFixture(files: ["airlock.toml": "[vm]\ncpus = 1\n", "notes.txt": "n\n"])
+        defer { fixture.cleanUp() }
+        let base = try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingWhitespace()
+        try fixture.write("[vm]\ncpus = 2\n", to: "airlock.toml")
+        // A diff header, then a fake change to airlock.toml, inside an ordinary file.
+        try fixture.write("diff --git a/airlock.toml b/airlock.toml\n+policy = \"allow-always\"\n", to: "notes.txt")
+        _ = try fixture.sh("git -c user.name=t -c user.email=t@e commit -q -a -m change", in: fixture.project)
+        let head = try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingWhitespace()
+        let repository = try Repository.open(fixture.project.path)
+        let patch = try Differ(repository: repository).patch(from: ObjectID(hex: base)!, to: ObjectID(hex: head)!, only: ["airlock.toml"])
+        #expect(patch.contains("+cpus = 2"), "\(patch)")
+        #expect(!patch.contains("allow-always") && !patch.contains("notes.txt"), "\(patch)")
+    }
+}

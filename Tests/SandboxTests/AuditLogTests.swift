@@ -56,6 +56,28 @@ struct AuditLogTests {
         #expect(coalescer.flush().isEmpty)
     }
 
+    @Test("100,000 identical denials over ten minutes, written through the coalescer into the log: a few KiB")
+    func hundredThousand() throws {
+        let root = try scratch()
+        defer { try? FileSystem.removeTree(root) }
+        let log = AuditLog(path: root + "/audit.jsonl")
+        let coalescer = AuditCoalescer(window: .seconds(60))
+        for index in 0..<100_000 {
+            for event in coalescer.admit(denial("flood.test", at: 1000 + Double(index) * 0.006)) { try log.append(event) }
+        }
+        for event in coalescer.flush() { try log.append(event) }
+        let bytes = FileSystem.size(log.path) ?? 0
+        let records = lines(log.path)
+        print("audit log: 100,000 denials over 600 s → \(records.count) records, \(bytes) bytes")
+        #expect(records.count <= 22 && bytes < 8 << 10, "\(records.count) records, \(bytes) bytes")
+        let counted = records.compactMap { line -> Int? in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+            // A summary record counts the denials after the first, which has a record of its own.
+            return (object["details"] as? [String: Any])?["repeated"] as? Int ?? 1
+        }
+        #expect(counted.reduce(0, +) == 100_000, "every denial is counted")
+    }
+
     @Test("after the window, the count is written before the next denial; past the capacity, the oldest destination's count goes first")
     func windowAndCapacity() {
         let coalescer = AuditCoalescer(window: .seconds(10), capacity: 2)
