@@ -21,6 +21,7 @@
 #include <sys/statvfs.h>
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <linux/vm_sockets.h>
@@ -30,8 +31,8 @@
 #endif
 
 static const char *const steps[] = {
-    "fork", "setsid", "prctl", "dup2", "unshare", "uid_map/gid_map", "mount", "ioctl(TIOCSCTTY)", "chroot", "chdir", "setgroups/setgid/setuid", "setrlimit", "seccomp", "exec"};
-enum { STEP_FORK, STEP_SETSID, STEP_PRCTL, STEP_DUP2, STEP_UNSHARE, STEP_ID_MAP, STEP_MOUNT, STEP_CTTY, STEP_CHROOT, STEP_CHDIR, STEP_IDS, STEP_RLIMIT, STEP_SECCOMP, STEP_EXEC };
+    "fork", "setsid", "prctl", "dup2", "unshare", "uid_map/gid_map", "mount", "ioctl(TIOCSCTTY)", "chroot", "chdir", "setgroups/setgid/setuid", "setrlimit", "landlock", "seccomp", "exec"};
+enum { STEP_FORK, STEP_SETSID, STEP_PRCTL, STEP_DUP2, STEP_UNSHARE, STEP_ID_MAP, STEP_MOUNT, STEP_CTTY, STEP_CHROOT, STEP_CHDIR, STEP_IDS, STEP_RLIMIT, STEP_LANDLOCK, STEP_SECCOMP, STEP_EXEC };
 
 static void child_fail_step(int report_fd, int step) {
     int report[2] = {errno, step};
@@ -153,6 +154,74 @@ static int confine(const struct airlock_spawn_mount *mounts, int count, int *ste
     return 0;
 }
 
+/// Landlock's uapi as of ABI 6 (Debian 12's headers stop at ABI 2).
+struct ruleset_attr {
+    unsigned long long handled_access_fs;
+    unsigned long long handled_access_net;
+    unsigned long long scoped;
+};
+struct path_beneath_attr {
+    unsigned long long allowed_access;
+    int parent_fd;
+} __attribute__((packed));
+enum {
+    LL_EXECUTE = 1 << 0, LL_WRITE_FILE = 1 << 1, LL_READ_FILE = 1 << 2, LL_READ_DIR = 1 << 3, LL_REMOVE_DIR = 1 << 4,
+    LL_REMOVE_FILE = 1 << 5, LL_MAKE_CHAR = 1 << 6, LL_MAKE_DIR = 1 << 7, LL_MAKE_REG = 1 << 8, LL_MAKE_SOCK = 1 << 9,
+    LL_MAKE_FIFO = 1 << 10, LL_MAKE_BLOCK = 1 << 11, LL_MAKE_SYM = 1 << 12, LL_REFER = 1 << 13, LL_TRUNCATE = 1 << 14,
+    LL_IOCTL_DEV = 1 << 15,
+    LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV,
+    LL_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0, LL_SCOPE_SIGNAL = 1 << 1,
+};
+
+int airlock_landlock_abi(void) {
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, 1U /* LANDLOCK_CREATE_RULESET_VERSION */);
+    return abi > 0 ? (int)abi : 0;
+}
+
+/// Restricts this process (the forked child) to `rules`. Async-signal-safe: system calls only.
+static int restrict_paths(const struct airlock_landlock_rule *rules, int count) {
+    int abi = airlock_landlock_abi();
+    if (abi < 1) return 0;
+    unsigned long long handled = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_READ_DIR | LL_REMOVE_DIR | LL_REMOVE_FILE | LL_MAKE_CHAR |
+                                 LL_MAKE_DIR | LL_MAKE_REG | LL_MAKE_SOCK | LL_MAKE_FIFO | LL_MAKE_BLOCK | LL_MAKE_SYM;
+    if (abi >= 2) handled |= LL_REFER;
+    if (abi >= 3) handled |= LL_TRUNCATE;
+    if (abi >= 5) handled |= LL_IOCTL_DEV;
+    struct ruleset_attr attr = {.handled_access_fs = handled};
+    size_t size = sizeof attr.handled_access_fs;
+    if (abi >= 6) {
+        attr.scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL;
+        size = sizeof attr;
+    }
+    int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
+    if (ruleset < 0) return -1;
+    const unsigned long long reading = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR;
+    for (int i = 0; i < count; i++) {
+        int fd = open(rules[i].path, O_PATH | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat info;
+        unsigned long long allowed = (rules[i].access & AIRLOCK_LANDLOCK_WRITE) ? handled : reading;
+        if (fstat(fd, &info) == 0 && !S_ISDIR(info.st_mode)) allowed &= LL_FILE_RIGHTS;
+        struct path_beneath_attr beneath = {.allowed_access = allowed & handled, .parent_fd = fd};
+        long added = syscall(SYS_landlock_add_rule, ruleset, 1 /* LANDLOCK_RULE_PATH_BENEATH */, &beneath, 0);
+        int saved = errno;
+        close(fd);
+        if (added != 0) {
+            close(ruleset);
+            errno = saved;
+            return -1;
+        }
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) {
+        int saved = errno;
+        close(ruleset);
+        errno = saved;
+        return -1;
+    }
+    close(ruleset);
+    return 0;
+}
+
 pid_t airlock_spawn(const char *path, char *const argv[], char *const envp[],
                     int stdin_fd, int stdout_fd, int stderr_fd, int flags) {
     return airlock_spawn_ex(path, argv, envp, stdin_fd, stdout_fd, stderr_fd, flags, NULL, NULL);
@@ -263,6 +332,8 @@ pid_t airlock_spawn_ex(const char *path, char *const argv[], char *const envp[],
             }
             step = STEP_PRCTL;
             if ((options->no_new_privs || options->seccomp_filter) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(report[1]);
+            step = STEP_LANDLOCK;
+            if (options->landlock_count > 0 && restrict_paths(options->landlock, options->landlock_count) != 0) child_fail(report[1]);
             step = STEP_SECCOMP;
             if (options->seccomp_filter) {
                 struct sock_fprog program = {.len = (unsigned short)(options->seccomp_filter_size / sizeof(struct sock_filter)), .filter = (struct sock_filter *)options->seccomp_filter};

@@ -126,7 +126,7 @@ public final class CloudHypervisorMachine: VirtualMachine {
             let vmm: ProcessWaiter
             do {
                 defer { console.spawned() }
-                vmm = try VMMProcess.spawn(cloudHypervisor, arguments(sockets: sockets), output: console.output)
+                vmm = try VMMProcess.spawn(cloudHypervisor, arguments(sockets: sockets), output: console.output, jail: .vmm(for: spec))
             }
             started.vmm = vmm
             try await waitForPing(client, of: vmm, timeout: timeout, log: spec.consoleLog)

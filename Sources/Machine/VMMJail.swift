@@ -24,6 +24,13 @@ import Glibc
 ///   - for the VMMs (not virtiofsd, which sets up its own sandbox): mount and its relatives,
 ///     pivot_root, chroot, unshare and setns, so the mount namespace they were given is final.
 /// - **Limits**: no core dumps (a core of a VMM holds guest memory), open files capped.
+/// - **Landlock** (for the VMMs, where the kernel has it: Linux 5.13 and later, unprivileged,
+///   no namespace): the file system holds only the system's programs and libraries (read),
+///   the devices a VMM opens, and the VM's own paths (`reach`): kernel, initramfs, disks,
+///   shares, runtime directory. The user's home, other projects, SSH keys and tokens are out of
+///   reach. With ABI 6 and later, abstract Unix sockets and signals to processes outside are
+///   refused too. virtiofsd sandboxes itself with mounts, which Landlock forbids: it goes
+///   without.
 ///
 /// Not applied: a process limit. RLIMIT_NPROC counts all of the user's processes and threads
 /// on the host, so a cap low enough to matter would break a VMM on a busy desktop.
@@ -37,9 +44,56 @@ public struct VMMJail: Sendable, Equatable {
     }
 
     public var kind: Kind
+    /// The VM's own paths the process may reach besides the system's, when `confined`.
+    public var reach: [Reach] = []
+    /// Whether the file system is limited to the system's paths and `reach` (Landlock): set
+    /// by `vmm(for:)`, for a VMM whose paths are known.
+    public var confined = false
+
+    public enum Reach: Sendable, Equatable {
+        case read(String)
+        case write(String)
+    }
 
     public static let vmm = VMMJail(kind: .vmm)
     public static let fileServer = VMMJail(kind: .fileServer)
+
+    /// A VMM's jail for `spec`: its kernel, initramfs and read-only disks and shares to read,
+    /// its state disk, writable shares and runtime directory to write, and `also`.
+    public static func vmm(for spec: MachineSpec, also: [Reach] = []) -> VMMJail {
+        var reach: [Reach] = [.read(spec.kernel), .read(spec.initramfs), .write(spec.disk), .write(spec.runtimeDirectory)]
+        reach += spec.readOnlyDisks.map { .read($0.path) }
+        reach += spec.shares.map { $0.readOnly ? .read($0.hostPath) : .write($0.hostPath) }
+        return VMMJail(kind: .vmm, reach: reach + also, confined: true)
+    }
+
+    /// What every VMM reads: programs, libraries, the loader's cache and name-service files,
+    /// its own /proc entries and the machine's description in /proc and /sys.
+    static let systemReads = [
+        "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf",
+        "/etc/passwd", "/etc/group", "/etc/qemu", "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/sys", "/sys",
+    ]
+    /// The devices a VMM opens.
+    static let devices = [
+        "/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random", "/dev/kvm", "/dev/vhost-vsock", "/dev/vhost-net", "/dev/net/tun",
+        "/dev/shm",
+    ]
+
+    /// The Landlock rules: (path, AIRLOCK_LANDLOCK_* access). Empty for virtiofsd.
+    func landlockRules() -> [(path: String, access: Int32)] {
+        guard kind == .vmm, confined else { return [] }
+        let read = Int32(AIRLOCK_LANDLOCK_READ), write = Int32(AIRLOCK_LANDLOCK_READ | AIRLOCK_LANDLOCK_WRITE)
+        return Self.systemReads.map { ($0, read) } + Self.devices.map { ($0, write) }
+            + reach.map { reach in
+                switch reach {
+                case .read(let path): (path, read)
+                case .write(let path): (path, write)
+                }
+            }
+    }
+
+    /// The kernel's Landlock ABI (0: none).
+    public static var landlockABI: Int { Int(airlock_landlock_abi()) }
 
     /// The open-file cap (soft and hard, never above the caller's hard limit): QEMU and Cloud
     /// Hypervisor use a few hundred; virtiofsd keeps one per file the guest has looked up.
@@ -158,4 +212,5 @@ extension VMMJail {
     public static var summary: String {
         "QEMU, Cloud Hypervisor and virtiofsd run with a seccomp filter (\(denied.count) system calls refused, \(deniedToVMMs.count) more to the VMMs; Unix sockets only), no new privileges, no core dumps and at most \(VMMJail.vmm.openFiles) open files (virtiofsd \(VMMJail.fileServer.openFiles))"
     }
+
 }

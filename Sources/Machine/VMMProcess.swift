@@ -35,6 +35,7 @@ public enum VMMProcess {
         // Built before the fork (libseccomp allocates; the child may only make system calls).
         let program = try jail.program()
         let limits = jail.limits()
+        let rules = jail.landlockRules()
         do {
             // ProcessWaiter runs the closure on its own thread and returns only after it ran,
             // so the descriptors closed by the `defer` above are still open while it runs.
@@ -50,13 +51,17 @@ public enum VMMProcess {
                                 options.seccomp_filter_size = UInt(filter.count)
                                 options.rlimits = rlimits.baseAddress
                                 options.rlimit_count = Int32(rlimits.count)
-                                guard !views.isEmpty else {
-                                    return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
-                                }
-                                return ShareView.withSpawnMounts(views) { mounts, count in
-                                    options.mounts = mounts
-                                    options.mount_count = count
-                                    return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                                return withLandlockRules(rules) { landlock, landlockCount in
+                                    options.landlock = landlock
+                                    options.landlock_count = landlockCount
+                                    guard !views.isEmpty else {
+                                        return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                                    }
+                                    return ShareView.withSpawnMounts(views) { mounts, count in
+                                        options.mounts = mounts
+                                        options.mount_count = count
+                                        return airlock_spawn_ex(path, args, env, devNull, logFD, logFD, flags, &options, &failed.step)
+                                    }
                                 }
                             }
                         }
@@ -70,13 +75,23 @@ public enum VMMProcess {
                     "cannot give \(path) a mount namespace of its own for its view of \(views.map(\.0.source).joined(separator: ", ")) (\(step): \(errorText(error.errno)))",
                     hint: "`airlock doctor` says whether this host allows it (user namespaces)")
             }
-            if let step, ["seccomp", "setrlimit", "prctl"].contains(step) {
+            if let step, ["seccomp", "setrlimit", "prctl", "landlock"].contains(step) {
                 throw MachineError(
                     "cannot jail \(path) (\(step): \(errorText(error.errno)))",
                     hint: "`airlock doctor` says what the VMM jail can apply on this host (seccomp filters)")
             }
             throw MachineError("cannot start \(path)", cause: SystemError(step ?? "spawn", path, errno: error.errno))
         }
+    }
+
+    /// Runs `body` with the C form of `rules`, valid only during the call.
+    private static func withLandlockRules<R>(
+        _ rules: [(path: String, access: Int32)], _ body: (UnsafePointer<airlock_landlock_rule>?, Int32) -> R
+    ) -> R {
+        let paths = rules.map { strdup($0.path) }
+        defer { for path in paths { free(path) } }
+        let entries = rules.indices.map { airlock_landlock_rule(path: paths[$0], access: rules[$0].access) }
+        return entries.withUnsafeBufferPointer { body($0.baseAddress, Int32($0.count)) }
     }
 
     /// Where airlock_spawn_ex names the step that failed (a static string), written on the

@@ -131,7 +131,7 @@ public struct BootSnapshot: Sendable {
             defer { console.spawned() }
             waiter = try VMMProcess.spawn(
                 qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), output: console.output,
-                views: QEMUMachine.views(of: boot, virtiofsd: false))
+                views: QEMUMachine.views(of: boot, virtiofsd: false), jail: .vmm(for: boot, also: [.write(directory)]))
         }
         defer { console.finish() }
         defer {

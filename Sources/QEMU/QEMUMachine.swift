@@ -283,7 +283,9 @@ public final class QEMUMachine: VirtualMachine {
         do {
             console = try ConsoleRecorder(socket: consoleSocket(spec), log: spec.consoleLog)
             defer { console.spawned() }
-            waiter = try VMMProcess.spawn(qemu, arguments, output: console.output, views: views(of: spec, virtiofsd: virtiofsd != nil))
+            waiter = try VMMProcess.spawn(
+                qemu, arguments, output: console.output, views: views(of: spec, virtiofsd: virtiofsd != nil),
+                jail: .vmm(for: spec, also: (snapshot?.store.directory).map { [.read($0)] } ?? []))
         } catch {
             await Virtiofsd.stop(helpers)
             throw error

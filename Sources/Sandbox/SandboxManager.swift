@@ -142,7 +142,13 @@ public struct SandboxManager: Sendable {
     /// `[workspace] max_size`, or the host's disk already under airlock's floor.
     private func diskBudgetProblems(_ paths: SandboxPaths) -> [ConfigDiagnostic] {
         let budget = diskBudget(paths)
-        guard FileSystem.isDirectory(budget.workspace), let breach = budget.breach() else { return [] }
+        guard FileSystem.isDirectory(budget.workspace) else { return [] }
+        // Only the VM writes the clone while it runs, and the guard recorded its size then: a
+        // recorded size under the limit spares a walk of the tree (one over it is checked
+        // again: files may have been removed since).
+        let recorded = ((try? FileSystem.readText(paths.workspaceSize, limit: 64)) ?? nil).flatMap { UInt64($0.trimmingWhitespace()) }
+        if config.workspace.mode == .clone, let recorded, recorded <= budget.maxSize, budget.hostBreach() == nil { return [] }
+        guard let breach = budget.breach() else { return [] }
         let (message, hint) = DiskBudget.explain(breach, sandbox: paths.name, workspace: budget.workspace)
         let location = loaded.merged["workspace"]?["max_size"]?.origin.location
         if case .workspace = breach { return [ConfigDiagnostic(at: location, message, hint: hint)] }

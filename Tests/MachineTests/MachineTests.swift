@@ -361,3 +361,72 @@ struct VMMJailTests {
         }
     }
 }
+
+@Suite("The VMM jail's file system (Landlock): the VM's own paths and the system's, nothing else")
+struct VMMLandlockTests {
+    @Test(
+        "a VMM jailed for its spec reads its kernel and read-only share, writes its writable share and runtime directory, and reaches nothing else: not the user's files, not abstract sockets, no signals out",
+        .enabled(if: VMMJail.landlockABI > 0, "this kernel has no Landlock"))
+    func confined() async throws {
+        let root = NSTemporaryDirectory() + "airlock-landlock-\(UUID().uuidString.prefix(8))"
+        defer { try? FileSystem.removeTree(root) }
+        for directory in ["ro", "rw", "run", "secret"] { try FileSystem.makeDirectories(root + "/" + directory) }
+        for (path, text) in [("kernel", "k"), ("ro/file", "r"), ("secret/key", "private"), ("rw/file", "w")] {
+            try FileSystem.writeAtomically(root + "/" + path, text)
+        }
+        let spec = MachineSpec(
+            kernel: root + "/kernel", initramfs: root + "/kernel", cpus: 1, memoryMiB: 256,
+            shares: [.init(tag: "ro", hostPath: root + "/ro", readOnly: true), .init(tag: "rw", hostPath: root + "/rw", readOnly: false)],
+            disk: root + "/disk.img", runtimeDirectory: root + "/run", consoleLog: root + "/console.log", accelerator: .tcg)
+        let script = """
+            import os, socket, sys
+            root = sys.argv[1]
+            def attempt(name, action):
+                try:
+                    action(); print(name + "=ok")
+                except OSError as error:
+                    print(name + "=" + (os.strerror(error.errno) if error.errno else str(error)))
+            attempt("kernel", lambda: open(root + "/kernel").read())
+            attempt("read_ro", lambda: open(root + "/ro/file").read())
+            attempt("write_ro", lambda: open(root + "/ro/new", "w").close())
+            attempt("write_rw", lambda: open(root + "/rw/new", "w").close())
+            attempt("socket_in_run", lambda: socket.socket(socket.AF_UNIX).bind(root + "/run/s.sock"))
+            attempt("secret", lambda: open(root + "/secret/key").read())
+            attempt("list_home", lambda: os.listdir(os.path.expanduser("~")))
+            attempt("etc_shadow", lambda: open("/etc/shadow").read())
+            attempt("abstract", lambda: socket.socket(socket.AF_UNIX).connect("\\0airlock-landlock-test"))
+            attempt("signal_out", lambda: os.kill(int(sys.argv[2]), 0))
+            """
+        // An abstract socket outside, which the jailed process must not reach.
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let name = Array("\0airlock-landlock-test".utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (index, byte) in name.enumerated() { raw[index] = byte } }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + name.count)
+        #expect(withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } } == 0)
+        #expect(listen(listener, 1) == 0)
+
+        let log = root + "/out.log"
+        let process = try VMMProcess.spawn("/usr/bin/python3", ["-c", script, root, "\(getpid())"], log: log, jail: .vmm(for: spec))
+        #expect(await process.wait().map { ExitStatus(waitStatus: $0).code } == 0)
+        let output = try FileSystem.readText(log) ?? ""
+        let results = Dictionary(
+            output.split(separator: "\n").compactMap { line -> (String, String)? in
+                let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+                return parts.count == 2 ? (parts[0], parts[1]) : nil
+            }, uniquingKeysWith: { $1 })
+        for allowed in ["kernel", "read_ro", "write_rw", "socket_in_run"] {
+            #expect(results[allowed] == "ok", "\(allowed): \(output)")
+        }
+        for refused in ["write_ro", "secret", "list_home", "etc_shadow"] {
+            #expect(results[refused] == "Permission denied", "\(refused): \(output)")
+        }
+        if VMMJail.landlockABI >= 6 {
+            #expect(results["abstract"] == "Operation not permitted", "\(output)")
+            #expect(results["signal_out"] == "Operation not permitted", "\(output)")
+        }
+        #expect(!FileSystem.exists(root + "/ro/new") && FileSystem.exists(root + "/rw/new"))
+    }
+}

@@ -33,6 +33,7 @@ struct DoctorTests {
         host.virtiofsd = .init(path: "/usr/libexec/virtiofsd", version: "virtiofsd 1.13.2")
         host.tar2sqfs = .init(path: "/usr/bin/tar2sqfs", version: "tar2sqfs (squashfs-tools-ng) 1.2.0")
         host.vhostVsock = .ok
+        host.landlockABI = 6
         return host
     }
 
@@ -57,6 +58,8 @@ struct DoctorTests {
     @Test("the VMM jail: a host where it cannot be applied fails the check, with the fix; no sandbox runs unjailed")
     func vmmJail() {
         var host = Self.pvmHost()
+        #expect(check(Doctor.examine(host, requested: .auto), "vmm-jail")?.status == .warn, "no Landlock: a warning")
+        host.landlockABI = 6
         #expect(check(Doctor.examine(host, requested: .auto), "vmm-jail")?.status == .pass)
         host.vmmJailProblem = "a jailed process runs without its seccomp filter (Seccomp: 0)"
         let report = Doctor.examine(host, requested: .auto)
@@ -283,6 +286,7 @@ struct DoctorTests {
         // And seccomp filters: the probe found the filter in force in a jailed process.
         #expect(facts.vmmJailProblem == nil, "\(facts.vmmJailProblem ?? "")")
         #expect(check(report, "vmm-jail")?.summary.contains("seccomp filter") == true)
+        #expect(facts.landlockABI > 0 && check(report, "vmm-jail")?.summary.contains("Landlock ABI") == true, "this kernel has Landlock")
     }
 }
 

@@ -50,6 +50,19 @@ struct airlock_spawn_rlimit {
     unsigned long long hard;
 };
 
+/// A path a Landlock ruleset lets the child reach (`airlock_spawn_options.landlock`).
+enum {
+    /// Read files, list directories, run programs.
+    AIRLOCK_LANDLOCK_READ = 1 << 0,
+    /// Also create, write, truncate, remove, rename; use device ioctls.
+    AIRLOCK_LANDLOCK_WRITE = 1 << 1,
+};
+
+struct airlock_landlock_rule {
+    const char *path;
+    int access;
+};
+
 /// What else the child does before exec (the guest agent; the VMM's helpers on the host).
 struct airlock_spawn_options {
     /// chroot into this directory first (NULL: no chroot).
@@ -72,6 +85,13 @@ struct airlock_spawn_options {
     /// Limits set (setrlimit) after the mounts, before exec; each no higher than the caller's.
     const struct airlock_spawn_rlimit *rlimits;
     int rlimit_count;
+    /// When `landlock_count` > 0 and the kernel has Landlock: the child can reach only these
+    /// paths (and what is beneath them) through the file system, and can neither connect to
+    /// abstract Unix sockets nor signal processes outside its domain (ABI 6 and later). A path
+    /// that does not exist is left out. On a kernel without Landlock nothing is applied (see
+    /// airlock_landlock_abi).
+    const struct airlock_landlock_rule *landlock;
+    int landlock_count;
     /// A seccomp filter (`struct sock_filter` instructions, as libseccomp exports them) loaded
     /// last before exec, after PR_SET_NO_NEW_PRIVS (which it implies); NULL for none.
     const void *seccomp_filter;
@@ -86,6 +106,9 @@ struct airlock_spawn_options {
 pid_t airlock_spawn_ex(const char *path, char *const argv[], char *const envp[],
                        int stdin_fd, int stdout_fd, int stderr_fd, int flags,
                        const struct airlock_spawn_options *options, const char **failed_step);
+
+/// The kernel's Landlock ABI version (0 when it has none, or it is disabled).
+int airlock_landlock_abi(void);
 
 /// finit_module(2): load a kernel module from an open file. Returns 0 or -errno.
 int airlock_finit_module(int fd);

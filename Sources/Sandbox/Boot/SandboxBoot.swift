@@ -237,7 +237,7 @@ struct SandboxBoot: Sendable {
                 let guarding = DiskGuard(
                     budget: budget,
                     sandbox: sandbox, vm: vm, interactive: spec.terminal != nil, reporter: reporter, record: record,
-                    reloadMaxSize: currentMaxSize,
+                    reloadMaxSize: currentMaxSize, sizeFile: prepared.projectView == nil ? paths.workspaceSize : nil,
                     giveUp: { [paths] message, hint in
                         // The owner's command fails with this (`SandboxManager.explained`).
                         try? FileSystem.writeAtomically(paths.stopMarker, "limit\n\(message)\n\(hint)\n", durable: false)

@@ -180,8 +180,16 @@ public enum Doctor {
                 fix:
                     "use a kernel built with CONFIG_SECCOMP_FILTER (every distribution kernel is); inside a container, allow seccomp and no_new_privs"
             )
+        } else if host.landlockABI == 0 {
+            add(
+                "vmm-jail", .warn,
+                VMMJail.summary + "; but this kernel has no Landlock, so a VMM a guest took over could read and write what you can",
+                fix: "use Linux 5.13 or later with Landlock enabled (landlock in the lsm= boot parameter, or CONFIG_LSM)")
         } else {
-            add("vmm-jail", .pass, VMMJail.summary + "; mount namespace of their own: only for a shared view (mode = \"mount\")")
+            add(
+                "vmm-jail", .pass,
+                VMMJail.summary
+                    + "; QEMU and Cloud Hypervisor reach only the system's programs and the VM's own files (Landlock ABI \(host.landlockABI))")
         }
 
         let selection = BackendSelection.choose(requested, on: host)

@@ -52,6 +52,8 @@ public struct HostFacts: Sendable, Equatable {
     /// Why the VMM jail (`VMMJail`: seccomp, no new privileges, limits) cannot be applied, which
     /// every VM needs; nil when it can.
     public var vmmJailProblem: String?
+    /// The kernel's Landlock ABI (0: none): the VMM's file-system jail.
+    public var landlockABI = 0
     /// Free bytes where the cache lives (or would be created), `nil` when unknown.
     public var cacheFreeBytes: UInt64?
 
@@ -95,8 +97,9 @@ public struct HostFacts: Sendable, Equatable {
     public init(
         kvm: Access, kvmModules: Set<String>, cloudHypervisor: Tool?, virtiofsd: Tool?, legacyVirtiofsd: String? = nil, qemu: Tool?,
         tar2sqfs: Tool? = nil, vhostVsock: Access, distribution: Distribution? = nil, assets: GuestAssets.Lookup, libraries: [Library],
-        cacheDirectory: String, cacheFreeBytes: UInt64?, shareViewProblem: String? = nil, vmmJailProblem: String? = nil
+        cacheDirectory: String, cacheFreeBytes: UInt64?, shareViewProblem: String? = nil, vmmJailProblem: String? = nil, landlockABI: Int = 0
     ) {
+        self.landlockABI = landlockABI
         self.shareViewProblem = shareViewProblem
         self.vmmJailProblem = vmmJailProblem
         self.kvm = kvm
@@ -177,7 +180,8 @@ extension HostFacts {
             cacheDirectory: cache,
             cacheFreeBytes: freeBytes(at: cache),
             shareViewProblem: ShareView.probe(),
-            vmmJailProblem: VMMJail.probe()
+            vmmJailProblem: VMMJail.probe(),
+            landlockABI: VMMJail.landlockABI
         )
     }
 

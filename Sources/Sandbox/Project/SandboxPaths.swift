@@ -47,6 +47,9 @@ public struct SandboxPaths: Sendable, Equatable {
     /// `[mounts.*]` single files, staged for their shares (`Mounts`).
     public var mountStaging: String { stateDirectory + "/mounts" }
     public var stateFile: String { stateDirectory + "/state" }
+    /// The workspace's size as the disk guard last measured it (bytes, one line): a start
+    /// under the limit by it need not walk the tree again.
+    public var workspaceSize: String { stateDirectory + "/workspace-size" }
     /// Held (flock) by the process that runs the VM, for as long as it runs.
     public var lockFile: String { stateDirectory + "/lock" }
     /// The host's private copy of the clone's git data, which `fetch` reads (never the clone).

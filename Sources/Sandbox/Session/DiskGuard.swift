@@ -129,6 +129,8 @@ final class DiskGuard: Sendable {
     let reloadMaxSize: @Sendable () -> UInt64?
     /// Ends the session when a pause lasts `grace` without a terminal.
     let giveUp: @Sendable (_ message: String, _ hint: String) async -> Void
+    /// Where each measured size is recorded (`SandboxPaths.workspaceSize`).
+    let sizeFile: String?
     var interval: Duration { .milliseconds(100) }
     var walkInterval: Duration { .seconds(30) }
     var grace: Duration { .seconds(15) }
@@ -142,8 +144,9 @@ final class DiskGuard: Sendable {
     init(
         budget: DiskBudget, sandbox: String, vm: any VirtualMachine, interactive: Bool, reporter: SandboxReporter,
         record: @escaping @Sendable (AuditEvent) -> Void, reloadMaxSize: @escaping @Sendable () -> UInt64?,
-        giveUp: @escaping @Sendable (String, String) async -> Void
+        sizeFile: String? = nil, giveUp: @escaping @Sendable (String, String) async -> Void
     ) {
+        self.sizeFile = sizeFile
         self.budget = Mutex(budget)
         self.sandbox = sandbox
         self.vm = vm
@@ -185,11 +188,13 @@ final class DiskGuard: Sendable {
         }
     }
 
-    /// The workspace's size, walked on the blocking pool.
+    /// The workspace's size, walked on the blocking pool; recorded for the next start.
     private func walk() async -> UInt64 {
         let current = budget.withLock { $0 }
         let holders = vm.shareServerIDs
-        return (try? await Blocking.run { current.used(holders: holders) }) ?? 0
+        let used = (try? await Blocking.run { current.used(holders: holders) }) ?? 0
+        if let sizeFile { try? FileSystem.writeAtomically(sizeFile, "\(used)\n", durable: false) }
+        return used
     }
 
     /// Both checks, on the blocking pool.
