@@ -76,13 +76,16 @@ struct MachineTests {
     }
 
     /// A directory with a console log and a runtime directory for a start that must fail.
-    func failingStart(cloudHypervisor: String, virtiofsd: String, shares: [MachineSpec.Share], script: String? = nil) async throws -> MachineError? {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
+    /// `$RUNTIME` in `script` is the runtime directory (in the VMM's reach: it runs jailed).
+    func failingStart(
+        cloudHypervisor: String, virtiofsd: String, shares: [MachineSpec.Share], script: String? = nil, in given: TemporaryDirectory? = nil
+    ) async throws -> MachineError? {
+        let directory = try given ?? TemporaryDirectory()
+        defer { if given == nil { directory.remove() } }
         var tool = cloudHypervisor
         if let script {
             tool = directory.path + "/fake-tool"
-            try ("#!/bin/sh\n" + script).write(toFile: tool, atomically: true, encoding: .utf8)
+            try ("#!/bin/sh\nRUNTIME='\(directory.path)'\n" + script).write(toFile: tool, atomically: true, encoding: .utf8)
             chmod(tool, 0o755)
         }
         let spec = MachineSpec(
@@ -109,10 +112,11 @@ struct MachineTests {
 
     @Test("a cloud-hypervisor that never opens its API socket: the readiness deadline fires and the process is killed")
     func vmmNeverReady() async throws {
-        let pidFile = NSTemporaryDirectory() + "airlock-ch-pid-\(UUID().uuidString.prefix(8))"
-        defer { unlink(pidFile) }
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let pidFile = directory.path + "/pid"
         let error = try await failingStart(
-            cloudHypervisor: "", virtiofsd: "/bin/false", shares: [], script: "echo $$ > \(pidFile); exec sleep 3600")
+            cloudHypervisor: "", virtiofsd: "/bin/false", shares: [], script: "echo $$ > \"$RUNTIME/pid\"; exec sleep 3600", in: directory)
         let failure = try #require(error)
         #expect(failure.message.contains("did not answer on its API socket within 2 s"))
         // The start returned long before the hour was up; the process it left is gone.

@@ -27,9 +27,10 @@ public enum VMEnvironment {
     public static let skipReason: Comment =
         "VM tests need qemu-system-x86_64 and AIRLOCK_KERNEL/AIRLOCK_INITRAMFS (run `make test`, which builds them)"
 
-    /// A git repository with one commit, in a fresh temporary directory.
-    public static func repository() throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-vm-\(UUID().uuidString.prefix(8))")
+    /// A git repository with one commit, in a fresh temporary directory (in `parent`, when
+    /// given).
+    public static func repository(in parent: URL? = nil) throws -> URL {
+        let directory = (parent ?? FileManager.default.temporaryDirectory).appendingPathComponent("airlock-vm-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try git(["init", "-q", "-b", "main"], in: directory)
         try "hello\n".write(to: directory.appendingPathComponent("README"), atomically: true, encoding: .utf8)

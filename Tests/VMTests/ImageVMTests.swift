@@ -150,7 +150,12 @@ struct ImageVMTests {
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
-        defer { server.terminate() }
+        // SIGKILL: a process Foundation starts from a test thread inherits its blocked signals
+        // (SIGTERM among them), so `terminate()` would leave it running.
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
         let deadline = Date().addingTimeInterval(20)
         while !TestRegistry.canConnect(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
 

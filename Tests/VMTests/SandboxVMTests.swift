@@ -800,7 +800,9 @@ struct SandboxVMTests {
         )
         #expect(written > 48 << 20 && usage < 150 << 20, "written \(written), workspace \(usage)")
         let audit = (try FileSystem.readText(project.path + "/.airlock/default/audit.jsonl", limit: 16 << 20)) ?? ""
-        #expect(audit.split(separator: "\n").filter { $0.contains(#""event":"limit.disk""#) }.count == 1, "one record per pause")
+        let pauses = audit.split(separator: "\n").filter { $0.contains(#""event":"limit.disk""#) }
+        #expect(pauses.count == 1, "one record per pause")
+        print("disk guard: paused at \(pauses.first.map(String.init) ?? "?")")
 
         // A start finds the workspace over: refused, with the way out; fetch works.
         let refused = try CLI.run(["start", "--", "true"], in: project)
@@ -827,6 +829,38 @@ struct SandboxVMTests {
         #expect(more.terminationStatus == 0, "\(said)")
         #expect(said.contains("is paused") && said.contains("goes on: there is room again"), "\(said)")
         #expect(FileSystem.size(clone + "/more") == 150 << 20)
+    }
+
+    @Test(
+        "the host's free-space floor: a guest filling a small file system is paused before it is full, the session ends without a terminal, and a start is refused until there is room",
+        .enabled(if: getuid() == 0, "needs root, to mount a small tmpfs for the project"))
+    func diskFloor() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-floor-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        let mounted = try Spawned.run(
+            ["/bin/mount", "-t", "tmpfs", "-o", "size=320m", "tmpfs", base.path], directory: "/", environment: [:], stdin: nil)
+        #expect(mounted.status == 0)
+        defer {
+            _ = try? Spawned.run(["/bin/umount", "-l", base.path], directory: "/", environment: [:], stdin: nil)
+            try? FileManager.default.removeItem(at: base)
+        }
+        let project = try VMEnvironment.repository(in: base)
+        defer { VMEnvironment.cleanUp(project) }
+        // A state disk the small file system can hold (a start refuses one larger than the space).
+        try "[disk]\nsize = \"200M\"\n".write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        // 320 MiB: airlock keeps 16 MiB free there (5%).
+        let flood = try CLI.run(["start", "--", "sh", "-c", "dd if=/dev/zero of=fill bs=1M count=400 2>&1; echo dd-finished"], in: project)
+        #expect(flood.status != 0, "stdout: \(flood.stdout) stderr: \(flood.stderr)")
+        #expect(flood.stderr.contains("sandbox default is paused: the file system of \(project.path) has"), "\(flood.stderr)")
+        #expect(flood.stderr.contains("below the 16 MiB airlock leaves free on the host"), "\(flood.stderr)")
+        let free = try FileManager.default.attributesOfFileSystem(forPath: base.path)[.systemFreeSize] as? Int ?? 0
+        print("disk floor: \(free) bytes free on the 320 MiB file system after the session")
+        #expect(free > 4 << 20, "the file system was never filled: \(free) bytes free")
+        let refused = try CLI.run(["start", "--", "true"], in: project)
+        #expect(refused.status != 0 && refused.stderr.contains("airlock leaves free on the host"), "\(refused.stderr)")
+        try FileManager.default.removeItem(at: project.appendingPathComponent(".airlock/default/workspace/fill"))
+        let again = try CLI.run(["start", "--", "true"], in: project)
+        #expect(again.status == 0, "\(again.stderr)")
     }
 
     @Test("guest = [\"host:guest\"]: the host's port reaches a server in the guest, on 127.0.0.1 only")

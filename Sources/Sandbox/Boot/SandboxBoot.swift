@@ -241,9 +241,8 @@ struct SandboxBoot: Sendable {
                     giveUp: { [paths] message, hint in
                         // The owner's command fails with this (`SandboxManager.explained`).
                         try? FileSystem.writeAtomically(paths.stopMarker, "limit\n\(message)\n\(hint)\n", durable: false)
-                        try? await vm.resume()
-                        _ = try? await link.call(LinkNames.Path.powerOff, body: .init())
-                    })
+                    },
+                    powerOff: { _ = try? await link.call(LinkNames.Path.powerOff, body: .init()) })
                 running.diskGuard = guarding
                 let control = try await ControlServer.bind(
                     path: paths.controlSocket(environment: environment), link: link,
@@ -259,8 +258,7 @@ struct SandboxBoot: Sendable {
                         },
                         stop: {
                             // The guest syncs its disk and powers off; every session then ends.
-                            await guarding.release()
-                            _ = try? await link.call(LinkNames.Path.powerOff, body: .init())
+                            await guarding.release(during: guarding.powerOff)
                         },
                         events: events))
                 running.control = control
@@ -343,17 +341,22 @@ private struct RunningParts {
     /// file.
     func shutDown(paths: SandboxPaths, arrivals: AsyncStream<EgressServer.Connection>.Continuation) async {
         defer { try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false) }
-        // A VM paused at its disk limit runs again, to power off with its disk synced.
-        await diskGuard?.release()
         await control?.close()
         if let link {
-            _ = try? await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { _ = try await link.call(LinkNames.Path.powerOff, body: .init()) }
-                if let grace = powerOffGrace { group.addTask { try await Task.sleep(for: grace) } }
-                try await group.next()
-                group.cancelAll()
+            let grace = powerOffGrace
+            let powerOff: @Sendable () async -> Void = {
+                _ = try? await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { _ = try await link.call(LinkNames.Path.powerOff, body: .init()) }
+                    if let grace { group.addTask { try await Task.sleep(for: grace) } }
+                    try await group.next()
+                    group.cancelAll()
+                }
             }
+            // A VM paused at its disk limit runs again, to power off with its disk synced.
+            if let diskGuard { await diskGuard.release(during: powerOff) } else { await powerOff() }
             await link.close()
+        } else {
+            await diskGuard?.release()
         }
         await vm?.stop(grace: link == nil ? .seconds(1) : .seconds(10))
         await forwarder?.close()

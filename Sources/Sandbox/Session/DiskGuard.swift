@@ -116,8 +116,8 @@ struct DiskBudget: Sendable {
 ///
 /// Watching costs little: the free space of the workspace's file system is read every
 /// `interval`, and the tree is walked only when that space shrank enough to maybe cross the
-/// limit (or every `walkInterval`), so a guest writing fast is caught within about one
-/// interval of writing.
+/// limit (at most a fifth of the time, by what the last walk took) or every `walkInterval`,
+/// so a guest writing fast is caught within about one interval of writing.
 final class DiskGuard: Sendable {
     let budget: Mutex<DiskBudget>
     let sandbox: String
@@ -127,8 +127,11 @@ final class DiskGuard: Sendable {
     let record: @Sendable (AuditEvent) -> Void
     /// `[workspace] max_size` as the configuration says now (nil: unreadable, keep the old).
     let reloadMaxSize: @Sendable () -> UInt64?
-    /// Ends the session when a pause lasts `grace` without a terminal.
-    let giveUp: @Sendable (_ message: String, _ hint: String) async -> Void
+    /// Records why the session ends when a pause lasts `grace` without a terminal (for the
+    /// owner's error), before `powerOff`.
+    let giveUp: @Sendable (_ message: String, _ hint: String) -> Void
+    /// Asks the guest to power off (it syncs its disk, the VMM then ends).
+    let powerOff: @Sendable () async -> Void
     /// Where each measured size is recorded (`SandboxPaths.workspaceSize`).
     let sizeFile: String?
     var interval: Duration { .milliseconds(100) }
@@ -144,9 +147,10 @@ final class DiskGuard: Sendable {
     init(
         budget: DiskBudget, sandbox: String, vm: any VirtualMachine, interactive: Bool, reporter: SandboxReporter,
         record: @escaping @Sendable (AuditEvent) -> Void, reloadMaxSize: @escaping @Sendable () -> UInt64?,
-        sizeFile: String? = nil, giveUp: @escaping @Sendable (String, String) async -> Void
+        sizeFile: String? = nil, giveUp: @escaping @Sendable (String, String) -> Void, powerOff: @escaping @Sendable () async -> Void
     ) {
         self.sizeFile = sizeFile
+        self.powerOff = powerOff
         self.budget = Mutex(budget)
         self.sandbox = sandbox
         self.vm = vm
@@ -162,6 +166,7 @@ final class DiskGuard: Sendable {
         var measured = await walk()
         var freeAtWalk = DiskBudget.space(at: budget.withLock(\.workspace))?.free ?? 0
         var walked = ContinuousClock.now
+        var walkCost = Duration.zero
         while !Task.isCancelled, !isReleased {
             try? await Task.sleep(for: interval)
             let current = budget.withLock { $0 }
@@ -172,8 +177,14 @@ final class DiskGuard: Sendable {
                 // Space freed meanwhile (by anyone) is no credit for the guest.
                 freeAtWalk = max(freeAtWalk, free)
                 let estimate = measured + (freeAtWalk > free ? freeAtWalk - free : 0)
-                if estimate > current.maxSize || ContinuousClock.now - walked > walkInterval {
+                // A walk is due when the limit may be crossed (no sooner than five times the
+                // last walk took: a busy host writing elsewhere must not keep us walking), or
+                // every `walkInterval`.
+                let since = ContinuousClock.now - walked
+                if (estimate > current.maxSize && since >= walkCost * 5) || since > walkInterval {
+                    let started = ContinuousClock.now
                     measured = await walk()
+                    walkCost = ContinuousClock.now - started
                     freeAtWalk = free
                     walked = ContinuousClock.now
                 }
@@ -236,8 +247,8 @@ final class DiskGuard: Sendable {
             if !interactive, ContinuousClock.now - since >= grace {
                 let still = await breach() ?? first
                 let (message, hint) = DiskBudget.explain(still, sandbox: sandbox, workspace: workspace)
-                state.withLock { $0.paused = false }
-                await giveUp(message, hint)
+                giveUp(message, hint)
+                await release(during: powerOff)
                 return false
             }
         }
@@ -248,7 +259,16 @@ final class DiskGuard: Sendable {
 
     private var isReleased: Bool { state.withLock(\.released) }
 
-    /// Stops watching; a paused VM runs again (to power off, or to serve `airlock stop`).
+    /// Stops watching and runs `request` (a power-off), letting a paused VM run again once
+    /// the request is on its way: the guest takes it before it writes much more.
+    func release(during request: @escaping @Sendable () async -> Void) async {
+        async let requested: Void = request()
+        try? await Task.sleep(for: .milliseconds(20))
+        await release()
+        await requested
+    }
+
+    /// Stops watching; a paused VM runs again.
     func release() async {
         let wasPaused = state.withLock { state in
             state.released = true
