@@ -53,6 +53,14 @@ public struct ConfigLoader: Sendable {
         self.fileSystem = fileSystem
     }
 
+    /// The loader every command uses for the project at `projectRoot`: the user's files as
+    /// `environment` locates them (`userConfigPath`, `sharedUserConfigPaths`).
+    public static func forProject(_ projectRoot: String, environment: [String: String]) -> ConfigLoader {
+        ConfigLoader(
+            projectRoot: projectRoot, userConfigPath: userConfigPath(environment: environment),
+            sharedUserConfigPaths: sharedUserConfigPaths(environment: environment), environment: environment)
+    }
+
     /// The user files the Rust airlock reads, the first present one: `~/.airlock/config.toml`,
     /// `~/.airlock.toml`.
     public static func sharedUserConfigPaths(environment: [String: String]) -> [String] {

@@ -463,27 +463,21 @@ public struct Differ {
         try GitError.check(git_diff_options_init(&options, UInt32(GIT_DIFF_OPTIONS_VERSION)), "diff options")
         options.flags |= GIT_DIFF_DISABLE_PATHSPEC_MATCH.rawValue
         var diff: OpaquePointer?
-        let code = withStringArray(paths) { pathspec in
-            options.pathspec = pathspec.pointee
-            return git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options)
+        /// The diff limited to `pathspec` (none: the whole diff).
+        func make(_ pathspec: [String]) -> Int32 {
+            withStringArray(pathspec) { array in
+                options.pathspec = array.pointee
+                return git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options)
+            }
         }
-        try GitError.check(code, "diff \(old.short)..\(new.short)")
+        try GitError.check(make(paths), "diff \(old.short)..\(new.short)")
         // The exact paths cover what the tree walk found; else (a type change libgit2 splits)
         // the whole diff, or for `only`, its paths matched as git does.
         if Set(Self.deltaPaths(diff)) != Set(paths) {
             git_diff_free(diff)
             diff = nil
             options.flags &= ~GIT_DIFF_DISABLE_PATHSPEC_MATCH.rawValue
-            if only == nil {
-                options.pathspec = git_strarray()
-                try GitError.check(git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options), "diff \(old.short)..\(new.short)")
-            } else {
-                let code = withStringArray(paths) { pathspec in
-                    options.pathspec = pathspec.pointee
-                    return git_diff_tree_to_tree(&diff, repository.pointer, oldTree, newTree, &options)
-                }
-                try GitError.check(code, "diff \(old.short)..\(new.short)")
-            }
+            try GitError.check(make(only == nil ? [] : paths), "diff \(old.short)..\(new.short)")
         }
         defer { git_diff_free(diff) }
         return try body(diff)

@@ -1,9 +1,5 @@
 import Clibgit2
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// How a merge of the agent's branch into the user's ended.
 public enum MergeOutcome: Sendable, Equatable {
     case upToDate
@@ -164,11 +160,8 @@ public struct Merger {
         }
         guard !paths.isEmpty else { return }
         options.checkout_strategy |= UInt32(GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH.rawValue)
-        let strings = paths.map { strdup($0) }
-        defer { for string in strings { free(string) } }
-        var pointers = strings
-        let result = pointers.withUnsafeMutableBufferPointer { buffer in
-            options.paths = git_strarray(strings: buffer.baseAddress, count: buffer.count)
+        let result = withStringArray(paths) { array in
+            options.paths = array.pointee
             return git_checkout_tree(repository.pointer, tree, &options)
         }
         try GitError.check(result, "check out \(commit.short)")

@@ -157,16 +157,13 @@ public struct VMMJail: Sendable, Equatable {
         let result = seccomp_export_bpf(context, fds[1])
         close(fds[1])
         if result != 0 { throw MachineError("libseccomp: cannot export the filter (\(errorText(-result)))") }
-        var program: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = read(fds[0], &buffer, buffer.count)
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 { throw MachineError("libseccomp: cannot read the exported filter (\(errorText(errno)))") }
-            if count == 0 { break }
-            program += buffer[0..<count]
-        }
         let instruction = 8  // struct sock_filter
+        let program: [UInt8]
+        do {
+            program = try Syscall.readAll(fds[0], limit: Int(UInt16.max) * instruction, subject: "the exported seccomp filter")
+        } catch {
+            throw MachineError("libseccomp: cannot read the exported filter", cause: error)
+        }
         guard !program.isEmpty, program.count % instruction == 0, program.count / instruction <= Int(UInt16.max) else {
             throw MachineError("libseccomp exported a filter of \(program.count) bytes, not whole instructions")
         }

@@ -277,10 +277,7 @@ public struct SandboxManager: Sendable {
             image: image, launcher: launcher, assets: assets, bootTimeout: bootTimeout, hostname: Self.hostname(paths),
             budget: diskBudget(paths),
             currentMaxSize: { [project, environment] in
-                let loader = ConfigLoader(
-                    projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment),
-                    sharedUserConfigPaths: ConfigLoader.sharedUserConfigPaths(environment: environment), environment: environment)
-                return (try? loader.load())?.config.workspace.maxSize.bytes
+                (try? ConfigLoader.forProject(project.root, environment: environment).load())?.config.workspace.maxSize.bytes
             })
         return try await boot.run(sessionSpec(request, paths: paths, image: image), lock: lock)
     }

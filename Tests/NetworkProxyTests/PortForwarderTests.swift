@@ -74,82 +74,84 @@ struct PortForwarderTests {
         }
     }
 
+    /// A forwarder of `forwards` (given the port of an echo server) over the control link to a
+    /// fake guest, running for `body`; everything ended after it.
+    func withForwarder(
+        _ forwards: (UInt16) -> [HostForward], limits: ConnectionBudget.Limits = PortForwarder.limits,
+        _ body: (PortForwarder, Records) async throws -> Void
+    ) async throws {
+        let echo = try await TestServer.echo()
+        let (hostEnd, guestEnd) = try socketPair()
+        let guest = Task { try? await FakeGuestControl.serve(guestEnd) }
+        let link = try await LinkClient.connect(connectedSocket: hostEnd)
+        let records = Records()
+        let forwarder = try await PortForwarder.bind(forwards(echo.port), link: link, logger: testLogger, records: records.sink, limits: limits)
+        let running = Task { await forwarder.run() }
+        var failure: (any Error)?
+        do { try await body(forwarder, records) } catch { failure = error }
+        await forwarder.close()
+        running.cancel()
+        _ = await running.value
+        await link.close()
+        _ = await guest.value
+        await echo.close()
+        if let failure { throw failure }
+    }
+
     @Test("a connection to the host's listener reaches the guest's port; nothing listening there closes it")
     func forward() async throws {
         try await within {
-            let echo = try await TestServer.echo()
             let dead = try await TestServer.echo()
             let deadPort = dead.port
             await dead.close()
+            try await withForwarder({
+                [HostForward(listenPort: 0, guestPort: $0, entry: "echo"), HostForward(listenPort: 0, guestPort: deadPort, entry: "dead")]
+            }) {
+                (forwarder, records) async throws in
+                let ports = forwarder.boundPorts
+                #expect(ports.count == 2 && ports.allSatisfy { $0 != 0 })
 
-            let (hostEnd, guestEnd) = try socketPair()
-            let guest = Task { try? await FakeGuestControl.serve(guestEnd) }
-            let link = try await LinkClient.connect(connectedSocket: hostEnd)
-            let records = Records()
-            let forwarder = try await PortForwarder.bind(
-                [
-                    HostForward(listenPort: 0, guestPort: echo.port, entry: "echo"),
-                    HostForward(listenPort: 0, guestPort: deadPort, entry: "dead"),
-                ], link: link, logger: testLogger, records: records.sink)
-            let running = Task { await forwarder.run() }
-            let ports = forwarder.boundPorts
-            #expect(ports.count == 2 && ports.allSatisfy { $0 != 0 })
+                #expect(try await roundTrip(port: ports[0], text: "through the link") == "through the link")
+                let big = String(repeating: "x", count: 1 << 20)
+                #expect(try await roundTrip(port: ports[0], text: big) == big)
+                #expect(try await roundTrip(port: ports[1], text: "nobody") == "")
 
-            #expect(try await roundTrip(port: ports[0], text: "through the link") == "through the link")
-            let big = String(repeating: "x", count: 1 << 20)
-            #expect(try await roundTrip(port: ports[0], text: big) == big)
-            #expect(try await roundTrip(port: ports[1], text: "nobody") == "")
-
-            let all = await records.wait(for: 3)
-            #expect(all.filter { $0.rule == "ports.echo" && $0.verdict == .forward && $0.direction == .hostForward }.count == 2)
-            #expect(all.contains { $0.rule == "ports.echo" && $0.bytesUp == 1 << 20 && $0.bytesDown == 1 << 20 })
-            #expect(all.contains { $0.rule == "ports.dead" && $0.verdict == .refused && $0.reason.contains("502") })
-
-            await forwarder.close()
-            running.cancel()
-            _ = await running.value
-            await link.close()
-            _ = await guest.value
-            await echo.close()
+                let all = await records.wait(for: 3)
+                #expect(all.filter { $0.rule == "ports.echo" && $0.verdict == .forward && $0.direction == .hostForward }.count == 2)
+                #expect(all.contains { $0.rule == "ports.echo" && $0.bytesUp == 1 << 20 && $0.bytesDown == 1 << 20 })
+                #expect(all.contains { $0.rule == "ports.dead" && $0.verdict == .refused && $0.reason.contains("502") })
+            }
         }
     }
 
     @Test("host forwards over the budget: a connection past the limit open at once is closed and recorded; the others go on")
     func budget() async throws {
         try await within {
-            let echo = try await TestServer.echo()
-            let (hostEnd, guestEnd) = try socketPair()
-            let guest = Task { try? await FakeGuestControl.serve(guestEnd) }
-            let link = try await LinkClient.connect(connectedSocket: hostEnd)
-            let records = Records()
-            let forwarder = try await PortForwarder.bind(
-                [HostForward(listenPort: 0, guestPort: echo.port, entry: "echo")], link: link, logger: testLogger, records: records.sink,
-                limits: .init(concurrent: 2, perSecond: 100, burst: 100))
-            let running = Task { await forwarder.run() }
-            let port = forwarder.boundPorts[0]
-            // Two connections held open (they send nothing and do not close), then a third.
-            var held: [NIOAsyncChannel<ByteBuffer, ByteBuffer>] = []
-            for _ in 0..<2 {
-                held.append(
-                    try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: Int(port)) { channel in
-                        channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
-                    })
+            try await withForwarder(
+                { [HostForward(listenPort: 0, guestPort: $0, entry: "echo")] }, limits: .init(concurrent: 2, perSecond: 100, burst: 100)
+            ) {
+                (forwarder, records) async throws in
+                let port = forwarder.boundPorts[0]
+                // Two connections held open (they send nothing and do not close), then a third.
+                var held: [NIOAsyncChannel<ByteBuffer, ByteBuffer>] = []
+                for _ in 0..<2 {
+                    held.append(
+                        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: Int(port)) {
+                            channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                            }
+                        })
+                }
+                for _ in 0..<100 where forwarder.openConnections < 2 { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(try await roundTrip(port: port, text: "third") == "", "closed at once")
+                let refused = await records.wait(for: 1)
+                #expect(refused.first?.verdict == .refused && refused.first?.reason == "over this sandbox's limit of 2 connections open at once")
+                #expect(refused.first?.rule == "ports.echo" && refused.first?.direction == .hostForward)
+                for channel in held { try await channel.executeThenClose { _, outbound in outbound.finish() } }
+                for _ in 0..<100 where forwarder.openConnections > 0 { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(try await roundTrip(port: port, text: "again") == "again", "room again once they closed")
             }
-            for _ in 0..<100 where forwarder.openConnections < 2 { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(try await roundTrip(port: port, text: "third") == "", "closed at once")
-            let refused = await records.wait(for: 1)
-            #expect(refused.first?.verdict == .refused && refused.first?.reason == "over this sandbox's limit of 2 connections open at once")
-            #expect(refused.first?.rule == "ports.echo" && refused.first?.direction == .hostForward)
-            for channel in held { try await channel.executeThenClose { _, outbound in outbound.finish() } }
-            for _ in 0..<100 where forwarder.openConnections > 0 { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(try await roundTrip(port: port, text: "again") == "again", "room again once they closed")
-
-            await forwarder.close()
-            running.cancel()
-            _ = await running.value
-            await link.close()
-            _ = await guest.value
-            await echo.close()
         }
     }
 

@@ -24,9 +24,7 @@ struct DoctorCommand: ParsableCommand {
         var requested = AirlockConfig.Backend.auto
         var configured = GuestAssets.Configured()
         let project = Project.discover(from: currentDirectory())
-        let loader = ConfigLoader(
-            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment),
-            sharedUserConfigPaths: ConfigLoader.sharedUserConfigPaths(environment: environment), environment: environment)
+        let loader = ConfigLoader.forProject(project.root, environment: environment)
         do {
             let loaded = try loader.load()
             requested = loaded.config.vm.backend

@@ -25,9 +25,7 @@ struct ProjectContext {
         if project.gitCommonDir != nil, let done = PendingCheckout.resume(repositoryAt: project.root) {
             Terminal.standardError.write("airlock: \(done)\n")
         }
-        let loader = ConfigLoader(
-            projectRoot: project.root, userConfigPath: ConfigLoader.userConfigPath(environment: environment),
-            sharedUserConfigPaths: ConfigLoader.sharedUserConfigPaths(environment: environment), environment: environment)
+        let loader = ConfigLoader.forProject(project.root, environment: environment)
         do {
             let loaded = try loader.load()
             return ProjectContext(project: project, loaded: loaded, environment: environment)

@@ -77,7 +77,7 @@ public struct HostRoot: Sendable {
             let path = "/" + directory
             var info = stat()
             guard lstat(path, &info) == 0 else { continue }
-            if (info.st_mode & S_IFMT) == S_IFLNK, let target = readLink(path) {
+            if (info.st_mode & S_IFMT) == S_IFLNK, let target = FileSystem.linkTarget(path) {
                 links.append((path, target))
             } else if (info.st_mode & S_IFMT) == S_IFDIR {
                 shares.append(.init(tag: directory, hostPath: path, readOnly: true))
@@ -95,7 +95,7 @@ public struct HostRoot: Sendable {
         func copy(_ path: String) {
             var info = stat()
             guard lstat(path, &info) == 0 else { return }
-            if (info.st_mode & S_IFMT) == S_IFLNK, let target = readLink(path) {
+            if (info.st_mode & S_IFMT) == S_IFLNK, let target = FileSystem.linkTarget(path) {
                 links.append((path, target))
             } else if (info.st_mode & S_IFMT) == S_IFREG, let bytes = (try? FileSystem.read(path, limit: 4 << 20)) ?? nil {
                 files.append(.init(path: path, contents: bytes, mode: UInt32(info.st_mode & 0o777)))
@@ -140,11 +140,4 @@ public struct HostRoot: Sendable {
         if let terminal { environment["TERM"] = terminal }
         return environment
     }
-}
-
-func readLink(_ path: String) -> String? {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink(path, &buffer, buffer.count - 1)
-    guard n > 0 else { return nil }
-    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

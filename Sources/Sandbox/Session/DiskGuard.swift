@@ -237,16 +237,14 @@ final class DiskGuard: Sendable {
         while !Task.isCancelled, !isReleased {
             try? await Task.sleep(for: .seconds(1))
             if let raised = reloadMaxSize() { budget.withLock { $0.maxSize = raised } }
-            if await breach() == nil {
-                if (try? await vm.resume()) != nil {
-                    state.withLock { $0.paused = false }
-                    reporter.notice?("sandbox \(sandbox) goes on: there is room again")
-                    return true
-                }
+            let now = await breach()
+            if now == nil, (try? await vm.resume()) != nil {
+                state.withLock { $0.paused = false }
+                reporter.notice?("sandbox \(sandbox) goes on: there is room again")
+                return true
             }
             if !interactive, ContinuousClock.now - since >= grace {
-                let still = await breach() ?? first
-                let (message, hint) = DiskBudget.explain(still, sandbox: sandbox, workspace: workspace)
+                let (message, hint) = DiskBudget.explain(now ?? first, sandbox: sandbox, workspace: workspace)
                 giveUp(message, hint)
                 await release(during: powerOff)
                 return false
