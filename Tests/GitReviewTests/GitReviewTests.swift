@@ -1,3 +1,4 @@
+import AirlockSystem
 import Foundation
 import TestSupport
 import Testing
@@ -220,6 +221,35 @@ struct PendingCheckoutTests {
         #expect(!FileManager.default.fileExists(atPath: fixture.project.appendingPathComponent("gone.txt").path))
         #expect(!FileManager.default.fileExists(atPath: fixture.project.appendingPathComponent(".git/airlock-checkout").path))
         #expect(PendingCheckout.resume(repositoryAt: fixture.project.path) == nil, "nothing left to do")
+    }
+
+    @Test("git's lock files the killed operation left are removed; while the operation still runs (its lock held), nothing is touched")
+    func staleLocksAndLiveOperation() throws {
+        let fixture = try ReviewFixture(files: ["a.txt": "a\n"])
+        defer { fixture.cleanUp() }
+        let base = try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingWhitespace()
+        _ = try fixture.sh("git checkout -q -b next && echo A > a.txt && git commit -q -am next && git checkout -q main", in: fixture.project)
+        let target = try fixture.sh("git rev-parse next", in: fixture.project).trimmingWhitespace()
+        let git = fixture.project.appendingPathComponent(".git").path
+        try "refs/heads/main\n\(base)\n\(target)\nairlock review\n".write(
+            toFile: git + "/airlock-checkout", atomically: true, encoding: .utf8)
+        // A kill while the branch was being written: its lock file stays (and an index lock).
+        try "\(target)\n".write(toFile: git + "/refs/heads/main.lock", atomically: false, encoding: .utf8)
+        try "".write(toFile: git + "/index.lock", atomically: false, encoding: .utf8)
+
+        // The operation still running (its lock held): another command leaves all as it is.
+        let repository = try Repository.open(fixture.project.path)
+        let held = try #require(PendingCheckout.lock(repository, wait: false))
+        #expect(PendingCheckout.resume(repositoryAt: fixture.project.path) == nil)
+        #expect(FileSystem.exists(git + "/airlock-checkout") && FileSystem.exists(git + "/refs/heads/main.lock"))
+        #expect(try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingWhitespace() == base)
+        close(held)
+
+        let said = PendingCheckout.resume(repositoryAt: fixture.project.path)
+        #expect(said?.contains("finished the airlock review that was interrupted") == true, "\(said ?? "nothing")")
+        #expect(try fixture.sh("git rev-parse HEAD", in: fixture.project).trimmingWhitespace() == target)
+        #expect(try fixture.sh("git status --porcelain --untracked-files=no", in: fixture.project).isEmpty)
+        for gone in ["/airlock-checkout", "/refs/heads/main.lock", "/index.lock"] { #expect(!FileSystem.exists(git + gone), "\(gone)") }
     }
 
     @Test("a branch moved since, or a record that names nothing, is left alone and the record removed")
