@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT := out
 
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := git pkg-config libgit2-dev zlib1g-dev libseccomp-dev libarchive-dev \
+APT_PACKAGES := git pkg-config libgit2-dev zlib1g-dev libseccomp-dev libarchive-dev libzstd-dev \
 	qemu-system-x86 qemu-utils e2fsprogs nftables cpio zstd xz-utils kmod binutils gcc libc6-dev \
 	tmux hyperfine python3 file curl openssl iproute2 \
 	docker-registry skopeo umoci apache2-utils busybox-static docker.io squashfs-tools-ng
@@ -37,7 +37,7 @@ build: deps
 # The guest agent, fully static (its own build folder: other flags than the host's).
 guest: deps $(ASSETS)/airlock-guest
 $(ASSETS)/airlock-guest: $(GUEST_SOURCES)
-	$(SWIFT) build -c release --product airlock-guest --scratch-path $(GUEST_BUILD) -Xswiftc -static-executable 2>&1 \
+	$(SWIFT) build -c release --product airlock-guest --scratch-path $(GUEST_BUILD) -Xswiftc -static-executable -Xswiftc -Osize 2>&1 \
 	  | grep -v "statically linked applications requires at runtime" >&2; test $${PIPESTATUS[0]} -eq 0
 	@mkdir -p $(ASSETS)
 	strip -o $@ "$$($(SWIFT) build -c release --product airlock-guest --scratch-path $(GUEST_BUILD) --show-bin-path)/airlock-guest"
@@ -56,12 +56,19 @@ $(ASSETS)/initramfs: $(ASSETS)/airlock-guest $(ASSETS)/vmlinux Kernel/build-init
 	sha256sum $@ | cut -c1-64 > $@.sha256
 	@touch Sources/CAssets/assets.S
 
-# The single binary, in $(OUT)/airlock, with the kernel and initramfs inside.
-release: deps kernel
-	$(SWIFT) build -c release --product airlock --static-swift-stdlib -Xcc -DAIRLOCK_EMBED_ASSETS -Xcc -I$(abspath $(ASSETS))
+# The single binary, in $(OUT)/airlock, with the kernel and initramfs inside as zstd frames
+# (unpacked once into the cache by the first start of a version), the size of each part
+# printed; it needs only the shared libraries scripts/check-libraries names.
+release: deps kernel $(ASSETS)/vmlinux.zst $(ASSETS)/initramfs.zst
+	$(SWIFT) build -c release --product airlock --static-swift-stdlib -Xlinker --no-export-dynamic \
+	  -Xcc -DAIRLOCK_EMBED_ASSETS -Xcc -I$(abspath $(ASSETS))
 	@mkdir -p $(OUT)
 	strip -o $(OUT)/airlock "$$($(SWIFT) build -c release --product airlock --show-bin-path)/airlock"
-	@ls -l $(OUT)/airlock | awk '{ printf "make release: %s (%.1f MB)\n", $$9, $$5 / 1e6 }' >&2
+	scripts/binary-size "$$($(SWIFT) build -c release --product airlock --show-bin-path)/airlock" $(OUT)/airlock
+	scripts/check-libraries $(OUT)/airlock
+$(ASSETS)/%.zst: $(ASSETS)/%
+	zstd -19 -T0 -q -f -o $@ $<
+	@touch Sources/CAssets/assets.S
 
 # Unit tests, then the VM tests on their own (they boot the assets built by `make kernel`;
 # alone, so that no other suite competes with QEMU for the two cores). Every suite that boots
@@ -70,6 +77,7 @@ release: deps kernel
 VM_ENV := AIRLOCK_KERNEL=$(abspath $(ASSETS)/vmlinux) AIRLOCK_INITRAMFS=$(abspath $(ASSETS)/initramfs)
 test: deps kernel
 	$(SWIFT) build --build-tests
+	scripts/check-libraries "$$($(SWIFT) build --show-bin-path)/airlock"
 	@# One test at a time: several suites flood loopback or wait on deadlines, and on two cores
 	@# running them side by side starves the others.
 	$(SWIFT) test --skip-build --skip '^VMTests\.' --no-parallel

@@ -5,6 +5,9 @@ import PackageDescription
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .treatAllWarnings(as: .error),
+    // Extensions are visible only from modules a file imports: no API of full Foundation (and
+    // with it ICU's 34 MB of data) is reached through a dependency's import by accident.
+    .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
 let package = Package(
@@ -49,7 +52,7 @@ let package = Package(
             name: "Sandbox",
             dependencies: [
                 "AirlockSystem", "Config", "Machine", "QEMU", "CloudHypervisor", "NetworkPolicy", "NetworkProxy", "GuestLink", "GitReview", "OCI",
-                "CShim", "CAssets", "Clibarchive", "Clibseccomp",
+                "CShim", "CAssets", "Clibarchive", "Clibseccomp", "Clibzstd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -194,11 +197,15 @@ let package = Package(
         .target(name: "CGuestInit"),
         // The guest kernel and initramfs, linked in by `make release` (.incbin).
         .target(name: "CAssets"),
+        // libarchive (libarchive-dev's headers), opened with dlopen when OCI images need it:
+        // the binary does not require it to start.
+        .target(name: "Clibarchive", linkerSettings: [.linkedLibrary("dl")]),
 
         // C libraries from the system, found through pkg-config.
         .systemLibrary(name: "Clibgit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
         .systemLibrary(name: "Clibseccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
-        .systemLibrary(name: "Clibarchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // The embedded guest kernel and initramfs are zstd frames, unpacked once into the cache.
+        .systemLibrary(name: "Clibzstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
         // Test helpers shared by the test targets: the CLI runner, stand-in servers, registries,
         // fixtures, the VM environment.
@@ -222,7 +229,10 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI", "Sandbox", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "SandboxTests",
-            dependencies: ["Sandbox", "Config", "Machine", "NetworkProxy", "GuestLink", "GitReview", "AirlockSystem", "TestSupport"],
+            dependencies: [
+                "Sandbox", "Config", "Machine", "NetworkProxy", "GuestLink", "GitReview", "AirlockSystem", "TestSupport", "Clibzstd",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

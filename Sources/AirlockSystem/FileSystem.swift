@@ -74,11 +74,24 @@ public enum FileSystem {
     public static func writeAtomically(_ path: String, _ bytes: UnsafeRawBufferPointer, mode: mode_t = 0o600, durable: Bool = true)
         throws(SystemError)
     {
+        do {
+            try writeAtomically(path, mode: mode, durable: durable) { fd, temporary in try Syscall.writeAll(fd, bytes, subject: temporary) }
+        } catch let error as SystemError {
+            throw error
+        } catch {
+            throw SystemError("write", path, errno: EIO)  // not reached: writeAll throws only SystemError
+        }
+    }
+
+    /// `writeAtomically` for content made while it is written: `produce` writes to the
+    /// temporary file's descriptor (named by the second argument, for errors); if it throws,
+    /// the temporary file is removed, `path` is untouched and its error is thrown.
+    public static func writeAtomically(_ path: String, mode: mode_t = 0o600, durable: Bool = true, produce: (Int32, String) throws -> Void) throws {
         let temporary = path + ".tmp.\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
-        guard fd >= 0 else { throw .last("open", temporary) }
+        guard fd >= 0 else { throw SystemError.last("open", temporary) }
         do {
-            try Syscall.writeAll(fd, bytes, subject: temporary)
+            try produce(fd, temporary)
             fchmod(fd, mode)
             if durable { try Syscall.retrying("fsync", temporary) { fsync(fd) } }
             close(fd)

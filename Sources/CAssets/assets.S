@@ -1,5 +1,6 @@
-/* The guest assets, embedded by `make release`, which builds with
- *   -Xcc -DAIRLOCK_EMBED_ASSETS -Xcc -I<dir with vmlinux, initramfs, *.sha256>
+/* The guest assets as zstd frames (and the SHA-256 of what each unpacks to), embedded by
+ * `make release`, which builds with
+ *   -Xcc -DAIRLOCK_EMBED_ASSETS -Xcc -I<dir with vmlinux.zst, initramfs.zst, *.sha256>
  * Plain `swift build` embeds nothing and airlock finds the assets through AIRLOCK_KERNEL /
  * AIRLOCK_INITRAMFS or the cache. clang does not track .incbin inputs: the Makefile touches
  * this file whenever the assets change. */
@@ -10,13 +11,13 @@
     .globl airlock_kernel_digest, airlock_initramfs_digest
 airlock_kernel_start:
 #ifdef AIRLOCK_EMBED_ASSETS
-    .incbin "vmlinux"
+    .incbin "vmlinux.zst"
 #endif
 airlock_kernel_end:
     .balign 64
 airlock_initramfs_start:
 #ifdef AIRLOCK_EMBED_ASSETS
-    .incbin "initramfs"
+    .incbin "initramfs.zst"
 #endif
 airlock_initramfs_end:
 airlock_kernel_digest:

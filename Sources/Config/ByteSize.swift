@@ -1,3 +1,4 @@
+import AirlockSystem
 import NetworkPolicy
 
 /// A size written as `"512M"`, `"10G"`, `"1.5GiB"`, `"2048K"` or a plain number of bytes.

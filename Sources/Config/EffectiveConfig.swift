@@ -1,3 +1,5 @@
+import NetworkPolicy
+
 extension ConfigLoader.Result {
     /// The configuration as it takes effect: built-in defaults under every layer, entries
     /// switched off with `enabled = false` removed. Each value keeps its origin.

@@ -1,6 +1,7 @@
 import AirlockSystem
 import GuestLink
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 

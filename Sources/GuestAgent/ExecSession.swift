@@ -3,6 +3,7 @@ import CShim
 import GuestLink
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 

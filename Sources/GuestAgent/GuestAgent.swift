@@ -1,4 +1,5 @@
 import AirlockSystem
+import CShim
 import GuestLink
 import NIOPosix
 
@@ -30,6 +31,9 @@ public enum GuestAgent {
             if EarlyInit.snapshotBoot {
                 await EarlyInit.fileSystemModules.wait()
                 await EarlyInit.networkModules.wait()
+                // Every VM resumed from the snapshot starts with this heap: give back what
+                // loading the modules freed (about 4 MB of the agent's 6).
+                malloc_trim(0)
             }
             let fd = open(port, O_RDWR | O_CLOEXEC | O_NOCTTY)
             guard fd >= 0 else {

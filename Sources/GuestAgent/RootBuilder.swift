@@ -1,5 +1,6 @@
 import AirlockSystem
 import CGuestInit
+import CShim
 import GuestLink
 
 #if canImport(Glibc)

@@ -41,7 +41,7 @@ struct DockerArchive {
     /// Reads the tar stream on `fd` (blocking: a thread of its own, never the cooperative pool).
     static func stage(fd: Int32, into directory: String, what: String, limits: Limits) throws(OCIError) -> DockerArchive {
         var result = DockerArchive(directory: directory, what: what)
-        guard let archive = archive_read_new() else { throw OCIError(.archive, "libarchive: out of memory") }
+        let archive = try LibArchive.reader()
         defer { archive_read_free(archive) }
         archive_read_support_format_tar(archive)
         guard archive_read_open_fd(archive, fd, 1 << 17) == ARCHIVE_OK else {

@@ -70,7 +70,7 @@ public struct LayerExtractor: Sendable {
         defer { close(rootFD) }
 
         let stream = try UncompressedStream(fd: archiveFD, name: name)
-        guard let archive = archive_read_new() else { throw OCIError(.archive, "libarchive: out of memory") }
+        let archive = try LibArchive.reader()
         defer { archive_read_free(archive) }
         archive_read_support_format_tar(archive)
         let opened = withExtendedLifetime(stream) {
@@ -139,7 +139,7 @@ final class UncompressedStream {
     private(set) var failure: String?
 
     init(fd: Int32, name: String) throws(OCIError) {
-        guard let outer = archive_read_new() else { throw OCIError(.archive, "libarchive: out of memory") }
+        let outer = try LibArchive.reader()
         self.outer = outer
         self.name = name
         archive_read_support_filter_gzip(outer)

@@ -40,7 +40,7 @@ private struct TarStream {
     }
 
     mutating func write() throws(OCIError) {
-        guard let archive = archive_write_new() else { throw OCIError(.archive, "libarchive: out of memory") }
+        let archive = try LibArchive.writer()
         defer { archive_write_free(archive) }
         archive_write_set_format_pax_restricted(archive)
         archive_write_set_bytes_in_last_block(archive, 1)

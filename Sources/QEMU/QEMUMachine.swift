@@ -2,6 +2,7 @@ import AirlockSystem
 import CShim
 import GuestLink
 import Machine
+import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)

@@ -5,6 +5,7 @@ import GitReview
 import GuestLink
 import Logging
 import Machine
+import NIOCore
 import NetworkProxy
 
 #if canImport(Glibc)
@@ -271,7 +272,9 @@ public struct SandboxManager: Sendable {
             image = try await images.sandboxRoot(
                 config.vm.image, stateDirectory: paths.stateDirectory, pullIfMissing: true, transport: transport, tar2sqfs: host.tar2sqfs?.path)
         }
-        let assets = try await Blocking.run { [environment] in try EmbeddedAssets.locate(host.assets, environment: environment) }
+        let assets = try await Blocking.run { [environment, reporter] in
+            try EmbeddedAssets.locate(host.assets, environment: environment, progress: reporter.progress)
+        }
         let boot = SandboxBoot(
             paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver, workspace: workspace,
             image: image, launcher: launcher, assets: assets, bootTimeout: bootTimeout, hostname: Self.hostname(paths),

@@ -4,6 +4,7 @@
 import GuestLink
 import Logging
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import NetworkPolicy

@@ -23,6 +23,27 @@ struct RegistryImageTests {
         return (ImagePuller(store: ImageStore(root: sandbox.store), client: client), client)
     }
 
+    @Test("without libarchive: image pull fails naming the package, nothing is half stored; doctor warns; airlock itself runs")
+    func withoutLibarchive() async throws {
+        let registry = try TestRegistry()
+        let sandbox = try ImageSandbox()
+        defer { sandbox.remove() }
+        _ = try registry.push("team/rich", tag: "v1", ImageFixtures.rich(busybox: false))
+        let project = try sandbox.project(insecure: registry.host)
+        // A library name that does not exist stands in for a host without libarchive13.
+        let environment = ["XDG_CACHE_HOME": sandbox.cache.path, "AIRLOCK_TEST_ONLY_LIBARCHIVE": "libarchive-absent.so.99"]
+        let pull = try CLI.run(["image", "pull", "\(registry.host)/team/rich:v1"], in: project, environment: environment)
+        #expect(pull.status != 0)
+        #expect(pull.stderr.contains("OCI images need libarchive, which cannot be loaded: libarchive-absent.so.99"), "\(pull.stderr)")
+        #expect(pull.stderr.contains("sudo apt install libarchive13"), "\(pull.stderr)")
+        #expect(ImageStore(root: sandbox.store).record(for: try ImageReference(parsing: "\(registry.host)/team/rich:v1")) == nil)
+        let doctor = try CLI.run(["doctor", "--format", "json"], in: project, environment: environment)
+        #expect(doctor.stdout.contains("\"libarchive\""), "\(doctor.stdout)")
+        #expect(doctor.stdout.contains("OCI images ([vm] image) cannot be used"), "\(doctor.stdout)")
+        let validate = try CLI.run(["config", "validate"], in: project, environment: environment)
+        #expect(validate.status == 0, "\(validate.stderr)")
+    }
+
     @Test(
         "image pull: a multi-platform index, three layers (gzip, zstd, plain); owners, modes, links, devices, whiteouts, xattrs as the guest will see them"
     )

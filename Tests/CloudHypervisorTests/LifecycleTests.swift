@@ -4,6 +4,7 @@ import CloudHypervisorAPI
 import Foundation
 import GuestLink
 import Machine
+import NIOCore
 import Testing
 
 #if canImport(Glibc)

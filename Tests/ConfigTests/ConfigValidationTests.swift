@@ -1,3 +1,4 @@
+import NetworkPolicy
 import Testing
 
 @testable import Config

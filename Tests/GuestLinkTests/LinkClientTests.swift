@@ -1,5 +1,6 @@
 import GuestLink
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import Testing

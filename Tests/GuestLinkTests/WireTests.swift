@@ -1,5 +1,6 @@
 import GuestLink
 import NIOCore
+import NIOHPACK
 import Testing
 
 @Suite("Link wire format")

@@ -1,6 +1,7 @@
 import Foundation
 import GuestLink
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import NetworkPolicy

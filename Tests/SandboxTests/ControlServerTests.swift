@@ -2,6 +2,7 @@ import AirlockSystem
 import Foundation
 import GuestLink
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import Synchronization

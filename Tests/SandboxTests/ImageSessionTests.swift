@@ -1,5 +1,7 @@
 import Config
 import Foundation
+import GuestLink
+import Logging
 import TestSupport
 import Testing
 

@@ -2,6 +2,8 @@ import AirlockSystem
 import Config
 import Foundation
 import GitReview
+import GuestLink
+import Machine
 import Synchronization
 import Testing
 

@@ -1,6 +1,8 @@
 import AirlockSystem
 import Config
 import Foundation
+import Logging
+import Machine
 import Testing
 
 @testable import Sandbox

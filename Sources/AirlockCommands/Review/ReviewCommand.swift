@@ -1,3 +1,4 @@
+import AirlockSystem
 import ArgumentParser
 import GitReview
 import Sandbox

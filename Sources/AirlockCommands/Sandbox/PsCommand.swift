@@ -1,5 +1,6 @@
 import AirlockSystem
 import ArgumentParser
+import GuestLink
 import Sandbox
 
 struct PsCommand: AsyncParsableCommand {

@@ -4,7 +4,7 @@
 #include <stddef.h>
 
 /// The guest kernel and initramfs linked into the binary by `make release` (empty otherwise),
-/// and the SHA-256 (64 hex digits) of each.
+/// each one zstd frame, and the SHA-256 (64 hex digits) of what each unpacks to.
 const unsigned char *airlock_kernel_data(size_t *size);
 const unsigned char *airlock_initramfs_data(size_t *size);
 const char *airlock_kernel_sha256(void);

@@ -1,6 +1,7 @@
 #ifndef AIRLOCK_SHIM_H
 #define AIRLOCK_SHIM_H
 
+#include <malloc.h>
 #include <sys/types.h>
 #include "airlock_files.h"
 #include "airlock_net.h"

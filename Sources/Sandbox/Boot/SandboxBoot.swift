@@ -5,6 +5,7 @@ import GuestLink
 import Logging
 import Machine
 import NIOCore
+import NetworkPolicy
 import NetworkProxy
 
 #if canImport(Glibc)

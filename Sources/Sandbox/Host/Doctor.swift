@@ -138,10 +138,15 @@ public enum Doctor {
             )
         }
 
-        if host.libraries.isEmpty {
+        let loaded = host.libraries.filter { $0.missing == nil }
+        for library in host.libraries {
+            guard let missing = library.missing else { continue }
+            add(library.name, .warn, "\(library.name) cannot be loaded (\(missing.why)): \(missing.neededFor) cannot be used", fix: missing.fix)
+        }
+        if loaded.isEmpty {
             add("libraries", .fail, "no library versions reported", fix: "reinstall airlock")
         } else {
-            add("libraries", .pass, host.libraries.map { "\($0.name) \($0.version)" }.joined(separator: ", "))
+            add("libraries", .pass, loaded.map { "\($0.name) \($0.version)" }.joined(separator: ", "))
         }
 
         if let free = host.cacheFreeBytes {

@@ -43,7 +43,7 @@ public struct HostFacts: Sendable, Equatable {
     /// The Linux distribution (`/etc/os-release`), for fixes that name its packages.
     public var distribution: Distribution?
     public var assets: GuestAssets.Lookup
-    /// `(name, version)` of the C libraries linked in.
+    /// The C libraries: linked in, or loaded when a feature needs them (those say if they can't be).
     public var libraries: [Library]
     public var cacheDirectory: String
     /// Why a helper cannot have a mount namespace of its own (`ShareView`), which
@@ -60,10 +60,24 @@ public struct HostFacts: Sendable, Equatable {
     public struct Library: Sendable, Equatable {
         public var name: String
         public var version: String
+        /// A library loaded when a feature needs it that cannot be loaded here: why, what it
+        /// is needed for, and how to install it (`version` is empty then).
+        public var missing: (why: String, neededFor: String, fix: String)?
 
         public init(name: String, version: String) {
             self.name = name
             self.version = version
+        }
+
+        public init(name: String, missing why: String, neededFor: String, fix: String) {
+            self.name = name
+            self.version = ""
+            self.missing = (why, neededFor, fix)
+        }
+
+        public static func == (a: Library, b: Library) -> Bool {
+            a.name == b.name && a.version == b.version && a.missing?.why == b.missing?.why && a.missing?.neededFor == b.missing?.neededFor
+                && a.missing?.fix == b.missing?.fix
         }
     }
 

@@ -1,12 +1,16 @@
-import Clibarchive
 import Clibseccomp
+import OCI
 
 extension HostFacts.Library {
-    /// libarchive and libseccomp as linked into this binary.
+    /// libseccomp as linked into this binary, and libarchive as loaded for OCI images.
     public static var systemLibraries: [HostFacts.Library] {
         var libraries: [HostFacts.Library] = []
-        if let text = archive_version_string() {
-            libraries.append(.init(name: "libarchive", version: String(cString: text).split(separator: " ").last.map(String.init) ?? "?"))
+        if let version = LibArchive.version {
+            libraries.append(.init(name: "libarchive", version: version))
+        } else {
+            libraries.append(
+                .init(name: "libarchive", missing: LibArchive.problem ?? "unknown", neededFor: "OCI images ([vm] image)", fix: LibArchive.installHint)
+            )
         }
         if let version = seccomp_version() {
             libraries.append(.init(name: "libseccomp", version: "\(version.pointee.major).\(version.pointee.minor).\(version.pointee.micro)"))

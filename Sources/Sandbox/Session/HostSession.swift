@@ -3,6 +3,7 @@ import CShim
 import Dispatch
 import GuestLink
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 
