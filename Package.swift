@@ -39,7 +39,7 @@ let package = Package(
         .target(
             name: "AirlockCommands",
             dependencies: [
-                "Sandbox", "Config", "GitReview", "GuestLink", "NetworkProxy", "AirlockSystem", "CShim", "OCI",
+                "Sandbox", "Config", "GitReview", "GuestLink", "NetworkProxy", "AirlockSystem", "CShim", "OCI", "Secrets",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -188,6 +188,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The secrets vault (`airlock secrets`, `${NAME}` after the environment): a 0600 file or one
+        // encrypted with a passphrase (scrypt, ChaCha20-Poly1305).
+        .target(
+            name: "Secrets",
+            dependencies: [
+                "AirlockSystem", .product(name: "Crypto", package: "swift-crypto"), .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
         // libgit2 wrapper.
         .target(name: "GitReview", dependencies: ["AirlockSystem", "Clibgit2", "CShim"], exclude: ["README.md"], swiftSettings: strict),
 
@@ -226,6 +236,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "GitReviewTests", dependencies: ["GitReview", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SecretsTests", dependencies: ["Secrets", "AirlockSystem"], swiftSettings: strict),
         .testTarget(name: "OCITests", dependencies: ["OCI", "Sandbox", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "SandboxTests",

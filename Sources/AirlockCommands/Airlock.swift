@@ -18,7 +18,7 @@ public struct Airlock: AsyncParsableCommand {
         subcommands: [
             StartCommand.self, ExecCommand.self, PsCommand.self, StopCommand.self, RmCommand.self,
             FetchCommand.self, DiffCommand.self, LogCommand.self, ReviewCommand.self, MergeCommand.self,
-            DoctorCommand.self, ConfigCommand.self, NetworkCommand.self, ImageCommand.self,
+            DoctorCommand.self, ConfigCommand.self, NetworkCommand.self, ImageCommand.self, SecretsCommand.self,
         ]
     )
 

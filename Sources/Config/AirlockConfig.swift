@@ -206,8 +206,13 @@ public struct AirlockConfig: Sendable, Equatable {
     }
     /// `[registries."host:port"]`: registries spoken to over plain HTTP (`insecure = true`).
     public var insecureRegistries: Set<String> = []
+    /// `[vault] storage` (user config only): `file`, `encrypted-file` or `disabled`.
+    public var vaultStorage = "file"
     /// `[env]` values a start cannot give: a table's required host variable is unset.
     public var unsetVariables: [ConfigDiagnostic] = []
+    /// Every `${NAME}` the templates read that the environment does not set (defaulted and
+    /// optional ones too): what the vault may fill (`airlock start`, `exec`, `config validate`).
+    public var missingVariables: Set<String> = []
 
     public init() {}
 }
@@ -367,6 +372,7 @@ extension AirlockConfig {
                     continue
                 }
                 do {
+                    missingVariables.formUnion(try EnvTemplate.variables(in: template).filter { environment[$0] == nil })
                     var seen = Set<String>()
                     let unset = try EnvTemplate.requiredVariables(in: template).filter { environment[$0] == nil && seen.insert($0).inserted }
                     if !unset.isEmpty {
@@ -406,6 +412,7 @@ extension AirlockConfig {
                     maxRestarts: entry["max_restarts"]?.integer ?? 10)
             }
         }
+        vaultStorage = root["vault"]?["storage"]?.string ?? vaultStorage
         for (name, entry) in enabledEntries(root["registries"]) where entry["insecure"]?.boolean == true {
             insecureRegistries.insert(name)
         }

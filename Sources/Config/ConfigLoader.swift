@@ -110,6 +110,15 @@ public struct ConfigLoader: Sendable {
         }
         read(projectRoot + "/" + Self.projectFileName, display: Self.projectFileName, kind: .project)
         read(projectRoot + "/" + Self.localFileName, display: Self.localFileName, kind: .local)
+        // Where this user's secrets live is not a project's to say.
+        for layer in fileLayers where layer.kind != .user {
+            if let vault = layer.tree["vault"] {
+                diagnostics.append(
+                    ConfigDiagnostic(
+                        at: vault.origin.location, "[vault] is a setting of your own, not of a project",
+                        hint: "move it to \(userConfigPath.map(displayPath) ?? "~/.config/airlock/config.toml")"))
+            }
+        }
         if !diagnostics.isEmpty { throw ConfigError(diagnostics) }
 
         // Presets named by any file, first mention first, each parsed from the binary.

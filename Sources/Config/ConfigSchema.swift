@@ -179,6 +179,9 @@ enum AirlockSchema {
         ),
         // OCI registries by host[:port] as written in image references.
         ("registries", .named([("insecure", .boolean)])),
+        // Where `airlock secrets` keeps values (`Secrets.Vault`): the user's own setting, refused
+        // in a project's files.
+        ("vault", .table([("storage", .choice(["file", "encrypted-file", "disabled"]))])),
     ])
 }
 

@@ -17,6 +17,24 @@ struct SandboxVMTests {
         #expect(result.stderr.contains("oops"))
     }
 
+    @Test("[env] ${NAME}: from the vault (airlock secrets) when the host's environment lacks it; the host's value wins")
+    func environmentFromVault() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        try "[env]\nFROM_VAULT = \"${VAULT_ONLY}\"\nFROM_HOST = \"${IN_BOTH}\"\n".write(
+            to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let data = ["XDG_DATA_HOME": project.appendingPathComponent(".data").path]
+        for (name, value) in [("VAULT_ONLY", "kept-in-the-vault"), ("IN_BOTH", "the-vault-loses")] {
+            let add = try CLI.run(["secrets", "add", name, "--stdin"], in: project, environment: data, stdin: Data(value.utf8))
+            #expect(add.status == 0, "\(add.stderr)")
+        }
+        var environment = data
+        environment["IN_BOTH"] = "the-host-wins"
+        let result = try CLI.run(["start", "--", "sh", "-c", "echo \"$FROM_VAULT $FROM_HOST\""], in: project, environment: environment)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "kept-in-the-vault the-host-wins\n")
+    }
+
     @Test("stdin through a pipe, with its end of file: printf 'a\\nb\\n' | airlock start -- wc -l → 2")
     func stdinPipe() throws {
         let project = try VMEnvironment.repository()

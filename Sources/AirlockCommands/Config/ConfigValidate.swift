@@ -14,7 +14,7 @@ struct ConfigValidate: ParsableCommand {
     @OptionGroup var sandbox: SandboxNameOption
 
     func run() throws {
-        let context = try ProjectContext.load()
+        let context = try ProjectContext.load(secrets: true)
         let problems = try context.manager(quiet: global.quiet).startProblems(sandbox.name)
         if !problems.isEmpty { throw reportAndExit(ConfigError(problems)) }
         let layers = context.loaded.layers.map(\.displayPath)

@@ -22,12 +22,20 @@ enum CredentialPrompt {
             err.write("\n")
             return nil
         }
-        err.write("Password for \(user)@\(registry): ")
+        let password = hidden("Password for \(user)@\(registry): ")
+        guard let password else { return nil }
+        return Credentials(username: user, password: password)
+    }
+
+    /// Asks `question` on stderr and reads one line from stdin (a terminal) without echo, which
+    /// comes back on even when a signal ends the program meanwhile; nil at end of input.
+    static func hidden(_ question: String) -> String? {
+        Terminal.standardError.write(question)
         var saved = termios()
         let canHide = tcgetattr(0, &saved) == 0
         var previousHandlers: [(Int32, __sighandler_t?)] = []
         if canHide {
-            // ^C (or a hang-up) while the password is typed must not leave the terminal mute.
+            // ^C (or a hang-up) while the answer is typed must not leave the terminal mute.
             terminalWithEcho = saved
             for number in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
                 let previous = signal(number, restoreEchoAndRaise)
@@ -38,14 +46,13 @@ enum CredentialPrompt {
             hidden.c_lflag &= ~tcflag_t(ECHO)
             tcsetattr(0, TCSAFLUSH, &hidden)
         }
-        let password = readLine(fd: 0)
+        let answer = readLine(fd: 0)
         if canHide {
             tcsetattr(0, TCSAFLUSH, &saved)
             for (number, previous) in previousHandlers { signal(number, previous) }
         }
-        err.write("\n")
-        guard let password else { return nil }
-        return Credentials(username: user, password: password)
+        Terminal.standardError.write("\n")
+        return answer
     }
 
     private static func isIgnored(_ handler: __sighandler_t?) -> Bool {
@@ -69,10 +76,10 @@ enum CredentialPrompt {
     }
 }
 
-/// The terminal's settings from before the password prompt turned echo off, for the handler.
+/// The terminal's settings from before a hidden prompt turned echo off, for the handler.
 nonisolated(unsafe) private var terminalWithEcho = termios()
 
-/// A signal during the password prompt: echo back on, then the signal's default action.
+/// A signal during a hidden prompt: echo back on, then the signal's default action.
 private func restoreEchoAndRaise(_ number: Int32) {
     tcsetattr(0, TCSANOW, &terminalWithEcho)
     signal(number, SIG_DFL)

@@ -6,6 +6,7 @@ import Logging
 import NetworkProxy
 import OCI
 import Sandbox
+import Secrets
 
 /// The project in the working directory and its loaded configuration. Config errors are
 /// printed with their locations and end the command with exit status 2.
@@ -14,7 +15,9 @@ struct ProjectContext {
     var loaded: ConfigLoader.Result
     var environment: [String: String]
 
-    static func load(environment: [String: String] = processEnvironment()) throws -> ProjectContext {
+    /// `secrets`: `${NAME}`s the environment lacks are looked up in the vault (`start`, `exec`,
+    /// `config validate`; never a command that prints the configuration).
+    static func load(environment: [String: String] = processEnvironment(), secrets: Bool = false) throws -> ProjectContext {
         let project = Project.discover(from: currentDirectory())
         do {
             try project.ensureExcluded()
@@ -27,7 +30,15 @@ struct ProjectContext {
         }
         let loader = ConfigLoader.forProject(project.root, environment: environment)
         do {
-            let loaded = try loader.load()
+            var loaded = try loader.load()
+            if secrets, !loaded.config.missingVariables.isEmpty, loaded.config.vaultStorage != Vault.Storage.disabled.rawValue {
+                // Only the templates see the vault's values: the environment the commands use stays the host's.
+                let stored = try SecretsAccess.vault(environment: environment, storage: loaded.config.vaultStorage).load()
+                let found = stored.filter { loaded.config.missingVariables.contains($0.key) }.mapValues(\.value)
+                if !found.isEmpty {
+                    loaded = try ConfigLoader.forProject(project.root, environment: environment.merging(found) { host, _ in host }).load()
+                }
+            }
             return ProjectContext(project: project, loaded: loaded, environment: environment)
         } catch {
             throw reportAndExit(error)

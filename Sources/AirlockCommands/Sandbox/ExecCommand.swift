@@ -23,7 +23,7 @@ struct ExecCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let manager = try ProjectContext.load().manager(quiet: global.quiet)
+        let manager = try ProjectContext.load(secrets: true).manager(quiet: global.quiet)
         do {
             let ended = try await manager.exec(sandbox.name, sessionRequest(command: command, environment: env))
             throw ExitCode(ended.code)

@@ -48,7 +48,7 @@ struct StartCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let context = try ProjectContext.load()
+        let context = try ProjectContext.load(secrets: true)
         let manager = context.manager(verbose: verbose, quiet: global.quiet)
         let request = sessionRequest(command: command, environment: env)
         do {
