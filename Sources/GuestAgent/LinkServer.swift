@@ -1,3 +1,4 @@
+import CShim
 import GuestLink
 import NIOCore
 import NIOHPACK
@@ -112,6 +113,9 @@ struct LinkServer {
                         }
                         System.log("setup: network ready (no card; TCP through the host)")
                         await Daemons.shared.start(spec.daemons, user: spec.user, group: spec.group)
+                        // What loading modules and building the root freed goes back to the
+                        // system before the first session (about 2 MB of the agent's 6).
+                        malloc_trim(0)
                         try await Self.respond(outbound, status: "200", body: ByteBuffer())
                     } catch {
                         System.log("setup failed: \(error)")
