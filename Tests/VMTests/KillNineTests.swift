@@ -184,8 +184,9 @@ struct KillNineTests {
             }
             try reset()
         }
-        // Most kills land while the command runs (the rest: after it finished, which must
-        // hold too).
-        #expect(interrupted >= 10, "only \(interrupted) of 16 kills interrupted a command")
+        // Kills land while the command runs or after it finished (which must hold too). How
+        // many land inside depends on how steady the machine's timing is (15 of 16 usually,
+        // 7 seen under load): at least 5 keeps the test from passing without interrupting.
+        #expect(interrupted >= 5, "only \(interrupted) of 16 kills interrupted a command")
     }
 }
