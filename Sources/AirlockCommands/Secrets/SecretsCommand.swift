@@ -16,7 +16,7 @@ struct SecretsCommand: ParsableCommand {
         abstract: "Keep values for ${NAME} templates outside your shell's environment.",
         discussion: """
             A `${NAME}` in airlock.toml (in [env], for example) reads the host's environment \
-            first, then this vault; only `start` and `exec` open it, and only for names the \
+            first, then this vault; only `start`, `exec` and `config validate` open it, and only for names the \
             environment lacks. No command prints a value. The vault is a 0600 file in \
             $XDG_DATA_HOME/airlock (default ~/.local/share/airlock); with `[vault] storage = \
             "encrypted-file"` in your user config (~/.config/airlock/config.toml) it is \
