@@ -72,7 +72,7 @@ enum EgressProxy {
                     let stream = try await link.openStream()
                     try await stream.executeThenClose { streamIn, streamOut in
                         try await streamOut.write(opening)
-                        try await relay(tcpIn: tcpIn, tcpOut: tcpOut, streamIn: streamIn, streamOut: streamOut)
+                        try await relay(tcp.channel, tcpIn: tcpIn, tcpOut: tcpOut, streamIn: streamIn, streamOut: streamOut)
                     }
                 } catch {
                     // Refused by the host, the stream was reset, or no link: the program sees a reset.
@@ -85,8 +85,10 @@ enum EgressProxy {
         }
     }
 
+    /// Carries bytes both ways until both have ended; a refusal or a reset from the host resets
+    /// `channel` at once (the program may be waiting for bytes that never come, sending nothing).
     static func relay(
-        tcpIn: NIOAsyncChannelInboundStream<ByteBuffer>, tcpOut: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        _ channel: any Channel, tcpIn: NIOAsyncChannelInboundStream<ByteBuffer>, tcpOut: NIOAsyncChannelOutboundWriter<ByteBuffer>,
         streamIn: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>, streamOut: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
     ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -118,7 +120,14 @@ enum EgressProxy {
                 }
                 throw Refused()  // the stream ended without END_STREAM: reset
             }
-            try await group.waitForAll()
+            do {
+                // Not waitForAll: it waits for every task before it throws the first error.
+                while try await group.next() != nil {}
+            } catch {
+                try? await setLingerZero(channel)
+                try? await channel.close()
+                throw error
+            }
         }
     }
 

@@ -169,6 +169,7 @@ enum RootBuilder {
             try System.mount(shares + "/" + file.tag + "/" + file.name, root + file.path, "none", flags: UInt(MS_BIND))
         }
         try bindCaches(spec)
+        try trustAuthority(spec)
 
         System.log("setup: shares mounted" + (virtiofsTags.isEmpty ? " (9p)" : " (virtio-fs: " + virtiofsTags.joined(separator: ", ") + ")"))
         try System.mount("proc", root + "/proc", "proc", flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
@@ -208,6 +209,40 @@ enum RootBuilder {
             }
             try System.mount(directory, root + cache.path, "none", flags: UInt(MS_BIND))
         }
+    }
+
+    /// Where distributions keep the system's trust bundle (Debian and Ubuntu, Fedora and
+    /// RHEL, openSUSE, Alpine, Arch).
+    static let trustBundles = [
+        "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem", "/etc/ca-certificates/extracted/tls-ca-bundle.pem",
+    ]
+
+    /// The host's interception CA, trusted in the guest without touching the root's layers:
+    /// `/run/airlock/ca.pem` (the CA alone, for `NODE_EXTRA_CA_CERTS`), each system bundle
+    /// the root has (a regular file; a link leads to one of the others) bound over by a copy
+    /// with the CA appended, and `/run/airlock/ca-bundle.pem` (the first of those, or the CA
+    /// alone) for `SSL_CERT_FILE` and `REQUESTS_CA_BUNDLE`.
+    static func trustAuthority(_ spec: SetupSpec) throws {
+        guard !spec.caCertificate.isEmpty else { return }
+        let directory = root + "/run/airlock"
+        try FileSystem.makeDirectories(directory + "/ca")
+        try FileSystem.write(root + LinkNames.caFile, spec.caCertificate)
+        var first: [UInt8]?
+        for (index, path) in trustBundles.enumerated() {
+            var info = stat()
+            guard lstat(root + path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, var bundle = try FileSystem.read(root + path, limit: 16 << 20)
+            else {
+                continue
+            }
+            if bundle.last != UInt8(ascii: "\n") { bundle.append(UInt8(ascii: "\n")) }
+            bundle += spec.caCertificate
+            let copy = "\(directory)/ca/\(index).pem"
+            try FileSystem.write(copy, bundle)
+            try System.mount(copy, root + path, "none", flags: UInt(MS_BIND))
+            if first == nil { first = bundle }
+        }
+        try FileSystem.write(root + LinkNames.caBundle, first ?? spec.caCertificate)
     }
 
     static func isInHome(_ path: String, _ spec: SetupSpec) -> Bool {

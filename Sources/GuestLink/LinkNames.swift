@@ -1,5 +1,12 @@
 /// Names both sides agree on.
 public enum LinkNames {
+    /// The host's interception CA in the guest, alone and appended to the system's bundle
+    /// (`RootBuilder.trustAuthority`), and the variables that point runtimes with trust stores
+    /// of their own at them (Node adds its extra certificates to its built-in roots).
+    public static let caFile = "/run/airlock/ca.pem"
+    public static let caBundle = "/run/airlock/ca-bundle.pem"
+    public static let trustEnvironment = ["NODE_EXTRA_CA_CERTS": caFile, "SSL_CERT_FILE": caBundle, "REQUESTS_CA_BUNDLE": caBundle]
+
     /// The virtio-serial port carrying the host→guest control connection (host is the HTTP/2 client).
     public static let controlPort = "airlock.control"
     /// The virtio-serial port carrying the guest→host connection (guest is the HTTP/2 client).

@@ -109,6 +109,9 @@ public struct SetupSpec: Sendable, Equatable {
 
     /// `[daemons.*]`: started after setup, before the first session; stopped before power-off.
     public var daemons: [Daemon] = []
+    /// The host's TLS interception CA (PEM, at most 16 KiB), trusted in the guest; empty
+    /// without interception.
+    public var caCertificate: [UInt8] = []
 
     public struct Daemon: Sendable, Equatable {
         public enum Restart: UInt8, Sendable {
@@ -273,6 +276,7 @@ public struct SetupSpec: Sendable, Equatable {
             writer.write(daemon.restart.rawValue)
             writer.write(daemon.maxRestarts)
         }
+        writer.write(caCertificate)
         return writer.buffer
     }
 
@@ -382,6 +386,8 @@ public struct SetupSpec: Sendable, Equatable {
                     name: name, arguments: arguments, environment: environment, workingDirectory: directory, signal: signal, timeout: timeout,
                     restart: restart, maxRestarts: try reader.read()))
         }
+        caCertificate = try reader.readBytes()
+        guard caCertificate.count <= 16 << 10 else { throw WireError("a CA certificate of \(caCertificate.count) bytes") }
         try reader.expectEnd()
     }
 

@@ -48,14 +48,17 @@ public struct EgressConfiguration: Sendable {
     /// The host's resolver by default; tests install a `StaticResolver`.
     public var resolver: any Resolver
     public var limits: EgressLimits
+    /// TLS interception (nil: every TLS connection is relayed as it is).
+    public var interception: Interception?
 
     public init(
         rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [], socketForwards: [UnixSocketForward] = [],
-        limits: EgressLimits = .init()
+        limits: EgressLimits = .init(), interception: Interception? = nil
     ) {
         self.judge = EgressJudge(rules: rules, guestForwards: guestForwards, socketForwards: socketForwards)
         self.resolver = resolver
         self.limits = limits
+        self.interception = interception
     }
 }
 

@@ -69,7 +69,8 @@ struct EgressStreamHandler {
         let target = EgressJudge.Target(host: request.host, port: request.port)
         var initial = ByteBuffer()
         var sniffed = Sniffed.other
-        if judge.needsSniff(target), !guestFinished {
+        // With interception every connection is looked at: TLS is ended here whatever its port.
+        if judge.needsSniff(target) || server.configuration.interception != nil, !guestFinished {
             sniffed = .needMore
             var looked = 0
             reading: while let element = try await frames.next() {
@@ -132,6 +133,34 @@ struct EgressStreamHandler {
             return ConnectionRecord(denial, target: target)
         case .connect(let allowed, _, _):
             addresses = allowed
+        }
+
+        // TLS to a name, not passthrough: ended here (`InterceptedConnection`).
+        if let interception = server.configuration.interception, pending.decision.verdict != .passthrough, case .tls(let names) = sniffed,
+            let name = names.first ?? target.name, let address = addresses.first
+        {
+            do {
+                let connection = InterceptedConnection(
+                    name: name, port: Int(target.port), address: address, interception: interception, logger: server.logger)
+                let (guestSide, served) = try await InterceptedConnection.open(connection, on: stream.channel.eventLoop)
+                record.ip = address.description
+                record.reason += "; intercepted"
+                progress(record)
+                let carried = await Relay.glue(
+                    frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial, stream: stream.channel, upstream: guestSide,
+                    record: record, progress: progress)
+                await withTaskCancellationHandler {
+                    await served.value
+                } onCancel: {
+                    served.cancel()
+                }
+                return carried
+            } catch {
+                record.verdict = .refused
+                record.reason = "cannot intercept the connection to \(name): \(error)"
+                try await Self.refuse(outbound, status: "502", reason: record.reason)
+                return record
+            }
         }
 
         // Connect (each address in turn), answer, relay.

@@ -110,6 +110,9 @@ public struct SandboxManager: Sendable {
     public var reporter: SandboxReporter
     /// How the egress proxy resolves names the policy allows.
     public var resolver: any Resolver
+    /// Certificates (PEM) the interception trusts for upstreams besides the host's store: set
+    /// only by the command layer from its test-only variable, never by a file.
+    public var testOnlyUpstreamRoots: String?
     public var images: Images
     /// How long a guest may take from the VMM's start to answering setup (TCG is slow; a first
     /// boot formats the disk).
@@ -276,8 +279,9 @@ public struct SandboxManager: Sendable {
             try EmbeddedAssets.locate(host.assets, environment: environment, progress: reporter.progress)
         }
         let boot = SandboxBoot(
-            paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver, workspace: workspace,
-            image: image, launcher: launcher, assets: assets, bootTimeout: bootTimeout, hostname: Self.hostname(paths),
+            paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver,
+            testOnlyUpstreamRoots: testOnlyUpstreamRoots, workspace: workspace, image: image, launcher: launcher, assets: assets,
+            bootTimeout: bootTimeout, hostname: Self.hostname(paths),
             budget: diskBudget(paths),
             currentMaxSize: { [project, environment] in
                 (try? ConfigLoader.forProject(project.root, environment: environment).load())?.config.workspace.maxSize.bytes

@@ -1,5 +1,7 @@
 import AirlockSystem
 import CShim
+// `stat` reaches these files through CoreFoundation's headers (it owns the C struct here).
+import CoreFoundation
 import Foundation
 import OCI
 import Sandbox

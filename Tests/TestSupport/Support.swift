@@ -287,6 +287,8 @@ public struct TestServers {
     public let tls: Int
     /// A Unix socket echo server (echoes until EOF, then shuts its side).
     public let unix: String
+    /// The made-up CA of the TLS server's certificate (for `AIRLOCK_TEST_ONLY_UPSTREAM_CA`).
+    public let ca: String
 
     public static func start(in directory: URL) throws -> TestServers {
         let script = TestFixtures.path("test-servers.py")
@@ -307,11 +309,13 @@ public struct TestServers {
             let pair = part.split(separator: "=", maxSplits: 1)
             if pair.count == 2 { values[String(pair[0])] = String(pair[1]) }
         }
-        guard let http = values["http"].flatMap({ Int($0) }), let tls = values["tls"].flatMap({ Int($0) }), let unix = values["unix"] else {
+        guard let http = values["http"].flatMap({ Int($0) }), let tls = values["tls"].flatMap({ Int($0) }), let unix = values["unix"],
+            let ca = values["ca"]
+        else {
             process.terminate()
             throw Spawned.Failure(description: "the test servers did not start (said: \(String(decoding: line, as: UTF8.self)))")
         }
-        return TestServers(process: process, input: input, http: http, tls: tls, unix: unix)
+        return TestServers(process: process, input: input, http: http, tls: tls, unix: unix, ca: ca)
     }
 
     public func stop() {

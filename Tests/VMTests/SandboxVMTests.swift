@@ -140,9 +140,14 @@ struct SandboxVMTests {
         "boot snapshots: made once per configuration, resumed by every start; the state disk and randomness are the VM's own; a damaged one is dropped"
     )
     func bootSnapshots() throws {
-        let project = try VMEnvironment.repository()
-        defer { VMEnvironment.cleanUp(project) }
-        let cache = project.appendingPathComponent(".cache")
+        // The cache beside the project, not in it (the project's change check watches it).
+        let parent = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-snapshots-\(UUID().uuidString.prefix(8))")
+        let project = try VMEnvironment.repository(in: parent)
+        defer {
+            VMEnvironment.cleanUp(project)
+            try? FileManager.default.removeItem(at: parent)
+        }
+        let cache = parent.appendingPathComponent("cache")
         let environment = ["XDG_CACHE_HOME": cache.path]
         let random = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"
         let first = try CLI.run(
@@ -722,7 +727,7 @@ struct SandboxVMTests {
                 "start", "--", "/usr/bin/python3", "-", "\(servers.http)", "\(servers.tls)", "\(servers.http + 2)", "/run/airlock/echo.sock",
                 "/run/airlock/gone.sock",
             ], in: project,
-            environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names], stdin: try Data(contentsOf: probe))
+            environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names, "AIRLOCK_TEST_ONLY_UPSTREAM_CA": servers.ca], stdin: try Data(contentsOf: probe))
         #expect(result.status == 0, "stderr: \(result.stderr)")
         var lines: [String: String] = [:]
         for line in result.stdout.split(separator: "\n") {
@@ -731,17 +736,18 @@ struct SandboxVMTests {
         }
         #expect(lines["allowed"]?.hasPrefix("200 hello") == true, "\(result.stdout)")
         #expect(
-            lines["no-private"]?.hasPrefix("failed") == true, "public.test resolves to 127.0.0.1 and its rule has no allow_private: \(result.stdout)")
+            lines["no-private"]?.hasPrefix("403") == true && lines["no-private"]?.contains("allow_private = true") == true,
+            "public.test resolves to 127.0.0.1 and its rule has no allow_private: \(result.stdout)")
         #expect(
             lines["denied"]?.hasPrefix("403") == true && lines["denied"]?.contains("allow = [\"denied.test:\(servers.http)\"]") == true,
             "\(result.stdout)")
         #expect(lines["denied-port"]?.hasPrefix("403") == true)
         #expect(lines["both"]?.hasPrefix("403") == true, "deny wins over allow")
         #expect(lines["ip-literal"]?.hasPrefix("failed") == true || lines["ip-literal"]?.hasPrefix("403") == true)
-        #expect(lines["tls-allowed"] == "ok HTTP/1.0 200 ok", "\(result.stdout)")
-        #expect(lines["tls-denied"]?.hasPrefix("failed") == true)
+        #expect(lines["tls-allowed"]?.hasPrefix("ok HTTP/1.0 200") == true, "intercepted, and the upstream verified: \(result.stdout)")
+        #expect(lines["tls-denied"]?.hasPrefix("failed ConnectionResetError") == true, "refused at once: \(result.stdout)")
         #expect(
-            lines["tls-ip-with-allowed-sni"]?.hasPrefix("failed") == true,
+            lines["tls-ip-with-allowed-sni"]?.hasPrefix("failed") == true || lines["tls-ip-with-allowed-sni"] == "ok HTTP/1.0 502 Bad Gateway",
             "an allowed SNI must not carry a connection to an address no rule names with allow_private")
         #expect(lines["forward"]?.hasPrefix("200 hello") == true, "guest forward: \(result.stdout)")
         #expect(lines["concurrent"] == "200/200")

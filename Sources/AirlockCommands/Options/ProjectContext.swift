@@ -50,9 +50,11 @@ struct ProjectContext {
     func manager(verbose: Bool = false, quiet: Bool) -> SandboxManager {
         var logger = Logger(label: "airlock")
         if verbose { logger.logLevel = min(logger.logLevel, .info) }
-        return SandboxManager(
+        var manager = SandboxManager(
             project: project, loaded: loaded, environment: environment, logger: logger, reporter: .terminal(verbose: verbose, quiet: quiet),
             resolver: TestOnlyOverrides.resolver(environment) ?? SystemResolver(), images: images(quiet: quiet))
+        manager.testOnlyUpstreamRoots = TestOnlyOverrides.upstreamRoots(environment)
+        return manager
     }
 
     /// The image store and registries for this configuration, asking for credentials and
@@ -80,12 +82,19 @@ extension SandboxReporter {
     }
 }
 
-/// The one way tests that run the `airlock` binary bend it: `AIRLOCK_TEST_ONLY_RESOLVE =
-/// name=ip,…` answers those names from the map (others from the host's resolver), so an
-/// unprivileged test can point names at its servers on 127.0.0.1. Read from this process's
-/// environment only, never from a configuration file.
+/// The ways tests that run the `airlock` binary bend it, read from this process's environment
+/// only, never from a configuration file: `AIRLOCK_TEST_ONLY_RESOLVE = name=ip,…` answers those
+/// names from the map (others from the host's resolver), so an unprivileged test can point
+/// names at its servers on 127.0.0.1; `AIRLOCK_TEST_ONLY_UPSTREAM_CA = <PEM file>` is trusted
+/// for intercepted upstreams besides the host's store (those servers' made-up CA).
 enum TestOnlyOverrides {
     static let resolveVariable = "AIRLOCK_TEST_ONLY_RESOLVE"
+    static let upstreamCAVariable = "AIRLOCK_TEST_ONLY_UPSTREAM_CA"
+
+    static func upstreamRoots(_ environment: [String: String]) -> String? {
+        guard let path = environment[upstreamCAVariable], !path.isEmpty else { return nil }
+        return try? FileSystem.readText(path, limit: 1 << 20)
+    }
 
     static func resolver(_ environment: [String: String]) -> StaticResolver? {
         guard let text = environment[resolveVariable], !text.isEmpty else { return nil }

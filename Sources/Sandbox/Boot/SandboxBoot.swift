@@ -30,6 +30,7 @@ struct SandboxBoot: Sendable {
     var logger: Logger
     var reporter: SandboxReporter
     var resolver: any Resolver
+    var testOnlyUpstreamRoots: String?
     var workspace: WorkspaceOptions
     var image: ImageRoot?
     var launcher: MachineLauncher
@@ -165,6 +166,12 @@ struct SandboxBoot: Sendable {
         layout.setup.caches = try Mounts.caches(config.disk, project: paths.project.root, guestHome: home)
         layout.setup.keptCaches = config.disk.keptCaches
         layout.setup.daemons = daemons(home: home)
+        // TLS interception: the project's CA (made on the first start), trusted in the guest.
+        let authority = try await Blocking.run { [paths] in
+            try CertificateAuthority.loadOrCreate(directory: paths.stateRoot + "/ca", project: paths.project.root)
+        }
+        layout.setup.caCertificate = Array(authority.certificatePEM.utf8)
+        let interception = try Interception(authority: authority, extraUpstreamRootsPEM: testOnlyUpstreamRoots)
         let transports = layout.shares.count + (image?.blockDisks.count ?? 0) + 3
         if transports > Self.maxTransports {
             throw SandboxError(
@@ -191,7 +198,7 @@ struct SandboxBoot: Sendable {
         let proxy = EgressServer(
             configuration: EgressConfiguration(
                 rules: config.network.networkRules, resolver: resolver, guestForwards: config.network.guestForwards,
-                socketForwards: config.network.socketForwards),
+                socketForwards: config.network.socketForwards, interception: interception),
             logger: logger, records: { record(AuditEvent(sandbox: sandbox, connection: $0)) })
         // The guest's egress connections, as the backend hands them over (during its start or
         // later); served by a child of the task group below.

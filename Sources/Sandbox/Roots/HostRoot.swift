@@ -136,7 +136,7 @@ public struct HostRoot: Sendable {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": user.home, "USER": user.name, "LOGNAME": user.name, "SHELL": user.shell,
             "LANG": "C.UTF-8", "HOSTNAME": hostname,
-        ]
+        ].merging(LinkNames.trustEnvironment) { $1 }
         if let terminal { environment["TERM"] = terminal }
         return environment
     }

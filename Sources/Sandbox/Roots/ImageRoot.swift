@@ -125,6 +125,7 @@ public struct ImageRoot: Sendable, Equatable {
         }
         environment["HOME"] = user.home
         environment["HOSTNAME"] = hostname
+        environment.merge(LinkNames.trustEnvironment) { $1 }
         if let name = user.name {
             environment["USER"] = name
             environment["LOGNAME"] = name

@@ -26,7 +26,7 @@ def tls(host, connect_to=None):
     try:
         with socket.create_connection((connect_to or host, tls_port), timeout=10) as raw:
             with context.wrap_socket(raw, server_hostname=host) as sock:
-                sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                sock.sendall(f"GET / HTTP/1.0\r\nHost: {host}:{tls_port}\r\n\r\n".encode())
                 return "ok " + sock.recv(200).decode(errors="replace").split("\r\n")[0]
     except Exception as error:
         return f"failed {type(error).__name__}"

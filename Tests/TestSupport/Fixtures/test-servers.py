@@ -1,7 +1,10 @@
 # Servers on 127.0.0.1 that stand in for the internet in the network VM tests: HTTP answering
-# "hello", TLS (self-signed, made here with openssl) answering "HTTP/1.0 200 ok", and a Unix
-# socket echo server (echoes until EOF, then shuts its side) for socket forwards. Prints
-# "http=PORT tls=PORT unix=PATH" once all listen, then serves until stdin closes.
+# "hello"; TLS with a certificate for allowed.test, api.test and pass.test from a made-up CA
+# (made here with openssl; its file is said as ca=PATH, for AIRLOCK_TEST_ONLY_UPSTREAM_CA),
+# answering HTTP requests with what it received (host, path, authorization) and echoing
+# anything else; and a Unix socket echo server (echoes until EOF, then shuts its side) for
+# socket forwards. Prints "http=PORT tls=PORT unix=PATH ca=PATH" once all listen, then serves
+# until stdin closes.
 import http.server
 import os
 import socket
@@ -29,8 +32,25 @@ class TLSHello(socketserver.BaseRequestHandler):
     def handle(self):
         try:
             with context.wrap_socket(self.request, server_side=True) as sock:
-                sock.recv(1024)
-                sock.sendall(b"HTTP/1.0 200 ok\r\n\r\nhello over tls\n")
+                data = sock.recv(65536)
+                if data.split(b" ")[0] in (b"GET", b"POST", b"HEAD", b"PUT"):
+                    while b"\r\n\r\n" not in data:
+                        more = sock.recv(65536)
+                        if not more:
+                            break
+                        data += more
+                    lines = data.split(b"\r\n\r\n")[0].decode(errors="replace").split("\r\n")
+                    headers = {}
+                    for line in lines[1:]:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                    body = ("hello over tls\nhost=%s\npath=%s\nauthorization=%s\n" % (
+                        headers.get("host", ""), lines[0].split(" ")[1], headers.get("authorization", ""))).encode()
+                    sock.sendall(b"HTTP/1.1 200 ok\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                    return
+                while data:
+                    sock.sendall(b"echo " + data)
+                    data = sock.recv(65536)
         except Exception:
             pass
 
@@ -49,9 +69,18 @@ class Echo(socketserver.BaseRequestHandler):
 
 
 directory = tempfile.mkdtemp()
-key, cert = os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
-subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=allowed.test",
-                "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+ca_key, ca = os.path.join(directory, "ca-key.pem"), os.path.join(directory, "ca.pem")
+key, request, cert = (os.path.join(directory, name) for name in ("key.pem", "request.pem", "cert.pem"))
+names = os.path.join(directory, "names.cnf")
+with open(names, "w") as file:
+    file.write("subjectAltName=DNS:allowed.test,DNS:api.test,DNS:pass.test\nbasicConstraints=CA:FALSE\n")
+for command in (
+    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=airlock test upstream CA",
+     "-days", "2", "-keyout", ca_key, "-out", ca],
+    ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=api.test", "-keyout", key, "-out", request],
+    ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1", "-extfile", names, "-out", cert],
+):
+    subprocess.run(["openssl"] + command, check=True, capture_output=True)
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, key)
 
@@ -65,5 +94,5 @@ socketserver.ThreadingUnixStreamServer.daemon_threads = True
 echo = socketserver.ThreadingUnixStreamServer(os.path.join(directory, "echo.sock"), Echo)
 for server in (plain, secure, echo):
     threading.Thread(target=server.serve_forever, daemon=True).start()
-print(f"http={plain.server_address[1]} tls={secure.server_address[1]} unix={echo.server_address}", flush=True)
+print(f"http={plain.server_address[1]} tls={secure.server_address[1]} unix={echo.server_address} ca={ca}", flush=True)
 sys.stdin.read()

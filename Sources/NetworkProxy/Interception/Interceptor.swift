@@ -1,0 +1,421 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import NetworkPolicy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TLS interception, on when a sandbox has a certificate authority: every allowed TLS
+/// connection (not `passthrough`) is ended on the host with a leaf for the name it was judged
+/// for, and what it carries is handled by kind: HTTP/1.1 and HTTP/2 (ALPN) request by request,
+/// anything else relayed as it was sent over a new TLS connection to the same upstream.
+public struct Interception: Sendable {
+    public var authority: CertificateAuthority
+    /// Roots trusted for upstreams besides the host's own store: set only by code (the command
+    /// layer, from its test-only variable), never by a file.
+    public var extraUpstreamRoots: [NIOSSLCertificate]
+
+    /// `extraUpstreamRootsPEM`: certificates (PEM) trusted for upstreams besides the host's store.
+    public init(authority: CertificateAuthority, extraUpstreamRootsPEM: String? = nil) throws {
+        self.authority = authority
+        self.extraUpstreamRoots = try extraUpstreamRootsPEM.map { try NIOSSLCertificate.fromPEMBytes(Array($0.utf8)) } ?? []
+    }
+}
+
+/// One intercepted connection: the name and port it was judged for and the address it was
+/// allowed to reach. Requests naming another host get 421 (no domain fronting).
+struct InterceptedConnection: Sendable {
+    var name: String
+    var port: Int
+    var address: IPAddress
+    var interception: Interception
+    var logger: Logger
+
+    /// What the guest's bytes go into (`Relay.glue`'s upstream): one end of a socket pair
+    /// whose other end is served here until the connection ends.
+    static func open(_ connection: InterceptedConnection, on loop: any EventLoop) async throws -> (guestSide: any Channel, served: Task<Void, Never>)
+    {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw InterceptionError("socketpair: \(String(cString: strerror(errno)))")
+        }
+        let guestSide: any Channel
+        do {
+            guestSide = try await ClientBootstrap(group: loop)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelOption(.autoRead, value: false)
+                .withConnectedSocket(fds[0]).get()
+        } catch {
+            close(fds[0])
+            close(fds[1])
+            throw error
+        }
+        let leaf = try connection.interception.authority.leaf(for: connection.name)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: leaf.chain.map { .certificate($0) }, privateKey: .privateKey(leaf.key))
+        tls.applicationProtocols = ["h2", "http/1.1"]
+        let context = try NIOSSLContext(configuration: tls)
+        let negotiated = loop.makePromise(of: Negotiated.self)
+        let server: any Channel
+        do {
+            server = try await ClientBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                        try channel.pipeline.syncOperations.addHandler(PlaintextRouter(negotiated))
+                    }
+                }
+                .withConnectedSocket(fds[1]).get()
+        } catch {
+            close(fds[1])
+            guestSide.close(promise: nil)
+            throw error
+        }
+        // Cancelled (the sandbox stops): the connection is closed, which ends what serves it.
+        let served = Task {
+            await withTaskCancellationHandler {
+                do {
+                    switch try await negotiated.futureResult.get() {
+                    case .http1(let channel): await connection.serveHTTP1(channel)
+                    case .http2(let multiplexer): await connection.serveHTTP2(multiplexer)
+                    case .raw(let channel): await connection.relayRaw(channel)
+                    }
+                } catch {
+                    connection.logger.debug("intercepted connection to \(connection.name) ended: \(error)")
+                }
+            } onCancel: {
+                server.close(promise: nil)
+            }
+            try? await server.close()
+        }
+        return (guestSide, served)
+    }
+
+    // MARK: Requests
+
+    func makeClient(on loop: any EventLoop) -> HTTPClient {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if !interception.extraUpstreamRoots.isEmpty { tls.additionalTrustRoots = [.certificates(interception.extraUpstreamRoots)] }
+        var configuration = HTTPClient.Configuration(
+            tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)), decompression: .disabled)
+        configuration.dnsOverride = [name: address.description]
+        // A failed connection (refused, an unverifiable certificate) is the guest's 502 at
+        // once; its own client decides whether to try again.
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.httpVersion = .automatic
+        return HTTPClient(eventLoopGroup: loop, configuration: configuration)
+    }
+
+    func serveHTTP1(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        let client = makeClient(on: channel.channel.eventLoop)
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                let parts = RequestParts(inbound.makeAsyncIterator())
+                while let head = try await parts.nextHead() {
+                    await forward(head, parts, client: client, outbound: outbound)
+                    try await parts.skipBody()
+                    if !head.isKeepAlive { break }
+                }
+            }
+        } catch {
+            logger.debug("HTTP/1 connection to \(name): \(error)")
+        }
+        try? await client.shutdown()
+    }
+
+    func serveHTTP2(_ multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>>) async {
+        let client = makeClient(on: MultiThreadedEventLoopGroup.singleton.next())
+        await withDiscardingTaskGroup { group in
+            do {
+                for try await stream in multiplexer.inbound {
+                    group.addTask {
+                        try? await stream.executeThenClose { inbound, outbound in
+                            let parts = RequestParts(inbound.makeAsyncIterator())
+                            if let head = try await parts.nextHead() {
+                                await forward(head, parts, client: client, outbound: outbound)
+                                try await parts.skipBody()
+                            }
+                        }
+                    }
+                }
+            } catch {
+                logger.debug("HTTP/2 connection to \(name): \(error)")
+            }
+        }
+        try? await client.shutdown()
+    }
+
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
+        "host",
+    ]
+
+    /// Whether a request's Host (or `:authority`) names this connection's name and port.
+    func isForThisConnection(_ authority: String?) -> Bool {
+        guard let authority, !authority.isEmpty else { return false }
+        var host = Substring(authority)
+        var port = 443
+        if let colon = host.lastIndex(of: ":"), !host.hasSuffix("]") {
+            guard let parsed = Int(host[host.index(after: colon)...]) else { return false }
+            port = parsed
+            host = host[..<colon]
+        }
+        if host.hasSuffix(".") { host = host.dropLast() }
+        return host.lowercased() == name.lowercased() && port == self.port
+    }
+
+    func forward(
+        _ head: NIOHTTP1.HTTPRequestHead, _ parts: RequestParts, client: HTTPClient, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+    ) async {
+        guard isForThisConnection(head.headers.first(name: "host")) else {
+            await answer(
+                outbound, head, .misdirectedRequest,
+                "this connection was opened for \(name); a request for \(head.headers.first(name: "host") ?? "no host") needs its own connection")
+            return
+        }
+        if head.headers.contains(name: "upgrade") {
+            await answer(
+                outbound, head, .notImplemented,
+                "airlock does not carry protocol upgrades (WebSocket) through an intercepted connection yet; add passthrough = true to the rule that allows \(name)"
+            )
+            return
+        }
+        var request = HTTPClientRequest(url: "https://\(name)\(port == 443 ? "" : ":\(port)")\(head.uri)")
+        request.method = head.method
+        for (field, value) in head.headers where !Self.hopByHop.contains(field.lowercased()) { request.headers.add(name: field, value: value) }
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init) {
+            request.body = .stream(parts.body, length: .known(Int64(length)))
+        } else if head.headers.contains(name: "transfer-encoding") {
+            request.body = .stream(parts.body, length: .unknown)
+        }
+        var answered = false
+        do {
+            let response = try await client.execute(request, timeout: .hours(1))
+            var headers = HTTPHeaders()
+            for (field, value) in response.headers where !Self.hopByHop.contains(field.lowercased()) { headers.add(name: field, value: value) }
+            try await outbound.write(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers)))
+            answered = true
+            for try await chunk in response.body { try await outbound.write(.body(.byteBuffer(chunk))) }
+            try await outbound.write(.end(nil))
+        } catch {
+            if !answered {
+                await answer(outbound, head, .badGateway, "cannot reach \(name): \(error)")
+            }
+        }
+    }
+
+    func answer(
+        _ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, _ request: NIOHTTP1.HTTPRequestHead, _ status: HTTPResponseStatus,
+        _ text: String
+    ) async {
+        let body = "airlock: \(text)\n"
+        let headers: HTTPHeaders = [
+            "content-type": "text/plain; charset=utf-8", "content-length": "\(body.utf8.count)",
+            "x-airlock-reason": DenialPage.headerValue(text),
+        ]
+        try? await outbound.write(.head(HTTPResponseHead(version: request.version, status: status, headers: headers)))
+        try? await outbound.write(.body(.byteBuffer(ByteBuffer(string: body))))
+        try? await outbound.write(.end(nil))
+    }
+
+    // MARK: Not HTTP
+
+    /// TLS that does not carry HTTP: the same bytes over a new TLS connection to the upstream,
+    /// verified like any other.
+    func relayRaw(_ guest: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        do {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if !interception.extraUpstreamRoots.isEmpty { tls.additionalTrustRoots = [.certificates(interception.extraUpstreamRoots)] }
+            let context = try NIOSSLContext(configuration: tls)
+            let serverName = name
+            let upstream = try await ClientBootstrap(group: guest.channel.eventLoop)
+                .connectTimeout(.seconds(10))
+                .connect(to: try SocketAddress(ipAddress: address.description, port: port)) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName))
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            try await guest.executeThenClose { guestIn, guestOut in
+                try await upstream.executeThenClose { upIn, upOut in
+                    // TLS has no half-close worth keeping (a close_notify ends the
+                    // connection for most peers): when one side ends, both do.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for try await bytes in guestIn { try await upOut.write(bytes) }
+                        }
+                        group.addTask {
+                            for try await bytes in upIn { try await guestOut.write(bytes) }
+                        }
+                        defer { group.cancelAll() }
+                        try await group.next()
+                    }
+                }
+            }
+        } catch {
+            logger.debug("relay of non-HTTP TLS to \(name): \(error)")
+        }
+    }
+}
+
+/// The request parts of one connection (HTTP/1) or stream (HTTP/2), read by one task at a
+/// time: the request loop, then the upstream client reading the body it forwards.
+final class RequestParts: @unchecked Sendable {
+    private var iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator
+    private var inBody = false
+
+    init(_ iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator) {
+        self.iterator = iterator
+    }
+
+    func nextHead() async throws -> NIOHTTP1.HTTPRequestHead? {
+        while let part = try await iterator.next() {
+            if case .head(let head) = part {
+                inBody = true
+                return head
+            }
+        }
+        return nil
+    }
+
+    /// The rest of the current request's body.
+    func skipBody() async throws {
+        while inBody, let part = try await iterator.next() {
+            if case .end = part { inBody = false }
+        }
+    }
+
+    fileprivate func nextChunk() async throws -> ByteBuffer? {
+        while inBody, let part = try await iterator.next() {
+            switch part {
+            case .body(let bytes): return bytes
+            case .end: inBody = false
+            case .head: throw InterceptionError("a request began inside another's body")
+            }
+        }
+        return nil
+    }
+
+    var body: Body { Body(parts: self) }
+
+    struct Body: AsyncSequence, Sendable {
+        typealias Element = ByteBuffer
+        let parts: RequestParts
+        struct AsyncIterator: AsyncIteratorProtocol {
+            let parts: RequestParts
+            mutating func next() async throws -> ByteBuffer? { try await parts.nextChunk() }
+        }
+        func makeAsyncIterator() -> AsyncIterator { AsyncIterator(parts: parts) }
+    }
+}
+
+enum Negotiated {
+    case http1(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+    case http2(NIOHTTP2Handler.AsyncStreamMultiplexer<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>>)
+    case raw(NIOAsyncChannel<ByteBuffer, ByteBuffer>)
+}
+
+/// After the handshake: HTTP/2 when ALPN chose it, else HTTP/1 when the first bytes are an
+/// HTTP request head, else raw bytes. Installs what was chosen behind itself, hands the bytes
+/// it held on, and leaves.
+final class PlaintextRouter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let promise: EventLoopPromise<Negotiated>
+    private var held = ByteBuffer()
+    private var decided = false
+    private var timer: Scheduled<Void>?
+
+    init(_ promise: EventLoopPromise<Negotiated>) {
+        self.promise = promise
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted(let negotiated) = event {
+            if negotiated == "h2" {
+                decide(context) {
+                    .http2(
+                        try context.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .server) { stream in
+                            stream.eventLoop.makeCompletedFuture {
+                                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                                return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: stream)
+                            }
+                        })
+                }
+            } else {
+                // A protocol whose server speaks first sends nothing: raw after a moment.
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                timer = context.eventLoop.scheduleTask(in: .milliseconds(300)) { bound.value.0.decideRaw(bound.value.1) }
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !decided else {
+            context.fireChannelRead(data)
+            return
+        }
+        var bytes = unwrapInboundIn(data)
+        held.writeBuffer(&bytes)
+        switch Sniffed.sniff(Array(held.readableBytesView.prefix(Sniffed.limit))) {
+        case .needMore where held.readableBytes < Sniffed.limit:
+            return
+        case .http:
+            decide(context) {
+                try context.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                return .http1(try NIOAsyncChannel(wrappingChannelSynchronously: context.channel))
+            }
+        default:
+            decideRaw(context)
+        }
+    }
+
+    private func decideRaw(_ context: ChannelHandlerContext) {
+        decide(context) { .raw(try NIOAsyncChannel(wrappingChannelSynchronously: context.channel)) }
+    }
+
+    private func decide(_ context: ChannelHandlerContext, _ make: () throws -> Negotiated) {
+        guard !decided else { return }
+        decided = true
+        timer?.cancel()
+        do {
+            promise.succeed(try make())
+        } catch {
+            promise.fail(error)
+            context.close(promise: nil)
+            return
+        }
+        if held.readableBytes > 0 {
+            context.fireChannelRead(NIOAny(held))
+            context.fireChannelReadComplete()
+            held = ByteBuffer()
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !decided {
+            decided = true
+            timer?.cancel()
+            promise.fail(InterceptionError("the guest closed the connection before it sent anything"))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !decided {
+            decided = true
+            timer?.cancel()
+            promise.fail(error)
+        }
+        context.fireErrorCaught(error)
+    }
+}

@@ -1,0 +1,86 @@
+import AirlockSystem
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TLS interception end to end: the guest's programs trust the project's CA without being
+/// told (curl through the system bundle, Python through SSL_CERT_FILE), the host verifies the
+/// upstream against its own trust (here the test servers' made-up CA, through the test-only
+/// variable), one connection carries requests for its own name only, a passthrough rule
+/// keeps the upstream's certificate, TLS that is not HTTP is relayed.
+@Suite(
+    "TLS interception (VM)", .tags(.vm), .serialized, .timeLimit(.minutes(3)),
+    .enabled(if: VMEnvironment.available, VMEnvironment.skipReason))
+struct InterceptionVMTests {
+    @Test(
+        "interception: curl and Python trust the project's CA; Host must be the connection's name (421); an upstream the host cannot verify is a 502 naming it; passthrough keeps the upstream's certificate; non-HTTP TLS is relayed"
+    )
+    func interception() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let servers = try TestServers.start(in: project)
+        defer { servers.stop() }
+        let port = servers.tls
+        try """
+        [network.rules.api]
+        allow = ["api.test:\(port)", "allowed.test:\(port)", "bad.test:\(port)"]
+        allow_private = true
+
+        [network.rules.direct]
+        allow = ["pass.test:\(port)"]
+        passthrough = true
+        allow_private = true
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let script = """
+            echo "curl|$(curl -sS https://api.test:\(port)/from-curl 2>&1 | tr '\\n' ' ')"
+            echo "h2|$(curl -sS -o /dev/null -w '%{http_version}' https://api.test:\(port)/ 2>&1)"
+            echo "misdirected|$(curl -sS -o /dev/null -w '%{http_code}' -H 'Host: allowed.test:\(port)' https://api.test:\(port)/ 2>&1)"
+            echo "bad|$(curl -sS -w ' %{http_code}' https://bad.test:\(port)/ 2>&1 | tr '\\n' ' ')"
+            echo "pass-issuer|$(openssl s_client -connect pass.test:\(port) -servername pass.test </dev/null 2>/dev/null | grep -m1 '^issuer=')"
+            echo "pass-curl|$(curl -sS https://pass.test:\(port)/ 2>&1 | head -c 80 | tr '\\n' ' ')"
+            echo "env|$NODE_EXTRA_CA_CERTS $SSL_CERT_FILE $REQUESTS_CA_BUNDLE"
+            python3 - <<'EOF'
+            import socket, ssl
+            context = ssl.create_default_context()
+            with socket.create_connection(("api.test", \(port)), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="api.test") as sock:
+                    print("python-issuer|" + dict(x[0] for x in sock.getpeercert()["issuer"])["commonName"])
+                    sock.sendall(b"PING raw\\n")
+                    print("raw|" + sock.recv(100).decode().strip())
+            EOF
+            """
+        let names = ["api.test", "allowed.test", "bad.test", "pass.test"].map { "\($0)=127.0.0.1" }.joined(separator: ",")
+        let result = try CLI.run(
+            ["start", "--", "sh", "-c", script], in: project,
+            environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names, "AIRLOCK_TEST_ONLY_UPSTREAM_CA": servers.ca])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        var lines: [String: String] = [:]
+        for line in result.stdout.split(separator: "\n") {
+            let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
+        }
+        let output = result.stdout
+        #expect(lines["curl"]?.contains("hello over tls host=api.test:\(port) path=/from-curl") == true, "no -k, and it verifies: \(output)")
+        #expect(lines["h2"] == "2", "HTTP/2 to the guest by ALPN (the upstream speaks HTTP/1.1): \(output)")
+        #expect(lines["misdirected"] == "421", "\(output)")
+        #expect(
+            lines["bad"]?.contains("502") == true && lines["bad"]?.contains("bad.test") == true,
+            "the upstream's certificate names api.test, not bad.test: \(output)")
+        #expect(lines["pass-issuer"]?.contains("airlock test upstream CA") == true, "passthrough: the server's own certificate: \(output)")
+        #expect(lines["pass-curl"]?.contains("hello over tls") != true, "the guest does not trust the server's own CA: \(output)")
+        #expect(lines["env"] == "/run/airlock/ca.pem /run/airlock/ca-bundle.pem /run/airlock/ca-bundle.pem", "\(output)")
+        #expect(lines["python-issuer"]?.hasPrefix("airlock CA for ") == true, "\(output)")
+        #expect(lines["raw"] == "echo PING raw", "TLS that is not HTTP is relayed: \(output)")
+
+        // The CA's key stays in the project's own state, 0600; the clone never sees it.
+        let ca = project.path + "/.airlock/ca/ca.pem"
+        #expect(((try? FileManager.default.attributesOfItem(atPath: ca)[.posixPermissions]) as? Int) == 0o600)
+        #expect(try FileSystem.readText(ca)?.contains("PRIVATE KEY") == true)
+        let log = try CLI.run(["network", "log", "--json"], in: project)
+        #expect(log.stdout.contains("intercepted"), "\(log.stdout.prefix(2000))")
+    }
+}
