@@ -89,7 +89,11 @@ integration: deps kernel
 	$(SWIFT) build --build-tests
 	$(VM_ENV) $(SWIFT) test --skip-build --filter '^VMTests\.'
 
+# What `make bench` also compares against (mitmproxy brings a Python stack the tests do not need).
+BENCH_PACKAGES := nghttp2-client nghttp2-server mitmproxy
+
 bench: release
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_PACKAGES)"
 	scripts/bench/run $(OUT)/airlock
 
 demo: release

@@ -189,10 +189,11 @@ let package = Package(
         .executableTarget(
             name: "airlock-netbench",
             dependencies: [
-                "NetworkProxy", "NetworkPolicy", "GuestLink",
+                "NetworkProxy", "NetworkPolicy", "GuestLink", "AirlockSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

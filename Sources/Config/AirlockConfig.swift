@@ -65,6 +65,8 @@ public struct AirlockConfig: Sendable, Equatable {
         public var passthrough: [HostPattern] = []
         /// Allowed names may resolve to loopback/private/link-local addresses.
         public var allowPrivate = false
+        /// Masked `[env]` variables whose real values go into requests this rule allows.
+        public var inject: [String] = []
     }
 
     public struct Ports: Sendable, Equatable {
@@ -193,8 +195,11 @@ public struct AirlockConfig: Sendable, Equatable {
     public var network = Network()
     public var mounts: [String: Mount] = [:]
     public var disk = Disk()
-    /// Variables set in the guest, templates already expanded from the host environment.
+    /// Variables set in the guest, templates already expanded from the host environment (a
+    /// masked one's surrogate).
     public var env: [String: String] = [:]
+    /// `[env]` entries with `mask = true`, by name: the real value stays on the host.
+    public var maskedEnv: [String: MaskedSecret] = [:]
     /// Project paths hidden from the guest, by entry name.
     public var masks: [String: [String]] = [:]
     public var daemons: [String: Daemon] = [:]
@@ -287,10 +292,26 @@ extension AirlockConfig {
                 // `passthrough = true` (the Rust airlock's form): the rule's allowed destinations
                 // are passed through.
                 let passAll = entry["passthrough"]?.boolean == true
+                let inject = (entry["inject"]?.elements ?? []).compactMap(\.string)
                 network.rules[name] = Rule(
                     allow: passAll ? [] : patterns(entry["allow"]), deny: patterns(entry["deny"]),
                     passthrough: passAll ? patterns(entry["allow"]) : patterns(entry["passthrough"]),
-                    allowPrivate: entry["allow_private"]?.boolean ?? false)
+                    allowPrivate: entry["allow_private"]?.boolean ?? false, inject: inject)
+                for (index, variable) in inject.enumerated() {
+                    let at = entry["inject"]?.elements[index].origin.location ?? entry.origin.location
+                    if root["env"]?[variable]?["mask"]?.boolean != true {
+                        problems.append(
+                            ConfigDiagnostic(
+                                at: at, "[network.rules.\(name)] inject names \(variable), which is not a masked [env] entry",
+                                hint: "add \(variable) = { value = \"${\(variable)}\", mask = true } to [env], or remove it from inject"))
+                    } else if passAll || !(entry["passthrough"]?.elements ?? []).isEmpty {
+                        problems.append(
+                            ConfigDiagnostic(
+                                at: at,
+                                "[network.rules.\(name)] injects \(variable) but passes its traffic through, where nothing can be put into a request",
+                                hint: "remove passthrough from this rule, or move the hosts that need \(variable) to a rule of their own"))
+                    }
+                }
             }
             for (name, entry) in enabledEntries(node["ports"]) {
                 network.ports[name] = Ports(
@@ -395,6 +416,21 @@ extension AirlockConfig {
             return expanded
         }
         env = expandEnvironment(root["env"], "env")
+        // Masked values: the guest gets a surrogate; the real one stays here.
+        for (variable, node) in root["env"]?.entries ?? [] where node["mask"]?.boolean == true {
+            guard let value = env[variable] else { continue }
+            if MaskedSecret.replacedCount(value) < MaskedSecret.minimumReplaced || value.contains(where: { $0 == "\r" || $0 == "\n" }) {
+                problems.append(
+                    ConfigDiagnostic(
+                        at: node.origin.location,
+                        "`env.\(variable)` with mask = true: its value is too short to mask (a surrogate must replace at least \(MaskedSecret.minimumReplaced) letters or digits) or spans lines",
+                        hint: "mask only tokens and keys; a short value can go in as it is without mask"))
+                continue
+            }
+            let secret = MaskedSecret(name: variable, value: value)
+            maskedEnv[variable] = secret
+            env[variable] = secret.surrogate
+        }
         for (name, entry) in enabledEntries(root["mask"]) {
             masks[name] = (entry["paths"]?.elements ?? []).compactMap(\.string)
         }
@@ -449,11 +485,11 @@ extension AirlockConfig {
             }
         }
         let daemonEnvironments = enabledEntries(root["daemons"]).map { ("daemons.\($0.name).env", $0.node["env"]) }
-        for (prefix, table) in [("env", root["env"])] + daemonEnvironments {
+        for (prefix, table) in daemonEnvironments {
             for (variable, node) in table?.entries ?? [] where node["mask"]?.boolean == true {
                 refuse(
                     node["mask"] ?? node, "`\(prefix).\(variable)` with mask = true",
-                    "remove mask (the value then enters the VM as it is), or leave the variable out until masked values arrive")
+                    "remove mask here: a daemon's env cannot be masked yet (the top-level [env] can)")
             }
         }
         return problems

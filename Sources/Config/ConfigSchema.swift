@@ -122,6 +122,8 @@ enum AirlockSchema {
                         // patterns are passed through).
                         ("passthrough", .patternsOrFlag),
                         ("allow_private", .boolean),
+                        // Masked `[env]` values put back into requests to this rule's hosts.
+                        ("inject", .array(.string)),
                     ])
                 ),
                 (

@@ -129,7 +129,15 @@ enum GuestForwards {
                     }
                     try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
                 }
-                try await group.waitForAll()
+                // The host's side reset: the guest's connection is reset at once too (not
+                // waitForAll, which waits for the other direction before it throws).
+                do {
+                    while try await group.next() != nil {}
+                } catch {
+                    try? await EgressProxy.setLingerZero(tcp.channel)
+                    try? await tcp.channel.close()
+                    throw error
+                }
             }
         }
     }

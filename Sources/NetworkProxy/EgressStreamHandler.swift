@@ -141,7 +141,8 @@ struct EgressStreamHandler {
         {
             do {
                 let connection = InterceptedConnection(
-                    name: name, port: Int(target.port), address: address, interception: interception, logger: server.logger)
+                    name: name, port: Int(target.port), address: address, interception: interception, rule: pending.decision.rule,
+                    logger: server.logger)
                 let (guestSide, served) = try await InterceptedConnection.open(connection, on: stream.channel.eventLoop)
                 record.ip = address.description
                 record.reason += "; intercepted"

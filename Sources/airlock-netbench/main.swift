@@ -1,6 +1,8 @@
 // Not shipped: `make bench` measures the host-side egress relay against a direct loopback
-// connection to the same server, side by side in one process.
+// connection to the same server, side by side in one process; and (`front`, Front.swift)
+// stands in for the guest in front of the relay or the TLS interception for a load generator.
 //   airlock-netbench [megabytes] [connections]
+//   airlock-netbench front <upstream port> <CA directory> <upstream CA file> intercept|passthrough
 import GuestLink
 import Logging
 import NIOCore
@@ -15,6 +17,10 @@ import Glibc
 #endif
 
 let arguments = CommandLine.arguments
+if arguments.count > 1 && arguments[1] == "front" {
+    try await runFront(Array(arguments.dropFirst(2)))
+    exit(0)
+}
 let megabytes = arguments.count > 1 ? Int(arguments[1]) ?? 1000 : 1000
 let connections = arguments.count > 2 ? Int(arguments[2]) ?? 500 : 500
 let group = MultiThreadedEventLoopGroup.singleton

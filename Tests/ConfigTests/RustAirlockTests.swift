@@ -166,12 +166,41 @@ struct RustAirlockTests {
         #expect(plain.startRefusals.map(\.message) == ["`env.TOKEN` needs $HOST_TOKEN, unset on this host"])
         #expect(try load(project: "[env]\nTOKEN = \"${HOST_TOKEN}\"\n", environment: ["HOST_TOKEN": ""]).startRefusals.isEmpty)
 
-        let masked = try load(project: "[env]\nKEY = { value = \"k\", mask = true }\n")
-        #expect(masked.startRefusals.map(\.message) == ["`env.KEY` with mask = true is not supported by this airlock yet"])
+        #expect(diagnostics(project: "[env]\nKEY = { value = \"k\", mask = true }\n").first?.message.contains("too short to mask") == true)
         #expect(diagnostics(project: "[env]\nKEY = { optional = true }\n").map(\.message) == ["`env.KEY` needs `value`"])
         // `value` may come from a lower layer.
         #expect(try load(project: "[env]\nKEY = { value = \"k\" }\n", local: "[env]\nKEY = { optional = true }\n").config.env == ["KEY": "k"])
         #expect(diagnostics(project: "[env]\nKEY = { value = \"k\", secret = true }\n").first?.message.contains("`secret`") == true)
+    }
+
+    @Test("[env] mask = true: the VM's value is a surrogate of the same shape; inject binds it to a rule, which must not pass through")
+    func maskedEnvironment() throws {
+        let token = "sk-ant-api03-Zq9xLm2PvR7tYb4NcW8dKf1HsJ6gUe3A"
+        let text = """
+            [env]
+            TOKEN = { value = "${HOST_TOKEN}", mask = true }
+            [network.rules.api]
+            allow = ["api.example.com"]
+            inject = ["TOKEN"]
+            """
+        let loaded = try load(project: text, environment: ["HOME": "/home/u", "HOST_TOKEN": token])
+        let surrogate = try #require(loaded.config.env["TOKEN"])
+        #expect(surrogate != token && surrogate.utf8.count == token.utf8.count && surrogate.hasPrefix("sk-ant-api03-"), "\(surrogate)")
+        #expect(zip(surrogate, token).allSatisfy { $0.isNumber == $1.isNumber && $0.isUppercase == $1.isUppercase }, "same shape")
+        #expect(loaded.config.maskedEnv["TOKEN"] == MaskedSecret(name: "TOKEN", value: token))
+        #expect(loaded.config.network.rules["api"]?.inject == ["TOKEN"])
+        // Derived from the name and the shape, never the value: another token of the same shape, the same surrogate.
+        let other = "sk-ant-api03-" + String(token.dropFirst(13).map { $0.isNumber ? "7" : $0.isUppercase ? "Q" : "q" })
+        #expect(try load(project: text, environment: ["HOME": "/home/u", "HOST_TOKEN": other]).config.env["TOKEN"] == surrogate)
+
+        let unmasked = diagnostics(project: "[env]\nTOKEN = \"x\"\n[network.rules.api]\nallow = [\"a.test\"]\ninject = [\"TOKEN\"]\n")
+        #expect(unmasked.map(\.message) == ["[network.rules.api] inject names TOKEN, which is not a masked [env] entry"])
+        #expect(unmasked.first?.location?.description == "airlock.toml:5:11")
+        let passing = diagnostics(
+            project:
+                "[env]\nTOKEN = { value = \"\(token)\", mask = true }\n[network.rules.api]\nallow = [\"a.test\"]\npassthrough = true\ninject = [\"TOKEN\"]\n"
+        )
+        #expect(passing.first?.message.contains("passes its traffic through") == true, "\(passing)")
     }
 
     @Test("~/.airlock/config.toml is a user layer below ~/.config/airlock/config.toml, and config show names it")

@@ -24,12 +24,12 @@ struct CertificateAuthorityTests {
         let directory = base + "/ca"
         let made = try await withThrowingTaskGroup(of: String.self) { group in
             for _ in 0..<8 {
-                group.addTask { try CertificateAuthority.loadOrCreate(directory: directory, project: "/p").certificatePEM }
+                group.addTask { try CertificateAuthority.loadOrCreate(path: directory + "/ca.pem", project: "/p").certificatePEM }
             }
             return try await group.reduce(into: Set<String>()) { $0.insert($1) }
         }
         #expect(made.count == 1, "eight starts at once, one CA")
-        #expect(try CertificateAuthority.loadOrCreate(directory: directory, project: "/p").certificatePEM == made.first)
+        #expect(try CertificateAuthority.loadOrCreate(path: directory + "/ca.pem", project: "/p").certificatePEM == made.first)
         var info = stat()
         #expect(stat(directory + "/ca.pem", &info) == 0 && info.st_mode & 0o777 == 0o600)
         #expect(stat(directory, &info) == 0 && info.st_mode & 0o777 == 0o700)
@@ -40,7 +40,7 @@ struct CertificateAuthorityTests {
     func leafVerifies() async throws {
         let directory = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let authority = try CertificateAuthority.loadOrCreate(directory: directory + "/ca", project: "/p")
+        let authority = try CertificateAuthority.loadOrCreate(path: directory + "/ca/ca.pem", project: "/p")
         try authority.certificatePEM.write(toFile: directory + "/root.pem", atomically: true, encoding: .utf8)
         let leaf = try authority.leaf(for: "api.test")
         try Data(try leaf.chain[0].toDERBytes()).write(to: URL(fileURLWithPath: directory + "/leaf.der"))
@@ -65,7 +65,7 @@ struct CertificateAuthorityTests {
         try FileManager.default.createDirectory(atPath: directory + "/ca", withIntermediateDirectories: true)
         try "not a certificate\n".write(toFile: directory + "/ca/ca.pem", atomically: true, encoding: .utf8)
         #expect {
-            try CertificateAuthority.loadOrCreate(directory: directory + "/ca", project: "/p")
+            try CertificateAuthority.loadOrCreate(path: directory + "/ca/ca.pem", project: "/p")
         } throws: { error in
             "\(error)".contains(directory + "/ca/ca.pem") && "\(error)".contains("remove it")
         }

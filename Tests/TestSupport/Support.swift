@@ -289,6 +289,8 @@ public struct TestServers {
     public let unix: String
     /// The made-up CA of the TLS server's certificate (for `AIRLOCK_TEST_ONLY_UPSTREAM_CA`).
     public let ca: String
+    /// What the TLS server received, a line per request: host, path, authorization.
+    public var received: String { (ca as NSString).deletingLastPathComponent + "/received.log" }
 
     public static func start(in directory: URL) throws -> TestServers {
         let script = TestFixtures.path("test-servers.py")

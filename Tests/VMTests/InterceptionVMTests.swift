@@ -77,10 +77,108 @@ struct InterceptionVMTests {
         #expect(lines["raw"] == "echo PING raw", "TLS that is not HTTP is relayed: \(output)")
 
         // The CA's key stays in the project's own state, 0600; the clone never sees it.
-        let ca = project.path + "/.airlock/ca/ca.pem"
+        let ca = project.path + "/.airlock/ca.pem"
         #expect(((try? FileManager.default.attributesOfItem(atPath: ca)[.posixPermissions]) as? Int) == 0o600)
         #expect(try FileSystem.readText(ca)?.contains("PRIVATE KEY") == true)
         let log = try CLI.run(["network", "log", "--json"], in: project)
         #expect(log.stdout.contains("intercepted"), "\(log.stdout.prefix(2000))")
+    }
+
+    /// Whether the allocated parts of the sparse file at `path` hold `needle`.
+    static func sparseFile(_ path: String, contains needle: [UInt8]) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var offset: off_t = 0
+        while true {
+            let data = lseek(fd, offset, 3 /* SEEK_DATA */)
+            guard data >= 0 else { return false }
+            let hole = lseek(fd, data, 4 /* SEEK_HOLE */)
+            var position = data
+            var carry: [UInt8] = []
+            while position < hole {
+                let count = pread(fd, &buffer, min(buffer.count, Int(hole - position)), position)
+                guard count > 0 else { break }
+                let window = carry + buffer[0..<count]
+                if window.firstRange(of: needle) != nil { return true }
+                carry = Array(window.suffix(needle.count - 1))
+                position += off_t(count)
+            }
+            offset = hole
+        }
+    }
+
+    /// The issue's own test: a token the VM must never hold, put into requests to its host only.
+    @Test(
+        "masked values: the VM holds a surrogate only (environment of every process, state disk); the bound host receives the real value, another host the surrogate; an answer echoing the real value is cut off; a request carrying it is blocked; all audited"
+    )
+    func maskedValues() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let servers = try TestServers.start(in: project)
+        defer { servers.stop() }
+        let port = servers.tls
+        let token = "tok-live-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))"
+        try """
+        [env]
+        TOKEN = { value = "${HOST_TOKEN}", mask = true }
+
+        [network.rules.api]
+        allow = ["api.test:\(port)"]
+        allow_private = true
+        inject = ["TOKEN"]
+
+        [network.rules.other]
+        allow = ["allowed.test:\(port)"]
+        allow_private = true
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let script = """
+            echo "surrogate|$TOKEN"
+            printf '%s' '\(token)' > /tmp/pattern
+            echo "environ|$(sudo sh -c 'grep -l -a -F -f /tmp/pattern /proc/[0-9]*/environ 2>/dev/null | wc -l')"
+            echo "bound|$(curl -sS -H "Authorization: Bearer $TOKEN" https://api.test:\(port)/bound 2>&1 | tr '\\n' ' ')"
+            echo "other|$(curl -sS -H "Authorization: Bearer $TOKEN" https://allowed.test:\(port)/other 2>&1 | tr '\\n' ' ')"
+            echo "leak|$(curl -sS -w ' %{http_code}' -H 'X-Api-Key: \(token)' https://allowed.test:\(port)/leak 2>&1 | tr '\\n' ' ')"
+            echo "$TOKEN" > ~/kept-surrogate; sync
+            """
+        let names = ["api.test", "allowed.test"].map { "\($0)=127.0.0.1" }.joined(separator: ",")
+        let result = try CLI.run(
+            ["start", "--", "sh", "-c", script], in: project,
+            environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names, "AIRLOCK_TEST_ONLY_UPSTREAM_CA": servers.ca, "HOST_TOKEN": token])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        var lines: [String: String] = [:]
+        for line in result.stdout.split(separator: "\n") {
+            let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
+        }
+        let output = result.stdout
+        let surrogate = try #require(lines["surrogate"])
+        #expect(surrogate.count == token.count && surrogate != token && surrogate.hasPrefix("tok-live-"), "\(output)")
+        #expect(!output.contains(token), "the real value never reached the VM's output: \(output)")
+        #expect(lines["environ"] == "0", "no process in the VM has the real value in its environment: \(output)")
+        // The bound host got the real value; its echo of it never reached the VM (cut off).
+        let received = (try FileSystem.readText(servers.received)) ?? ""
+        #expect(received.contains("api.test:\(port) /bound Bearer \(token)"), "\(received)")
+        #expect(lines["bound"]?.contains("hello over tls") != true, "the answer that echoed the real value was cut off: \(output)")
+        // Another host: the surrogate, as sent, and its echo reaches the VM.
+        #expect(received.contains("allowed.test:\(port) /other Bearer \(surrogate)"), "\(received)")
+        #expect(lines["other"]?.contains("authorization=Bearer \(surrogate)") == true, "\(output)")
+        // The real value sent from the VM: blocked before it left.
+        #expect(lines["leak"]?.hasSuffix(" 403") == true, "\(output)")
+        #expect(!received.contains("/leak"), "\(received)")
+
+        // The state disk holds the surrogate the agent wrote, never the real value.
+        let disk = project.path + "/.airlock/default/disk.img"
+        #expect(!Self.sparseFile(disk, contains: Array(token.utf8)), "the real value is not on the state disk")
+        #expect(Self.sparseFile(disk, contains: Array(surrogate.utf8)), "the surrogate the agent wrote is")
+
+        // Audited: each request, the names of what was injected (never a value), the security events.
+        let audit = (try FileSystem.readText(project.path + "/.airlock/default/audit.jsonl", limit: 16 << 20)) ?? ""
+        #expect(!audit.contains(token), "no value in the audit log")
+        #expect(audit.contains("‹masked TOKEN›"), "the command line that carried it is audited redacted")
+        #expect(audit.contains(#""event":"request""#) && audit.contains(#""injected":["TOKEN"]"#), "\(audit.suffix(3000))")
+        #expect(audit.contains(#""event":"security.secret-reflected""#), "\(audit.suffix(3000))")
+        #expect(audit.contains(#""event":"security.secret-leak""#), "\(audit.suffix(3000))")
     }
 }

@@ -11,9 +11,9 @@ import Glibc
 #endif
 
 /// The project's certificate authority for TLS interception: a P-256 key and a self-signed
-/// certificate in `<project>/.airlock/ca/ca.pem` (the key and the certificate in one 0600 file,
-/// in a 0700 directory; never in the clone, never in the VM: the guest gets the certificate
-/// only). Made once, on the first start that intercepts; two starts at once make one (the
+/// certificate in `<project>/.airlock/ca.pem` (the key and the certificate in one 0600 file;
+/// a file, not a directory, which would pass for a sandbox's; never in the clone, never in
+/// the VM: the guest gets the certificate only). Made once, on the first start that intercepts; two starts at once make one (the
 /// file is linked into place, never renamed over).
 ///
 /// Leaves are minted per name (the SNI the connection was judged and dialled for) with one key
@@ -39,9 +39,9 @@ public final class CertificateAuthority: Sendable {
         self.leafKey = P256.Signing.PrivateKey()
     }
 
-    /// Loads `<directory>/ca.pem`, or makes it.
-    public static func loadOrCreate(directory: String, project: String) throws -> CertificateAuthority {
-        let path = directory + "/ca.pem"
+    /// Loads the CA at `path`, or makes it (its directory too, 0700).
+    public static func loadOrCreate(path: String, project: String) throws -> CertificateAuthority {
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if let text = try FileSystem.readText(path, limit: 64 << 10) { return try parse(text, path: path) }
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let now = Date()

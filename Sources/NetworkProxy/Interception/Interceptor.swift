@@ -21,12 +21,43 @@ public struct Interception: Sendable {
     /// Roots trusted for upstreams besides the host's own store: set only by code (the command
     /// layer, from its test-only variable), never by a file.
     public var extraUpstreamRoots: [NIOSSLCertificate]
+    /// Every masked value: no request as the guest sent it and no answer it gets may hold one.
+    public var secrets: [MaskedSecret]
+    /// The masked values each rule puts into the requests it allows (`inject`), by rule name.
+    public var injections: [String: [MaskedSecret]]
+    /// Each intercepted request, when it has ended.
+    public var requests: @Sendable (InterceptedRequest) -> Void
 
     /// `extraUpstreamRootsPEM`: certificates (PEM) trusted for upstreams besides the host's store.
-    public init(authority: CertificateAuthority, extraUpstreamRootsPEM: String? = nil) throws {
+    public init(
+        authority: CertificateAuthority, secrets: [MaskedSecret] = [], injections: [String: [MaskedSecret]] = [:],
+        extraUpstreamRootsPEM: String? = nil, requests: @escaping @Sendable (InterceptedRequest) -> Void = { _ in }
+    ) throws {
         self.authority = authority
+        self.secrets = secrets
+        self.injections = injections
+        self.requests = requests
         self.extraUpstreamRoots = try extraUpstreamRootsPEM.map { try NIOSSLCertificate.fromPEMBytes(Array($0.utf8)) } ?? []
     }
+}
+
+/// One request through an intercepted connection, for the audit log: never a value, only
+/// the names of the masked values put into it. The path is without its query (where tokens
+/// travel).
+public struct InterceptedRequest: Sendable, Equatable {
+    public var method: String
+    public var host: String
+    public var path: String
+    /// The answer's status (airlock's own when it answered: 403, 421, 501, 502); nil when the
+    /// answer was cut off.
+    public var status: Int?
+    public var bytesUp: Int64 = 0
+    public var bytesDown: Int64 = 0
+    /// The masked values put into the request, by name.
+    public var injected: [String] = []
+    /// What airlock stopped, when it did (`security` names the event).
+    public var stopped: String?
+    public var security: String?
 }
 
 /// One intercepted connection: the name and port it was judged for and the address it was
@@ -36,7 +67,11 @@ struct InterceptedConnection: Sendable {
     var port: Int
     var address: IPAddress
     var interception: Interception
+    /// The rule that allowed the connection: its `inject` values go into the requests.
+    var rule: String?
     var logger: Logger
+
+    var injected: [MaskedSecret] { rule.flatMap { interception.injections[$0] } ?? [] }
 
     /// What the guest's bytes go into (`Relay.glue`'s upstream): one end of a socket pair
     /// whose other end is served here until the connection ends.
@@ -118,7 +153,7 @@ struct InterceptedConnection: Sendable {
             try await channel.executeThenClose { inbound, outbound in
                 let parts = RequestParts(inbound.makeAsyncIterator())
                 while let head = try await parts.nextHead() {
-                    await forward(head, parts, client: client, outbound: outbound)
+                    try await forward(head, parts, client: client, outbound: outbound)
                     try await parts.skipBody()
                     if !head.isKeepAlive { break }
                 }
@@ -138,7 +173,7 @@ struct InterceptedConnection: Sendable {
                         try? await stream.executeThenClose { inbound, outbound in
                             let parts = RequestParts(inbound.makeAsyncIterator())
                             if let head = try await parts.nextHead() {
-                                await forward(head, parts, client: client, outbound: outbound)
+                                try await forward(head, parts, client: client, outbound: outbound)
                                 try await parts.skipBody()
                             }
                         }
@@ -170,42 +205,115 @@ struct InterceptedConnection: Sendable {
         return host.lowercased() == name.lowercased() && port == self.port
     }
 
+    /// Carries one request upstream and its answer back. Throws when the answer was cut off
+    /// (an upstream error mid-answer, or a real value in it): the connection (HTTP/1) or the
+    /// stream (HTTP/2) then ends, so the program sees a broken answer, never a short one.
     func forward(
         _ head: NIOHTTP1.HTTPRequestHead, _ parts: RequestParts, client: HTTPClient, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
-    ) async {
+    ) async throws {
+        var record = InterceptedRequest(method: head.method.rawValue, host: name, path: String(head.uri.prefix { $0 != "?" }))
+        defer { interception.requests(record) }
+        func refuse(_ status: HTTPResponseStatus, _ text: String) async {
+            record.status = Int(status.code)
+            await answer(outbound, head, status, text)
+        }
         guard isForThisConnection(head.headers.first(name: "host")) else {
-            await answer(
-                outbound, head, .misdirectedRequest,
+            await refuse(
+                .misdirectedRequest,
                 "this connection was opened for \(name); a request for \(head.headers.first(name: "host") ?? "no host") needs its own connection")
             return
         }
         if head.headers.contains(name: "upgrade") {
-            await answer(
-                outbound, head, .notImplemented,
+            await refuse(
+                .notImplemented,
                 "airlock does not carry protocol upgrades (WebSocket) through an intercepted connection yet; add passthrough = true to the rule that allows \(name)"
             )
             return
         }
+        // The leak check, on the request as the guest sent it: the VM never had a real value,
+        // so one in its request came some other way.
+        let watch = SecretScanner(interception.secrets)
+        if let leaked = watch.find(in: head.uri) ?? head.headers.lazy.compactMap({ watch.find(in: $0.value) }).first {
+            record.stopped = "the request carried the real value of \(leaked)"
+            record.security = "security.secret-leak"
+            await refuse(.forbidden, "the request carried the real value of the masked \(leaked); airlock blocked it (recorded as a security event)")
+            return
+        }
         var request = HTTPClientRequest(url: "https://\(name)\(port == 443 ? "" : ":\(port)")\(head.uri)")
         request.method = head.method
-        for (field, value) in head.headers where !Self.hopByHop.contains(field.lowercased()) { request.headers.add(name: field, value: value) }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init) {
-            request.body = .stream(parts.body, length: .known(Int64(length)))
+        let injected = injected
+        for (field, value) in head.headers where !Self.hopByHop.contains(field.lowercased()) {
+            var value = value
+            for secret in injected where value.contains(secret.surrogate) {
+                value = value.replacing(secret.surrogate, with: secret.value)
+                if !record.injected.contains(secret.name) { record.injected.append(secret.name) }
+            }
+            request.headers.add(name: field, value: value)
+        }
+        // Answers are scanned as they stream: plain bytes, please.
+        if watch.isActive { request.headers.replaceOrAdd(name: "accept-encoding", value: "identity") }
+        let body = ScannedBody(parts, watch)
+        if let length = head.headers.first(name: "content-length").flatMap(Int64.init) {
+            request.body = .stream(body, length: .known(length))
         } else if head.headers.contains(name: "transfer-encoding") {
-            request.body = .stream(parts.body, length: .unknown)
+            request.body = .stream(body, length: .unknown)
         }
         var answered = false
         do {
             let response = try await client.execute(request, timeout: .hours(1))
+            record.bytesUp = body.bytes
+            var scanner = watch
+            if scanner.isActive, let encoding = response.headers.first(name: "content-encoding"), encoding.lowercased() != "identity" {
+                await refuse(
+                    .badGateway,
+                    "\(name) answered with content-encoding \(encoding) although asked for none; airlock cannot check it for masked values")
+                return
+            }
             var headers = HTTPHeaders()
-            for (field, value) in response.headers where !Self.hopByHop.contains(field.lowercased()) { headers.add(name: field, value: value) }
+            for (field, value) in response.headers where !Self.hopByHop.contains(field.lowercased()) {
+                if let reflected = scanner.find(in: value) {
+                    record.stopped = "the answer's \(field) header carried the real value of \(reflected)"
+                    record.security = "security.secret-reflected"
+                    await refuse(.badGateway, "\(name)'s answer carried the real value of the masked \(reflected); airlock kept it from the VM")
+                    return
+                }
+                headers.add(name: field, value: value)
+            }
+            record.status = Int(response.status.code)
             try await outbound.write(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers)))
             answered = true
-            for try await chunk in response.body { try await outbound.write(.body(.byteBuffer(chunk))) }
+            for try await chunk in response.body {
+                let out: ByteBuffer
+                do {
+                    out = try scanner.pass(chunk)
+                } catch {
+                    record.stopped = "the answer's body carried the real value of \(error.name)"
+                    record.security = "security.secret-reflected"
+                    throw error
+                }
+                record.bytesDown += Int64(chunk.readableBytes)
+                if out.readableBytes > 0 { try await outbound.write(.body(.byteBuffer(out))) }
+            }
+            let rest = scanner.finish()
+            if rest.readableBytes > 0 { try await outbound.write(.body(.byteBuffer(rest))) }
             try await outbound.write(.end(nil))
         } catch {
-            if !answered {
-                await answer(outbound, head, .badGateway, "cannot reach \(name): \(error)")
+            record.bytesUp = body.bytes
+            if let leaked = body.leaked {
+                record.stopped = "the request's body carried the real value of \(leaked)"
+                record.security = "security.secret-leak"
+            }
+            guard !answered else {
+                if record.stopped == nil { record.stopped = "the answer broke off: \(error)" }
+                record.status = nil
+                throw error
+            }
+            if let leaked = body.leaked {
+                await refuse(
+                    .forbidden, "the request's body carried the real value of the masked \(leaked); airlock blocked it (recorded as a security event)"
+                )
+            } else {
+                await refuse(.badGateway, "cannot reach \(name): \(error)")
             }
         }
     }
@@ -302,17 +410,48 @@ final class RequestParts: @unchecked Sendable {
         return nil
     }
 
-    var body: Body { Body(parts: self) }
+}
 
-    struct Body: AsyncSequence, Sendable {
-        typealias Element = ByteBuffer
-        let parts: RequestParts
-        struct AsyncIterator: AsyncIteratorProtocol {
-            let parts: RequestParts
-            mutating func next() async throws -> ByteBuffer? { try await parts.nextChunk() }
-        }
-        func makeAsyncIterator() -> AsyncIterator { AsyncIterator(parts: parts) }
+/// A request's body as it goes upstream: counted, and searched for masked values' real ones
+/// (the leak check; a hit fails the upstream request). Read by one task at a time.
+final class ScannedBody: AsyncSequence, @unchecked Sendable {
+    typealias Element = ByteBuffer
+    private let parts: RequestParts
+    private var scanner: SecretScanner
+    private var finished = false
+    private(set) var bytes: Int64 = 0
+    private(set) var leaked: String?
+
+    init(_ parts: RequestParts, _ scanner: SecretScanner) {
+        self.parts = parts
+        self.scanner = scanner
     }
+
+    func next() async throws -> ByteBuffer? {
+        while !finished {
+            guard let chunk = try await parts.nextChunk() else {
+                finished = true
+                let rest = scanner.finish()
+                return rest.readableBytes > 0 ? rest : nil
+            }
+            bytes += Int64(chunk.readableBytes)
+            do {
+                let out = try scanner.pass(chunk)
+                if out.readableBytes > 0 { return out }
+            } catch {
+                leaked = error.name
+                throw error
+            }
+        }
+        return nil
+    }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let body: ScannedBody
+        mutating func next() async throws -> ByteBuffer? { try await body.next() }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: self) }
 }
 
 enum Negotiated {

@@ -90,7 +90,11 @@ struct SandboxBoot: Sendable {
         let projectView = mountMode ? try files.projectView() : nil
         if !mountMode { try files.prepareClone() }
         try files.prepareDisk()
-        try? paths.auditLog.append(AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]))
+        try? paths.auditLog.append(
+            AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]).redacting {
+                [secrets = Array(config.maskedEnv.values)] in
+                MaskedSecret.redact($0, secrets)
+            })
         try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false)
         // The project must look the same after the session: nothing in the VM can reach it (in
         // mount mode: nothing but its working tree).
@@ -168,10 +172,9 @@ struct SandboxBoot: Sendable {
         layout.setup.daemons = daemons(home: home)
         // TLS interception: the project's CA (made on the first start), trusted in the guest.
         let authority = try await Blocking.run { [paths] in
-            try CertificateAuthority.loadOrCreate(directory: paths.stateRoot + "/ca", project: paths.project.root)
+            try CertificateAuthority.loadOrCreate(path: paths.stateRoot + "/ca.pem", project: paths.project.root)
         }
         layout.setup.caCertificate = Array(authority.certificatePEM.utf8)
-        let interception = try Interception(authority: authority, extraUpstreamRootsPEM: testOnlyUpstreamRoots)
         let transports = layout.shares.count + (image?.blockDisks.count ?? 0) + 3
         if transports > Self.maxTransports {
             throw SandboxError(
@@ -195,6 +198,15 @@ struct SandboxBoot: Sendable {
             for admitted in coalescer.admit(event) { try? audit.append(admitted) }
             events.publish(event)
         }
+        // Masked values stay here: each rule's `inject` goes into the requests it allows, and
+        // every real value is watched for in requests and answers.
+        let injections = config.network.rules.filter { !$0.value.inject.isEmpty }.mapValues { $0.inject.compactMap { config.maskedEnv[$0] } }
+        let interception = try Interception(
+            authority: authority, secrets: config.maskedEnv.values.sorted { $0.name < $1.name }, injections: injections,
+            extraUpstreamRootsPEM: testOnlyUpstreamRoots,
+            requests: { request in
+                for event in AuditEvent.records(sandbox: sandbox, request: request) { record(event) }
+            })
         let proxy = EgressServer(
             configuration: EgressConfiguration(
                 rules: config.network.networkRules, resolver: resolver, guestForwards: config.network.guestForwards,

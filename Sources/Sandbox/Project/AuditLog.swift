@@ -51,6 +51,20 @@ public struct AuditEvent: Sendable, Codable, Equatable {
         self.event = event
         self.details = details
     }
+
+    /// The event with its texts passed through `redact` (`MaskedSecret.redact`: a real value
+    /// someone typed into a command line).
+    public func redacting(_ redact: (String) -> String) -> AuditEvent {
+        var redacted = self
+        redacted.details = details.mapValues { value in
+            switch value {
+            case .text(let text): .text(redact(text))
+            case .list(let items): .list(items.map(redact))
+            case .number: value
+            }
+        }
+        return redacted
+    }
 }
 
 /// Appends events as JSON Lines, within a total size: the log is `audit.jsonl` and, once that
@@ -254,6 +268,21 @@ public final class AuditCoalescer: Sendable {
 }
 
 extension AuditEvent {
+    /// The audit line of one request through an intercepted connection (event `request`),
+    /// and, when airlock stopped a real value going out or coming in, the security event.
+    public static func records(sandbox: String, request: InterceptedRequest) -> [AuditEvent] {
+        var details: [String: Value] = [
+            "method": .text(request.method), "host": .text(request.host), "path": .text(request.path),
+            "bytes_up": .number(request.bytesUp), "bytes_down": .number(request.bytesDown),
+        ]
+        if let status = request.status { details["status"] = .number(Int64(status)) }
+        if !request.injected.isEmpty { details["injected"] = .list(request.injected) }
+        if let stopped = request.stopped { details["stopped"] = .text(stopped) }
+        let line = AuditEvent(sandbox: sandbox, event: "request", details: details)
+        guard let security = request.security else { return [line] }
+        return [line, AuditEvent(sandbox: sandbox, event: security, details: details)]
+    }
+
     /// The audit line of one judged connection (event `network`).
     public init(sandbox: String, connection: ConnectionRecord) {
         self.init(

@@ -1,7 +1,8 @@
 # Servers on 127.0.0.1 that stand in for the internet in the network VM tests: HTTP answering
 # "hello"; TLS with a certificate for allowed.test, api.test and pass.test from a made-up CA
 # (made here with openssl; its file is said as ca=PATH, for AIRLOCK_TEST_ONLY_UPSTREAM_CA),
-# answering HTTP requests with what it received (host, path, authorization) and echoing
+# answering HTTP requests with what it received (host, path, authorization; also appended to
+# received.log beside the CA, as the host saw them) and echoing
 # anything else; and a Unix socket echo server (echoes until EOF, then shuts its side) for
 # socket forwards. Prints "http=PORT tls=PORT unix=PATH ca=PATH" once all listen, then serves
 # until stdin closes.
@@ -44,6 +45,8 @@ class TLSHello(socketserver.BaseRequestHandler):
                     for line in lines[1:]:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
+                    with open(os.path.join(directory, "received.log"), "a") as log:
+                        log.write("%s %s %s\n" % (headers.get("host", ""), lines[0].split(" ")[1], headers.get("authorization", "")))
                     body = ("hello over tls\nhost=%s\npath=%s\nauthorization=%s\n" % (
                         headers.get("host", ""), lines[0].split(" ")[1], headers.get("authorization", ""))).encode()
                     sock.sendall(b"HTTP/1.1 200 ok\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
