@@ -257,6 +257,9 @@ final class CloseOnErrorHandler: ChannelInboundHandler, Sendable {
 public enum EgressStreamInput: Sendable {
     case frame(HTTP2Frame.FramePayload)
     case sniffDeadline
+    /// The upstream, dialled before the guest said anything, said something first
+    /// (`UpstreamHold` holds it).
+    case upstreamSpoke
     /// The relay took the stream over: frames after this one go straight to the upstream.
     case relayStarted
 }
@@ -265,30 +268,37 @@ public typealias EgressStream = NIOAsyncChannel<EgressStreamInput, HTTP2Frame.Fr
 
 /// Wraps each inbound frame and, `after` the stream opened, injects `.sniffDeadline` once, so
 /// the handler can wait for the first bytes with a deadline without racing tasks over one
-/// iterator.
+/// iterator; `signal` injects other events the same way.
 final class SniffDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = EgressStreamInput
 
     private let delay: TimeAmount
     private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
 
     init(after delay: TimeAmount) {
         self.delay = delay
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
-            // The async channel hands reads over on read-complete.
-            bound.value.fireChannelRead(NIOAny(EgressStreamInput.sniffDeadline))
-            bound.value.fireChannelReadComplete()
+        self.context = context
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            signal(.sniffDeadline)
         }
+    }
+
+    /// Hands `input` to the async channel, behind the frames already read. On the event loop.
+    func signal(_ input: EgressStreamInput) {
+        // The async channel hands reads over on read-complete.
+        context?.fireChannelRead(NIOAny(input))
+        context?.fireChannelReadComplete()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -70,119 +70,195 @@ struct EgressStreamHandler {
         var initial = ByteBuffer()
         var sniffed = Sniffed.other
         // With interception every connection is looked at: TLS is ended here whatever its port.
+        // A guest silent until the deadline may be a slow TLS client (one that reads its CA
+        // bundle after connecting) or a client of a server that speaks first: which one, the
+        // first to speak tells, once the upstream is dialled.
+        var silent = false
         if judge.needsSniff(target) || server.configuration.interception != nil, !guestFinished {
-            sniffed = .needMore
-            var looked = 0
-            reading: while let element = try await frames.next() {
-                switch element {
-                case .sniffDeadline:
-                    break reading
-                case .frame(.data(let data)):
-                    if case .byteBuffer(var bytes) = data.data { initial.writeBuffer(&bytes) }
-                    guestFinished = data.endStream
-                    looked += 1
-                    sniffed = Sniffed.sniff(Array(initial.readableBytesView.prefix(Sniffed.limit)))
-                    if sniffed != .needMore || guestFinished || initial.readableBytes >= Sniffed.limit || looked >= Self.sniffFrames { break reading }
-                case .frame(.headers(let trailers)):
-                    if trailers.endStream {
-                        guestFinished = true
-                        break reading
+            switch try await readFirstBytes(&frames, into: &initial, guestFinished: &guestFinished) {
+            case .sniffed(let first): sniffed = first
+            case .deadline: silent = server.configuration.interception != nil && initial.readableBytes == 0
+            case .reset: return nil
+            case .upstreamSpoke: break
+            }
+        }
+
+        deciding: while true {
+            // Step 1: by the names; nothing denied here is ever resolved.
+            let pending: EgressJudge.Pending
+            switch judge.judge(target, sniffed: sniffed.names) {
+            case .deny(let denial):
+                try await deny(outbound, sniffed: sniffed, denial)
+                return ConnectionRecord(denial, target: target)
+            case .resolve(let allowed):
+                pending = allowed
+            }
+            var record = ConnectionRecord(
+                name: pending.shownName, ip: target.literal?.description, port: target.port, rule: pending.decision.rule,
+                verdict: pending.decision.verdict == .passthrough ? .passthrough : .allow, reason: pending.decision.description)
+
+            // Step 2: by the addresses the host resolves for the names the judge named.
+            var resolved: [String: [IPAddress]] = [:]
+            for name in pending.namesToResolve {
+                do {
+                    resolved[name] = try await server.configuration.resolver.resolve(host: name, port: target.port).compactMap {
+                        $0.ipAddress.flatMap(IPAddress.init)
                     }
-                case .frame(.rstStream):
-                    return nil
-                case .frame, .relayStarted:
+                } catch  where name == target.name {
+                    record.verdict = .refused
+                    record.reason = "\(error)"
+                    try await Self.refuse(outbound, status: "502", reason: record.reason)
+                    return record
+                } catch {
+                    resolved[name] = []
+                }
+            }
+            let addresses: [IPAddress]
+            switch judge.settle(pending, resolved: resolved) {
+            case .refuse(let denial):
+                try await deny(outbound, sniffed: sniffed, denial)
+                return ConnectionRecord(denial, target: target)
+            case .connect(let allowed, _, _):
+                addresses = allowed
+            }
+
+            // TLS to a name, not passthrough: ended here (`InterceptedConnection`).
+            if let interception = server.configuration.interception, pending.decision.verdict != .passthrough, case .tls(let names) = sniffed,
+                let name = names.first ?? target.name, let address = addresses.first
+            {
+                return try await intercept(
+                    name: name, address: address, interception: interception, record: record, &frames, outbound, guestFinished: guestFinished,
+                    initial: initial, progress: progress)
+            }
+
+            // Connect (each address in turn), answer, relay.
+            var lastError: (any Error)?
+            for address in addresses {
+                let upstream: any Channel
+                do {
+                    let socketAddress = try SocketAddress(ipAddress: address.description, port: Int(target.port))
+                    upstream = try await Self.connectGlued(to: socketAddress, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
+                } catch {
+                    lastError = error
                     continue
                 }
-            }
-            if sniffed == .needMore { sniffed = .other }
-        }
-
-        // Step 1: by the names; nothing denied here is ever resolved.
-        let pending: EgressJudge.Pending
-        switch judge.judge(target, sniffed: sniffed.names) {
-        case .deny(let denial):
-            try await deny(outbound, sniffed: sniffed, denial)
-            return ConnectionRecord(denial, target: target)
-        case .resolve(let allowed):
-            pending = allowed
-        }
-        var record = ConnectionRecord(
-            name: pending.shownName, ip: target.literal?.description, port: target.port, rule: pending.decision.rule,
-            verdict: pending.decision.verdict == .passthrough ? .passthrough : .allow, reason: pending.decision.description)
-
-        // Step 2: by the addresses the host resolves for the names the judge named.
-        var resolved: [String: [IPAddress]] = [:]
-        for name in pending.namesToResolve {
-            do {
-                resolved[name] = try await server.configuration.resolver.resolve(host: name, port: target.port).compactMap {
-                    $0.ipAddress.flatMap(IPAddress.init)
+                if silent {
+                    silent = false
+                    switch try await firstToSpeak(upstream, &frames, into: &initial, guestFinished: &guestFinished) {
+                    case .sniffed(let late) where late != .other:
+                        // The guest spoke first, and said what it is: judged (and intercepted) as
+                        // if it had in time; this connection was for a server that speaks first.
+                        upstream.close(promise: nil)
+                        sniffed = late
+                        continue deciding
+                    case .reset:
+                        upstream.close(promise: nil)
+                        return nil
+                    case .sniffed, .upstreamSpoke, .deadline:
+                        break
+                    }
                 }
-            } catch  where name == target.name {
-                record.verdict = .refused
-                record.reason = "\(error)"
-                try await Self.refuse(outbound, status: "502", reason: record.reason)
-                return record
-            } catch {
-                resolved[name] = []
-            }
-        }
-        let addresses: [IPAddress]
-        switch judge.settle(pending, resolved: resolved) {
-        case .refuse(let denial):
-            try await deny(outbound, sniffed: sniffed, denial)
-            return ConnectionRecord(denial, target: target)
-        case .connect(let allowed, _, _):
-            addresses = allowed
-        }
-
-        // TLS to a name, not passthrough: ended here (`InterceptedConnection`).
-        if let interception = server.configuration.interception, pending.decision.verdict != .passthrough, case .tls(let names) = sniffed,
-            let name = names.first ?? target.name, let address = addresses.first
-        {
-            do {
-                let connection = InterceptedConnection(
-                    name: name, port: Int(target.port), address: address, interception: interception, rule: pending.decision.rule,
-                    logger: server.logger)
-                let (guestSide, served) = try await InterceptedConnection.open(connection, on: stream.channel.eventLoop)
-                record.ip = address.description
-                record.reason += "; intercepted"
-                progress(record)
-                let carried = await Relay.glue(
-                    frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial, stream: stream.channel, upstream: guestSide,
-                    record: record, progress: progress)
-                await withTaskCancellationHandler {
-                    await served.value
-                } onCancel: {
-                    served.cancel()
-                }
-                return carried
-            } catch {
-                record.verdict = .refused
-                record.reason = "cannot intercept the connection to \(name): \(error)"
-                try await Self.refuse(outbound, status: "502", reason: record.reason)
-                return record
-            }
-        }
-
-        // Connect (each address in turn), answer, relay.
-        var lastError: (any Error)?
-        for address in addresses {
-            do {
-                let socketAddress = try SocketAddress(ipAddress: address.description, port: Int(target.port))
-                let upstream = try await Self.connectGlued(to: socketAddress, on: stream.channel.eventLoop, timeout: limits.connectTimeout)
                 record.ip = address.description
                 progress(record)
                 return await Relay.glue(
                     frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial, stream: stream.channel, upstream: upstream,
                     record: record, progress: progress)
-            } catch {
-                lastError = error
+            }
+            record.verdict = .refused
+            record.reason = "cannot connect to \(request.host) port \(request.port): \(lastError.map { "\($0)" } ?? "no address")"
+            try await Self.refuse(outbound, status: "502", reason: record.reason)
+            return record
+        }
+    }
+
+    /// What the guest's first bytes said, or what came before they did.
+    enum FirstBytes {
+        case sniffed(Sniffed)
+        case deadline
+        case upstreamSpoke
+        case reset
+    }
+
+    /// Reads the guest's first bytes into `initial` until they say what they are, the stream
+    /// ends, the sniff deadline passes or a dialled upstream speaks first.
+    private func readFirstBytes(_ frames: inout Frames, into initial: inout ByteBuffer, guestFinished: inout Bool) async throws -> FirstBytes {
+        var looked = 0
+        var sniffed = Sniffed.needMore
+        while let element = try await frames.next() {
+            switch element {
+            case .sniffDeadline:
+                return .deadline
+            case .upstreamSpoke:
+                return .upstreamSpoke
+            case .frame(.data(let data)):
+                if case .byteBuffer(var bytes) = data.data { initial.writeBuffer(&bytes) }
+                guestFinished = data.endStream
+                looked += 1
+                sniffed = Sniffed.sniff(Array(initial.readableBytesView.prefix(Sniffed.limit)))
+                if sniffed != .needMore || guestFinished || initial.readableBytes >= Sniffed.limit || looked >= Self.sniffFrames {
+                    return .sniffed(sniffed == .needMore ? .other : sniffed)
+                }
+            case .frame(.headers(let trailers)):
+                if trailers.endStream {
+                    guestFinished = true
+                    return .sniffed(.other)
+                }
+            case .frame(.rstStream):
+                return .reset
+            case .frame, .relayStarted:
+                continue
             }
         }
-        record.verdict = .refused
-        record.reason = "cannot connect to \(request.host) port \(request.port): \(lastError.map { "\($0)" } ?? "no address")"
-        try await Self.refuse(outbound, status: "502", reason: record.reason)
-        return record
+        return .sniffed(.other)
+    }
+
+    /// After a silent sniff, with `upstream` dialled: whoever speaks first. The upstream's
+    /// words wait in its `UpstreamHold` for the relay; the guest's are read into `initial`.
+    private func firstToSpeak(_ upstream: any Channel, _ frames: inout Frames, into initial: inout ByteBuffer, guestFinished: inout Bool) async throws
+        -> FirstBytes
+    {
+        let stream = self.stream.channel
+        try await stream.eventLoop.submit {
+            let deadline = try stream.pipeline.syncOperations.handler(type: SniffDeadlineHandler.self)
+            try upstream.pipeline.syncOperations.addHandler(UpstreamHold { deadline.signal(.upstreamSpoke) })
+        }.get()
+        while true {
+            switch try await readFirstBytes(&frames, into: &initial, guestFinished: &guestFinished) {
+            case .deadline: continue
+            case let word: return word
+            }
+        }
+    }
+
+    /// Ends the guest's TLS here and serves its requests (`InterceptedConnection`) over a new
+    /// connection to `address`.
+    private func intercept(
+        name: String, address: IPAddress, interception: Interception, record: ConnectionRecord, _ frames: inout Frames, _ outbound: Outbound,
+        guestFinished: Bool, initial: ByteBuffer, progress: (ConnectionRecord) -> Void
+    ) async throws -> ConnectionRecord {
+        var record = record
+        do {
+            let connection = InterceptedConnection(
+                name: name, port: Int(record.port), address: address, interception: interception, rule: record.rule, logger: server.logger)
+            let (guestSide, served) = try await InterceptedConnection.open(connection, on: stream.channel.eventLoop)
+            record.ip = address.description
+            record.reason += "; intercepted"
+            progress(record)
+            let carried = await Relay.glue(
+                frames: &frames, response: Self.ok, guestFinished: guestFinished, initial: initial, stream: stream.channel, upstream: guestSide,
+                record: record, progress: progress)
+            await withTaskCancellationHandler {
+                await served.value
+            } onCancel: {
+                served.cancel()
+            }
+            return carried
+        } catch {
+            record.verdict = .refused
+            record.reason = "cannot intercept the connection to \(name): \(error)"
+            try await Self.refuse(outbound, status: "502", reason: record.reason)
+            return record
+        }
     }
 
     /// `host.airlock.internal:<guest port>` → the host's 127.0.0.1:<host port>.

@@ -285,7 +285,7 @@ final class RelayStreamSide: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .frame(let payload): glue.fromGuest(payload)
-        case .sniffDeadline, .relayStarted: break
+        case .sniffDeadline, .upstreamSpoke, .relayStarted: break
         }
     }
 
@@ -353,6 +353,78 @@ final class RelayUpstreamSide: ChannelDuplexHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         glue.upstreamError(error)
+    }
+}
+
+/// On an upstream dialled before the guest said anything: reads once, holds what comes (the
+/// server's first bytes, its EOF) and calls `spoke` the first time anything happens, so a
+/// server that speaks first (SSH, SMTP) is relayed at once. The glue's first read releases
+/// what was held, in order; from then on everything passes through. Holds one read at most
+/// (the channel does not read on its own).
+final class UpstreamHold: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var holding = true
+    private var held: [ByteBuffer] = []
+    private var heldEOF = false
+    private var spoke: (() -> Void)?
+
+    init(spoke: @escaping () -> Void) {
+        self.spoke = spoke
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        context.read()
+    }
+
+    private func tell() {
+        let spoke = self.spoke
+        self.spoke = nil
+        spoke?()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard holding else { return context.fireChannelRead(data) }
+        held.append(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard holding else { return context.fireChannelReadComplete() }
+        tell()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if holding, case ChannelEvent.inputClosed = event {
+            heldEOF = true
+            return tell()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        tell()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        tell()
+        context.fireErrorCaught(error)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard holding else { return context.read() }
+        holding = false
+        spoke = nil
+        guard !held.isEmpty || heldEOF else { return context.read() }
+        let bytes = held
+        held = []
+        for buffer in bytes { context.fireChannelRead(wrapInboundOut(buffer)) }
+        // The glue reads again on read-complete (through here, now passing).
+        if !bytes.isEmpty { context.fireChannelReadComplete() }
+        if heldEOF { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
     }
 }
 

@@ -250,6 +250,24 @@ final class HelloHandler: ChannelInboundHandler {
     }
 }
 
+/// Says `banner` as soon as a client connects (as SMTP and SSH servers do), then echoes.
+final class BannerHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let banner: String
+
+    init(banner: String) { self.banner = banner }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: banner)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.writeAndFlush(data, promise: nil)
+    }
+}
+
 final class TestServer: Sendable {
     let channel: any Channel
     var port: UInt16 { UInt16(channel.localAddress?.port ?? 0) }
@@ -267,6 +285,15 @@ final class TestServer: Sendable {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(HelloHandler(name: name)) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return TestServer(channel: channel)
+    }
+
+    static func banner(_ banner: String) async throws -> TestServer {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BannerHandler(banner: banner)) }
             }
             .bind(host: "127.0.0.1", port: 0).get()
         return TestServer(channel: channel)

@@ -167,4 +167,67 @@ struct TLSTests {
             await guest.close()
         }
     }
+
+    /// A TLS client that connects, waits past the sniff deadline (as curl does while it reads its
+    /// CA bundle on a slow machine), then verifies the server against the project's CA only.
+    static let lateHello = """
+        import socket, ssl, sys, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        time.sleep(float(sys.argv[3]))
+        c = ssl.create_default_context(cafile=sys.argv[2]).wrap_socket(s, server_hostname="good.test")
+        issuer = dict(x[0] for x in c.getpeercert()["issuer"])["commonName"]
+        c.sendall(b"GET / HTTP/1.1\\r\\nHost: good.test:" + sys.argv[4].encode() + b"\\r\\nConnection: close\\r\\n\\r\\n")
+        print(issuer + "|" + c.recv(64).split(b"\\r\\n")[0].decode())
+        """
+
+    /// A client of a server that speaks first: reads before it writes.
+    static let listener = """
+        import socket, sys
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        first = s.recv(100).decode().strip()
+        s.sendall(b"ping\\n")
+        print(first + "|" + s.recv(100).decode().strip())
+        """
+
+    @Test(
+        "interception: a client that says nothing until after the sniff deadline still gets the project CA's leaf; a server that speaks first is heard first",
+        .enabled(if: which("python3") != nil, "needs python3"))
+    func silentUntilTheDeadline() async throws {
+        try await within(90) {
+            let tls = try await TLSServer()
+            defer { tls.stop() }
+            let banner = try await TestServer.banner("220 banner.test ready\r\n")
+            let authority = try CertificateAuthority.loadOrCreate(path: tls.directory + "/state/ca.pem", project: "/tmp/project")
+            try authority.certificatePEM.write(toFile: tls.directory + "/ca-cert.pem", atomically: true, encoding: .utf8)
+            var limits = EgressLimits()
+            limits.sniffTimeout = .milliseconds(100)
+            let records = Records()
+            let server = EgressServer(
+                configuration: .init(
+                    rules: try rules([("site", allow: ["good.test:\(tls.port)", "banner.test:\(banner.port)"], deny: [], allowPrivate: true)]),
+                    resolver: StaticResolver(["good.test": ["127.0.0.1"], "banner.test": ["127.0.0.1"]]), limits: limits,
+                    interception: try Interception(
+                        authority: authority, extraUpstreamRootsPEM: try String(contentsOfFile: tls.directory + "/cert.pem", encoding: .utf8))),
+                logger: testLogger, records: records.sink)
+            let guest = try await FakeGuest(server: server)
+            let web = try await guest.capture(host: "good.test", ip: "198.18.0.10", port: UInt16(tls.port))
+            let mail = try await guest.capture(host: "banner.test", ip: "198.18.0.11", port: banner.port)
+
+            for wait in ["0", "0.5"] {
+                let late = try #require(
+                    try await runProgram(["python3", "-c", Self.lateHello, "\(web.port)", tls.directory + "/ca-cert.pem", wait, "\(tls.port)"]))
+                #expect(late.status == 0 && late.output.hasPrefix("airlock CA for /tmp/project|HTTP/1.1 200"), "waited \(wait) s: \(late.output)")
+            }
+            let heard = try #require(try await runProgram(["python3", "-c", Self.listener, "\(mail.port)"]))
+            #expect(heard.output == "220 banner.test ready|ping\n", "\(heard.output)")
+
+            let all = await records.wait(for: 3)
+            #expect(all.filter { $0.name == "good.test" && $0.reason.hasSuffix("; intercepted") }.count == 2, "\(all.map(\.reason))")
+            #expect(all.contains { $0.name == "banner.test" && $0.verdict == .allow && $0.bytesDown > 0 }, "\(all.map(\.reason))")
+            web.task.cancel()
+            mail.task.cancel()
+            await guest.close()
+            await banner.close()
+        }
+    }
 }
