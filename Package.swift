@@ -54,7 +54,8 @@ let package = Package(
         .target(
             name: "Sandbox",
             dependencies: [
-                "AirlockSystem", "Config", "Machine", "QEMU", "CloudHypervisor", "NetworkPolicy", "NetworkProxy", "GuestLink", "GitReview", "OCI",
+                "AirlockSystem", "Config", "Machine", "QEMU", "CloudHypervisor", "NetworkPolicy", "NetworkProxy", "Middleware", "GuestLink",
+                "GitReview", "OCI",
                 "CShim", "CAssets", "Clibarchive", "Clibseccomp", "Clibzstd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -68,7 +69,7 @@ let package = Package(
         // The configuration: airlock.toml layers, schema, presets, diagnostics.
         .target(
             name: "Config",
-            dependencies: ["AirlockSystem", "NetworkPolicy", .product(name: "TOMLKit", package: "TOMLKit")],
+            dependencies: ["AirlockSystem", "NetworkPolicy", "Middleware", .product(name: "TOMLKit", package: "TOMLKit")],
             exclude: ["README.md"],
             swiftSettings: strict
         ),
@@ -168,7 +169,7 @@ let package = Package(
         .target(
             name: "NetworkProxy",
             dependencies: [
-                "NetworkPolicy", "GuestLink", "AirlockSystem",
+                "NetworkPolicy", "GuestLink", "AirlockSystem", "Middleware",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -208,6 +209,11 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strict
         ),
+        // Lua middleware: each request's script in a sandboxed Lua 5.4 state (the Rust airlock's API).
+        .target(
+            name: "Middleware", dependencies: ["Clua"], exclude: ["README.md"],
+            // Lua is small: linked in, so the binary needs no Lua library on the user's machine.
+            swiftSettings: strict, linkerSettings: [.linkedLibrary(":liblua5.4.a"), .linkedLibrary("m")]),
         // libgit2 wrapper.
         .target(name: "GitReview", dependencies: ["AirlockSystem", "Clibgit2", "CShim"], exclude: ["README.md"], swiftSettings: strict),
 
@@ -223,6 +229,8 @@ let package = Package(
 
         // C libraries from the system, found through pkg-config.
         .systemLibrary(name: "Clibgit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
+        // Lua 5.4's headers (liblua5.4-dev); `Middleware` links its static library.
+        .systemLibrary(name: "Clua", providers: [.apt(["liblua5.4-dev"])]),
         .systemLibrary(name: "Clibseccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         // The embedded guest kernel and initramfs are zstd frames, unpacked once into the cache.
         .systemLibrary(name: "Clibzstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
@@ -247,6 +255,7 @@ let package = Package(
         ),
         .testTarget(name: "GitReviewTests", dependencies: ["GitReview", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SecretsTests", dependencies: ["Secrets", "AirlockSystem"], swiftSettings: strict),
+        .testTarget(name: "MiddlewareTests", dependencies: ["Middleware"], swiftSettings: strict),
         .testTarget(name: "OCITests", dependencies: ["OCI", "Sandbox", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "SandboxTests",

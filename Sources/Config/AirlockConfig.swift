@@ -1,3 +1,4 @@
+import Middleware
 import NetworkPolicy
 
 /// The effective configuration of a sandbox: every layer merged, validated, templates expanded.
@@ -90,6 +91,21 @@ public struct AirlockConfig: Sendable, Equatable {
         public var rules: [String: Rule] = [:]
         public var ports: [String: Ports] = [:]
         public var sockets: [String: SocketForward] = [:]
+        /// In the order they run: `[network.middleware.<name>]` by name, then each rule's own
+        /// (`[[network.rules.<rule>.middleware]]`, rules by name) in the order written.
+        public var middleware: [Middleware] = []
+    }
+
+    /// A Lua script run on each intercepted request to its targets (`Middleware` module).
+    public struct Middleware: Sendable, Equatable {
+        /// `api-auth`, or `rules.<rule>.middleware[<index>]` for a rule's own.
+        public var name: String
+        public var targets: [HostPattern]
+        public var script: String
+        /// `env.*`, resolved from the host's environment, then the vault.
+        public var environment: [String: String]
+        /// `env.*` entries whose templates resolved nowhere: the script sees nil (a start warns).
+        public var unresolved: [String]
     }
 
     /// `[mounts.<name>]`: a host directory or file shared into the VM.
@@ -286,6 +302,74 @@ extension AirlockConfig {
                         hint: "the clone is the VM's to change: remove read_only, or share the project itself with mode = \"mount\""))
             }
         }
+        // `[network.middleware.<name>]` and the Rust airlock's older `[[network.rules.<rule>.middleware]]`
+        // (targets: the rule's allowed destinations). A syntax error is found here; a target a
+        // rule passes through is refused (nothing there is seen as requests).
+        func middleware(_ node: ConfigNode) -> [Middleware] {
+            var entries: [(name: String, targets: [HostPattern], entry: ConfigNode)] = []
+            for (name, entry) in enabledEntries(node["middleware"]).sorted(by: { $0.name < $1.name }) {
+                let targets = patterns(entry["target"])
+                if targets.isEmpty {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: entry.origin.location, "[network.middleware.\(name)] needs `target`",
+                            hint: "add target = [\"api.example.com:443\"]: the destinations whose requests the script sees"))
+                    continue
+                }
+                entries.append((name, targets, entry))
+            }
+            for (rule, entry) in enabledEntries(node["rules"]).sorted(by: { $0.name < $1.name }) {
+                for (index, attached) in (entry["middleware"]?.elements ?? []).enumerated() {
+                    entries.append(("rules.\(rule).middleware[\(index)]", patterns(entry["allow"]), attached))
+                }
+            }
+            var built: [Middleware] = []
+            for (name, targets, entry) in entries {
+                let path = name.hasPrefix("rules.") ? "network.\(name)" : "network.middleware.\(name)"
+                guard let script = entry["script"]?.string else {
+                    problems.append(
+                        ConfigDiagnostic(at: entry.origin.location, "[\(path)] needs `script`", hint: "add script = \"\"\"…\"\"\" (Lua)"))
+                    continue
+                }
+                if let error = MiddlewareScript.syntaxError(in: script) {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: entry["script"]?.origin.location ?? entry.origin.location,
+                            "[\(path)] script\(error.line.map { ", line \($0)" } ?? ""): \(error.message)",
+                            hint: "fix the Lua; it runs as the body of function(req) … end"))
+                    continue
+                }
+                for target in targets {
+                    for (rule, other) in enabledEntries(node["rules"]).sorted(by: { $0.name < $1.name }) {
+                        let passed = other["passthrough"]?.boolean == true ? patterns(other["allow"]) : patterns(other["passthrough"])
+                        for passthrough in passed where passthrough.overlaps(target) {
+                            problems.append(
+                                ConfigDiagnostic(
+                                    at: entry["target"]?.origin.location ?? entry.origin.location,
+                                    "[\(path)] applies to \"\(target)\", which [network.rules.\(rule)] passes through (\"\(passthrough)\"): the script would never see its requests",
+                                    hint: "remove passthrough for those hosts, or the middleware's target"))
+                        }
+                    }
+                }
+                var values: [String: String] = [:]
+                var unresolved: [String] = []
+                for (variable, template) in entry["env"]?.entries ?? [] {
+                    guard let text = template.string else { continue }
+                    do {
+                        missingVariables.formUnion(try EnvTemplate.variables(in: text).filter { environment[$0] == nil })
+                        if try EnvTemplate.requiredVariables(in: text).contains(where: { environment[$0] == nil }) {
+                            unresolved.append(variable)
+                        } else {
+                            values[variable] = try EnvTemplate.expand(text) { environment[$0] }
+                        }
+                    } catch {
+                        problems.append(ConfigDiagnostic(at: template.origin.location, "`\(path).env.\(variable)`: \(error.message)"))
+                    }
+                }
+                built.append(Middleware(name: name, targets: targets, script: script, environment: values, unresolved: unresolved.sorted()))
+            }
+            return built
+        }
         if let node = root["network"] {
             network.policy = node["policy"]?.string.flatMap(PolicyMode.init(rawValue:)) ?? network.policy
             for (name, entry) in enabledEntries(node["rules"]) {
@@ -313,6 +397,7 @@ extension AirlockConfig {
                     }
                 }
             }
+            network.middleware = middleware(node)
             for (name, entry) in enabledEntries(node["ports"]) {
                 network.ports[name] = Ports(
                     toHost: (entry["host"]?.elements ?? []).compactMap { try? PortForward($0) },

@@ -34,6 +34,8 @@ indirect enum Schema: Sendable {
     /// `[vm] image`: a reference, or a table `{ name, resolution, insecure }` (the Rust airlock's
     /// form).
     case image
+    /// A middleware's `env`: any name to a template string.
+    case templates
 
     var expectation: String {
         switch self {
@@ -47,7 +49,7 @@ indirect enum Schema: Sendable {
         case .patternsOrFlag: "an array of patterns, or true"
         case .portForward: "a port (5432) or \"host:guest\" (\"9000:3000\")"
         case .array: "an array"
-        case .table, .named, .environment: "a table"
+        case .table, .named, .environment, .templates: "a table"
         case .image: "an image reference (\"debian:bookworm\") or a table with `name`"
         }
     }
@@ -61,10 +63,6 @@ enum AirlockSchema {
     /// silences them, as does a flag set to false; nothing inside a refused entry is listed
     /// again.
     static let notYet: [(path: String, hint: String)] = [
-        (
-            "network.middleware.*",
-            "remove the entry (or set enabled = false); give the agent what the request needs another way until middleware arrives"
-        ),
         ("vm.harden", "remove it (or set it to false): the agent may become root inside the VM (sudo); the VM is the boundary"),
         ("vm.kvm", "remove it (or set it to false): nested KVM is not offered"),
         ("vm.image.pull-policy", "remove it: a stored image is used as it is; `airlock image pull` fetches the newest"),
@@ -124,6 +122,16 @@ enum AirlockSchema {
                         ("allow_private", .boolean),
                         // Masked `[env]` values put back into requests to this rule's hosts.
                         ("inject", .array(.string)),
+                        // The Rust airlock's older form: scripts on the rule's allowed hosts.
+                        ("middleware", .array(.table([("env", .templates), ("script", .string)]))),
+                    ])
+                ),
+                (
+                    "middleware",
+                    .named([
+                        ("target", .array(.pattern)),
+                        ("env", .templates),
+                        ("script", .string),
                     ])
                 ),
                 (
@@ -308,6 +316,18 @@ struct SchemaValidator {
                 }
                 do { _ = try EnvTemplate.variables(in: text) } catch {
                     diagnostics.append(ConfigDiagnostic(at: template.origin.location, "`\(dotted(valuePath))`: \(error.message)"))
+                }
+            }
+        case .templates:
+            guard case .table(let entries) = node.value else { return wrongType() }
+            for (variable, value) in entries {
+                guard let text = value.string else {
+                    diagnostics.append(
+                        ConfigDiagnostic(at: value.origin.location, "`\(dotted(path + [variable]))` must be a string, not \(value.typeName)"))
+                    continue
+                }
+                do { _ = try EnvTemplate.variables(in: text) } catch {
+                    diagnostics.append(ConfigDiagnostic(at: value.origin.location, "`\(dotted(path + [variable]))`: \(error.message)"))
                 }
             }
         case .image:

@@ -5,7 +5,7 @@
 /// The names of the presets and of their rules are the Rust airlock's, so a file written for it
 /// (`[network.rules.debian-packages] enabled = false`) means the same here. Its presets'
 /// `[mounts.*]` (the agents' settings) and `[network.middleware.*]` (their tokens) come with
-/// the agents' sign-in support.
+/// the agents' sign-in support (the middleware itself is here).
 public enum Presets {
     public static let all: [(name: String, text: String)] = [
         (

@@ -112,6 +112,17 @@ public struct HostPattern: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Whether some destination matches both patterns.
+    public func overlaps(_ other: HostPattern) -> Bool {
+        if let port, let otherPort = other.port, port != otherPort { return false }
+        switch (host, other.host) {
+        case (.any, _), (_, .any): return true
+        case (.exact(let a), .exact(let b)): return a == b
+        case (.exact(let name), .suffix(let suffix)), (.suffix(let suffix), .exact(let name)): return name.hasSuffix("." + suffix)
+        case (.suffix(let a), .suffix(let b)): return a == b || a.hasSuffix("." + b) || b.hasSuffix("." + a)
+        }
+    }
+
     /// Lower case, no trailing dot, no IPv6 brackets.
     public static func normalise(_ host: String) -> String {
         var name = host.lowercased()

@@ -31,13 +31,13 @@ struct CLITests {
 
     @Test("config validate and start refuse an entry this airlock cannot act on yet, at its file:line:column, exit 2")
     func validateNotYetSupported() throws {
-        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = 1\n\n[network.middleware.auth]\nscript = \"\"\n"])
+        let directory = try CLI.project(files: ["airlock.toml": "[vm]\ncpus = 1\n\n[daemons.d]\ncommand = [\"true\"]\nharden = true\n"])
         defer { try? FileManager.default.removeItem(at: directory) }
         for command in [["config", "validate"], ["start", "--", "true"]] {
             let result = try CLI.run(command, in: directory)
             #expect(result.status == 2, "\(command): \(result.stderr)")
             #expect(
-                result.stderr.contains("airlock.toml:4:1: error: [network.middleware.auth] is not supported by this airlock yet"), "\(result.stderr)")
+                result.stderr.contains("airlock.toml:6:1: error: `daemons.d.harden` is not supported by this airlock yet"), "\(result.stderr)")
         }
     }
 

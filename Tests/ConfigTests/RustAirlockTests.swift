@@ -75,8 +75,7 @@ struct RustAirlockTests {
             named == [
                 "airlock.toml:4:1 `vm.harden` is not supported by this airlock yet",
                 "airlock.toml:5:1 `vm.kvm` is not supported by this airlock yet",
-                "airlock.toml:7:1 [network.middleware.my-api-auth] is not supported by this airlock yet",
-                "airlock.toml:22:1 `daemons.my-daemon.harden` is not supported by this airlock yet",
+                "airlock.toml:15:1 `daemons.my-daemon.harden` is not supported by this airlock yet",
             ], "\(named)")
         #expect(refused.allSatisfy { $0.hint?.isEmpty == false })
 
@@ -99,8 +98,6 @@ struct RustAirlockTests {
             local: """
                 [vm]
                 harden = false
-                [network.middleware.my-api-auth]
-                enabled = false
                 [daemons.my-daemon]
                 harden = false
                 """)
@@ -201,6 +198,54 @@ struct RustAirlockTests {
                 "[env]\nTOKEN = { value = \"\(token)\", mask = true }\n[network.rules.api]\nallow = [\"a.test\"]\npassthrough = true\ninject = [\"TOKEN\"]\n"
         )
         #expect(passing.first?.message.contains("passes its traffic through") == true, "\(passing)")
+    }
+
+    @Test(
+        "[network.middleware.*] and the older [[network.rules.*.middleware]]: their order, env from the host (nil and named when unset), a syntax error at its line, a target a rule passes through refused"
+    )
+    func middleware() throws {
+        let text = """
+            [network.rules.api]
+            allow = ["api.example.com:443"]
+            [[network.rules.api.middleware]]
+            script = "req:setHeader('x-rule', '1')"
+            [network.middleware.b-second]
+            target = ["api.example.com:443"]
+            script = "log('b')"
+            [network.middleware.a-first]
+            target = ["*.example.com"]
+            env.TOKEN = "${HOST_TOKEN}"
+            env.MISSING = "${HOST_MISSING}"
+            script = '''
+            req:setHeader("Authorization", "Bearer " .. env.TOKEN)
+            '''
+            """
+        let loaded = try load(project: text, environment: ["HOME": "/home/u", "HOST_TOKEN": "t0k"])
+        let middleware = loaded.config.network.middleware
+        #expect(middleware.map(\.name) == ["a-first", "b-second", "rules.api.middleware[0]"])
+        #expect(middleware.first?.environment == ["TOKEN": "t0k"] && middleware.first?.unresolved == ["MISSING"])
+        #expect(middleware.last?.targets.map(\.description) == ["api.example.com:443"])
+        #expect(loaded.startRefusals.isEmpty, "\(loaded.startRefusals)")
+        // The vault may fill what the environment lacks.
+        #expect(loaded.config.missingVariables.contains("HOST_MISSING"))
+
+        let broken = diagnostics(
+            project: "[network.middleware.m]\ntarget = [\"a.test\"]\nscript = '''\nlocal a = 1\nif a then\n  req:setHeader('x' 'y')\nend\n'''\n")
+        #expect(broken.map(\.message) == ["[network.middleware.m] script, line 3: ')' expected near ''y''"], "\(broken)")
+        #expect(broken.first?.location?.description.hasPrefix("airlock.toml:3:") == true, "\(broken)")
+
+        let passing = diagnostics(
+            project:
+                "[network.rules.p]\nallow = [\"*.example.com\"]\npassthrough = true\n[network.middleware.m]\ntarget = [\"api.example.com:443\"]\nscript = \"\"\n"
+        )
+        #expect(
+            passing.map(\.message) == [
+                "[network.middleware.m] applies to \"api.example.com:443\", which [network.rules.p] passes through (\"*.example.com\"): the script would never see its requests"
+            ], "\(passing)")
+        #expect(diagnostics(project: "[network.middleware.m]\nscript = \"\"\n").map(\.message) == ["[network.middleware.m] needs `target`"])
+        #expect(
+            diagnostics(project: "[network.middleware.m]\ntarget = [\"a.test\"]\nenv.X = 5\nscript = \"\"\n").first?.message.contains(
+                "must be a string") == true)
     }
 
     @Test("~/.airlock/config.toml is a user layer below ~/.config/airlock/config.toml, and config show names it")

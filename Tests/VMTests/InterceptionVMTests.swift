@@ -58,11 +58,7 @@ struct InterceptionVMTests {
             ["start", "--", "sh", "-c", script], in: project,
             environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names, "AIRLOCK_TEST_ONLY_UPSTREAM_CA": servers.ca])
         #expect(result.status == 0, "stderr: \(result.stderr)")
-        var lines: [String: String] = [:]
-        for line in result.stdout.split(separator: "\n") {
-            let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
-            if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
-        }
+        let lines = Self.labelled(result.stdout)
         let output = result.stdout
         #expect(lines["curl"]?.contains("hello over tls host=api.test:\(port) path=/from-curl") == true, "no -k, and it verifies: \(output)")
         #expect(lines["h2"] == "2", "HTTP/2 to the guest by ALPN (the upstream speaks HTTP/1.1): \(output)")
@@ -147,11 +143,7 @@ struct InterceptionVMTests {
             ["start", "--", "sh", "-c", script], in: project,
             environment: ["AIRLOCK_TEST_ONLY_RESOLVE": names, "AIRLOCK_TEST_ONLY_UPSTREAM_CA": servers.ca, "HOST_TOKEN": token])
         #expect(result.status == 0, "stderr: \(result.stderr)")
-        var lines: [String: String] = [:]
-        for line in result.stdout.split(separator: "\n") {
-            let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
-            if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
-        }
+        let lines = Self.labelled(result.stdout)
         let output = result.stdout
         let surrogate = try #require(lines["surrogate"])
         #expect(surrogate.count == token.count && surrogate != token && surrogate.hasPrefix("tok-live-"), "\(output)")
@@ -180,5 +172,87 @@ struct InterceptionVMTests {
         #expect(audit.contains(#""event":"request""#) && audit.contains(#""injected":["TOKEN"]"#), "\(audit.suffix(3000))")
         #expect(audit.contains(#""event":"security.secret-reflected""#), "\(audit.suffix(3000))")
         #expect(audit.contains(#""event":"security.secret-leak""#), "\(audit.suffix(3000))")
+    }
+
+    /// `label|value` lines of a script's output, by label.
+    static func labelled(_ output: String) -> [String: String] {
+        var lines: [String: String] = [:]
+        for line in output.split(separator: "\n") {
+            let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.count == 2 { lines[String(parts[0])] = String(parts[1]) }
+        }
+        return lines
+    }
+
+    /// The issue's own middleware test: a token from the vault put into requests on the host.
+    @Test(
+        "middleware: a token from the vault goes into requests on the host (the VM never holds it; the answer echoing it is cut off); deny() is a 403; send() and an edited answer; a failing script is a 502 naming it"
+    )
+    func middleware() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let servers = try TestServers.start(in: project)
+        defer { servers.stop() }
+        let port = servers.tls
+        let token = "tok-vault-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))"
+        let data = ["XDG_DATA_HOME": project.appendingPathComponent(".data").path]
+        let add = try CLI.run(["secrets", "add", "VAULT_TOKEN", "--stdin"], in: project, environment: data, stdin: Data(token.utf8))
+        #expect(add.status == 0, "\(add.stderr)")
+        try """
+        [network.rules.api]
+        allow = ["api.test:\(port)", "allowed.test:\(port)"]
+        allow_private = true
+
+        [network.middleware.auth]
+        target = ["api.test:\(port)"]
+        env.TOKEN = "${VAULT_TOKEN}"
+        script = '''
+        if req.path:find("^/admin") then req:deny() end
+        req:setHeader("Authorization", "Bearer " .. env.TOKEN)
+        '''
+
+        [network.middleware.edit]
+        target = ["allowed.test:\(port)"]
+        script = '''
+        if req.path == "/broken" then error("no such thing") end
+        local res = req:send()
+        res:setHeader("X-Sandbox", "true")
+        res:setBody(res:body():text():upper())
+        '''
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let script = """
+            echo "auth|$(curl -sS https://api.test:\(port)/auth 2>&1 | tr '\\n' ' ')"
+            echo "admin|$(curl -sS -o /dev/null -w '%{http_code}' https://api.test:\(port)/admin/users 2>&1)"
+            echo "edited|$(curl -sS -D - https://allowed.test:\(port)/edit 2>&1 | tr -d '\\r' | tr '\\n' ' ')"
+            echo "broken|$(curl -sS -w ' %{http_code}' https://allowed.test:\(port)/broken 2>&1 | tr '\\n' ' ')"
+            printf '%s' tok-vault- > /tmp/pattern
+            echo "environ|$(sudo sh -c 'grep -l -a -F -f /tmp/pattern /proc/[0-9]*/environ 2>/dev/null | wc -l')"
+            """
+        let names = ["api.test", "allowed.test"].map { "\($0)=127.0.0.1" }.joined(separator: ",")
+        var environment = data
+        environment["AIRLOCK_TEST_ONLY_RESOLVE"] = names
+        environment["AIRLOCK_TEST_ONLY_UPSTREAM_CA"] = servers.ca
+        let result = try CLI.run(["start", "--", "sh", "-c", script], in: project, environment: environment)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let lines = Self.labelled(result.stdout)
+        let output = result.stdout
+        #expect(!output.contains(token), "the real value never reached the VM: \(output)")
+        #expect(lines["environ"] == "0", "no process in the VM has it in its environment: \(output)")
+        // The host put it in; the server's echo of it was cut off before the VM saw it.
+        let received = (try FileSystem.readText(servers.received)) ?? ""
+        #expect(received.contains("api.test:\(port) /auth Bearer \(token)"), "\(received)")
+        #expect(lines["auth"]?.contains("hello over tls") != true, "\(output)")
+        #expect(lines["admin"] == "403", "\(output)")
+        #expect(!received.contains("/admin"), "a denied request never leaves: \(received)")
+        let edited = lines["edited"] ?? ""
+        #expect(edited.lowercased().contains("x-sandbox: true") && edited.contains("HELLO OVER TLS"), "\(output)")
+        let broken = lines["broken"] ?? ""
+        #expect(broken.hasSuffix(" 502") && broken.contains("the middleware edit failed") && broken.contains("no such thing"), "\(output)")
+
+        let audit = (try FileSystem.readText(project.path + "/.airlock/default/audit.jsonl", limit: 16 << 20)) ?? ""
+        #expect(!audit.contains(token), "no value in the audit log")
+        #expect(audit.contains(#""injected":["auth.env.TOKEN"]"#) && audit.contains(#""middleware":["auth"]"#), "\(audit.suffix(3000))")
+        #expect(audit.contains(#""event":"security.secret-reflected""#), "\(audit.suffix(3000))")
+        #expect(audit.contains(#""middleware":["edit"]"#), "\(audit.suffix(3000))")
     }
 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Logging
+import Middleware
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
@@ -27,18 +28,58 @@ public struct Interception: Sendable {
     public var injections: [String: [MaskedSecret]]
     /// Each intercepted request, when it has ended.
     public var requests: @Sendable (InterceptedRequest) -> Void
+    /// Lua scripts run on the requests to their targets, in this order.
+    public var middleware: [InterceptionMiddleware]
 
     /// `extraUpstreamRootsPEM`: certificates (PEM) trusted for upstreams besides the host's store.
     public init(
         authority: CertificateAuthority, secrets: [MaskedSecret] = [], injections: [String: [MaskedSecret]] = [:],
-        extraUpstreamRootsPEM: String? = nil, requests: @escaping @Sendable (InterceptedRequest) -> Void = { _ in }
+        middleware: [InterceptionMiddleware] = [], extraUpstreamRootsPEM: String? = nil,
+        requests: @escaping @Sendable (InterceptedRequest) -> Void = { _ in }
     ) throws {
         self.authority = authority
+        self.middleware = middleware
         self.secrets = secrets
         self.injections = injections
         self.requests = requests
         self.extraUpstreamRoots = try extraUpstreamRootsPEM.map { try NIOSSLCertificate.fromPEMBytes(Array($0.utf8)) } ?? []
     }
+}
+
+/// A middleware for the proxy: its script and the destinations it applies to.
+public struct InterceptionMiddleware: Sendable {
+    public var script: MiddlewareScript
+    public var targets: [HostPattern]
+
+    public init(script: MiddlewareScript, targets: [HostPattern]) {
+        self.script = script
+        self.targets = targets
+    }
+}
+
+extension InterceptedConnection.UpstreamRequest {
+    mutating func apply(_ edit: MiddlewareRun.RequestEdit) {
+        path = edit.path
+        headers.apply(edit.headers)
+        if let body = edit.body { self.body = .fixed(body) }
+    }
+}
+
+extension HTTPHeaders {
+    /// Each name replaced by its value, or removed (nil).
+    mutating func apply(_ edits: [String: String?]) {
+        for (name, value) in edits.sorted(by: { $0.key < $1.key }) {
+            remove(name: name)
+            if let value { add(name: name, value: value) }
+        }
+    }
+}
+
+/// A middleware that failed (its script's error, a limit): the guest gets 502 naming both.
+struct MiddlewareFailure: Error, CustomStringConvertible {
+    var middleware: String
+    var message: String
+    var description: String { "the middleware \(middleware) failed: \(message)" }
 }
 
 /// One request through an intercepted connection, for the audit log: never a value, only
@@ -55,6 +96,8 @@ public struct InterceptedRequest: Sendable, Equatable {
     public var bytesDown: Int64 = 0
     /// The masked values put into the request, by name.
     public var injected: [String] = []
+    /// The middleware it went through, in order.
+    public var middleware: [String] = []
     /// What airlock stopped, when it did (`security` names the event).
     public var stopped: String?
     public var security: String?
@@ -103,7 +146,7 @@ struct InterceptedConnection: Sendable {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-                        try channel.pipeline.syncOperations.addHandler(PlaintextRouter(negotiated))
+                        try channel.pipeline.syncOperations.addHandler(PlaintextRouter(negotiated, httpOnly: !connection.chain.isEmpty))
                     }
                 }
                 .withConnectedSocket(fds[1]).get()
@@ -205,9 +248,10 @@ struct InterceptedConnection: Sendable {
         return host.lowercased() == name.lowercased() && port == self.port
     }
 
-    /// Carries one request upstream and its answer back. Throws when the answer was cut off
-    /// (an upstream error mid-answer, or a real value in it): the connection (HTTP/1) or the
-    /// stream (HTTP/2) then ends, so the program sees a broken answer, never a short one.
+    /// Carries one request upstream, through the middleware whose targets name this
+    /// connection, and its answer back. Throws when the answer was cut off (an upstream error
+    /// mid-answer, or a real value in it): the connection (HTTP/1) or the stream (HTTP/2) then
+    /// ends, so the program sees a broken answer, never a short one.
     func forward(
         _ head: NIOHTTP1.HTTPRequestHead, _ parts: RequestParts, client: HTTPClient, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     ) async throws {
@@ -239,50 +283,44 @@ struct InterceptedConnection: Sendable {
             await refuse(.forbidden, "the request carried the real value of the masked \(leaked); airlock blocked it (recorded as a security event)")
             return
         }
-        var request = HTTPClientRequest(url: "https://\(name)\(port == 443 ? "" : ":\(port)")\(head.uri)")
-        request.method = head.method
-        let injected = injected
-        for (field, value) in head.headers where !Self.hopByHop.contains(field.lowercased()) {
-            var value = value
-            for secret in injected where value.contains(secret.surrogate) {
-                value = value.replacing(secret.surrogate, with: secret.value)
-                if !record.injected.contains(secret.name) { record.injected.append(secret.name) }
-            }
-            request.headers.add(name: field, value: value)
-        }
-        // Answers are scanned as they stream: plain bytes, please.
-        if watch.isActive { request.headers.replaceOrAdd(name: "accept-encoding", value: "identity") }
         let body = ScannedBody(parts, watch)
-        if let length = head.headers.first(name: "content-length").flatMap(Int64.init) {
-            request.body = .stream(body, length: .known(length))
+        var length: HTTPClientRequest.Body.Length?
+        if let value = head.headers.first(name: "content-length").flatMap(Int64.init) {
+            length = .known(value)
         } else if head.headers.contains(name: "transfer-encoding") {
-            request.body = .stream(body, length: .unknown)
+            length = .unknown
         }
+        var request = UpstreamRequest(
+            method: head.method, path: head.uri, headers: HTTPHeaders(head.headers.filter { !Self.hopByHop.contains($0.name.lowercased()) }),
+            body: .guest(body, length))
+        request.given = head.headers
         var answered = false
         do {
-            let response = try await client.execute(request, timeout: .hours(1))
-            record.bytesUp = body.bytes
-            var scanner = watch
-            if scanner.isActive, let encoding = response.headers.first(name: "content-encoding"), encoding.lowercased() != "identity" {
-                await refuse(
-                    .badGateway,
-                    "\(name) answered with content-encoding \(encoding) although asked for none; airlock cannot check it for masked values")
+            let response: UpstreamResponse
+            switch try await pass(request, through: chain[...], client: client, record: &record, hold: MiddlewareHold()) {
+            case .denied(let middleware):
+                record.stopped = "denied by the middleware \(middleware)"
+                await refuse(.forbidden, "the middleware \(middleware) denied this request")
                 return
+            case .response(let answer):
+                response = answer
             }
+            var scanner = SecretScanner(response.scanFor)
             var headers = HTTPHeaders()
             for (field, value) in response.headers where !Self.hopByHop.contains(field.lowercased()) {
                 if let reflected = scanner.find(in: value) {
                     record.stopped = "the answer's \(field) header carried the real value of \(reflected)"
                     record.security = "security.secret-reflected"
-                    await refuse(.badGateway, "\(name)'s answer carried the real value of the masked \(reflected); airlock kept it from the VM")
+                    await refuse(.badGateway, "\(name)'s answer carried the real value of \(reflected); airlock kept it from the VM")
                     return
                 }
                 headers.add(name: field, value: value)
             }
+            if case .fixed(let bytes) = response.body { headers.replaceOrAdd(name: "content-length", value: "\(bytes.count)") }
             record.status = Int(response.status.code)
             try await outbound.write(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers)))
             answered = true
-            for try await chunk in response.body {
+            func deliver(_ chunk: ByteBuffer) async throws {
                 let out: ByteBuffer
                 do {
                     out = try scanner.pass(chunk)
@@ -293,6 +331,12 @@ struct InterceptedConnection: Sendable {
                 }
                 record.bytesDown += Int64(chunk.readableBytes)
                 if out.readableBytes > 0 { try await outbound.write(.body(.byteBuffer(out))) }
+            }
+            switch response.body {
+            case .stream(let chunks):
+                for try await chunk in chunks { try await deliver(chunk) }
+            case .fixed(let bytes):
+                if !bytes.isEmpty { try await deliver(ByteBuffer(bytes: bytes)) }
             }
             let rest = scanner.finish()
             if rest.readableBytes > 0 { try await outbound.write(.body(.byteBuffer(rest))) }
@@ -312,10 +356,203 @@ struct InterceptedConnection: Sendable {
                 await refuse(
                     .forbidden, "the request's body carried the real value of the masked \(leaked); airlock blocked it (recorded as a security event)"
                 )
+            } else if let failure = error as? MiddlewareFailure {
+                record.stopped = failure.description
+                await refuse(.badGateway, failure.description)
+            } else if let refusal = error as? InterceptionError {
+                record.stopped = refusal.message
+                await refuse(.badGateway, refusal.message)
             } else {
                 await refuse(.badGateway, "cannot reach \(name): \(error)")
             }
+            return
         }
+        record.bytesUp = body.bytes
+    }
+
+    // MARK: Middleware
+
+    /// The middleware whose targets name this connection, in the configuration's order.
+    var chain: [InterceptionMiddleware] {
+        interception.middleware.filter { middleware in middleware.targets.contains { $0.matches(host: name, port: UInt16(port)) } }
+    }
+
+    enum Outcome {
+        case denied(String)
+        case response(UpstreamResponse)
+    }
+
+    struct UpstreamRequest {
+        enum Body {
+            /// The guest's, as it streams (nil length: none).
+            case guest(ScannedBody, HTTPClientRequest.Body.Length?)
+            case fixed([UInt8])
+        }
+        var method: HTTPMethod
+        /// With its query.
+        var path: String
+        var headers: HTTPHeaders
+        var body: Body
+        /// The headers as the guest sent them.
+        var given = HTTPHeaders()
+    }
+
+    struct UpstreamResponse {
+        enum Body {
+            case stream(HTTPClientResponse.Body)
+            case fixed([UInt8])
+        }
+        var status: HTTPResponseStatus
+        var headers: HTTPHeaders
+        var body: Body
+        /// The real values the answer must not carry back: every masked value, and what the
+        /// middleware put into the request.
+        var scanFor: [MaskedSecret]
+    }
+
+    /// `request` through `chain`'s first script, which may send it on (the rest of the chain,
+    /// then upstream), change it or its answer, or deny it; without a script, upstream.
+    func pass(
+        _ request: UpstreamRequest, through chain: ArraySlice<InterceptionMiddleware>, client: HTTPClient, record: inout InterceptedRequest,
+        hold: MiddlewareHold
+    ) async throws -> Outcome {
+        guard let middleware = chain.first else { return .response(try await send(request, client: client, record: &record)) }
+        let script = middleware.script
+        func failure(_ message: String) -> MiddlewareFailure { MiddlewareFailure(middleware: script.name, message: message) }
+        var request = request
+        var response: UpstreamResponse?
+        record.middleware.append(script.name)
+        let run: MiddlewareRun
+        do {
+            run = try MiddlewareRun(
+                script, method: request.method.rawValue, path: request.path, host: name, headers: request.headers.map { ($0.name, $0.value) })
+        } catch {
+            throw failure(error.message)
+        }
+        var logged = 0
+        var step = run.resume(.start)
+        while true {
+            switch step {
+            case .log(let line):
+                logged += 1
+                if logged <= Self.logLinesPerRequest { logger.info("middleware \(script.name) (\(name)): \(line)") }
+                step = run.resume(.logged)
+            case .hostMatches(let text):
+                do {
+                    step = run.resume(.matches(try HostPattern(parsing: text).matches(host: name, port: UInt16(port))))
+                } catch {
+                    step = run.resume(.refusal("hostMatches: \(error.description)"))
+                }
+            case .needsBody(response: false):
+                let bytes: [UInt8]
+                switch request.body {
+                case .fixed(let fixed):
+                    bytes = fixed
+                case .guest(let body, _):
+                    bytes = try await Self.collect(body, hold: hold, failure: failure)
+                    request.body = .fixed(bytes)
+                }
+                step = run.resume(.body(bytes))
+            case .needsBody(response: true):
+                guard var answered = response else { throw failure("res:body() before send()") }
+                let bytes: [UInt8]
+                switch answered.body {
+                case .fixed(let fixed):
+                    bytes = fixed
+                case .stream(let chunks):
+                    bytes = try await Self.collect(chunks, hold: hold, failure: failure)
+                    answered.body = .fixed(bytes)
+                    response = answered
+                }
+                step = run.resume(.body(bytes))
+            case .send(let edit):
+                request.apply(edit)
+                switch try await pass(request, through: chain.dropFirst(), client: client, record: &record, hold: hold) {
+                case .denied(let who):
+                    return .denied(who)
+                case .response(let answered):
+                    response = answered
+                    step = run.resume(.response(status: Int(answered.status.code), headers: answered.headers.map { ($0.name, $0.value) }))
+                }
+            case .deny:
+                return .denied(script.name)
+            case .failed(let message):
+                throw failure(message)
+            case .done(let edit, let responseEdit):
+                guard var response else {
+                    request.apply(edit)
+                    return try await pass(request, through: chain.dropFirst(), client: client, record: &record, hold: hold)
+                }
+                if let responseEdit {
+                    response.status = HTTPResponseStatus(statusCode: responseEdit.status)
+                    response.headers.apply(responseEdit.headers)
+                    if let body = responseEdit.body { response.body = .fixed(body) }
+                }
+                return .response(response)
+            }
+        }
+    }
+
+    static let logLinesPerRequest = 100
+
+    /// The whole of a body a script reads: at most `MiddlewareRun.bodyLimit`, each byte
+    /// reserved in `hold` first.
+    static func collect<Chunks: AsyncSequence>(_ chunks: Chunks, hold: MiddlewareHold, failure: (String) -> MiddlewareFailure) async throws
+        -> [UInt8] where Chunks.Element == ByteBuffer
+    {
+        var bytes: [UInt8] = []
+        for try await chunk in chunks {
+            guard bytes.count + chunk.readableBytes <= MiddlewareRun.bodyLimit else {
+                throw failure("the body is larger than the \(MiddlewareRun.bodyLimit >> 20) MiB a script may read")
+            }
+            guard hold.reserve(chunk.readableBytes) else {
+                throw failure("middleware holds \(MiddlewareMemory.limit >> 20) MiB already (other requests' bodies and scripts); try again")
+            }
+            bytes += chunk.readableBytesView
+        }
+        return bytes
+    }
+
+    /// The request upstream: masked values put back where this connection's rule injects
+    /// them; plain bytes asked for when the answer will be scanned.
+    func send(_ request: UpstreamRequest, client: HTTPClient, record: inout InterceptedRequest) async throws -> UpstreamResponse {
+        var outgoing = HTTPClientRequest(url: "https://\(name)\(port == 443 ? "" : ":\(port)")\(request.path)")
+        outgoing.method = request.method
+        var scanFor = interception.secrets
+        // What a script put into the request (an env value the guest did not send) must not
+        // come back either.
+        for middleware in record.middleware.compactMap({ name in chain.first { $0.script.name == name } }) {
+            for (variable, value) in middleware.script.environment.sorted(by: { $0.key < $1.key })
+            where value.utf8.count >= MaskedSecret.minimumReplaced {
+                let sent = request.headers.contains { $0.value.contains(value) }
+                if sent, !request.given.contains(where: { $0.value.contains(value) }) {
+                    scanFor.append(MaskedSecret(name: "\(middleware.script.name).env.\(variable)", value: value))
+                    record.injected.append("\(middleware.script.name).env.\(variable)")
+                }
+            }
+        }
+        for (field, value) in request.headers {
+            var value = value
+            for secret in injected where value.contains(secret.surrogate) {
+                value = value.replacing(secret.surrogate, with: secret.value)
+                if !record.injected.contains(secret.name) { record.injected.append(secret.name) }
+            }
+            outgoing.headers.add(name: field, value: value)
+        }
+        // Answers are scanned as they stream: plain bytes, please.
+        if !scanFor.isEmpty { outgoing.headers.replaceOrAdd(name: "accept-encoding", value: "identity") }
+        switch request.body {
+        case .guest(let body, let length):
+            if let length { outgoing.body = .stream(body, length: length) }
+        case .fixed(let bytes):
+            outgoing.body = .bytes(ByteBuffer(bytes: bytes))
+        }
+        let response = try await client.execute(outgoing, timeout: .hours(1))
+        if !scanFor.isEmpty, let encoding = response.headers.first(name: "content-encoding"), encoding.lowercased() != "identity" {
+            throw InterceptionError(
+                "\(name) answered with content-encoding \(encoding) although asked for none; airlock cannot check it for masked values")
+        }
+        return UpstreamResponse(status: response.status, headers: response.headers, body: .stream(response.body), scanFor: scanFor)
     }
 
     func answer(
@@ -468,12 +705,16 @@ final class PlaintextRouter: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = ByteBuffer
 
     private let promise: EventLoopPromise<Negotiated>
+    /// Middleware applies: only HTTP is carried (a script must see every request), and the
+    /// guest is waited for however long it takes to speak.
+    private let httpOnly: Bool
     private var held = ByteBuffer()
     private var decided = false
     private var timer: Scheduled<Void>?
 
-    init(_ promise: EventLoopPromise<Negotiated>) {
+    init(_ promise: EventLoopPromise<Negotiated>, httpOnly: Bool) {
         self.promise = promise
+        self.httpOnly = httpOnly
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -488,7 +729,7 @@ final class PlaintextRouter: ChannelInboundHandler, RemovableChannelHandler {
                             }
                         })
                 }
-            } else {
+            } else if !httpOnly {
                 // A protocol whose server speaks first sends nothing: raw after a moment.
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 timer = context.eventLoop.scheduleTask(in: .milliseconds(300)) { bound.value.0.decideRaw(bound.value.1) }
@@ -513,6 +754,12 @@ final class PlaintextRouter: ChannelInboundHandler, RemovableChannelHandler {
                 return .http1(try NIOAsyncChannel(wrappingChannelSynchronously: context.channel))
             }
         default:
+            guard !httpOnly else {
+                decided = true
+                promise.fail(InterceptionError("the connection did not carry HTTP, and middleware applies to it"))
+                context.close(promise: nil)
+                return
+            }
             decideRaw(context)
         }
     }

@@ -4,6 +4,7 @@ import GitReview
 import GuestLink
 import Logging
 import Machine
+import Middleware
 import NIOCore
 import NetworkPolicy
 import NetworkProxy
@@ -201,9 +202,20 @@ struct SandboxBoot: Sendable {
         // Masked values stay here: each rule's `inject` goes into the requests it allows, and
         // every real value is watched for in requests and answers.
         let injections = config.network.rules.filter { !$0.value.inject.isEmpty }.mapValues { $0.inject.compactMap { config.maskedEnv[$0] } }
+        for middleware in config.network.middleware {
+            for variable in middleware.unresolved {
+                reporter.warning(
+                    "middleware \(middleware.name): env.\(variable) names a variable set neither in the environment nor in the vault; the script sees nil"
+                )
+            }
+        }
+        let middleware = config.network.middleware.map { entry in
+            InterceptionMiddleware(
+                script: MiddlewareScript(name: entry.name, source: entry.script, environment: entry.environment), targets: entry.targets)
+        }
         let interception = try Interception(
             authority: authority, secrets: config.maskedEnv.values.sorted { $0.name < $1.name }, injections: injections,
-            extraUpstreamRootsPEM: testOnlyUpstreamRoots,
+            middleware: middleware, extraUpstreamRootsPEM: testOnlyUpstreamRoots,
             requests: { request in
                 for event in AuditEvent.records(sandbox: sandbox, request: request) { record(event) }
             })

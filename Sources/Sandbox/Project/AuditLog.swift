@@ -277,6 +277,7 @@ extension AuditEvent {
         ]
         if let status = request.status { details["status"] = .number(Int64(status)) }
         if !request.injected.isEmpty { details["injected"] = .list(request.injected) }
+        if !request.middleware.isEmpty { details["middleware"] = .list(request.middleware) }
         if let stopped = request.stopped { details["stopped"] = .text(stopped) }
         let line = AuditEvent(sandbox: sandbox, event: "request", details: details)
         guard let security = request.security else { return [line] }
