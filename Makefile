@@ -11,7 +11,7 @@ OUT := out
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := git pkg-config libgit2-dev zlib1g-dev libseccomp-dev libarchive-dev libzstd-dev liblua5.4-dev \
 	qemu-system-x86 qemu-utils e2fsprogs nftables cpio zstd xz-utils kmod binutils gcc libc6-dev \
-	tmux hyperfine python3 file curl openssl iproute2 \
+	tmux hyperfine python3 file curl openssl iproute2 dbus gnome-keyring libsecret-tools \
 	docker-registry skopeo umoci apache2-utils busybox-static docker.io squashfs-tools-ng
 
 # The guest: the static PID 1, the Debian kernel and the initramfs, in $(ASSETS).

@@ -190,7 +190,7 @@ let package = Package(
         .executableTarget(
             name: "airlock-netbench",
             dependencies: [
-                "NetworkProxy", "NetworkPolicy", "GuestLink", "AirlockSystem",
+                "NetworkProxy", "NetworkPolicy", "Middleware", "GuestLink", "AirlockSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -227,7 +227,7 @@ public struct AirlockConfig: Sendable, Equatable {
     }
     /// `[registries."host:port"]`: registries spoken to over plain HTTP (`insecure = true`).
     public var insecureRegistries: Set<String> = []
-    /// `[vault] storage` (user config only): `file`, `encrypted-file` or `disabled`.
+    /// `[vault] storage` (user config only): `file`, `encrypted-file`, `keyring` or `disabled`.
     public var vaultStorage = "file"
     /// `[env]` values a start cannot give: a table's required host variable is unset.
     public var unsetVariables: [ConfigDiagnostic] = []

@@ -191,7 +191,7 @@ enum AirlockSchema {
         ("registries", .named([("insecure", .boolean)])),
         // Where `airlock secrets` keeps values (`Secrets.Vault`): the user's own setting, refused
         // in a project's files.
-        ("vault", .table([("storage", .choice(["file", "encrypted-file", "disabled"]))])),
+        ("vault", .table([("storage", .choice(["file", "encrypted-file", "keyring", "disabled"]))])),
     ])
 }
 

@@ -15,18 +15,19 @@ public struct MiddlewareScript: Sendable {
     }
 
     /// The script inside a function, as the Rust airlock runs it: `req` is its parameter,
-    /// never a global shared between requests.
-    var wrapped: String { "return function(req)\n" + source + "\nend" }
+    /// never a global shared between requests. On the script's first line, so the lines Lua
+    /// names in errors are the script's own.
+    var wrapped: String { "return function(req) " + source + "\nend" }
 
     /// The first syntax error in `source` with its line in the script (1-based), or nil.
     /// Text only: bytecode is refused.
     public static func syntaxError(in source: String) -> (line: Int?, message: String)? {
         guard let state = try? LuaState() else { return (nil, "no memory for a Lua state") }
         guard let error = state.load(MiddlewareScript(name: "", source: source, environment: [:]).wrapped, name: "=script") else { return nil }
-        // "script:<line>: <message>"; the wrapper's first line shifts every line by one.
+        // "script:<line>: <message>".
         let rest = error.drop { $0 != ":" }.dropFirst()
         if let colon = rest.firstIndex(of: ":"), let line = Int(rest[..<colon]) {
-            return (max(1, line - 1), String(rest[rest.index(after: colon)...].drop { $0 == " " }))
+            return (line, String(rest[rest.index(after: colon)...].drop { $0 == " " }))
         }
         return (nil, error)
     }
@@ -269,8 +270,8 @@ public final class MiddlewareRun {
         var now: [String: String] = [:]
         var total = 0
         lua_pushnil(thread)
+        // Each turn: the name at -2, the value at -1; the name stays for the next turn.
         while lua_next(thread, headers) != 0 {
-            defer { airlock_lua_pop(thread, 1) }
             guard lua_type(thread, -2) == LUA_TSTRING, let key = state.string(at: -2, on: thread) else {
                 airlock_lua_pop(thread, 2)
                 throw MiddlewareError("\(owner).headers: every name must be a string")
@@ -286,6 +287,7 @@ public final class MiddlewareRun {
                 throw MiddlewareError("\(owner).headers hold more than \(Self.headersLimit >> 10) KiB")
             }
             now[key.lowercased()] = value
+            airlock_lua_pop(thread, 1)
         }
         var edits: [String: String?] = [:]
         for name in Set(now.keys).union(given.keys) where now[name] != given[name] {

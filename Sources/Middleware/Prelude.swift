@@ -2,8 +2,8 @@
 /// script: `req`, `res` and bodies are plain tables with methods, so the script can change
 /// them freely and the driver reads them back without calling any script code. What needs
 /// the host (a body, `send()`, `hostMatches`, `log`, `deny()`) is a yield carrying `token`
-/// (a table only this code and the driver hold), answered by `MiddlewareRun`; a script's own
-/// `coroutine.yield` cannot pass for one. Each answer is `ok, value`: not ok raises `value`
+/// (a table only this code and the driver hold), answered by `MiddlewareRun`; a stray
+/// `coroutine.yield` in a script is not taken for one. Each answer is `ok, value`: not ok raises `value`
 /// in the script.
 ///
 /// JSON is here too (`body:json()`, `setBody(table)`): in Lua it runs under the script's

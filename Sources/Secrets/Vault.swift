@@ -11,6 +11,8 @@ import FoundationEssentials
 /// - `encrypted-file`: `vault.enc.json` there, ChaCha20-Poly1305 under a key derived with scrypt
 ///   (N 2^15, r 8, p 1) from a passphrase asked on the terminal or read from
 ///   `AIRLOCK_VAULT_PASSPHRASE`; nothing on disk is plaintext.
+/// - `keyring`: one item of the desktop's Secret Service (`Keyring`), as the Rust airlock's
+///   default; unlocked with the user's session.
 /// - `disabled`: no vault; templates read the environment only.
 ///
 /// Every write is whole (a temporary file renamed over), 0600. No value is ever printed: `list`
@@ -19,6 +21,7 @@ public struct Vault: Sendable {
     public enum Storage: String, Sendable, CaseIterable {
         case file
         case encryptedFile = "encrypted-file"
+        case keyring
         case disabled
     }
 
@@ -37,10 +40,15 @@ public struct Vault: Sendable {
     public var directory: String
     /// The passphrase of an encrypted vault, when it is needed (asked, or from the environment).
     public var passphrase: @Sendable () throws(VaultError) -> String
+    /// The user's environment: where `keyring` finds the session's Secret Service.
+    public var environment: [String: String]
 
-    public init(storage: Storage, directory: String, passphrase: @escaping @Sendable () throws(VaultError) -> String) {
+    public init(
+        storage: Storage, directory: String, environment: [String: String] = [:], passphrase: @escaping @Sendable () throws(VaultError) -> String
+    ) {
         self.storage = storage
         self.directory = directory
+        self.environment = environment
         self.passphrase = passphrase
     }
 
@@ -54,6 +62,9 @@ public struct Vault: Sendable {
     public var path: String {
         directory + (storage == .encryptedFile ? "/vault.enc.json" : "/vault.json")
     }
+
+    /// Where the vault is, for messages.
+    public var location: String { storage == .keyring ? Keyring.description : path }
 
     /// Names as `${NAME}` reads them: `[A-Z_][A-Z0-9_]*`, at most 128.
     public static func validate(name: String) throws(VaultError) {
@@ -83,17 +94,23 @@ public struct Vault: Sendable {
             throw VaultError("the vault is disabled ([vault] storage = \"disabled\")", hint: "set [vault] storage in your user config to use it")
         }
         let bytes: [UInt8]
-        do {
-            guard let read = try FileSystem.read(path, limit: 16 << 20) else { return [:] }
-            bytes = read
-        } catch {
-            throw VaultError("cannot read the vault \(path): \(error)", hint: "check the file's permissions")
+        if storage == .keyring {
+            guard let stored = try Keyring(environment: environment).read() else { return [:] }
+            bytes = stored
+        } else {
+            do {
+                guard let read = try FileSystem.read(path, limit: 16 << 20) else { return [:] }
+                bytes = read
+            } catch {
+                throw VaultError("cannot read the vault \(path): \(error)", hint: "check the file's permissions")
+            }
         }
         let plain = try storage == .encryptedFile ? open(bytes) : bytes
         do {
             return try JSONDecoder.vault.decode(Document.self, from: Data(plain)).secrets
         } catch {
-            throw VaultError("the vault \(path) is damaged: \(error)", hint: "restore it from a backup, or remove it and add the secrets again")
+            throw VaultError(
+                "the vault in \(location) is damaged: \(error)", hint: "restore it from a backup, or remove it and add the secrets again")
         }
     }
 
@@ -105,6 +122,7 @@ public struct Vault: Sendable {
         } catch {
             throw VaultError("cannot encode the vault: \(error)")
         }
+        if storage == .keyring { return try Keyring(environment: environment).write(plain, logDirectory: directory) }
         let bytes = try storage == .encryptedFile ? seal(plain) : plain
         do {
             try FileSystem.makeDirectories(directory, mode: 0o700)

@@ -1,6 +1,7 @@
 import AirlockSystem
 import GuestLink
 import Logging
+import Middleware
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -12,15 +13,17 @@ import NetworkProxy
 import Glibc
 #endif
 
-/// `airlock-netbench front <upstream port> <CA directory> <upstream CA file> intercept|passthrough`:
+/// `airlock-netbench front <upstream port> <CA directory> <upstream CA file> intercept|middleware|passthrough`:
 /// listens on 127.0.0.1 (its port is the first line of stdout) and carries each connection
 /// as the guest agent does, one egress stream to the EgressServer for bench.test:<upstream
 /// port>, so that an HTTPS load generator on the host meets what a program in the VM meets:
-/// the relay (passthrough), or the host ending TLS and making each request anew (intercept).
+/// the relay (passthrough), or the host ending TLS and making each request anew (intercept),
+/// with a Lua middleware putting a token into each request, as the agents' presets do
+/// (middleware).
 /// Runs until killed.
 func runFront(_ arguments: [String]) async throws {
-    guard arguments.count == 4, let upstream = UInt16(arguments[0]), ["intercept", "passthrough"].contains(arguments[3]) else {
-        fatalError("usage: airlock-netbench front <upstream port> <CA directory> <upstream CA file> intercept|passthrough")
+    guard arguments.count == 4, let upstream = UInt16(arguments[0]), ["intercept", "middleware", "passthrough"].contains(arguments[3]) else {
+        fatalError("usage: airlock-netbench front <upstream port> <CA directory> <upstream CA file> intercept|middleware|passthrough")
     }
     let pattern = try HostPattern(parsing: "bench.test")
     let passthrough = arguments[3] == "passthrough"
@@ -29,8 +32,12 @@ func runFront(_ arguments: [String]) async throws {
         rules: [
             NetworkRule(name: "bench", allow: passthrough ? [] : [pattern], passthrough: passthrough ? [pattern] : [], allowPrivate: true)
         ])
+    let token = MiddlewareScript(
+        name: "bench-token", source: #"req:setHeader("Authorization", "Bearer " .. env.TOKEN)"#,
+        environment: ["TOKEN": "bench-token-0123456789abcdef"])
     let interception = try Interception(
         authority: try CertificateAuthority.loadOrCreate(path: arguments[1] + "/ca.pem", project: "bench"),
+        middleware: arguments[3] == "middleware" ? [InterceptionMiddleware(script: token, targets: [pattern])] : [],
         extraUpstreamRootsPEM: try FileSystem.readText(arguments[2]))
     var logger = Logger(label: "bench")
     logger.logLevel = .error

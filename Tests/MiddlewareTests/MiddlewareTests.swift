@@ -186,6 +186,10 @@ struct MiddlewareTests {
             ("req.path = 'http://evil.test/'", "req.path must"),
             ("req:setHeader('bad name', 'x')", "not a header name"),
             ("coroutine.yield('send')", "yielded"),
+            ("req.headers[1] = 'x'", "every name must be a string"),
+            ("req.headers.x = {}", "must be a string"),
+            ("req.headers.x = string.rep('y', 300 * 1024)", "more than 256 KiB"),
+            ("req.headers = 'none'", "must be a table"),
         ] {
             let (step, _) = try run(source)
             guard case .failed(let message) = step else {
@@ -194,6 +198,16 @@ struct MiddlewareTests {
             }
             #expect(message.contains(expected), "\(source): \(message)")
         }
+    }
+
+    @Test("a runtime error names the middleware and the script's own line")
+    func runtimeError() throws {
+        let (step, _) = try run("local a = 1\nerror('boom')")
+        guard case .failed(let message) = step else {
+            Issue.record("\(step)")
+            return
+        }
+        #expect(message == "test:2: boom")
     }
 
     @Test("a syntax error is found at load, with the script's own line")

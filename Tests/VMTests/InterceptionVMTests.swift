@@ -247,7 +247,7 @@ struct InterceptionVMTests {
         let edited = lines["edited"] ?? ""
         #expect(edited.lowercased().contains("x-sandbox: true") && edited.contains("HELLO OVER TLS"), "\(output)")
         let broken = lines["broken"] ?? ""
-        #expect(broken.hasSuffix(" 502") && broken.contains("the middleware edit failed") && broken.contains("no such thing"), "\(output)")
+        #expect(broken.hasSuffix(" 502") && broken.contains("the middleware edit failed: edit:1: no such thing"), "\(output)")
 
         let audit = (try FileSystem.readText(project.path + "/.airlock/default/audit.jsonl", limit: 16 << 20)) ?? ""
         #expect(!audit.contains(token), "no value in the audit log")

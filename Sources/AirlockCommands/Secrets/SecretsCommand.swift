@@ -21,7 +21,8 @@ struct SecretsCommand: ParsableCommand {
             $XDG_DATA_HOME/airlock (default ~/.local/share/airlock); with `[vault] storage = \
             "encrypted-file"` in your user config (~/.config/airlock/config.toml) it is \
             encrypted with a passphrase, asked on the terminal or read from \
-            AIRLOCK_VAULT_PASSPHRASE; "disabled" turns it off.
+            AIRLOCK_VAULT_PASSPHRASE; "keyring" keeps it in the desktop's Secret Service \
+            (GNOME Keyring, KWallet; needs secret-tool); "disabled" turns it off.
             """,
         subcommands: [SecretsAdd.self, SecretsList.self, SecretsRemove.self],
         defaultSubcommand: SecretsList.self
@@ -135,7 +136,7 @@ enum SecretsAccess {
             throw reportAndExit(VaultError("no place for the vault: HOME is not set", hint: "set HOME or XDG_DATA_HOME"))
         }
         let asked = Asked()
-        var vault = Vault(storage: storage, directory: directory, passphrase: { "" })
+        var vault = Vault(storage: storage, directory: directory, environment: environment, passphrase: { "" })
         let path = vault.path
         vault.passphrase = { () throws(VaultError) -> String in
             if let given = environment["AIRLOCK_VAULT_PASSPHRASE"] { return given }
