@@ -36,6 +36,33 @@ final class LuaState {
         return string(at: -1) ?? "cannot load \(name)"
     }
 
+    /// Loads what `dump` made of airlock's own prelude in this process, the one chunk ever
+    /// loaded as bytecode; returns the error instead.
+    func load(ownBytecode bytes: [UInt8], name: String) -> String? {
+        let status = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { luaL_loadbufferx(L, $0.baseAddress, $0.count, name, "b") }
+        }
+        guard status != LUA_OK else { return nil }
+        defer { airlock_lua_pop(L, 1) }
+        return string(at: -1) ?? "cannot load \(name)"
+    }
+
+    /// The function on top of the stack as bytecode (with its debug information).
+    func dump() -> [UInt8] {
+        final class Sink {
+            var bytes: [UInt8] = []
+        }
+        let sink = Sink()
+        _ = lua_dump(
+            L,
+            { _, data, size, sink in
+                guard let data, let sink else { return 1 }
+                Unmanaged<Sink>.fromOpaque(sink).takeUnretainedValue().bytes += UnsafeRawBufferPointer(start: data, count: size)
+                return 0
+            }, Unmanaged.passUnretained(sink).toOpaque(), 0)
+        return withExtendedLifetime(sink) { sink.bytes }
+    }
+
     func push(_ text: String, on thread: OpaquePointer? = nil) {
         var text = text
         text.withUTF8 { bytes in

@@ -110,7 +110,10 @@ public final class MiddlewareRun {
         lua_createtable(L, 0, 0)
         lua_pushvalue(L, -1)
         lua_setfield(L, airlock_lua_registry_index(), "airlock.token")
-        if let error = state.load(Prelude.source, name: Prelude.chunkName) { throw MiddlewareError("the middleware API did not load: \(error)") }
+        let loaded =
+            Prelude.bytecode.isEmpty
+            ? state.load(Prelude.source, name: Prelude.chunkName) : state.load(ownBytecode: Prelude.bytecode, name: Prelude.chunkName)
+        if let error = loaded { throw MiddlewareError("the middleware API did not load: \(error)") }
         lua_rotate(L, -2, 1)
         guard airlock_lua_pcall(L, 1, 1) == LUA_OK else { throw MiddlewareError("the middleware API failed: \(state.string(at: -1) ?? "")") }
         lua_createtable(L, 0, Int32(script.environment.count))
