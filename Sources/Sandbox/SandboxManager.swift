@@ -113,6 +113,9 @@ public struct SandboxManager: Sendable {
     /// Certificates (PEM) the interception trusts for upstreams besides the host's store: set
     /// only by the command layer from its test-only variable, never by a file.
     public var testOnlyUpstreamRoots: String?
+    /// The vault's values the configuration read: watched for in every intercepted request
+    /// and answer unless the VM holds them anyway (`SandboxBoot.watchedSecrets`).
+    public var vaultValues: [String: String] = [:]
     public var images: Images
     /// How long a guest may take from the VMM's start to answering setup (TCG is slow; a first
     /// boot formats the disk).
@@ -280,7 +283,8 @@ public struct SandboxManager: Sendable {
         }
         let boot = SandboxBoot(
             paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver,
-            testOnlyUpstreamRoots: testOnlyUpstreamRoots, workspace: workspace, image: image, launcher: launcher, assets: assets,
+            testOnlyUpstreamRoots: testOnlyUpstreamRoots, vaultValues: vaultValues, workspace: workspace, image: image, launcher: launcher,
+            assets: assets,
             bootTimeout: bootTimeout, hostname: Self.hostname(paths),
             budget: diskBudget(paths),
             currentMaxSize: { [project, environment] in

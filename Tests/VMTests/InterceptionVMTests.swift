@@ -186,7 +186,7 @@ struct InterceptionVMTests {
 
     /// The issue's own middleware test: a token from the vault put into requests on the host.
     @Test(
-        "middleware: a token from the vault goes into requests on the host (the VM never holds it; the answer echoing it is cut off); deny() is a 403; send() and an edited answer; a failing script is a 502 naming it"
+        "middleware: a token from the vault goes into requests on the host (the VM never holds it; the answer echoing it is cut off, as is one a script slips a vault value into); deny() is a 403; send() and an edited answer; a failing script is a 502 naming it"
     )
     func middleware() throws {
         let project = try VMEnvironment.repository()
@@ -196,8 +196,11 @@ struct InterceptionVMTests {
         let port = servers.tls
         let token = "tok-vault-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))"
         let data = ["XDG_DATA_HOME": project.appendingPathComponent(".data").path]
-        let add = try CLI.run(["secrets", "add", "VAULT_TOKEN", "--stdin"], in: project, environment: data, stdin: Data(token.utf8))
-        #expect(add.status == 0, "\(add.stderr)")
+        let other = "other-vault-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))"
+        for (name, value) in [("VAULT_TOKEN", token), ("VAULT_OTHER", other)] {
+            let add = try CLI.run(["secrets", "add", name, "--stdin"], in: project, environment: data, stdin: Data(value.utf8))
+            #expect(add.status == 0, "\(add.stderr)")
+        }
         try """
         [network.rules.api]
         allow = ["api.test:\(port)", "allowed.test:\(port)"]
@@ -213,11 +216,12 @@ struct InterceptionVMTests {
 
         [network.middleware.edit]
         target = ["allowed.test:\(port)"]
+        env.OTHER = "${VAULT_OTHER}"
         script = '''
         if req.path == "/broken" then error("no such thing") end
         local res = req:send()
         res:setHeader("X-Sandbox", "true")
-        res:setBody(res:body():text():upper())
+        if req.path == "/slip" then res:setBody("oops " .. env.OTHER) else res:setBody(res:body():text():upper()) end
         '''
         """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
         let script = """
@@ -225,6 +229,7 @@ struct InterceptionVMTests {
             echo "admin|$(curl -sS -o /dev/null -w '%{http_code}' https://api.test:\(port)/admin/users 2>&1)"
             echo "edited|$(curl -sS -D - https://allowed.test:\(port)/edit 2>&1 | tr -d '\\r' | tr '\\n' ' ')"
             echo "broken|$(curl -sS -w ' %{http_code}' https://allowed.test:\(port)/broken 2>&1 | tr '\\n' ' ')"
+            echo "slip|$(curl -sS https://allowed.test:\(port)/slip 2>&1 | tr '\\n' ' ')"
             printf '%s' tok-vault- > /tmp/pattern
             echo "environ|$(sudo sh -c 'grep -l -a -F -f /tmp/pattern /proc/[0-9]*/environ 2>/dev/null | wc -l')"
             """
@@ -237,6 +242,9 @@ struct InterceptionVMTests {
         let lines = Self.labelled(result.stdout)
         let output = result.stdout
         #expect(!output.contains(token), "the real value never reached the VM: \(output)")
+        // A vault value a script slipped into an answer is cut off too (every vault value the
+        // configuration reads and the VM does not hold is watched for).
+        #expect(!output.contains(other) && lines["slip"]?.contains("oops") != true, "\(output)")
         #expect(lines["environ"] == "0", "no process in the VM has it in its environment: \(output)")
         // The host put it in; the server's echo of it was cut off before the VM saw it.
         let received = (try FileSystem.readText(servers.received)) ?? ""

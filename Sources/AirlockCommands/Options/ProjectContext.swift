@@ -14,6 +14,8 @@ struct ProjectContext {
     var project: Project
     var loaded: ConfigLoader.Result
     var environment: [String: String]
+    /// The vault's values the configuration's templates read (names the environment lacks).
+    var vaultValues: [String: String] = [:]
 
     /// `secrets`: `${NAME}`s the environment lacks are looked up in the vault (`start`, `exec`,
     /// `config validate`; never a command that prints the configuration).
@@ -38,6 +40,7 @@ struct ProjectContext {
                 if !found.isEmpty {
                     loaded = try ConfigLoader.forProject(project.root, environment: environment.merging(found) { host, _ in host }).load()
                 }
+                return ProjectContext(project: project, loaded: loaded, environment: environment, vaultValues: found)
             }
             return ProjectContext(project: project, loaded: loaded, environment: environment)
         } catch {
@@ -54,6 +57,7 @@ struct ProjectContext {
             project: project, loaded: loaded, environment: environment, logger: logger, reporter: .terminal(verbose: verbose, quiet: quiet),
             resolver: TestOnlyOverrides.resolver(environment) ?? SystemResolver(), images: images(quiet: quiet))
         manager.testOnlyUpstreamRoots = TestOnlyOverrides.upstreamRoots(environment)
+        manager.vaultValues = vaultValues
         return manager
     }
 

@@ -280,7 +280,7 @@ struct InterceptedConnection: Sendable {
         if let leaked = watch.find(in: head.uri) ?? head.headers.lazy.compactMap({ watch.find(in: $0.value) }).first {
             record.stopped = "the request carried the real value of \(leaked)"
             record.security = "security.secret-leak"
-            await refuse(.forbidden, "the request carried the real value of the masked \(leaked); airlock blocked it (recorded as a security event)")
+            await refuse(.forbidden, "the request carried the real value of \(leaked); airlock blocked it (recorded as a security event)")
             return
         }
         let body = ScannedBody(parts, watch)
@@ -354,7 +354,7 @@ struct InterceptedConnection: Sendable {
             }
             if let leaked = body.leaked {
                 await refuse(
-                    .forbidden, "the request's body carried the real value of the masked \(leaked); airlock blocked it (recorded as a security event)"
+                    .forbidden, "the request's body carried the real value of \(leaked); airlock blocked it (recorded as a security event)"
                 )
             } else if let failure = error as? MiddlewareFailure {
                 record.stopped = failure.description

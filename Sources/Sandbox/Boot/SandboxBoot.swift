@@ -32,6 +32,7 @@ struct SandboxBoot: Sendable {
     var reporter: SandboxReporter
     var resolver: any Resolver
     var testOnlyUpstreamRoots: String?
+    var vaultValues: [String: String]
     var workspace: WorkspaceOptions
     var image: ImageRoot?
     var launcher: MachineLauncher
@@ -130,6 +131,19 @@ struct SandboxBoot: Sendable {
 
     /// `[daemons.*]` as the guest runs them: the root's base environment (a session's, without
     /// `[env]` or a terminal) and the daemon's own, `cwd` with `~` the agent's home.
+    /// The real values no request from the VM may carry and no answer may bring back: every
+    /// masked `[env]` value, and every vault value the configuration read that the VM does not
+    /// hold in the clear (one a plain `[env]` or daemon entry hands it is the VM's to send).
+    /// Values under 8 bytes are too short to look for.
+    static func watchedSecrets(_ config: AirlockConfig, vaultValues: [String: String]) -> [MaskedSecret] {
+        let masked = config.maskedEnv.values.sorted { $0.name < $1.name }
+        let held = Array(config.env.values) + config.daemons.values.flatMap(\.env.values)
+        let vault = vaultValues.sorted { $0.key < $1.key }.filter { _, value in
+            value.utf8.count >= MaskedSecret.minimumReplaced && !held.contains { $0.contains(value) }
+        }
+        return masked + vault.map { MaskedSecret(name: "\($0.key) (from the vault)", value: $0.value) }
+    }
+
     private func daemons(home: String) -> [SetupSpec.Daemon] {
         let base = image?.baseEnvironment(terminal: nil, hostname: hostname) ?? HostRoot(hostname: hostname).baseEnvironment(terminal: nil)
         return config.daemons.sorted { $0.key < $1.key }.map { name, daemon in
@@ -214,7 +228,7 @@ struct SandboxBoot: Sendable {
                 script: MiddlewareScript(name: entry.name, source: entry.script, environment: entry.environment), targets: entry.targets)
         }
         let interception = try Interception(
-            authority: authority, secrets: config.maskedEnv.values.sorted { $0.name < $1.name }, injections: injections,
+            authority: authority, secrets: Self.watchedSecrets(config, vaultValues: vaultValues), injections: injections,
             middleware: middleware, extraUpstreamRootsPEM: testOnlyUpstreamRoots,
             requests: { request in
                 for event in AuditEvent.records(sandbox: sandbox, request: request) { record(event) }
