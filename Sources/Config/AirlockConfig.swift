@@ -304,7 +304,7 @@ extension AirlockConfig {
         }
         // `[network.middleware.<name>]` and the Rust airlock's older `[[network.rules.<rule>.middleware]]`
         // (targets: the rule's allowed destinations). A syntax error is found here; a target a
-        // rule passes through is refused (nothing there is seen as requests).
+        // rule passes through is refused (nothing there is seen as requests). After the rules.
         func middleware(_ node: ConfigNode) -> [Middleware] {
             var entries: [(name: String, targets: [HostPattern], entry: ConfigNode)] = []
             for (name, entry) in enabledEntries(node["middleware"]).sorted(by: { $0.name < $1.name }) {
@@ -340,9 +340,8 @@ extension AirlockConfig {
                     continue
                 }
                 for target in targets {
-                    for (rule, other) in enabledEntries(node["rules"]).sorted(by: { $0.name < $1.name }) {
-                        let passed = other["passthrough"]?.boolean == true ? patterns(other["allow"]) : patterns(other["passthrough"])
-                        for passthrough in passed where passthrough.overlaps(target) {
+                    for (rule, other) in network.rules.sorted(by: { $0.key < $1.key }) {
+                        for passthrough in other.passthrough where passthrough.overlaps(target) {
                             problems.append(
                                 ConfigDiagnostic(
                                     at: entry["target"]?.origin.location ?? entry.origin.location,

@@ -31,9 +31,7 @@ final class LuaState {
         let status = text.withUTF8 { bytes in
             bytes.withMemoryRebound(to: CChar.self) { luaL_loadbufferx(L, $0.baseAddress, $0.count, name, "t") }
         }
-        guard status != LUA_OK else { return nil }
-        defer { airlock_lua_pop(L, 1) }
-        return string(at: -1) ?? "cannot load \(name)"
+        return loadError(status, name)
     }
 
     /// Loads what `dump` made of airlock's own prelude in this process, the one chunk ever
@@ -42,6 +40,11 @@ final class LuaState {
         let status = bytes.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { luaL_loadbufferx(L, $0.baseAddress, $0.count, name, "b") }
         }
+        return loadError(status, name)
+    }
+
+    /// nil when the load succeeded (the chunk is pushed); else its message, popped.
+    private func loadError(_ status: Int32, _ name: String) -> String? {
         guard status != LUA_OK else { return nil }
         defer { airlock_lua_pop(L, 1) }
         return string(at: -1) ?? "cannot load \(name)"

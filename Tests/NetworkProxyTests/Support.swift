@@ -281,19 +281,15 @@ final class TestServer: Sendable {
         return TestServer(channel: channel)
     }
 
-    static func hello(_ name: String) async throws -> TestServer {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(HelloHandler(name: name)) }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        return TestServer(channel: channel)
-    }
+    static func hello(_ name: String) async throws -> TestServer { try await serving { HelloHandler(name: name) } }
 
-    static func banner(_ banner: String) async throws -> TestServer {
+    static func banner(_ banner: String) async throws -> TestServer { try await serving { BannerHandler(banner: banner) } }
+
+    /// A server on 127.0.0.1 whose every connection gets a handler of its own from `make`.
+    private static func serving<Handler: ChannelHandler>(_ make: @escaping @Sendable () -> Handler) async throws -> TestServer {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BannerHandler(banner: banner)) }
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(make()) }
             }
             .bind(host: "127.0.0.1", port: 0).get()
         return TestServer(channel: channel)

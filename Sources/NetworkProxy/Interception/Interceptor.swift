@@ -113,6 +113,18 @@ struct InterceptedConnection: Sendable {
     /// The rule that allowed the connection: its `inject` values go into the requests.
     var rule: String?
     var logger: Logger
+    /// The middleware whose targets name this connection, in the configuration's order.
+    let chain: [InterceptionMiddleware]
+
+    init(name: String, port: Int, address: IPAddress, interception: Interception, rule: String?, logger: Logger) {
+        self.name = name
+        self.port = port
+        self.address = address
+        self.interception = interception
+        self.rule = rule
+        self.logger = logger
+        chain = interception.middleware.filter { middleware in middleware.targets.contains { $0.matches(host: name, port: UInt16(port)) } }
+    }
 
     var injected: [MaskedSecret] { rule.flatMap { interception.injections[$0] } ?? [] }
 
@@ -372,11 +384,6 @@ struct InterceptedConnection: Sendable {
 
     // MARK: Middleware
 
-    /// The middleware whose targets name this connection, in the configuration's order.
-    var chain: [InterceptionMiddleware] {
-        interception.middleware.filter { middleware in middleware.targets.contains { $0.matches(host: name, port: UInt16(port)) } }
-    }
-
     enum Outcome {
         case denied(String)
         case response(UpstreamResponse)
@@ -520,8 +527,8 @@ struct InterceptedConnection: Sendable {
         outgoing.method = request.method
         var scanFor = interception.secrets
         // What a script put into the request (an env value the guest did not send) must not
-        // come back either.
-        for middleware in record.middleware.compactMap({ name in chain.first { $0.script.name == name } }) {
+        // come back either. Every script of the chain has run by now.
+        for middleware in chain {
             for (variable, value) in middleware.script.environment.sorted(by: { $0.key < $1.key })
             where value.utf8.count >= MaskedSecret.minimumReplaced {
                 let sent = request.headers.contains { $0.value.contains(value) }

@@ -22,7 +22,9 @@ struct SecretScanner {
 
     /// The name of the first value `text` holds.
     func find(in text: String) -> String? {
-        values.first { !$0.bytes.isEmpty && Array(text.utf8).firstRange(of: $0.bytes) != nil }?.name
+        guard isActive else { return nil }
+        let bytes = Array(text.utf8)
+        return values.first { !$0.bytes.isEmpty && bytes.firstRange(of: $0.bytes) != nil }?.name
     }
 
     /// What of `chunk` (and what was held) may go on now.
