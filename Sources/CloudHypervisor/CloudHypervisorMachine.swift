@@ -128,6 +128,7 @@ public final class CloudHypervisorMachine: VirtualMachine {
                 defer { console.spawned() }
                 vmm = try VMMProcess.spawn(cloudHypervisor, arguments(sockets: sockets), output: console.output, jail: .vmm(for: spec))
             }
+            console.endOnKernelPanic(vmm)
             started.vmm = vmm
             try await waitForPing(client, of: vmm, timeout: timeout, log: spec.consoleLog)
 

@@ -1,5 +1,6 @@
 import AirlockSystem
 import CShim
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -29,6 +30,7 @@ public final class ConsoleRecorder: Sendable {
     private let input: Int32
     /// Signalled by `finish` (or when the recorder goes): the thread drains what is there and ends.
     private let stop: StopSignal
+    private let panic = PanicWatch()
 
     /// Starts recording to `log` (appended to), listening on `socket` (0600) when given.
     public init(socket: String?, log: String, limit: Int64 = ConsoleRecorder.defaultLimit) throws(MachineError) {
@@ -56,7 +58,7 @@ public final class ConsoleRecorder: Sendable {
         self.input = output[0]
         self.output = output[1]
         self.stop = stop
-        let recorder = Recording(log: log, limit: limit)
+        let recorder = Recording(log: log, limit: limit, panic: panic)
         let (listenerFD, inputFD) = (listener, output[0])
         startThread { recorder.run(listener: listenerFD, output: inputFD, stop: stop) }
     }
@@ -64,6 +66,24 @@ public final class ConsoleRecorder: Sendable {
     /// The VMM has been started (or failed to): airlock's copy of `output` goes.
     public func spawned() {
         close(output)
+    }
+
+    /// Ends `vmm` (SIGKILL) when the guest's kernel panics. `panic=-1` and QEMU's `-no-reboot`
+    /// should end it by themselves, but a reboot that never comes (CI once saw a TCG guest
+    /// spin after its panic) would leave a boot waiting for its deadline, minutes, and a
+    /// session hanging; a guest that prints the line itself only ends its own VM. The kernel
+    /// gets `grace` to print the reason and the trace (the console's last lines) and reboot.
+    public func endOnKernelPanic(_ vmm: ProcessWaiter, grace: Duration = .seconds(2)) {
+        panic.whenSeen {
+            Task.detached {
+                if await VMMProcess.exited(vmm, within: grace) { return }
+                // Not once it has been reaped: its pid may belong to another process by then.
+                if !vmm.hasExited {
+                    kill(-vmm.pid, SIGKILL)
+                    kill(vmm.pid, SIGKILL)
+                }
+            }
+        }
     }
 
     /// Ends the recording once what is buffered has been written (the VMM has gone).
@@ -81,6 +101,7 @@ public final class ConsoleRecorder: Sendable {
 private struct Recording: Sendable {
     let log: String
     let limit: Int64
+    let panic: PanicWatch
 
     func run(listener: Int32, output: Int32, stop: StopSignal) {
         var writer = BoundedFile(path: log, limit: limit)
@@ -90,6 +111,7 @@ private struct Recording: Sendable {
         var outputOpen = true
         var stopping = false
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        var scanner = PanicScanner()
         defer {
             for fd in [listener, output, connection] where fd >= 0 { close(fd) }
             writer.close()
@@ -100,6 +122,7 @@ private struct Recording: Sendable {
             if count < 0 { return errno == EINTR || errno == EAGAIN }
             if count == 0 { return false }
             writer.write(buffer[0..<count])
+            if scanner.finds(buffer[0..<count]) { panic.seen() }
             return true
         }
         // Until the VMM has closed both (or its output, never having connected: it is gone).
@@ -125,6 +148,55 @@ private struct Recording: Sendable {
             }
             if fds[1].revents != 0 && !drain(output) { outputOpen = false }
         }
+    }
+}
+
+/// Finds the line a Linux kernel prints when it panics, across the chunks the console
+/// arrives in.
+struct PanicScanner {
+    static let marker = Array("Kernel panic - not syncing".utf8)
+    /// The end of what came before: a marker may begin there.
+    private var carried: [UInt8] = []
+    private var found = false
+
+    /// Whether the marker has appeared by the end of `chunk` (once true, stays true).
+    mutating func finds(_ chunk: ArraySlice<UInt8>) -> Bool {
+        if found { return true }
+        let text = carried + chunk
+        let marker = Self.marker
+        if text.count >= marker.count {
+            for start in text.indices.dropLast(marker.count - 1) where text[start] == marker[0] {
+                if text[start..<start + marker.count].elementsEqual(marker) {
+                    found = true
+                    return true
+                }
+            }
+        }
+        carried = Array(text.suffix(marker.count - 1))
+        return false
+    }
+}
+
+/// Whether the console has shown a kernel panic, and what to do when it does (run once, on
+/// the recorder's thread or at once when it already has).
+private final class PanicWatch: Sendable {
+    private let state = Mutex<(seen: Bool, action: (@Sendable () -> Void)?)>((false, nil))
+
+    func whenSeen(_ action: @escaping @Sendable () -> Void) {
+        let already = state.withLock { state in
+            if !state.seen { state.action = action }
+            return state.seen
+        }
+        if already { action() }
+    }
+
+    func seen() {
+        let action = state.withLock { state -> (@Sendable () -> Void)? in
+            if state.seen { return nil }
+            state.seen = true
+            return state.action
+        }
+        action?()
     }
 }
 

@@ -133,6 +133,7 @@ public struct BootSnapshot: Sendable {
                 qemu, QEMUMachine.arguments(for: boot, snapshotBoot: true), output: console.output,
                 views: QEMUMachine.views(of: boot, virtiofsd: false), jail: .vmm(for: boot, also: [.write(directory)]))
         }
+        console.endOnKernelPanic(waiter)
         defer { console.finish() }
         defer {
             // Not once it has been reaped: its pid may belong to another process by then.

@@ -291,6 +291,7 @@ public final class QEMUMachine: VirtualMachine {
             await Virtiofsd.stop(helpers)
             throw error
         }
+        console.endOnKernelPanic(waiter)
         let machine = QEMUMachine(
             waiter: waiter, qmpSocket: qmp, control: vsockCID.map { .vsock(cid: $0) } ?? .serial(socket: control),
             virtiofsd: zip(helpers, served).map { ($0, $1.share.hostPath) }, console: console, consoleLog: spec.consoleLog)

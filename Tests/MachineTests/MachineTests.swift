@@ -113,6 +113,50 @@ struct ConsoleRecorderTests {
         #expect(FileSystem.exists(log + ".1"), "rotated")
     }
 
+    @Test("a guest kernel panic ends the VMM, even when the line arrives in pieces and the VMM would spin on", .timeLimit(.minutes(1)))
+    func kernelPanic() async throws {
+        let root = NSTemporaryDirectory() + "airlock-console-\(UUID().uuidString.prefix(8))"
+        try FileSystem.makeDirectories(root)
+        defer { try? FileSystem.removeTree(root) }
+        let recorder = try ConsoleRecorder(socket: root + "/console.sock", log: root + "/console.log")
+        defer { recorder.finish() }
+        // A stand-in VMM: boot lines, the panic split across two writes, then it keeps running
+        // (as a guest whose reboot never comes).
+        let script = """
+            import socket, sys, time
+            s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+            s.sendall(b"[    0.9] VFS: Cannot open root device\\r\\n[    1.0] Kernel pan"); time.sleep(0.3)
+            s.sendall(b"ic - not syncing: VFS: Unable to mount root fs\\r\\n")
+            time.sleep(600)
+            """
+        let process: ProcessWaiter
+        do {
+            defer { recorder.spawned() }
+            process = try VMMProcess.spawn("/usr/bin/python3", ["-c", script, root + "/console.sock"], output: recorder.output)
+        }
+        recorder.endOnKernelPanic(process)
+        let status = await process.wait()
+        #expect(status.map { ExitStatus(waitStatus: $0) } == ExitStatus(waitStatus: SIGKILL), "ended by the recorder: \(String(describing: status))")
+        #expect(try FileSystem.readText(root + "/console.log")?.contains("Unable to mount root fs") == true)
+
+        // Without the line, nothing is ended.
+        let calm = try ConsoleRecorder(socket: root + "/calm.sock", log: root + "/calm.log")
+        defer { calm.finish() }
+        let quiet: ProcessWaiter
+        do {
+            defer { calm.spawned() }
+            quiet = try VMMProcess.spawn(
+                "/usr/bin/python3",
+                [
+                    "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'Kernel: panic - syncing\\n')",
+                    root + "/calm.sock",
+                ],
+                output: calm.output)
+        }
+        calm.endOnKernelPanic(quiet)
+        #expect(await quiet.wait().map { ExitStatus(waitStatus: $0).code } == 0)
+    }
+
     @Test("a VMM that never connects its console: its own output is recorded all the same")
     func endings() async throws {
         let root = NSTemporaryDirectory() + "airlock-console-\(UUID().uuidString.prefix(8))"

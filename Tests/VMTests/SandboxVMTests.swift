@@ -189,7 +189,7 @@ struct SandboxVMTests {
         try Data(repeating: 0x5A, count: 4096).write(to: corrupt)
         let result = try CLI.run(["start", "--", "true"], in: project, environment: ["AIRLOCK_INITRAMFS": corrupt.path])
         #expect(result.status == 1)
-        #expect(result.stderr.contains("error:"))
+        #expect(result.stderr.contains("error: the guest kernel panicked during boot"), "\(result.stderr)")
         #expect(result.stderr.contains("last lines of the console"))
         #expect(result.stderr.contains("  | "))
     }

@@ -344,17 +344,33 @@ struct SandboxBoot: Sendable {
         }
     }
 
-    /// Runs `body`, but fails as soon as the VMM exits or the boot deadline passes.
+    /// Runs `body`, but fails as soon as the VMM exits or the boot deadline passes. A body
+    /// that fails because the VMM went (the link closed under it) fails with the VMM's reason.
     private func withBootDeadline<T: Sendable>(_ vm: any VirtualMachine, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let console = paths.consoleLog
         let timeout = bootTimeout
+        @Sendable func stopped(_ status: Int32) -> MachineError {
+            let tail = FileSystem.tailLines(of: console, count: 60)
+            let panicked = tail.contains { $0.contains("Kernel panic - not syncing") }
+            let exit = ExitStatus(waitStatus: status)
+            let how = exit.signal != 0 ? "ended by signal \(exit.signal)" : "exit status \(exit.code)"
+            return MachineError(
+                panicked ? "the guest kernel panicked during boot" : "the VM stopped during boot (\(vm.backend.rawValue) \(how))",
+                consoleTail: Array(tail.suffix(20)))
+        }
         return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
+            group.addTask {
+                do {
+                    return try await body()
+                } catch {
+                    if let status = await Self.exitStatus(of: vm, within: .seconds(2)) { throw stopped(status) }
+                    throw error
+                }
+            }
             group.addTask {
                 // nil: cancelled because the body finished first.
                 guard let status = await vm.waitForExit() else { return nil }
-                throw MachineError(
-                    "the VM stopped during boot (\(vm.backend.rawValue) exit status \(status >> 8))", consoleTail: FileSystem.tailLines(of: console))
+                throw stopped(status)
             }
             group.addTask {
                 do { try await Task.sleep(for: timeout) } catch { return nil }
@@ -365,6 +381,22 @@ struct SandboxBoot: Sendable {
                 if let value = result { return value }
             }
             throw CancellationError()
+        }
+    }
+}
+
+extension SandboxBoot {
+    /// `vm`'s wait status if it exits within `duration`.
+    fileprivate static func exitStatus(of vm: any VirtualMachine, within duration: Duration) async -> Int32? {
+        await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await vm.waitForExit() }
+            group.addTask {
+                try? await Task.sleep(for: duration)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
     }
 }
