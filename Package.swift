@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "AirlockCommands",
             dependencies: [
-                "Sandbox", "Config", "GitReview", "GuestLink", "NetworkProxy", "AirlockSystem", "CShim", "OCI", "Secrets",
+                "Sandbox", "Config", "GitReview", "GuestLink", "NetworkProxy", "NetworkPolicy", "AirlockSystem", "CShim", "OCI", "Secrets",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

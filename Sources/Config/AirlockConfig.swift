@@ -94,6 +94,8 @@ public struct AirlockConfig: Sendable, Equatable {
         /// In the order they run: `[network.middleware.<name>]` by name, then each rule's own
         /// (`[[network.rules.<rule>.middleware]]`, rules by name) in the order written.
         public var middleware: [Middleware] = []
+        /// `[network.services.<name>]` turned on, by name, with the tokens the host has for each.
+        public var services: [ServiceCredentials] = []
     }
 
     /// A Lua script run on each intercepted request to its targets (`Middleware` module).
@@ -219,6 +221,9 @@ public struct AirlockConfig: Sendable, Equatable {
     /// Project paths hidden from the guest, by entry name.
     public var masks: [String: [String]] = [:]
     public var daemons: [String: Daemon] = [:]
+    /// `[commands.<name>]`: programs found on the host's PATH and shared read-only into a VM
+    /// whose root is the host's, by name: how to install one the host lacks (for the warning).
+    public var commands: [String: String] = [:]
 
     /// The longest a stop may spend on the daemons (the largest `timeout`); nil when one waits
     /// without end (`timeout = 0`).
@@ -503,7 +508,7 @@ extension AirlockConfig {
         // Masked values: the guest gets a surrogate; the real one stays here.
         for (variable, node) in root["env"]?.entries ?? [] where node["mask"]?.boolean == true {
             guard let value = env[variable] else { continue }
-            if MaskedSecret.replacedCount(value) < MaskedSecret.minimumReplaced || value.contains(where: { $0 == "\r" || $0 == "\n" }) {
+            guard MaskedSecret.canMask(value) else {
                 problems.append(
                     ConfigDiagnostic(
                         at: node.origin.location,
@@ -515,8 +520,66 @@ extension AirlockConfig {
             maskedEnv[variable] = secret
             env[variable] = secret.surrogate
         }
+        // `[network.services.<name>]`: the provider's tokens from the host (the environment, then
+        // the vault), a surrogate each in the VM; its API hosts are always intercepted.
+        for (name, entry) in enabledEntries(root["network"]?["services"]).sorted(by: { $0.name < $1.name }) {
+            guard let service = ProviderService.named(name) else {
+                problems.append(
+                    ConfigDiagnostic(
+                        at: entry.origin.location, "[network.services.\(name)] is not a service airlock knows",
+                        hint: "the services are \(ProviderService.known.map(\.name).joined(separator: " and ")); remove this table"))
+                continue
+            }
+            for pattern in service.patterns {
+                for (rule, other) in network.rules.sorted(by: { $0.key < $1.key }) {
+                    for passthrough in other.passthrough where passthrough.overlaps(pattern) {
+                        problems.append(
+                            ConfigDiagnostic(
+                                at: entry.origin.location,
+                                "[network.services.\(name)] keeps its tokens on the host, which needs \(pattern) intercepted; [network.rules.\(rule)] passes it through (\"\(passthrough)\")",
+                                hint: "remove passthrough for that host, or turn the service off with enabled = false"))
+                    }
+                }
+            }
+            var tokens: [MaskedSecret] = []
+            for variable in service.tokenVariables {
+                if let given = root["env"]?[variable] {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: given.origin.location,
+                            "`env.\(variable)` is given by [network.services.\(name)] (a surrogate of the host's token, or nothing when the host has none)",
+                            hint: "remove this [env] entry; put the real value in the host's environment or `airlock secrets add \(variable)`"))
+                    continue
+                }
+                guard let value = environment[variable], !value.isEmpty else {
+                    missingVariables.insert(variable)
+                    continue
+                }
+                guard MaskedSecret.canMask(value), !value.contains(where: \.isWhitespace) else {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: entry.origin.location,
+                            "[network.services.\(name)]: the host's \(variable) does not look like a token (too short, or spaces in it)",
+                            hint: "check the value in the environment or the vault (`airlock secrets ls`)"))
+                    continue
+                }
+                let secret = MaskedSecret(name: variable, value: value)
+                tokens.append(secret)
+                env[variable] = secret.surrogate
+            }
+            network.services.append(ServiceCredentials(service: service, tokens: tokens))
+        }
         for (name, entry) in enabledEntries(root["mask"]) {
             masks[name] = (entry["paths"]?.elements ?? []).compactMap(\.string)
+        }
+        for (name, entry) in enabledEntries(root["commands"]) {
+            guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+                problems.append(
+                    ConfigDiagnostic(at: entry.origin.location, "[commands.\(name)]: a command's name is a file name", hint: "e.g. [commands.claude]")
+                )
+                continue
+            }
+            commands[name] = entry["install"]?.string ?? ""
         }
         for (name, entry) in enabledEntries(root["daemons"]) {
             let command = (entry["command"]?.elements ?? []).compactMap(\.string)

@@ -134,6 +134,8 @@ enum AirlockSchema {
                         ("script", .string),
                     ])
                 ),
+                // Model providers whose tokens stay on the host (`ProviderService`).
+                ("services", .named([])),
                 (
                     "ports",
                     .named([
@@ -174,6 +176,9 @@ enum AirlockSchema {
         ),
         ("env", .environment),
         ("mask", .named([("paths", .array(.projectPath))])),
+        // Programs on the host's PATH shared into a host-root VM (`HostCommands`); `install`: how
+        // to get one the host lacks.
+        ("commands", .named([("install", .string)])),
         (
             "daemons",
             .named([

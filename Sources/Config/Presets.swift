@@ -3,38 +3,68 @@
 /// project can switch any of their entries off with `enabled = false`.
 ///
 /// The names of the presets and of their rules are the Rust airlock's, so a file written for it
-/// (`[network.rules.debian-packages] enabled = false`) means the same here. Its presets'
-/// `[mounts.*]` (the agents' settings) and `[network.middleware.*]` (their tokens) come with
-/// the agents' sign-in support (the middleware itself is here).
+/// (`[network.rules.debian-packages] enabled = false`) means the same here. Its agents'
+/// presets keep their settings in the same places (`~/.airlock/claude`, `~/.airlock/codex`);
+/// where its presets set a token with a Lua middleware, ours keep it on the host as a service
+/// (`[network.services.*]`), whose API hosts take nothing but the surrogates.
 public enum Presets {
     public static let all: [(name: String, text: String)] = [
         (
             "claude-code",
             """
-            # Claude Code: the Anthropic API, sign-in (claude.ai for subscriptions, the Claude
-            # Console at platform.claude.com, formerly console.anthropic.com) and the endpoints
-            # the CLI reports to (Anthropic's published list: api.anthropic.com,
-            # statsig.anthropic.com, sentry.io).
+            # Claude Code, as the Rust airlock's preset does it, with the token kept on the host.
+            # The Anthropic API, sign-in (claude.ai for subscriptions, the Claude Console at
+            # platform.claude.com, formerly console.anthropic.com), downloads and the endpoints
+            # the CLI reports to (Anthropic's published list: statsig.anthropic.com, sentry.io).
             [network.rules.claude-code]
             allow = [
               "api.anthropic.com:443",
+              "claude.ai:443",
+              "downloads.claude.ai:443",
               "platform.claude.com:443",
               "console.anthropic.com:443",
               "statsig.anthropic.com:443",
-              "claude.ai:443",
               "sentry.io:443",
               "*.sentry.io:443",
             ]
 
+            # CLAUDE_CODE_OAUTH_TOKEN (`claude setup-token`) or ANTHROPIC_API_KEY from the host's
+            # environment or `airlock secrets`: the VM gets a surrogate, the host puts the real
+            # token into requests to api.anthropic.com, and any other credential there gets 401.
+            [network.services.anthropic]
+
+            # The host's claude (its installer's ~/.local/bin, npm's global prefix), read-only.
+            [commands.claude]
+            install = "curl -fsSL https://claude.ai/install.sh | bash"
+
             [env]
-            # /usr is read-only in the sandbox: the updater could only fail.
+            # Claude Code knows it runs in a sandbox.
+            IS_SANDBOX = "1"
+            # Its install is read-only in the sandbox: the updater could only fail.
             DISABLE_AUTOUPDATER = "1"
+
+            # Settings, sign-in state and memory kept across sandboxes in airlock's directory,
+            # never your own ~/.claude (point these sources at ~/.claude and ~/.claude.json in
+            # airlock.local.toml to share yours).
+            [mounts.claude-settings]
+            source = "~/.airlock/claude/settings"
+            target = "~/.claude"
+            read_only = false
+            missing = "create-dir"
+
+            [mounts.claude-json]
+            source = "~/.airlock/claude/claude.json"
+            target = "~/.claude.json"
+            read_only = false
+            missing = "create-file"
+            file_content = '{"hasCompletedOnboarding":true}'
             """
         ),
         (
             "openai-codex",
             """
-            # OpenAI Codex CLI: the API and the ChatGPT sign-in endpoints.
+            # OpenAI Codex CLI, as the Rust airlock's preset does it, with the key kept on the host:
+            # the API and the ChatGPT sign-in endpoints.
             [network.rules.codex]
             allow = [
               "api.openai.com:443",
@@ -42,8 +72,24 @@ public enum Presets {
               "chatgpt.com:443",
             ]
 
+            # OPENAI_API_KEY from the host's environment or `airlock secrets`: the VM gets a
+            # surrogate, the host puts the real key into requests to api.openai.com, and any
+            # other credential there gets 401.
+            [network.services.openai]
+
+            # The host's codex (npm's global prefix, or a release binary on PATH), read-only.
+            [commands.codex]
+            install = "npm install -g @openai/codex"
+
             [env]
             CODEX_DISABLE_UPDATE_CHECK = "1"
+
+            # Codex's settings and sessions kept across sandboxes in airlock's directory.
+            [mounts.codex-dir]
+            source = "~/.airlock/codex"
+            target = "~/.codex"
+            read_only = false
+            missing = "create-dir"
             """
         ),
         (

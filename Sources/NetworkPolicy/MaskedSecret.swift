@@ -31,6 +31,11 @@ public struct MaskedSecret: Sendable, Equatable {
         return last + 1 <= value.count / 3 ? last + 1 : 0
     }
 
+    /// Whether `value` can be masked: enough letters and digits to replace, on one line.
+    public static func canMask(_ value: String) -> Bool {
+        replacedCount(value) >= minimumReplaced && !value.contains(where: \.isNewline)
+    }
+
     /// How many characters the surrogate replaces (letters and digits after the kept prefix).
     public static func replacedCount(_ value: String) -> Int {
         let bytes = Array(value.utf8)

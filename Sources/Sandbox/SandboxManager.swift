@@ -345,7 +345,9 @@ public struct SandboxManager: Sendable {
         let hostname = Self.hostname(paths)
         let root = HostRoot(hostname: hostname)
         let terminalName = request.terminal == nil ? nil : (environment["TERM"] ?? "xterm-256color")
-        var variables = image?.baseEnvironment(terminal: terminalName, hostname: hostname) ?? root.baseEnvironment(terminal: terminalName)
+        var variables =
+            image?.baseEnvironment(terminal: terminalName, hostname: hostname)
+            ?? HostCommands.environment(root.baseEnvironment(terminal: terminalName), config.commands)
         for (key, value) in config.env { variables[key] = value }
         for (key, value) in request.environment { variables[key] = value }
         let command = request.command

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NetworkPolicy
+import Synchronization
 import Testing
 
 @testable import NetworkProxy
@@ -228,6 +229,103 @@ struct TLSTests {
             mail.task.cancel()
             await guest.close()
             await banner.close()
+        }
+    }
+    /// An HTTPS API stand-in: answers each request with the credential headers it received,
+    /// and appends them to `received` (what reached it, for the test to read).
+    static let echoAPI = """
+        import http.server, ssl, sys
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = ("auth=%s\\nkey=%s\\n" % (self.headers.get("Authorization", ""), self.headers.get("x-api-key", ""))).encode()
+                with open(sys.argv[4], "ab") as f: f.write(body)
+                self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+            def log_message(self, *a): pass
+        s = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[2], sys.argv[3])
+        s.socket = c.wrap_socket(s.socket, server_side=True)
+        s.serve_forever()
+        """
+
+    @Test(
+        "a service's API host: a surrogate in Authorization: Bearer or x-api-key becomes the real token upstream, an echo of it comes back as the surrogate, any other credential is 401, the real token from the VM is 403",
+        .enabled(if: which("python3") != nil, "needs python3"))
+    func serviceCredentials() async throws {
+        try await within(90) {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-api-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let made = try await runProgram([
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
+                "-subj", "/CN=good.test", "-addext", "subjectAltName=DNS:good.test",
+            ])
+            try #require(made?.status == 0)
+            let probe = try await TestServer.echo()
+            let port = Int(probe.port)
+            await probe.close()
+            let received = directory + "/received"
+            let api = try #require(
+                try launchProgram(
+                    ["python3", "-c", Self.echoAPI, "\(port)", directory + "/cert.pem", directory + "/key.pem", received], directory: directory))
+            defer { kill(api.processIdentifier, SIGKILL) }
+            for _ in 0..<250 {
+                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+                {
+                    try? await channel.close()
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let token = MaskedSecret(name: "CLAUDE_CODE_OAUTH_TOKEN", value: "sk-ant-oat01-RealToken0123456789abcdefXYZ")
+            let service = ProviderService(
+                name: "anthropic", apiHosts: ["good.test"], port: port, tokenVariables: ["CLAUDE_CODE_OAUTH_TOKEN"],
+                credentialHeaders: ["authorization", "x-api-key"], hint: "put it on the host")
+            let authority = try CertificateAuthority.loadOrCreate(path: directory + "/state/ca.pem", project: "/tmp/project")
+            final class Requests: Sendable { let list = Mutex<[InterceptedRequest]>([]) }
+            let requests = Requests()
+            let server = EgressServer(
+                configuration: .init(
+                    rules: try rules([("api", allow: ["good.test:\(port)"], deny: [], allowPrivate: true)]),
+                    resolver: StaticResolver(["good.test": ["127.0.0.1"]]),
+                    interception: try Interception(
+                        authority: authority, secrets: [token], services: [ServiceCredentials(service: service, tokens: [token])],
+                        extraUpstreamRootsPEM: try String(contentsOfFile: directory + "/cert.pem", encoding: .utf8),
+                        requests: { request in requests.list.withLock { $0.append(request) } })),
+                logger: testLogger, records: Records().sink)
+            let guest = try await FakeGuest(server: server)
+            let capture = try await guest.capture(host: "good.test", ip: "198.18.0.10", port: UInt16(port))
+            func call(_ header: String?) async throws -> String {
+                var arguments = ["curl", "-sS", "-k", "--max-time", "10", "-w", "|%{http_code}"]
+                if let header { arguments += ["-H", header] }
+                arguments += ["--connect-to", "good.test:\(port):127.0.0.1:\(capture.port)", "https://good.test:\(port)/v1/messages"]
+                return try #require(try await runProgram(arguments)).output
+            }
+
+            let bearer = try await call("Authorization: Bearer \(token.surrogate)")
+            #expect(bearer == "auth=Bearer \(token.surrogate)\nkey=\n|200", "the echo carries the surrogate back: \(bearer)")
+            let key = try await call("x-api-key: \(token.surrogate)")
+            #expect(key == "auth=\nkey=\(token.surrogate)\n|200", "\(key)")
+            let none = try await call(nil)
+            #expect(none.hasSuffix("|200"), "no credential: as it is: \(none)")
+            let upstream = try String(contentsOfFile: received, encoding: .utf8)
+            #expect(upstream == "auth=Bearer \(token.value)\nkey=\nauth=\nkey=\(token.value)\nauth=\nkey=\n", "what the API received: \(upstream)")
+
+            let invented = try await call("Authorization: Bearer sk-ant-oat01-InventedInTheVM000000000000000")
+            #expect(invented.hasSuffix("|401") && invented.contains("takes only the credentials airlock gives"), "\(invented)")
+            let partly = try await call("Authorization: Bearer \(token.surrogate)x")
+            #expect(partly.hasSuffix("|401"), "only the whole surrogate: \(partly)")
+            let basic = try await call("Authorization: Basic \(token.surrogate)")
+            #expect(basic.hasSuffix("|401"), "only as a bearer token: \(basic)")
+            let real = try await call("Authorization: Bearer \(token.value)")
+            #expect(real.hasSuffix("|403"), "the real token from the VM: \(real)")
+            #expect(try String(contentsOfFile: received, encoding: .utf8) == upstream, "nothing refused reached the API")
+
+            let recorded = requests.list.withLock { $0 }
+            #expect(recorded.filter { $0.injected == ["CLAUDE_CODE_OAUTH_TOKEN"] }.count == 2, "\(recorded)")
+            #expect(recorded.filter { $0.security == "security.foreign-credential" }.count == 3, "\(recorded)")
+            capture.task.cancel()
+            await guest.close()
         }
     }
 }

@@ -28,7 +28,9 @@ struct MountsTests {
         var home: String { root + "/home" }
 
         init() throws {
-            for directory in ["/project/.git/hooks", "/project/.airlock/default", "/project/data", "/home/.config/airlock", "/home/notes"] {
+            for directory in [
+                "/project/.git/hooks", "/project/.airlock/default", "/project/data", "/home/.config/airlock", "/home/notes", "/home/.airlock/claude",
+            ] {
                 try FileSystem.makeDirectories(root + directory)
             }
             try FileSystem.write(project + "/data/a.csv", Array("1,2\n".utf8))
@@ -111,6 +113,7 @@ struct MountsTests {
             ("data", "/m", true, "would show data/secret.txt, which [mask.s] hides"),
             ("HOME/.config", "/m", false, "would let the agent change"),
             ("HOME", "/m", false, "would let the agent change"),
+            ("HOME/.airlock", "/m", false, "would let the agent change"),
             ("HOME/notes", "/proc/x", true, "target /proc/x is in /proc"),
             ("HOME/notes", "/", true, "target / would cover"),
             ("HOME/notes", "PROJECT", true, "would cover the project's clone"),
@@ -129,6 +132,21 @@ struct MountsTests {
         }
         #expect(error?.message.hasPrefix("[mounts.m] ") == true && error?.message.contains(message) == true, "\(error?.message ?? "")")
         #expect(error?.hint?.isEmpty == false)
+    }
+
+    @Test("the agents' settings beside the Rust airlock's configuration (~/.airlock/claude) may be shared read-write; its config.toml may not")
+    func agentSettings() throws {
+        let scratch = try Scratch()
+        defer { scratch.cleanUp() }
+        let settings = try scratch.resolve([
+            "claude": .init(source: scratch.home + "/.airlock/claude", target: "/home/agent/.claude", readOnly: false)
+        ])
+        #expect(settings.entries.map(\.target) == ["/home/agent/.claude"])
+        try FileSystem.write(scratch.home + "/.airlock/config.toml", Array("[vm]\n".utf8))
+        let error = #expect(throws: SandboxError.self) {
+            try scratch.resolve(["c": .init(source: scratch.home + "/.airlock/config.toml", target: "/home/agent/c.toml", readOnly: false)])
+        }
+        #expect(error?.message.contains("would let the agent change") == true, "\(error?.message ?? "")")
     }
 
     @Test("two mounts on one target are refused; read-only mounts of airlock's own configuration are not")

@@ -22,12 +22,14 @@ struct DoctorCommand: ParsableCommand {
         let environment = processEnvironment()
         var configCheck: Doctor.Check
         var requested = AirlockConfig.Backend.auto
+        var commandChecks: [Doctor.Check] = []
         var configured = GuestAssets.Configured()
         let project = Project.discover(from: currentDirectory())
         let loader = ConfigLoader.forProject(project.root, environment: environment)
         do {
             let loaded = try loader.load()
             requested = loaded.config.vm.backend
+            commandChecks = Doctor.commands(loaded.config.commands, path: environment["PATH"] ?? "", image: loaded.config.vm.image)
             configured = GuestAssets.Configured(kernel: loaded.config.vm.kernel, initramfs: loaded.config.vm.initramfs)
             let files = loaded.layers.map(\.displayPath)
             configCheck = Doctor.Check(
@@ -44,7 +46,7 @@ struct DoctorCommand: ParsableCommand {
             environment: environment, configuredAssets: configured,
             libraries: [HostFacts.Library(name: "libgit2", version: LibGit2.version)] + HostFacts.Library.systemLibraries)
         var report = Doctor.examine(facts, requested: requested)
-        report.checks.insert(configCheck, at: 0)
+        report.checks.insert(contentsOf: [configCheck] + commandChecks, at: 0)
 
         try Render.emit(report.checks, format: output) {
             let out = Terminal.standardOutput

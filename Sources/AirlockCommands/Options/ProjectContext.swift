@@ -3,6 +3,7 @@ import ArgumentParser
 import Config
 import GitReview
 import Logging
+import NetworkPolicy
 import NetworkProxy
 import OCI
 import Sandbox
@@ -53,6 +54,10 @@ struct ProjectContext {
     func manager(verbose: Bool = false, quiet: Bool) -> SandboxManager {
         var logger = Logger(label: "airlock")
         if verbose { logger.logLevel = min(logger.logLevel, .info) }
+        var loaded = loaded
+        if let port = TestOnlyOverrides.servicePort(environment) {
+            for index in loaded.config.network.services.indices { loaded.config.network.services[index].service.port = port }
+        }
         var manager = SandboxManager(
             project: project, loaded: loaded, environment: environment, logger: logger, reporter: .terminal(verbose: verbose, quiet: quiet),
             resolver: TestOnlyOverrides.resolver(environment) ?? SystemResolver(), images: images(quiet: quiet))
@@ -94,6 +99,12 @@ extension SandboxReporter {
 enum TestOnlyOverrides {
     static let resolveVariable = "AIRLOCK_TEST_ONLY_RESOLVE"
     static let upstreamCAVariable = "AIRLOCK_TEST_ONLY_UPSTREAM_CA"
+    /// The port of every service's API hosts (a test's stand-in cannot listen on 443).
+    static let servicePortVariable = "AIRLOCK_TEST_ONLY_SERVICE_PORT"
+
+    static func servicePort(_ environment: [String: String]) -> Int? {
+        environment[servicePortVariable].flatMap { Int($0) }.flatMap { (1...65535).contains($0) ? $0 : nil }
+    }
 
     static func upstreamRoots(_ environment: [String: String]) -> String? {
         guard let path = environment[upstreamCAVariable], !path.isEmpty else { return nil }

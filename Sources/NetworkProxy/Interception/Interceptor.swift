@@ -30,15 +30,18 @@ public struct Interception: Sendable {
     public var requests: @Sendable (InterceptedRequest) -> Void
     /// Lua scripts run on the requests to their targets, in this order.
     public var middleware: [InterceptionMiddleware]
+    /// Providers whose API hosts take only airlock's surrogates, swapped here for the real tokens.
+    public var services: [ServiceCredentials]
 
     /// `extraUpstreamRootsPEM`: certificates (PEM) trusted for upstreams besides the host's store.
     public init(
         authority: CertificateAuthority, secrets: [MaskedSecret] = [], injections: [String: [MaskedSecret]] = [:],
-        middleware: [InterceptionMiddleware] = [], extraUpstreamRootsPEM: String? = nil,
+        middleware: [InterceptionMiddleware] = [], services: [ServiceCredentials] = [], extraUpstreamRootsPEM: String? = nil,
         requests: @escaping @Sendable (InterceptedRequest) -> Void = { _ in }
     ) throws {
         self.authority = authority
         self.middleware = middleware
+        self.services = services
         self.secrets = secrets
         self.injections = injections
         self.requests = requests
@@ -115,6 +118,8 @@ struct InterceptedConnection: Sendable {
     var logger: Logger
     /// The middleware whose targets name this connection, in the configuration's order.
     let chain: [InterceptionMiddleware]
+    /// The provider whose API host this is, if one is.
+    let service: ServiceCredentials?
 
     init(name: String, port: Int, address: IPAddress, interception: Interception, rule: String?, logger: Logger) {
         self.name = name
@@ -124,6 +129,7 @@ struct InterceptedConnection: Sendable {
         self.rule = rule
         self.logger = logger
         chain = interception.middleware.filter { middleware in middleware.targets.contains { $0.matches(host: name, port: UInt16(port)) } }
+        service = interception.services.first { $0.service.owns(host: name, port: port) }
     }
 
     var injected: [MaskedSecret] { rule.flatMap { interception.injections[$0] } ?? [] }
@@ -295,6 +301,16 @@ struct InterceptedConnection: Sendable {
             await refuse(.forbidden, "the request carried the real value of \(leaked); airlock blocked it (recorded as a security event)")
             return
         }
+        // A provider's API takes only the surrogates airlock gave this sandbox.
+        if let service, let foreign = head.headers.first(where: { service.verdict(header: $0.name, value: $0.value) == .refused }) {
+            record.stopped = "its \(foreign.name) header held a credential airlock did not give this sandbox"
+            record.security = "security.foreign-credential"
+            await refuse(
+                .unauthorized,
+                "\(name) takes only the credentials airlock gives this sandbox; the request's \(foreign.name) header held another (recorded as a security event). To use your own, \(service.service.hint)"
+            )
+            return
+        }
         let body = ScannedBody(parts, watch)
         var length: HTTPClientRequest.Body.Length?
         if let value = head.headers.first(name: "content-length").flatMap(Int64.init) {
@@ -317,9 +333,11 @@ struct InterceptedConnection: Sendable {
             case .response(let answer):
                 response = answer
             }
-            var scanner = SecretScanner(response.scanFor)
+            // A service's API may echo the token it was sent: the VM sees the surrogate.
+            var scanner = SecretScanner(response.scanFor, swapping: interception.services.flatMap(\.tokens))
             var headers = HTTPHeaders()
             for (field, value) in response.headers where !Self.hopByHop.contains(field.lowercased()) {
+                let value = scanner.swapped(value)
                 if let reflected = scanner.find(in: value) {
                     record.stopped = "the answer's \(field) header carried the real value of \(reflected)"
                     record.security = "security.secret-reflected"
@@ -540,6 +558,10 @@ struct InterceptedConnection: Sendable {
         }
         for (field, value) in request.headers {
             var value = value
+            if let service, case .real(let real, let token) = service.verdict(header: field, value: value) {
+                value = real
+                if !record.injected.contains(token) { record.injected.append(token) }
+            }
             for secret in injected where value.contains(secret.surrogate) {
                 value = value.replacing(secret.surrogate, with: secret.value)
                 if !record.injected.contains(secret.name) { record.injected.append(secret.name) }

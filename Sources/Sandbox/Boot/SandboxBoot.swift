@@ -132,20 +132,23 @@ struct SandboxBoot: Sendable {
     /// `[daemons.*]` as the guest runs them: the root's base environment (a session's, without
     /// `[env]` or a terminal) and the daemon's own, `cwd` with `~` the agent's home.
     /// The real values no request from the VM may carry and no answer may bring back: every
-    /// masked `[env]` value, and every vault value the configuration read that the VM does not
+    /// masked `[env]` value and service token, and every vault value the configuration read that the VM does not
     /// hold in the clear (one a plain `[env]` or daemon entry hands it is the VM's to send).
     /// Values under 8 bytes are too short to look for.
     static func watchedSecrets(_ config: AirlockConfig, vaultValues: [String: String]) -> [MaskedSecret] {
-        let masked = config.maskedEnv.values.sorted { $0.name < $1.name }
+        let masked = config.maskedEnv.values.sorted { $0.name < $1.name } + config.network.services.flatMap(\.tokens)
         let held = Array(config.env.values) + config.daemons.values.flatMap(\.env.values)
+        // A vault value a service or a masked entry took is watched under that name already.
         let vault = vaultValues.sorted { $0.key < $1.key }.filter { _, value in
-            value.utf8.count >= MaskedSecret.minimumReplaced && !held.contains { $0.contains(value) }
+            value.utf8.count >= MaskedSecret.minimumReplaced && !held.contains { $0.contains(value) } && !masked.contains { $0.value == value }
         }
         return masked + vault.map { MaskedSecret(name: "\($0.key) (from the vault)", value: $0.value) }
     }
 
     private func daemons(home: String) -> [SetupSpec.Daemon] {
-        let base = image?.baseEnvironment(terminal: nil, hostname: hostname) ?? HostRoot(hostname: hostname).baseEnvironment(terminal: nil)
+        let base =
+            image?.baseEnvironment(terminal: nil, hostname: hostname)
+            ?? HostCommands.environment(HostRoot(hostname: hostname).baseEnvironment(terminal: nil), config.commands)
         return config.daemons.sorted { $0.key < $1.key }.map { name, daemon in
             let environment = base.merging(daemon.env) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
             let directory = Mounts.expandingHome(daemon.cwd, home: home)
@@ -175,8 +178,17 @@ struct SandboxBoot: Sendable {
         }
         let home = layout.setup.home
         let mounts = try await Blocking.run { [self] in
+            // `[commands.*]`: the host's programs, with the host's root only.
+            var entries = config.mounts
+            if image == nil, !config.commands.isEmpty {
+                let commands = HostCommands.resolve(config.commands, path: environment["PATH"] ?? "")
+                for warning in commands.warnings { reporter.warning(warning) }
+                let links = prepared.runtime + "/commands"
+                try commands.writeLinks(in: links)
+                entries.merge(commands.mounts(linkDirectory: links)) { written, _ in written }
+            }
             let mounts = try Mounts.resolve(
-                config.mounts, project: paths.project.root, guestHome: home, masks: MaskedPaths(config.masks),
+                entries, project: paths.project.root, guestHome: home, masks: MaskedPaths(config.masks),
                 protected: Mounts.protectedPaths(environment: environment), reporter: reporter)
             try mounts.stage(in: paths.mountStaging, reporter: reporter)
             return mounts
@@ -227,9 +239,14 @@ struct SandboxBoot: Sendable {
             InterceptionMiddleware(
                 script: MiddlewareScript(name: entry.name, source: entry.script, environment: entry.environment), targets: entry.targets)
         }
+        for credentials in config.network.services where credentials.tokens.isEmpty {
+            reporter.warning(
+                "[network.services.\(credentials.service.name)]: the host has no \(credentials.service.tokenVariables.joined(separator: " or ")) (environment or vault), so \(credentials.service.apiHosts.joined(separator: ", ")) will refuse the sandbox's requests; \(credentials.service.hint)"
+            )
+        }
         let interception = try Interception(
             authority: authority, secrets: Self.watchedSecrets(config, vaultValues: vaultValues), injections: injections,
-            middleware: middleware, extraUpstreamRootsPEM: testOnlyUpstreamRoots,
+            middleware: middleware, services: config.network.services, extraUpstreamRootsPEM: testOnlyUpstreamRoots,
             requests: { request in
                 for event in AuditEvent.records(sandbox: sandbox, request: request) { record(event) }
             })

@@ -36,6 +36,22 @@ public enum Doctor {
         public var canRunSandbox: Bool { !checks.contains { $0.status == .fail } }
     }
 
+    /// The project's `[commands.*]` (the agents' CLIs): each found on the host's `path`, or a
+    /// warning with how to install it. None with an image root (`[vm] image`), which brings its own.
+    public static func commands(_ commands: [String: String], path: String, image: String) -> [Check] {
+        guard image == "host" else { return [] }
+        let found = HostCommands.resolve(commands, path: path)
+        return commands.keys.sorted().map { name in
+            if let link = found.links.first(where: { $0.name == name }) {
+                return Check(id: "command-\(name)", status: .pass, summary: "\(name): \(link.target), shared read-only into the sandbox", fix: nil)
+            }
+            let install = commands[name] ?? ""
+            return Check(
+                id: "command-\(name)", status: .warn, summary: "\(name) is not on this host's PATH: the sandbox will have none",
+                fix: install.isEmpty ? "install it, or use an image that ships it ([vm] image)" : "\(install) (or use an image that ships it)")
+        }
+    }
+
     /// Below this, pulling an image or growing a disk is likely to fail.
     static let lowSpace: UInt64 = 2 << 30
     static let criticalSpace: UInt64 = 256 << 20

@@ -47,11 +47,13 @@ struct Mounts: Sendable, Equatable {
     static let stagingTags = (readOnly: "mounts-ro", readWrite: "mounts-rw")
 
     /// What no read-write mount may reach: airlock's configuration (a change there is a change
-    /// of every sandbox's policy) and its cache (kernels, images), symbolic links resolved.
+    /// of every sandbox's policy) and its cache (kernels, images), symbolic links resolved. Of
+    /// `~/.airlock`, the Rust airlock's configuration file: the agents' settings the presets
+    /// keep beside it (`~/.airlock/claude`) are the VM's to write.
     static func protectedPaths(environment: [String: String]) -> [String] {
         let configured =
             [ConfigLoader.userConfigPath(environment: environment).map(FileSystem.parent(of:)), HostFacts.cacheDirectory(environment: environment)]
-            + ConfigLoader.sharedUserConfigPaths(environment: environment).map { $0.hasSuffix("/config.toml") ? FileSystem.parent(of: $0) : $0 }
+            + ConfigLoader.sharedUserConfigPaths(environment: environment)
         return configured.compactMap { $0 }.map { FileSystem.realPath($0) ?? $0 }
     }
 

@@ -1,5 +1,5 @@
 # Servers on 127.0.0.1 that stand in for the internet in the network VM tests: HTTP answering
-# "hello"; TLS with a certificate for allowed.test, api.test and pass.test from a made-up CA
+# "hello"; TLS with a certificate for allowed.test, api.test, pass.test and api.anthropic.com from a made-up CA
 # (made here with openssl; its file is said as ca=PATH, for AIRLOCK_TEST_ONLY_UPSTREAM_CA),
 # answering HTTP requests with what it received (host, path, authorization; also appended to
 # received.log beside the CA, as the host saw them) and echoing
@@ -76,7 +76,7 @@ ca_key, ca = os.path.join(directory, "ca-key.pem"), os.path.join(directory, "ca.
 key, request, cert = (os.path.join(directory, name) for name in ("key.pem", "request.pem", "cert.pem"))
 names = os.path.join(directory, "names.cnf")
 with open(names, "w") as file:
-    file.write("subjectAltName=DNS:allowed.test,DNS:api.test,DNS:pass.test\nbasicConstraints=CA:FALSE\n")
+    file.write("subjectAltName=DNS:allowed.test,DNS:api.test,DNS:pass.test,DNS:api.anthropic.com\nbasicConstraints=CA:FALSE\n")
 for command in (
     ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=airlock test upstream CA",
      "-days", "2", "-keyout", ca_key, "-out", ca],

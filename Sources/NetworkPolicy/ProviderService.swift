@@ -1,0 +1,96 @@
+/// A model provider whose API credentials stay on the host (`[network.services.<name>]`, which
+/// the `claude-code` and `openai-codex` presets turn on).
+///
+/// Each of its token variables found in the host's environment or the vault reaches the VM as
+/// a surrogate of the same shape (`MaskedSecret`). On the provider's API hosts (port 443
+/// only, always intercepted) the host puts the real value back into a credential header
+/// (`Authorization: Bearer …`, or the provider's key header) only when the whole credential is
+/// one of those surrogates; any other credential there is refused with 401, so the sandbox
+/// cannot use a token it obtained some other way.
+public struct ProviderService: Sendable, Equatable {
+    public var name: String
+    /// Its API hosts, on `port`.
+    public var apiHosts: [String]
+    /// 443 (another only in tests, which cannot listen there).
+    public var port = 443
+    /// The variables its CLI reads a token from, looked up in the host's environment, then
+    /// the vault.
+    public var tokenVariables: [String]
+    /// The headers that carry credentials on its API hosts (lowercased): `authorization` as
+    /// `Bearer <token>`, a key header as the bare token.
+    public var credentialHeaders: [String]
+    /// How a user gives airlock a token on the host.
+    public var hint: String
+
+    public static let anthropic = ProviderService(
+        name: "anthropic", apiHosts: ["api.anthropic.com"],
+        tokenVariables: ["CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY"],
+        credentialHeaders: ["authorization", "x-api-key"],
+        hint:
+            "give airlock a token on the host: `claude setup-token` there, then `airlock secrets add CLAUDE_CODE_OAUTH_TOKEN` (or an API key as ANTHROPIC_API_KEY)"
+    )
+
+    public static let openai = ProviderService(
+        name: "openai", apiHosts: ["api.openai.com"],
+        tokenVariables: ["OPENAI_API_KEY"],
+        credentialHeaders: ["authorization"],
+        hint: "give airlock a key on the host: `airlock secrets add OPENAI_API_KEY`")
+
+    public static let known = [anthropic, openai]
+
+    public static func named(_ name: String) -> ProviderService? {
+        known.first { $0.name == name }
+    }
+
+    public init(name: String, apiHosts: [String], port: Int = 443, tokenVariables: [String], credentialHeaders: [String], hint: String) {
+        self.name = name
+        self.apiHosts = apiHosts
+        self.port = port
+        self.tokenVariables = tokenVariables
+        self.credentialHeaders = credentialHeaders
+        self.hint = hint
+    }
+
+    /// Its API hosts as patterns (`host:port`).
+    public var patterns: [HostPattern] {
+        apiHosts.compactMap { try? HostPattern(parsing: "\($0):\(port)") }
+    }
+
+    public func owns(host: String, port: Int) -> Bool {
+        port == self.port && apiHosts.contains { $0 == host.lowercased() }
+    }
+}
+
+/// A service turned on, with the real tokens the host has for it (a surrogate each in the VM).
+public struct ServiceCredentials: Sendable, Equatable {
+    public var service: ProviderService
+    public var tokens: [MaskedSecret]
+
+    public init(service: ProviderService, tokens: [MaskedSecret]) {
+        self.service = service
+        self.tokens = tokens
+    }
+
+    /// What a request's credential header becomes upstream.
+    public enum Verdict: Sendable, Equatable {
+        /// Not a credential header: as it is.
+        case unchanged
+        /// A surrogate's real value (the header's new value) and the token's name.
+        case real(value: String, token: String)
+        /// A credential that is not one of airlock's surrogates.
+        case refused
+    }
+
+    /// The verdict on header `name` with `value` in a request to one of the service's API hosts.
+    public func verdict(header name: String, value: String) -> Verdict {
+        let field = name.lowercased()
+        guard service.credentialHeaders.contains(field) else { return .unchanged }
+        var credential = Substring(value)
+        if field == "authorization" {
+            guard credential.count > 7, credential.prefix(7).lowercased() == "bearer " else { return .refused }
+            credential = credential.dropFirst(7)
+        }
+        guard let token = tokens.first(where: { $0.surrogate == credential }) else { return .refused }
+        return .real(value: field == "authorization" ? "Bearer " + token.value : token.value, token: token.name)
+    }
+}
