@@ -263,6 +263,16 @@ public enum FileSystem {
         return Array(lines.suffix(count))
     }
 
+    /// A file's bytes from `offset` on (at most `limit`), as text; empty when it cannot be read.
+    public static func text(of path: String, from offset: Int64, limit: Int = 64 << 10) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: limit)
+        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        return count > 0 ? String(decoding: bytes[0..<count], as: UTF8.self) : ""
+    }
+
     private static func tailBytes(of path: String, maxBytes: Int) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0, maxBytes > 0 else {

@@ -32,8 +32,9 @@ public struct BootSnapshot: Sendable {
     /// Where snapshots are kept.
     public var directory: String
     public var keep = 3
-    /// How long a snapshot boot may take before airlock boots normally instead.
-    public var bootTimeout: Duration = .seconds(90)
+    /// How long a snapshot boot may take before airlock boots normally instead (it takes a few
+    /// seconds, under 30 on a loaded host; a stalled one is given up sooner).
+    public var bootTimeout: Duration = .seconds(60)
 
     public init(directory: String) {
         self.directory = directory

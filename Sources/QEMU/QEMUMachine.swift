@@ -221,11 +221,13 @@ public final class QEMUMachine: VirtualMachine {
         let attempts = vhostVsock ? 8 : 1
         for attempt in 0..<attempts {
             let cid = vhostVsock ? vsockCID(runtimeDirectory: spec.runtimeDirectory, attempt: attempt) : nil
-            let logStart = Int(FileSystem.size(spec.consoleLog) ?? 0)
+            let logStart = FileSystem.size(spec.consoleLog) ?? 0
             do {
                 return try await start(
                     spec, qemu: qemu, vsockCID: cid, virtiofsd: virtiofsd, egress: egress, timeout: timeout, snapshots: snapshots, progress: progress)
-            } catch  where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(text(of: spec.consoleLog, from: logStart)) {
+            } catch
+                where error is MachineError && cid != nil && attempt + 1 < attempts && cidInUse(FileSystem.text(of: spec.consoleLog, from: logStart))
+            {
                 continue  // the next attempt reports its own failure
             }
         }
@@ -364,16 +366,6 @@ public final class QEMUMachine: VirtualMachine {
             if ContinuousClock.now > deadline { throw MachineError("QEMU did not open its QMP socket within \(timeout.text)") }
             try await Task.sleep(for: .milliseconds(10))
         }
-    }
-
-    /// The file's bytes from `offset` on (at most 64 KiB), as text.
-    static func text(of path: String, from offset: Int) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 64 << 10)
-        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
-        return n > 0 ? String(decoding: bytes[0..<n], as: UTF8.self) : ""
     }
 
     public func waitForExit() async -> Int32? {

@@ -116,6 +116,9 @@ public struct SandboxManager: Sendable {
     /// The vault's values the configuration read: watched for in every intercepted request
     /// and answer unless the VM holds them anyway (`SandboxBoot.watchedSecrets`).
     public var vaultValues: [String: String] = [:]
+    /// The vault's directory (the command layer knows where `Secrets` keeps it): no
+    /// `[mounts.*]` entry may show it, read-only included.
+    public var vaultDirectory: String?
     public var images: Images
     /// How long a guest may take from the VMM's start to answering setup (TCG is slow; a first
     /// boot formats the disk).
@@ -283,7 +286,8 @@ public struct SandboxManager: Sendable {
         }
         let boot = SandboxBoot(
             paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver,
-            testOnlyUpstreamRoots: testOnlyUpstreamRoots, vaultValues: vaultValues, workspace: workspace, image: image, launcher: launcher,
+            testOnlyUpstreamRoots: testOnlyUpstreamRoots, vaultValues: vaultValues, vaultDirectory: vaultDirectory, workspace: workspace,
+            image: image, launcher: launcher,
             assets: assets,
             bootTimeout: bootTimeout, hostname: Self.hostname(paths),
             budget: diskBudget(paths),

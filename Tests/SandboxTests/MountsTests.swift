@@ -30,6 +30,7 @@ struct MountsTests {
         init() throws {
             for directory in [
                 "/project/.git/hooks", "/project/.airlock/default", "/project/data", "/home/.config/airlock", "/home/notes", "/home/.airlock/claude",
+                "/home/.local/share/airlock",
             ] {
                 try FileSystem.makeDirectories(root + directory)
             }
@@ -43,7 +44,7 @@ struct MountsTests {
         ) throws -> Mounts {
             try Mounts.resolve(
                 mounts, project: project, guestHome: "/home/agent", masks: MaskedPaths(masks),
-                protected: Mounts.protectedPaths(environment: ["HOME": home]), reporter: reporter)
+                protected: Mounts.protectedPaths(environment: ["HOME": home]), secret: [home + "/.local/share/airlock"], reporter: reporter)
         }
 
         func cleanUp() { try? FileSystem.removeTree(root) }
@@ -114,6 +115,8 @@ struct MountsTests {
             ("HOME/.config", "/m", false, "would let the agent change"),
             ("HOME", "/m", false, "would let the agent change"),
             ("HOME/.airlock", "/m", false, "would let the agent change"),
+            ("HOME/.local/share", "/m", true, "airlock's vault: the VM must never hold its secrets"),
+            ("HOME/.local/share/airlock", "/m", true, "airlock's vault"),
             ("HOME/notes", "/proc/x", true, "target /proc/x is in /proc"),
             ("HOME/notes", "/", true, "target / would cover"),
             ("HOME/notes", "PROJECT", true, "would cover the project's clone"),

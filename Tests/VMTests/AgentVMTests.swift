@@ -10,10 +10,9 @@ import Glibc
 /// `presets = ["claude-code"]` end to end, with stand-ins: a `claude` installed in the host
 /// user's home as Claude Code's installer does it, and an API on 127.0.0.1 named
 /// api.anthropic.com (test-only resolver, CA and service port) that echoes what it received.
-@Suite(
-    "The agents' presets (VM)", .tags(.vm), .serialized, .timeLimit(.minutes(3)),
-    .enabled(if: VMEnvironment.available, VMEnvironment.skipReason))
-struct AgentVMTests {
+/// In the interception suite, serialized with it: one more suite running beside the others
+/// would add a VM to the ones the two cores already share.
+extension InterceptionVMTests {
     @Test(
         "claude-code: the host's claude runs in the VM; its token from the vault reaches the API, never the VM (only the surrogate comes back); an invented token gets 401; its settings are kept for the next sandbox; without claude on the host, a warning and the sandbox starts"
     )
@@ -69,7 +68,7 @@ struct AgentVMTests {
 
         let first = try CLI.run(["start", "--", "claude", "first"], in: project, environment: environment)
         #expect(first.status == 0, "stderr: \(first.stderr)")
-        let lines = InterceptionVMTests.labelled(first.stdout)
+        let lines = Self.labelled(first.stdout)
         let surrogate = try #require(lines["token"])
         #expect(surrogate.hasPrefix("sk-ant-oat01-") && surrogate.count == token.count && surrogate != token, "\(first.stdout)")
         #expect(!first.stdout.contains(token), "the real token never reached the VM: \(first.stdout)")
@@ -86,7 +85,7 @@ struct AgentVMTests {
         // Another sandbox sees the settings the first wrote, kept in airlock's directory.
         let second = try CLI.run(["start", "--name", "second", "--", "claude", "second"], in: project, environment: environment)
         #expect(second.status == 0, "stderr: \(second.stderr)")
-        #expect(InterceptionVMTests.labelled(second.stdout)["before"] == #"{"from":"first"}"#, "\(second.stdout)")
+        #expect(Self.labelled(second.stdout)["before"] == #"{"from":"first"}"#, "\(second.stdout)")
         let kept = try FileSystem.readText(home + "/.airlock/claude/settings/settings.json") ?? ""
         #expect(kept == "{\"from\":\"second\"}\n")
         let audit = (try FileSystem.readText(project.path + "/.airlock/default/audit.jsonl", limit: 16 << 20)) ?? ""

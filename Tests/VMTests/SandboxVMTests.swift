@@ -194,6 +194,34 @@ struct SandboxVMTests {
         #expect(result.stderr.contains("  | "))
     }
 
+    @Test(
+        "a boot that stalls before the guest agent starts: booted once more, then a clear error",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/bin/busybox"), "needs busybox-static"))
+    func stalledBoot() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        // An initramfs whose /init waits forever and never says a word: the guest agent never starts.
+        let root = project.appendingPathComponent("stalled-root")
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("bin"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: root.appendingPathComponent("bin/busybox").path)
+        for applet in ["sh", "sleep"] { symlink("busybox", root.appendingPathComponent("bin/" + applet).path) }
+        try "#!/bin/sh\nwhile true; do sleep 1000; done\n".write(to: root.appendingPathComponent("init"), atomically: true, encoding: .utf8)
+        chmod(root.appendingPathComponent("init").path, 0o755)
+        let image = project.appendingPathComponent("stalled-initramfs")
+        let packed = try Spawned.run(
+            ["/bin/sh", "-c", "find . | cpio -o -H newc --quiet > \(image.path)"], directory: root.path, environment: ["PATH": "/usr/bin:/bin"],
+            stdin: nil)
+        #expect(packed.status == 0)
+        try "[vm]\nboot_snapshot = false\n".write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        let result = try CLI.run(["start", "--verbose", "--", "true"], in: project, environment: ["AIRLOCK_INITRAMFS": image.path])
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(
+            result.stderr.contains("the guest's kernel stalled before the guest agent started (nothing from it in 60 s); booting again"),
+            "\(result.stderr)")
+        #expect(result.stderr.contains("error: the guest's kernel stalled before the guest agent started"), "\(result.stderr)")
+        #expect(result.stderr.components(separatedBy: "booting sandbox default").count == 3, "two boots: \(result.stderr)")
+    }
+
     @Test("while a sandbox runs: ps shows it, exec and a second start join it, another sandbox runs alongside, stop ends it")
     func concurrentSessions() async throws {
         let project = try VMEnvironment.repository()

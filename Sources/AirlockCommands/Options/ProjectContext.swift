@@ -63,6 +63,7 @@ struct ProjectContext {
             resolver: TestOnlyOverrides.resolver(environment) ?? SystemResolver(), images: images(quiet: quiet))
         manager.testOnlyUpstreamRoots = TestOnlyOverrides.upstreamRoots(environment)
         manager.vaultValues = vaultValues
+        manager.vaultDirectory = Vault.directory(environment: environment)
         return manager
     }
 

@@ -33,6 +33,8 @@ struct SandboxBoot: Sendable {
     var resolver: any Resolver
     var testOnlyUpstreamRoots: String?
     var vaultValues: [String: String]
+    /// Where the vault lives: no mount may show it.
+    var vaultDirectory: String?
     var workspace: WorkspaceOptions
     var image: ImageRoot?
     var launcher: MachineLauncher
@@ -66,6 +68,15 @@ struct SandboxBoot: Sendable {
         let result: Result<HostSession.Ended, any Error>
         do {
             result = .success(try await boot(spec, prepared: prepared, started: started))
+        } catch let stalled as StalledBoot {
+            // Once: a stall that comes back is the guest's, and fails as one.
+            reporter.progress?("\(stalled.description); booting again")
+            do {
+                result = .success(try await boot(spec, prepared: prepared, started: started))
+            } catch {
+                result = .failure(
+                    error is StalledBoot ? MachineError(stalled.description, consoleTail: FileSystem.tailLines(of: paths.consoleLog)) : error)
+            }
         } catch {
             result = .failure(error)
         }
@@ -189,7 +200,8 @@ struct SandboxBoot: Sendable {
             }
             let mounts = try Mounts.resolve(
                 entries, project: paths.project.root, guestHome: home, masks: MaskedPaths(config.masks),
-                protected: Mounts.protectedPaths(environment: environment), reporter: reporter)
+                protected: Mounts.protectedPaths(environment: environment),
+                secret: vaultDirectory.map { [FileSystem.realPath($0) ?? $0] } ?? [], reporter: reporter)
             try mounts.stage(in: paths.mountStaging, reporter: reporter)
             return mounts
         }
@@ -268,12 +280,14 @@ struct SandboxBoot: Sendable {
                 }
             }
             var running = RunningParts(events: events, coalescer: coalescer)
+            var consoleStart: Int64 = 0
             // The guest stops each daemon within its timeout (0: waits for it) before it powers off.
             running.powerOffGrace = config.daemonStopTime.map { .seconds(5 + $0) }
             let link: LinkClient
             do {
                 // Phase 2: the backend.
                 logger.debug("starting the VMM", metadata: ["after": "\(elapsed())"])
+                consoleStart = FileSystem.size(paths.consoleLog) ?? 0
                 let vm = try await launcher.start(machineSpec) { channel in
                     proxy.configure(channel).map { arrivals.yield($0) }
                 }
@@ -285,11 +299,12 @@ struct SandboxBoot: Sendable {
 
                 // Phase 3: the guest.
                 logger.debug("VMM started; connecting to the guest", metadata: ["after": "\(elapsed())"])
-                link = try await withBootDeadline(vm) { try await vm.connectControl() }
+                link = try await withBootDeadline(vm, consoleStart: consoleStart) { try await vm.connectControl() }
                 running.link = link
                 logger.debug("connected; sending the setup", metadata: ["after": "\(elapsed())"])
                 let setup = layout.setup.encoded()
-                _ = try await withBootDeadline(vm) { try await link.call(LinkNames.Path.setup, body: setup) }
+                _ = try await withBootDeadline(vm, consoleStart: consoleStart) { try await link.call(LinkNames.Path.setup, body: setup) }
+                running.guestSetUp = true
                 logger.debug("the guest is set up", metadata: ["after": "\(elapsed())"])
 
                 // Phase 4: the services, then the session.
@@ -332,7 +347,7 @@ struct SandboxBoot: Sendable {
             } catch {
                 await running.shutDown(paths: paths, arrivals: arrivals)
                 group.cancelAll()
-                if error is MachineError { throw error }
+                if error is MachineError || error is StalledBoot { throw error }
                 throw MachineError("the sandbox did not start", cause: error, consoleTail: FileSystem.tailLines(of: paths.consoleLog))
             }
 
@@ -363,9 +378,14 @@ struct SandboxBoot: Sendable {
 
     /// Runs `body`, but fails as soon as the VMM exits or the boot deadline passes. A body
     /// that fails because the VMM went (the link closed under it) fails with the VMM's reason.
-    private func withBootDeadline<T: Sendable>(_ vm: any VirtualMachine, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// A guest agent that has not written to the console (from `consoleStart` on) within
+    /// `signOfLife` is a stalled boot (`StalledBoot`).
+    private func withBootDeadline<T: Sendable>(
+        _ vm: any VirtualMachine, consoleStart: Int64, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         let console = paths.consoleLog
         let timeout = bootTimeout
+        let signOfLife = Self.signOfLife
         @Sendable func stopped(_ status: Int32) -> MachineError {
             let tail = FileSystem.tailLines(of: console, count: 60)
             let panicked = tail.contains { $0.contains("Kernel panic - not syncing") }
@@ -393,6 +413,14 @@ struct SandboxBoot: Sendable {
                 do { try await Task.sleep(for: timeout) } catch { return nil }
                 throw MachineError("the guest did not answer within \(timeout.text)", consoleTail: FileSystem.tailLines(of: console))
             }
+            group.addTask {
+                let deadline = ContinuousClock.now + signOfLife
+                while !Self.guestAgentSpoke(console, since: consoleStart) {
+                    if ContinuousClock.now > deadline { throw StalledBoot(after: signOfLife) }
+                    do { try await Task.sleep(for: .milliseconds(500)) } catch { return nil }
+                }
+                return nil
+            }
             defer { group.cancelAll() }
             while let result = try await group.next() {
                 if let value = result { return value }
@@ -402,7 +430,28 @@ struct SandboxBoot: Sendable {
     }
 }
 
+/// A boot in which the guest agent never spoke: the kernel stalled before it (seen under TCG
+/// on a loaded host: a cold boot stuck before the initramfs ran, for minutes). The VM is shut
+/// down and booted once more.
+struct StalledBoot: Error, CustomStringConvertible {
+    var after: Duration
+    var description: String { "the guest's kernel stalled before the guest agent started (nothing from it in \(after.text))" }
+}
+
 extension SandboxBoot {
+    /// How long a guest may take from the VMM's start to its agent's first console line (a
+    /// cold boot under TCG on a loaded host: well under 30 s; a resumed snapshot: about 1 s,
+    /// its first line the setup's).
+    static let signOfLife: Duration = .seconds(60)
+
+    /// Whether the guest agent has written to the console log since `offset` (from the start
+    /// when the log was rotated since).
+    static func guestAgentSpoke(_ console: String, since offset: Int64) -> Bool {
+        let size = FileSystem.size(console) ?? 0
+        let from = size < offset ? 0 : offset
+        return FileSystem.text(of: console, from: from, limit: 256 << 10).contains("airlock-guest:")
+    }
+
     /// `vm`'s wait status if it exits within `duration`.
     fileprivate static func exitStatus(of vm: any VirtualMachine, within duration: Duration) async -> Int32? {
         await withTaskGroup(of: Int32?.self) { group in
@@ -429,6 +478,8 @@ private struct RunningParts {
     var diskGuard: DiskGuard?
     /// How long the guest may take to power off; nil: as long as it takes.
     var powerOffGrace: Duration? = .seconds(5)
+    /// The guest answered its setup: only then can it power off (before, it has no disk to sync).
+    var guestSetUp = false
 
     /// Stops accepting on the control socket, powers the guest off (it syncs its disk; the VMM
     /// then ends by itself), stops the VMM and its helpers, ends the forwards and the event
@@ -437,7 +488,7 @@ private struct RunningParts {
     func shutDown(paths: SandboxPaths, arrivals: AsyncStream<EgressServer.Connection>.Continuation) async {
         defer { try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false) }
         await control?.close()
-        if let link {
+        if let link, guestSetUp {
             let grace = powerOffGrace
             let powerOff: @Sendable () async -> Void = {
                 _ = try? await withThrowingTaskGroup(of: Void.self) { group in
@@ -451,9 +502,10 @@ private struct RunningParts {
             if let diskGuard { await diskGuard.release(during: powerOff) } else { await powerOff() }
             await link.close()
         } else {
+            await link?.close()
             await diskGuard?.release()
         }
-        await vm?.stop(grace: link == nil ? .seconds(1) : .seconds(10))
+        await vm?.stop(grace: guestSetUp ? .seconds(10) : .seconds(1))
         await forwarder?.close()
         arrivals.finish()
         events.finish()

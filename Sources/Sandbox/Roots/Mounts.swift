@@ -29,7 +29,7 @@ import Glibc
 /// masked paths included), one inside the project's `.git` or `.airlock`, a read-write one
 /// inside the project (airlock never lets a session write the project) or in airlock's own
 /// configuration or cache (the agent could change its own policy), and one that would show a
-/// masked path.
+/// masked path, or airlock's vault (read-only too).
 struct Mounts: Sendable, Equatable {
     struct Entry: Sendable, Equatable {
         /// The `[mounts.<name>]` entry.
@@ -61,7 +61,7 @@ struct Mounts: Sendable, Equatable {
     /// and skipping what `warn` and `ignore` allow; throws for the first entry that cannot be.
     static func resolve(
         _ mounts: [String: AirlockConfig.Mount], project: String, guestHome: String, masks: MaskedPaths, protected: [String],
-        reporter: SandboxReporter
+        secret: [String] = [], reporter: SandboxReporter
     ) throws -> Mounts {
         let projectReal = FileSystem.realPath(project) ?? project
         var entries: [Entry] = []
@@ -128,6 +128,11 @@ struct Mounts: Sendable, Equatable {
                 throw refuse(
                     "mounts \(source) read-write, which would let the agent change \(guarded) (airlock's own configuration or cache)",
                     hint: "set read_only = true, or mount a directory that does not hold it")
+            }
+            if let vault = secret.first(where: { $0 == source || $0.hasPrefix(source + "/") || source.hasPrefix($0 + "/") }) {
+                throw refuse(
+                    "source \(source) would show \(vault), airlock's vault: the VM must never hold its secrets",
+                    hint: "mount a directory that does not hold it")
             }
             let target = try guestTarget(mount.target, "target", home: guestHome, project: project, refuse: refuse)
             if let other = entries.first(where: { $0.target == target }) {
