@@ -307,6 +307,13 @@ extension AirlockConfig {
                         hint: "the clone is the VM's to change: remove read_only, or share the project itself with mode = \"mount\""))
             }
         }
+        /// The rules' passthrough patterns that overlap `pattern` (rules by name): traffic there
+        /// is never seen as requests, so no script or service can act on it.
+        func passedThrough(_ pattern: HostPattern) -> [(rule: String, passthrough: HostPattern)] {
+            network.rules.sorted(by: { $0.key < $1.key }).flatMap { rule, other in
+                other.passthrough.filter { $0.overlaps(pattern) }.map { (rule, $0) }
+            }
+        }
         // `[network.middleware.<name>]` and the Rust airlock's older `[[network.rules.<rule>.middleware]]`
         // (targets: the rule's allowed destinations). A syntax error is found here; a target a
         // rule passes through is refused (nothing there is seen as requests). After the rules.
@@ -345,14 +352,12 @@ extension AirlockConfig {
                     continue
                 }
                 for target in targets {
-                    for (rule, other) in network.rules.sorted(by: { $0.key < $1.key }) {
-                        for passthrough in other.passthrough where passthrough.overlaps(target) {
-                            problems.append(
-                                ConfigDiagnostic(
-                                    at: entry["target"]?.origin.location ?? entry.origin.location,
-                                    "[\(path)] applies to \"\(target)\", which [network.rules.\(rule)] passes through (\"\(passthrough)\"): the script would never see its requests",
-                                    hint: "remove passthrough for those hosts, or the middleware's target"))
-                        }
+                    for (rule, passthrough) in passedThrough(target) {
+                        problems.append(
+                            ConfigDiagnostic(
+                                at: entry["target"]?.origin.location ?? entry.origin.location,
+                                "[\(path)] applies to \"\(target)\", which [network.rules.\(rule)] passes through (\"\(passthrough)\"): the script would never see its requests",
+                                hint: "remove passthrough for those hosts, or the middleware's target"))
                     }
                 }
                 var values: [String: String] = [:]
@@ -531,14 +536,12 @@ extension AirlockConfig {
                 continue
             }
             for pattern in service.patterns {
-                for (rule, other) in network.rules.sorted(by: { $0.key < $1.key }) {
-                    for passthrough in other.passthrough where passthrough.overlaps(pattern) {
-                        problems.append(
-                            ConfigDiagnostic(
-                                at: entry.origin.location,
-                                "[network.services.\(name)] keeps its tokens on the host, which needs \(pattern) intercepted; [network.rules.\(rule)] passes it through (\"\(passthrough)\")",
-                                hint: "remove passthrough for that host, or turn the service off with enabled = false"))
-                    }
+                for (rule, passthrough) in passedThrough(pattern) {
+                    problems.append(
+                        ConfigDiagnostic(
+                            at: entry.origin.location,
+                            "[network.services.\(name)] keeps its tokens on the host, which needs \(pattern) intercepted; [network.rules.\(rule)] passes it through (\"\(passthrough)\")",
+                            hint: "remove passthrough for that host, or turn the service off with enabled = false"))
                 }
             }
             var tokens: [MaskedSecret] = []

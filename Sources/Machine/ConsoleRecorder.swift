@@ -20,6 +20,8 @@ import Glibc
 public final class ConsoleRecorder: Sendable {
     /// 1 MiB per sandbox: the console log and the one before it.
     public static let defaultLimit: Int64 = 1 << 20
+    /// What a Linux kernel prints when it panics.
+    public static let kernelPanicLine = "Kernel panic - not syncing"
 
     public let log: String
     public let limit: Int64
@@ -154,7 +156,7 @@ private struct Recording: Sendable {
 /// Finds the line a Linux kernel prints when it panics, across the chunks the console
 /// arrives in.
 struct PanicScanner {
-    static let marker = Array("Kernel panic - not syncing".utf8)
+    static let marker = Array(ConsoleRecorder.kernelPanicLine.utf8)
     /// The end of what came before: a marker may begin there.
     private var carried: [UInt8] = []
     private var found = false

@@ -388,7 +388,7 @@ struct SandboxBoot: Sendable {
         let signOfLife = Self.signOfLife
         @Sendable func stopped(_ status: Int32) -> MachineError {
             let tail = FileSystem.tailLines(of: console, count: 60)
-            let panicked = tail.contains { $0.contains("Kernel panic - not syncing") }
+            let panicked = tail.contains { $0.contains(ConsoleRecorder.kernelPanicLine) }
             let exit = ExitStatus(waitStatus: status)
             let how = exit.signal != 0 ? "ended by signal \(exit.signal)" : "exit status \(exit.code)"
             return MachineError(
