@@ -331,6 +331,7 @@ pid_t airlock_spawn_ex(const char *path, char *const argv[], char *const envp[],
                 if (setrlimit(options->rlimits[i].resource, &limit) != 0) child_fail(report[1]);
             }
             step = STEP_PRCTL;
+            if (options->huge_pages && prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0) != 0) child_fail(report[1]);
             if ((options->no_new_privs || options->seccomp_filter) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(report[1]);
             step = STEP_LANDLOCK;
             if (options->landlock_count > 0 && restrict_paths(options->landlock, options->landlock_count) != 0) child_fail(report[1]);

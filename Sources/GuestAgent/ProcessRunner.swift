@@ -34,6 +34,7 @@ enum ProcessRunner {
                             var settings = options ?? airlock_spawn_options()
                             settings.root = rootPointer
                             settings.cwd = cwdPointer
+                            settings.huge_pages = 1
                             return airlock_spawn_ex(arguments[0], argv, envp, stdin, stdout, stderr, flags, &settings, &failedStep)
                         }
                     }

@@ -17,6 +17,17 @@ struct SandboxVMTests {
         #expect(result.stderr.contains("oops"))
     }
 
+    @Test("the guest agent keeps transparent huge pages off for itself (2 MB per idle thread stack); what it runs has them")
+    func hugePages() throws {
+        let project = try VMEnvironment.repository()
+        defer { VMEnvironment.cleanUp(project) }
+        let result = try CLI.run(
+            ["start", "--", "sh", "-c", "cat /sys/kernel/mm/transparent_hugepage/enabled; grep -h THP_enabled /proc/1/status /proc/self/status"],
+            in: project)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout == "[always] madvise never\nTHP_enabled:\t0\nTHP_enabled:\t1\n", "\(result.stdout)")
+    }
+
     @Test("[env] ${NAME}: from the vault (airlock secrets) when the host's environment lacks it; the host's value wins")
     func environmentFromVault() throws {
         let project = try VMEnvironment.repository()

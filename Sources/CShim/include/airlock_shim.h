@@ -98,6 +98,9 @@ struct airlock_spawn_options {
     const void *seccomp_filter;
     /// Its size in bytes.
     unsigned long seccomp_filter_size;
+    /// Allow transparent huge pages in the child again (PR_SET_THP_DISABLE 0, which fork and
+    /// exec would otherwise pass on): the guest agent turns them off for itself only.
+    int huge_pages;
 };
 
 /// airlock_spawn with options. When `path` has no slash, it is searched in the PATH given in
