@@ -21,20 +21,62 @@ public struct ProviderService: Sendable, Equatable {
     public var credentialHeaders: [String]
     /// How a user gives airlock a token on the host.
     public var hint: String
+    /// Signing in inside the sandbox (its CLI's own OAuth sign-in, through the host's
+    /// browser), when the provider has one airlock knows.
+    public var signIn: SignIn?
+
+    /// What airlock knows of a provider's OAuth sign-in: the authorization-code flow with PKCE
+    /// (S256) and a loopback redirect, as the CLIs do it.
+    public struct SignIn: Sendable, Equatable {
+        /// Its authorize pages: `host/path`, https.
+        public var pages: [String]
+        /// The hosts of its token endpoint (owned like the API hosts: always intercepted).
+        public var tokenHosts: [String]
+        public var tokenPath: String
+        public var revokePath: String
+        /// The CLI's loopback redirect: `http://localhost|127.0.0.1:<port><callbackPath>`.
+        public var callbackPath: String
+        public var callbackPorts: ClosedRange<Int>
+        /// Surrogate prefixes for the access and the refresh token (a JWT access token becomes
+        /// an unsigned JWT with the same claims instead).
+        public var accessPrefix: String
+        public var refreshPrefix: String
+
+        public init(
+            pages: [String], tokenHosts: [String], tokenPath: String, revokePath: String, callbackPath: String, callbackPorts: ClosedRange<Int>,
+            accessPrefix: String, refreshPrefix: String
+        ) {
+            self.pages = pages
+            self.tokenHosts = tokenHosts
+            self.tokenPath = tokenPath
+            self.revokePath = revokePath
+            self.callbackPath = callbackPath
+            self.callbackPorts = callbackPorts
+            self.accessPrefix = accessPrefix
+            self.refreshPrefix = refreshPrefix
+        }
+    }
 
     public static let anthropic = ProviderService(
         name: "anthropic", apiHosts: ["api.anthropic.com"],
         tokenVariables: ["CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY"],
         credentialHeaders: ["authorization", "x-api-key"],
         hint:
-            "give airlock a token on the host: `claude setup-token` there, then `airlock secrets add CLAUDE_CODE_OAUTH_TOKEN` (or an API key as ANTHROPIC_API_KEY)"
+            "give airlock a token on the host: `claude setup-token` there, then `airlock secrets add CLAUDE_CODE_OAUTH_TOKEN` (or an API key as ANTHROPIC_API_KEY), or sign in inside the sandbox (`claude`, then /login)",
+        signIn: SignIn(
+            pages: ["claude.ai/oauth/authorize", "claude.com/cai/oauth/authorize", "platform.claude.com/oauth/authorize"],
+            tokenHosts: ["platform.claude.com", "console.anthropic.com"], tokenPath: "/v1/oauth/token", revokePath: "/v1/oauth/token/revoke",
+            callbackPath: "/callback", callbackPorts: 1024...65535, accessPrefix: "sk-ant-oat01-airlock-", refreshPrefix: "sk-ant-ort01-airlock-")
     )
 
     public static let openai = ProviderService(
-        name: "openai", apiHosts: ["api.openai.com"],
+        name: "openai", apiHosts: ["api.openai.com", "chatgpt.com"],
         tokenVariables: ["OPENAI_API_KEY"],
         credentialHeaders: ["authorization"],
-        hint: "give airlock a key on the host: `airlock secrets add OPENAI_API_KEY`")
+        hint: "give airlock a key on the host: `airlock secrets add OPENAI_API_KEY`, or sign in inside the sandbox (`codex login`)",
+        signIn: SignIn(
+            pages: ["auth.openai.com/oauth/authorize"], tokenHosts: ["auth.openai.com"], tokenPath: "/oauth/token", revokePath: "/oauth/revoke",
+            callbackPath: "/auth/callback", callbackPorts: 1455...1457, accessPrefix: "airlock-at-", refreshPrefix: "airlock-rt-"))
 
     public static let known = [anthropic, openai]
 
@@ -42,7 +84,10 @@ public struct ProviderService: Sendable, Equatable {
         known.first { $0.name == name }
     }
 
-    public init(name: String, apiHosts: [String], port: Int = 443, tokenVariables: [String], credentialHeaders: [String], hint: String) {
+    public init(
+        name: String, apiHosts: [String], port: Int = 443, tokenVariables: [String], credentialHeaders: [String], hint: String, signIn: SignIn? = nil
+    ) {
+        self.signIn = signIn
         self.name = name
         self.apiHosts = apiHosts
         self.port = port
@@ -51,13 +96,26 @@ public struct ProviderService: Sendable, Equatable {
         self.hint = hint
     }
 
-    /// Its API hosts as patterns (`host:port`).
+    /// The hosts it owns: its API hosts and its sign-in's token hosts.
+    public var ownedHosts: [String] { apiHosts + (signIn?.tokenHosts ?? []) }
+
+    /// Its owned hosts as patterns (`host:port`).
     public var patterns: [HostPattern] {
-        apiHosts.compactMap { try? HostPattern(parsing: "\($0):\(port)") }
+        ownedHosts.compactMap { try? HostPattern(parsing: "\($0):\(port)") }
     }
 
     public func owns(host: String, port: Int) -> Bool {
-        port == self.port && apiHosts.contains { $0 == host.lowercased() }
+        port == self.port && ownedHosts.contains { $0 == Self.canonical(host) }
+    }
+
+    /// Whether `host` is one of its sign-in's token hosts (on `port`).
+    public func isTokenHost(_ host: String, port: Int) -> Bool {
+        port == self.port && (signIn?.tokenHosts.contains(Self.canonical(host)) ?? false)
+    }
+
+    static func canonical(_ host: String) -> String {
+        let lowered = host.lowercased()
+        return lowered.hasSuffix(".") ? String(lowered.dropLast()) : lowered
     }
 }
 

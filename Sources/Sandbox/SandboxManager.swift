@@ -119,6 +119,9 @@ public struct SandboxManager: Sendable {
     /// The vault's directory (the command layer knows where `Secrets` keeps it): no
     /// `[mounts.*]` entry may show it, read-only included.
     public var vaultDirectory: String?
+    /// Opens the store of sign-ins made inside sandboxes (sealed with the vault's key); asked
+    /// only when a service with a sign-in is on. nil, or a throw: those sign-ins are unavailable.
+    public var signInStore: (@Sendable () throws -> SignInStore)?
     public var images: Images
     /// How long a guest may take from the VMM's start to answering setup (TCG is slow; a first
     /// boot formats the disk).
@@ -286,7 +289,8 @@ public struct SandboxManager: Sendable {
         }
         let boot = SandboxBoot(
             paths: paths, config: config, environment: environment, logger: logger, reporter: reporter, resolver: resolver,
-            testOnlyUpstreamRoots: testOnlyUpstreamRoots, vaultValues: vaultValues, vaultDirectory: vaultDirectory, workspace: workspace,
+            testOnlyUpstreamRoots: testOnlyUpstreamRoots, vaultValues: vaultValues, vaultDirectory: vaultDirectory, signInStore: signInStore,
+            workspace: workspace,
             image: image, launcher: launcher,
             assets: assets,
             bootTimeout: bootTimeout, hostname: Self.hostname(paths),

@@ -90,16 +90,37 @@ public struct Vault: Sendable {
 
     /// Every secret; an empty vault when its file does not exist yet.
     public func load() throws(VaultError) -> [String: Entry] {
+        try loadDocument().secrets
+    }
+
+    public func save(_ secrets: [String: Entry]) throws(VaultError) {
+        var document = try loadDocument()
+        document.secrets = secrets
+        try save(document)
+    }
+
+    /// The key that seals the sign-ins' store (32 bytes): made on first use and kept in the
+    /// vault beside the secrets, never one of them (no `${NAME}` reaches it, no list shows it).
+    public func signInKey() throws(VaultError) -> [UInt8] {
+        var document = try loadDocument()
+        if let stored = document.signInKey, let key = Data(base64Encoded: stored), key.count == 32 { return Array(key) }
+        let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        document.signInKey = Data(key).base64EncodedString()
+        try save(document)
+        return key
+    }
+
+    private func loadDocument() throws(VaultError) -> Document {
         guard storage != .disabled else {
             throw VaultError("the vault is disabled ([vault] storage = \"disabled\")", hint: "set [vault] storage in your user config to use it")
         }
         let bytes: [UInt8]
         if storage == .keyring {
-            guard let stored = try Keyring(environment: environment).read() else { return [:] }
+            guard let stored = try Keyring(environment: environment).read() else { return Document(secrets: [:]) }
             bytes = stored
         } else {
             do {
-                guard let read = try FileSystem.read(path, limit: 16 << 20) else { return [:] }
+                guard let read = try FileSystem.read(path, limit: 16 << 20) else { return Document(secrets: [:]) }
                 bytes = read
             } catch {
                 throw VaultError("cannot read the vault \(path): \(error)", hint: "check the file's permissions")
@@ -107,18 +128,18 @@ public struct Vault: Sendable {
         }
         let plain = try storage == .encryptedFile ? open(bytes) : bytes
         do {
-            return try JSONDecoder.vault.decode(Document.self, from: Data(plain)).secrets
+            return try JSONDecoder.vault.decode(Document.self, from: Data(plain))
         } catch {
             throw VaultError(
                 "the vault in \(location) is damaged: \(error)", hint: "restore it from a backup, or remove it and add the secrets again")
         }
     }
 
-    public func save(_ secrets: [String: Entry]) throws(VaultError) {
+    private func save(_ document: Document) throws(VaultError) {
         guard storage != .disabled else { throw VaultError("the vault is disabled ([vault] storage = \"disabled\")") }
         let plain: [UInt8]
         do {
-            plain = Array(try JSONEncoder.vault.encode(Document(secrets: secrets)))
+            plain = Array(try JSONEncoder.vault.encode(document))
         } catch {
             throw VaultError("cannot encode the vault: \(error)")
         }
@@ -156,6 +177,8 @@ public struct Vault: Sendable {
     struct Document: Codable {
         var version = 1
         var secrets: [String: Entry]
+        /// `signInKey()`, base64.
+        var signInKey: String?
     }
 
     /// The encrypted file: what derives the key, and the sealed document.

@@ -64,6 +64,12 @@ struct ProjectContext {
         manager.testOnlyUpstreamRoots = TestOnlyOverrides.upstreamRoots(environment)
         manager.vaultValues = vaultValues
         manager.vaultDirectory = Vault.directory(environment: environment)
+        if let storage = Vault.Storage(rawValue: loaded.config.vaultStorage), storage != .disabled, manager.vaultDirectory != nil {
+            manager.signInStore = { [environment] in
+                let vault = try SecretsAccess.vault(environment: environment, storage: storage.rawValue)
+                return SignInStore(directory: vault.directory, key: try vault.signInKey())
+            }
+        }
         return manager
     }
 

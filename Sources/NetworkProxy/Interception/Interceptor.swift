@@ -32,14 +32,17 @@ public struct Interception: Sendable {
     public var middleware: [InterceptionMiddleware]
     /// Providers whose API hosts take only airlock's surrogates, swapped here for the real tokens.
     public var services: [ServiceCredentials]
+    /// Sign-ins inside the sandbox, their real tokens kept on the host (`SignIns`).
+    public var signIns: SignIns?
 
     /// `extraUpstreamRootsPEM`: certificates (PEM) trusted for upstreams besides the host's store.
     public init(
         authority: CertificateAuthority, secrets: [MaskedSecret] = [], injections: [String: [MaskedSecret]] = [:],
-        middleware: [InterceptionMiddleware] = [], services: [ServiceCredentials] = [], extraUpstreamRootsPEM: String? = nil,
-        requests: @escaping @Sendable (InterceptedRequest) -> Void = { _ in }
+        middleware: [InterceptionMiddleware] = [], services: [ServiceCredentials] = [], signIns: SignIns? = nil,
+        extraUpstreamRootsPEM: String? = nil, requests: @escaping @Sendable (InterceptedRequest) -> Void = { _ in }
     ) throws {
         self.authority = authority
+        self.signIns = signIns
         self.middleware = middleware
         self.services = services
         self.secrets = secrets
@@ -301,13 +304,23 @@ struct InterceptedConnection: Sendable {
             await refuse(.forbidden, "the request carried the real value of \(leaked); airlock blocked it (recorded as a security event)")
             return
         }
-        // A provider's API takes only the surrogates airlock gave this sandbox.
-        if let service, let foreign = head.headers.first(where: { service.verdict(header: $0.name, value: $0.value) == .refused }) {
+        // A sign-in's token host: its token and revoke requests, handled here.
+        if let signIns = interception.signIns, let owner = signIns.services.first(where: { $0.isTokenHost(name, port: port) }) {
+            try await serveTokenEndpoint(head, parts, service: owner, signIns: signIns, client: client, outbound: outbound, record: &record)
+            return
+        }
+        // A provider's API takes only the surrogates airlock gave this sandbox, and the access
+        // tokens of its sign-ins.
+        let signedIn = interception.signIns?.realTokens() ?? []
+        let credentials = service.map { service in
+            ServiceCredentials(service: service.service, tokens: service.tokens + (interception.signIns?.apiTokens(for: service.service.name) ?? []))
+        }
+        if let credentials, let foreign = head.headers.first(where: { credentials.verdict(header: $0.name, value: $0.value) == .refused }) {
             record.stopped = "its \(foreign.name) header held a credential airlock did not give this sandbox"
             record.security = "security.foreign-credential"
             await refuse(
                 .unauthorized,
-                "\(name) takes only the credentials airlock gives this sandbox; the request's \(foreign.name) header held another (recorded as a security event). To use your own, \(service.service.hint)"
+                "\(name) takes only the credentials airlock gives this sandbox; the request's \(foreign.name) header held another (recorded as a security event). To use your own, \(credentials.service.hint)"
             )
             return
         }
@@ -322,6 +335,7 @@ struct InterceptedConnection: Sendable {
             method: head.method, path: head.uri, headers: HTTPHeaders(head.headers.filter { !Self.hopByHop.contains($0.name.lowercased()) }),
             body: .guest(body, length))
         request.given = head.headers
+        request.credentials = credentials
         var answered = false
         do {
             let response: UpstreamResponse
@@ -334,7 +348,7 @@ struct InterceptedConnection: Sendable {
                 response = answer
             }
             // A service's API may echo the token it was sent: the VM sees the surrogate.
-            var scanner = SecretScanner(response.scanFor, swapping: interception.services.flatMap(\.tokens))
+            var scanner = SecretScanner(response.scanFor + signedIn, swapping: interception.services.flatMap(\.tokens) + signedIn)
             var headers = HTTPHeaders()
             for (field, value) in response.headers where !Self.hopByHop.contains(field.lowercased()) {
                 let value = scanner.swapped(value)
@@ -420,6 +434,8 @@ struct InterceptedConnection: Sendable {
         var body: Body
         /// The headers as the guest sent them.
         var given = HTTPHeaders()
+        /// The provider's surrogates this request's credential headers may hold.
+        var credentials: ServiceCredentials?
     }
 
     struct UpstreamResponse {
@@ -558,7 +574,7 @@ struct InterceptedConnection: Sendable {
         }
         for (field, value) in request.headers {
             var value = value
-            if let service, case .real(let real, let token) = service.verdict(header: field, value: value) {
+            if let credentials = request.credentials, case .real(let real, let token) = credentials.verdict(header: field, value: value) {
                 value = real
                 if !record.injected.contains(token) { record.injected.append(token) }
             }
@@ -665,7 +681,7 @@ final class RequestParts: @unchecked Sendable {
         }
     }
 
-    fileprivate func nextChunk() async throws -> ByteBuffer? {
+    func nextChunk() async throws -> ByteBuffer? {
         while inBody, let part = try await iterator.next() {
             switch part {
             case .body(let bytes): return bytes

@@ -35,6 +35,7 @@ struct SandboxBoot: Sendable {
     var vaultValues: [String: String]
     /// Where the vault lives: no mount may show it.
     var vaultDirectory: String?
+    var signInStore: (@Sendable () throws -> SignInStore)?
     var workspace: WorkspaceOptions
     var image: ImageRoot?
     var launcher: MachineLauncher
@@ -169,6 +170,22 @@ struct SandboxBoot: Sendable {
         }
     }
 
+    /// The sign-ins of the services that have one; their store sealed with the vault's key.
+    /// Without it they are unavailable: their token hosts refuse, with the reason.
+    private func openSignIns() -> SignIns? {
+        let services = config.network.services.map(\.service).filter { $0.signIn != nil }
+        guard !services.isEmpty else { return nil }
+        do {
+            guard let signInStore else { return SignIns(services: services, store: nil, unavailable: "no vault") }
+            return SignIns(services: services, store: try signInStore())
+        } catch {
+            reporter.warning(
+                "signing in inside the sandbox (\(services.map(\.name).joined(separator: ", "))) is unavailable: \(error); the sign-in hosts are refused"
+            )
+            return SignIns(services: services, store: nil, unavailable: "\(error)")
+        }
+    }
+
     // MARK: Phases 2 to 4
 
     private func boot(_ spec: ExecSpec, prepared: Prepared, started: ContinuousClock.Instant) async throws -> HostSession.Ended {
@@ -251,14 +268,17 @@ struct SandboxBoot: Sendable {
             InterceptionMiddleware(
                 script: MiddlewareScript(name: entry.name, source: entry.script, environment: entry.environment), targets: entry.targets)
         }
+        let signIns = openSignIns()
         for credentials in config.network.services where credentials.tokens.isEmpty {
+            let signedIn = signIns?.store.map { (try? $0.grants())?.contains { $0.service == credentials.service.name } ?? false } ?? false
+            guard !signedIn else { continue }
             reporter.warning(
-                "[network.services.\(credentials.service.name)]: the host has no \(credentials.service.tokenVariables.joined(separator: " or ")) (environment or vault), so \(credentials.service.apiHosts.joined(separator: ", ")) will refuse the sandbox's requests; \(credentials.service.hint)"
+                "[network.services.\(credentials.service.name)]: the host has no \(credentials.service.tokenVariables.joined(separator: " or ")) (environment or vault) and no sign-in, so \(credentials.service.apiHosts.joined(separator: ", ")) will refuse the sandbox's requests until one is made; \(credentials.service.hint)"
             )
         }
         let interception = try Interception(
             authority: authority, secrets: Self.watchedSecrets(config, vaultValues: vaultValues), injections: injections,
-            middleware: middleware, services: config.network.services, extraUpstreamRootsPEM: testOnlyUpstreamRoots,
+            middleware: middleware, services: config.network.services, signIns: signIns, extraUpstreamRootsPEM: testOnlyUpstreamRoots,
             requests: { request in
                 for event in AuditEvent.records(sandbox: sandbox, request: request) { record(event) }
             })

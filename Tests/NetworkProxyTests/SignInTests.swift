@@ -1,0 +1,301 @@
+import Crypto
+import Foundation
+import NIOCore
+import NIOPosix
+import NetworkPolicy
+import Synchronization
+import Testing
+
+@testable import NetworkProxy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Sign-in inside the sandbox, tokens on the host")
+struct SignInTests {
+    static let service = ProviderService(
+        name: "anthropic", apiHosts: ["api.test"], port: 443, tokenVariables: ["CLAUDE_CODE_OAUTH_TOKEN"],
+        credentialHeaders: ["authorization", "x-api-key"], hint: "sign in",
+        signIn: .init(
+            pages: ["auth.test/oauth/authorize"], tokenHosts: ["auth.test"], tokenPath: "/v1/oauth/token", revokePath: "/v1/oauth/token/revoke",
+            callbackPath: "/callback", callbackPorts: 1024...65535, accessPrefix: "sk-ant-oat01-airlock-", refreshPrefix: "sk-ant-ort01-airlock-"))
+
+    static func page(_ changes: [String: String?] = [:]) -> String {
+        var fields: [(String, String)] = [
+            ("code", "true"), ("client_id", "cli-1"), ("response_type", "code"), ("redirect_uri", "http://localhost:45678/callback"),
+            ("scope", "user:inference user:profile"), ("code_challenge", "CHALLENGE"), ("code_challenge_method", "S256"), ("state", "s1"),
+        ]
+        for (name, value) in changes {
+            fields.removeAll { $0.0 == name }
+            if let value { fields.append((name, value)) }
+        }
+        return "https://auth.test/oauth/authorize?" + FormBody.encode(fields)
+    }
+
+    @Test("the authorize page: only the provider's page, https, response_type=code, PKCE S256, one loopback redirect on the CLI's path")
+    func pageCheck() throws {
+        let signIns = SignIns(services: [Self.service], store: nil)
+        #expect(try signIns.checkPage(Self.page()) == .init(service: "anthropic", url: Self.page(), callbackPort: 45678))
+        let refused: [String] = [
+            Self.page().replacing("https://", with: "http://"),
+            Self.page().replacing("auth.test", with: "evil.test"),
+            Self.page().replacing("auth.test/oauth/authorize", with: "auth.test/oauth/other"),
+            Self.page().replacing("https://auth.test", with: "https://user@auth.test"),
+            Self.page(["code_challenge_method": "plain"]),
+            Self.page(["code_challenge": nil]),
+            Self.page(["response_type": "token"]),
+            Self.page(["redirect_uri": "http://evil.test:45678/callback"]),
+            Self.page(["redirect_uri": "http://localhost:45678/elsewhere"]),
+            Self.page(["redirect_uri": "http://localhost:45678/callback?x=1"]),
+            Self.page(["redirect_uri": "https://localhost:45678/callback"]),
+            Self.page(["prompt": "none"]),
+            Self.page() + "&redirect_uri=http%3A%2F%2Flocalhost%3A1%2Fcallback",
+            Self.page() + "#fragment",
+            Self.page() + "&x=a b",
+        ]
+        for url in refused {
+            #expect(throws: SignInError.self, "\(url)") { try signIns.checkPage(url) }
+        }
+        do {
+            _ = try signIns.checkPage(Self.page(["code_challenge_method": "plain"]) + "&secret=hunter2")
+        } catch {
+            #expect(!"\(error)".contains("hunter2"), "a refusal never repeats the query: \(error)")
+        }
+    }
+
+    @Test("a callback's code becomes a surrogate only for a page opened for that port; the surrogate works once, for that service and port")
+    func codes() throws {
+        let signIns = SignIns(services: [Self.service], store: nil)
+        #expect(signIns.surrogateCode(for: "real", port: 45678) == nil, "no page opened")
+        _ = try signIns.checkPage(Self.page())
+        let code = try #require(signIns.surrogateCode(for: "real", port: 45678))
+        #expect(code.hasPrefix("airlock-code-") && !code.contains("real"))
+        #expect(signIns.redeem(code, service: "anthropic", port: 45679) == nil, "another port")
+        let again = try #require(signIns.surrogateCode(for: "real2", port: 45678))
+        #expect(signIns.redeem(again, service: "openai", port: 45678) == nil, "another service")
+        let third = try #require(signIns.surrogateCode(for: "real3", port: 45678))
+        #expect(signIns.redeem(third, service: "anthropic", port: 45678) == "real3")
+        #expect(signIns.redeem(third, service: "anthropic", port: 45678) == nil, "once")
+    }
+
+    @Test("the store: sealed (no token readable in its file), shared by every process with the key, refused with another key")
+    func store() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-signins-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let key = (0..<32).map { UInt8($0) }
+        let store = SignInStore(directory: directory, key: key)
+        let grant = SignInStore.Grant(
+            service: "anthropic", clientID: "cli", scopes: ["user:inference"], account: "dev@example.com", access: "sk-ant-oat01-REAL-ACCESS-secret",
+            refresh: "sk-ant-ort01-REAL-REFRESH-secret", accessSurrogate: "sk-ant-oat01-airlock-a", refreshSurrogate: "sk-ant-ort01-airlock-r",
+            expiresAt: nil, savedAt: 1)
+        try store.update { $0.append(grant) }
+        #expect(try SignInStore(directory: directory, key: key).grant(access: "sk-ant-oat01-airlock-a") == grant)
+        let sealed = try Data(contentsOf: URL(fileURLWithPath: directory + "/sign-ins.sealed"))
+        #expect(!String(decoding: sealed, as: UTF8.self).contains("REAL"), "the tokens are sealed")
+        let summary = try String(contentsOfFile: directory + "/sign-ins.json", encoding: .utf8)
+        #expect(summary.contains("dev@example.com") && !summary.contains("REAL"), "\(summary)")
+        #expect(SignInStore.summaries(directory: directory).map(\.account) == ["dev@example.com"])
+        #expect(throws: SignInError.self) { try SignInStore(directory: directory, key: Array(repeating: 7, count: 32)).grants() }
+        let mode = try FileManager.default.attributesOfItem(atPath: directory + "/sign-ins.sealed")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+    }
+
+    @Test("surrogates: the provider's shape, or an unsigned JWT with the real claims")
+    func surrogates() throws {
+        let plain = SignIns.surrogate(for: "sk-ant-oat01-REAL", prefix: "sk-ant-oat01-airlock-")
+        #expect(plain.hasPrefix("sk-ant-oat01-airlock-") && plain.count == 64, "at least 43 random characters: \(plain)")
+        let long = "sk-ant-oat01-" + String(repeating: "R", count: 95)
+        let same = SignIns.surrogate(for: long, prefix: "sk-ant-oat01-airlock-")
+        #expect(same.count == long.count && same != SignIns.surrogate(for: long, prefix: "sk-ant-oat01-airlock-"), "the real token's length, random")
+        let claims = SignIns.base64URL(Array(#"{"email":"dev@example.com","exp":1999999999}"#.utf8))
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.\(claims).c2lnbmF0dXJl"
+        let fake = SignIns.surrogate(for: jwt, prefix: "airlock-at-")
+        let parts = fake.split(separator: ".")
+        #expect(parts.count == 3 && parts[2] != "c2lnbmF0dXJl" && fake != jwt)
+        #expect(SignIns.account(inJWT: fake) == "dev@example.com")
+        let payload = try #require(SignIns.base64URLDecode(parts[1]).flatMap(JSONValue.parse))
+        #expect(payload["exp"] == .integer(1_999_999_999) && payload["airlock_nonce"] != nil)
+    }
+
+    /// The stand-in provider: token endpoint (authorization_code with PKCE S256, refresh with
+    /// rotation), revoke, and an API that echoes the credential it received. argv: port, cert,
+    /// key, the expected code challenge, a log of what reached it.
+    static let provider = #"""
+        import base64, hashlib, http.server, json, ssl, sys, urllib.parse
+        port, cert, key, challenge, log = sys.argv[1:6]
+        state = {"n": 1, "refresh": None, "access": None}
+        def note(line):
+            with open(log, "a") as f: f.write(line + "\n")
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def reply(self, status, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(status); self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+            def tokens(self):
+                n = state["n"]; state["n"] += 1
+                state["access"] = "sk-ant-oat01-REAL-ACCESS-%d-%s" % (n, "x" * 40)
+                state["refresh"] = "sk-ant-ort01-REAL-REFRESH-%d-%s" % (n, "y" * 40)
+                return {"access_token": state["access"], "refresh_token": state["refresh"], "expires_in": 3600,
+                        "token_type": "Bearer", "scope": "user:inference user:profile",
+                        "account": {"uuid": "u-1", "email_address": "dev@example.com"}}
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+                body = json.loads(raw) if self.headers.get("Content-Type", "").startswith("application/json") else dict(urllib.parse.parse_qsl(raw))
+                note("POST %s %s" % (self.path, json.dumps(body, sort_keys=True)))
+                if self.path == "/v1/oauth/token" and body.get("grant_type") == "authorization_code":
+                    verifier = body.get("code_verifier", "")
+                    made = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                    if body.get("code") != "real-code-1" or made != challenge or body.get("client_id") != "cli-1":
+                        return self.reply(400, {"error": "invalid_grant"})
+                    return self.reply(200, self.tokens())
+                if self.path == "/v1/oauth/token" and body.get("grant_type") == "refresh_token":
+                    if body.get("refresh_token") != state["refresh"] or body.get("client_id") != "cli-1":
+                        return self.reply(400, {"error": "invalid_grant"})
+                    return self.reply(200, self.tokens())
+                if self.path == "/v1/oauth/token/revoke":
+                    if body.get("token") == state["refresh"]: state["refresh"] = None; state["access"] = None
+                    return self.reply(200, {})
+                self.reply(404, {"error": "not_found"})
+            def do_GET(self):
+                auth = self.headers.get("Authorization", "")
+                note("GET %s %s" % (self.path, auth))
+                if auth != "Bearer %s" % state["access"]:
+                    return self.reply(401, {"error": "unauthorized"})
+                self.reply(200, {"you_sent": auth})
+            def log_message(self, *a): pass
+        s = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), H)
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(cert, key)
+        s.socket = c.wrap_socket(s.socket, server_side=True)
+        s.serve_forever()
+        """#
+
+    @Test(
+        "through the interceptor: the code exchange gives the VM surrogates only, the API call carries the real token, refresh is built by the host, revoke signs out every sandbox, an invented token is 401",
+        .enabled(if: which("python3") != nil && which("curl") != nil && which("openssl") != nil, "needs python3, curl and openssl"))
+    func endToEnd() async throws {
+        try await within(120) {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-signin-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let made = try await runProgram([
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
+                "-subj", "/CN=auth.test", "-addext", "subjectAltName=DNS:auth.test,DNS:api.test",
+            ])
+            try #require(made?.status == 0)
+            let probe = try await TestServer.echo()
+            let port = Int(probe.port)
+            await probe.close()
+            let verifier = "the-code-verifier-0123456789-0123456789-abcdef"
+            let challenge = SignIns.base64URL(Array(SHA256.hash(data: Array(verifier.utf8))))
+            let log = directory + "/provider.log"
+            let provider = try #require(
+                try launchProgram(
+                    ["python3", "-c", Self.provider, "\(port)", directory + "/cert.pem", directory + "/key.pem", challenge, log], directory: directory
+                ))
+            defer { kill(provider.processIdentifier, SIGKILL) }
+            for _ in 0..<250 {
+                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+                {
+                    try? await channel.close()
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            var service = Self.service
+            service.port = port
+            let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            let signIns = SignIns(services: [service], store: SignInStore(directory: directory + "/vault", key: key))
+            let authority = try CertificateAuthority.loadOrCreate(path: directory + "/state/ca.pem", project: "/tmp/project")
+            let server = EgressServer(
+                configuration: .init(
+                    rules: try rules([("provider", allow: ["auth.test:\(port)", "api.test:\(port)"], deny: [], allowPrivate: true)]),
+                    resolver: StaticResolver(["auth.test": ["127.0.0.1"], "api.test": ["127.0.0.1"]]),
+                    interception: try Interception(
+                        authority: authority, services: [ServiceCredentials(service: service, tokens: [])], signIns: signIns,
+                        extraUpstreamRootsPEM: try String(contentsOfFile: directory + "/cert.pem", encoding: .utf8))),
+                logger: testLogger, records: Records().sink)
+            let guest = try await FakeGuest(server: server)
+            let auth = try await guest.capture(host: "auth.test", ip: "198.18.0.10", port: UInt16(port))
+            let api = try await guest.capture(host: "api.test", ip: "198.18.0.11", port: UInt16(port))
+            func call(_ host: String, _ path: String, json: String? = nil, form: String? = nil, bearer: String? = nil) async throws -> (Int, String) {
+                let capture = host == "auth.test" ? auth.port : api.port
+                var arguments = ["curl", "-sS", "-k", "--max-time", "10", "-w", "|%{http_code}"]
+                if let json { arguments += ["-H", "content-type: application/json", "--data-raw", json] }
+                if let form { arguments += ["--data-raw", form] }
+                if let bearer { arguments += ["-H", "Authorization: Bearer \(bearer)"] }
+                arguments += ["--connect-to", "\(host):\(port):127.0.0.1:\(capture)", "https://\(host):\(port)\(path)"]
+                let output = try #require(try await runProgram(arguments)).output
+                let split = try #require(output.lastIndex(of: "|"))
+                return (Int(output[output.index(after: split)...]) ?? 0, String(output[..<split]))
+            }
+            func json(_ text: String) throws -> [String: JSONValue] { try #require(JSONValue.parse(Array(text.utf8)), "\(text)") }
+
+            // The browser came back with the real code; the VM got a surrogate for it.
+            _ = try signIns.checkPage(Self.page(["code_challenge": challenge]))
+            let code = try #require(signIns.surrogateCode(for: "real-code-1", port: 45678))
+            let exchange =
+                #"{"grant_type":"authorization_code","code":"\#(code)","code_verifier":"\#(verifier)","redirect_uri":"http://localhost:45678/callback","client_id":"cli-1","state":"s1"}"#
+            let (status, answer) = try await call("auth.test", "/v1/oauth/token", json: exchange)
+            #expect(status == 200, "\(answer)")
+            #expect(!answer.contains("REAL"), "no real token reaches the VM: \(answer)")
+            let tokens = try json(answer)
+            let access = try #require(tokens["access_token"]?.string)
+            let refresh = try #require(tokens["refresh_token"]?.string)
+            #expect(access.hasPrefix("sk-ant-oat01-airlock-") && refresh.hasPrefix("sk-ant-ort01-airlock-"))
+            #expect(tokens["expires_in"] == .integer(3600) && tokens["account"]?["email_address"]?.string == "dev@example.com")
+            let again = try await call("auth.test", "/v1/oauth/token", json: exchange)
+            #expect(again.0 == 400 && again.1.contains("invalid_grant"), "a surrogate code works once: \(again)")
+            let invented = try await call(
+                "auth.test", "/v1/oauth/token",
+                form:
+                    "grant_type=authorization_code&code=real-code-1&code_verifier=\(verifier)&redirect_uri=http%3A%2F%2Flocalhost%3A45678%2Fcallback&client_id=cli-1"
+            )
+            #expect(invented.0 == 400, "a code that is not airlock's surrogate is refused: \(invented)")
+            let other = try await call("auth.test", "/v1/other", json: "{}")
+            #expect(other.0 == 403, "only the token and revoke endpoints: \(other)")
+
+            // The API: the surrogate becomes the real token upstream; its echo comes back as the surrogate.
+            let used = try await call("api.test", "/v1/messages", bearer: access)
+            #expect(used.0 == 200 && used.1.contains(access) && !used.1.contains("REAL"), "\(used) \(access)")
+            let foreign = try await call("api.test", "/v1/messages", bearer: "sk-ant-oat01-InventedInTheVM000000000000000")
+            #expect(foreign.0 == 401, "\(foreign)")
+            // Another sandbox (another process with the store's key) sees the sign-in.
+            let second = SignIns(services: [service], store: SignInStore(directory: directory + "/vault", key: key))
+            #expect(second.apiTokens(for: "anthropic").map(\.surrogate) == [access])
+
+            // A refresh: built by the host from the stored refresh token and client id.
+            let refreshed = try await call(
+                "auth.test", "/v1/oauth/token", json: #"{"grant_type":"refresh_token","refresh_token":"\#(refresh)","client_id":"evil"}"#)
+            #expect(refreshed.0 == 200 && !refreshed.1.contains("REAL"), "\(refreshed)")
+            let renewed = try json(refreshed.1)
+            #expect(renewed["access_token"]?.string == access && renewed["refresh_token"]?.string == refresh, "the surrogates stay: \(renewed)")
+            let afterRefresh = try await call("api.test", "/v1/messages", bearer: access)
+            #expect(afterRefresh.0 == 200, "the API gets the new real token: \(afterRefresh)")
+            let unknownRefresh = try await call(
+                "auth.test", "/v1/oauth/token",
+                json: #"{"grant_type":"refresh_token","refresh_token":"sk-ant-ort01-airlock-made-up","client_id":"cli-1"}"#)
+            #expect(unknownRefresh.0 == 400 && unknownRefresh.1.contains("invalid_grant"), "\(unknownRefresh)")
+
+            // A sign-out: the store forgets it for every sandbox, and the provider revokes the real token.
+            let revoked = try await call("auth.test", "/v1/oauth/token/revoke", json: #"{"token":"\#(refresh)","client_id":"cli-1"}"#)
+            #expect(revoked.0 == 200, "\(revoked)")
+            #expect(second.apiTokens(for: "anthropic").isEmpty)
+            let afterRevoke = try await call("api.test", "/v1/messages", bearer: access)
+            #expect(afterRevoke.0 == 401, "signed out: \(afterRevoke)")
+
+            let seen = try String(contentsOfFile: log, encoding: .utf8)
+            #expect(seen.contains(#""client_id": "cli-1", "grant_type": "refresh_token", "refresh_token": "sk-ant-ort01-REAL-REFRESH-1-"#), "\(seen)")
+            #expect(seen.contains(#"POST /v1/oauth/token/revoke {"client_id": "cli-1", "token": "sk-ant-ort01-REAL-REFRESH-2-"#), "\(seen)")
+            #expect(
+                seen.contains("GET /v1/messages Bearer sk-ant-oat01-REAL-ACCESS-1-")
+                    && seen.contains("GET /v1/messages Bearer sk-ant-oat01-REAL-ACCESS-2-"))
+            #expect(!seen.contains("airlock-"), "no surrogate ever reached the provider: \(seen)")
+            auth.task.cancel()
+            api.task.cancel()
+            await guest.close()
+        }
+    }
+}
