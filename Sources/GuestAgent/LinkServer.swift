@@ -106,7 +106,9 @@ struct LinkServer {
                         await EarlyInit.fileSystemModules.wait()
                         try await RootBuilder.build(spec)
                         try Sudo.install(root: RootBuilder.root)
+                        try BrowserRelay.install(root: RootBuilder.root)
                         let link = try await network
+                        BrowserRelay.start(root: RootBuilder.root, link: link)
                         // Unix-socket forwards live in the new root: once it exists.
                         for forward in spec.forwardSockets {
                             try await GuestForwards.listen(socket: forward, root: RootBuilder.root, spec: spec, link: link)

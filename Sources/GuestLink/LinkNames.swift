@@ -7,6 +7,12 @@ public enum LinkNames {
     public static let caBundle = "/run/airlock/ca-bundle.pem"
     public static let trustEnvironment = ["NODE_EXTRA_CA_CERTS": caFile, "SSL_CERT_FILE": caBundle, "REQUESTS_CA_BUNDLE": caBundle]
 
+    /// `xdg-open` in the VM, also its `$BROWSER` where the host sets it: writes the address to
+    /// `browserFIFO`, which the guest agent carries to the host (`BrowseRequest`).
+    public static let browserShimDirectory = "/run/airlock/bin"
+    public static let browserShim = browserShimDirectory + "/xdg-open"
+    public static let browserFIFO = "/run/airlock/browser.open"
+
     /// The virtio-serial port carrying the host→guest control connection (host is the HTTP/2 client).
     public static let controlPort = "airlock.control"
     /// The virtio-serial port carrying the guest→host connection (guest is the HTTP/2 client).

@@ -50,6 +50,9 @@ public struct EgressConfiguration: Sendable {
     public var limits: EgressLimits
     /// TLS interception (nil: every TLS connection is relayed as it is).
     public var interception: Interception?
+    /// Opens an address the guest asked for (`BrowseRequest`) in the user's browser; nil when
+    /// it did, else the refusal. nil: the guest's browse requests are refused.
+    public var browse: (@Sendable (String) async -> String?)?
 
     public init(
         rules: NetworkRules, resolver: any Resolver = SystemResolver(), guestForwards: [GuestForward] = [], socketForwards: [UnixSocketForward] = [],

@@ -52,6 +52,21 @@ struct EgressStreamHandler {
         if headers.headers.first(name: ":path") == SocketRequest.path {
             return try await socketForward(headers, &frames, outbound, progress: progress)
         }
+        if headers.headers.first(name: ":path") == BrowseRequest.path {
+            let refusal: String?
+            do {
+                let request = try BrowseRequest(headers: headers.headers)
+                refusal = await server.configuration.browse?(request.url) ?? "this sandbox opens no browser (no service with a sign-in is on)"
+            } catch {
+                refusal = error.description
+            }
+            if let refusal {
+                try await Self.refuse(outbound, status: "403", reason: refusal)
+            } else {
+                try await outbound.write(.headers(.init(headers: [":status": "200"], endStream: true)))
+            }
+            return nil
+        }
         let request: EgressRequest
         do {
             request = try EgressRequest(headers: headers.headers)

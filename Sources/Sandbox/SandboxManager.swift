@@ -6,6 +6,7 @@ import GuestLink
 import Logging
 import Machine
 import NIOCore
+import NetworkPolicy
 import NetworkProxy
 
 #if canImport(Glibc)
@@ -356,6 +357,11 @@ public struct SandboxManager: Sendable {
         var variables =
             image?.baseEnvironment(terminal: terminalName, hostname: hostname)
             ?? HostCommands.environment(root.baseEnvironment(terminal: terminalName), config.commands)
+        // A CLI's sign-in opens in the host's browser (`BrowserRelay` in the guest).
+        if config.network.services.contains(where: { $0.service.signIn != nil }) {
+            variables["BROWSER"] = LinkNames.browserShim
+            variables["PATH"] = LinkNames.browserShimDirectory + (variables["PATH"].map { ":" + $0 } ?? "")
+        }
         for (key, value) in config.env { variables[key] = value }
         for (key, value) in request.environment { variables[key] = value }
         let command = request.command

@@ -103,3 +103,96 @@ extension InterceptionVMTests {
             "\(missing.stderr)")
     }
 }
+
+extension InterceptionVMTests {
+    @Test(
+        "claude-code sign-in inside the sandbox: xdg-open reaches the host's browser (the test plays it), the callback arrives with a surrogate code, the token answer holds surrogates only, the API gets the real token, a revoke signs out"
+    )
+    func signInInside() throws {
+        let project = try VMEnvironment.repository()
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-home-\(UUID().uuidString.prefix(8))").path
+        defer {
+            VMEnvironment.cleanUp(project)
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        let servers = try TestServers.start(in: project)
+        defer { servers.stop() }
+        let port = servers.tls
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        // The browser: notes the page, then comes back to the loopback callback as the provider would send it.
+        let browser = home + "/browser"
+        try """
+        #!/bin/sh
+        echo "$1" > \(home)/opened
+        curl -sS --max-time 20 "http://127.0.0.1:45678/callback?code=real-code-1&state=s1" > \(home)/callback-page 2>&1
+        """.write(toFile: browser, atomically: true, encoding: .utf8)
+        chmod(browser, 0o755)
+        try """
+        presets = ["claude-code"]
+
+        [network.rules.stand-in]
+        allow = ["api.anthropic.com:\(port)", "platform.claude.com:\(port)"]
+        allow_private = true
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        var environment = ["XDG_DATA_HOME": project.appendingPathComponent(".data").path]
+        environment["HOME"] = home
+        environment["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+        environment["BROWSER"] = browser
+        environment["AIRLOCK_TEST_ONLY_RESOLVE"] = "api.anthropic.com=127.0.0.1,platform.claude.com=127.0.0.1"
+        environment["AIRLOCK_TEST_ONLY_UPSTREAM_CA"] = servers.ca
+        environment["AIRLOCK_TEST_ONLY_SERVICE_PORT"] = "\(port)"
+        let page =
+            "https://platform.claude.com/oauth/authorize?code=true&client_id=cli-1&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A45678%2Fcallback&scope=user%3Ainference&code_challenge=abc&code_challenge_method=S256&state=s1"
+        let script = """
+            python3 -c '
+            import http.server
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    open("/tmp/callback", "w").write(self.path)
+                    self.send_response(200); self.send_header("Content-Length", "10"); self.end_headers(); self.wfile.write(b"signed in\\n")
+                def log_message(self, *a): pass
+            server = http.server.HTTPServer(("127.0.0.1", 45678), H)
+            open("/tmp/ready", "w").write("yes")
+            server.handle_request()
+            ' &
+            for i in $(seq 1 60); do [ -s /tmp/ready ] && break; sleep 0.5; done
+            echo "shim|$(command -v xdg-open) $BROWSER"
+            xdg-open '\(page)'
+            for i in $(seq 1 60); do [ -s /tmp/callback ] && break; sleep 1; done
+            code=$(sed 's/.*code=\\([^&]*\\).*/\\1/' /tmp/callback)
+            echo "code|$code"
+            api=https://api.anthropic.com:\(port)/v1/messages
+            token=https://platform.claude.com:\(port)/v1/oauth/token
+            answer=$(curl -sS -H 'content-type: application/json' --data "{\\"grant_type\\":\\"authorization_code\\",\\"code\\":\\"$code\\",\\"code_verifier\\":\\"v\\",\\"redirect_uri\\":\\"http://localhost:45678/callback\\",\\"client_id\\":\\"cli-1\\"}" $token)
+            echo "answer|$answer"
+            access=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+            refresh=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_token"])')
+            echo "api|$(curl -sS -H "Authorization: Bearer $access" $api | tr '\\n' ' ')"
+            echo "refreshed|$(curl -sS -H 'content-type: application/json' --data "{\\"grant_type\\":\\"refresh_token\\",\\"refresh_token\\":\\"$refresh\\",\\"client_id\\":\\"cli-1\\"}" $token)"
+            echo "found|$(sudo sh -c 'grep -l -a -E REAL[S]IGNIN /proc/[0-9]*/environ /tmp/* 2>/dev/null | wc -l')"
+            echo "revoked|$(curl -sS -H 'content-type: application/json' --data "{\\"token\\":\\"$refresh\\"}" $token/revoke)"
+            echo "after|$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $access" $api)"
+            """
+        let result = try CLI.run(["start", "--", "sh", "-c", script], in: project, environment: environment)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let lines = Self.labelled(result.stdout)
+        #expect(lines["shim"] == "/run/airlock/bin/xdg-open /run/airlock/bin/xdg-open", "\(result.stdout)")
+        #expect((try? FileSystem.readText(home + "/opened")) == page + "\n", "the host's browser got the page")
+        #expect(
+            (try? FileSystem.readText(home + "/callback-page")) == "signed in\n",
+            "the browser saw the CLI page: \((try? FileSystem.readText(home + "/callback-page")) ?? "") \(result.stderr)")
+        #expect(lines["code"]?.hasPrefix("airlock-code-") == true, "the callback came with a surrogate code: \(result.stdout)")
+        let answer = lines["answer"] ?? ""
+        #expect(answer.contains("sk-ant-oat01-airlock-") && !result.stdout.contains("REALSIGNIN"), "surrogates only: \(result.stdout)")
+        let received = (try FileSystem.readText(servers.received)) ?? ""
+        #expect(
+            received.contains(#""code": "real-code-1""#) || received.contains(#""code":"real-code-1""#), "the provider got the real code: \(received)"
+        )
+        #expect(received.contains("/v1/messages Bearer sk-ant-oat01-REALSIGNIN-access-1-"), "the API got the real token: \(received)")
+        #expect(received.contains("REALSIGNIN-refresh-1-"), "the refresh carried the real refresh token: \(received)")
+        #expect(lines["api"]?.contains("authorization=Bearer sk-ant-oat01-airlock-") == true, "its echo came back as the surrogate: \(result.stdout)")
+        #expect(lines["found"] == "0", "\(result.stdout)")
+        #expect(lines["after"] == "401", "signed out: \(result.stdout)")
+        #expect(!received.contains("airlock-code-") && !received.contains("sk-ant-oat01-airlock-"), "no surrogate reached the provider: \(received)")
+    }
+}

@@ -186,6 +186,37 @@ struct SandboxBoot: Sendable {
         }
     }
 
+    /// The guest asked to open `url` (its CLI's sign-in): only a provider's sign-in page, whose
+    /// loopback answer airlock then carries into the sandbox, opens; in `$BROWSER`, else with
+    /// `xdg-open` on a desktop, else its address is shown. nil when it opened, else the refusal.
+    static func openSignInPage(
+        _ url: String, signIns: SignIns, callbacks: CallbackRelay, environment: [String: String], reporter: SandboxReporter
+    ) async -> String? {
+        do {
+            let page = try signIns.checkPage(url)
+            let service = signIns.service(named: page.service)!
+            try await callbacks.listen(port: page.callbackPort, path: service.signIn!.callbackPath)
+            let directories = (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+            let desktop = environment["DISPLAY"] != nil || environment["WAYLAND_DISPLAY"] != nil
+            let browser = environment["BROWSER"].flatMap { $0.split(separator: ":").first.map(String.init) } ?? (desktop ? "xdg-open" : nil)
+            let program = browser.flatMap { $0.hasPrefix("/") ? $0 : HostFacts.findExecutable($0, in: directories) }
+            if let program {
+                let opened = try? await Blocking.run {
+                    try ChildProcess.capture(program, [url], environment: environment, timeout: .seconds(15))
+                }
+                if opened?.status == 0 {
+                    reporter.notice?("the sandbox's \(service.name) sign-in page is open in your browser")
+                    return nil
+                }
+            }
+            reporter.warning("to sign in to \(service.name) in the sandbox, open this address in a browser on this computer:\n  \(url)")
+            return nil
+        } catch {
+            reporter.warning("the sandbox asked to open a page, which airlock refused: \(error)")
+            return "\(error)"
+        }
+    }
+
     // MARK: Phases 2 to 4
 
     private func boot(_ spec: ExecSpec, prepared: Prepared, started: ContinuousClock.Instant) async throws -> HostSession.Ended {
@@ -282,19 +313,26 @@ struct SandboxBoot: Sendable {
             requests: { request in
                 for event in AuditEvent.records(sandbox: sandbox, request: request) { record(event) }
             })
+        let callbacks = signIns.map { CallbackRelay(signIns: $0, logger: logger) }
+        var egress = EgressConfiguration(
+            rules: config.network.networkRules, resolver: resolver, guestForwards: config.network.guestForwards,
+            socketForwards: config.network.socketForwards, interception: interception)
+        if let signIns, let callbacks {
+            egress.browse = { [environment, reporter] url in
+                await Self.openSignInPage(url, signIns: signIns, callbacks: callbacks, environment: environment, reporter: reporter)
+            }
+        }
         let proxy = EgressServer(
-            configuration: EgressConfiguration(
-                rules: config.network.networkRules, resolver: resolver, guestForwards: config.network.guestForwards,
-                socketForwards: config.network.socketForwards, interception: interception),
+            configuration: egress,
             logger: logger, records: { record(AuditEvent(sandbox: sandbox, connection: $0)) })
         // The guest's egress connections, as the backend hands them over (during its start or
         // later); served by a child of the task group below.
-        let (egress, arrivals) = AsyncStream<EgressServer.Connection>.makeStream()
+        let (egressConnections, arrivals) = AsyncStream<EgressServer.Connection>.makeStream()
 
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 await withDiscardingTaskGroup { connections in
-                    for await connection in egress {
+                    for await connection in egressConnections {
                         connections.addTask { try? await proxy.serve(connection) }
                     }
                 }
@@ -325,6 +363,7 @@ struct SandboxBoot: Sendable {
                 let setup = layout.setup.encoded()
                 _ = try await withBootDeadline(vm, consoleStart: consoleStart) { try await link.call(LinkNames.Path.setup, body: setup) }
                 running.guestSetUp = true
+                callbacks?.attach(link)
                 logger.debug("the guest is set up", metadata: ["after": "\(elapsed())"])
 
                 // Phase 4: the services, then the session.
@@ -387,6 +426,7 @@ struct SandboxBoot: Sendable {
                 }
                 await control.drain()
             }
+            await callbacks?.close()
             await running.shutDown(paths: paths, arrivals: arrivals)
             group.cancelAll()
             if case .success(let ended) = outcome {

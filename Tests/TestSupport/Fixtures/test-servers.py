@@ -1,5 +1,5 @@
 # Servers on 127.0.0.1 that stand in for the internet in the network VM tests: HTTP answering
-# "hello"; TLS with a certificate for allowed.test, api.test, pass.test and api.anthropic.com from a made-up CA
+# "hello"; TLS with a certificate for allowed.test, api.test, pass.test, api.anthropic.com and platform.claude.com (a stand-in token endpoint) from a made-up CA
 # (made here with openssl; its file is said as ca=PATH, for AIRLOCK_TEST_ONLY_UPSTREAM_CA),
 # answering HTTP requests with what it received (host, path, authorization; also appended to
 # received.log beside the CA, as the host saw them) and echoing
@@ -45,6 +45,12 @@ class TLSHello(socketserver.BaseRequestHandler):
                     for line in lines[1:]:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
+                    if lines[0].startswith("POST /v1/oauth/token"):
+                        body = data.split(b"\r\n\r\n", 1)[1]
+                        while len(body) < int(headers.get("content-length", "0")):
+                            body += sock.recv(65536)
+                        sock.sendall(token_endpoint(lines[0].split(" ")[1], headers, body.decode(errors="replace")))
+                        return
                     with open(os.path.join(directory, "received.log"), "a") as log:
                         log.write("%s %s %s\n" % (headers.get("host", ""), lines[0].split(" ")[1], headers.get("authorization", "")))
                     body = ("hello over tls\nhost=%s\npath=%s\nauthorization=%s\n" % (
@@ -72,11 +78,33 @@ class Echo(socketserver.BaseRequestHandler):
 
 
 directory = tempfile.mkdtemp()
+# A stand-in for Anthropic's token endpoint (platform.claude.com): the code "real-code-1" and
+# each refresh give tokens; a revoke forgets them. Each request goes into received.log.
+signed_in = {"n": 0}
+
+
+def token_endpoint(path, headers, body):
+    import json
+    with open(os.path.join(directory, "received.log"), "a") as log:
+        log.write("%s %s %s\n" % (headers.get("host", ""), path, body))
+    request = json.loads(body or "{}")
+    answer, status = {"error": "invalid_grant"}, "400 bad"
+    if path == "/v1/oauth/token/revoke":
+        answer, status = {}, "200 ok"
+    elif request.get("code") == "real-code-1" or request.get("grant_type") == "refresh_token":
+        signed_in["n"] += 1
+        answer, status = {"access_token": "sk-ant-oat01-REALSIGNIN-access-%d-%s" % (signed_in["n"], "a" * 60),
+                          "refresh_token": "sk-ant-ort01-REALSIGNIN-refresh-%d-%s" % (signed_in["n"], "r" * 60),
+                          "expires_in": 3600, "scope": "user:inference", "account": {"email_address": "dev@example.com"}}, "200 ok"
+    out = json.dumps(answer).encode()
+    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (status.encode(), len(out)) + out
+
+
 ca_key, ca = os.path.join(directory, "ca-key.pem"), os.path.join(directory, "ca.pem")
 key, request, cert = (os.path.join(directory, name) for name in ("key.pem", "request.pem", "cert.pem"))
 names = os.path.join(directory, "names.cnf")
 with open(names, "w") as file:
-    file.write("subjectAltName=DNS:allowed.test,DNS:api.test,DNS:pass.test,DNS:api.anthropic.com\nbasicConstraints=CA:FALSE\n")
+    file.write("subjectAltName=DNS:allowed.test,DNS:api.test,DNS:pass.test,DNS:api.anthropic.com,DNS:platform.claude.com\nbasicConstraints=CA:FALSE\n")
 for command in (
     ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=airlock test upstream CA",
      "-days", "2", "-keyout", ca_key, "-out", ca],
