@@ -28,9 +28,11 @@ public enum Presets {
               "*.sentry.io:443",
             ]
 
-            # CLAUDE_CODE_OAUTH_TOKEN (`claude setup-token`) or ANTHROPIC_API_KEY from the host's
-            # environment or `airlock secrets`: the VM gets a surrogate, the host puts the real
-            # token into requests to api.anthropic.com, and any other credential there gets 401.
+            # Sign in inside the sandbox (/login: the page opens in the host's browser; the real
+            # tokens stay on the host, the VM gets surrogates), or CLAUDE_CODE_OAUTH_TOKEN
+            # (`claude setup-token`) / ANTHROPIC_API_KEY from the host's environment or `airlock
+            # secrets`. The host puts the real token into requests to api.anthropic.com; any
+            # other credential there gets 401.
             [network.services.anthropic]
 
             # The host's claude (its installer's ~/.local/bin, npm's global prefix), read-only.
@@ -72,9 +74,10 @@ public enum Presets {
               "chatgpt.com:443",
             ]
 
-            # OPENAI_API_KEY from the host's environment or `airlock secrets`: the VM gets a
-            # surrogate, the host puts the real key into requests to api.openai.com, and any
-            # other credential there gets 401.
+            # `codex login` inside the sandbox (the page opens in the host's browser; the real
+            # tokens stay on the host, used on chatgpt.com), or OPENAI_API_KEY from the host's
+            # environment or `airlock secrets` for api.openai.com. Any other credential on those
+            # hosts gets 401.
             [network.services.openai]
 
             # The host's codex (npm's global prefix, or a release binary on PATH), read-only.

@@ -106,9 +106,13 @@ struct LinkServer {
                         await EarlyInit.fileSystemModules.wait()
                         try await RootBuilder.build(spec)
                         try Sudo.install(root: RootBuilder.root)
-                        try BrowserRelay.install(root: RootBuilder.root)
+                        // A sign-in that cannot open the host's browser is no reason to fail the start.
+                        let browser = Result { try BrowserRelay.install(root: RootBuilder.root) }
                         let link = try await network
-                        BrowserRelay.start(root: RootBuilder.root, link: link)
+                        switch browser {
+                        case .success: BrowserRelay.start(root: RootBuilder.root, link: link)
+                        case .failure(let error): System.log("browser relay: \(error)")
+                        }
                         // Unix-socket forwards live in the new root: once it exists.
                         for forward in spec.forwardSockets {
                             try await GuestForwards.listen(socket: forward, root: RootBuilder.root, spec: spec, link: link)

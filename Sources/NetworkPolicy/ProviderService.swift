@@ -41,11 +41,20 @@ public struct ProviderService: Sendable, Equatable {
         /// an unsigned JWT with the same claims instead).
         public var accessPrefix: String
         public var refreshPrefix: String
+        /// Paths on its API hosts whose answers hand out a new API key made with a sign-in's
+        /// token (Claude's Console sign-in), keys starting `keyPrefix`: each becomes a
+        /// surrogate (`keySurrogatePrefix`) kept with the sign-ins.
+        public var keyPaths: [String]
+        public var keyPrefix: String
+        public var keySurrogatePrefix: String
 
         public init(
             pages: [String], tokenHosts: [String], tokenPath: String, revokePath: String, callbackPath: String, callbackPorts: ClosedRange<Int>,
-            accessPrefix: String, refreshPrefix: String
+            accessPrefix: String, refreshPrefix: String, keyPaths: [String] = [], keyPrefix: String = "", keySurrogatePrefix: String = ""
         ) {
+            self.keyPaths = keyPaths
+            self.keyPrefix = keyPrefix
+            self.keySurrogatePrefix = keySurrogatePrefix
             self.pages = pages
             self.tokenHosts = tokenHosts
             self.tokenPath = tokenPath
@@ -66,7 +75,8 @@ public struct ProviderService: Sendable, Equatable {
         signIn: SignIn(
             pages: ["claude.ai/oauth/authorize", "claude.com/cai/oauth/authorize", "platform.claude.com/oauth/authorize"],
             tokenHosts: ["platform.claude.com", "console.anthropic.com"], tokenPath: "/v1/oauth/token", revokePath: "/v1/oauth/token/revoke",
-            callbackPath: "/callback", callbackPorts: 1024...65535, accessPrefix: "sk-ant-oat01-airlock-", refreshPrefix: "sk-ant-ort01-airlock-")
+            callbackPath: "/callback", callbackPorts: 1024...65535, accessPrefix: "sk-ant-oat01-airlock-", refreshPrefix: "sk-ant-ort01-airlock-",
+            keyPaths: ["/api/oauth/claude_cli/create_api_key"], keyPrefix: "sk-ant-api", keySurrogatePrefix: "sk-ant-api03-airlock-")
     )
 
     public static let openai = ProviderService(

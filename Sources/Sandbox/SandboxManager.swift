@@ -73,6 +73,19 @@ public struct SandboxStatus: Sendable, Codable, Equatable {
     /// `[daemons.*]`: as the guest reports them while the sandbox runs (`SandboxManager.live`),
     /// else each `stopped`.
     public var daemons: [DaemonStatus]
+    /// The sign-in of each service with one that is on (`[network.services.*]`): the user's,
+    /// shared by every sandbox; never a token.
+    public var signIns: [SignInState]?
+
+    public struct SignInState: Sendable, Codable, Equatable {
+        public var service: String
+        public var signedIn: Bool
+        public var account: String?
+        public var scopes: [String]
+        /// Seconds since 1970.
+        public var savedAt: Int64?
+        public var expiresAt: Int64?
+    }
 
     public struct Cache: Sendable, Codable, Equatable {
         public var name: String
@@ -427,7 +440,24 @@ public struct SandboxManager: Sendable {
         let root = project.root + "/.airlock"
         return FileSystem.entries(root).compactMap { name in
             guard !name.hasPrefix("."), FileSystem.isDirectory(root + "/" + name), let paths = try? paths(name) else { return nil }
-            return SandboxStatus(paths: paths, state: SandboxLock.isHeld(paths.lockFile) ? Self.state(paths) : nil, config: config)
+            var status = SandboxStatus(paths: paths, state: SandboxLock.isHeld(paths.lockFile) ? Self.state(paths) : nil, config: config)
+            status.signIns = signIns()
+            return status
+        }
+    }
+
+    /// Each sign-in service's state, from the store's summary (no key, no token needed).
+    func signIns() -> [SandboxStatus.SignInState]? {
+        let services = config.network.services.map(\.service).filter { $0.signIn != nil }
+        guard !services.isEmpty else { return nil }
+        let summaries = vaultDirectory.map { SignInStore.summaries(directory: $0) } ?? []
+        return services.map { service in
+            guard let latest = summaries.filter({ $0.service == service.name }).max(by: { $0.savedAt < $1.savedAt }) else {
+                return SandboxStatus.SignInState(service: service.name, signedIn: false, scopes: [])
+            }
+            return SandboxStatus.SignInState(
+                service: service.name, signedIn: true, account: latest.account, scopes: latest.scopes, savedAt: latest.savedAt,
+                expiresAt: latest.expiresAt)
         }
     }
 
@@ -440,7 +470,8 @@ public struct SandboxManager: Sendable {
             try await client.call(ControlServer.Path.state, body: .init())
         }
         await client.close()
-        guard let answer, let decoded = try? JSONDecoder().decode(SandboxStatus.self, from: Data(answer.readableBytesView)) else { return status }
+        guard let answer, var decoded = try? JSONDecoder().decode(SandboxStatus.self, from: Data(answer.readableBytesView)) else { return status }
+        decoded.signIns = status.signIns
         return decoded
     }
 

@@ -163,6 +163,30 @@ struct CLITests {
         #expect(!result.stderr.contains("ExitCode"))
     }
 
+    @Test("ps shows each sign-in service's state from the store's summary (account, scopes), never a token")
+    func signInState() throws {
+        let directory = try CLI.project(files: ["airlock.toml": "presets = [\"claude-code\"]\n"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent(".airlock/web"), withIntermediateDirectories: true)
+        let data = directory.appendingPathComponent(".data")
+        let environment = ["XDG_DATA_HOME": data.path]
+        let none = try CLI.run(["ps", "--json"], in: directory, environment: environment)
+        let before = try JSONSerialization.jsonObject(with: Data(none.stdout.utf8)) as? [[String: Any]]
+        let states = before?.first?["signIns"] as? [[String: Any]]
+        #expect(
+            states?.count == 1 && states?.first?["service"] as? String == "anthropic" && states?.first?["signedIn"] as? Bool == false,
+            "\(none.stdout)")
+        try FileManager.default.createDirectory(at: data.appendingPathComponent("airlock"), withIntermediateDirectories: true)
+        try #"[{"service":"anthropic","account":"dev@example.com","scopes":["user:inference"],"savedAt":1800000000,"expiresAt":1800003600}]"#
+            .write(to: data.appendingPathComponent("airlock/sign-ins.json"), atomically: true, encoding: .utf8)
+        let signed = try CLI.run(["ps", "--json"], in: directory, environment: environment)
+        let after = (try JSONSerialization.jsonObject(with: Data(signed.stdout.utf8)) as? [[String: Any]])?.first?["signIns"] as? [[String: Any]]
+        #expect(after?.first?["signedIn"] as? Bool == true && after?.first?["account"] as? String == "dev@example.com", "\(signed.stdout)")
+        #expect(after?.first?["scopes"] as? [String] == ["user:inference"])
+        let table = try CLI.run(["ps"], in: directory, environment: environment)
+        #expect(table.stdout.contains("SIGN-IN") && table.stdout.contains("anthropic dev@example.com"), "\(table.stdout)")
+    }
+
     @Test("--format json and its alias --json print the same JSON; --format table prints a table")
     func formats() throws {
         let directory = try CLI.project(files: [:])

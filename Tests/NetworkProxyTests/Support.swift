@@ -325,6 +325,42 @@ func runProgram(_ arguments: [String], timeout: Duration = .seconds(15)) async t
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
 
+/// A self-signed P-256 certificate for `names` (the first its subject): `directory`/cert.pem
+/// and key.pem, made with openssl.
+func makeCertificate(in directory: String, names: [String]) async throws {
+    let made = try await runProgram([
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
+        "-subj", "/CN=\(names[0])", "-addext", "subjectAltName=" + names.map { "DNS:\($0)" }.joined(separator: ","),
+    ])
+    guard made?.status == 0 else { throw TestFailure("openssl req failed: \(made?.output ?? "no openssl")") }
+}
+
+/// A port free on 127.0.0.1 a moment ago (bound, noted, released).
+func freePort() async throws -> Int {
+    let probe = try await TestServer.echo()
+    let port = Int(probe.port)
+    await probe.close()
+    return port
+}
+
+/// Returns once something accepts on 127.0.0.1:`port` (5 s at most).
+func waitForListener(port: Int) async throws {
+    for _ in 0..<250 {
+        if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get() {
+            try? await channel.close()
+            return
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TestFailure("nothing listens on 127.0.0.1:\(port)")
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Starts a program in the background (output discarded); the caller terminates it.
 func launchProgram(_ arguments: [String], directory: String) throws -> Process? {
     guard let path = which(arguments[0]) else { return nil }

@@ -25,16 +25,8 @@ struct TLSTests {
         init() async throws {
             directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-tls-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            let made = try await runProgram([
-                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
-                "-subj", "/CN=good.test", "-addext", "subjectAltName=DNS:good.test",
-            ])
-            guard made?.status == 0 else { throw TestFailure("openssl req failed: \(made?.output ?? "")") }
-            // A free port: bind, note, release.
-            let probe = try await TestServer.echo()
-            port = Int(probe.port)
-            await probe.close()
+            try await makeCertificate(in: directory, names: ["good.test"])
+            port = try await freePort()
             guard
                 let process = try launchProgram(
                     [
@@ -43,17 +35,12 @@ struct TLSTests {
                     ], directory: directory)
             else { throw TestFailure("no openssl") }
             self.process = process
-            // Ready when it accepts.
-            for _ in 0..<250 {
-                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
-                {
-                    try? await channel.close()
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(20))
+            do {
+                try await waitForListener(port: port)
+            } catch {
+                kill(process.processIdentifier, SIGKILL)
+                throw TestFailure("openssl s_server never listened on \(port)")
             }
-            kill(process.processIdentifier, SIGKILL)
-            throw TestFailure("openssl s_server never listened on \(port)")
         }
 
         func stop() {
@@ -62,11 +49,6 @@ struct TLSTests {
             process.waitUntilExit()
             try? FileManager.default.removeItem(atPath: directory)
         }
-    }
-
-    struct TestFailure: Error, CustomStringConvertible {
-        var description: String
-        init(_ description: String) { self.description = description }
     }
 
     /// curl to https://<sni>:<port>/ whose TCP connection the guest captures as a connection to
@@ -255,28 +237,14 @@ struct TLSTests {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("airlock-api-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            let made = try await runProgram([
-                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem", "-days", "1",
-                "-subj", "/CN=good.test", "-addext", "subjectAltName=DNS:good.test",
-            ])
-            try #require(made?.status == 0)
-            let probe = try await TestServer.echo()
-            let port = Int(probe.port)
-            await probe.close()
+            try await makeCertificate(in: directory, names: ["good.test"])
+            let port = try await freePort()
             let received = directory + "/received"
             let api = try #require(
                 try launchProgram(
                     ["python3", "-c", Self.echoAPI, "\(port)", directory + "/cert.pem", directory + "/key.pem", received], directory: directory))
             defer { kill(api.processIdentifier, SIGKILL) }
-            for _ in 0..<250 {
-                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
-                {
-                    try? await channel.close()
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            try await waitForListener(port: port)
             let token = MaskedSecret(name: "CLAUDE_CODE_OAUTH_TOKEN", value: "sk-ant-oat01-RealToken0123456789abcdefXYZ")
             let service = ProviderService(
                 name: "anthropic", apiHosts: ["good.test"], port: port, tokenVariables: ["CLAUDE_CODE_OAUTH_TOKEN"],

@@ -1,4 +1,5 @@
 import AirlockSystem
+import FoundationEssentials
 import Testing
 
 @testable import Secrets
@@ -43,6 +44,29 @@ struct VaultTests {
         #expect(throws: VaultError.self) { try vault.add("EMPTY", value: "") }
         #expect(throws: VaultError.self) { try vault.add("HUGE", value: String(repeating: "x", count: (64 << 10) + 1)) }
         #expect(FileSystem.entries(directory) == ["vault.json"], "no temporary file left")
+    }
+
+    @Test("the sign-in key: made once, 32 bytes, kept through secrets added and removed, never listed as a secret; none in a disabled vault")
+    func signInKey() throws {
+        let directory = Self.directory()
+        defer { try? FileSystem.removeTree(directory) }
+        let vault = Vault(
+            storage: .file, directory: directory,
+            passphrase: { () throws(VaultError) -> String in throw VaultError("no passphrase for a plain vault") })
+        try vault.add("API_TOKEN", value: "first-value-0123456789")
+        let key = try vault.signInKey()
+        #expect(key.count == 32 && Set(key).count > 8)
+        try vault.add("OTHER", value: "second-value-0123456789")
+        #expect(try vault.remove("OTHER"))
+        #expect(try vault.signInKey() == key, "kept through writes of the secrets")
+        #expect(try vault.load().keys.sorted() == ["API_TOKEN"], "not a secret")
+        let encrypted = Vault(storage: .encryptedFile, directory: directory + "/e", passphrase: { "correct horse" })
+        let sealedKey = try encrypted.signInKey()
+        #expect(try encrypted.signInKey() == sealedKey)
+        let file = try FileSystem.readText(encrypted.path) ?? ""
+        #expect(!file.contains(Data(sealedKey).base64EncodedString()), "sealed with the vault")
+        let disabled = Vault(storage: .disabled, directory: directory, passphrase: { "" })
+        #expect(throws: VaultError.self) { try disabled.signInKey() }
     }
 
     @Test("previews show at most the last four characters, none of a short value")

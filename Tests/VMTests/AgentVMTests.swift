@@ -106,7 +106,7 @@ extension InterceptionVMTests {
 
 extension InterceptionVMTests {
     @Test(
-        "claude-code sign-in inside the sandbox: xdg-open reaches the host's browser (the test plays it), the callback arrives with a surrogate code, the token answer holds surrogates only, the API gets the real token, a revoke signs out"
+        "claude-code sign-in inside the sandbox: xdg-open reaches the host's browser (the test plays it), the callback arrives with a surrogate code, the token answer holds surrogates only (none in any process's environment or the VM's writable places), the API gets the real token, a refresh carries the real refresh token, a revoke signs out, ps says so"
     )
     func signInInside() throws {
         let project = try VMEnvironment.repository()
@@ -165,11 +165,12 @@ extension InterceptionVMTests {
             token=https://platform.claude.com:\(port)/v1/oauth/token
             answer=$(curl -sS -H 'content-type: application/json' --data "{\\"grant_type\\":\\"authorization_code\\",\\"code\\":\\"$code\\",\\"code_verifier\\":\\"v\\",\\"redirect_uri\\":\\"http://localhost:45678/callback\\",\\"client_id\\":\\"cli-1\\"}" $token)
             echo "answer|$answer"
+            mkdir -p ~/.claude && echo "$answer" > ~/.claude/.credentials.json
             access=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
             refresh=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_token"])')
             echo "api|$(curl -sS -H "Authorization: Bearer $access" $api | tr '\\n' ' ')"
             echo "refreshed|$(curl -sS -H 'content-type: application/json' --data "{\\"grant_type\\":\\"refresh_token\\",\\"refresh_token\\":\\"$refresh\\",\\"client_id\\":\\"cli-1\\"}" $token)"
-            echo "found|$(sudo sh -c 'grep -l -a -E REAL[S]IGNIN /proc/[0-9]*/environ /tmp/* 2>/dev/null | wc -l')"
+            echo "found|$(sudo sh -c "grep -l -a -E REAL[S]IGNIN /proc/[0-9]*/environ 2>/dev/null; grep -rlsa -E REAL[S]IGNIN /tmp /root /home /etc /run /var/tmp $HOME" | wc -l)"
             echo "revoked|$(curl -sS -H 'content-type: application/json' --data "{\\"token\\":\\"$refresh\\"}" $token/revoke)"
             echo "after|$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $access" $api)"
             """
@@ -194,5 +195,18 @@ extension InterceptionVMTests {
         #expect(lines["found"] == "0", "\(result.stdout)")
         #expect(lines["after"] == "401", "signed out: \(result.stdout)")
         #expect(!received.contains("airlock-code-") && !received.contains("sk-ant-oat01-airlock-"), "no surrogate reached the provider: \(received)")
+        // What the sandbox kept (its settings, in airlock's directory) holds the surrogates; the
+        // store beside the vault holds the real tokens sealed.
+        let kept = (try? FileSystem.readText(home + "/.airlock/claude/settings/.credentials.json")) ?? nil
+        #expect(kept?.contains("sk-ant-oat01-airlock-") == true && kept?.contains("REALSIGNIN") == false, "\(kept ?? "none")")
+        let vault = project.appendingPathComponent(".data/airlock").path
+        let sealed = (try? Data(contentsOf: URL(fileURLWithPath: vault + "/sign-ins.sealed"))) ?? Data()
+        #expect(!sealed.isEmpty && !String(decoding: sealed, as: UTF8.self).contains("REALSIGNIN"), "the store is sealed")
+        // Signed out: ps says so.
+        let ps = try CLI.run(["ps", "--json"], in: project, environment: environment)
+        let rows = try JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [[String: Any]]
+        let signIns = rows?.first?["signIns"] as? [[String: Any]]
+        #expect(signIns?.first?["service"] as? String == "anthropic" && signIns?.first?["signedIn"] as? Bool == false, "\(ps.stdout)")
+        #expect(!ps.stdout.contains("sk-ant-"), "no token in ps: \(ps.stdout)")
     }
 }

@@ -338,7 +338,7 @@ struct InterceptedConnection: Sendable {
         request.credentials = credentials
         var answered = false
         do {
-            let response: UpstreamResponse
+            var response: UpstreamResponse
             switch try await pass(request, through: chain[...], client: client, record: &record, hold: MiddlewareHold()) {
             case .denied(let middleware):
                 record.stopped = "denied by the middleware \(middleware)"
@@ -346,6 +346,11 @@ struct InterceptedConnection: Sendable {
                 return
             case .response(let answer):
                 response = answer
+            }
+            if let signIns = interception.signIns, let service = credentials?.service, head.method == .POST,
+                service.signIn?.keyPaths.contains(String(head.uri.prefix { $0 != "?" })) == true
+            {
+                response = try await keepingKeys(response, service: service, signIns: signIns)
             }
             // A service's API may echo the token it was sent: the VM sees the surrogate.
             var scanner = SecretScanner(response.scanFor + signedIn, swapping: interception.services.flatMap(\.tokens) + signedIn)

@@ -107,9 +107,10 @@ public final class SignInStore: Sendable {
     }
 }
 
-public struct SignInError: Error, CustomStringConvertible, Sendable {
+public struct SignInError: ExplainedError, Sendable {
     public var message: String
     public var hint: String?
+    public var cause: (any Error)? { nil }
     public init(_ message: String, hint: String? = nil) {
         self.message = message
         self.hint = hint

@@ -39,6 +39,9 @@ public final class SignIns: Sendable {
     }
 
     private let pages = Mutex<[Page]>([])
+    /// When pages were opened: at most `opensPerMinute` a minute, whatever the guest does.
+    private let opened = Mutex<[ContinuousClock.Instant]>([])
+    static let opensPerMinute = 5
     private let codes = Mutex<[Code]>([])
     static let lifetime = Duration.seconds(600)
 
@@ -100,6 +103,13 @@ public final class SignIns: Sendable {
                 "https://\(place): the redirect must be http://localhost:<port>\(signIn.callbackPath) (ports \(signIn.callbackPorts.lowerBound)–\(signIn.callbackPorts.upperBound))"
             )
         }
+        let admitted = opened.withLock { opened in
+            opened.removeAll { ContinuousClock.now - $0 > .seconds(60) }
+            guard opened.count < Self.opensPerMinute else { return false }
+            opened.append(.now)
+            return true
+        }
+        guard admitted else { throw SignInError("the sandbox asked for more than \(Self.opensPerMinute) sign-in pages in a minute; wait a minute") }
         pages.withLock { pages in
             pages.removeAll { ContinuousClock.now - $0.opened > Self.lifetime || ($0.service == service.name && $0.port == port) }
             pages.append(Page(service: service.name, port: port, challenge: challenge, opened: .now))
@@ -188,13 +198,17 @@ public final class SignIns: Sendable {
 
     /// A surrogate for a real token: an unsigned JWT with the same claims (and a nonce) when
     /// the token is a JWT, as a CLI reads its account from the claims; else `prefix` and
-    /// random characters (at least 32 bytes' worth) to the real token's length, so that an
-    /// API's echo of the real token can be swapped in place (`SecretScanner`).
+    /// random characters (at least 32 bytes' worth). Either to the real token's length where
+    /// it is long enough, so that an API's echo of the real token is swapped in place
+    /// (`SecretScanner`).
     static func surrogate(for real: String, prefix: String) -> String {
         let parts = real.split(separator: ".", omittingEmptySubsequences: false)
         if parts.count == 3, let payload = base64URLDecode(parts[1]), case .object(var claims)? = JSONValue.parse(payload).map(JSONValue.object) {
             claims["airlock_nonce"] = .string(randomText(32))
-            return "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + base64URL(JSONValue.encode(claims)) + "." + randomText(32)
+            let unsigned = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + base64URL(JSONValue.encode(claims)) + "."
+            // A "signature" of random characters, to the real token's length where it is long enough.
+            let signature = max(43, real.count - unsigned.count)
+            return unsigned + randomText(signature).prefix(signature)
         }
         let length = max(real.count, prefix.count + 43)
         return prefix + randomText(length).prefix(length - prefix.count)

@@ -155,6 +155,12 @@ extension InterceptedConnection {
             }
             return
         }
+        if let field = Self.unknownSecret(in: .object(object)) {
+            record.security = "security.secret-reflected"
+            try await oauthError(
+                .badGateway, "server_error", "\(name)'s token answer has a value airlock does not know under \(field); kept from the VM")
+            return
+        }
         let refresh = object["refresh_token"]?.string
         let now = Int64(Date().timeIntervalSince1970)
         var grant =
@@ -211,6 +217,42 @@ extension InterceptedConnection {
         try await reply(status, rewritten)
     }
 
+    /// An API answer that hands out new API keys (`SignIn.keyPaths`): each key becomes a
+    /// surrogate of its length, the key kept with the sign-ins (used like an access token).
+    /// An answer too large to read whole (1 MiB) or a store that cannot be written: 502.
+    func keepingKeys(_ response: UpstreamResponse, service: ProviderService, signIns: SignIns) async throws -> UpstreamResponse {
+        guard let signIn = service.signIn, (200..<300).contains(response.status.code) else { return response }
+        guard let store = signIns.store else {
+            throw InterceptionError("\(name) made an API key, and without the vault airlock cannot keep it from the VM")
+        }
+        guard let bytes = try await Self.whole(response.body, limit: 1 << 20) else {
+            throw InterceptionError("\(name)'s answer with an API key is over 1 MiB")
+        }
+        var response = response
+        response.body = .fixed(bytes)
+        guard let object = JSONValue.parse(bytes) else { return response }
+        var made: [SignInStore.Grant] = []
+        func swap(_ value: JSONValue) -> JSONValue {
+            switch value {
+            case .string(let text) where text.hasPrefix(signIn.keyPrefix) && text.count >= 32:
+                let surrogate = SignIns.surrogate(for: text, prefix: signIn.keySurrogatePrefix)
+                made.append(
+                    SignInStore.Grant(
+                        service: service.name, clientID: "api-key", scopes: [], account: nil, access: text, refresh: nil, accessSurrogate: surrogate,
+                        refreshSurrogate: nil, expiresAt: nil, savedAt: Int64(Date().timeIntervalSince1970)))
+                return .string(surrogate)
+            case .array(let values): return .array(values.map(swap))
+            case .object(let fields): return .object(fields.mapValues(swap))
+            default: return value
+            }
+        }
+        let swapped = object.mapValues(swap)
+        guard !made.isEmpty else { return response }
+        try store.update { $0 += made }
+        response.body = .fixed(JSONValue.encode(swapped))
+        return response
+    }
+
     /// `form` to the token host's `path`; the answer's status and body (at most 1 MiB).
     private func exchange(_ form: TokenForm, path: String, client: HTTPClient, record: inout InterceptedRequest) async throws -> (
         HTTPResponseStatus, [UInt8]?
@@ -221,16 +263,53 @@ extension InterceptedConnection {
         ]
         let request = UpstreamRequest(method: .POST, path: path, headers: headers, body: .fixed(bytes))
         let response = try await send(request, client: client, record: &record)
-        var answer: [UInt8] = []
-        switch response.body {
-        case .fixed(let fixed):
-            answer = fixed
-        case .stream(let chunks):
-            for try await chunk in chunks {
-                guard answer.count + chunk.readableBytes <= 1 << 20 else { return (response.status, nil) }
-                answer += chunk.readableBytesView
+        return (response.status, try await Self.whole(response.body, limit: 1 << 20))
+    }
+
+    /// The first field of a token answer that may hold a credential airlock would not turn into
+    /// a surrogate: a string of 16 or more characters (not a UUID) under a name that sounds like
+    /// one (token, secret, key, session, password, cookie, …), other than the tokens airlock
+    /// replaces and the `*_id`/`*_type` fields.
+    static func unknownSecret(in value: JSONValue, at path: String = "") -> String? {
+        switch value {
+        case .object(let fields):
+            for (name, field) in fields.sorted(by: { $0.key < $1.key }) {
+                let lowered = name.lowercased()
+                let place = path.isEmpty ? name : "\(path).\(name)"
+                if case .string(let text) = field, text.count >= 16, UUID(uuidString: text) == nil,
+                    !["access_token", "refresh_token", "id_token"].contains(lowered), !lowered.hasSuffix("_id"), !lowered.hasSuffix("_type"),
+                    !lowered.hasSuffix("_uuid"), lowered != "id", lowered != "uuid",
+                    ["token", "secret", "key", "session", "password", "passwd", "cred", "cookie", "jwt", "bearer", "assertion", "code"].contains(
+                        where: {
+                            lowered.contains($0)
+                        })
+                {
+                    return place
+                }
+                if let inner = unknownSecret(in: field, at: place) { return inner }
             }
+        case .array(let values):
+            for (index, element) in values.enumerated() {
+                if let inner = unknownSecret(in: element, at: "\(path)[\(index)]") { return inner }
+            }
+        default:
+            break
         }
-        return (response.status, answer)
+        return nil
+    }
+
+    /// An answer's whole body; nil when it is over `limit` bytes.
+    static func whole(_ body: UpstreamResponse.Body, limit: Int) async throws -> [UInt8]? {
+        switch body {
+        case .fixed(let fixed):
+            return fixed.count <= limit ? fixed : nil
+        case .stream(let chunks):
+            var bytes: [UInt8] = []
+            for try await chunk in chunks {
+                guard bytes.count + chunk.readableBytes <= limit else { return nil }
+                bytes += chunk.readableBytesView
+            }
+            return bytes
+        }
     }
 }
