@@ -36,7 +36,7 @@ struct CertificateAuthorityTests {
         #expect(FileSystem.entries(directory) == ["ca.pem"], "no temporary files left")
     }
 
-    @Test("a leaf verifies against the CA for its name, and only for it (openssl verify)")
+    @Test("a leaf verifies against the CA for its name, and only for it; an IP literal's, v4 or v6, for its address (openssl verify)")
     func leafVerifies() async throws {
         let directory = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -56,6 +56,13 @@ struct CertificateAuthorityTests {
             other?.status != 0 && other?.output.contains("hostname mismatch") == true,
             "a leaf for api.test is not one for other.test: \(other?.output ?? "")")
         #expect(try authority.leaf(for: "api.test").notAfter == leaf.notAfter, "cached for the run")
+        // An IP literal (a program that connected to one) gets an IP address name, v4 or v6.
+        for ip in ["10.1.2.3", "fd00::1"] {
+            try Data(try authority.leaf(for: ip).chain[0].toDERBytes()).write(to: URL(fileURLWithPath: directory + "/ip.der"))
+            _ = try await runProgram(["openssl", "x509", "-inform", "der", "-in", directory + "/ip.der", "-out", directory + "/ip.pem"])
+            let verified = try await runProgram(["openssl", "verify", "-CAfile", directory + "/root.pem", "-verify_ip", ip, directory + "/ip.pem"])
+            #expect(verified?.status == 0, "\(ip): \(verified?.output ?? "")")
+        }
     }
 
     @Test("a damaged CA file: an error that says which file and what to do")

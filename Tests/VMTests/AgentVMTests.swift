@@ -106,7 +106,7 @@ extension InterceptionVMTests {
 
 extension InterceptionVMTests {
     @Test(
-        "claude-code sign-in inside the sandbox: xdg-open reaches the host's browser (the test plays it), the callback arrives with a surrogate code, the token answer holds surrogates only (none in any process's environment or the VM's writable places), the API gets the real token, a refresh carries the real refresh token, a revoke signs out, ps says so"
+        "claude-code sign-in inside the sandbox: xdg-open reaches the host's browser (the test plays it: the provider's page, then its redirect), the callback arrives with a surrogate code, the exchange (PKCE checked by the provider) answers surrogates only (none in any process's environment or the VM's writable places), the API gets the real token, a refresh carries the real refresh token, a revoke signs out, ps says so"
     )
     func signInInside() throws {
         let project = try VMEnvironment.repository()
@@ -119,12 +119,13 @@ extension InterceptionVMTests {
         defer { servers.stop() }
         let port = servers.tls
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
-        // The browser: notes the page, then comes back to the loopback callback as the provider would send it.
+        // The browser: notes the page, loads it from the stand-in provider and follows its
+        // redirect to the loopback callback.
         let browser = home + "/browser"
         try """
         #!/bin/sh
         echo "$1" > \(home)/opened
-        curl -sS --max-time 20 "http://127.0.0.1:45678/callback?code=real-code-1&state=s1" > \(home)/callback-page 2>&1
+        curl -sS -L --max-time 20 --cacert \(servers.ca) --connect-to platform.claude.com:443:127.0.0.1:\(port) "$1" > \(home)/callback-page 2>&1
         """.write(toFile: browser, atomically: true, encoding: .utf8)
         chmod(browser, 0o755)
         try """
@@ -141,8 +142,11 @@ extension InterceptionVMTests {
         environment["AIRLOCK_TEST_ONLY_RESOLVE"] = "api.anthropic.com=127.0.0.1,platform.claude.com=127.0.0.1"
         environment["AIRLOCK_TEST_ONLY_UPSTREAM_CA"] = servers.ca
         environment["AIRLOCK_TEST_ONLY_SERVICE_PORT"] = "\(port)"
+        // PKCE as the CLI does it: the verifier stays in the VM, the page carries its S256.
+        let verifier = "the-verifier-kept-in-the-vm-0123456789-abcdefghij"
+        let challenge = "Cd0n8wJ7hrtZJsUhOnX9xZ9mnbNgiJIZ2AcQP2hZcEs"
         let page =
-            "https://platform.claude.com/oauth/authorize?code=true&client_id=cli-1&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A45678%2Fcallback&scope=user%3Ainference&code_challenge=abc&code_challenge_method=S256&state=s1"
+            "https://platform.claude.com/oauth/authorize?code=true&client_id=cli-1&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A45678%2Fcallback&scope=user%3Ainference&code_challenge=\(challenge)&code_challenge_method=S256&state=s1"
         let script = """
             python3 -c '
             import http.server
@@ -163,7 +167,7 @@ extension InterceptionVMTests {
             echo "code|$code"
             api=https://api.anthropic.com:\(port)/v1/messages
             token=https://platform.claude.com:\(port)/v1/oauth/token
-            answer=$(curl -sS -H 'content-type: application/json' --data "{\\"grant_type\\":\\"authorization_code\\",\\"code\\":\\"$code\\",\\"code_verifier\\":\\"v\\",\\"redirect_uri\\":\\"http://localhost:45678/callback\\",\\"client_id\\":\\"cli-1\\"}" $token)
+            answer=$(curl -sS -H 'content-type: application/json' --data "{\\"grant_type\\":\\"authorization_code\\",\\"code\\":\\"$code\\",\\"code_verifier\\":\\"\(verifier)\\",\\"redirect_uri\\":\\"http://localhost:45678/callback\\",\\"client_id\\":\\"cli-1\\"}" $token)
             echo "answer|$answer"
             mkdir -p ~/.claude && echo "$answer" > ~/.claude/.credentials.json
             access=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')

@@ -3,6 +3,7 @@ import Crypto
 import FoundationEssentials
 import NIOConcurrencyHelpers
 import NIOSSL
+import NetworkPolicy
 import SwiftASN1
 import X509
 
@@ -86,10 +87,10 @@ public final class CertificateAuthority: Sendable {
         let now = Date()
         if let cached = leaves.withLockedValue({ $0[host] }), cached.notAfter > now.addingTimeInterval(86_400) { return cached }
         let subjectName: GeneralName
-        if let ip = IPv4Address(host) ?? nil {
-            subjectName = .ipAddress(ASN1OctetString(contentBytes: ip[...]))
-        } else {
-            subjectName = .dnsName(host)
+        switch IPAddress(host) {
+        case .v4(let a, let b, let c, let d)?: subjectName = .ipAddress(ASN1OctetString(contentBytes: [a, b, c, d][...]))
+        case .v6(let bytes)?: subjectName = .ipAddress(ASN1OctetString(contentBytes: bytes[...]))
+        case nil: subjectName = .dnsName(host)
         }
         let publicKey = Certificate.PublicKey(leafKey.publicKey)
         let notAfter = now.addingTimeInterval(30 * 86_400)
@@ -118,19 +119,6 @@ public final class CertificateAuthority: Sendable {
         }
         return made
     }
-}
-
-/// Parses a dotted IPv4 literal into its 4 bytes (nil otherwise). IPv6 literals never reach
-/// interception (the guest has no IPv6).
-private func IPv4Address(_ text: String) -> [UInt8]? {
-    let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-    guard parts.count == 4 else { return nil }
-    var bytes: [UInt8] = []
-    for part in parts {
-        guard let value = UInt8(part), part.count <= 3 else { return nil }
-        bytes.append(value)
-    }
-    return bytes
 }
 
 public struct InterceptionError: ExplainedError, Sendable {

@@ -106,7 +106,7 @@ struct SandboxBoot: Sendable {
         try files.prepareDisk()
         try? paths.auditLog.append(
             AuditEvent(sandbox: paths.name, event: "session.start", details: ["command": .list(spec.arguments)]).redacting {
-                [secrets = Array(config.maskedEnv.values)] in
+                [secrets = Self.watchedSecrets(config, vaultValues: vaultValues)] in
                 MaskedSecret.redact($0, secrets)
             })
         try? FileSystem.writeAtomically(paths.sessionMarker, "\(time(nil))\n", durable: false)
@@ -281,7 +281,10 @@ struct SandboxBoot: Sendable {
         let sandbox = paths.name
         // Identical denials are counted, not written one by one; subscribers see each.
         let coalescer = AuditCoalescer()
+        // No real value reaches the log or its subscribers, whatever an event's text holds.
+        let watched = Self.watchedSecrets(config, vaultValues: vaultValues)
         let record: @Sendable (AuditEvent) -> Void = { event in
+            let event = watched.isEmpty ? event : event.redacting { MaskedSecret.redact($0, watched) }
             for admitted in coalescer.admit(event) { try? audit.append(admitted) }
             events.publish(event)
         }
@@ -308,7 +311,7 @@ struct SandboxBoot: Sendable {
             )
         }
         let interception = try Interception(
-            authority: authority, secrets: Self.watchedSecrets(config, vaultValues: vaultValues), injections: injections,
+            authority: authority, secrets: watched, injections: injections,
             middleware: middleware, services: config.network.services, signIns: signIns, extraUpstreamRootsPEM: testOnlyUpstreamRoots,
             requests: { request in
                 for event in AuditEvent.records(sandbox: sandbox, request: request) { record(event) }

@@ -45,6 +45,9 @@ class TLSHello(socketserver.BaseRequestHandler):
                     for line in lines[1:]:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
+                    if lines[0].startswith("GET /oauth/authorize?"):
+                        sock.sendall(authorize_page(lines[0].split(" ")[1]))
+                        return
                     if lines[0].startswith("POST /v1/oauth/token"):
                         body = data.split(b"\r\n\r\n", 1)[1]
                         while len(body) < int(headers.get("content-length", "0")):
@@ -78,9 +81,24 @@ class Echo(socketserver.BaseRequestHandler):
 
 
 directory = tempfile.mkdtemp()
-# A stand-in for Anthropic's token endpoint (platform.claude.com): the code "real-code-1" and
-# each refresh give tokens; a revoke forgets them. Each request goes into received.log.
-signed_in = {"n": 0}
+# A stand-in for Anthropic's sign-in (platform.claude.com): its authorize page notes the PKCE
+# challenge and sends the browser to the redirect with the code "real-code-1"; the token
+# endpoint gives tokens for that code when the verifier's S256 is the challenge, and for each
+# refresh; a revoke forgets them. Each request goes into received.log.
+signed_in = {"n": 0, "challenge": None}
+
+
+def authorize_page(target):
+    import urllib.parse
+    query = dict(urllib.parse.parse_qsl(target.split("?", 1)[1]))
+    signed_in["challenge"] = query.get("code_challenge")
+    location = "%s?code=real-code-1&state=%s" % (query.get("redirect_uri", ""), urllib.parse.quote(query.get("state", "")))
+    return b"HTTP/1.1 302 found\r\nLocation: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % location.encode()
+
+
+def pkce(verifier):
+    import base64, hashlib
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def token_endpoint(path, headers, body):
@@ -91,7 +109,8 @@ def token_endpoint(path, headers, body):
     answer, status = {"error": "invalid_grant"}, "400 bad"
     if path == "/v1/oauth/token/revoke":
         answer, status = {}, "200 ok"
-    elif request.get("code") == "real-code-1" or request.get("grant_type") == "refresh_token":
+    elif (request.get("code") == "real-code-1" and pkce(request.get("code_verifier", "")) == signed_in["challenge"]) \
+            or request.get("grant_type") == "refresh_token":
         signed_in["n"] += 1
         answer, status = {"access_token": "sk-ant-oat01-REALSIGNIN-access-%d-%s" % (signed_in["n"], "a" * 60),
                           "refresh_token": "sk-ant-ort01-REALSIGNIN-refresh-%d-%s" % (signed_in["n"], "r" * 60),
