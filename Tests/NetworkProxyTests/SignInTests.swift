@@ -22,6 +22,10 @@ struct SignInTests {
             callbackPath: "/callback", callbackPorts: 1024...65535, accessPrefix: "sk-ant-oat01-airlock-", refreshPrefix: "sk-ant-ort01-airlock-",
             keyPaths: ["/api/oauth/claude_cli/create_api_key"], keyPrefix: "sk-ant-api", keySurrogatePrefix: "sk-ant-api03-airlock-"))
 
+    /// The stand-in provider and the guest's program need these.
+    static let needsTools = ConditionTrait.enabled(
+        if: which("python3") != nil && which("curl") != nil && which("openssl") != nil, "needs python3, curl and openssl")
+
     static func page(_ changes: [String: String?] = [:]) -> String {
         var fields: [(String, String)] = [
             ("code", "true"), ("client_id", "cli-1"), ("response_type", "code"), ("redirect_uri", "http://localhost:45678/callback"),
@@ -56,10 +60,10 @@ struct SignInTests {
             Self.page() + "&x=a b",
         ]
         for url in refused {
-            #expect(throws: SignInError.self, "\(url)") { try signIns.checkPage(url) }
+            #expect(throws: InterceptionError.self, "\(url)") { try signIns.checkPage(url) }
         }
         for _ in 0..<(SignIns.opensPerMinute - 1) { _ = try signIns.checkPage(Self.page()) }
-        #expect(throws: SignInError.self, "at most \(SignIns.opensPerMinute) pages a minute") { try signIns.checkPage(Self.page()) }
+        #expect(throws: InterceptionError.self, "at most \(SignIns.opensPerMinute) pages a minute") { try signIns.checkPage(Self.page()) }
         do {
             _ = try signIns.checkPage(Self.page(["code_challenge_method": "plain"]) + "&secret=hunter2")
         } catch {
@@ -131,7 +135,7 @@ struct SignInTests {
         let summary = try String(contentsOfFile: directory + "/sign-ins.json", encoding: .utf8)
         #expect(summary.contains("dev@example.com") && !summary.contains("REAL"), "\(summary)")
         #expect(SignInStore.summaries(directory: directory).map(\.account) == ["dev@example.com"])
-        #expect(throws: SignInError.self) { try SignInStore(directory: directory, key: Array(repeating: 7, count: 32)).grants() }
+        #expect(throws: InterceptionError.self) { try SignInStore(directory: directory, key: Array(repeating: 7, count: 32)).grants() }
         let mode = try FileManager.default.attributesOfItem(atPath: directory + "/sign-ins.sealed")[.posixPermissions] as? Int
         #expect(mode == 0o600)
     }
@@ -225,14 +229,12 @@ struct SignInTests {
 
     @Test(
         "through the interceptor: the code exchange gives the VM surrogates only, the API call carries the real token, refresh is built by the host, revoke signs out every sandbox, an invented token is 401",
-        .enabled(if: which("python3") != nil && which("curl") != nil && which("openssl") != nil, "needs python3, curl and openssl"))
+        Self.needsTools)
     func endToEnd() async throws {
         try await within(120) {
             let harness = try await Harness.start(store: true)
             defer { harness.stop() }
-            let (signIns, port, verifier, challenge, log, directory, key) = (
-                harness.signIns, harness.port, Harness.verifier, harness.challenge, harness.log, harness.directory, harness.key
-            )
+            let (port, verifier, log, key) = (harness.port, Harness.verifier, harness.log, harness.key)
             func json(_ text: String) throws -> [String: JSONValue] { try #require(JSONValue.parse(Array(text.utf8)), "\(text)") }
             func call(_ host: String, _ path: String, json: String? = nil, form: String? = nil, bearer: String? = nil) async throws -> (Int, String) {
                 try await harness.call(host, path, json, form, bearer)
@@ -241,8 +243,7 @@ struct SignInTests {
             service.port = port
 
             // The browser came back with the real code; the VM got a surrogate for it.
-            _ = try signIns.checkPage(Self.page(["code_challenge": challenge]))
-            let code = try #require(signIns.surrogateCode(for: "real-code-1", port: 45678))
+            let code = try harness.browserReturns()
             let exchange =
                 #"{"grant_type":"authorization_code","code":"\#(code)","code_verifier":"\#(verifier)","redirect_uri":"http://localhost:45678/callback","client_id":"cli-1","state":"s1"}"#
             let (status, answer) = try await call("auth.test", "/v1/oauth/token", json: exchange)
@@ -276,7 +277,7 @@ struct SignInTests {
             let withKey = try await harness.call("api.test", "/v1/messages", nil, nil, nil, key: apiKey)
             #expect(withKey.0 == 200 && withKey.1.contains(apiKey), "x-api-key with the key's surrogate: \(withKey)")
             // Another sandbox (another process with the store's key) sees the sign-in.
-            let second = SignIns(services: [service], store: SignInStore(directory: directory + "/vault", key: key))
+            let second = SignIns(services: [service], store: SignInStore(directory: harness.directory + "/vault", key: key))
             #expect(second.apiTokens(for: "anthropic").map(\.surrogate) == [access, apiKey])
 
             // A refresh: built by the host from the stored refresh token and client id.
@@ -306,20 +307,18 @@ struct SignInTests {
                 seen.contains("GET /v1/messages Bearer sk-ant-oat01-REAL-ACCESS-1-")
                     && seen.contains("GET /v1/messages Bearer sk-ant-oat01-REAL-ACCESS-2-"))
             #expect(!seen.contains("airlock-"), "no surrogate ever reached the provider: \(seen)")
-            _ = directory
             await harness.close()
         }
     }
 
     @Test(
         "OpenAI's shape: a form exchange; JWT tokens become unsigned JWTs with the same claims and the real one's length (the account read from the id_token); the API gets the real JWT and its echo comes back as the surrogate",
-        .enabled(if: which("python3") != nil && which("curl") != nil && which("openssl") != nil, "needs python3, curl and openssl"))
+        Self.needsTools)
     func jwtTokens() async throws {
         try await within(120) {
             let harness = try await Harness.start(store: true, mode: "jwt")
             defer { harness.stop() }
-            _ = try harness.signIns.checkPage(Self.page(["code_challenge": harness.challenge]))
-            let code = try #require(harness.signIns.surrogateCode(for: "real-code-1", port: 45678))
+            let code = try harness.browserReturns()
             let form = FormBody.encode([
                 ("grant_type", "authorization_code"), ("code", code), ("code_verifier", Harness.verifier),
                 ("redirect_uri", "http://localhost:45678/callback"), ("client_id", "cli-1"),
@@ -345,13 +344,12 @@ struct SignInTests {
 
     @Test(
         "a token answer with a credential-like value airlock does not know (an account's session key) is 502, nothing stored",
-        .enabled(if: which("python3") != nil && which("curl") != nil && which("openssl") != nil, "needs python3, curl and openssl"))
+        Self.needsTools)
     func unknownField() async throws {
         try await within(60) {
             let harness = try await Harness.start(store: true, mode: "extra")
             defer { harness.stop() }
-            _ = try harness.signIns.checkPage(Self.page(["code_challenge": harness.challenge]))
-            let code = try #require(harness.signIns.surrogateCode(for: "real-code-1", port: 45678))
+            let code = try harness.browserReturns()
             let (status, answer) = try await harness.call(
                 "auth.test", "/v1/oauth/token",
                 #"{"grant_type":"authorization_code","code":"\#(code)","code_verifier":"\#(Harness.verifier)","redirect_uri":"http://localhost:45678/callback","client_id":"cli-1"}"#,
@@ -368,7 +366,7 @@ struct SignInTests {
 
     @Test(
         "without the vault's key no sign-in: the token host answers 403 with the reason, nothing goes upstream",
-        .enabled(if: which("python3") != nil && which("curl") != nil && which("openssl") != nil, "needs python3, curl and openssl"))
+        Self.needsTools)
     func unavailable() async throws {
         try await within(60) {
             let harness = try await Harness.start(store: false)
@@ -430,6 +428,13 @@ struct SignInTests {
             return Harness(
                 directory: directory, port: port, challenge: challenge, log: log, key: key, signIns: signIns, provider: provider, guest: guest,
                 captures: ["auth.test": auth, "api.test": api])
+        }
+
+        /// The sign-in page opened with the harness's challenge and the provider's redirect come
+        /// back to the CLI's port with the real code: the surrogate code the guest gets.
+        func browserReturns() throws -> String {
+            _ = try signIns.checkPage(SignInTests.page(["code_challenge": challenge]))
+            return try #require(signIns.surrogateCode(for: "real-code-1", port: 45678))
         }
 
         /// curl from the guest: status and body.

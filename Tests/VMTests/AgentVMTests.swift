@@ -52,19 +52,8 @@ extension InterceptionVMTests {
         let data = ["XDG_DATA_HOME": project.appendingPathComponent(".data").path]
         let add = try CLI.run(["secrets", "add", "CLAUDE_CODE_OAUTH_TOKEN", "--stdin"], in: project, environment: data, stdin: Data(token.utf8))
         #expect(add.status == 0, "\(add.stderr)")
-        try """
-        presets = ["claude-code"]
-
-        [network.rules.stand-in]
-        allow = ["api.anthropic.com:\(port)"]
-        allow_private = true
-        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
-        var environment = data
-        environment["HOME"] = home
+        var environment = try Self.standInAnthropic(project, home: home, servers: servers)
         environment["PATH"] = home + "/.local/bin:/usr/local/bin:/usr/bin:/bin"
-        environment["AIRLOCK_TEST_ONLY_RESOLVE"] = "api.anthropic.com=127.0.0.1"
-        environment["AIRLOCK_TEST_ONLY_UPSTREAM_CA"] = servers.ca
-        environment["AIRLOCK_TEST_ONLY_SERVICE_PORT"] = "\(port)"
 
         let first = try CLI.run(["start", "--", "claude", "first"], in: project, environment: environment)
         #expect(first.status == 0, "stderr: \(first.stderr)")
@@ -102,9 +91,25 @@ extension InterceptionVMTests {
             missing.stderr.contains("claude is not installed on this host") && missing.stderr.contains("https://claude.ai/install.sh"),
             "\(missing.stderr)")
     }
-}
 
-extension InterceptionVMTests {
+    /// `presets = ["claude-code"]` with the test servers standing in for api.anthropic.com and
+    /// platform.claude.com (allowed on their port), and the environment pointing airlock at them
+    /// (test-only resolver, CA and service port), the vault in the project, `home` as HOME.
+    static func standInAnthropic(_ project: URL, home: String, servers: TestServers) throws -> [String: String] {
+        try """
+        presets = ["claude-code"]
+
+        [network.rules.stand-in]
+        allow = ["api.anthropic.com:\(servers.tls)", "platform.claude.com:\(servers.tls)"]
+        allow_private = true
+        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
+        return [
+            "XDG_DATA_HOME": project.appendingPathComponent(".data").path, "HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "AIRLOCK_TEST_ONLY_RESOLVE": "api.anthropic.com=127.0.0.1,platform.claude.com=127.0.0.1",
+            "AIRLOCK_TEST_ONLY_UPSTREAM_CA": servers.ca, "AIRLOCK_TEST_ONLY_SERVICE_PORT": "\(servers.tls)",
+        ]
+    }
+
     @Test(
         "claude-code sign-in inside the sandbox: xdg-open reaches the host's browser (the test plays it: the provider's page, then its redirect), the callback arrives with a surrogate code, the exchange (PKCE checked by the provider) answers surrogates only (none in any process's environment or the VM's writable places), the API gets the real token, a refresh carries the real refresh token, a revoke signs out, ps says so"
     )
@@ -128,20 +133,8 @@ extension InterceptionVMTests {
         curl -sS -L --max-time 20 --cacert \(servers.ca) --connect-to platform.claude.com:443:127.0.0.1:\(port) "$1" > \(home)/callback-page 2>&1
         """.write(toFile: browser, atomically: true, encoding: .utf8)
         chmod(browser, 0o755)
-        try """
-        presets = ["claude-code"]
-
-        [network.rules.stand-in]
-        allow = ["api.anthropic.com:\(port)", "platform.claude.com:\(port)"]
-        allow_private = true
-        """.write(to: project.appendingPathComponent("airlock.toml"), atomically: true, encoding: .utf8)
-        var environment = ["XDG_DATA_HOME": project.appendingPathComponent(".data").path]
-        environment["HOME"] = home
-        environment["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+        var environment = try Self.standInAnthropic(project, home: home, servers: servers)
         environment["BROWSER"] = browser
-        environment["AIRLOCK_TEST_ONLY_RESOLVE"] = "api.anthropic.com=127.0.0.1,platform.claude.com=127.0.0.1"
-        environment["AIRLOCK_TEST_ONLY_UPSTREAM_CA"] = servers.ca
-        environment["AIRLOCK_TEST_ONLY_SERVICE_PORT"] = "\(port)"
         // PKCE as the CLI does it: the verifier stays in the VM, the page carries its S256.
         let verifier = "the-verifier-kept-in-the-vm-0123456789-abcdefghij"
         let challenge = "Cd0n8wJ7hrtZJsUhOnX9xZ9mnbNgiJIZ2AcQP2hZcEs"

@@ -45,7 +45,7 @@ public final class CallbackRelay: Sendable {
                     channel.eventLoop.makeCompletedFuture { try Connection(wrappingChannelSynchronously: channel) }
                 }
         } catch {
-            throw SignInError(
+            throw InterceptionError(
                 "port \(port) is in use on this computer, so the sign-in's answer cannot come back to the sandbox",
                 hint: "end what listens on 127.0.0.1:\(port) and sign in again")
         }

@@ -2,6 +2,7 @@ import AirlockSystem
 import Crypto
 import FoundationEssentials
 import NetworkPolicy
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,8 @@ import Glibc
 /// `sign-ins.sealed` holds the grants, ChaCha20-Poly1305 under the vault's sign-in key
 /// (`Vault.signInKey`); `sign-ins.json` beside it what `airlock ps` shows (account, scopes,
 /// times), no token. Every change is made under `flock` on `sign-ins.lock` and written whole
-/// (a temporary file renamed over); every read takes the file as it is now.
+/// (a temporary file renamed over); every read takes the file as it is now: it is opened again
+/// only when it changed (another inode, size or time), since the API hosts read it per request.
 public final class SignInStore: Sendable {
     public struct Grant: Codable, Sendable, Equatable {
         public var service: String
@@ -39,13 +41,15 @@ public final class SignInStore: Sendable {
         public var expiresAt: Int64?
     }
 
-    struct Document: Codable {
+    struct Document: Codable, Sendable {
         var version = 1
         var grants: [Grant] = []
     }
 
     public let directory: String
     private let key: SymmetricKey
+    /// The file last opened, by what `stat` says of it, and what it held.
+    private let opened = Mutex<(identity: [Int], document: Document)?>(nil)
     static let label = Array("airlock sign-ins v1".utf8)
 
     public init(directory: String, key: [UInt8]) {
@@ -73,7 +77,7 @@ public final class SignInStore: Sendable {
     public func update<T>(_ change: (inout [Grant]) throws -> T) throws -> T {
         try FileSystem.makeDirectories(directory, mode: 0o700)
         let lock = open(directory + "/sign-ins.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lock >= 0 else { throw SignInError("cannot open \(directory)/sign-ins.lock: \(String(cString: strerror(errno)))") }
+        guard lock >= 0 else { throw InterceptionError("cannot open \(directory)/sign-ins.lock: \(String(cString: strerror(errno)))") }
         defer { close(lock) }
         while flock(lock, LOCK_EX) != 0 && errno == EINTR {}
         var document = try read()
@@ -94,26 +98,30 @@ public final class SignInStore: Sendable {
         return (try? JSONDecoder().decode([Summary].self, from: Data(bytes))) ?? []
     }
 
+    /// The file's identity: a write (a new file renamed over) changes its inode and times.
+    private func identity() -> [Int]? {
+        var info = stat()
+        guard stat(sealedPath, &info) == 0 else { return nil }
+        return [
+            Int(info.st_dev), Int(info.st_ino), Int(info.st_size), info.st_mtim.tv_sec, info.st_mtim.tv_nsec, info.st_ctim.tv_sec,
+            info.st_ctim.tv_nsec,
+        ]
+    }
+
     private func read() throws -> Document {
+        let before = identity()
+        if let before, let known = opened.withLock({ $0 }), known.identity == before { return known.document }
         guard let bytes = try FileSystem.read(sealedPath, limit: 4 << 20) else { return Document() }
         do {
             let plain = try ChaChaPoly.open(ChaChaPoly.SealedBox(combined: bytes), using: key, authenticating: Self.label)
-            return try JSONDecoder().decode(Document.self, from: plain)
+            let document = try JSONDecoder().decode(Document.self, from: plain)
+            // Kept only when the same file was there before and after the read.
+            if let before, identity() == before { opened.withLock { $0 = (before, document) } }
+            return document
         } catch {
-            throw SignInError(
+            throw InterceptionError(
                 "the sign-ins' store \(sealedPath) cannot be opened with the vault's key (\(error))",
                 hint: "remove it (every sandbox signs in again); it is sealed with a key kept in the vault")
         }
     }
-}
-
-public struct SignInError: ExplainedError, Sendable {
-    public var message: String
-    public var hint: String?
-    public var cause: (any Error)? { nil }
-    public init(_ message: String, hint: String? = nil) {
-        self.message = message
-        self.hint = hint
-    }
-    public var description: String { hint.map { "\(message); \($0)" } ?? message }
 }

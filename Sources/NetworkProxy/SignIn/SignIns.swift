@@ -65,41 +65,45 @@ public final class SignIns: Sendable {
 
     /// Checks an address the guest asked the host to open; throws a refusal that names only the
     /// host and path (never the query).
-    public func checkPage(_ url: String) throws(SignInError) -> AllowedPage {
+    public func checkPage(_ url: String) throws(InterceptionError) -> AllowedPage {
         guard url.utf8.count <= 8192, !url.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7f } ?? false }) else {
-            throw SignInError("airlock opens only a provider's sign-in page; this address is too long or has spaces or control characters")
+            throw InterceptionError("airlock opens only a provider's sign-in page; this address is too long or has spaces or control characters")
         }
         guard url.hasPrefix("https://") else {
-            throw SignInError("airlock opens only a provider's sign-in page (https); not \(url.prefix { $0 != "?" && $0 != "#" }.prefix(200))")
+            throw InterceptionError("airlock opens only a provider's sign-in page (https); not \(url.prefix { $0 != "?" && $0 != "#" }.prefix(200))")
         }
         let rest = url.dropFirst("https://".count)
         let beforeQuery = rest.prefix { $0 != "?" && $0 != "#" }
         let place = String(beforeQuery).lowercased()
         guard !url.contains("#"), let service = services.first(where: { $0.signIn!.pages.contains(place) }), !place.contains("@") else {
-            throw SignInError(
+            throw InterceptionError(
                 "airlock opens only a provider's sign-in page (\(services.flatMap { $0.signIn!.pages }.joined(separator: ", "))); not https://\(beforeQuery.prefix(200))"
             )
         }
         let signIn = service.signIn!
         let query = rest.dropFirst(beforeQuery.count).dropFirst()
         let pairs = FormBody.parse(query)
-        func one(_ name: String) throws(SignInError) -> String {
+        func one(_ name: String) throws(InterceptionError) -> String {
             let values = pairs.filter { $0.0 == name }.map(\.1)
             guard values.count == 1, !values[0].isEmpty else {
-                throw SignInError("https://\(place): a sign-in page needs exactly one \(name) (airlock checks the sign-in before it opens it)")
+                throw InterceptionError("https://\(place): a sign-in page needs exactly one \(name) (airlock checks the sign-in before it opens it)")
             }
             return values[0]
         }
-        guard try one("response_type") == "code" else { throw SignInError("https://\(place): only the authorization-code flow (response_type=code)") }
-        guard try one("code_challenge_method") == "S256" else { throw SignInError("https://\(place): only PKCE with S256 (code_challenge_method)") }
+        guard try one("response_type") == "code" else {
+            throw InterceptionError("https://\(place): only the authorization-code flow (response_type=code)")
+        }
+        guard try one("code_challenge_method") == "S256" else {
+            throw InterceptionError("https://\(place): only PKCE with S256 (code_challenge_method)")
+        }
         let challenge = try one("code_challenge")
         _ = try one("client_id")
         guard !pairs.contains(where: { $0.0 == "prompt" && $0.1 == "none" }), !pairs.contains(where: { $0.0 == "response_mode" }) else {
-            throw SignInError("https://\(place): prompt=none and response_mode are not allowed")
+            throw InterceptionError("https://\(place): prompt=none and response_mode are not allowed")
         }
         let redirect = try one("redirect_uri")
         guard let port = Self.loopbackPort(redirect, path: signIn.callbackPath), signIn.callbackPorts.contains(port) else {
-            throw SignInError(
+            throw InterceptionError(
                 "https://\(place): the redirect must be http://localhost:<port>\(signIn.callbackPath) (ports \(signIn.callbackPorts.lowerBound)–\(signIn.callbackPorts.upperBound))"
             )
         }
@@ -109,7 +113,9 @@ public final class SignIns: Sendable {
             opened.append(.now)
             return true
         }
-        guard admitted else { throw SignInError("the sandbox asked for more than \(Self.opensPerMinute) sign-in pages in a minute; wait a minute") }
+        guard admitted else {
+            throw InterceptionError("the sandbox asked for more than \(Self.opensPerMinute) sign-in pages in a minute; wait a minute")
+        }
         pages.withLock { pages in
             pages.removeAll { ContinuousClock.now - $0.opened > Self.lifetime || ($0.service == service.name && $0.port == port) }
             pages.append(Page(service: service.name, port: port, challenge: challenge, opened: .now))
