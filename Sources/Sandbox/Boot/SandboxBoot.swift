@@ -1,4 +1,5 @@
 import AirlockSystem
+import CShim
 import Config
 import GitReview
 import GuestLink
@@ -196,18 +197,9 @@ struct SandboxBoot: Sendable {
             let page = try signIns.checkPage(url)
             let service = signIns.service(named: page.service)!
             try await callbacks.listen(port: page.callbackPort, path: service.signIn!.callbackPath)
-            let directories = (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
-            let desktop = environment["DISPLAY"] != nil || environment["WAYLAND_DISPLAY"] != nil
-            let browser = environment["BROWSER"].flatMap { $0.split(separator: ":").first.map(String.init) } ?? (desktop ? "xdg-open" : nil)
-            let program = browser.flatMap { $0.hasPrefix("/") ? $0 : HostFacts.findExecutable($0, in: directories) }
-            if let program {
-                let opened = try? await Blocking.run {
-                    try ChildProcess.capture(program, [url], environment: environment, timeout: .seconds(15))
-                }
-                if opened?.status == 0 {
-                    reporter.notice?("the sandbox's \(service.name) sign-in page is open in your browser")
-                    return nil
-                }
+            if await openInBrowser(url, environment: environment) {
+                reporter.notice?("the sandbox's \(service.name) sign-in page is open in your browser")
+                return nil
             }
             reporter.warning("to sign in to \(service.name) in the sandbox, open this address in a browser on this computer:\n  \(url)")
             return nil
@@ -215,6 +207,30 @@ struct SandboxBoot: Sendable {
             reporter.warning("the sandbox asked to open a page, which airlock refused: \(error)")
             return "\(error)"
         }
+    }
+
+    /// Opens `url` in `$BROWSER` (its first entry), else with `xdg-open` on a desktop. The
+    /// browser starts in a session of its own, its output to /dev/null, and is left running: one
+    /// that stays in the foreground is the user's, never waited for or killed. True when it is
+    /// still running after 5 s or ended with status 0; false without one, or when it failed.
+    static func openInBrowser(_ url: String, environment: [String: String]) async -> Bool {
+        let directories = (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+        let desktop = environment["DISPLAY"] != nil || environment["WAYLAND_DISPLAY"] != nil
+        let browser = environment["BROWSER"].flatMap { $0.split(separator: ":").first.map(String.init) } ?? (desktop ? "xdg-open" : nil)
+        guard let program = browser.flatMap({ HostFacts.findExecutable($0, in: directories) }) else { return false }
+        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { if devNull >= 0 { close(devNull) } }
+        let variables = environment.map { "\($0.key)=\($0.value)" }.sorted()
+        guard
+            let browserProcess = try? ProcessWaiter(spawning: {
+                withCStrings([program, url]) { argv in
+                    withCStrings(variables) { envp in airlock_spawn(program, argv, envp, devNull, devNull, devNull, Int32(AIRLOCK_SPAWN_SETSID)) }
+                }
+            })
+        else { return false }
+        // nil: still running at the deadline.
+        guard let status = try? await withDeadline(.seconds(5), what: "the browser", { await browserProcess.wait() }) else { return true }
+        return ExitStatus(waitStatus: status).code == 0
     }
 
     // MARK: Phases 2 to 4
